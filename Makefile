@@ -1,0 +1,26 @@
+# The two commands a new user needs: `make demo` and `make test`. Both install what is
+# missing first (scripts/setup.sh) and need root (XDP, AF_XDP and network namespaces).
+CARGO ?= cargo
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+
+.PHONY: demo test setup build lint unit lab clean-lab
+
+setup:
+	@bash scripts/setup.sh
+
+build: setup
+	$(CARGO) build --release --workspace
+
+demo: build
+	@bash scripts/demo.sh
+
+lint: setup
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+test: lint
+	$(CARGO) test --workspace --all-targets
+
+# Removes lab namespaces left behind by a killed test run (names start with xl-).
+clean-lab:
+	@for ns in $$(ip netns list | awk '/^xl-/{print $$1}'); do ip netns del $$ns; done

@@ -1,0 +1,7 @@
+//! The control side: what the user asked for becomes snapshots and BPF map entries. It
+//! never touches frames; it asks workers to send the few it builds (announcements, probes)
+//! and hears from them about conflicts.
+
+pub mod announcer;
+
+pub use announcer::{AnnounceConfig, Announcer, VipStatus};

@@ -1,0 +1,503 @@
+//! A worker: one AF_XDP socket on one (interface, queue), one pinned thread that polls it.
+//!
+//! The loop, per batch: recycle TX completions, refill the fill ring, take the current
+//! snapshot, receive up to `batch` frames, run [`lb::process`](crate::lb::process) on each,
+//! add the frames the control thread asked to send, transmit, publish counters. While
+//! frames flow it never sleeps; after `idle_spin` without any it sleeps in poll() on the
+//! socket and its waker, so an idle xlb costs next to nothing.
+
+use std::{
+    net::IpAddr,
+    num::NonZeroU32,
+    os::fd::{AsRawFd, RawFd},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use arc_swap::ArcSwap;
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use xsk_rs::{
+    config::{BindFlags, FrameSize, Interface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig},
+    CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem,
+};
+
+use super::wake::Waker;
+use crate::{
+    lb::{self, neighbor::OutFrame, pipeline::Reply, Counter, DropReason, Snapshot, Verdict, WorkerStats},
+    wire::EthernetAddress,
+};
+
+/// Whether to ask the driver for zero-copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ZeroCopy {
+    /// Zero-copy where the driver has it, copy mode otherwise.
+    Auto,
+    /// Always copy mode.
+    Off,
+    /// Zero-copy or fail.
+    Required,
+}
+
+/// How a socket ended up bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindMode {
+    /// Frames are DMA'd straight into the UMEM.
+    ZeroCopy,
+    /// The kernel copies each frame into the UMEM.
+    Copy,
+}
+
+impl std::fmt::Display for BindMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BindMode::ZeroCopy => "zero-copy",
+            BindMode::Copy => "copy",
+        })
+    }
+}
+
+/// Sizes and behaviour of one worker.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Interface name.
+    pub ifname: String,
+    /// Interface MAC.
+    pub mac: EthernetAddress,
+    /// Queue id.
+    pub queue: u32,
+    /// Core to pin to (none: not pinned).
+    pub core: Option<usize>,
+    /// UMEM frames (each 2048 bytes).
+    pub frames: u32,
+    /// Size of each of the four rings (power of two).
+    pub ring_size: u32,
+    /// Most frames taken from the RX ring at once.
+    pub batch: usize,
+    /// How long the worker spins without traffic before it sleeps in poll().
+    pub idle_spin: Duration,
+    /// Zero-copy policy.
+    pub zero_copy: ZeroCopy,
+    /// Set SO_PREFER_BUSY_POLL / SO_BUSY_POLL / SO_BUSY_POLL_BUDGET on the socket.
+    pub busy_poll: bool,
+}
+
+/// Why a worker could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// A size in the configuration is not acceptable to AF_XDP.
+    #[error("{what} = {value} is not valid: {why}")]
+    Size {
+        /// Which setting.
+        what: &'static str,
+        /// Its value.
+        value: u32,
+        /// What it must be.
+        why: &'static str,
+    },
+    /// The UMEM could not be created.
+    #[error("creating the UMEM for {ifname} queue {queue} failed: {source}")]
+    Umem {
+        /// Interface.
+        ifname: String,
+        /// Queue.
+        queue: u32,
+        /// Cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The AF_XDP socket could not be bound.
+    #[error("binding an AF_XDP socket to {ifname} queue {queue} ({mode}) failed: {source}")]
+    Bind {
+        /// Interface.
+        ifname: String,
+        /// Queue.
+        queue: u32,
+        /// The mode tried.
+        mode: &'static str,
+        /// Cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The worker thread could not be started.
+    #[error("starting the worker thread failed: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
+/// Counters a worker publishes after every batch; read by anyone, written by one worker.
+#[derive(Debug, Default)]
+pub struct SharedStats {
+    counters: [AtomicU64; Counter::COUNT],
+    drops: [AtomicU64; DropReason::COUNT],
+}
+
+impl SharedStats {
+    fn publish(&self, s: &WorkerStats) {
+        for (a, v) in self.counters.iter().zip(s.counters.iter()) {
+            a.store(*v, Ordering::Relaxed);
+        }
+        for (a, v) in self.drops.iter().zip(s.drops.iter()) {
+            a.store(*v, Ordering::Relaxed);
+        }
+    }
+
+    /// A copy of the counters as last published.
+    pub fn read(&self) -> WorkerStats {
+        let mut s = WorkerStats::default();
+        for (v, a) in s.counters.iter_mut().zip(self.counters.iter()) {
+            *v = a.load(Ordering::Relaxed);
+        }
+        for (v, a) in s.drops.iter_mut().zip(self.drops.iter()) {
+            *v = a.load(Ordering::Relaxed);
+        }
+        s
+    }
+}
+
+/// A VIP claim seen by a worker, for the control thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConflictReport {
+    /// Queue it arrived on.
+    pub queue: u32,
+    /// The VIP.
+    pub vip: IpAddr,
+    /// Who claimed it.
+    pub mac: EthernetAddress,
+}
+
+/// A bound AF_XDP socket with its UMEM and rings, not yet polled by a thread.
+pub struct Xsk {
+    umem: Umem,
+    descs: Vec<FrameDesc>,
+    tx: TxQueue,
+    rx: RxQueue,
+    fq: FillQueue,
+    cq: CompQueue,
+    /// How it was bound.
+    pub mode: BindMode,
+}
+
+impl std::fmt::Debug for Xsk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Xsk").field("mode", &self.mode).field("frames", &self.descs.len()).finish()
+    }
+}
+
+fn queue_size(what: &'static str, v: u32) -> Result<QueueSize, WorkerError> {
+    QueueSize::new(v).map_err(|_| WorkerError::Size { what, value: v, why: "must be a power of two" })
+}
+
+impl Xsk {
+    /// Creates the UMEM and binds a socket to `cfg.queue` of `cfg.ifname`, without loading
+    /// any XDP program (xlb attaches its own). Zero-copy is tried first unless `Off`.
+    pub fn open(cfg: &WorkerConfig) -> Result<Self, WorkerError> {
+        let attempts: &[BindMode] = match cfg.zero_copy {
+            ZeroCopy::Auto => &[BindMode::ZeroCopy, BindMode::Copy],
+            ZeroCopy::Off => &[BindMode::Copy],
+            ZeroCopy::Required => &[BindMode::ZeroCopy],
+        };
+        let mut last = None;
+        for mode in attempts {
+            match Self::open_mode(cfg, *mode) {
+                Ok(x) => return Ok(x),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or(WorkerError::Size { what: "zero-copy", value: 0, why: "no bind mode to try" }))
+    }
+
+    fn open_mode(cfg: &WorkerConfig, mode: BindMode) -> Result<Self, WorkerError> {
+        let ring = queue_size("ring size", cfg.ring_size)?;
+        let frames = NonZeroU32::new(cfg.frames).ok_or(WorkerError::Size {
+            what: "UMEM frames",
+            value: cfg.frames,
+            why: "must be at least twice the ring size",
+        })?;
+        if cfg.frames < cfg.ring_size * 2 {
+            return Err(WorkerError::Size {
+                what: "UMEM frames",
+                value: cfg.frames,
+                why: "must be at least twice the ring size",
+            });
+        }
+        let umem_err = |source: Box<dyn std::error::Error + Send + Sync>| WorkerError::Umem {
+            ifname: cfg.ifname.clone(),
+            queue: cfg.queue,
+            source,
+        };
+        let frame_size = FrameSize::new(2048).map_err(|e| umem_err(Box::new(e)))?;
+        let umem_cfg = UmemConfig::builder()
+            .frame_size(frame_size)
+            .fill_queue_size(ring)
+            .comp_queue_size(ring)
+            .build()
+            .map_err(|e| umem_err(Box::new(e)))?;
+        let (umem, descs) = Umem::new(umem_cfg, frames, false).map_err(|e| umem_err(Box::new(e)))?;
+        let bind = match mode {
+            BindMode::ZeroCopy => BindFlags::XDP_ZEROCOPY,
+            BindMode::Copy => BindFlags::XDP_COPY,
+        } | BindFlags::XDP_USE_NEED_WAKEUP;
+        let sock_cfg = SocketConfig::builder()
+            .rx_queue_size(ring)
+            .tx_queue_size(ring)
+            .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
+            .bind_flags(bind)
+            .build();
+        let bind_err = |source: Box<dyn std::error::Error + Send + Sync>| WorkerError::Bind {
+            ifname: cfg.ifname.clone(),
+            queue: cfg.queue,
+            mode: match mode {
+                BindMode::ZeroCopy => "zero-copy",
+                BindMode::Copy => "copy",
+            },
+            source,
+        };
+        let ifname: Interface = cfg.ifname.parse().map_err(|e| bind_err(Box::new(e)))?;
+        // SAFETY: the UMEM was created just above and is used by this socket alone, so the
+        // shared-UMEM precondition of Socket::new does not apply.
+        let (tx, rx, rings) =
+            unsafe { Socket::new(sock_cfg, &umem, &ifname, cfg.queue) }.map_err(|e| bind_err(Box::new(e)))?;
+        let (fq, cq) = rings.ok_or_else(|| bind_err("the kernel returned no fill/completion rings".into()))?;
+        Ok(Xsk { umem, descs, tx, rx, fq, cq, mode })
+    }
+
+    /// The socket's descriptor, for the XSKMAP.
+    pub fn fd(&self) -> RawFd {
+        self.rx.fd().as_raw_fd()
+    }
+
+    /// Sets the busy-poll socket options; returns what the kernel refused, if anything.
+    pub fn set_busy_poll(&self, budget: usize) -> Result<(), std::io::Error> {
+        const SO_PREFER_BUSY_POLL: i32 = 69;
+        const SO_BUSY_POLL_BUDGET: i32 = 70;
+        let budget = i32::try_from(budget).unwrap_or(64);
+        for (opt, val) in [(SO_PREFER_BUSY_POLL, 1), (libc::SO_BUSY_POLL, 20), (SO_BUSY_POLL_BUDGET, budget)] {
+            // SAFETY: passes a live i32 and its size to setsockopt on our own socket.
+            let rc = unsafe {
+                libc::setsockopt(
+                    self.fd(),
+                    libc::SOL_SOCKET,
+                    opt,
+                    (&val as *const i32).cast(),
+                    u32::try_from(std::mem::size_of::<i32>()).unwrap_or(4),
+                )
+            };
+            if rc != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a worker reads and writes besides its socket.
+#[derive(Debug, Clone)]
+pub struct WorkerShared {
+    /// The current snapshot.
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    /// Set to stop.
+    pub shutdown: Arc<AtomicBool>,
+    /// Where conflicts go.
+    pub conflicts: Sender<ConflictReport>,
+}
+
+/// A running worker.
+#[derive(Debug)]
+pub struct WorkerHandle {
+    /// Queue it serves.
+    pub queue: u32,
+    /// How its socket is bound.
+    pub mode: BindMode,
+    /// Its counters.
+    pub stats: Arc<SharedStats>,
+    /// Frames for it to send.
+    pub control: Sender<OutFrame>,
+    /// Wakes it from poll().
+    pub waker: Arc<Waker>,
+    join: JoinHandle<WorkerStats>,
+}
+
+impl WorkerHandle {
+    /// Waits for the thread to finish (after `shutdown` was set and the waker notified) and
+    /// returns its final counters.
+    pub fn join(self) -> WorkerStats {
+        self.join.join().unwrap_or_default()
+    }
+}
+
+/// Starts the worker thread for a bound socket.
+pub fn spawn(cfg: WorkerConfig, xsk: Xsk, shared: WorkerShared) -> Result<WorkerHandle, WorkerError> {
+    let stats = Arc::new(SharedStats::default());
+    let waker = Arc::new(Waker::new().map_err(WorkerError::Thread)?);
+    let (control_tx, control_rx) = crossbeam_channel::bounded(1024);
+    let (queue, mode) = (cfg.queue, xsk.mode);
+    let worker = Worker { cfg, xsk, shared, stats: stats.clone(), waker: waker.clone(), control: control_rx };
+    let join = std::thread::Builder::new()
+        .name(format!("xlb-w{queue}"))
+        .spawn(move || worker.run())
+        .map_err(WorkerError::Thread)?;
+    Ok(WorkerHandle { queue, mode, stats, control: control_tx, waker, join })
+}
+
+struct Worker {
+    cfg: WorkerConfig,
+    xsk: Xsk,
+    shared: WorkerShared,
+    stats: Arc<SharedStats>,
+    waker: Arc<Waker>,
+    control: Receiver<OutFrame>,
+}
+
+impl Worker {
+    fn run(mut self) -> WorkerStats {
+        if let Some(core) = self.cfg.core {
+            if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+                tracing::warn!(queue = self.cfg.queue, core, "could not pin the worker to its core");
+            }
+        }
+        let batch = self.cfg.batch.max(1);
+        let ring = usize::try_from(self.cfg.ring_size).unwrap_or(2048);
+        let mut free: Vec<FrameDesc> = std::mem::take(&mut self.xsk.descs);
+        let mut rx_descs = vec![FrameDesc::default(); batch];
+        let mut comp_descs = vec![FrameDesc::default(); ring];
+        let mut tx_descs: Vec<FrameDesc> = Vec::with_capacity(batch * 2);
+        let mut stats = WorkerStats::default();
+        let mut last_traffic = Instant::now();
+        let mac = self.cfg.mac;
+        let clock = Instant::now();
+        // Frames kept back from the fill ring so that replies and announcements always find
+        // a buffer.
+        let reserve = batch * 2;
+
+        while !self.shared.shutdown.load(Ordering::Relaxed) {
+            // 1. Completed transmissions give their frames back.
+            // SAFETY: the completion ring hands back frames of this socket's own UMEM that
+            // we submitted for TX; comp_descs only receives their descriptors.
+            let done = unsafe { self.xsk.cq.consume(&mut comp_descs) };
+            free.extend_from_slice(&comp_descs[..done]);
+
+            // 2. Keep the fill ring stocked.
+            let spare = free.len().saturating_sub(reserve);
+            if spare > 0 {
+                let want = u32::try_from(spare.min(ring)).unwrap_or(0);
+                let room = usize::try_from(self.xsk.fq.nb_free(want)).unwrap_or(0).min(spare);
+                if room > 0 {
+                    let from = free.len() - room;
+                    // SAFETY: these frames belong to this UMEM and are not in any ring: they
+                    // came back from RX, completion, or were never submitted.
+                    let n = unsafe { self.xsk.fq.produce(&free[from..]) };
+                    free.truncate(free.len() - n);
+                }
+            }
+
+            // 3. Receive and decide.
+            let snap = self.shared.snapshot.load();
+            // SAFETY: rx_descs only receives descriptors of frames in this socket's UMEM.
+            let n = unsafe { self.xsk.rx.consume(&mut rx_descs) };
+            tx_descs.clear();
+            if n > 0 {
+                stats.bump(Counter::Batches);
+                stats.add(Counter::RxFrames, n as u64);
+                let now = u64::try_from(clock.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                for desc in rx_descs.iter_mut().take(n) {
+                    // SAFETY: the frame was just consumed from RX, so the kernel no longer
+                    // writes it and we hold the only descriptor to it.
+                    let mut data = unsafe { self.xsk.umem.data_mut(desc) };
+                    let len = data.contents().len();
+                    let verdict = {
+                        // Expose the whole frame buffer: a reply may be longer than the
+                        // request (a neighbour advertisement for a solicitation).
+                        let mut cur = data.cursor();
+                        let cap = cur.buf_len();
+                        cur.set_pos(cap);
+                        lb::process(now, &snap, mac, data.contents_mut(), len)
+                    };
+                    match verdict {
+                        Verdict::Tx { len: out_len, reply } => {
+                            data.cursor().set_pos(out_len);
+                            stats.bump(match reply {
+                                Reply::Arp => Counter::ArpReplies,
+                                Reply::Ndp => Counter::NdpAdverts,
+                            });
+                            tx_descs.push(*desc);
+                        }
+                        Verdict::Drop(reason) => {
+                            stats.drop(reason);
+                            free.push(*desc);
+                        }
+                        Verdict::Conflict(c) => {
+                            stats.drop(DropReason::Conflict);
+                            stats.bump(Counter::Conflicts);
+                            let report = ConflictReport { queue: self.cfg.queue, vip: c.vip, mac: c.mac };
+                            if let Err(TrySendError::Full(_)) = self.shared.conflicts.try_send(report) {
+                                stats.bump(Counter::ConflictReportsLost);
+                            }
+                            free.push(*desc);
+                        }
+                    }
+                }
+            }
+            drop(snap);
+
+            // 4. Frames the control thread wants out (announcements, probes).
+            while let Ok(frame) = self.control.try_recv() {
+                let Some(mut desc) = free.pop() else {
+                    stats.bump(Counter::TxNoRoom);
+                    continue;
+                };
+                // SAFETY: a free frame of this UMEM, in no ring.
+                let mut data = unsafe { self.xsk.umem.data_mut(&mut desc) };
+                let mut cur = data.cursor();
+                cur.set_pos(0);
+                if std::io::Write::write_all(&mut cur, frame.bytes()).is_ok() {
+                    stats.bump(Counter::ControlFrames);
+                    tx_descs.push(desc);
+                } else {
+                    stats.bump(Counter::TxNoRoom);
+                    free.push(desc);
+                }
+            }
+
+            // 5. Transmit.
+            if !tx_descs.is_empty() {
+                let want = u32::try_from(tx_descs.len()).unwrap_or(u32::MAX);
+                let room = usize::try_from(self.xsk.tx.nb_free(want)).unwrap_or(0).min(tx_descs.len());
+                // SAFETY: every descriptor in tx_descs is a frame of this UMEM that is in no
+                // ring; after produce the kernel owns them until completion.
+                let sent = unsafe { self.xsk.tx.produce(&tx_descs[..room]) };
+                for d in &tx_descs[sent..] {
+                    stats.bump(Counter::TxNoRoom);
+                    free.push(*d);
+                }
+                stats.add(Counter::TxFrames, sent as u64);
+                if self.xsk.tx.needs_wakeup() {
+                    // Errors here are transient (ENOBUFS, EAGAIN) and retried next batch.
+                    let _ = self.xsk.tx.wakeup();
+                }
+            }
+
+            // 6. Spin while busy, sleep when idle.
+            if n > 0 || !tx_descs.is_empty() {
+                last_traffic = Instant::now();
+                self.stats.publish(&stats);
+            } else if last_traffic.elapsed() >= self.cfg.idle_spin {
+                self.stats.publish(&stats);
+                stats.bump(Counter::Sleeps);
+                // Completions still due are collected on waking; a sleep never outlasts a
+                // second so shutdown and late completions are seen.
+                self.waker.sleep(self.xsk.fd(), 1000);
+                last_traffic = Instant::now();
+            } else {
+                if self.xsk.fq.needs_wakeup() {
+                    let _ = self.xsk.fq.wakeup(self.xsk.rx.fd_mut(), 0);
+                }
+                std::hint::spin_loop();
+            }
+        }
+        self.stats.publish(&stats);
+        stats
+    }
+}

@@ -1,0 +1,59 @@
+//! One frame in, one verdict out: classify, then answer, forward or drop. Pure: the frame
+//! is rewritten in place and nothing else is touched.
+
+use std::net::IpAddr;
+
+use super::{neighbor, DropReason, Snapshot};
+use crate::wire::{EtherType, EthernetAddress, EthernetFrame};
+
+/// Another host claiming one of our VIPs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conflict {
+    /// The VIP claimed.
+    pub vip: IpAddr,
+    /// The MAC that claimed it.
+    pub mac: EthernetAddress,
+}
+
+/// Which kind of answer a transmitted frame is (for counting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    /// ARP reply.
+    Arp,
+    /// Neighbour advertisement.
+    Ndp,
+}
+
+/// What to do with a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Send the first `len` bytes of the buffer back out of the interface.
+    Tx {
+        /// New length of the frame.
+        len: usize,
+        /// What kind of frame it is.
+        reply: Reply,
+    },
+    /// Drop it, counted under this reason.
+    Drop(DropReason),
+    /// Drop it and report the claim to the control thread.
+    Conflict(Conflict),
+}
+
+/// Decides what happens to the frame in `buf[..len]`, received on an interface whose MAC
+/// is `mac`. `buf` may be longer than the frame: the bytes after it are room for a longer
+/// reply. `now` is the monotonic time in nanoseconds (used by connection tracking).
+#[inline]
+pub fn process(_now: u64, snap: &Snapshot, mac: EthernetAddress, buf: &mut [u8], len: usize) -> Verdict {
+    let Some(frame) = buf.get(..len) else { return Verdict::Drop(DropReason::Truncated) };
+    let ethertype = match EthernetFrame::new_checked(frame) {
+        Ok(eth) => eth.ethertype(),
+        Err(e) => return Verdict::Drop(e.into()),
+    };
+    match ethertype {
+        EtherType::ARP => neighbor::arp(snap, mac, buf, len),
+        EtherType::IPV6 => neighbor::ndp(snap, mac, buf, len),
+        EtherType::IPV4 => Verdict::Drop(DropReason::NoService),
+        _ => Verdict::Drop(DropReason::Unsupported),
+    }
+}

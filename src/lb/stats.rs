@@ -1,0 +1,185 @@
+//! Per-worker counters, indexed by enums so that counting is an array increment.
+
+/// Why the datapath dropped a frame.
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// A header was shorter than it must be, or than a length field says.
+    Truncated = 0,
+    /// A header field held a forbidden value.
+    Malformed,
+    /// A checksum did not match.
+    BadChecksum,
+    /// An EtherType or protocol the datapath does not handle reached it.
+    Unsupported,
+    /// ARP/NDP about an address that is not an owned VIP (probing or unknown).
+    NotOwned,
+    /// An ARP or NDP message that needs no answer (a reply, a non-conflicting claim).
+    NoAnswerNeeded,
+    /// A neighbour-discovery message with a hop limit other than 255 (RFC 4861).
+    NdpHopLimit,
+    /// Traffic to a VIP on which no service listens.
+    NoService,
+    /// A frame that claimed one of our VIPs for another MAC (reported as a conflict).
+    Conflict,
+    /// The frame buffer cannot hold the reply.
+    NoRoom,
+}
+
+impl DropReason {
+    /// Number of reasons.
+    pub const COUNT: usize = DropReason::NoRoom as usize + 1;
+    /// Every reason, in index order.
+    pub const ALL: [DropReason; DropReason::COUNT] = [
+        DropReason::Truncated,
+        DropReason::Malformed,
+        DropReason::BadChecksum,
+        DropReason::Unsupported,
+        DropReason::NotOwned,
+        DropReason::NoAnswerNeeded,
+        DropReason::NdpHopLimit,
+        DropReason::NoService,
+        DropReason::Conflict,
+        DropReason::NoRoom,
+    ];
+
+    /// Name used in logs, JSON and metrics labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Truncated => "truncated",
+            DropReason::Malformed => "malformed",
+            DropReason::BadChecksum => "bad_checksum",
+            DropReason::Unsupported => "unsupported",
+            DropReason::NotOwned => "not_owned",
+            DropReason::NoAnswerNeeded => "no_answer_needed",
+            DropReason::NdpHopLimit => "ndp_hop_limit",
+            DropReason::NoService => "no_service",
+            DropReason::Conflict => "conflict",
+            DropReason::NoRoom => "no_room",
+        }
+    }
+}
+
+impl From<crate::wire::Error> for DropReason {
+    fn from(e: crate::wire::Error) -> Self {
+        match e {
+            crate::wire::Error::Truncated => DropReason::Truncated,
+            crate::wire::Error::Malformed => DropReason::Malformed,
+            crate::wire::Error::Checksum => DropReason::BadChecksum,
+        }
+    }
+}
+
+/// What a worker counts besides drops.
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counter {
+    /// Frames received from the socket.
+    RxFrames = 0,
+    /// Frames handed to the socket for transmission (replies and announcements).
+    TxFrames,
+    /// ARP replies sent for owned VIPs.
+    ArpReplies,
+    /// Neighbour advertisements sent in answer to solicitations.
+    NdpAdverts,
+    /// Announcement and probe frames sent on the control thread's behalf.
+    ControlFrames,
+    /// Conflicts seen (another MAC claiming a VIP of ours).
+    Conflicts,
+    /// Conflict reports lost because the control thread's queue was full.
+    ConflictReportsLost,
+    /// Frames the control thread asked to send that found no free buffer or ring slot.
+    TxNoRoom,
+    /// Batches processed.
+    Batches,
+    /// Times the worker went to sleep in poll() after an idle spell.
+    Sleeps,
+}
+
+impl Counter {
+    /// Number of counters.
+    pub const COUNT: usize = Counter::Sleeps as usize + 1;
+    /// Every counter, in index order.
+    pub const ALL: [Counter; Counter::COUNT] = [
+        Counter::RxFrames,
+        Counter::TxFrames,
+        Counter::ArpReplies,
+        Counter::NdpAdverts,
+        Counter::ControlFrames,
+        Counter::Conflicts,
+        Counter::ConflictReportsLost,
+        Counter::TxNoRoom,
+        Counter::Batches,
+        Counter::Sleeps,
+    ];
+
+    /// Name used in logs, JSON and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Counter::RxFrames => "rx_frames",
+            Counter::TxFrames => "tx_frames",
+            Counter::ArpReplies => "arp_replies",
+            Counter::NdpAdverts => "ndp_adverts",
+            Counter::ControlFrames => "control_frames",
+            Counter::Conflicts => "conflicts",
+            Counter::ConflictReportsLost => "conflict_reports_lost",
+            Counter::TxNoRoom => "tx_no_room",
+            Counter::Batches => "batches",
+            Counter::Sleeps => "sleeps",
+        }
+    }
+}
+
+/// A worker's own counters: plain integers, written by that worker alone.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerStats {
+    /// By [`Counter`].
+    pub counters: [u64; Counter::COUNT],
+    /// By [`DropReason`].
+    pub drops: [u64; DropReason::COUNT],
+}
+
+impl WorkerStats {
+    /// Adds one to a counter.
+    #[inline]
+    pub fn bump(&mut self, c: Counter) {
+        self.counters[c as usize] += 1;
+    }
+
+    /// Adds `n` to a counter.
+    #[inline]
+    pub fn add(&mut self, c: Counter, n: u64) {
+        self.counters[c as usize] += n;
+    }
+
+    /// Counts a drop.
+    #[inline]
+    pub fn drop(&mut self, r: DropReason) {
+        self.drops[r as usize] += 1;
+    }
+
+    /// A counter's value.
+    pub fn get(&self, c: Counter) -> u64 {
+        self.counters[c as usize]
+    }
+
+    /// Drops for one reason.
+    pub fn dropped(&self, r: DropReason) -> u64 {
+        self.drops[r as usize]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_are_in_index_order() {
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "{}", r.name());
+        }
+        for (i, c) in Counter::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i, "{}", c.name());
+        }
+    }
+}

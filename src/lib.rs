@@ -1,0 +1,12 @@
+//! xlb: a userspace L4 load balancer on AF_XDP.
+//!
+//! `wire` reads and writes packet bytes; `lb` decides what happens to a frame, with no I/O;
+//! `io` owns every socket, BPF object and worker thread (and all of the crate's `unsafe`);
+//! `control` turns what the user asked for into snapshots the workers read.
+#![deny(unsafe_code)]
+
+pub mod control;
+#[allow(unsafe_code)]
+pub mod io;
+pub mod lb;
+pub mod wire;

@@ -1,0 +1,389 @@
+//! The `xlb` command: argument parsing, logging, threads and signals. No packet code.
+
+use std::{
+    net::IpAddr,
+    path::PathBuf,
+    process::ExitCode,
+    sync::{atomic::AtomicBool, atomic::Ordering, Arc},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use clap::{Parser, Subcommand};
+use serde_json::json;
+use xlb::{
+    control::{announcer::Actions, AnnounceConfig, Announcer, VipStatus},
+    io::{
+        netdev::{NetDev, NetDevError},
+        worker::{self, ConflictReport, WorkerConfig, WorkerHandle, WorkerShared, Xsk, ZeroCopy},
+        xdp::{XdpProgram, CLASS_NAMES},
+    },
+    lb::{Counter, DropReason, Snapshot, WorkerStats},
+};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// xlb: an L4 load balancer on AF_XDP for bare-metal Kubernetes ingress nodes.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Attach to an interface and answer ARP/NDP for the given VIPs.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Interface to serve (its MAC answers for the VIPs).
+    #[arg(long, short = 'i', value_name = "IF")]
+    interface: String,
+    /// A VIP to own (IPv4 or IPv6); repeat for more.
+    #[arg(long = "vip", value_name = "ADDR", required = true)]
+    vips: Vec<String>,
+    /// Queues to serve, from 0 (default: every RX queue of the interface).
+    #[arg(long)]
+    queues: Option<u32>,
+    /// Cores to pin workers to, in queue order, comma-separated (default: queue i on core
+    /// i mod the number of cores).
+    #[arg(long, value_delimiter = ',', value_name = "CPU,...")]
+    cores: Vec<usize>,
+    /// UMEM frames per queue (2048 bytes each; at least twice --ring-size).
+    #[arg(long, default_value_t = 4096)]
+    frames: u32,
+    /// Size of each AF_XDP ring (power of two).
+    #[arg(long, default_value_t = 2048)]
+    ring_size: u32,
+    /// Most frames a worker takes from its RX ring at once.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Microseconds a worker keeps spinning after the last frame before it sleeps in poll().
+    #[arg(long, default_value_t = 500)]
+    idle_spin_us: u64,
+    /// Zero-copy policy for the AF_XDP sockets.
+    #[arg(long, value_enum, default_value_t = ZeroCopy::Auto)]
+    zero_copy: ZeroCopy,
+    /// Set the busy-poll socket options (SO_PREFER_BUSY_POLL, SO_BUSY_POLL, budget = --batch).
+    #[arg(long)]
+    busy_poll: bool,
+    /// Duplicate-address probes before a VIP is announced (0 disables detection).
+    #[arg(long, default_value_t = 3)]
+    dad_probes: u32,
+    /// Milliseconds between probes.
+    #[arg(long, default_value_t = 100)]
+    dad_interval_ms: u64,
+    /// Milliseconds to wait for an answer after the last probe.
+    #[arg(long, default_value_t = 200)]
+    dad_wait_ms: u64,
+    /// Gratuitous ARP / unsolicited NA rounds sent when a VIP becomes owned.
+    #[arg(long, default_value_t = 3)]
+    garp_count: u32,
+    /// Milliseconds between those rounds.
+    #[arg(long, default_value_t = 250)]
+    garp_interval_ms: u64,
+    /// Write the final counters here as JSON when xlb stops.
+    #[arg(long, value_name = "PATH")]
+    stats_file: Option<PathBuf>,
+}
+
+/// A mistake in what the user asked for: reported in one line, exit code 2.
+#[derive(Debug, thiserror::Error)]
+enum UsageError {
+    #[error("--vip {0:?} is not an IP address (expected e.g. 192.0.2.10 or 2001:db8::10)")]
+    VipSyntax(String),
+    #[error("--vip {0} cannot be a VIP: {1}")]
+    VipKind(String, &'static str),
+    #[error("--vip {0} is given twice")]
+    VipTwice(IpAddr),
+    #[error("--interface: {0}")]
+    Interface(#[from] NetDevError),
+    #[error("--queues {0}: interface {1} has {2} RX queue(s)")]
+    Queues(u32, String, u32),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                e.exit();
+            }
+            // clap's own message, first line only: what was wrong and with which argument.
+            let text = e.render().to_string();
+            let line = text.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ");
+            eprintln!("xlb: {line} (see xlb --help)");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(cli.log_format);
+    match cli.command {
+        Command::Run(args) => match run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                if let Some(u) = e.downcast_ref::<UsageError>() {
+                    eprintln!("xlb: {u}");
+                    return ExitCode::from(2);
+                }
+                eprintln!("xlb: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn parse_vips(raw: &[String]) -> Result<Vec<IpAddr>, UsageError> {
+    let mut out: Vec<IpAddr> = Vec::with_capacity(raw.len());
+    for s in raw {
+        let ip: IpAddr = s.trim().parse().map_err(|_| UsageError::VipSyntax(s.clone()))?;
+        let bad = match ip {
+            IpAddr::V4(a) if a.is_unspecified() || a.is_broadcast() => Some("unspecified or broadcast"),
+            IpAddr::V4(a) if a.is_multicast() => Some("multicast"),
+            IpAddr::V4(a) if a.is_loopback() => Some("loopback"),
+            IpAddr::V6(a) if a.is_unspecified() || a.is_loopback() => Some("unspecified or loopback"),
+            IpAddr::V6(a) if a.is_multicast() => Some("multicast"),
+            _ => None,
+        };
+        if let Some(why) = bad {
+            return Err(UsageError::VipKind(s.clone(), why));
+        }
+        if out.contains(&ip) {
+            return Err(UsageError::VipTwice(ip));
+        }
+        out.push(ip);
+    }
+    Ok(out)
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let vips = parse_vips(&args.vips)?;
+    let dev = NetDev::by_name(&args.interface).map_err(UsageError::from)?;
+    let queues = match args.queues {
+        Some(q) if q == 0 || q > dev.rx_queues => {
+            return Err(UsageError::Queues(q, dev.name.clone(), dev.rx_queues).into())
+        }
+        Some(q) => q,
+        None => dev.rx_queues,
+    };
+    let ncores = core_affinity::get_core_ids().map(|c| c.len()).unwrap_or(1).max(1);
+
+    let shutdown = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, shutdown.clone()).context("installing signal handlers")?;
+    }
+
+    let mut prog = XdpProgram::load()?;
+    let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
+    let (conflict_tx, conflict_rx) = crossbeam_channel::bounded::<ConflictReport>(4096);
+    let shared = WorkerShared { snapshot: snapshot.clone(), shutdown: shutdown.clone(), conflicts: conflict_tx };
+
+    // Sockets first, then the program: from the moment it is attached, every queue has a
+    // socket to redirect to.
+    let mut workers: Vec<WorkerHandle> = Vec::new();
+    let mut sockets = Vec::new();
+    for q in 0..queues {
+        let qi = usize::try_from(q).unwrap_or(0);
+        let cfg = WorkerConfig {
+            ifname: dev.name.clone(),
+            mac: dev.mac,
+            queue: q,
+            core: Some(args.cores.get(qi).copied().unwrap_or(qi % ncores)),
+            frames: args.frames,
+            ring_size: args.ring_size,
+            batch: args.batch,
+            idle_spin: Duration::from_micros(args.idle_spin_us),
+            zero_copy: args.zero_copy,
+            busy_poll: args.busy_poll,
+        };
+        let xsk = Xsk::open(&cfg)?;
+        if cfg.busy_poll {
+            if let Err(e) = xsk.set_busy_poll(cfg.batch) {
+                tracing::warn!(queue = q, error = %e, "busy-poll socket options refused; polling without them");
+            }
+        }
+        prog.set_socket(q, xsk.fd())?;
+        sockets.push((cfg, xsk));
+    }
+    let mode = prog.attach(dev.ifindex, &dev.name)?;
+    for (cfg, xsk) in sockets {
+        tracing::info!(
+            interface = %dev.name, queue = cfg.queue, xdp = %mode, socket = %xsk.mode,
+            core = ?cfg.core, busy_poll = cfg.busy_poll, "queue ready"
+        );
+        workers.push(worker::spawn(cfg, xsk, shared.clone())?);
+    }
+    tracing::info!(interface = %dev.name, mac = %dev.mac, vips = ?vips, queues, "xlb running; stop with Ctrl-C or SIGTERM");
+
+    // The control loop: probing, announcing, conflicts. Runs on this thread until a signal.
+    let cfg = AnnounceConfig {
+        probes: args.dad_probes,
+        probe_interval: Duration::from_millis(args.dad_interval_ms),
+        probe_wait: Duration::from_millis(args.dad_wait_ms),
+        garp_count: args.garp_count,
+        garp_interval: Duration::from_millis(args.garp_interval_ms),
+    };
+    let (mut announcer, first) = Announcer::new(cfg, dev.mac, &vips, Instant::now());
+    apply(&first, &prog, &snapshot, &workers)?;
+    while !shutdown.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        let wait = announcer.next_deadline().map_or(Duration::from_millis(200), |d| d.saturating_duration_since(now));
+        match conflict_rx.recv_timeout(wait.min(Duration::from_millis(200))) {
+            Ok(report) => {
+                let act = announcer.conflict(report.vip, report.mac);
+                apply(&act, &prog, &snapshot, &workers)?;
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        }
+        let act = announcer.tick(Instant::now());
+        apply(&act, &prog, &snapshot, &workers)?;
+    }
+
+    tracing::info!("stopping");
+    for w in &workers {
+        w.waker.notify();
+    }
+    let classes = prog.class_counts();
+    let mut finals = Vec::new();
+    for w in workers {
+        let (queue, mode) = (w.queue, w.mode);
+        finals.push((queue, mode, w.join()));
+    }
+    prog.detach();
+    drop(prog);
+    report(&dev, &announcer, &finals, &classes, args.stats_file.as_deref())
+}
+
+fn apply(
+    act: &Actions,
+    prog: &XdpProgram,
+    snapshot: &ArcSwap<Snapshot>,
+    workers: &[WorkerHandle],
+) -> anyhow::Result<()> {
+    for (vip, flags) in &act.map_updates {
+        prog.set_vip(*vip, *flags)?;
+    }
+    if let Some(s) = &act.snapshot {
+        snapshot.store(Arc::new(s.clone()));
+    }
+    for (vip, old, new) in &act.transitions {
+        match new {
+            VipStatus::Conflict { mac } => {
+                tracing::warn!(%vip, holder = %mac, "VIP is already in use on this link; not announcing it")
+            }
+            _ => tracing::info!(%vip, from = old.name(), to = new.name(), "VIP state"),
+        }
+    }
+    for (vip, mac, status) in &act.new_conflicts {
+        if !matches!(status, VipStatus::Probing { .. }) {
+            tracing::warn!(%vip, claimant = %mac, state = status.name(), "another host claims a VIP we announce");
+        }
+    }
+    // Announcements leave through queue 0's worker: one copy per interface is enough.
+    if let Some(w) = workers.first() {
+        for f in &act.frames {
+            let _ = w.control.try_send(*f);
+        }
+        if !act.frames.is_empty() {
+            w.waker.notify();
+        }
+    }
+    Ok(())
+}
+
+fn report(
+    dev: &NetDev,
+    announcer: &Announcer,
+    finals: &[(u32, worker::BindMode, WorkerStats)],
+    classes: &[u64; 8],
+    stats_file: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let mut total = WorkerStats::default();
+    for (_, _, s) in finals {
+        for (t, v) in total.counters.iter_mut().zip(s.counters.iter()) {
+            *t += v;
+        }
+        for (t, v) in total.drops.iter_mut().zip(s.drops.iter()) {
+            *t += v;
+        }
+    }
+    let counters: serde_json::Map<String, serde_json::Value> =
+        Counter::ALL.iter().map(|c| (c.name().to_string(), json!(total.get(*c)))).collect();
+    let drops: serde_json::Map<String, serde_json::Value> =
+        DropReason::ALL.iter().map(|r| (r.name().to_string(), json!(total.dropped(*r)))).collect();
+    let xdp: serde_json::Map<String, serde_json::Value> =
+        CLASS_NAMES.iter().zip(classes.iter()).map(|(n, v)| (n.to_string(), json!(v))).collect();
+    let vips: Vec<serde_json::Value> = announcer
+        .vips()
+        .iter()
+        .map(|(v, s)| {
+            let holder = match s {
+                VipStatus::Conflict { mac } => Some(mac.to_string()),
+                _ => None,
+            };
+            json!({"vip": v.to_string(), "state": s.name(), "conflict_with": holder})
+        })
+        .collect();
+    let claims: Vec<serde_json::Value> = announcer
+        .claims()
+        .iter()
+        .map(|((vip, mac), n)| json!({"vip": vip.to_string(), "mac": mac.to_string(), "frames": n}))
+        .collect();
+    let doc = json!({
+        "interface": dev.name,
+        "mac": dev.mac.to_string(),
+        "queues": finals.iter().map(|(q, m, _)| json!({"queue": q, "socket": m.to_string()})).collect::<Vec<_>>(),
+        "snapshot_generation": announcer.generation(),
+        "counters": counters,
+        "drops": drops,
+        "xdp_classes": xdp,
+        "vips": vips,
+        "conflicts": claims,
+    });
+    let dropped: u64 = total.drops.iter().sum();
+    tracing::info!(
+        rx = total.get(Counter::RxFrames),
+        tx = total.get(Counter::TxFrames),
+        arp_replies = total.get(Counter::ArpReplies),
+        ndp_adverts = total.get(Counter::NdpAdverts),
+        announcements = total.get(Counter::ControlFrames),
+        conflicts = total.get(Counter::Conflicts),
+        dropped,
+        "final counters"
+    );
+    if let Some(path) = stats_file {
+        let text = serde_json::to_string_pretty(&doc)?;
+        std::fs::write(path, text).with_context(|| format!("writing --stats-file {}", path.display()))?;
+    }
+    Ok(())
+}

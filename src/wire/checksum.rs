@@ -1,0 +1,101 @@
+//! The Internet checksum (RFC 1071), its pseudo-headers, and incremental updates (RFC 1624).
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// Adds `data` to a running 32-bit ones'-complement sum (odd lengths padded with zero).
+#[inline]
+pub fn sum(mut acc: u32, data: &[u8]) -> u32 {
+    let mut chunks = data.chunks_exact(2);
+    for c in &mut chunks {
+        acc = acc.wrapping_add(u32::from(u16::from_be_bytes([c[0], c[1]])));
+        // Fold early so that long buffers cannot overflow the accumulator.
+        if acc & 0x8000_0000 != 0 {
+            acc = (acc & 0xffff) + (acc >> 16);
+        }
+    }
+    if let [last] = chunks.remainder() {
+        acc = acc.wrapping_add(u32::from(*last) << 8);
+    }
+    acc
+}
+
+/// Folds a running sum to 16 bits and complements it: the value to store in a header.
+#[inline]
+pub fn finish(mut acc: u32) -> u16 {
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    // The loop leaves at most 16 significant bits, so the conversion cannot fail.
+    !u16::try_from(acc).unwrap_or(u16::MAX)
+}
+
+/// Checksum of a whole buffer.
+#[inline]
+pub fn checksum(data: &[u8]) -> u16 {
+    finish(sum(0, data))
+}
+
+/// Running sum of the IPv4 pseudo-header for `protocol` and an upper-layer length.
+pub fn pseudo_v4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, len: u16) -> u32 {
+    let mut acc = sum(0, &src.octets());
+    acc = sum(acc, &dst.octets());
+    acc + u32::from(protocol) + u32::from(len)
+}
+
+/// Running sum of the IPv6 pseudo-header (RFC 8200 section 8.1).
+pub fn pseudo_v6(src: &Ipv6Addr, dst: &Ipv6Addr, next_header: u8, len: u32) -> u32 {
+    let mut acc = sum(0, &src.octets());
+    acc = sum(acc, &dst.octets());
+    acc = sum(acc, &len.to_be_bytes());
+    acc + u32::from(next_header)
+}
+
+/// RFC 1624 eqn. 3: the new checksum after one 16-bit word changed from `old` to `new`.
+#[inline]
+pub fn update_u16(check: u16, old: u16, new: u16) -> u16 {
+    let acc = u32::from(!check) + u32::from(!old) + u32::from(new);
+    finish(acc)
+}
+
+/// The new checksum after a run of bytes (even length, 16-bit aligned in the header)
+/// changed from `old` to `new`: addresses, ports.
+#[inline]
+pub fn update_bytes(check: u16, old: &[u8], new: &[u8]) -> u16 {
+    let mut acc = u32::from(!check);
+    for (o, n) in old.chunks_exact(2).zip(new.chunks_exact(2)) {
+        acc += u32::from(!u16::from_be_bytes([o[0], o[1]]));
+        acc += u32::from(u16::from_be_bytes([n[0], n[1]]));
+    }
+    finish(acc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc1071_example() {
+        // The worked example of RFC 1071 section 3: the sum is 0xddf2.
+        let data = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
+        assert_eq!(checksum(&data), !0xddf2);
+    }
+
+    #[test]
+    fn odd_length_is_zero_padded() {
+        assert_eq!(checksum(&[0xab]), checksum(&[0xab, 0x00]));
+    }
+
+    #[test]
+    fn incremental_matches_full_recompute() {
+        let mut data = [0x45u8, 0x00, 0x00, 0x54, 0x12, 0x34, 0x40, 0x00, 0x40, 0x01, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2];
+        let before = checksum(&data);
+        let old = [data[16], data[17], data[18], data[19]];
+        let new = [192, 168, 7, 9];
+        data[16..20].copy_from_slice(&new);
+        assert_eq!(update_bytes(before, &old, &new), checksum(&data));
+        let old_ttl = u16::from_be_bytes([data[8], data[9]]);
+        data[8] -= 1;
+        let new_ttl = u16::from_be_bytes([data[8], data[9]]);
+        assert_eq!(update_u16(update_bytes(before, &old, &new), old_ttl, new_ttl), checksum(&data));
+    }
+}
