@@ -19,7 +19,7 @@ lint: setup
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 test: lint
-	$(CARGO) test --workspace --all-targets
+	bash scripts/test-summary.sh
 
 # Removes lab namespaces left behind by a killed test run (names start with xl-).
 clean-lab:

@@ -129,10 +129,17 @@ fn main() -> ExitCode {
             ) {
                 e.exit();
             }
-            // clap's own message, first line only: what was wrong and with which argument.
+            // clap's own message on one line: what was wrong and with which argument,
+            // without the usage block that follows it.
             let text = e.render().to_string();
-            let line = text.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ");
-            eprintln!("xlb: {line} (see xlb --help)");
+            let what: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .take_while(|l| !l.is_empty() && !l.starts_with("Usage:"))
+                .filter(|l| !l.starts_with("tip:"))
+                .collect();
+            let line = what.join(" ");
+            eprintln!("xlb: {} (see xlb --help)", line.trim_start_matches("error: "));
             return ExitCode::from(2);
         }
     };
@@ -155,7 +162,9 @@ fn main() -> ExitCode {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only for a person at a terminal; files and pipes get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -197,9 +206,20 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let ncores = core_affinity::get_core_ids().map(|c| c.len()).unwrap_or(1).max(1);
 
+    // SIGINT/SIGTERM set the flag the workers poll and wake the control loop at once.
     let shutdown = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, shutdown.clone()).context("installing signal handlers")?;
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
+        .context("installing signal handlers")?;
+    {
+        let shutdown = shutdown.clone();
+        std::thread::Builder::new().name("xlb-signals".into()).spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                tracing::info!(signal = sig, "signal received");
+                shutdown.store(true, Ordering::Relaxed);
+                let _ = stop_tx.try_send(());
+            }
+        })?;
     }
 
     let mut prog = XdpProgram::load()?;
@@ -238,7 +258,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     for (cfg, xsk) in sockets {
         tracing::info!(
             interface = %dev.name, queue = cfg.queue, xdp = %mode, socket = %xsk.mode,
-            core = ?cfg.core, busy_poll = cfg.busy_poll, "queue ready"
+            core = cfg.core.map_or_else(|| "any".to_string(), |c| c.to_string()), busy_poll = cfg.busy_poll, "queue ready"
         );
         workers.push(worker::spawn(cfg, xsk, shared.clone())?);
     }
@@ -256,14 +276,17 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     apply(&first, &prog, &snapshot, &workers)?;
     while !shutdown.load(Ordering::Relaxed) {
         let now = Instant::now();
-        let wait = announcer.next_deadline().map_or(Duration::from_millis(200), |d| d.saturating_duration_since(now));
-        match conflict_rx.recv_timeout(wait.min(Duration::from_millis(200))) {
-            Ok(report) => {
+        // Sleep until the next probe or announcement is due, a conflict arrives, or a
+        // second passes (to notice a signal): an idle xlb wakes once a second here.
+        let wait = announcer.next_deadline().map_or(Duration::from_secs(1), |d| d.saturating_duration_since(now));
+        crossbeam_channel::select! {
+            recv(conflict_rx) -> report => {
+                let Ok(report) = report else { break };
                 let act = announcer.conflict(report.vip, report.mac);
                 apply(&act, &prog, &snapshot, &workers)?;
             }
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+            recv(stop_rx) -> _ => break,
+            default(wait.min(Duration::from_secs(1))) => {}
         }
         let act = announcer.tick(Instant::now());
         apply(&act, &prog, &snapshot, &workers)?;

@@ -126,6 +126,22 @@ impl PacketSocket {
         }
     }
 
+    /// Sets the receive buffer to `bytes`, beyond the system limit where the caller has
+    /// CAP_NET_ADMIN (SO_RCVBUFFORCE), so that floods of replies are not lost here.
+    pub fn set_recv_buffer(&self, bytes: usize) -> io::Result<()> {
+        let v = i32::try_from(bytes).unwrap_or(i32::MAX);
+        let len = u32::try_from(std::mem::size_of::<i32>()).unwrap_or(4);
+        for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+            // SAFETY: passes a live i32 and its size to setsockopt on our own socket.
+            let rc =
+                unsafe { libc::setsockopt(self.fd.as_raw_fd(), libc::SOL_SOCKET, opt, (&v as *const i32).cast(), len) };
+            if rc == 0 {
+                return Ok(());
+            }
+        }
+        Err(io::Error::last_os_error())
+    }
+
     /// The interface index the socket is bound to.
     pub fn ifindex(&self) -> i32 {
         self.ifindex

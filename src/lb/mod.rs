@@ -10,6 +10,9 @@ pub mod pipeline;
 pub mod snapshot;
 pub mod stats;
 
+#[cfg(test)]
+mod fixtures;
+
 pub use pipeline::{process, Conflict, Verdict};
 pub use snapshot::{Snapshot, VipMode};
 pub use stats::{Counter, DropReason, WorkerStats};

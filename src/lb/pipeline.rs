@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use super::{neighbor, DropReason, Snapshot};
-use crate::wire::{EtherType, EthernetAddress, EthernetFrame};
+use crate::wire::{EtherType, EthernetAddress, EthernetFrame, Ipv4Packet};
 
 /// Another host claiming one of our VIPs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +53,20 @@ pub fn process(_now: u64, snap: &Snapshot, mac: EthernetAddress, buf: &mut [u8],
     match ethertype {
         EtherType::ARP => neighbor::arp(snap, mac, buf, len),
         EtherType::IPV6 => neighbor::ndp(snap, mac, buf, len),
-        EtherType::IPV4 => Verdict::Drop(DropReason::NoService),
+        EtherType::IPV4 => ipv4(buf, len),
         _ => Verdict::Drop(DropReason::Unsupported),
+    }
+}
+
+/// IPv4 to a VIP: checked, then dropped until services exist.
+fn ipv4(buf: &[u8], len: usize) -> Verdict {
+    let Some(frame) = buf.get(..len) else { return Verdict::Drop(DropReason::Truncated) };
+    let eth = match EthernetFrame::new_checked(frame) {
+        Ok(e) => e,
+        Err(e) => return Verdict::Drop(e.into()),
+    };
+    match Ipv4Packet::new_checked(eth.payload()) {
+        Ok(_) => Verdict::Drop(DropReason::NoService),
+        Err(e) => Verdict::Drop(e.into()),
     }
 }

@@ -1,0 +1,279 @@
+//! Table-driven pipeline fixtures: a description, an input frame, the expected verdict and
+//! the exact expected output frame, for every branch the spine has.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use super::{process, Conflict, DropReason, Snapshot, Verdict, VipMode};
+use crate::{
+    lb::pipeline::Reply,
+    wire::{
+        ethernet::EthernetRepr,
+        icmpv6::{NdiscRepr, NeighborFlags},
+        ipv4::{Ipv4Repr, Protocol},
+        ipv6::{solicited_node, Ipv6Repr},
+        ArpOperation, ArpRepr, EtherType, EthernetAddress, Result,
+    },
+};
+
+const OURS: EthernetAddress = EthernetAddress([0x02, 0, 0, 0, 0, 0x10]);
+const PEER: EthernetAddress = EthernetAddress([0x02, 0, 0, 0, 0, 0x20]);
+const PEER4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+const VIP4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
+const WATCH4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 101);
+const PEER6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
+const WATCH6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x101);
+const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+
+fn snapshot() -> Snapshot {
+    Snapshot::new(
+        1,
+        [
+            (IpAddr::V4(VIP4), VipMode::Answer),
+            (IpAddr::V4(WATCH4), VipMode::Watch),
+            (IpAddr::V6(VIP6), VipMode::Answer),
+            (IpAddr::V6(WATCH6), VipMode::Watch),
+        ],
+    )
+}
+
+fn eth(src: EthernetAddress, dst: EthernetAddress, vlan: Option<u16>, ethertype: u16) -> Result<Vec<u8>> {
+    let r = EthernetRepr { src, dst, vlan_tci: vlan, ethertype };
+    let mut f = vec![0u8; r.header_len()];
+    r.emit(&mut f)?;
+    Ok(f)
+}
+
+fn arp(src: EthernetAddress, dst: EthernetAddress, vlan: Option<u16>, a: ArpRepr) -> Result<Vec<u8>> {
+    let mut f = eth(src, dst, vlan, EtherType::ARP)?;
+    let at = f.len();
+    f.resize(at + 28, 0);
+    a.emit(&mut f[at..])?;
+    f.resize(f.len().max(60), 0);
+    Ok(f)
+}
+
+fn ndisc(
+    src_mac: EthernetAddress,
+    dst_mac: EthernetAddress,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    hop_limit: u8,
+    nd: NdiscRepr,
+) -> Result<Vec<u8>> {
+    let mut f = eth(src_mac, dst_mac, None, EtherType::IPV6)?;
+    let at = f.len();
+    let payload_len = u16::try_from(nd.buffer_len()).map_err(|_| crate::wire::Error::Malformed)?;
+    f.resize(at + 40 + nd.buffer_len(), 0);
+    Ipv6Repr { src, dst, next_header: Protocol::ICMPV6, payload_len, hop_limit }.emit(&mut f[at..])?;
+    nd.emit(&src, &dst, &mut f[at + 40..])?;
+    Ok(f)
+}
+
+fn request(spa: Ipv4Addr, tpa: Ipv4Addr) -> ArpRepr {
+    ArpRepr { operation: ArpOperation::Request, sha: PEER, spa, tha: EthernetAddress::ZERO, tpa }
+}
+
+fn reply_to(spa: Ipv4Addr, tpa: Ipv4Addr) -> ArpRepr {
+    ArpRepr { operation: ArpOperation::Reply, sha: OURS, spa, tha: PEER, tpa }
+}
+
+fn solicit(src: Ipv6Addr, target: Ipv6Addr, hop_limit: u8) -> Result<Vec<u8>> {
+    let dst = solicited_node(&target);
+    let lladdr = if src.is_unspecified() { None } else { Some(PEER) };
+    ndisc(
+        PEER,
+        EthernetAddress::ipv6_multicast(&dst),
+        src,
+        dst,
+        hop_limit,
+        NdiscRepr::NeighborSolicit { target, lladdr },
+    )
+}
+
+struct Case {
+    what: &'static str,
+    input: Vec<u8>,
+    verdict: Verdict,
+    output: Option<Vec<u8>>,
+}
+
+fn cases() -> Result<Vec<Case>> {
+    let na = |flags, dst_mac, dst| {
+        ndisc(OURS, dst_mac, VIP6, dst, 255, NdiscRepr::NeighborAdvert { flags, target: VIP6, lladdr: Some(OURS) })
+    };
+    let mut udp4 = eth(PEER, OURS, None, EtherType::IPV4)?;
+    let at = udp4.len();
+    udp4.resize(at + 28, 0);
+    Ipv4Repr { src: PEER4, dst: VIP4, protocol: Protocol::UDP, payload_len: 8, ttl: 64 }.emit(&mut udp4[at..])?;
+    let mut bad_sum = solicit(PEER6, VIP6, 255)?;
+    bad_sum[14 + 40 + 2] ^= 0x55;
+    let mut short_v4 = udp4.clone();
+    short_v4.truncate(14 + 19);
+    let tx_arp = Verdict::Tx { len: 60, reply: Reply::Arp };
+    Ok(vec![
+        Case {
+            what: "ARP request for an owned VIP: reply in place, to the asker",
+            input: arp(PEER, EthernetAddress::BROADCAST, None, request(PEER4, VIP4))?,
+            verdict: tx_arp,
+            output: Some(arp(OURS, PEER, None, reply_to(VIP4, PEER4))?),
+        },
+        Case {
+            what: "VLAN-tagged ARP request: the reply keeps the tag",
+            input: arp(PEER, EthernetAddress::BROADCAST, Some(42), request(PEER4, VIP4))?,
+            verdict: tx_arp,
+            output: Some(arp(OURS, PEER, Some(42), reply_to(VIP4, PEER4))?),
+        },
+        Case {
+            what: "ARP probe (sender 0.0.0.0) for an owned VIP: answered, so the prober backs off",
+            input: arp(PEER, EthernetAddress::BROADCAST, None, request(Ipv4Addr::UNSPECIFIED, VIP4))?,
+            verdict: tx_arp,
+            output: Some(arp(OURS, PEER, None, reply_to(VIP4, Ipv4Addr::UNSPECIFIED))?),
+        },
+        Case {
+            what: "ARP request for an address that is no VIP",
+            input: arp(PEER, EthernetAddress::BROADCAST, None, request(PEER4, Ipv4Addr::new(192, 0, 2, 7)))?,
+            verdict: Verdict::Drop(DropReason::NotOwned),
+            output: None,
+        },
+        Case {
+            what: "ARP request for a VIP still being probed: not answered",
+            input: arp(PEER, EthernetAddress::BROADCAST, None, request(PEER4, WATCH4))?,
+            verdict: Verdict::Drop(DropReason::NotOwned),
+            output: None,
+        },
+        Case {
+            what: "another host probing for the VIP we probe: conflict",
+            input: arp(PEER, EthernetAddress::BROADCAST, None, request(Ipv4Addr::UNSPECIFIED, WATCH4))?,
+            verdict: Verdict::Conflict(Conflict { vip: IpAddr::V4(WATCH4), mac: PEER }),
+            output: None,
+        },
+        Case {
+            what: "gratuitous ARP for our VIP from another MAC: conflict",
+            input: arp(PEER, EthernetAddress::BROADCAST, None, request(VIP4, VIP4))?,
+            verdict: Verdict::Conflict(Conflict { vip: IpAddr::V4(VIP4), mac: PEER }),
+            output: None,
+        },
+        Case {
+            what: "ARP reply from another address: nothing to do",
+            input: arp(PEER, OURS, None, ArpRepr { operation: ArpOperation::Reply, ..request(PEER4, VIP4) })?,
+            verdict: Verdict::Drop(DropReason::NoAnswerNeeded),
+            output: None,
+        },
+        Case {
+            what: "neighbour solicitation for an owned VIP: solicited advertisement",
+            input: solicit(PEER6, VIP6, 255)?,
+            verdict: Verdict::Tx { len: 14 + 40 + 32, reply: Reply::Ndp },
+            output: Some(na(NeighborFlags::SOLICITED | NeighborFlags::OVERRIDE, PEER, PEER6)?),
+        },
+        Case {
+            what: "someone else's DAD for our VIP: advertisement to all nodes",
+            input: solicit(Ipv6Addr::UNSPECIFIED, VIP6, 255)?,
+            verdict: Verdict::Tx { len: 14 + 40 + 32, reply: Reply::Ndp },
+            output: Some(na(NeighborFlags::OVERRIDE, EthernetAddress::ipv6_multicast(&ALL_NODES), ALL_NODES)?),
+        },
+        Case {
+            what: "someone else's DAD for the VIP we probe: conflict",
+            input: solicit(Ipv6Addr::UNSPECIFIED, WATCH6, 255)?,
+            verdict: Verdict::Conflict(Conflict { vip: IpAddr::V6(WATCH6), mac: PEER }),
+            output: None,
+        },
+        Case {
+            what: "advertisement claiming our VIP: conflict",
+            input: ndisc(
+                PEER,
+                EthernetAddress::ipv6_multicast(&ALL_NODES),
+                PEER6,
+                ALL_NODES,
+                255,
+                NdiscRepr::NeighborAdvert { flags: NeighborFlags::OVERRIDE, target: VIP6, lladdr: Some(PEER) },
+            )?,
+            verdict: Verdict::Conflict(Conflict { vip: IpAddr::V6(VIP6), mac: PEER }),
+            output: None,
+        },
+        Case {
+            what: "solicitation with hop limit 64 (off-link forgery)",
+            input: solicit(PEER6, VIP6, 64)?,
+            verdict: Verdict::Drop(DropReason::NdpHopLimit),
+            output: None,
+        },
+        Case {
+            what: "solicitation with a bad checksum",
+            input: bad_sum,
+            verdict: Verdict::Drop(DropReason::BadChecksum),
+            output: None,
+        },
+        Case {
+            what: "UDP to a VIP with no service",
+            input: udp4,
+            verdict: Verdict::Drop(DropReason::NoService),
+            output: None,
+        },
+        Case {
+            what: "IPv4 header cut short",
+            input: short_v4,
+            verdict: Verdict::Drop(DropReason::Truncated),
+            output: None,
+        },
+        Case {
+            what: "unknown EtherType",
+            input: eth(PEER, OURS, None, 0x88cc)?,
+            verdict: Verdict::Drop(DropReason::Unsupported),
+            output: None,
+        },
+        Case { what: "runt frame", input: vec![0xff; 13], verdict: Verdict::Drop(DropReason::Truncated), output: None },
+    ])
+}
+
+#[test]
+fn pipeline_fixtures() -> Result<()> {
+    let snap = snapshot();
+    for case in cases()? {
+        // The buffer is a UMEM frame: room after the frame for a longer reply.
+        let mut buf = case.input.clone();
+        let len = buf.len();
+        buf.resize(2048, 0xee);
+        let verdict = process(0, &snap, OURS, &mut buf, len);
+        assert_eq!(verdict, case.verdict, "{}", case.what);
+        match (&case.output, verdict) {
+            (Some(want), Verdict::Tx { len, .. }) => assert_eq!(&buf[..len], &want[..], "{}", case.what),
+            (None, _) => assert_eq!(&buf[..len], &case.input[..], "{}: a dropped frame is left alone", case.what),
+            (Some(_), v) => panic!("{}: expected a frame out, got {v:?}", case.what),
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn reply_that_does_not_fit_is_dropped_not_written_past_the_buffer() -> Result<()> {
+    // A solicitation without options is shorter than the advertisement that answers it.
+    let mut buf = ndisc(
+        PEER,
+        EthernetAddress::ipv6_multicast(&solicited_node(&VIP6)),
+        PEER6,
+        solicited_node(&VIP6),
+        255,
+        NdiscRepr::NeighborSolicit { target: VIP6, lladdr: None },
+    )?;
+    let len = buf.len();
+    assert_eq!(process(0, &snapshot(), OURS, &mut buf, len), Verdict::Drop(DropReason::NoRoom));
+    Ok(())
+}
+
+#[test]
+fn arp_reply_bytes_match_a_hand_written_fixture() {
+    // Who has 192.0.2.100? Tell 192.0.2.1 — and the exact reply xlb must send.
+    let mut req: Vec<u8> = [
+        &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0, 0, 0, 0, 0x20, 0x08, 0x06][..],
+        &[0, 1, 0x08, 0, 6, 4, 0, 1, 0x02, 0, 0, 0, 0, 0x20, 192, 0, 2, 1, 0, 0, 0, 0, 0, 0, 192, 0, 2, 100][..],
+    ]
+    .concat();
+    let want: Vec<u8> = [
+        &[0x02, 0, 0, 0, 0, 0x20, 0x02, 0, 0, 0, 0, 0x10, 0x08, 0x06][..],
+        &[0, 1, 0x08, 0, 6, 4, 0, 2, 0x02, 0, 0, 0, 0, 0x10, 192, 0, 2, 100, 0x02, 0, 0, 0, 0, 0x20, 192, 0, 2, 1][..],
+    ]
+    .concat();
+    let len = req.len();
+    assert_eq!(process(0, &snapshot(), OURS, &mut req, len), Verdict::Tx { len: 42, reply: Reply::Arp });
+    assert_eq!(req, want);
+}

@@ -1,0 +1,276 @@
+//! The netns lab of DESIGN.md: a `switch` namespace with a bridge, and hosts (client, lb,
+//! backends) attached to it by veth pairs, each with `eth0`. Names are unique per lab, so
+//! tests run in parallel, and everything is removed on drop, panics included.
+//!
+//! Building the lab needs root. Without it a test is skipped with a message, except under
+//! `CI=true`, where it fails: CI must never pass by skipping.
+
+#![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
+
+pub mod frames;
+
+use std::{
+    fs,
+    path::PathBuf,
+    process::{Child, Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use xlb::wire::EthernetAddress;
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// Runs a command and panics with its output if it fails.
+pub fn run(cmd: &str, args: &[&str]) -> Output {
+    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "`{cmd} {}` failed: {}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
+}
+
+/// A lab: one switch and the hosts attached to it.
+pub struct Lab {
+    prefix: String,
+    namespaces: Vec<String>,
+    pub dir: PathBuf,
+}
+
+/// A host of the lab.
+#[derive(Clone, Debug)]
+pub struct Host {
+    pub ns: String,
+    pub mac: EthernetAddress,
+}
+
+impl Lab {
+    /// A new lab with an empty switch, or `None` (with a message) where the lab cannot be
+    /// built because this is not root and not CI.
+    pub fn new(test: &str) -> Option<Lab> {
+        if !is_root() {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("lab test {test}: needs root to build network namespaces, and CI=true forbids skipping");
+            }
+            eprintln!("SKIPPED lab test {test}: needs root (network namespaces, XDP)");
+            return None;
+        }
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let prefix = format!("xl-{}-{n}", std::process::id());
+        let dir = std::env::temp_dir().join(&prefix);
+        fs::create_dir_all(&dir).unwrap();
+        let mut lab = Lab { prefix, namespaces: Vec::new(), dir };
+        let sw = lab.add_ns("switch");
+        run("ip", &["-n", &sw, "link", "add", "br0", "type", "bridge", "mcast_snooping", "0"]);
+        run("ip", &["-n", &sw, "link", "set", "br0", "up"]);
+        // A switch forwards frames; it does not judge their IP headers. Where br_netfilter
+        // is loaded (Docker loads it), bridged traffic would otherwise go through iptables
+        // and lose every frame with a bad IP header, which the hostile-frame tests send.
+        for t in ["iptables", "ip6tables", "arptables"] {
+            let key = format!("net.bridge.bridge-nf-call-{t}=0");
+            let _ = Command::new("ip").args(["netns", "exec", &sw, "sysctl", "-qw", &key]).output();
+        }
+        Some(lab)
+    }
+
+    fn add_ns(&mut self, role: &str) -> String {
+        let ns = format!("{}-{role}", self.prefix);
+        run("ip", &["netns", "add", &ns]);
+        self.namespaces.push(ns.clone());
+        run("ip", &["-n", &ns, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    fn switch(&self) -> &str {
+        &self.namespaces[0]
+    }
+
+    /// Adds a host with `eth0` on the switch and these addresses (CIDR notation; IPv6
+    /// ones without duplicate-address detection). `queues` > 1 makes a multi-queue veth.
+    pub fn host(&mut self, role: &str, addrs: &[&str], queues: u32) -> Host {
+        let ns = self.add_ns(role);
+        let port = format!("p-{role}");
+        let q = queues.to_string();
+        run(
+            "ip",
+            &[
+                "-n",
+                self.switch(),
+                "link",
+                "add",
+                &port,
+                "numrxqueues",
+                &q,
+                "numtxqueues",
+                &q,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "numrxqueues",
+                &q,
+                "numtxqueues",
+                &q,
+                "netns",
+                &ns,
+            ],
+        );
+        run("ip", &["-n", self.switch(), "link", "set", &port, "master", "br0", "up"]);
+        run("ip", &["netns", "exec", &ns, "sysctl", "-qw", "net.ipv6.conf.eth0.accept_dad=0"]);
+        run("ip", &["-n", &ns, "link", "set", "eth0", "up"]);
+        for a in addrs {
+            if a.contains(':') {
+                run("ip", &["-n", &ns, "addr", "add", a, "dev", "eth0", "nodad"]);
+            } else {
+                run("ip", &["-n", &ns, "addr", "add", a, "dev", "eth0"]);
+            }
+        }
+        let mac = link_mac(&ns, "eth0");
+        Host { ns, mac }
+    }
+
+    /// Runs a command inside a host's namespace.
+    pub fn exec(&self, host: &Host, args: &[&str]) -> Output {
+        let mut full = vec!["netns", "exec", &host.ns];
+        full.extend_from_slice(args);
+        Command::new("ip").args(&full).output().unwrap()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        // Deleting a namespace deletes its end of every veth pair, and so the pair.
+        for ns in self.namespaces.iter().rev() {
+            let _ = Command::new("ip").args(["netns", "pids", ns]).output().map(|o| {
+                for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args(["-9", pid]).status();
+                }
+            });
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The MAC of `dev` in namespace `ns`.
+pub fn link_mac(ns: &str, dev: &str) -> EthernetAddress {
+    let out = run("ip", &["-n", ns, "link", "show", dev]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mac = text.split_whitespace().skip_while(|w| *w != "link/ether").nth(1).unwrap_or_default();
+    mac.parse().unwrap_or_else(|_| panic!("no MAC for {dev} in {ns}: {text}"))
+}
+
+/// Whether an XDP program is attached to `dev` in `ns`.
+pub fn xdp_attached(ns: &str, dev: &str) -> bool {
+    let out = run("ip", &["-n", ns, "link", "show", dev]);
+    String::from_utf8_lossy(&out.stdout).contains("xdp")
+}
+
+/// The xlb binary under test.
+pub fn xlb_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_xlb")
+}
+
+/// A running xlb in a lab host.
+pub struct Xlb {
+    child: Option<Child>,
+    pub log: PathBuf,
+    pub stats: PathBuf,
+}
+
+impl Xlb {
+    /// Starts `xlb run -i eth0 ARGS` in `host` and waits until it logs that it runs.
+    pub fn start(lab: &Lab, host: &Host, args: &[&str]) -> Xlb {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let log = lab.dir.join(format!("xlb-{n}.log"));
+        let stats = lab.dir.join(format!("xlb-{n}.json"));
+        let mut full: Vec<String> = ["netns", "exec", &host.ns, xlb_bin(), "run", "-i", "eth0", "--stats-file"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        full.push(stats.display().to_string());
+        full.extend(args.iter().map(|s| s.to_string()));
+        let child = Command::new("ip")
+            .args(&full)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut x = Xlb { child: Some(child), log, stats };
+        x.wait_log("xlb running", Duration::from_secs(20));
+        x
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle`; panics with the log on timeout or exit.
+    pub fn wait_log(&mut self, needle: &str, timeout: Duration) {
+        let end = Instant::now() + timeout;
+        loop {
+            if self.log_text().contains(needle) {
+                return;
+            }
+            if let Some(st) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("xlb exited ({st}) before logging {needle:?}:\n{}", self.log_text());
+            }
+            assert!(Instant::now() < end, "xlb did not log {needle:?} within {timeout:?}:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Sends `signal` (e.g. "TERM", "KILL") and waits for the exit; returns the exit code
+    /// (None when killed by a signal).
+    pub fn signal(&mut self, signal: &str) -> Option<i32> {
+        let mut child = self.child.take().expect("xlb already stopped");
+        run("kill", &[&format!("-{signal}"), &child.id().to_string()]);
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st.code();
+            }
+            assert!(Instant::now() < end, "xlb did not exit within 10 s of SIG{signal}:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops xlb with SIGTERM and returns its stats file.
+    pub fn stop(&mut self) -> serde_json::Value {
+        let code = self.signal("TERM");
+        assert_eq!(code, Some(0), "xlb exited with {code:?}:\n{}", self.log_text());
+        let text = fs::read_to_string(&self.stats).unwrap_or_else(|e| panic!("stats file: {e}\n{}", self.log_text()));
+        serde_json::from_str(&text).unwrap()
+    }
+}
+
+impl Drop for Xlb {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
