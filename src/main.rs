@@ -258,7 +258,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     for (cfg, xsk) in sockets {
         tracing::info!(
             interface = %dev.name, queue = cfg.queue, xdp = %mode, socket = %xsk.mode,
-            core = cfg.core.map_or_else(|| "any".to_string(), |c| c.to_string()), busy_poll = cfg.busy_poll, "queue ready"
+            core = %cfg.core.map_or_else(|| "any".to_string(), |c| c.to_string()), busy_poll = cfg.busy_poll, "queue ready"
         );
         workers.push(worker::spawn(cfg, xsk, shared.clone())?);
     }
@@ -385,7 +385,15 @@ fn report(
     let doc = json!({
         "interface": dev.name,
         "mac": dev.mac.to_string(),
-        "queues": finals.iter().map(|(q, m, _)| json!({"queue": q, "socket": m.to_string()})).collect::<Vec<_>>(),
+        "queues": finals
+            .iter()
+            .map(|(q, m, s)| json!({
+                "queue": q,
+                "socket": m.to_string(),
+                "rx_frames": s.get(Counter::RxFrames),
+                "tx_frames": s.get(Counter::TxFrames),
+            }))
+            .collect::<Vec<_>>(),
         "snapshot_generation": announcer.generation(),
         "counters": counters,
         "drops": drops,

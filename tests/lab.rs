@@ -355,3 +355,34 @@ fn idle_xlb_sleeps() {
     assert!(stats["counters"]["sleeps"].as_u64().unwrap() >= 1, "{stats}");
     let _ = IpAddr::V4(VIP4);
 }
+
+#[test]
+fn every_queue_of_a_multi_queue_interface_gets_a_worker() {
+    let Some(mut lab) = Lab::new("every_queue_of_a_multi_queue_interface_gets_a_worker") else { return };
+    let client = lab.host("client", &["10.77.0.1/24"], 4);
+    let lb = lab.host("lb", &["10.77.0.2/24"], 4);
+    let mut xlb = Xlb::start(&lab, &lb, &["--vip", "10.77.0.100", "--dad-probes", "0"]);
+    xlb.wait_log("to=\"owned\"", Duration::from_secs(5));
+    for q in 0..4 {
+        assert!(xlb.log_text().contains(&format!("queue={q} xdp=")), "queue {q} not set up:\n{}", xlb.log_text());
+    }
+    // Requests from many senders: each is answered, whichever queue it lands on.
+    let sock = PacketSocket::open(Some(&client.ns), "eth0").unwrap();
+    sock.set_recv_buffer(4 << 20).unwrap();
+    collect(&sock, Duration::from_millis(200), |_| false);
+    const SENDERS: u8 = 64;
+    for i in 0..SENDERS {
+        let mac = EthernetAddress([2, 0x77, 0, 0, 1, i]);
+        sock.send(&arp_request(mac, Ipv4Addr::new(10, 77, 1, i), VIP4)).unwrap();
+    }
+    let got = collect(&sock, Duration::from_secs(3), |v| {
+        v.iter().filter(|s| arp_reply_from(s, VIP4, lb.mac)).count() == usize::from(SENDERS)
+    });
+    let replies = got.iter().filter(|s| arp_reply_from(s, VIP4, lb.mac)).count();
+    let stats = xlb.stop();
+    let per_queue: Vec<u64> =
+        stats["queues"].as_array().unwrap().iter().map(|q| q["rx_frames"].as_u64().unwrap()).collect();
+    eprintln!("ARP requests received per queue: {per_queue:?}");
+    assert_eq!(per_queue.len(), 4, "{stats}");
+    assert_eq!(replies, usize::from(SENDERS), "{stats}");
+}

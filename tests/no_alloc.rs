@@ -12,11 +12,10 @@ use std::{
 use xlb::{
     lb::{process, Snapshot, VipMode},
     wire::{
-        ethernet::EthernetRepr,
+        build::{self, L2},
         icmpv6::NdiscRepr,
-        ipv4::Protocol,
-        ipv6::{solicited_node, Ipv6Repr},
-        ArpOperation, ArpRepr, EtherType, EthernetAddress,
+        ipv6::solicited_node,
+        ArpOperation, ArpRepr, EthernetAddress,
     },
 };
 
@@ -55,29 +54,22 @@ fn ten_thousand_frames_allocate_nothing() {
     let peer6 = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
     let snap = Snapshot::new(1, [(IpAddr::V4(vip4), VipMode::Answer), (IpAddr::V6(vip6), VipMode::Answer)]);
 
-    let mut arp = vec![0u8; 60];
-    EthernetRepr { src: PEER, dst: EthernetAddress::BROADCAST, vlan_tci: None, ethertype: EtherType::ARP }
-        .emit(&mut arp)
-        .unwrap();
-    ArpRepr {
+    let mut arp = vec![0u8; 128];
+    let req = ArpRepr {
         operation: ArpOperation::Request,
         sha: PEER,
         spa: Ipv4Addr::new(192, 0, 2, 1),
         tha: EthernetAddress::ZERO,
         tpa: vip4,
-    }
-    .emit(&mut arp[14..])
-    .unwrap();
+    };
+    let n = build::arp(&mut arp, L2 { src: PEER, dst: EthernetAddress::BROADCAST, vlan_tci: None }, &req).unwrap();
+    arp.truncate(n);
     let dst = solicited_node(&vip6);
-    let ns_repr = NdiscRepr::NeighborSolicit { target: vip6, lladdr: Some(PEER) };
-    let mut ns = vec![0u8; 14 + 40 + ns_repr.buffer_len()];
-    EthernetRepr { src: PEER, dst: EthernetAddress::ipv6_multicast(&dst), vlan_tci: None, ethertype: EtherType::IPV6 }
-        .emit(&mut ns)
-        .unwrap();
-    Ipv6Repr { src: peer6, dst, next_header: Protocol::ICMPV6, payload_len: 32, hop_limit: 255 }
-        .emit(&mut ns[14..])
-        .unwrap();
-    ns_repr.emit(&peer6, &dst, &mut ns[54..]).unwrap();
+    let nd = NdiscRepr::NeighborSolicit { target: vip6, lladdr: Some(PEER) };
+    let mut ns = vec![0u8; 128];
+    let l2 = L2 { src: PEER, dst: EthernetAddress::ipv6_multicast(&dst), vlan_tci: None };
+    let n = build::ndisc(&mut ns, l2, peer6, dst, 255, &nd).unwrap();
+    ns.truncate(n);
     let garbage = vec![0x86u8; 90];
     let frames = [arp, ns, garbage];
 

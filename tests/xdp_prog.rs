@@ -9,11 +9,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use xlb::{
     io::xdp::{XdpProgram, CLASS_NAMES, VIP_OWNED, VIP_PROBING},
     wire::{
-        ethernet::EthernetRepr,
+        build::{self, L2},
         icmpv6::{NdiscRepr, NeighborFlags},
         ipv4::{Ipv4Repr, Protocol},
         ipv6::{solicited_node, Ipv6Repr},
-        ArpOperation, ArpRepr, EtherType, EthernetAddress,
+        ArpOperation, ArpRepr, EthernetAddress,
     },
 };
 
@@ -39,49 +39,31 @@ fn program() -> Option<XdpProgram> {
     }
 }
 
-fn eth(ethertype: u16, vlan: Option<u16>, dst: EthernetAddress) -> (Vec<u8>, usize) {
-    let repr = EthernetRepr { src: OTHER, dst, vlan_tci: vlan, ethertype };
-    let mut f = vec![0u8; 128];
-    let at = repr.emit(&mut f).unwrap();
-    (f, at)
+fn frame(f: impl FnOnce(&mut [u8]) -> xlb::wire::Result<usize>) -> Vec<u8> {
+    let mut buf = vec![0u8; 128];
+    let n = f(&mut buf).unwrap();
+    buf.truncate(n);
+    buf
 }
 
-fn arp(op: ArpOperation, spa: Ipv4Addr, tpa: Ipv4Addr, vlan: Option<u16>) -> Vec<u8> {
-    let (mut f, at) = eth(EtherType::ARP, vlan, EthernetAddress::BROADCAST);
-    let n = ArpRepr { operation: op, sha: OTHER, spa, tha: EthernetAddress::ZERO, tpa }.emit(&mut f[at..]).unwrap();
-    f.truncate((at + n).max(60));
-    f
+fn arp(op: ArpOperation, spa: Ipv4Addr, tpa: Ipv4Addr, vlan_tci: Option<u16>) -> Vec<u8> {
+    let repr = ArpRepr { operation: op, sha: OTHER, spa, tha: EthernetAddress::ZERO, tpa };
+    frame(|b| build::arp(b, L2 { src: OTHER, dst: EthernetAddress::BROADCAST, vlan_tci }, &repr))
 }
 
 fn udp4(dst: Ipv4Addr) -> Vec<u8> {
-    let (mut f, at) = eth(EtherType::IPV4, None, MAC);
     let ip = Ipv4Repr { src: CLIENT4, dst, protocol: Protocol::UDP, payload_len: 8, ttl: 64 };
-    let n = ip.emit(&mut f[at..]).unwrap();
-    f.truncate(at + n + 8);
-    f
+    frame(|b| build::ipv4(b, L2 { src: OTHER, dst: MAC, vlan_tci: None }, &ip))
 }
 
 fn ndisc(nd: NdiscRepr, src: Ipv6Addr, dst: Ipv6Addr) -> Vec<u8> {
-    let (mut f, at) = eth(EtherType::IPV6, None, EthernetAddress::ipv6_multicast(&dst));
-    let ip = Ipv6Repr {
-        src,
-        dst,
-        next_header: Protocol::ICMPV6,
-        payload_len: u16::try_from(nd.buffer_len()).unwrap(),
-        hop_limit: 255,
-    };
-    let at = at + ip.emit(&mut f[at..]).unwrap();
-    let n = nd.emit(&src, &dst, &mut f[at..]).unwrap();
-    f.truncate(at + n);
-    f
+    let l2 = L2 { src: OTHER, dst: EthernetAddress::ipv6_multicast(&dst), vlan_tci: None };
+    frame(|b| build::ndisc(b, l2, src, dst, 255, &nd))
 }
 
 fn udp6(dst: Ipv6Addr) -> Vec<u8> {
-    let (mut f, at) = eth(EtherType::IPV6, None, MAC);
     let ip = Ipv6Repr { src: CLIENT6, dst, next_header: Protocol::UDP, payload_len: 8, hop_limit: 64 };
-    let n = ip.emit(&mut f[at..]).unwrap();
-    f.truncate(at + n + 8);
-    f
+    frame(|b| build::ipv6(b, L2 { src: OTHER, dst: MAC, vlan_tci: None }, &ip))
 }
 
 #[test]

@@ -7,11 +7,12 @@ use super::{process, Conflict, DropReason, Snapshot, Verdict, VipMode};
 use crate::{
     lb::pipeline::Reply,
     wire::{
+        build::{self, L2},
         ethernet::EthernetRepr,
         icmpv6::{NdiscRepr, NeighborFlags},
         ipv4::{Ipv4Repr, Protocol},
-        ipv6::{solicited_node, Ipv6Repr},
-        ArpOperation, ArpRepr, EtherType, EthernetAddress, Result,
+        ipv6::solicited_node,
+        ArpOperation, ArpRepr, EthernetAddress, Result,
     },
 };
 
@@ -44,12 +45,10 @@ fn eth(src: EthernetAddress, dst: EthernetAddress, vlan: Option<u16>, ethertype:
     Ok(f)
 }
 
-fn arp(src: EthernetAddress, dst: EthernetAddress, vlan: Option<u16>, a: ArpRepr) -> Result<Vec<u8>> {
-    let mut f = eth(src, dst, vlan, EtherType::ARP)?;
-    let at = f.len();
-    f.resize(at + 28, 0);
-    a.emit(&mut f[at..])?;
-    f.resize(f.len().max(60), 0);
+fn arp(src: EthernetAddress, dst: EthernetAddress, vlan_tci: Option<u16>, a: ArpRepr) -> Result<Vec<u8>> {
+    let mut f = vec![0u8; 128];
+    let n = build::arp(&mut f, L2 { src, dst, vlan_tci }, &a)?;
+    f.truncate(n);
     Ok(f)
 }
 
@@ -61,12 +60,9 @@ fn ndisc(
     hop_limit: u8,
     nd: NdiscRepr,
 ) -> Result<Vec<u8>> {
-    let mut f = eth(src_mac, dst_mac, None, EtherType::IPV6)?;
-    let at = f.len();
-    let payload_len = u16::try_from(nd.buffer_len()).map_err(|_| crate::wire::Error::Malformed)?;
-    f.resize(at + 40 + nd.buffer_len(), 0);
-    Ipv6Repr { src, dst, next_header: Protocol::ICMPV6, payload_len, hop_limit }.emit(&mut f[at..])?;
-    nd.emit(&src, &dst, &mut f[at + 40..])?;
+    let mut f = vec![0u8; 128];
+    let n = build::ndisc(&mut f, L2 { src: src_mac, dst: dst_mac, vlan_tci: None }, src, dst, hop_limit, &nd)?;
+    f.truncate(n);
     Ok(f)
 }
 
@@ -102,10 +98,10 @@ fn cases() -> Result<Vec<Case>> {
     let na = |flags, dst_mac, dst| {
         ndisc(OURS, dst_mac, VIP6, dst, 255, NdiscRepr::NeighborAdvert { flags, target: VIP6, lladdr: Some(OURS) })
     };
-    let mut udp4 = eth(PEER, OURS, None, EtherType::IPV4)?;
-    let at = udp4.len();
-    udp4.resize(at + 28, 0);
-    Ipv4Repr { src: PEER4, dst: VIP4, protocol: Protocol::UDP, payload_len: 8, ttl: 64 }.emit(&mut udp4[at..])?;
+    let mut udp4 = vec![0u8; 128];
+    let ip = Ipv4Repr { src: PEER4, dst: VIP4, protocol: Protocol::UDP, payload_len: 8, ttl: 64 };
+    let n = build::ipv4(&mut udp4, L2 { src: PEER, dst: OURS, vlan_tci: None }, &ip)?;
+    udp4.truncate(n);
     let mut bad_sum = solicit(PEER6, VIP6, 255)?;
     bad_sum[14 + 40 + 2] ^= 0x55;
     let mut short_v4 = udp4.clone();

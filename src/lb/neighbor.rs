@@ -10,15 +10,13 @@ use super::{
 };
 use crate::wire::{
     arp::ArpOperation,
-    ethernet::EthernetRepr,
+    build::{self, L2},
     icmpv6::{Icmpv6Packet, NdiscRepr, NeighborFlags},
     ipv4::Protocol,
     ipv6::{self, Ipv6Repr},
-    ArpPacket, ArpRepr, EtherType, EthernetAddress, EthernetFrame, Ipv6Packet,
+    ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, Ipv6Packet,
 };
 
-/// Shortest Ethernet frame without its FCS; shorter frames are padded with zeroes.
-pub const MIN_FRAME_LEN: usize = 60;
 /// Room in an [`OutFrame`]: an Ethernet header with one tag, IPv6 and an NDP message.
 pub const OUT_FRAME_CAP: usize = 128;
 
@@ -62,55 +60,29 @@ pub enum Announcement {
 /// does not exist (an ARP form for an IPv6 VIP or the reverse).
 pub fn announcement(mac: EthernetAddress, vip: IpAddr, what: Announcement) -> Option<OutFrame> {
     let mut out = OutFrame { buf: [0; OUT_FRAME_CAP], len: 0 };
-    match (vip, what) {
+    let broadcast = L2 { src: mac, dst: EthernetAddress::BROADCAST, vlan_tci: None };
+    let to = |dst: &Ipv6Addr| L2 { src: mac, dst: EthernetAddress::ipv6_multicast(dst), vlan_tci: None };
+    let len = match (vip, what) {
         (IpAddr::V4(v4), Announcement::GratuitousRequest) => {
-            arp_frame(&mut out, mac, ArpRepr::gratuitous(mac, v4, ArpOperation::Request))
+            build::arp(&mut out.buf, broadcast, &ArpRepr::gratuitous(mac, v4, ArpOperation::Request))
         }
         (IpAddr::V4(v4), Announcement::GratuitousReply) => {
-            arp_frame(&mut out, mac, ArpRepr::gratuitous(mac, v4, ArpOperation::Reply))
+            build::arp(&mut out.buf, broadcast, &ArpRepr::gratuitous(mac, v4, ArpOperation::Reply))
         }
-        (IpAddr::V4(v4), Announcement::Probe) => arp_frame(&mut out, mac, ArpRepr::probe(mac, v4)),
+        (IpAddr::V4(v4), Announcement::Probe) => build::arp(&mut out.buf, broadcast, &ArpRepr::probe(mac, v4)),
         (IpAddr::V6(v6), Announcement::UnsolicitedAdvert) => {
             let na = NdiscRepr::NeighborAdvert { flags: NeighborFlags::OVERRIDE, target: v6, lladdr: Some(mac) };
-            ndisc_frame(&mut out, mac, v6, ALL_NODES, na)
+            build::ndisc(&mut out.buf, to(&ALL_NODES), v6, ALL_NODES, 255, &na)
         }
         (IpAddr::V6(v6), Announcement::Probe) => {
             let dst = ipv6::solicited_node(&v6);
             let ns = NdiscRepr::NeighborSolicit { target: v6, lladdr: None };
-            ndisc_frame(&mut out, mac, Ipv6Addr::UNSPECIFIED, dst, ns)
+            build::ndisc(&mut out.buf, to(&dst), Ipv6Addr::UNSPECIFIED, dst, 255, &ns)
         }
         _ => return None,
-    }?;
+    };
+    out.len = len.ok()?;
     Some(out)
-}
-
-fn arp_frame(out: &mut OutFrame, mac: EthernetAddress, arp: ArpRepr) -> Option<()> {
-    let eth = EthernetRepr { src: mac, dst: EthernetAddress::BROADCAST, vlan_tci: None, ethertype: EtherType::ARP };
-    let at = eth.emit(&mut out.buf).ok()?;
-    let n = arp.emit(&mut out.buf[at..]).ok()?;
-    out.len = (at + n).max(MIN_FRAME_LEN);
-    Some(())
-}
-
-fn ndisc_frame(out: &mut OutFrame, mac: EthernetAddress, src: Ipv6Addr, dst: Ipv6Addr, nd: NdiscRepr) -> Option<()> {
-    let eth = EthernetRepr {
-        src: mac,
-        dst: EthernetAddress::ipv6_multicast(&dst),
-        vlan_tci: None,
-        ethertype: EtherType::IPV6,
-    };
-    let at = eth.emit(&mut out.buf).ok()?;
-    let ip = Ipv6Repr {
-        src,
-        dst,
-        next_header: Protocol::ICMPV6,
-        payload_len: u16::try_from(nd.buffer_len()).ok()?,
-        hop_limit: 255,
-    };
-    let at = at + ip.emit(&mut out.buf[at..]).ok()?;
-    let n = nd.emit(&src, &dst, &mut out.buf[at..]).ok()?;
-    out.len = (at + n).max(MIN_FRAME_LEN);
-    Some(())
 }
 
 /// Answers or watches an ARP frame. `buf[..len]` holds the frame; a reply is written in

@@ -8,6 +8,7 @@
 //! `unsafe`.
 
 pub mod arp;
+pub mod build;
 pub mod checksum;
 pub mod ethernet;
 pub mod icmpv4;

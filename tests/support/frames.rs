@@ -3,22 +3,19 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use xlb::wire::{
-    ethernet::EthernetRepr,
+    build::{self, L2},
     icmpv6::NdiscRepr,
-    ipv4::Protocol,
-    ipv6::{solicited_node, Ipv6Repr},
+    ipv6::solicited_node,
     parse::{Network, Transport},
-    parse_frame, ArpOperation, ArpRepr, EtherType, EthernetAddress,
+    parse_frame, ArpOperation, ArpRepr, EthernetAddress,
 };
 
 /// An ARP request from `mac`/`spa` for `tpa`, broadcast.
 pub fn arp_request(mac: EthernetAddress, spa: Ipv4Addr, tpa: Ipv4Addr) -> Vec<u8> {
-    let mut f = vec![0u8; 60];
-    let eth = EthernetRepr { src: mac, dst: EthernetAddress::BROADCAST, vlan_tci: None, ethertype: EtherType::ARP };
-    let at = eth.emit(&mut f).unwrap();
-    ArpRepr { operation: ArpOperation::Request, sha: mac, spa, tha: EthernetAddress::ZERO, tpa }
-        .emit(&mut f[at..])
-        .unwrap();
+    let mut f = vec![0u8; 128];
+    let repr = ArpRepr { operation: ArpOperation::Request, sha: mac, spa, tha: EthernetAddress::ZERO, tpa };
+    let n = build::arp(&mut f, L2 { src: mac, dst: EthernetAddress::BROADCAST, vlan_tci: None }, &repr).unwrap();
+    f.truncate(n);
     f
 }
 
@@ -26,23 +23,10 @@ pub fn arp_request(mac: EthernetAddress, spa: Ipv4Addr, tpa: Ipv4Addr) -> Vec<u8
 pub fn neighbor_solicit(mac: EthernetAddress, src: Ipv6Addr, target: Ipv6Addr) -> Vec<u8> {
     let dst = solicited_node(&target);
     let ns = NdiscRepr::NeighborSolicit { target, lladdr: Some(mac) };
-    let mut f = vec![0u8; 14 + 40 + ns.buffer_len()];
-    let eth = EthernetRepr {
-        src: mac,
-        dst: EthernetAddress::ipv6_multicast(&dst),
-        vlan_tci: None,
-        ethertype: EtherType::IPV6,
-    };
-    eth.emit(&mut f).unwrap();
-    let ip = Ipv6Repr {
-        src,
-        dst,
-        next_header: Protocol::ICMPV6,
-        payload_len: u16::try_from(ns.buffer_len()).unwrap(),
-        hop_limit: 255,
-    };
-    ip.emit(&mut f[14..]).unwrap();
-    ns.emit(&src, &dst, &mut f[54..]).unwrap();
+    let mut f = vec![0u8; 128];
+    let l2 = L2 { src: mac, dst: EthernetAddress::ipv6_multicast(&dst), vlan_tci: None };
+    let n = build::ndisc(&mut f, l2, src, dst, 255, &ns).unwrap();
+    f.truncate(n);
     f
 }
 
