@@ -17,7 +17,7 @@ use xlb::{
     io::{
         netdev::{NetDev, NetDevError},
         worker::{self, ConflictReport, WorkerConfig, WorkerHandle, WorkerShared, Xsk, ZeroCopy},
-        xdp::{XdpProgram, CLASS_NAMES},
+        xdp::{AttachMode, XdpProgram, CLASS_NAMES},
     },
     lb::{Counter, DropReason, Snapshot, WorkerStats},
 };
@@ -75,6 +75,10 @@ struct RunArgs {
     /// Microseconds a worker keeps spinning after the last frame before it sleeps in poll().
     #[arg(long, default_value_t = 500)]
     idle_spin_us: u64,
+    /// Where the XDP program runs: native (in the driver), generic (skb path, any
+    /// interface), or auto (native, falling back to generic with a warning).
+    #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
+    xdp_mode: AttachMode,
     /// Zero-copy policy for the AF_XDP sockets.
     #[arg(long, value_enum, default_value_t = ZeroCopy::Auto)]
     zero_copy: ZeroCopy,
@@ -254,7 +258,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         prog.set_socket(q, xsk.fd())?;
         sockets.push((cfg, xsk));
     }
-    let mode = prog.attach(dev.ifindex, &dev.name)?;
+    let attached = prog.attach(dev.ifindex, &dev.name, args.xdp_mode)?;
+    if let Some(e) = &attached.native_error {
+        tracing::warn!(interface = %dev.name, error = %e, "native XDP refused; running in generic mode (slower)");
+    }
+    let mode = attached.mode;
     for (cfg, xsk) in sockets {
         tracing::info!(
             interface = %dev.name, queue = cfg.queue, xdp = %mode, socket = %xsk.mode,

@@ -8,12 +8,13 @@
 use std::{
     mem::MaybeUninit,
     net::IpAddr,
-    os::fd::{AsFd, AsRawFd, RawFd},
+    os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd},
 };
 
 use libbpf_rs::{
+    libbpf_sys,
     skel::{OpenSkel, SkelBuilder},
-    Link, MapCore, MapFlags, OpenObject, Xdp, XdpFlags,
+    MapCore, MapFlags, OpenObject,
 };
 
 #[allow(
@@ -40,25 +41,34 @@ pub const VIP_PROBING: u32 = 1 << 1;
 pub const CLASS_NAMES: [&str; 8] =
     ["pass", "arp_request", "arp_watch", "ndp_solicit", "ndp_advert", "vip_v4", "vip_v6", "no_socket"];
 
-/// How the program ended up attached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where the program runs, as asked for or as it ended up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum AttachMode {
+    /// Native where the driver has it, generic otherwise (only as a request).
+    Auto,
     /// In the driver (native XDP).
     Native,
     /// In the generic (skb) path: works everywhere, costs an skb per packet.
     Generic,
-    /// Offloaded to the NIC.
-    Offload,
 }
 
 impl std::fmt::Display for AttachMode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
+            AttachMode::Auto => "auto",
             AttachMode::Native => "native",
             AttachMode::Generic => "generic",
-            AttachMode::Offload => "offload",
         })
     }
+}
+
+/// The outcome of [`XdpProgram::attach`].
+#[derive(Debug)]
+pub struct Attached {
+    /// The mode the program runs in.
+    pub mode: AttachMode,
+    /// Why native mode was not used, when `auto` fell back to generic.
+    pub native_error: Option<std::io::Error>,
 }
 
 /// Why the XDP program could not be set up.
@@ -68,14 +78,19 @@ pub enum XdpError {
     #[error("loading the XDP program failed: {0} (xlb needs root or CAP_BPF+CAP_NET_ADMIN)")]
     Load(#[source] libbpf_rs::Error),
     /// The kernel refused to attach the program to the interface.
-    #[error("attaching XDP to {ifname} failed: {source} (is another XDP program attached? `ip link show {ifname}`)")]
+    #[error("attaching XDP to {ifname} in {mode} mode failed: {source} (is another XDP program attached? `ip link show {ifname}`)")]
     Attach {
         /// Interface name.
         ifname: String,
+        /// Mode tried.
+        mode: AttachMode,
         /// The kernel's error.
         #[source]
-        source: libbpf_rs::Error,
+        source: std::io::Error,
     },
+    /// The interface index does not fit the kernel's type.
+    #[error("interface index {0} is out of range")]
+    IfIndex(u32),
     /// A map update failed.
     #[error("updating BPF map {map} failed: {source}")]
     Map {
@@ -89,7 +104,7 @@ pub enum XdpError {
 
 /// The loaded program and its maps; attached to at most one interface.
 pub struct XdpProgram {
-    link: Option<Link>,
+    link: Option<OwnedFd>,
     skel: XlbSkel<'static>,
     ifindex: i32,
 }
@@ -129,35 +144,56 @@ impl XdpProgram {
         Ok(XdpProgram { link: None, skel, ifindex: 0 })
     }
 
-    /// Attaches the program to `ifindex` through a BPF link. The kernel picks native mode
-    /// where the driver supports it and generic mode otherwise; the mode it chose is
-    /// returned so that it can be reported.
-    pub fn attach(&mut self, ifindex: u32, ifname: &str) -> Result<AttachMode, XdpError> {
-        let idx = i32::try_from(ifindex).map_err(|_| XdpError::Attach {
-            ifname: ifname.to_string(),
-            source: libbpf_rs::Error::from(std::io::Error::from(std::io::ErrorKind::InvalidInput)),
-        })?;
-        let link = self
-            .skel
-            .progs
-            .xlb_xdp
-            .attach_xdp(idx)
-            .map_err(|source| XdpError::Attach { ifname: ifname.to_string(), source })?;
+    /// Attaches the program to `ifindex` through a BPF link in `mode`. `Auto` tries native
+    /// mode and falls back to generic mode, saying why in the result.
+    pub fn attach(&mut self, ifindex: u32, ifname: &str, mode: AttachMode) -> Result<Attached, XdpError> {
+        let idx = i32::try_from(ifindex).map_err(|_| XdpError::IfIndex(ifindex))?;
+        let attempt = |m: AttachMode| {
+            let flags = match m {
+                AttachMode::Generic => libbpf_sys::XDP_FLAGS_SKB_MODE,
+                _ => libbpf_sys::XDP_FLAGS_DRV_MODE,
+            };
+            self.link_create(idx, flags).map_err(|source| XdpError::Attach {
+                ifname: ifname.to_string(),
+                mode: m,
+                source,
+            })
+        };
+        let (link, attached) = match mode {
+            AttachMode::Native | AttachMode::Generic => (attempt(mode)?, Attached { mode, native_error: None }),
+            AttachMode::Auto => match attempt(AttachMode::Native) {
+                Ok(link) => (link, Attached { mode: AttachMode::Native, native_error: None }),
+                Err(XdpError::Attach { source: native, .. }) => {
+                    let link = attempt(AttachMode::Generic)?;
+                    (link, Attached { mode: AttachMode::Generic, native_error: Some(native) })
+                }
+                Err(other) => return Err(other),
+            },
+        };
         self.link = Some(link);
         self.ifindex = idx;
-        let query = Xdp::new(self.skel.progs.xlb_xdp.as_fd()).query(idx, XdpFlags::NONE);
-        Ok(match query.map(|q| q.attach_mode) {
-            Ok(2) => AttachMode::Generic,
-            Ok(3) => AttachMode::Offload,
-            _ => AttachMode::Native,
-        })
+        Ok(attached)
     }
 
-    /// Detaches the program (also done on drop).
-    pub fn detach(&mut self) {
-        if let Some(link) = self.link.take() {
-            drop(link);
+    fn link_create(&self, ifindex: i32, flags: u32) -> std::io::Result<OwnedFd> {
+        // SAFETY: bpf_link_create_opts is plain old data; all-zero is its documented
+        // default, completed by `sz` and `flags` below.
+        let mut opts: libbpf_sys::bpf_link_create_opts = unsafe { std::mem::zeroed() };
+        opts.sz = std::mem::size_of::<libbpf_sys::bpf_link_create_opts>() as libbpf_sys::size_t;
+        opts.flags = flags;
+        // SAFETY: the program descriptor is ours and live, `opts` is a live, sized struct,
+        // and the returned descriptor is checked and then owned.
+        let fd = unsafe { libbpf_sys::bpf_link_create(self.prog_fd(), ifindex, libbpf_sys::BPF_XDP, &opts) };
+        if fd < 0 {
+            return Err(std::io::Error::from_raw_os_error(-fd));
         }
+        // SAFETY: a fresh descriptor that nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    /// Detaches the program (also done on drop, and by the kernel when the process dies).
+    pub fn detach(&mut self) {
+        self.link = None;
     }
 
     /// Points `queue`'s redirects at the AF_XDP socket `fd`.
