@@ -1,0 +1,403 @@
+//! Weighted Maglev consistent hashing (Eisenbud et al., NSDI 2016), with the hash and its
+//! seeds pinned so that every xlb node builds the same table from the same backends, in
+//! whatever order it learned them.
+//!
+//! Each backend walks its own permutation of the table's slots (an offset and a skip, both
+//! hashed from its identity) and claims the next free slot on its turn. Weights decide how
+//! often a backend gets a turn: every round each backend earns its weight in credit, and
+//! takes one slot for every `max_weight` of credit it holds. A backend of weight 0 gets no
+//! slot (drained: established flows keep it through connection tracking). Tables are built
+//! off the hot path; a lookup is one multiply-shift and one load.
+
+use std::fmt;
+
+/// The default table size: a prime, M > 100 x N for up to 655 backends.
+pub const DEFAULT_TABLE_SIZE: u32 = 65_537;
+/// Largest table size accepted.
+pub const MAX_TABLE_SIZE: u32 = 16_777_213;
+
+/// Seeds of the two permutation hashes. Changing them reshuffles every table in a cluster:
+/// they are part of the wire protocol between xlb nodes.
+const SEED_OFFSET: u64 = 0x6d61_676c_6576_3031; // "maglev01"
+const SEED_SKIP: u64 = 0x786c_625f_736b_6970; // "xlb_skip"
+
+/// Why a table cannot be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MaglevError {
+    /// The table size is not a prime, or out of range.
+    #[error(
+        "Maglev table size {0} must be a prime between 3 and {MAX_TABLE_SIZE} (the default is {DEFAULT_TABLE_SIZE})"
+    )]
+    BadSize(u32),
+    /// More backends than the table can hold.
+    #[error("{backends} backends do not fit a Maglev table of {size} slots; use a larger prime size")]
+    TooManyBackends {
+        /// Backends given.
+        backends: usize,
+        /// Table size.
+        size: u32,
+    },
+}
+
+/// A backend's identity for hashing: its address and port, as bytes (IPv4 as the last four
+/// of sixteen), so that the same backend hashes the same on every node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BackendId(pub [u8; 18]);
+
+impl BackendId {
+    /// The identity of `addr:port`.
+    pub fn new(addr: std::net::IpAddr, port: u16) -> Self {
+        let mut b = [0u8; 18];
+        let a = match addr {
+            std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+            std::net::IpAddr::V6(v6) => v6.octets(),
+        };
+        b[..16].copy_from_slice(&a);
+        b[16..].copy_from_slice(&port.to_be_bytes());
+        BackendId(b)
+    }
+}
+
+/// 64-bit hash of `data` under `seed`: FNV-1a over the bytes, then the murmur3 finaliser
+/// for avalanche. Pinned: its output is part of what nodes must agree on.
+pub fn hash64(seed: u64, data: &[u8]) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325 ^ seed;
+    for b in data {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    fmix64(h)
+}
+
+/// The murmur3 64-bit finaliser.
+#[inline]
+pub fn fmix64(mut k: u64) -> u64 {
+    k ^= k >> 33;
+    k = k.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    k ^= k >> 33;
+    k = k.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    k ^ (k >> 33)
+}
+
+/// Whether `n` is prime (trial division; table sizes are small and built rarely).
+pub fn is_prime(n: u32) -> bool {
+    if n < 2 {
+        return false;
+    }
+    if n % 2 == 0 {
+        return n == 2;
+    }
+    let mut d = 3u32;
+    while u64::from(d) * u64::from(d) <= u64::from(n) {
+        if n % d == 0 {
+            return false;
+        }
+        d += 2;
+    }
+    true
+}
+
+/// A built Maglev table: for each slot, the index of a backend in the list it was built from.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MaglevTable {
+    slots: Box<[u32]>,
+}
+
+impl fmt::Debug for MaglevTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MaglevTable({} slots)", self.slots.len())
+    }
+}
+
+/// Marks a slot no backend holds (only when every weight is 0).
+pub const EMPTY: u32 = u32::MAX;
+
+impl MaglevTable {
+    /// Builds the table of `size` slots for `backends` (identity, weight). The result
+    /// depends only on the set of (identity, weight) pairs, not on their order; slot values
+    /// are indexes into `backends` as given.
+    pub fn build(backends: &[(BackendId, u32)], size: u32) -> Result<Self, MaglevError> {
+        if !(3..=MAX_TABLE_SIZE).contains(&size) || !is_prime(size) {
+            return Err(MaglevError::BadSize(size));
+        }
+        let m = u64::from(size);
+        let mut slots = vec![EMPTY; usize::try_from(size).unwrap_or(0)].into_boxed_slice();
+        // Work in identity order so that every node fills the table the same way.
+        let mut order: Vec<usize> = (0..backends.len()).filter(|i| backends[*i].1 > 0).collect();
+        order.sort_by_key(|i| backends[*i].0);
+        if order.len() > slots.len() {
+            return Err(MaglevError::TooManyBackends { backends: order.len(), size });
+        }
+        let max_weight = order.iter().map(|i| u64::from(backends[*i].1)).max().unwrap_or(0);
+        if max_weight == 0 {
+            return Ok(MaglevTable { slots });
+        }
+        struct Walker {
+            index: u32,
+            offset: u64,
+            skip: u64,
+            next: u64,
+            weight: u64,
+            credit: u64,
+        }
+        let mut walkers: Vec<Walker> = order
+            .iter()
+            .map(|&i| {
+                let id = &backends[i].0 .0;
+                Walker {
+                    index: u32::try_from(i).unwrap_or(EMPTY),
+                    offset: hash64(SEED_OFFSET, id) % m,
+                    skip: hash64(SEED_SKIP, id) % (m - 1) + 1,
+                    next: 0,
+                    weight: u64::from(backends[i].1),
+                    credit: 0,
+                }
+            })
+            .collect();
+        let mut filled = 0usize;
+        let total = slots.len();
+        while filled < total {
+            for w in walkers.iter_mut() {
+                w.credit += w.weight;
+                while w.credit >= max_weight && filled < total {
+                    w.credit -= max_weight;
+                    // The permutation visits every slot once (m prime, 0 < skip < m), so a
+                    // free slot is always found while the table is not full.
+                    loop {
+                        let slot = usize::try_from((w.offset + w.next * w.skip) % m).unwrap_or(0);
+                        w.next += 1;
+                        if slots[slot] == EMPTY {
+                            slots[slot] = w.index;
+                            filled += 1;
+                            break;
+                        }
+                    }
+                }
+                if filled == total {
+                    break;
+                }
+            }
+        }
+        Ok(MaglevTable { slots })
+    }
+
+    /// Number of slots.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// True for a table with no slots (never built that way; for clippy's sake).
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// The backend index for a flow hash ([`EMPTY`] when no backend has weight).
+    #[inline]
+    pub fn lookup(&self, hash: u64) -> u32 {
+        // Lemire's multiply-shift maps a 64-bit hash onto [0, len) without a division.
+        // The product fits in 64 bits: 32-bit hash half times a table of under 2^24 slots.
+        let len = self.slots.len() as u64;
+        let idx = usize::try_from(((hash >> 32) * len) >> 32).unwrap_or(0);
+        self.slots.get(idx).copied().unwrap_or(EMPTY)
+    }
+
+    /// The slots, for inspection (`xlb maglev show`) and tests.
+    pub fn slots(&self) -> &[u32] {
+        &self.slots
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::cast_possible_truncation)] // test inputs are small by construction
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::*;
+
+    fn backends(n: usize, weight: impl Fn(usize) -> u32) -> Vec<(BackendId, u32)> {
+        (0..n)
+            .map(|i| {
+                let ip = IpAddr::V4(Ipv4Addr::new(10, 1, (i / 250) as u8, (i % 250) as u8 + 1));
+                (BackendId::new(ip, 8080), weight(i))
+            })
+            .collect()
+    }
+
+    fn shares(t: &MaglevTable, n: usize) -> Vec<usize> {
+        let mut c = vec![0usize; n];
+        for s in t.slots() {
+            c[*s as usize] += 1;
+        }
+        c
+    }
+
+    #[test]
+    fn sizes_must_be_prime() {
+        assert_eq!(MaglevTable::build(&backends(3, |_| 1), 65_536), Err(MaglevError::BadSize(65_536)));
+        assert!(MaglevTable::build(&backends(3, |_| 1), 65_537).is_ok());
+        assert!(is_prime(65_537) && is_prime(251) && !is_prime(1) && !is_prime(65_535));
+    }
+
+    #[test]
+    fn every_slot_is_filled() -> Result<(), MaglevError> {
+        for n in [1, 2, 3, 10, 100, 1000] {
+            let t = MaglevTable::build(&backends(n, |i| 1 + (i % 5) as u32), DEFAULT_TABLE_SIZE)?;
+            assert!(t.slots().iter().all(|s| (*s as usize) < n), "n={n}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn equal_weights_share_evenly() -> Result<(), MaglevError> {
+        let t = MaglevTable::build(&backends(7, |_| 1), DEFAULT_TABLE_SIZE)?;
+        let s = shares(&t, 7);
+        let (lo, hi) = (s.iter().min().copied().unwrap_or(0), s.iter().max().copied().unwrap_or(0));
+        assert!(hi - lo <= 1, "{s:?}");
+        Ok(())
+    }
+
+    #[test]
+    fn weighted_shares_within_one_percent() -> Result<(), MaglevError> {
+        // M > 100 N: 65537 slots, 10 to 600 backends with weights 1 to 10. A table holds
+        // whole slots, so a backend's count can be off its exact share by up to a slot or
+        // two (the last, partial round of turns): that is within 1% for every backend owed
+        // at least 200 slots, which M > 100 N gives the average backend.
+        for n in [10usize, 60, 300, 600] {
+            let b = backends(n, |i| 1 + (i as u32 * 7) % 10);
+            let t = MaglevTable::build(&b, DEFAULT_TABLE_SIZE)?;
+            let total: u32 = b.iter().map(|x| x.1).sum();
+            let (mut worst_rel, mut worst_abs) = (0.0f64, 0.0f64);
+            for (got, (_, w)) in shares(&t, n).iter().zip(&b) {
+                let want = f64::from(*w) / f64::from(total) * t.len() as f64;
+                let err = (*got as f64 - want).abs();
+                worst_abs = worst_abs.max(err);
+                if want >= 200.0 {
+                    worst_rel = worst_rel.max(err / want);
+                }
+            }
+            eprintln!(
+                "maglev: n={n}: worst share error {worst_abs:.2} slots, {:.3}% where owed >= 200",
+                worst_rel * 100.0
+            );
+            assert!(worst_abs <= 2.0, "n={n}: a backend is {worst_abs} slots off its share");
+            assert!(worst_rel <= 0.01, "n={n}: worst relative share error {worst_rel:.4}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn zero_weight_gets_nothing_and_all_zero_is_empty() -> Result<(), MaglevError> {
+        let t = MaglevTable::build(&backends(4, |i| u32::from(i != 2)), 251)?;
+        assert_eq!(shares(&t, 4)[2], 0);
+        let t = MaglevTable::build(&backends(4, |_| 0), 251)?;
+        assert!(t.slots().iter().all(|s| *s == EMPTY));
+        assert_eq!(t.lookup(12345), EMPTY);
+        Ok(())
+    }
+
+    #[test]
+    fn same_table_in_any_order_and_every_run() -> Result<(), MaglevError> {
+        let b = backends(50, |i| 1 + (i % 3) as u32);
+        let t1 = MaglevTable::build(&b, DEFAULT_TABLE_SIZE)?;
+        let t2 = MaglevTable::build(&b, DEFAULT_TABLE_SIZE)?;
+        assert_eq!(t1, t2);
+        let mut rev = b.clone();
+        rev.reverse();
+        let t3 = MaglevTable::build(&rev, DEFAULT_TABLE_SIZE)?;
+        // Same backend in every slot, whatever index it had in the list.
+        assert!(t1.slots().iter().zip(t3.slots()).all(|(a, c)| b[*a as usize].0 == rev[*c as usize].0));
+        // Pinned: a fixed input gives a fixed table across builds, machines and releases.
+        let fp = t1.slots().iter().fold(0u64, |h, s| fmix64(h ^ u64::from(*s)));
+        assert_eq!(fp, PINNED_FINGERPRINT, "the table changed: every node of a cluster must agree on it");
+        Ok(())
+    }
+
+    /// Recorded from the first build of this implementation; a change here is a change of
+    /// the hash, the seeds or the fill order, and breaks agreement with older nodes.
+    const PINNED_FINGERPRINT: u64 = 16_962_470_053_948_526_450;
+
+    #[test]
+    fn removing_one_backend_moves_few_other_slots() -> Result<(), MaglevError> {
+        for n in [10usize, 100, 500] {
+            let b = backends(n, |_| 1);
+            let before = MaglevTable::build(&b, DEFAULT_TABLE_SIZE)?;
+            let removed = n / 2;
+            let after_list: Vec<(BackendId, u32)> =
+                b.iter().enumerate().filter(|(i, _)| *i != removed).map(|(_, x)| *x).collect();
+            let after = MaglevTable::build(&after_list, DEFAULT_TABLE_SIZE)?;
+            let mut kept = 0usize;
+            let mut moved = 0usize;
+            for (x, y) in before.slots().iter().zip(after.slots()) {
+                if *x as usize == removed {
+                    continue;
+                }
+                kept += 1;
+                if b[*x as usize].0 != after_list[*y as usize].0 {
+                    moved += 1;
+                }
+            }
+            let frac = moved as f64 / kept as f64;
+            eprintln!("maglev: removing 1 of {n} backends moved {:.3}% of the other backends' slots", frac * 100.0);
+            assert!(frac < 0.02, "n={n}: {frac}");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::cast_possible_truncation)] // test inputs are small by construction
+mod properties {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn backend_set() -> impl Strategy<Value = Vec<(BackendId, u32)>> {
+        prop::collection::btree_map((any::<bool>(), any::<u32>(), any::<u16>()), 0u32..20, 1..120).prop_map(|m| {
+            m.into_iter()
+                .map(|((v6, a, port), w)| {
+                    let ip = if v6 {
+                        IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, (a >> 16) as u16, a as u16))
+                    } else {
+                        IpAddr::V4(Ipv4Addr::from(a))
+                    };
+                    (BackendId::new(ip, port), w)
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn filled_fair_and_order_free(b in backend_set(), size in prop::sample::select(vec![20_011u32, 65_537, 131_071])) {
+            let t = MaglevTable::build(&b, size).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let weighted: u32 = b.iter().map(|x| x.1).sum();
+            let mut count = vec![0usize; b.len()];
+            for s in t.slots() {
+                if weighted == 0 {
+                    prop_assert_eq!(*s, EMPTY);
+                } else {
+                    prop_assert!((*s as usize) < b.len());
+                    count[*s as usize] += 1;
+                }
+            }
+            if weighted > 0 {
+                for (got, (_, w)) in count.iter().zip(&b) {
+                    let want = f64::from(*w) / f64::from(weighted) * f64::from(size);
+                    prop_assert!((*got as f64 - want).abs() <= 2.0, "got {} slots, owed {:.1}", got, want);
+                }
+            }
+            let mut rev = b.clone();
+            rev.reverse();
+            let t2 = MaglevTable::build(&rev, size).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            for (x, y) in t.slots().iter().zip(t2.slots()) {
+                if *x != EMPTY {
+                    prop_assert_eq!(b[*x as usize].0, rev[*y as usize].0);
+                }
+            }
+        }
+    }
+}
