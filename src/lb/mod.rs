@@ -5,6 +5,7 @@
 //! are counted by [`DropReason`]. This module never touches sockets or threads (`io` does)
 //! and never builds snapshots (`control` does).
 
+pub mod conntrack;
 pub mod maglev;
 pub mod neighbor;
 pub mod pipeline;

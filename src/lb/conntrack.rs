@@ -1,0 +1,440 @@
+//! Per-worker connection tracking: which backend each flow was given, so a flow stays on its
+//! backend for its whole life even when the Maglev table changes under it.
+//!
+//! A fixed-capacity open-addressing table (linear probing, probes bounded by `MAX_PROBE`,
+//! backward-shift deletion, no tombstones), allocated once at start-up. Expiry is lazy and
+//! driven by the `now` argument: an entry past its deadline counts as absent and its slot is
+//! reused. When a new flow finds no free slot within its probe window, the embryonic entry
+//! (TCP SYN seen, nothing else) with the nearest deadline is evicted; established flows are
+//! never evicted, so their lookups never fail. If no embryonic entry is there either, the
+//! insert fails, is counted, and the caller serves the flow statelessly from Maglev.
+
+use std::time::Duration;
+
+use super::maglev::fmix64;
+use crate::wire::tcp::TcpFlags;
+
+/// Longest probe sequence: entries live within this many slots of their home.
+pub const MAX_PROBE: usize = 64;
+
+/// Identity of a flow as it arrives (client to VIP): protocol, addresses, ports. IPv4
+/// addresses are stored IPv4-mapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct FlowKey {
+    /// Source (client) address.
+    pub src: [u8; 16],
+    /// Destination (VIP) address.
+    pub dst: [u8; 16],
+    /// Source port (ICMP: echo identifier).
+    pub src_port: u16,
+    /// Destination port.
+    pub dst_port: u16,
+    /// IP protocol number.
+    pub proto: u8,
+}
+
+impl FlowKey {
+    /// The flow hash: the same for the same flow on every worker and node (it also picks
+    /// the Maglev slot for flows conntrack does not hold).
+    #[inline]
+    pub fn hash(&self) -> u64 {
+        let w = |b: &[u8]| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+        let mut h = fmix64(w(&self.src[..8]) ^ 0x9e37_79b9_7f4a_7c15);
+        h = fmix64(h ^ w(&self.src[8..]));
+        h = fmix64(h ^ w(&self.dst[..8]));
+        h = fmix64(h ^ w(&self.dst[8..]));
+        fmix64(h ^ (u64::from(self.src_port) << 24 | u64::from(self.dst_port) << 8 | u64::from(self.proto)))
+    }
+}
+
+/// Where a flow stands.
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FlowState {
+    /// Free slot.
+    #[default]
+    Empty = 0,
+    /// TCP: SYN seen, no ACK yet (embryonic: first to go when the table is full).
+    SynSent,
+    /// TCP: established (or picked up mid-flow).
+    Established,
+    /// TCP: FIN or RST seen.
+    Closing,
+    /// UDP.
+    Udp,
+    /// ICMP echo, and any other protocol.
+    Other,
+}
+
+/// How long an idle flow is kept, by state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Embryonic TCP.
+    pub syn: Duration,
+    /// Established TCP.
+    pub established: Duration,
+    /// TCP after FIN or RST.
+    pub closing: Duration,
+    /// UDP.
+    pub udp: Duration,
+    /// ICMP and other protocols.
+    pub other: Duration,
+}
+
+impl Default for Timeouts {
+    /// Close to Cilium's defaults: SYN 60 s, established 6 h, FIN/RST 10 s, others 60 s.
+    fn default() -> Self {
+        Timeouts {
+            syn: Duration::from_secs(60),
+            established: Duration::from_secs(6 * 3600),
+            closing: Duration::from_secs(10),
+            udp: Duration::from_secs(60),
+            other: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Timeouts {
+    fn for_state(&self, s: FlowState) -> u64 {
+        let d = match s {
+            FlowState::SynSent => self.syn,
+            FlowState::Established => self.established,
+            FlowState::Closing => self.closing,
+            FlowState::Udp => self.udp,
+            FlowState::Other | FlowState::Empty => self.other,
+        };
+        u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+/// One tracked flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Entry {
+    /// The flow.
+    pub key: FlowKey,
+    /// Its hash (kept to move entries without rehashing).
+    pub hash: u64,
+    /// Deadline in `now` nanoseconds.
+    pub expires: u64,
+    /// Service index in the snapshot that created it.
+    pub service: u32,
+    /// Backend index within the service.
+    pub backend: u32,
+    /// Snapshot generation that chose the backend (indexes are re-validated on change).
+    pub generation: u64,
+    /// Port xlb allocated for this flow (SNAT), 0 if none.
+    pub nat_port: u16,
+    /// State.
+    pub state: FlowState,
+}
+
+/// Why an insert did not take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertError {
+    /// No free, expired or embryonic slot within the probe window.
+    Full,
+}
+
+/// Counters the table keeps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConntrackStats {
+    /// Flows inserted.
+    pub inserts: u64,
+    /// Embryonic flows evicted to make room.
+    pub evictions: u64,
+    /// Inserts that found no room (served statelessly).
+    pub full: u64,
+    /// Entries found expired and removed or reused.
+    pub expired: u64,
+    /// Live entries.
+    pub live: u64,
+}
+
+/// A worker's flow table.
+#[derive(Debug)]
+pub struct Conntrack {
+    slots: Box<[Entry]>,
+    mask: usize,
+    timeouts: Timeouts,
+    stats: ConntrackStats,
+}
+
+impl Conntrack {
+    /// A table for about `capacity` flows (slots: the next power of two at or above
+    /// 1.5 x capacity, so probe chains stay short), allocated now.
+    pub fn new(capacity: usize, timeouts: Timeouts) -> Self {
+        let want = capacity.max(16).saturating_mul(3) / 2;
+        let slots = want.checked_next_power_of_two().unwrap_or(1 << 30);
+        Conntrack {
+            slots: vec![Entry::default(); slots].into_boxed_slice(),
+            mask: slots - 1,
+            timeouts,
+            stats: ConntrackStats::default(),
+        }
+    }
+
+    /// Number of slots.
+    pub fn slots(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> ConntrackStats {
+        self.stats
+    }
+
+    /// Live entries (for `xlb conntrack list`): everything not expired at `now`.
+    pub fn iter_live(&self, now: u64) -> impl Iterator<Item = &Entry> {
+        self.slots.iter().filter(move |e| e.state != FlowState::Empty && e.expires > now)
+    }
+
+    #[inline]
+    fn dist(&self, from: usize, to: usize) -> usize {
+        to.wrapping_sub(from) & self.mask
+    }
+
+    /// The live entry of `key` at `now`, if any.
+    #[inline]
+    pub fn lookup(&mut self, key: &FlowKey, hash: u64, now: u64) -> Option<&mut Entry> {
+        let home = usize::try_from(hash).unwrap_or(0) & self.mask;
+        for i in 0..MAX_PROBE {
+            let at = (home + i) & self.mask;
+            let e = &self.slots[at];
+            if e.state == FlowState::Empty {
+                return None;
+            }
+            if e.hash == hash && e.key == *key {
+                if e.expires <= now {
+                    self.stats.expired += 1;
+                    self.remove_at(at);
+                    return None;
+                }
+                return Some(&mut self.slots[at]);
+            }
+        }
+        None
+    }
+
+    /// Inserts a new flow (or replaces the live entry of the same key); returns the stored
+    /// entry. `entry.expires` is set from the state's timeout.
+    pub fn insert(&mut self, mut entry: Entry, now: u64) -> Result<&mut Entry, InsertError> {
+        entry.expires = now.saturating_add(self.timeouts.for_state(entry.state));
+        let home = usize::try_from(entry.hash).unwrap_or(0) & self.mask;
+        let mut reuse: Option<usize> = None;
+        let mut victim: Option<(usize, u64)> = None;
+        for i in 0..MAX_PROBE {
+            let at = (home + i) & self.mask;
+            let e = &self.slots[at];
+            if e.state == FlowState::Empty {
+                reuse.get_or_insert(at);
+                break;
+            }
+            if e.hash == entry.hash && e.key == entry.key {
+                if e.expires <= now {
+                    self.stats.expired += 1;
+                } else {
+                    self.stats.live = self.stats.live.saturating_sub(1);
+                }
+                self.stats.live += 1;
+                self.stats.inserts += 1;
+                self.slots[at] = entry;
+                return Ok(&mut self.slots[at]);
+            }
+            if e.expires <= now {
+                reuse.get_or_insert(at);
+            } else if e.state == FlowState::SynSent && victim.is_none_or(|(_, exp)| e.expires < exp) {
+                victim = Some((at, e.expires));
+            }
+        }
+        let at = match (reuse, victim) {
+            (Some(at), _) => {
+                if self.slots[at].state != FlowState::Empty {
+                    self.stats.expired += 1;
+                    self.stats.live = self.stats.live.saturating_sub(1);
+                }
+                at
+            }
+            (None, Some((at, _))) => {
+                self.stats.evictions += 1;
+                self.stats.live = self.stats.live.saturating_sub(1);
+                at
+            }
+            (None, None) => {
+                self.stats.full += 1;
+                return Err(InsertError::Full);
+            }
+        };
+        self.slots[at] = entry;
+        self.stats.inserts += 1;
+        self.stats.live += 1;
+        Ok(&mut self.slots[at])
+    }
+
+    /// Moves an entry on after a packet: new state (from TCP flags) and a fresh deadline.
+    #[inline]
+    pub fn touch(timeouts: &Timeouts, e: &mut Entry, tcp_flags: Option<u8>, now: u64) {
+        if let Some(flags) = tcp_flags {
+            e.state = next_tcp_state(e.state, flags);
+        }
+        e.expires = now.saturating_add(timeouts.for_state(e.state));
+    }
+
+    /// The timeouts in force.
+    pub fn timeouts(&self) -> &Timeouts {
+        &self.timeouts
+    }
+
+    /// Removes the entry at `at`, shifting later members of its probe chain back so that
+    /// lookups never stop early at the hole.
+    fn remove_at(&mut self, at: usize) {
+        self.stats.live = self.stats.live.saturating_sub(1);
+        let mut hole = at;
+        let mut j = at;
+        for _ in 0..self.slots.len() {
+            j = (j + 1) & self.mask;
+            let e = &self.slots[j];
+            if e.state == FlowState::Empty {
+                break;
+            }
+            let home = usize::try_from(e.hash).unwrap_or(0) & self.mask;
+            // The entry may fill the hole if its home is not between the hole and it.
+            if self.dist(home, j) >= self.dist(hole, j) {
+                self.slots[hole] = self.slots[j];
+                hole = j;
+            }
+        }
+        self.slots[hole] = Entry::default();
+    }
+}
+
+/// The state a TCP flow moves to on a packet with `flags`.
+#[inline]
+pub fn next_tcp_state(s: FlowState, flags: u8) -> FlowState {
+    if flags & (TcpFlags::RST | TcpFlags::FIN) != 0 {
+        return FlowState::Closing;
+    }
+    match s {
+        FlowState::SynSent if flags & TcpFlags::ACK != 0 && flags & TcpFlags::SYN == 0 => FlowState::Established,
+        FlowState::Empty if flags & TcpFlags::SYN != 0 && flags & TcpFlags::ACK == 0 => FlowState::SynSent,
+        FlowState::Empty => FlowState::Established,
+        other => other,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::cast_possible_truncation)] // test inputs are small by construction
+mod tests {
+    use super::*;
+
+    const SEC: u64 = 1_000_000_000;
+
+    fn key(i: u32) -> FlowKey {
+        let mut k = FlowKey { proto: 6, dst_port: 80, src_port: (i % 60000) as u16, ..FlowKey::default() };
+        k.src[12..].copy_from_slice(&i.to_be_bytes());
+        k.dst[12..].copy_from_slice(&[10, 0, 0, 100]);
+        k
+    }
+
+    fn entry(i: u32, state: FlowState) -> Entry {
+        let key = key(i);
+        Entry { key, hash: key.hash(), backend: i % 7, state, ..Entry::default() }
+    }
+
+    #[test]
+    fn insert_lookup_expire() {
+        let mut ct = Conntrack::new(1000, Timeouts::default());
+        let e = entry(1, FlowState::Established);
+        assert!(ct.insert(e, 0).is_ok());
+        assert_eq!(ct.lookup(&e.key, e.hash, 5 * SEC).map(|x| x.backend), Some(1));
+        // Established lives 6 h; a UDP flow 60 s.
+        assert!(ct.lookup(&e.key, e.hash, 6 * 3600 * SEC - 1).is_some());
+        assert!(ct.lookup(&e.key, e.hash, 6 * 3600 * SEC).is_none());
+        assert_eq!(ct.stats().expired, 1);
+        assert_eq!(ct.stats().live, 0);
+    }
+
+    #[test]
+    fn tcp_states_follow_flags() {
+        use TcpFlags as F;
+        assert_eq!(next_tcp_state(FlowState::Empty, F::SYN), FlowState::SynSent);
+        assert_eq!(next_tcp_state(FlowState::SynSent, F::SYN), FlowState::SynSent);
+        assert_eq!(next_tcp_state(FlowState::SynSent, F::ACK), FlowState::Established);
+        assert_eq!(next_tcp_state(FlowState::Established, F::ACK | F::PSH), FlowState::Established);
+        assert_eq!(next_tcp_state(FlowState::Established, F::ACK | F::FIN), FlowState::Closing);
+        assert_eq!(next_tcp_state(FlowState::SynSent, F::RST), FlowState::Closing);
+        // Picked up mid-flow (after a restart or a failover): established.
+        assert_eq!(next_tcp_state(FlowState::Empty, F::ACK), FlowState::Established);
+        let t = Timeouts::default();
+        let mut e = entry(3, FlowState::Established);
+        Conntrack::touch(&t, &mut e, Some(F::FIN | F::ACK), 100);
+        assert_eq!((e.state, e.expires), (FlowState::Closing, 100 + 10 * SEC));
+    }
+
+    #[test]
+    fn full_table_evicts_embryonic_never_established() {
+        // 16 flows asked: 32 slots. Fill every slot with established flows of one home.
+        let mut ct = Conntrack::new(16, Timeouts::default());
+        let n = ct.slots() as u32;
+        let mut inserted = Vec::new();
+        for i in 0..n * 4 {
+            if inserted.len() == ct.slots() {
+                break;
+            }
+            let e = entry(i, FlowState::Established);
+            if ct.insert(e, 0).is_ok() {
+                inserted.push(e);
+            }
+        }
+        assert_eq!(inserted.len(), ct.slots(), "the table fills up completely");
+        let extra = entry(10_000, FlowState::SynSent);
+        assert_eq!(ct.insert(extra, 1).err(), Some(InsertError::Full));
+        assert_eq!(ct.stats().full, 1);
+        for e in &inserted {
+            assert!(ct.lookup(&e.key, e.hash, 2).is_some(), "established flow lost");
+        }
+        // Make one of them embryonic: the next insert evicts it, not the others.
+        let victim = inserted[5];
+        assert!(ct.insert(Entry { state: FlowState::SynSent, ..victim }, 3).is_ok());
+        assert!(ct.insert(extra, 4).is_ok());
+        assert_eq!(ct.stats().evictions, 1);
+        assert!(ct.lookup(&victim.key, victim.hash, 5).is_none());
+        assert!(ct.lookup(&extra.key, extra.hash, 5).is_some());
+        for e in inserted.iter().filter(|e| e.key != victim.key) {
+            assert!(ct.lookup(&e.key, e.hash, 5).is_some(), "established flow lost");
+        }
+    }
+
+    #[test]
+    fn removal_keeps_every_chain_reachable() {
+        // Many flows, short timeouts for half: expiring them in the middle of probe chains
+        // must not hide the others.
+        let t = Timeouts { udp: Duration::from_nanos(10), ..Timeouts::default() };
+        let mut ct = Conntrack::new(2000, t);
+        for i in 0..2000 {
+            let state = if i % 2 == 0 { FlowState::Udp } else { FlowState::Established };
+            ct.insert(entry(i, state), 0).map(|_| ()).unwrap_or_else(|_| panic!("insert {i}"));
+        }
+        for i in (0..2000).step_by(2) {
+            let e = entry(i, FlowState::Udp);
+            assert!(ct.lookup(&e.key, e.hash, 100).is_none());
+        }
+        for i in (1..2000).step_by(2) {
+            let e = entry(i, FlowState::Established);
+            assert_eq!(ct.lookup(&e.key, e.hash, 100).map(|x| x.backend), Some(i % 7), "flow {i}");
+        }
+        assert_eq!(ct.stats().live, 1000);
+    }
+
+    #[test]
+    fn a_million_flows_fit_the_default_size() {
+        let mut ct = Conntrack::new(1 << 20, Timeouts::default());
+        let mut full = 0;
+        for i in 0..(1u32 << 20) {
+            if ct.insert(entry(i, FlowState::Established), 0).is_err() {
+                full += 1;
+            }
+        }
+        assert_eq!(full, 0, "{:?}", ct.stats());
+        assert_eq!(ct.stats().live, 1 << 20);
+    }
+}
