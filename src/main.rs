@@ -1,6 +1,7 @@
 //! The `xlb` command: argument parsing, logging, threads and signals. No packet code.
 
 use std::{
+    collections::HashMap,
     net::IpAddr,
     path::PathBuf,
     process::ExitCode,
@@ -13,13 +14,19 @@ use arc_swap::ArcSwap;
 use clap::{Parser, Subcommand};
 use serde_json::json;
 use xlb::{
-    control::{announcer::Actions, AnnounceConfig, Announcer, VipStatus},
+    control::{
+        announcer::Actions,
+        services::{build_services, Publisher, ServiceSpec, SpecError},
+        AnnounceConfig, Announcer, VipStatus,
+    },
     io::{
         netdev::{NetDev, NetDevError},
+        netlink,
         worker::{self, ConflictReport, WorkerConfig, WorkerHandle, WorkerShared, Xsk, ZeroCopy},
         xdp::{AttachMode, XdpProgram, CLASS_NAMES},
     },
-    lb::{Counter, DropReason, Snapshot, WorkerStats},
+    lb::{conntrack::Timeouts, maglev::MaglevError, Counter, DropReason, Snapshot, WorkerStats},
+    wire::EthernetAddress,
 };
 
 #[global_allocator]
@@ -100,6 +107,13 @@ struct RunArgs {
     /// Milliseconds between those rounds.
     #[arg(long, default_value_t = 250)]
     garp_interval_ms: u64,
+    /// A service: PROTO:VIP:PORT=BACKEND:PORT[*WEIGHT],... (IPv6 in brackets), forwarded
+    /// by direct server return; repeat for more. The VIP must be one of --vip.
+    #[arg(long = "service", value_name = "SPEC")]
+    services: Vec<String>,
+    /// Flows each worker's connection table is sized for (about 96 bytes each).
+    #[arg(long, default_value_t = 1 << 20)]
+    conntrack_capacity: usize,
     /// Write the final counters here as JSON when xlb stops.
     #[arg(long, value_name = "PATH")]
     stats_file: Option<PathBuf>,
@@ -118,6 +132,12 @@ enum UsageError {
     Interface(#[from] NetDevError),
     #[error("--queues {0}: interface {1} has {2} RX queue(s)")]
     Queues(u32, String, u32),
+    #[error("--service: {0}")]
+    Service(#[from] SpecError),
+    #[error("--service {0:?}: its VIP {1} is not one of --vip; add --vip {1}")]
+    ServiceVip(String, IpAddr),
+    #[error("--service {0:?}: {1}")]
+    ServiceTable(String, MaglevError),
 }
 
 fn main() -> ExitCode {
@@ -200,6 +220,17 @@ fn parse_vips(raw: &[String]) -> Result<Vec<IpAddr>, UsageError> {
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
     let vips = parse_vips(&args.vips)?;
+    let mut specs: Vec<ServiceSpec> = Vec::new();
+    for raw in &args.services {
+        let spec: ServiceSpec = raw.parse().map_err(UsageError::from)?;
+        if !vips.contains(&spec.key.vip) {
+            return Err(UsageError::ServiceVip(raw.clone(), spec.key.vip).into());
+        }
+        // Build it once now so that a table that cannot be built is a usage error.
+        build_services(std::slice::from_ref(&spec), &HashMap::new())
+            .map_err(|e| UsageError::ServiceTable(raw.clone(), e))?;
+        specs.push(spec);
+    }
     let dev = NetDev::by_name(&args.interface).map_err(UsageError::from)?;
     let queues = match args.queues {
         Some(q) if q == 0 || q > dev.rx_queues => {
@@ -248,6 +279,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             idle_spin: Duration::from_micros(args.idle_spin_us),
             zero_copy: args.zero_copy,
             busy_poll: args.busy_poll,
+            conntrack_capacity: args.conntrack_capacity,
+            timeouts: Timeouts::default(),
         };
         let xsk = Xsk::open(&cfg)?;
         if cfg.busy_poll {
@@ -280,24 +313,38 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         garp_count: args.garp_count,
         garp_interval: Duration::from_millis(args.garp_interval_ms),
     };
-    let (mut announcer, first) = Announcer::new(cfg, dev.mac, &vips, Instant::now());
-    apply(&first, &prog, &snapshot, &workers)?;
+    let (announcer, first) = Announcer::new(cfg, dev.mac, &vips, Instant::now());
+    let mut plane = Plane {
+        announcer,
+        publisher: Publisher::new(snapshot.clone()),
+        specs,
+        macs: HashMap::new(),
+        services: Vec::new(),
+        ifindex: dev.ifindex,
+        next_neigh: Instant::now(),
+    };
+    plane.apply(&first, &prog, &workers)?;
+    plane.refresh_neighbours()?;
     while !shutdown.load(Ordering::Relaxed) {
         let now = Instant::now();
-        // Sleep until the next probe or announcement is due, a conflict arrives, or a
-        // second passes (to notice a signal): an idle xlb wakes once a second here.
-        let wait = announcer.next_deadline().map_or(Duration::from_secs(1), |d| d.saturating_duration_since(now));
+        // Sleep until the next probe, announcement or neighbour check is due, a conflict
+        // arrives, or a signal: an idle xlb with resolved backends wakes every 5 s here.
+        let due = plane.announcer.next_deadline().map_or(plane.next_neigh, |d| d.min(plane.next_neigh));
+        let wait = due.saturating_duration_since(now).min(Duration::from_secs(5));
         crossbeam_channel::select! {
             recv(conflict_rx) -> report => {
                 let Ok(report) = report else { break };
-                let act = announcer.conflict(report.vip, report.mac);
-                apply(&act, &prog, &snapshot, &workers)?;
+                let act = plane.announcer.conflict(report.vip, report.mac);
+                plane.apply(&act, &prog, &workers)?;
             }
             recv(stop_rx) -> _ => break,
-            default(wait.min(Duration::from_secs(1))) => {}
+            default(wait) => {}
         }
-        let act = announcer.tick(Instant::now());
-        apply(&act, &prog, &snapshot, &workers)?;
+        let act = plane.announcer.tick(Instant::now());
+        plane.apply(&act, &prog, &workers)?;
+        if Instant::now() >= plane.next_neigh {
+            plane.refresh_neighbours()?;
+        }
     }
 
     tracing::info!("stopping");
@@ -312,21 +359,105 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     prog.detach();
     drop(prog);
-    report(&dev, &announcer, &finals, &classes, args.stats_file.as_deref())
+    report(&dev, &plane, &finals, &classes, args.stats_file.as_deref())
 }
 
-fn apply(
-    act: &Actions,
-    prog: &XdpProgram,
-    snapshot: &ArcSwap<Snapshot>,
-    workers: &[WorkerHandle],
-) -> anyhow::Result<()> {
-    for (vip, flags) in &act.map_updates {
-        prog.set_vip(*vip, *flags)?;
+/// The control plane's state: VIP announcements, services and their backends' next hops,
+/// and the snapshots built from them.
+struct Plane {
+    announcer: Announcer,
+    publisher: Publisher,
+    specs: Vec<ServiceSpec>,
+    macs: HashMap<IpAddr, EthernetAddress>,
+    services: Vec<xlb::lb::snapshot::Service>,
+    ifindex: u32,
+    next_neigh: Instant,
+}
+
+impl Plane {
+    fn publish(&mut self) {
+        let generation = self.publisher.publish(self.announcer.vip_modes(), self.services.clone());
+        tracing::debug!(generation, "snapshot published");
     }
-    if let Some(s) = &act.snapshot {
-        snapshot.store(Arc::new(s.clone()));
+
+    /// Reads the kernel's neighbour table for the backends, asks it to resolve those it
+    /// does not know, and republishes when a MAC appears or changes.
+    fn refresh_neighbours(&mut self) -> anyhow::Result<()> {
+        let wanted: Vec<IpAddr> = {
+            let mut w: Vec<IpAddr> = self.specs.iter().flat_map(|s| s.backends.iter().map(|b| b.0)).collect();
+            w.sort();
+            w.dedup();
+            w
+        };
+        if wanted.is_empty() {
+            self.next_neigh = Instant::now() + Duration::from_secs(3600);
+            return Ok(());
+        }
+        let table = match netlink::neighbours(self.ifindex) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the neighbour table failed; retrying");
+                self.next_neigh = Instant::now() + Duration::from_secs(1);
+                return Ok(());
+            }
+        };
+        let mut changed = false;
+        let mut unresolved = 0;
+        for addr in &wanted {
+            let found = table.iter().find(|n| n.addr == *addr && n.usable()).and_then(|n| n.mac);
+            match (found, self.macs.get(addr).copied()) {
+                (Some(mac), old) if old != Some(mac) => {
+                    tracing::info!(backend = %addr, %mac, "backend next hop resolved");
+                    self.macs.insert(*addr, mac);
+                    changed = true;
+                }
+                (Some(_), _) => {}
+                (None, old) => {
+                    unresolved += 1;
+                    if old.is_some() {
+                        tracing::warn!(backend = %addr, "backend next hop lost; no new flows go to it");
+                        self.macs.remove(addr);
+                        changed = true;
+                    }
+                    if let Err(e) = netlink::solicit(self.ifindex, *addr) {
+                        tracing::warn!(backend = %addr, error = %e, "asking the kernel to resolve a backend failed");
+                    }
+                }
+            }
+        }
+        if changed {
+            self.services = build_services(&self.specs, &self.macs)?;
+            self.publish();
+        }
+        // Unresolved backends are asked for again soon; resolved ones are re-read to follow
+        // MAC changes.
+        let next = if unresolved > 0 { Duration::from_millis(200) } else { Duration::from_secs(5) };
+        self.next_neigh = Instant::now() + next;
+        Ok(())
     }
+
+    fn apply(&mut self, act: &Actions, prog: &XdpProgram, workers: &[WorkerHandle]) -> anyhow::Result<()> {
+        for (vip, flags) in &act.map_updates {
+            prog.set_vip(*vip, *flags)?;
+        }
+        if act.vips_changed {
+            self.publish();
+        }
+        log_actions(act);
+        // Announcements leave through queue 0's worker: one copy per interface is enough.
+        if let Some(w) = workers.first() {
+            for f in &act.frames {
+                let _ = w.control.try_send(*f);
+            }
+            if !act.frames.is_empty() {
+                w.waker.notify();
+            }
+        }
+        Ok(())
+    }
+}
+
+fn log_actions(act: &Actions) {
     for (vip, old, new) in &act.transitions {
         match new {
             VipStatus::Conflict { mac } => {
@@ -340,21 +471,11 @@ fn apply(
             tracing::warn!(%vip, claimant = %mac, state = status.name(), "another host claims a VIP we announce");
         }
     }
-    // Announcements leave through queue 0's worker: one copy per interface is enough.
-    if let Some(w) = workers.first() {
-        for f in &act.frames {
-            let _ = w.control.try_send(*f);
-        }
-        if !act.frames.is_empty() {
-            w.waker.notify();
-        }
-    }
-    Ok(())
 }
 
 fn report(
     dev: &NetDev,
-    announcer: &Announcer,
+    plane: &Plane,
     finals: &[(u32, worker::BindMode, WorkerStats)],
     classes: &[u64; 8],
     stats_file: Option<&std::path::Path>,
@@ -374,6 +495,7 @@ fn report(
         DropReason::ALL.iter().map(|r| (r.name().to_string(), json!(total.dropped(*r)))).collect();
     let xdp: serde_json::Map<String, serde_json::Value> =
         CLASS_NAMES.iter().zip(classes.iter()).map(|(n, v)| (n.to_string(), json!(v))).collect();
+    let announcer = &plane.announcer;
     let vips: Vec<serde_json::Value> = announcer
         .vips()
         .iter()
@@ -402,7 +524,16 @@ fn report(
                 "tx_frames": s.get(Counter::TxFrames),
             }))
             .collect::<Vec<_>>(),
-        "snapshot_generation": announcer.generation(),
+        "snapshot_generation": plane.publisher.generation(),
+        "backends": plane
+            .services
+            .iter()
+            .flat_map(|s| s.backends.iter().map(move |b| json!({
+                "service": format!("{}:{}", s.key.vip, s.key.port),
+                "backend": format!("{}:{}", b.addr, b.port),
+                "mac": b.mac.map(|m| m.to_string()),
+            })))
+            .collect::<Vec<_>>(),
         "counters": counters,
         "drops": drops,
         "xdp_classes": xdp,

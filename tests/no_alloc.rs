@@ -1,5 +1,6 @@
 //! The pipeline allocates nothing per packet: a counting global allocator watches 10,000
-//! frames of every kind the spine handles go through `lb::process`.
+//! frames of every kind it handles (ARP, NDP, garbage, TCP to a DSR service) go through
+//! `lb::process`.
 
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)] // test code: a panic is the report
 
@@ -10,10 +11,16 @@ use std::{
 };
 
 use xlb::{
-    lb::{process, Snapshot, VipMode},
+    lb::{
+        conntrack::{Conntrack, Timeouts},
+        process,
+        snapshot::{Backend, ForwardMode, Service, ServiceKey},
+        Snapshot, VipMode, WorkerState,
+    },
     wire::{
         build::{self, L2},
         icmpv6::NdiscRepr,
+        ipv4::Ipv4Repr,
         ipv6::solicited_node,
         ArpOperation, ArpRepr, EthernetAddress,
     },
@@ -52,7 +59,30 @@ fn ten_thousand_frames_allocate_nothing() {
     let vip4 = Ipv4Addr::new(192, 0, 2, 100);
     let vip6 = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
     let peer6 = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
-    let snap = Snapshot::new(1, [(IpAddr::V4(vip4), VipMode::Answer), (IpAddr::V6(vip6), VipMode::Answer)]);
+    let backends = (1..=3u8)
+        .map(|i| Backend {
+            mac: Some(EthernetAddress([2, 0, 0, 0, 1, i])),
+            ..Backend::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, i)), 80, 1)
+        })
+        .collect();
+    let svc = Service::with_default_table(
+        ServiceKey { vip: IpAddr::V4(vip4), port: 80, proto: 6 },
+        ForwardMode::Dsr,
+        backends,
+    )
+    .unwrap();
+    let snap = Snapshot::new(1, [(IpAddr::V4(vip4), VipMode::Answer), (IpAddr::V6(vip6), VipMode::Answer)])
+        .with_services(vec![svc]);
+    let mut state = WorkerState { conntrack: Conntrack::new(4096, Timeouts::default()) };
+    // TCP segments to the service from many clients: new flows (conntrack inserts) and
+    // tracked ones.
+    let mut tcp = vec![0u8; 128];
+    let ip = Ipv4Repr { src: Ipv4Addr::new(192, 0, 2, 1), dst: vip4, protocol: 6, payload_len: 20, ttl: 64 };
+    let n = build::ipv4(&mut tcp, L2 { src: PEER, dst: OURS, vlan_tci: None }, &ip).unwrap();
+    tcp.truncate(n);
+    tcp[34..38].copy_from_slice(&[0x9c, 0x40, 0x00, 0x50]);
+    tcp[46] = 0x50;
+    tcp[47] = 0x02;
 
     let mut arp = vec![0u8; 128];
     let req = ArpRepr {
@@ -71,7 +101,7 @@ fn ten_thousand_frames_allocate_nothing() {
     let n = build::ndisc(&mut ns, l2, peer6, dst, 255, &nd).unwrap();
     ns.truncate(n);
     let garbage = vec![0x86u8; 90];
-    let frames = [arp, ns, garbage];
+    let frames = [arp, ns, garbage, tcp];
 
     let mut buf = vec![0u8; 2048];
     let mut answered = 0;
@@ -79,11 +109,16 @@ fn ten_thousand_frames_allocate_nothing() {
     for i in 0..10_000 {
         let f = &frames[i % frames.len()];
         buf[..f.len()].copy_from_slice(f);
-        if let xlb::lb::Verdict::Tx { .. } = process(i as u64, &snap, OURS, &mut buf, f.len()) {
+        // TCP: a new client every 8 segments.
+        if i % frames.len() == 3 {
+            buf[26..30].copy_from_slice(&(i as u32 / 32).to_be_bytes());
+        }
+        if let xlb::lb::Verdict::Tx { .. } = process(i as u64, &snap, &mut state, OURS, &mut buf, f.len()) {
             answered += 1;
         }
     }
     let after = ALLOCS.load(Ordering::Relaxed);
     assert_eq!(after - before, 0, "the pipeline allocated {} times over 10k frames", after - before);
-    assert_eq!(answered, 6667, "two of every three frames are answered");
+    assert_eq!(answered, 7500, "three of every four frames are answered or forwarded");
+    assert!(state.conntrack.stats().inserts >= 300, "{:?}", state.conntrack.stats());
 }

@@ -6,7 +6,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use libfuzzer_sys::fuzz_target;
 use xlb::{
-    lb::{process, Snapshot, VipMode, Verdict},
+    lb::{
+        conntrack::{Conntrack, Timeouts},
+        process, Snapshot, Verdict, VipMode, WorkerState,
+    },
     wire::EthernetAddress,
 };
 
@@ -19,10 +22,11 @@ fuzz_target!(|data: &[u8]| {
             (IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x100)), VipMode::Answer),
         ],
     );
+    let mut state = WorkerState { conntrack: Conntrack::new(64, Timeouts::default()) };
     let mut buf = [0u8; 2048];
     let len = data.len().min(buf.len());
     buf[..len].copy_from_slice(&data[..len]);
-    if let Verdict::Tx { len: out, .. } = process(0, &snap, EthernetAddress([2, 0, 0, 0, 0, 1]), &mut buf, len) {
+    if let Verdict::Tx { len: out, .. } = process(0, &snap, &mut state, EthernetAddress([2, 0, 0, 0, 0, 1]), &mut buf, len) {
         assert!((14..=buf.len()).contains(&out));
     }
 });

@@ -21,7 +21,7 @@ use crate::{
     io::xdp::{VIP_OWNED, VIP_PROBING},
     lb::{
         neighbor::{announcement, Announcement, OutFrame},
-        Snapshot, VipMode,
+        VipMode,
     },
     wire::EthernetAddress,
 };
@@ -112,8 +112,8 @@ pub struct Actions {
     pub frames: Vec<OutFrame>,
     /// VIP map entries to set (flags; 0 removes).
     pub map_updates: Vec<(IpAddr, u32)>,
-    /// A new snapshot to publish.
-    pub snapshot: Option<Snapshot>,
+    /// Whether the VIP modes changed: a new snapshot is due.
+    pub vips_changed: bool,
     /// Things worth a log line: (vip, old status, new status).
     pub transitions: Vec<(IpAddr, VipStatus, VipStatus)>,
     /// Conflicts seen for the first time from this MAC: (vip, mac, status when seen).
@@ -126,7 +126,6 @@ pub struct Announcer {
     cfg: AnnounceConfig,
     mac: EthernetAddress,
     vips: Vec<(IpAddr, VipStatus)>,
-    generation: u64,
     claims: HashMap<(IpAddr, EthernetAddress), u64>,
 }
 
@@ -138,22 +137,13 @@ impl Announcer {
         } else {
             VipStatus::Probing { sent: 0, next: now }
         };
-        let mut a = Announcer {
-            cfg,
-            mac,
-            vips: vips.iter().map(|v| (*v, first)).collect(),
-            generation: 0,
-            claims: HashMap::new(),
-        };
+        let mut a = Announcer { cfg, mac, vips: vips.iter().map(|v| (*v, first)).collect(), claims: HashMap::new() };
         let map_updates = a.vips.iter().map(|(v, s)| (*v, s.map_flags())).collect();
-        let mut actions = Actions { map_updates, snapshot: Some(a.snapshot()), ..Actions::default() };
+        let mut actions = Actions { map_updates, vips_changed: true, ..Actions::default() };
         let more = a.tick(now);
         actions.frames = more.frames;
         actions.transitions = more.transitions;
         actions.map_updates.extend(more.map_updates);
-        if more.snapshot.is_some() {
-            actions.snapshot = more.snapshot;
-        }
         (a, actions)
     }
 
@@ -167,14 +157,9 @@ impl Announcer {
         &self.claims
     }
 
-    /// Generation of the last snapshot built.
-    pub fn generation(&self) -> u64 {
-        self.generation
-    }
-
-    fn snapshot(&mut self) -> Snapshot {
-        self.generation += 1;
-        Snapshot::new(self.generation, self.vips.iter().map(|(v, s)| (*v, s.mode())))
+    /// How the datapath must treat each VIP now.
+    pub fn vip_modes(&self) -> impl Iterator<Item = (IpAddr, VipMode)> + '_ {
+        self.vips.iter().map(|(v, s)| (*v, s.mode()))
     }
 
     /// When the next step is due, if any VIP is still probing or announcing.
@@ -230,9 +215,7 @@ impl Announcer {
                 actions.transitions.push((*vip, old, *status));
             }
         }
-        if changed {
-            actions.snapshot = Some(self.snapshot());
-        }
+        actions.vips_changed = changed;
         actions
     }
 
@@ -285,7 +268,8 @@ mod tests {
         let t0 = Instant::now();
         let (mut a, first) = Announcer::new(cfg, MAC, &[V4], t0);
         assert_eq!(first.map_updates, vec![(V4, VIP_PROBING)]);
-        assert_eq!(first.snapshot.as_ref().and_then(|s| s.vip(V4)), Some(VipMode::Watch));
+        assert!(first.vips_changed);
+        assert_eq!(a.vip_modes().collect::<Vec<_>>(), vec![(V4, VipMode::Watch)]);
         assert_eq!(arp_ops(&first.frames)?, vec![(ArpOperation::Request, Ipv4Addr::UNSPECIFIED)]);
         let mut t = t0;
         let mut probes = 1;
@@ -302,8 +286,8 @@ mod tests {
                     }
                 }
             }
-            if let Some(s) = act.snapshot {
-                assert_eq!(s.vip(V4), Some(VipMode::Answer));
+            if act.vips_changed {
+                assert_eq!(a.vip_modes().collect::<Vec<_>>(), vec![(V4, VipMode::Answer)]);
                 assert_eq!(act.map_updates, vec![(V4, VIP_OWNED)]);
             }
         }
@@ -344,7 +328,8 @@ mod tests {
     fn claim_while_owned_is_reported_not_acted_on() {
         let cfg = AnnounceConfig { probes: 0, ..AnnounceConfig::default() };
         let (mut a, first) = Announcer::new(cfg, MAC, &[V4], Instant::now());
-        assert_eq!(first.snapshot.and_then(|s| s.vip(V4)), Some(VipMode::Answer));
+        assert!(first.vips_changed);
+        assert_eq!(a.vip_modes().collect::<Vec<_>>(), vec![(V4, VipMode::Answer)]);
         let act = a.conflict(V4, OTHER);
         assert_eq!(act.new_conflicts, vec![(V4, OTHER, a.vips()[0].1)]);
         assert!(act.transitions.is_empty());

@@ -3,5 +3,6 @@
 //! and hears from them about conflicts.
 
 pub mod announcer;
+pub mod services;
 
 pub use announcer::{AnnounceConfig, Announcer, VipStatus};

@@ -4,6 +4,7 @@
 //! [`crate::lb::process`].
 
 pub mod netdev;
+pub mod netlink;
 pub mod packet_socket;
 pub mod wake;
 pub mod worker;

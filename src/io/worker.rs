@@ -27,7 +27,13 @@ use xsk_rs::{
 
 use super::wake::Waker;
 use crate::{
-    lb::{self, neighbor::OutFrame, pipeline::Reply, Counter, DropReason, Snapshot, Verdict, WorkerStats},
+    lb::{
+        self,
+        conntrack::{Conntrack, Timeouts},
+        neighbor::OutFrame,
+        pipeline::Reply,
+        Counter, DropReason, Snapshot, Verdict, WorkerState, WorkerStats,
+    },
     wire::EthernetAddress,
 };
 
@@ -83,6 +89,10 @@ pub struct WorkerConfig {
     pub zero_copy: ZeroCopy,
     /// Set SO_PREFER_BUSY_POLL / SO_BUSY_POLL / SO_BUSY_POLL_BUDGET on the socket.
     pub busy_poll: bool,
+    /// Flows the worker's connection table is sized for.
+    pub conntrack_capacity: usize,
+    /// Idle timeouts of tracked flows.
+    pub timeouts: Timeouts,
 }
 
 /// Why a worker could not be set up.
@@ -358,6 +368,8 @@ impl Worker {
                 tracing::warn!(queue = self.cfg.queue, core, "could not pin the worker to its core");
             }
         }
+        // Allocated here, on the worker's own core, once.
+        let mut state = WorkerState { conntrack: Conntrack::new(self.cfg.conntrack_capacity, self.cfg.timeouts) };
         let batch = self.cfg.batch.max(1);
         let ring = usize::try_from(self.cfg.ring_size).unwrap_or(2048);
         let mut free: Vec<FrameDesc> = std::mem::take(&mut self.xsk.descs);
@@ -413,7 +425,7 @@ impl Worker {
                         let mut cur = data.cursor();
                         let cap = cur.buf_len();
                         cur.set_pos(cap);
-                        lb::process(now, &snap, mac, data.contents_mut(), len)
+                        lb::process(now, &snap, &mut state, mac, data.contents_mut(), len)
                     };
                     match verdict {
                         Verdict::Tx { len: out_len, reply } => {
@@ -421,6 +433,7 @@ impl Worker {
                             stats.bump(match reply {
                                 Reply::Arp => Counter::ArpReplies,
                                 Reply::Ndp => Counter::NdpAdverts,
+                                Reply::Forward => Counter::Forwarded,
                             });
                             tx_descs.push(*desc);
                         }

@@ -116,12 +116,11 @@ pub struct Entry {
     pub hash: u64,
     /// Deadline in `now` nanoseconds.
     pub expires: u64,
-    /// Service index in the snapshot that created it.
-    pub service: u32,
-    /// Backend index within the service.
+    /// Backend index within its service, as of the last packet (a hint: snapshots may
+    /// reorder backends).
     pub backend: u32,
-    /// Snapshot generation that chose the backend (indexes are re-validated on change).
-    pub generation: u64,
+    /// The backend's identity hash; what the flow is really pinned to.
+    pub backend_key: u64,
     /// Port xlb allocated for this flow (SNAT), 0 if none.
     pub nat_port: u16,
     /// State.

@@ -3,7 +3,12 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::{process, Conflict, DropReason, Snapshot, Verdict, VipMode};
+use super::{
+    conntrack::{Conntrack, Timeouts},
+    process,
+    snapshot::{Backend, ForwardMode, Service, ServiceKey},
+    Conflict, DropReason, Snapshot, Verdict, VipMode, WorkerState,
+};
 use crate::{
     lb::pipeline::Reply,
     wire::{
@@ -11,7 +16,7 @@ use crate::{
         ethernet::EthernetRepr,
         icmpv6::{NdiscRepr, NeighborFlags},
         ipv4::{Ipv4Repr, Protocol},
-        ipv6::solicited_node,
+        ipv6::{solicited_node, Ipv6Repr},
         ArpOperation, ArpRepr, EthernetAddress, Result,
     },
 };
@@ -26,7 +31,36 @@ const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
 const WATCH6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x101);
 const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
 
+fn state() -> WorkerState {
+    WorkerState { conntrack: Conntrack::new(1024, Timeouts::default()) }
+}
+
+const BACKEND_MAC: EthernetAddress = EthernetAddress([0x02, 0, 0, 0, 0, 0x30]);
+const UNRESOLVED_PORT: u16 = 8443;
+
+fn services() -> Vec<Service> {
+    let one = |vip: IpAddr, port: u16, proto: u8, backend: IpAddr, mac: Option<EthernetAddress>| {
+        let b = Backend { mac, ..Backend::new(backend, port, 1) };
+        Service::new(ServiceKey { vip, port, proto }, ForwardMode::Dsr, vec![b], 251)
+    };
+    let b4 = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 30));
+    let b6 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x30));
+    [
+        one(IpAddr::V4(VIP4), 80, Protocol::TCP, b4, Some(BACKEND_MAC)),
+        one(IpAddr::V4(VIP4), 53, Protocol::UDP, b4, Some(BACKEND_MAC)),
+        one(IpAddr::V6(VIP6), 80, Protocol::TCP, b6, Some(BACKEND_MAC)),
+        one(IpAddr::V4(VIP4), UNRESOLVED_PORT, Protocol::TCP, b4, None),
+    ]
+    .into_iter()
+    .filter_map(core::result::Result::ok)
+    .collect()
+}
+
 fn snapshot() -> Snapshot {
+    snapshot_vips().with_services(services())
+}
+
+fn snapshot_vips() -> Snapshot {
     Snapshot::new(
         1,
         [
@@ -66,6 +100,51 @@ fn ndisc(
     Ok(f)
 }
 
+/// A TCP segment (20-byte header, flags, no payload) client -> VIP, optionally tagged.
+fn tcp4(dst: Ipv4Addr, port: u16, flags: u8, vlan_tci: Option<u16>) -> Result<Vec<u8>> {
+    let mut f = vec![0u8; 128];
+    let ip = Ipv4Repr { src: PEER4, dst, protocol: Protocol::TCP, payload_len: 20, ttl: 64 };
+    let n = build::ipv4(&mut f, L2 { src: PEER, dst: OURS, vlan_tci }, &ip)?;
+    f.truncate(n);
+    let at = n - 20;
+    f[at..at + 2].copy_from_slice(&40000u16.to_be_bytes());
+    f[at + 2..at + 4].copy_from_slice(&port.to_be_bytes());
+    f[at + 12] = 0x50;
+    f[at + 13] = flags;
+    Ok(f)
+}
+
+fn udp4(dst: Ipv4Addr, port: u16) -> Result<Vec<u8>> {
+    let mut f = vec![0u8; 128];
+    let ip = Ipv4Repr { src: PEER4, dst, protocol: Protocol::UDP, payload_len: 8, ttl: 64 };
+    let n = build::ipv4(&mut f, L2 { src: PEER, dst: OURS, vlan_tci: None }, &ip)?;
+    f.truncate(n);
+    f[n - 8..n - 6].copy_from_slice(&5353u16.to_be_bytes());
+    f[n - 6..n - 4].copy_from_slice(&port.to_be_bytes());
+    f[n - 4..n - 2].copy_from_slice(&8u16.to_be_bytes());
+    Ok(f)
+}
+
+fn tcp6(dst: Ipv6Addr, port: u16, flags: u8) -> Result<Vec<u8>> {
+    let mut f = vec![0u8; 128];
+    let ip = Ipv6Repr { src: PEER6, dst, next_header: Protocol::TCP, payload_len: 20, hop_limit: 64 };
+    let n = build::ipv6(&mut f, L2 { src: PEER, dst: OURS, vlan_tci: None }, &ip)?;
+    f.truncate(n);
+    let at = n - 20;
+    f[at..at + 2].copy_from_slice(&40000u16.to_be_bytes());
+    f[at + 2..at + 4].copy_from_slice(&port.to_be_bytes());
+    f[at + 12] = 0x50;
+    f[at + 13] = flags;
+    Ok(f)
+}
+
+/// The same frame with the MACs a DSR hop gives it: to the backend, from us.
+fn dsr(mut f: Vec<u8>) -> Vec<u8> {
+    f[0..6].copy_from_slice(&BACKEND_MAC.0);
+    f[6..12].copy_from_slice(&OURS.0);
+    f
+}
+
 fn request(spa: Ipv4Addr, tpa: Ipv4Addr) -> ArpRepr {
     ArpRepr { operation: ArpOperation::Request, sha: PEER, spa, tha: EthernetAddress::ZERO, tpa }
 }
@@ -98,13 +177,21 @@ fn cases() -> Result<Vec<Case>> {
     let na = |flags, dst_mac, dst| {
         ndisc(OURS, dst_mac, VIP6, dst, 255, NdiscRepr::NeighborAdvert { flags, target: VIP6, lladdr: Some(OURS) })
     };
-    let mut udp4 = vec![0u8; 128];
+    let mut udp_port0 = vec![0u8; 128];
     let ip = Ipv4Repr { src: PEER4, dst: VIP4, protocol: Protocol::UDP, payload_len: 8, ttl: 64 };
-    let n = build::ipv4(&mut udp4, L2 { src: PEER, dst: OURS, vlan_tci: None }, &ip)?;
-    udp4.truncate(n);
+    let n = build::ipv4(&mut udp_port0, L2 { src: PEER, dst: OURS, vlan_tci: None }, &ip)?;
+    udp_port0.truncate(n);
+    udp_port0[n - 4..n - 2].copy_from_slice(&8u16.to_be_bytes());
     let mut bad_sum = solicit(PEER6, VIP6, 255)?;
     bad_sum[14 + 40 + 2] ^= 0x55;
-    let mut short_v4 = udp4.clone();
+    let udp4_to = |port| udp4(VIP4, port);
+    let later_fragment = || -> Result<Vec<u8>> {
+        let mut f = tcp4(VIP4, 80, 0x02, None)?;
+        f[14 + 6] = 0x00;
+        f[14 + 7] = 0x10;
+        Ok(f)
+    };
+    let mut short_v4 = udp_port0.clone();
     short_v4.truncate(14 + 19);
     let tx_arp = Verdict::Tx { len: 60, reply: Reply::Arp };
     Ok(vec![
@@ -200,9 +287,51 @@ fn cases() -> Result<Vec<Case>> {
             output: None,
         },
         Case {
-            what: "UDP to a VIP with no service",
-            input: udp4,
+            what: "UDP to a VIP port with no service",
+            input: udp_port0,
             verdict: Verdict::Drop(DropReason::NoService),
+            output: None,
+        },
+        Case {
+            what: "DSR: TCP SYN to VIP:80 goes to the backend's MAC, IP untouched",
+            input: tcp4(VIP4, 80, 0x02, None)?,
+            verdict: Verdict::Tx { len: 54, reply: Reply::Forward },
+            output: Some(dsr(tcp4(VIP4, 80, 0x02, None)?)),
+        },
+        Case {
+            what: "DSR: VLAN-tagged TCP keeps its tag",
+            input: tcp4(VIP4, 80, 0x10, Some(7))?,
+            verdict: Verdict::Tx { len: 58, reply: Reply::Forward },
+            output: Some(dsr(tcp4(VIP4, 80, 0x10, Some(7))?)),
+        },
+        Case {
+            what: "DSR: UDP to VIP:53",
+            input: udp4_to(53)?,
+            verdict: Verdict::Tx { len: 42, reply: Reply::Forward },
+            output: Some(dsr(udp4_to(53)?)),
+        },
+        Case {
+            what: "DSR: IPv6 TCP to [VIP]:80",
+            input: tcp6(VIP6, 80, 0x02)?,
+            verdict: Verdict::Tx { len: 74, reply: Reply::Forward },
+            output: Some(dsr(tcp6(VIP6, 80, 0x02)?)),
+        },
+        Case {
+            what: "TCP to a VIP port with no service",
+            input: tcp4(VIP4, 81, 0x02, None)?,
+            verdict: Verdict::Drop(DropReason::NoService),
+            output: None,
+        },
+        Case {
+            what: "backend with no resolved next hop: no backend takes new flows",
+            input: tcp4(VIP4, UNRESOLVED_PORT, 0x02, None)?,
+            verdict: Verdict::Drop(DropReason::NoBackend),
+            output: None,
+        },
+        Case {
+            what: "a later IPv4 fragment to a VIP carries no ports",
+            input: later_fragment()?,
+            verdict: Verdict::Drop(DropReason::Fragment),
             output: None,
         },
         Case {
@@ -229,7 +358,7 @@ fn pipeline_fixtures() -> Result<()> {
         let mut buf = case.input.clone();
         let len = buf.len();
         buf.resize(2048, 0xee);
-        let verdict = process(0, &snap, OURS, &mut buf, len);
+        let verdict = process(0, &snap, &mut state(), OURS, &mut buf, len);
         assert_eq!(verdict, case.verdict, "{}", case.what);
         match (&case.output, verdict) {
             (Some(want), Verdict::Tx { len, .. }) => assert_eq!(&buf[..len], &want[..], "{}", case.what),
@@ -252,7 +381,7 @@ fn reply_that_does_not_fit_is_dropped_not_written_past_the_buffer() -> Result<()
         NdiscRepr::NeighborSolicit { target: VIP6, lladdr: None },
     )?;
     let len = buf.len();
-    assert_eq!(process(0, &snapshot(), OURS, &mut buf, len), Verdict::Drop(DropReason::NoRoom));
+    assert_eq!(process(0, &snapshot(), &mut state(), OURS, &mut buf, len), Verdict::Drop(DropReason::NoRoom));
     Ok(())
 }
 
@@ -270,6 +399,6 @@ fn arp_reply_bytes_match_a_hand_written_fixture() {
     ]
     .concat();
     let len = req.len();
-    assert_eq!(process(0, &snapshot(), OURS, &mut req, len), Verdict::Tx { len: 42, reply: Reply::Arp });
+    assert_eq!(process(0, &snapshot(), &mut state(), OURS, &mut req, len), Verdict::Tx { len: 42, reply: Reply::Arp });
     assert_eq!(req, want);
 }

@@ -6,6 +6,7 @@
 //! and never builds snapshots (`control` does).
 
 pub mod conntrack;
+pub mod forward;
 pub mod maglev;
 pub mod neighbor;
 pub mod pipeline;
@@ -15,6 +16,7 @@ pub mod stats;
 #[cfg(test)]
 mod fixtures;
 
+pub use forward::WorkerState;
 pub use pipeline::{process, Conflict, Verdict};
 pub use snapshot::{Snapshot, VipMode};
 pub use stats::{Counter, DropReason, WorkerStats};

@@ -3,8 +3,8 @@
 
 use std::net::IpAddr;
 
-use super::{neighbor, DropReason, Snapshot};
-use crate::wire::{EtherType, EthernetAddress, EthernetFrame, Ipv4Packet};
+use super::{forward, neighbor, DropReason, Snapshot, WorkerState};
+use crate::wire::{ipv4::Protocol, EtherType, EthernetAddress, EthernetFrame};
 
 /// Another host claiming one of our VIPs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +22,8 @@ pub enum Reply {
     Arp,
     /// Neighbour advertisement.
     Ndp,
+    /// Traffic forwarded to a backend.
+    Forward,
 }
 
 /// What to do with a frame.
@@ -44,29 +46,26 @@ pub enum Verdict {
 /// is `mac`. `buf` may be longer than the frame: the bytes after it are room for a longer
 /// reply. `now` is the monotonic time in nanoseconds (used by connection tracking).
 #[inline]
-pub fn process(_now: u64, snap: &Snapshot, mac: EthernetAddress, buf: &mut [u8], len: usize) -> Verdict {
+pub fn process(
+    now: u64,
+    snap: &Snapshot,
+    state: &mut WorkerState,
+    mac: EthernetAddress,
+    buf: &mut [u8],
+    len: usize,
+) -> Verdict {
     let Some(frame) = buf.get(..len) else { return Verdict::Drop(DropReason::Truncated) };
-    let ethertype = match EthernetFrame::new_checked(frame) {
-        Ok(eth) => eth.ethertype(),
+    let (ethertype, icmpv6) = match EthernetFrame::new_checked(frame) {
+        // The next-header byte of an IPv6 header, when there is one: NDP goes to the
+        // neighbour code, everything else to forwarding.
+        Ok(eth) => (eth.ethertype(), eth.payload().get(6) == Some(&Protocol::ICMPV6)),
         Err(e) => return Verdict::Drop(e.into()),
     };
     match ethertype {
         EtherType::ARP => neighbor::arp(snap, mac, buf, len),
-        EtherType::IPV6 => neighbor::ndp(snap, mac, buf, len),
-        EtherType::IPV4 => ipv4(buf, len),
+        EtherType::IPV6 if icmpv6 => neighbor::ndp(snap, mac, buf, len),
+        EtherType::IPV6 => forward::ipv6(now, snap, state, mac, buf, len),
+        EtherType::IPV4 => forward::ipv4(now, snap, state, mac, buf, len),
         _ => Verdict::Drop(DropReason::Unsupported),
-    }
-}
-
-/// IPv4 to a VIP: checked, then dropped until services exist.
-fn ipv4(buf: &[u8], len: usize) -> Verdict {
-    let Some(frame) = buf.get(..len) else { return Verdict::Drop(DropReason::Truncated) };
-    let eth = match EthernetFrame::new_checked(frame) {
-        Ok(e) => e,
-        Err(e) => return Verdict::Drop(e.into()),
-    };
-    match Ipv4Packet::new_checked(eth.payload()) {
-        Ok(_) => Verdict::Drop(DropReason::NoService),
-        Err(e) => Verdict::Drop(e.into()),
     }
 }

@@ -1,7 +1,11 @@
-//! The immutable state a worker reads: which VIPs are ours and how to treat them. Built by
-//! `control`, published as an `Arc`, swapped by workers between batches.
+//! The immutable state a worker reads: which VIPs are ours, the services on them, their
+//! backends and Maglev tables. Built by `control` off the hot path, published as an `Arc`,
+//! swapped by workers between batches.
 
 use std::{collections::HashMap, net::IpAddr};
+
+use super::maglev::{hash64, BackendId, MaglevError, MaglevTable, DEFAULT_TABLE_SIZE};
+use crate::wire::EthernetAddress;
 
 /// How the datapath treats a VIP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -13,18 +17,123 @@ pub enum VipMode {
     Watch,
 }
 
+/// How a service's traffic reaches its backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ForwardMode {
+    /// Direct server return: only the destination MAC changes; backends hold the VIP on a
+    /// loopback and answer the client themselves.
+    #[default]
+    Dsr,
+    /// Source NAT: xlb rewrites addresses both ways (not in this build yet).
+    Snat,
+}
+
+/// A backend as the datapath sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    /// Address.
+    pub addr: IpAddr,
+    /// Port (DSR keeps the service port; SNAT rewrites to this one).
+    pub port: u16,
+    /// Maglev weight (0: drained, keeps its flows, gets no new ones).
+    pub weight: u32,
+    /// Next-hop MAC, once resolved.
+    pub mac: Option<EthernetAddress>,
+    /// Identity hash: what tracked flows are pinned to.
+    pub key: u64,
+}
+
+impl Backend {
+    /// A backend at `addr:port` with `weight`, next hop not yet resolved.
+    pub fn new(addr: IpAddr, port: u16, weight: u32) -> Self {
+        let key = hash64(0, &BackendId::new(addr, port).0);
+        Backend { addr, port, weight, mac: None, key }
+    }
+}
+
+/// Which traffic a service takes: protocol, VIP and port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ServiceKey {
+    /// VIP.
+    pub vip: IpAddr,
+    /// Port.
+    pub port: u16,
+    /// IP protocol (6 TCP, 17 UDP).
+    pub proto: u8,
+}
+
+/// A service: its backends and the Maglev table over them.
+#[derive(Debug, Clone)]
+pub struct Service {
+    /// What it matches.
+    pub key: ServiceKey,
+    /// How it forwards.
+    pub mode: ForwardMode,
+    /// Backends, in the order given (table entries index this list).
+    pub backends: Vec<Backend>,
+    table: MaglevTable,
+    by_key: HashMap<u64, u32>,
+}
+
+impl Service {
+    /// Builds a service and its table. Backends with no resolved next hop get no new
+    /// flows (weight 0 in the table) until they resolve.
+    pub fn new(
+        key: ServiceKey,
+        mode: ForwardMode,
+        backends: Vec<Backend>,
+        table_size: u32,
+    ) -> Result<Self, MaglevError> {
+        let weights: Vec<(BackendId, u32)> = backends
+            .iter()
+            .map(|b| (BackendId::new(b.addr, b.port), if b.mac.is_some() { b.weight } else { 0 }))
+            .collect();
+        let table = MaglevTable::build(&weights, table_size)?;
+        let by_key = backends.iter().zip(0u32..).map(|(b, i)| (b.key, i)).collect();
+        Ok(Service { key, mode, backends, table, by_key })
+    }
+
+    /// With the default table size.
+    pub fn with_default_table(key: ServiceKey, mode: ForwardMode, backends: Vec<Backend>) -> Result<Self, MaglevError> {
+        Self::new(key, mode, backends, DEFAULT_TABLE_SIZE)
+    }
+
+    /// The Maglev table.
+    pub fn table(&self) -> &MaglevTable {
+        &self.table
+    }
+
+    /// The index of the backend with identity hash `key`, trying `hint` first.
+    #[inline]
+    pub fn backend_index(&self, key: u64, hint: u32) -> Option<u32> {
+        match self.backends.get(usize::try_from(hint).unwrap_or(usize::MAX)) {
+            Some(b) if b.key == key => Some(hint),
+            _ => self.by_key.get(&key).copied(),
+        }
+    }
+}
+
 /// One published state of the datapath.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     /// Increases by one with every publication.
     pub generation: u64,
     vips: HashMap<IpAddr, VipMode>,
+    services: Vec<Service>,
+    by_key: HashMap<ServiceKey, u32>,
 }
 
 impl Snapshot {
-    /// A snapshot with these VIPs.
+    /// A snapshot with these VIPs and no services.
     pub fn new(generation: u64, vips: impl IntoIterator<Item = (IpAddr, VipMode)>) -> Self {
-        Snapshot { generation, vips: vips.into_iter().collect() }
+        Snapshot { generation, vips: vips.into_iter().collect(), ..Snapshot::default() }
+    }
+
+    /// Adds the services (replacing any of the same key).
+    pub fn with_services(mut self, services: Vec<Service>) -> Self {
+        self.by_key = services.iter().zip(0u32..).map(|(s, i)| (s.key, i)).collect();
+        self.services = services;
+        self
     }
 
     /// How to treat `addr`, if it is a VIP of ours.
@@ -36,5 +145,17 @@ impl Snapshot {
     /// Every VIP and its mode.
     pub fn vips(&self) -> impl Iterator<Item = (IpAddr, VipMode)> + '_ {
         self.vips.iter().map(|(a, m)| (*a, *m))
+    }
+
+    /// The service for this traffic, if any.
+    #[inline]
+    pub fn service(&self, key: &ServiceKey) -> Option<&Service> {
+        let i = *self.by_key.get(key)?;
+        self.services.get(usize::try_from(i).ok()?)
+    }
+
+    /// Every service.
+    pub fn services(&self) -> &[Service] {
+        &self.services
     }
 }

@@ -24,11 +24,17 @@ pub enum DropReason {
     Conflict,
     /// The frame buffer cannot hold the reply.
     NoRoom,
+    /// A non-first IPv4 fragment to a VIP: it carries no ports to match a flow with.
+    Fragment,
+    /// The service has no backend that can take new flows (all drained or unresolved).
+    NoBackend,
+    /// The flow's backend has no resolved next-hop MAC yet.
+    NextHopUnresolved,
 }
 
 impl DropReason {
     /// Number of reasons.
-    pub const COUNT: usize = DropReason::NoRoom as usize + 1;
+    pub const COUNT: usize = DropReason::NextHopUnresolved as usize + 1;
     /// Every reason, in index order.
     pub const ALL: [DropReason; DropReason::COUNT] = [
         DropReason::Truncated,
@@ -41,6 +47,9 @@ impl DropReason {
         DropReason::NoService,
         DropReason::Conflict,
         DropReason::NoRoom,
+        DropReason::Fragment,
+        DropReason::NoBackend,
+        DropReason::NextHopUnresolved,
     ];
 
     /// Name used in logs, JSON and metrics labels.
@@ -56,6 +65,9 @@ impl DropReason {
             DropReason::NoService => "no_service",
             DropReason::Conflict => "conflict",
             DropReason::NoRoom => "no_room",
+            DropReason::Fragment => "fragment",
+            DropReason::NoBackend => "no_backend",
+            DropReason::NextHopUnresolved => "next_hop_unresolved",
         }
     }
 }
@@ -90,6 +102,8 @@ pub enum Counter {
     ConflictReportsLost,
     /// Frames the control thread asked to send that found no free buffer or ring slot.
     TxNoRoom,
+    /// Frames forwarded to a backend.
+    Forwarded,
     /// Batches processed.
     Batches,
     /// Times the worker went to sleep in poll() after an idle spell.
@@ -109,6 +123,7 @@ impl Counter {
         Counter::Conflicts,
         Counter::ConflictReportsLost,
         Counter::TxNoRoom,
+        Counter::Forwarded,
         Counter::Batches,
         Counter::Sleeps,
     ];
@@ -124,6 +139,7 @@ impl Counter {
             Counter::Conflicts => "conflicts",
             Counter::ConflictReportsLost => "conflict_reports_lost",
             Counter::TxNoRoom => "tx_no_room",
+            Counter::Forwarded => "forwarded",
             Counter::Batches => "batches",
             Counter::Sleeps => "sleeps",
         }

@@ -1,0 +1,193 @@
+//! Services as the user gives them (`--service tcp:VIP:PORT=BACKEND:PORT*WEIGHT,...`), the
+//! next-hop MACs of their backends (from the kernel's neighbour table), and the snapshots
+//! that combine both with the announcer's VIP modes.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    str::FromStr,
+    sync::Arc,
+};
+
+use arc_swap::ArcSwap;
+
+use crate::{
+    lb::{
+        maglev::{MaglevError, DEFAULT_TABLE_SIZE},
+        snapshot::{Backend, ForwardMode, Service, ServiceKey},
+        Snapshot, VipMode,
+    },
+    wire::{ipv4::Protocol, EthernetAddress},
+};
+
+/// A mistake in a service definition, naming the part that is wrong and the fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    /// No `=` between the frontend and the backends.
+    #[error("service {0:?}: expected PROTO:VIP:PORT=BACKEND:PORT[*WEIGHT],... (e.g. tcp:192.0.2.10:80=10.0.0.5:8080)")]
+    Shape(String),
+    /// Protocol other than tcp or udp.
+    #[error("service {0:?}: protocol {1:?} is not tcp or udp")]
+    Protocol(String, String),
+    /// The VIP:PORT part does not parse.
+    #[error("service {0:?}: {1:?} is not VIP:PORT (IPv6 in brackets: [2001:db8::10]:80)")]
+    Frontend(String, String),
+    /// A backend does not parse.
+    #[error("service {0:?}: backend {1:?} is not ADDR:PORT[*WEIGHT] (IPv6 in brackets)")]
+    Backend(String, String),
+    /// Port 0.
+    #[error("service {0:?}: port 0 is not a port")]
+    PortZero(String),
+    /// A backend of the other address family than the VIP (DSR cannot cross families).
+    #[error("service {0:?}: backend {1} is not of the VIP's address family")]
+    Family(String, IpAddr),
+    /// No backends.
+    #[error("service {0:?}: no backends")]
+    NoBackends(String),
+    /// The same backend twice.
+    #[error("service {0:?}: backend {1} is listed twice")]
+    Duplicate(String, SocketAddr),
+}
+
+/// A service as the user defined it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSpec {
+    /// Protocol, VIP, port.
+    pub key: ServiceKey,
+    /// Backends: address, port, weight.
+    pub backends: Vec<(IpAddr, u16, u32)>,
+    /// Forwarding mode.
+    pub mode: ForwardMode,
+    /// Maglev table size.
+    pub table_size: u32,
+}
+
+impl FromStr for ServiceSpec {
+    type Err = SpecError;
+
+    fn from_str(s: &str) -> Result<Self, SpecError> {
+        let text = s.trim();
+        let err_shape = || SpecError::Shape(text.to_string());
+        let (front, back) = text.split_once('=').ok_or_else(err_shape)?;
+        let (proto, vip_port) = front.split_once(':').ok_or_else(err_shape)?;
+        let proto = match proto.to_ascii_lowercase().as_str() {
+            "tcp" => Protocol::TCP,
+            "udp" => Protocol::UDP,
+            other => return Err(SpecError::Protocol(text.to_string(), other.to_string())),
+        };
+        let front: SocketAddr =
+            vip_port.parse().map_err(|_| SpecError::Frontend(text.to_string(), vip_port.to_string()))?;
+        if front.port() == 0 {
+            return Err(SpecError::PortZero(text.to_string()));
+        }
+        let mut backends = Vec::new();
+        for part in back.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (addr, weight) = match part.split_once('*') {
+                Some((a, w)) => {
+                    (a, w.parse::<u32>().map_err(|_| SpecError::Backend(text.to_string(), part.to_string()))?)
+                }
+                None => (part, 1),
+            };
+            let sa: SocketAddr = addr.parse().map_err(|_| SpecError::Backend(text.to_string(), part.to_string()))?;
+            if sa.port() == 0 {
+                return Err(SpecError::PortZero(text.to_string()));
+            }
+            if sa.is_ipv4() != front.is_ipv4() {
+                return Err(SpecError::Family(text.to_string(), sa.ip()));
+            }
+            if backends.iter().any(|(a, p, _)| *a == sa.ip() && *p == sa.port()) {
+                return Err(SpecError::Duplicate(text.to_string(), sa));
+            }
+            backends.push((sa.ip(), sa.port(), weight));
+        }
+        if backends.is_empty() {
+            return Err(SpecError::NoBackends(text.to_string()));
+        }
+        Ok(ServiceSpec {
+            key: ServiceKey { vip: front.ip(), port: front.port(), proto },
+            backends,
+            mode: ForwardMode::Dsr,
+            table_size: DEFAULT_TABLE_SIZE,
+        })
+    }
+}
+
+/// Builds the datapath's services from the specs and the MACs known so far.
+pub fn build_services(
+    specs: &[ServiceSpec],
+    macs: &HashMap<IpAddr, EthernetAddress>,
+) -> Result<Vec<Service>, MaglevError> {
+    specs
+        .iter()
+        .map(|spec| {
+            let backends = spec
+                .backends
+                .iter()
+                .map(|(addr, port, weight)| Backend {
+                    mac: macs.get(addr).copied(),
+                    ..Backend::new(*addr, *port, *weight)
+                })
+                .collect();
+            Service::new(spec.key, spec.mode, backends, spec.table_size)
+        })
+        .collect()
+}
+
+/// Publishes snapshots: numbers them and swaps them in for the workers.
+#[derive(Debug)]
+pub struct Publisher {
+    generation: u64,
+    swap: Arc<ArcSwap<Snapshot>>,
+}
+
+impl Publisher {
+    /// A publisher over the workers' shared snapshot.
+    pub fn new(swap: Arc<ArcSwap<Snapshot>>) -> Self {
+        Publisher { generation: 0, swap }
+    }
+
+    /// Publishes a new snapshot; returns its generation.
+    pub fn publish(&mut self, vips: impl IntoIterator<Item = (IpAddr, VipMode)>, services: Vec<Service>) -> u64 {
+        self.generation += 1;
+        let snap = Snapshot::new(self.generation, vips).with_services(services);
+        // The previous snapshot is dropped here, on the control thread, unless a worker
+        // still holds it for the batch in flight.
+        self.swap.store(Arc::new(snap));
+        self.generation
+    }
+
+    /// Generation of the last snapshot published.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_v4_and_v6_services() -> Result<(), SpecError> {
+        let s: ServiceSpec = "tcp:192.0.2.10:80=10.0.0.5:8080,10.0.0.6:8080*3".parse()?;
+        assert_eq!(s.key, ServiceKey { vip: "192.0.2.10".parse().unwrap_or(IpAddr::from([0; 4])), port: 80, proto: 6 });
+        assert_eq!(s.backends.len(), 2);
+        assert_eq!(s.backends[1].2, 3);
+        let s: ServiceSpec = "UDP:[2001:db8::10]:53=[2001:db8::5]:53".parse()?;
+        assert_eq!((s.key.proto, s.key.port), (17, 53));
+        Ok(())
+    }
+
+    #[test]
+    fn errors_name_the_bad_part() {
+        let e = |s: &str| s.parse::<ServiceSpec>().err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e("tcp:192.0.2.10:80").contains("PROTO:VIP:PORT="));
+        assert!(e("sctp:192.0.2.10:80=10.0.0.5:1").contains("\"sctp\""));
+        assert!(e("tcp:192.0.2.300:80=10.0.0.5:1").contains("\"192.0.2.300:80\""));
+        assert!(e("tcp:192.0.2.10:80=10.0.0.5").contains("\"10.0.0.5\""));
+        assert!(e("tcp:192.0.2.10:80=10.0.0.5:1*x").contains("\"10.0.0.5:1*x\""));
+        assert!(e("tcp:192.0.2.10:80=[2001:db8::1]:1").contains("address family"));
+        assert!(e("tcp:192.0.2.10:80=10.0.0.5:1,10.0.0.5:1").contains("twice"));
+        assert!(e("tcp:192.0.2.10:0=10.0.0.5:1").contains("port 0"));
+        assert!(e("tcp:192.0.2.10:80=").contains("no backends"));
+    }
+}

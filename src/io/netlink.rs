@@ -1,0 +1,220 @@
+//! The kernel's neighbour table over rtnetlink: read it (RTM_GETNEIGH dump) and ask the
+//! kernel to resolve an address it does not know yet (RTM_NEWNEIGH with NTF_USE, what
+//! `ip neigh replace ADDR dev IF use` sends). xlb never guesses a MAC: it uses the kernel's.
+
+use std::{
+    io,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use crate::wire::EthernetAddress;
+
+const RTM_NEWNEIGH: u16 = 28;
+const RTM_GETNEIGH: u16 = 30;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLM_F_REQUEST: u16 = 0x1;
+const NLM_F_ACK: u16 = 0x4;
+const NLM_F_REPLACE: u16 = 0x100;
+const NLM_F_CREATE: u16 = 0x400;
+const NLM_F_DUMP: u16 = 0x300;
+const NDA_DST: u16 = 1;
+const NDA_LLADDR: u16 = 2;
+const NTF_USE: u8 = 0x01;
+const NUD_PERMANENT: u16 = 0x80;
+const NUD_INCOMPLETE: u16 = 0x01;
+const NUD_FAILED: u16 = 0x20;
+const NLMSG_HDR: usize = 16;
+const NDMSG_LEN: usize = 12;
+
+static SEQ: AtomicU32 = AtomicU32::new(1);
+
+/// One entry of the neighbour table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Neighbour {
+    /// The address.
+    pub addr: IpAddr,
+    /// Its MAC, when known.
+    pub mac: Option<EthernetAddress>,
+    /// NUD state bits (REACHABLE 0x02, STALE 0x04, FAILED 0x20, ...).
+    pub state: u16,
+}
+
+impl Neighbour {
+    /// Whether the entry gives a MAC that can be used (not incomplete, not failed).
+    pub fn usable(&self) -> bool {
+        self.mac.is_some() && self.state & (NUD_INCOMPLETE | NUD_FAILED) == 0 && self.state != 0
+    }
+}
+
+fn socket() -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2); the descriptor is checked, then owned.
+    let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let tv = libc::timeval { tv_sec: 2, tv_usec: 0 };
+    let len = u32::try_from(std::mem::size_of::<libc::timeval>()).unwrap_or(16);
+    // SAFETY: passes a live timeval and its size to our own socket; a failure only leaves
+    // receives without a timeout.
+    unsafe {
+        libc::setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVTIMEO, (&tv as *const libc::timeval).cast(), len)
+    };
+    Ok(fd)
+}
+
+fn header(buf: &mut Vec<u8>, ty: u16, flags: u16) -> u32 {
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    buf.extend_from_slice(&0u32.to_ne_bytes()); // length, filled in by finish()
+    buf.extend_from_slice(&ty.to_ne_bytes());
+    buf.extend_from_slice(&flags.to_ne_bytes());
+    buf.extend_from_slice(&seq.to_ne_bytes());
+    buf.extend_from_slice(&0u32.to_ne_bytes());
+    seq
+}
+
+fn ndmsg(buf: &mut Vec<u8>, family: u8, ifindex: i32, state: u16, flags: u8) {
+    buf.extend_from_slice(&[family, 0, 0, 0]);
+    buf.extend_from_slice(&ifindex.to_ne_bytes());
+    buf.extend_from_slice(&state.to_ne_bytes());
+    buf.extend_from_slice(&[flags, 0]);
+}
+
+fn finish(buf: &mut [u8]) {
+    let len = u32::try_from(buf.len()).unwrap_or(0);
+    buf[..4].copy_from_slice(&len.to_ne_bytes());
+}
+
+fn send(fd: &OwnedFd, msg: &[u8]) -> io::Result<()> {
+    // SAFETY: sends from a live slice of the given length on our own socket (the kernel is
+    // the default destination of an unbound netlink socket).
+    let n = unsafe { libc::send(fd.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn recv(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: receives into a live buffer of the given length on our own socket.
+    let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(usize::try_from(n).unwrap_or(0))
+}
+
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    b.get(at..at + 2).map_or(0, |s| u16::from_ne_bytes([s[0], s[1]]))
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    b.get(at..at + 4).map_or(0, |s| u32::from_ne_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+/// Every neighbour entry of interface `ifindex`, both families.
+pub fn neighbours(ifindex: u32) -> io::Result<Vec<Neighbour>> {
+    let fd = socket()?;
+    let mut msg = Vec::with_capacity(32);
+    let seq = header(&mut msg, RTM_GETNEIGH, NLM_F_REQUEST | NLM_F_DUMP);
+    ndmsg(&mut msg, 0, 0, 0, 0);
+    finish(&mut msg);
+    send(&fd, &msg)?;
+    let want_if = i32::try_from(ifindex).unwrap_or(-1);
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = recv(&fd, &mut buf)?;
+        let mut at = 0;
+        while at + NLMSG_HDR <= n {
+            let len = usize::try_from(u32_at(&buf, at)).unwrap_or(0);
+            let ty = u16_at(&buf, at + 4);
+            if len < NLMSG_HDR || at + len > n {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "truncated netlink message"));
+            }
+            if u32_at(&buf, at + 8) == seq {
+                match ty {
+                    NLMSG_DONE => return Ok(out),
+                    NLMSG_ERROR => {
+                        let err = i32::from_ne_bytes(u32_at(&buf, at + NLMSG_HDR).to_ne_bytes());
+                        return Err(io::Error::from_raw_os_error(-err));
+                    }
+                    RTM_NEWNEIGH => {
+                        if let Some(nb) = parse_neigh(&buf[at + NLMSG_HDR..at + len], want_if) {
+                            out.push(nb);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            at += (len + 3) & !3;
+        }
+    }
+}
+
+fn parse_neigh(b: &[u8], want_if: i32) -> Option<Neighbour> {
+    if b.len() < NDMSG_LEN {
+        return None;
+    }
+    let family = i32::from(b[0]);
+    let ifindex = i32::from_ne_bytes(u32_at(b, 4).to_ne_bytes());
+    if ifindex != want_if {
+        return None;
+    }
+    let state = u16_at(b, 8);
+    let (mut addr, mut mac) = (None, None);
+    let mut at = NDMSG_LEN;
+    while at + 4 <= b.len() {
+        let len = usize::from(u16_at(b, at));
+        let ty = u16_at(b, at + 2);
+        if len < 4 || at + len > b.len() {
+            break;
+        }
+        let data = &b[at + 4..at + len];
+        match ty {
+            NDA_DST if family == libc::AF_INET && data.len() == 4 => {
+                addr = Some(IpAddr::V4(Ipv4Addr::new(data[0], data[1], data[2], data[3])));
+            }
+            NDA_DST if family == libc::AF_INET6 && data.len() == 16 => {
+                let mut o = [0u8; 16];
+                o.copy_from_slice(data);
+                addr = Some(IpAddr::V6(Ipv6Addr::from(o)));
+            }
+            NDA_LLADDR => mac = EthernetAddress::from_bytes(data),
+            _ => {}
+        }
+        at += (len + 3) & !3;
+    }
+    Some(Neighbour { addr: addr?, mac, state })
+}
+
+/// Asks the kernel to resolve `addr` on `ifindex` (it sends the ARP request or neighbour
+/// solicitation itself); the answer shows up in [`neighbours`].
+pub fn solicit(ifindex: u32, addr: IpAddr) -> io::Result<()> {
+    let fd = socket()?;
+    let mut msg = Vec::with_capacity(48);
+    let seq = header(&mut msg, RTM_NEWNEIGH, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE);
+    let (family, bytes): (u8, Vec<u8>) = match addr {
+        IpAddr::V4(a) => (u8::try_from(libc::AF_INET).unwrap_or(2), a.octets().to_vec()),
+        IpAddr::V6(a) => (u8::try_from(libc::AF_INET6).unwrap_or(10), a.octets().to_vec()),
+    };
+    ndmsg(&mut msg, family, i32::try_from(ifindex).unwrap_or(0), NUD_PERMANENT, NTF_USE);
+    let alen = u16::try_from(4 + bytes.len()).unwrap_or(20);
+    msg.extend_from_slice(&alen.to_ne_bytes());
+    msg.extend_from_slice(&NDA_DST.to_ne_bytes());
+    msg.extend_from_slice(&bytes);
+    finish(&mut msg);
+    send(&fd, &msg)?;
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let n = recv(&fd, &mut buf)?;
+        if n >= NLMSG_HDR + 4 && u16_at(&buf, 4) == NLMSG_ERROR && u32_at(&buf, 8) == seq {
+            let err = i32::from_ne_bytes(u32_at(&buf, NLMSG_HDR).to_ne_bytes());
+            return if err == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(-err)) };
+        }
+    }
+}

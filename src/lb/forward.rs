@@ -1,0 +1,176 @@
+//! Traffic to a VIP: find the service, find or choose the backend (connection tracking,
+//! then Maglev), and rewrite the frame for it. DSR only changes MACs: the IP packet goes to
+//! the backend untouched, and the backend answers the client directly.
+
+use std::net::IpAddr;
+
+use super::{
+    conntrack::{next_tcp_state, Conntrack, Entry, FlowKey, FlowState},
+    maglev::EMPTY,
+    pipeline::{Reply, Verdict},
+    snapshot::{ForwardMode, ServiceKey},
+    DropReason, Snapshot,
+};
+use crate::wire::{ipv4::Protocol, EthernetAddress, EthernetFrame, Ipv4Packet, Ipv6Packet, TcpPacket, UdpPacket};
+
+/// A worker's own datapath state.
+#[derive(Debug)]
+pub struct WorkerState {
+    /// Its flow table.
+    pub conntrack: Conntrack,
+}
+
+/// What the forwarding step needs to know about a packet.
+struct Flow {
+    key: FlowKey,
+    tcp_flags: Option<u8>,
+}
+
+fn ports(proto: u8, l4: &[u8]) -> Result<(u16, u16, Option<u8>), DropReason> {
+    match proto {
+        Protocol::TCP => {
+            let t = TcpPacket::new_checked(l4)?;
+            Ok((t.src_port(), t.dst_port(), Some(t.flags())))
+        }
+        Protocol::UDP => {
+            let u = UdpPacket::new_checked(l4)?;
+            Ok((u.src_port(), u.dst_port(), None))
+        }
+        _ => Err(DropReason::NoService),
+    }
+}
+
+fn v4_mapped(a: std::net::Ipv4Addr) -> [u8; 16] {
+    a.to_ipv6_mapped().octets()
+}
+
+/// IPv4 to a VIP.
+pub(super) fn ipv4(
+    now: u64,
+    snap: &Snapshot,
+    st: &mut WorkerState,
+    mac: EthernetAddress,
+    buf: &mut [u8],
+    len: usize,
+) -> Verdict {
+    let Some(frame) = buf.get(..len) else { return Verdict::Drop(DropReason::Truncated) };
+    let eth = match EthernetFrame::new_checked(frame) {
+        Ok(e) => e,
+        Err(e) => return Verdict::Drop(e.into()),
+    };
+    let ip = match Ipv4Packet::new_checked(eth.payload()) {
+        Ok(p) => p,
+        Err(e) => return Verdict::Drop(e.into()),
+    };
+    if ip.frag_offset() != 0 {
+        // A later fragment carries no ports, so it cannot be matched to a flow here.
+        return Verdict::Drop(DropReason::Fragment);
+    }
+    let proto = ip.protocol();
+    let (src_port, dst_port, tcp_flags) = match ports(proto, ip.payload()) {
+        Ok(p) => p,
+        Err(r) => return Verdict::Drop(r),
+    };
+    let svc = ServiceKey { vip: IpAddr::V4(ip.dst_addr()), port: dst_port, proto };
+    let key = FlowKey { src: v4_mapped(ip.src_addr()), dst: v4_mapped(ip.dst_addr()), src_port, dst_port, proto };
+    forward(now, snap, st, mac, buf, len, &svc, Flow { key, tcp_flags })
+}
+
+/// IPv6 to a VIP (neighbour discovery is handled before this).
+pub(super) fn ipv6(
+    now: u64,
+    snap: &Snapshot,
+    st: &mut WorkerState,
+    mac: EthernetAddress,
+    buf: &mut [u8],
+    len: usize,
+) -> Verdict {
+    let Some(frame) = buf.get(..len) else { return Verdict::Drop(DropReason::Truncated) };
+    let eth = match EthernetFrame::new_checked(frame) {
+        Ok(e) => e,
+        Err(e) => return Verdict::Drop(e.into()),
+    };
+    let ip = match Ipv6Packet::new_checked(eth.payload()) {
+        Ok(p) => p,
+        Err(e) => return Verdict::Drop(e.into()),
+    };
+    let proto = ip.next_header();
+    let (src_port, dst_port, tcp_flags) = match ports(proto, ip.payload()) {
+        Ok(p) => p,
+        Err(r) => return Verdict::Drop(r),
+    };
+    let svc = ServiceKey { vip: IpAddr::V6(ip.dst_addr()), port: dst_port, proto };
+    let key = FlowKey { src: ip.src_addr().octets(), dst: ip.dst_addr().octets(), src_port, dst_port, proto };
+    forward(now, snap, st, mac, buf, len, &svc, Flow { key, tcp_flags })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn forward(
+    now: u64,
+    snap: &Snapshot,
+    st: &mut WorkerState,
+    mac: EthernetAddress,
+    buf: &mut [u8],
+    len: usize,
+    svc_key: &ServiceKey,
+    flow: Flow,
+) -> Verdict {
+    let Some(svc) = snap.service(svc_key) else { return Verdict::Drop(DropReason::NoService) };
+    let hash = flow.key.hash();
+    let timeouts = *st.conntrack.timeouts();
+    // A tracked flow keeps its backend while that backend is in the service, whatever the
+    // Maglev table says now; a SYN on a closing flow starts a new connection.
+    let tracked = match st.conntrack.lookup(&flow.key, hash, now) {
+        Some(e) if !(e.state == FlowState::Closing && flow.tcp_flags.is_some_and(is_new_syn)) => {
+            match svc.backend_index(e.backend_key, e.backend) {
+                Some(i) => {
+                    e.backend = i;
+                    Conntrack::touch(&timeouts, e, flow.tcp_flags, now);
+                    Some(i)
+                }
+                None => None,
+            }
+        }
+        _ => None,
+    };
+    let idx = match tracked {
+        Some(i) => i,
+        None => {
+            let pick = svc.table().lookup(hash);
+            if pick == EMPTY {
+                return Verdict::Drop(DropReason::NoBackend);
+            }
+            let Some(b) = svc.backends.get(usize::try_from(pick).unwrap_or(usize::MAX)) else {
+                return Verdict::Drop(DropReason::NoBackend);
+            };
+            let state = match flow.tcp_flags {
+                Some(f) => next_tcp_state(FlowState::Empty, f),
+                None if flow.key.proto == Protocol::UDP => FlowState::Udp,
+                None => FlowState::Other,
+            };
+            let entry = Entry { key: flow.key, hash, backend: pick, backend_key: b.key, state, ..Entry::default() };
+            // A full table is counted there; the flow is then served from Maglev alone.
+            let _ = st.conntrack.insert(entry, now);
+            pick
+        }
+    };
+    let Some(backend) = svc.backends.get(usize::try_from(idx).unwrap_or(usize::MAX)) else {
+        return Verdict::Drop(DropReason::NoBackend);
+    };
+    let Some(next_hop) = backend.mac else { return Verdict::Drop(DropReason::NextHopUnresolved) };
+    match svc.mode {
+        ForwardMode::Dsr => {
+            let Some(out) = buf.get_mut(..12) else { return Verdict::Drop(DropReason::Truncated) };
+            out[0..6].copy_from_slice(&next_hop.0);
+            out[6..12].copy_from_slice(&mac.0);
+            Verdict::Tx { len, reply: Reply::Forward }
+        }
+        ForwardMode::Snat => Verdict::Drop(DropReason::Unsupported),
+    }
+}
+
+#[inline]
+fn is_new_syn(flags: u8) -> bool {
+    use crate::wire::tcp::TcpFlags;
+    flags & TcpFlags::SYN != 0 && flags & TcpFlags::ACK == 0
+}
