@@ -132,6 +132,10 @@ enum UsageError {
     Interface(#[from] NetDevError),
     #[error("--queues {0}: interface {1} has {2} RX queue(s)")]
     Queues(u32, String, u32),
+    #[error("--vip {0} is an address of {1} itself; a VIP must be an address no host on the link has")]
+    VipIsHost(IpAddr, String),
+    #[error("{0}")]
+    Size(String),
     #[error("--service: {0}")]
     Service(#[from] SpecError),
     #[error("--service {0:?}: its VIP {1} is not one of --vip; add --vip {1}")]
@@ -239,6 +243,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(q) => q,
         None => dev.rx_queues,
     };
+    // A VIP that is the host's own address would take the host's traffic away from it.
+    let own = xlb::io::netdev::addresses(&dev.name);
+    if let Some(v) = vips.iter().find(|v| own.contains(v)) {
+        return Err(UsageError::VipIsHost(*v, dev.name.clone()).into());
+    }
     let ncores = core_affinity::get_core_ids().map(|c| c.len()).unwrap_or(1).max(1);
 
     // SIGINT/SIGTERM set the flag the workers poll and wake the control loop at once.
@@ -282,7 +291,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             conntrack_capacity: args.conntrack_capacity,
             timeouts: Timeouts::default(),
         };
-        let xsk = Xsk::open(&cfg)?;
+        let xsk = match Xsk::open(&cfg) {
+            Ok(x) => x,
+            Err(e @ worker::WorkerError::Size { .. }) => return Err(UsageError::Size(e.to_string()).into()),
+            Err(e) => return Err(e.into()),
+        };
         if cfg.busy_poll {
             if let Err(e) = xsk.set_busy_poll(cfg.batch) {
                 tracing::warn!(queue = q, error = %e, "busy-poll socket options refused; polling without them");
@@ -301,7 +314,25 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             interface = %dev.name, queue = cfg.queue, xdp = %mode, socket = %xsk.mode,
             core = %cfg.core.map_or_else(|| "any".to_string(), |c| c.to_string()), busy_poll = cfg.busy_poll, "queue ready"
         );
-        workers.push(worker::spawn(cfg, xsk, shared.clone())?);
+        match worker::spawn(cfg, xsk, shared.clone()) {
+            Ok(w) => workers.push(w),
+            Err(e) => {
+                prog.detach();
+                stop_workers(workers, &shutdown);
+                return Err(e.into());
+            }
+        }
+    }
+    // Each v6 VIP's solicited-node group, so that NICs and MLD-snooping switches pass
+    // solicitations for it.
+    let mut memberships = Vec::new();
+    for v in &vips {
+        if let IpAddr::V6(v6) = v {
+            match xlb::io::netdev::Membership::join(dev.ifindex, xlb::wire::ipv6::solicited_node(v6)) {
+                Ok(m) => memberships.push(m),
+                Err(e) => tracing::warn!(vip = %v, error = %e, "joining the VIP's solicited-node group failed"),
+            }
+        }
     }
     tracing::info!(interface = %dev.name, mac = %dev.mac, vips = ?vips, queues, "xlb running; stop with Ctrl-C or SIGTERM");
 
@@ -322,8 +353,47 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         services: Vec::new(),
         ifindex: dev.ifindex,
         next_neigh: Instant::now(),
+        frames_dropped: 0,
     };
-    plane.apply(&first, &prog, &workers)?;
+    let result = control_loop(&mut plane, first, &prog, &workers, &shutdown, &conflict_rx, &stop_rx);
+
+    // Detach first, so that frames arriving while the workers stop go to the kernel rather
+    // than to sockets nobody reads; then stop and join the workers, on errors too.
+    tracing::info!("stopping");
+    let classes = prog.class_counts();
+    prog.detach();
+    drop(prog);
+    drop(memberships);
+    let finals = stop_workers(workers, &shutdown);
+    result?;
+    report(&dev, &plane, &finals, &classes, args.stats_file.as_deref())
+}
+
+fn stop_workers(workers: Vec<WorkerHandle>, shutdown: &AtomicBool) -> Vec<(u32, worker::BindMode, WorkerStats)> {
+    shutdown.store(true, Ordering::Relaxed);
+    for w in &workers {
+        w.waker.notify();
+    }
+    workers
+        .into_iter()
+        .map(|w| {
+            let (queue, mode) = (w.queue, w.mode);
+            (queue, mode, w.join())
+        })
+        .collect()
+}
+
+/// Runs until a signal: probing, announcing, conflicts and next hops.
+fn control_loop(
+    plane: &mut Plane,
+    first: Actions,
+    prog: &XdpProgram,
+    workers: &[WorkerHandle],
+    shutdown: &AtomicBool,
+    conflict_rx: &crossbeam_channel::Receiver<ConflictReport>,
+    stop_rx: &crossbeam_channel::Receiver<()>,
+) -> anyhow::Result<()> {
+    plane.apply(&first, prog, workers)?;
     plane.refresh_neighbours()?;
     while !shutdown.load(Ordering::Relaxed) {
         let now = Instant::now();
@@ -334,32 +404,19 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         crossbeam_channel::select! {
             recv(conflict_rx) -> report => {
                 let Ok(report) = report else { break };
-                let act = plane.announcer.conflict(report.vip, report.mac);
-                plane.apply(&act, &prog, &workers)?;
+                let act = plane.announcer.conflict(report.vip, report.mac, Instant::now());
+                plane.apply(&act, prog, workers)?;
             }
             recv(stop_rx) -> _ => break,
             default(wait) => {}
         }
         let act = plane.announcer.tick(Instant::now());
-        plane.apply(&act, &prog, &workers)?;
+        plane.apply(&act, prog, workers)?;
         if Instant::now() >= plane.next_neigh {
             plane.refresh_neighbours()?;
         }
     }
-
-    tracing::info!("stopping");
-    for w in &workers {
-        w.waker.notify();
-    }
-    let classes = prog.class_counts();
-    let mut finals = Vec::new();
-    for w in workers {
-        let (queue, mode) = (w.queue, w.mode);
-        finals.push((queue, mode, w.join()));
-    }
-    prog.detach();
-    drop(prog);
-    report(&dev, &plane, &finals, &classes, args.stats_file.as_deref())
+    Ok(())
 }
 
 /// The control plane's state: VIP announcements, services and their backends' next hops,
@@ -372,6 +429,7 @@ struct Plane {
     services: Vec<xlb::lb::snapshot::Service>,
     ifindex: u32,
     next_neigh: Instant,
+    frames_dropped: u64,
 }
 
 impl Plane {
@@ -447,7 +505,12 @@ impl Plane {
         // Announcements leave through queue 0's worker: one copy per interface is enough.
         if let Some(w) = workers.first() {
             for f in &act.frames {
-                let _ = w.control.try_send(*f);
+                if w.control.try_send(*f).is_err() {
+                    self.frames_dropped += 1;
+                    if self.frames_dropped == 1 {
+                        tracing::warn!("the worker's queue of announcements is full; frames dropped (counted)");
+                    }
+                }
             }
             if !act.frames.is_empty() {
                 w.waker.notify();
@@ -460,8 +523,9 @@ impl Plane {
 fn log_actions(act: &Actions) {
     for (vip, old, new) in &act.transitions {
         match new {
-            VipStatus::Conflict { mac } => {
-                tracing::warn!(%vip, holder = %mac, "VIP is already in use on this link; not announcing it")
+            VipStatus::Conflict { mac, retry, attempts } => {
+                let retry_in_s = retry.saturating_duration_since(Instant::now()).as_secs();
+                tracing::warn!(%vip, holder = %mac, attempts, retry_in_s, "VIP is already in use on this link; not announcing it")
             }
             _ => tracing::info!(%vip, from = old.name(), to = new.name(), "VIP state"),
         }
@@ -501,7 +565,7 @@ fn report(
         .iter()
         .map(|(v, s)| {
             let holder = match s {
-                VipStatus::Conflict { mac } => Some(mac.to_string()),
+                VipStatus::Conflict { mac, .. } => Some(mac.to_string()),
                 _ => None,
             };
             json!({"vip": v.to_string(), "state": s.name(), "conflict_with": holder})
@@ -539,6 +603,8 @@ fn report(
         "xdp_classes": xdp,
         "vips": vips,
         "conflicts": claims,
+        "conflict_claimants_not_listed": announcer.claims_overflow(),
+        "announcements_dropped": plane.frames_dropped,
     });
     let dropped: u64 = total.drops.iter().sum();
     tracing::info!(

@@ -72,10 +72,16 @@ pub enum VipStatus {
     },
     /// Owned; announcements done.
     Owned,
-    /// Someone else holds it: not announced.
+    /// Someone else holds it: not announced. Probing starts again at `retry`, with a
+    /// backoff that doubles per conflict (5 s to 60 s), so a VIP whose holder went away,
+    /// or that two starting nodes both probed, is not blocked for good.
     Conflict {
         /// Who.
         mac: EthernetAddress,
+        /// When to probe again.
+        retry: Instant,
+        /// Conflicts in a row so far.
+        attempts: u32,
     },
 }
 
@@ -127,17 +133,40 @@ pub struct Announcer {
     mac: EthernetAddress,
     vips: Vec<(IpAddr, VipStatus)>,
     claims: HashMap<(IpAddr, EthernetAddress), u64>,
+    claims_overflow: u64,
+    conflicts_in_a_row: HashMap<IpAddr, u32>,
+}
+
+/// Most distinct (VIP, MAC) claims remembered.
+pub const MAX_CLAIMS: usize = 1024;
+
+/// A random number from std's randomly keyed hasher: enough for jitter, no extra crate.
+fn random() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0x0078_6c62);
+    h.finish()
 }
 
 impl Announcer {
     /// Starts probing (or, with `probes == 0`, announcing) every VIP at `now`.
     pub fn new(cfg: AnnounceConfig, mac: EthernetAddress, vips: &[IpAddr], now: Instant) -> (Self, Actions) {
+        // RFC 5227's PROBE_WAIT: a random delay before the first probe, so that nodes
+        // started together do not probe in lockstep.
         let first = if cfg.probes == 0 {
             VipStatus::Announcing { sent: 0, next: now }
         } else {
-            VipStatus::Probing { sent: 0, next: now }
+            let spread = u64::try_from(cfg.probe_interval.as_millis()).unwrap_or(0).max(1);
+            VipStatus::Probing { sent: 0, next: now + Duration::from_millis(random() % spread) }
         };
-        let mut a = Announcer { cfg, mac, vips: vips.iter().map(|v| (*v, first)).collect(), claims: HashMap::new() };
+        let mut a = Announcer {
+            cfg,
+            mac,
+            vips: vips.iter().map(|v| (*v, first)).collect(),
+            claims: HashMap::new(),
+            claims_overflow: 0,
+            conflicts_in_a_row: HashMap::new(),
+        };
         let map_updates = a.vips.iter().map(|(v, s)| (*v, s.map_flags())).collect();
         let mut actions = Actions { map_updates, vips_changed: true, ..Actions::default() };
         let more = a.tick(now);
@@ -150,6 +179,11 @@ impl Announcer {
     /// Every VIP and its status.
     pub fn vips(&self) -> &[(IpAddr, VipStatus)] {
         &self.vips
+    }
+
+    /// Claims by MACs past the first MAX_CLAIMS, counted only.
+    pub fn claims_overflow(&self) -> u64 {
+        self.claims_overflow
     }
 
     /// Claims seen so far, by (VIP, MAC).
@@ -168,7 +202,8 @@ impl Announcer {
             .iter()
             .filter_map(|(_, s)| match s {
                 VipStatus::Probing { next, .. } | VipStatus::Announcing { next, .. } => Some(*next),
-                _ => None,
+                VipStatus::Conflict { retry, .. } => Some(*retry),
+                VipStatus::Owned => None,
             })
             .min()
     }
@@ -180,6 +215,12 @@ impl Announcer {
         let cfg = self.cfg;
         for (vip, status) in &mut self.vips {
             let old = *status;
+            match *status {
+                VipStatus::Conflict { retry, .. } if retry <= now => {
+                    *status = VipStatus::Probing { sent: 0, next: now };
+                }
+                _ => {}
+            }
             match *status {
                 VipStatus::Probing { sent, next } if next <= now => {
                     if sent < cfg.probes {
@@ -204,6 +245,7 @@ impl Announcer {
                     }
                     if sent + 1 >= cfg.garp_count {
                         *status = VipStatus::Owned;
+                        self.conflicts_in_a_row.remove(vip);
                     }
                 }
             }
@@ -219,21 +261,31 @@ impl Announcer {
         actions
     }
 
-    /// Someone with `mac` claimed `vip` (seen by a worker).
-    pub fn conflict(&mut self, vip: IpAddr, mac: EthernetAddress) -> Actions {
+    /// Someone with `mac` claimed `vip` (seen by a worker) at `now`.
+    pub fn conflict(&mut self, vip: IpAddr, mac: EthernetAddress, now: Instant) -> Actions {
         let mut actions = Actions::default();
         if mac == self.mac {
             return actions;
         }
         let Some((_, status)) = self.vips.iter_mut().find(|(v, _)| *v == vip) else { return actions };
-        let seen = self.claims.entry((vip, mac)).or_insert(0);
-        *seen += 1;
         let old = *status;
-        if *seen == 1 {
-            actions.new_conflicts.push((vip, mac, old));
+        // Remember each claimant once; past MAX_CLAIMS distinct ones (a forged flood) they
+        // are only counted, so the map cannot grow without bound.
+        let known = self.claims.len();
+        match self.claims.get_mut(&(vip, mac)) {
+            Some(n) => *n += 1,
+            None if known < MAX_CLAIMS => {
+                self.claims.insert((vip, mac), 1);
+                actions.new_conflicts.push((vip, mac, old));
+            }
+            None => self.claims_overflow += 1,
         }
         if let VipStatus::Probing { .. } = old {
-            *status = VipStatus::Conflict { mac };
+            let attempts = self.conflicts_in_a_row.entry(vip).or_insert(0);
+            *attempts += 1;
+            let backoff = Duration::from_secs(5 << (*attempts - 1).min(4)).min(Duration::from_secs(60));
+            let jitter = Duration::from_millis(random() % 1000);
+            *status = VipStatus::Conflict { mac, retry: now + backoff + jitter, attempts: *attempts };
             actions.transitions.push((vip, old, *status));
         }
         actions
@@ -252,14 +304,16 @@ mod tests {
     const V4: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 100));
     const V6: IpAddr = IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x64));
 
-    fn arp_ops(frames: &[OutFrame]) -> Result<Vec<(ArpOperation, Ipv4Addr)>, Error> {
+    /// Runs the announcer until `until`, returning every frame sent with its time.
+    fn run(a: &mut Announcer, until: Instant) -> Vec<(Instant, OutFrame)> {
         let mut out = Vec::new();
-        for f in frames {
-            if let Network::Arp(a) = parse_frame(f.bytes())?.network {
-                out.push((a.operation, a.spa));
+        while let Some(next) = a.next_deadline() {
+            if next > until {
+                break;
             }
+            out.extend(a.tick(next).frames.into_iter().map(|f| (next, f)));
         }
-        Ok(out)
+        out
     }
 
     #[test]
@@ -270,69 +324,79 @@ mod tests {
         assert_eq!(first.map_updates, vec![(V4, VIP_PROBING)]);
         assert!(first.vips_changed);
         assert_eq!(a.vip_modes().collect::<Vec<_>>(), vec![(V4, VipMode::Watch)]);
-        assert_eq!(arp_ops(&first.frames)?, vec![(ArpOperation::Request, Ipv4Addr::UNSPECIFIED)]);
-        let mut t = t0;
-        let mut probes = 1;
-        let mut announce_frames = Vec::new();
-        while let Some(next) = a.next_deadline() {
-            t = next;
-            let act = a.tick(t);
-            for f in &act.frames {
-                if let Network::Arp(arp) = parse_frame(f.bytes())?.network {
-                    if arp.spa == Ipv4Addr::UNSPECIFIED {
-                        probes += 1;
-                    } else {
-                        announce_frames.push((arp.operation, arp.spa, arp.tpa));
-                    }
-                }
-            }
-            if act.vips_changed {
-                assert_eq!(a.vip_modes().collect::<Vec<_>>(), vec![(V4, VipMode::Answer)]);
-                assert_eq!(act.map_updates, vec![(V4, VIP_OWNED)]);
-            }
-        }
-        assert_eq!(probes, 3);
-        assert_eq!(announce_frames.len(), 6, "3 rounds of request + reply");
-        assert!(announce_frames.iter().all(|(_, spa, tpa)| *spa == Ipv4Addr::new(10, 0, 0, 100) && spa == tpa));
-        // 2 probe intervals + the wait + 2 announce intervals.
-        assert_eq!(t - t0, Duration::from_millis(100 + 100 + 200 + 250 + 250));
+        let sent = run(&mut a, t0 + Duration::from_secs(10));
+        let arps: Vec<(Instant, ArpOperation, Ipv4Addr, Ipv4Addr)> = sent
+            .iter()
+            .filter_map(|(t, f)| match parse_frame(f.bytes()).map(|p| p.network) {
+                Ok(Network::Arp(arp)) => Some((*t, arp.operation, arp.spa, arp.tpa)),
+                _ => None,
+            })
+            .collect();
+        let probes: Vec<_> = arps.iter().filter(|x| x.2 == Ipv4Addr::UNSPECIFIED).collect();
+        let announces: Vec<_> = arps.iter().filter(|x| x.2 != Ipv4Addr::UNSPECIFIED).collect();
+        assert_eq!(probes.len(), 3);
+        assert!(probes.iter().all(|p| p.1 == ArpOperation::Request && p.3 == Ipv4Addr::new(10, 0, 0, 100)));
+        // The first probe waits a random part of the probe interval (RFC 5227 PROBE_WAIT).
+        assert!(probes[0].0 - t0 < cfg.probe_interval);
+        assert_eq!(announces.len(), 6, "3 rounds of request + reply");
+        assert!(announces.iter().all(|x| x.2 == Ipv4Addr::new(10, 0, 0, 100) && x.2 == x.3));
+        // Probes 100 ms apart, 200 ms of waiting, then rounds 250 ms apart.
+        assert_eq!(announces[0].0 - probes[2].0, cfg.probe_wait);
+        assert_eq!(announces[5].0 - announces[0].0, 2 * cfg.garp_interval);
+        assert!(announces[..5].iter().all(|x| x.0 <= announces[0].0 + 2 * cfg.garp_interval));
         assert_eq!(a.vips(), &[(V4, VipStatus::Owned)]);
+        assert!(a.next_deadline().is_none());
         Ok(())
     }
 
     #[test]
-    fn claim_while_probing_blocks_the_vip() {
+    fn claim_while_probing_blocks_the_vip_then_retries() {
         let t0 = Instant::now();
         let (mut a, _) = Announcer::new(AnnounceConfig::default(), MAC, &[V4, V6], t0);
-        let act = a.conflict(V6, OTHER);
+        let act = a.conflict(V6, OTHER, t0);
         assert_eq!(act.new_conflicts.len(), 1);
-        assert!(matches!(a.vips()[1].1, VipStatus::Conflict { mac } if mac == OTHER));
+        assert!(matches!(a.vips()[1].1, VipStatus::Conflict { mac, attempts: 1, .. } if mac == OTHER));
         // A repeat is counted but not reported again.
-        assert!(a.conflict(V6, OTHER).new_conflicts.is_empty());
+        assert!(a.conflict(V6, OTHER, t0).new_conflicts.is_empty());
         assert_eq!(a.claims().get(&(V6, OTHER)), Some(&2));
-        // Run to the end: the v4 VIP is owned, the v6 one never announced.
-        let mut v6_frames = 0;
-        while let Some(next) = a.next_deadline() {
-            for f in a.tick(next).frames {
-                if matches!(parse_frame(f.bytes()).map(|p| p.network), Ok(Network::Ipv6 { .. })) {
-                    v6_frames += 1;
-                }
-            }
-        }
-        assert_eq!(v6_frames, 0, "probing stopped at the conflict, and nothing was advertised");
+        // For the next 4 s the v4 VIP comes up and nothing at all is sent for the v6 one.
+        let v6_frames = |sent: &[(Instant, OutFrame)]| {
+            sent.iter()
+                .filter(|(_, f)| matches!(parse_frame(f.bytes()).map(|p| p.network), Ok(Network::Ipv6 { .. })))
+                .count()
+        };
+        let sent = run(&mut a, t0 + Duration::from_secs(4));
+        assert_eq!(v6_frames(&sent), 0, "probing stopped at the conflict, and nothing was advertised");
         assert_eq!(a.vips()[0].1, VipStatus::Owned);
-        assert!(matches!(a.vips()[1].1, VipStatus::Conflict { .. }));
+        // After the backoff (5 s + up to 1 s) it probes again, and with no claim this time
+        // it is announced.
+        let sent = run(&mut a, t0 + Duration::from_secs(10));
+        assert_eq!(v6_frames(&sent), 3 + 3, "3 DAD probes, then 3 unsolicited advertisements");
+        assert_eq!(a.vips()[1].1, VipStatus::Owned);
     }
 
     #[test]
     fn claim_while_owned_is_reported_not_acted_on() {
         let cfg = AnnounceConfig { probes: 0, ..AnnounceConfig::default() };
-        let (mut a, first) = Announcer::new(cfg, MAC, &[V4], Instant::now());
+        let now = Instant::now();
+        let (mut a, first) = Announcer::new(cfg, MAC, &[V4], now);
         assert!(first.vips_changed);
         assert_eq!(a.vip_modes().collect::<Vec<_>>(), vec![(V4, VipMode::Answer)]);
-        let act = a.conflict(V4, OTHER);
+        let act = a.conflict(V4, OTHER, now);
         assert_eq!(act.new_conflicts, vec![(V4, OTHER, a.vips()[0].1)]);
         assert!(act.transitions.is_empty());
-        assert!(a.conflict(V4, MAC).new_conflicts.is_empty(), "our own MAC is no conflict");
+        assert!(a.conflict(V4, MAC, now).new_conflicts.is_empty(), "our own MAC is no conflict");
+    }
+
+    #[test]
+    fn a_flood_of_forged_claimants_is_bounded() {
+        let now = Instant::now();
+        let (mut a, _) = Announcer::new(AnnounceConfig { probes: 0, ..AnnounceConfig::default() }, MAC, &[V4], now);
+        for i in 0..5000u32 {
+            let b = i.to_be_bytes();
+            a.conflict(V4, EthernetAddress([2, 0xee, b[0], b[1], b[2], b[3]]), now);
+        }
+        assert_eq!(a.claims().len(), MAX_CLAIMS);
+        assert_eq!(a.claims_overflow(), 5000 - MAX_CLAIMS as u64);
     }
 }

@@ -37,6 +37,42 @@ use crate::{
     wire::EthernetAddress,
 };
 
+/// Shortest time between two conflict reports from one worker (10 ms).
+const CONFLICT_REPORT_GAP_NS: u64 = 10_000_000;
+
+/// Rate limit of conflict reports: a small table of the last report time per VIP (VIPs
+/// that share a slot simply both get through).
+#[derive(Debug)]
+struct ReportLimiter {
+    slots: [(Option<IpAddr>, u64); 64],
+}
+
+impl Default for ReportLimiter {
+    fn default() -> Self {
+        ReportLimiter { slots: [(None, 0); 64] }
+    }
+}
+
+impl ReportLimiter {
+    fn allow(&mut self, vip: IpAddr, now: u64) -> bool {
+        let h = match vip {
+            IpAddr::V4(a) => u64::from(u32::from(a)),
+            IpAddr::V6(a) => {
+                let o = a.octets();
+                let (hi, lo) = o.split_at(8);
+                let word = |b: &[u8]| b.iter().fold(0u64, |acc, x| acc << 8 | u64::from(*x));
+                word(hi) ^ word(lo)
+            }
+        };
+        let slot = &mut self.slots[usize::try_from(crate::lb::maglev::fmix64(h) % 64).unwrap_or(0)];
+        if slot.0 == Some(vip) && now.saturating_sub(slot.1) < CONFLICT_REPORT_GAP_NS {
+            return false;
+        }
+        *slot = (Some(vip), now);
+        true
+    }
+}
+
 /// Whether to ask the driver for zero-copy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ZeroCopy {
@@ -226,11 +262,19 @@ impl Xsk {
             value: cfg.frames,
             why: "must be at least twice the ring size",
         })?;
-        if cfg.frames < cfg.ring_size * 2 {
+        if u64::from(cfg.frames) < u64::from(cfg.ring_size) * 2 {
             return Err(WorkerError::Size {
                 what: "UMEM frames",
                 value: cfg.frames,
                 why: "must be at least twice the ring size",
+            });
+        }
+        // Two batches are kept back for replies; the rest must leave room to receive.
+        if cfg.batch == 0 || cfg.batch.saturating_mul(8) > usize::try_from(cfg.frames).unwrap_or(0) {
+            return Err(WorkerError::Size {
+                what: "batch",
+                value: u32::try_from(cfg.batch).unwrap_or(u32::MAX),
+                why: "must be between 1 and an eighth of the UMEM frames",
             });
         }
         let umem_err = |source: Box<dyn std::error::Error + Send + Sync>| WorkerError::Umem {
@@ -277,6 +321,22 @@ impl Xsk {
     /// The socket's descriptor, for the XSKMAP.
     pub fn fd(&self) -> RawFd {
         self.rx.fd().as_raw_fd()
+    }
+
+    /// One non-blocking recvfrom(): with busy polling on, this is what makes the kernel
+    /// run the device's NAPI poll for this socket.
+    fn busy_poll_once(&self) {
+        // SAFETY: a zero-length receive with no buffer and no address on our own socket.
+        let _ = unsafe {
+            libc::recvfrom(
+                self.fd(),
+                std::ptr::null_mut(),
+                0,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            )
+        };
     }
 
     /// Sets the busy-poll socket options; returns what the kernel refused, if anything.
@@ -344,11 +404,20 @@ pub fn spawn(cfg: WorkerConfig, xsk: Xsk, shared: WorkerShared) -> Result<Worker
     let waker = Arc::new(Waker::new().map_err(WorkerError::Thread)?);
     let (control_tx, control_rx) = crossbeam_channel::bounded(1024);
     let (queue, mode) = (cfg.queue, xsk.mode);
+    let (ready_tx, ready_rx) = crossbeam_channel::bounded::<()>(1);
     let worker = Worker { cfg, xsk, shared, stats: stats.clone(), waker: waker.clone(), control: control_rx };
     let join = std::thread::Builder::new()
         .name(format!("xlb-w{queue}"))
-        .spawn(move || worker.run())
+        .spawn(move || worker.run(ready_tx))
         .map_err(WorkerError::Thread)?;
+    // The worker allocates its flow table and stocks its fill ring before it says it is
+    // ready; until then frames would find no buffer and be dropped by the kernel.
+    if ready_rx.recv().is_err() {
+        let _ = join.join();
+        return Err(WorkerError::Thread(std::io::Error::other(format!(
+            "worker for queue {queue} died while starting"
+        ))));
+    }
     Ok(WorkerHandle { queue, mode, stats, control: control_tx, waker, join })
 }
 
@@ -362,7 +431,7 @@ struct Worker {
 }
 
 impl Worker {
-    fn run(mut self) -> WorkerStats {
+    fn run(mut self, ready: Sender<()>) -> WorkerStats {
         if let Some(core) = self.cfg.core {
             if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
                 tracing::warn!(queue = self.cfg.queue, core, "could not pin the worker to its core");
@@ -378,18 +447,24 @@ impl Worker {
         let mut tx_descs: Vec<FrameDesc> = Vec::with_capacity(batch * 2);
         let mut stats = WorkerStats::default();
         let mut last_traffic = Instant::now();
+        // Frames handed to the TX ring and not yet completed. In copy mode one sendto()
+        // sends at most 32 of them, so the ring is kicked on every pass while any remain.
+        let mut in_flight: usize = 0;
+        let mut limiter = ReportLimiter::default();
         let mac = self.cfg.mac;
         let clock = Instant::now();
         // Frames kept back from the fill ring so that replies and announcements always find
         // a buffer.
         let reserve = batch * 2;
 
+        let mut ready = Some(ready);
         while !self.shared.shutdown.load(Ordering::Relaxed) {
             // 1. Completed transmissions give their frames back.
             // SAFETY: the completion ring hands back frames of this socket's own UMEM that
             // we submitted for TX; comp_descs only receives their descriptors.
             let done = unsafe { self.xsk.cq.consume(&mut comp_descs) };
             free.extend_from_slice(&comp_descs[..done]);
+            in_flight = in_flight.saturating_sub(done);
 
             // 2. Keep the fill ring stocked.
             let spare = free.len().saturating_sub(reserve);
@@ -402,7 +477,15 @@ impl Worker {
                     // came back from RX, completion, or were never submitted.
                     let n = unsafe { self.xsk.fq.produce(&free[from..]) };
                     free.truncate(free.len() - n);
+                    // A zero-copy driver that ran out of buffers waits for this kick.
+                    if n > 0 && self.xsk.fq.needs_wakeup() {
+                        let _ = self.xsk.fq.wakeup(self.xsk.rx.fd_mut(), 0);
+                    }
                 }
+            }
+
+            if let Some(r) = ready.take() {
+                let _ = r.send(());
             }
 
             // 3. Receive and decide.
@@ -444,8 +527,15 @@ impl Worker {
                         Verdict::Conflict(c) => {
                             stats.drop(DropReason::Conflict);
                             stats.bump(Counter::Conflicts);
-                            let report = ConflictReport { queue: self.cfg.queue, vip: c.vip, mac: c.mac };
-                            if let Err(TrySendError::Full(_)) = self.shared.conflicts.try_send(report) {
+                            // At most one report per VIP per 10 ms: a flood of forged claims
+                            // costs the control thread (and this worker's wake-ups of it) a
+                            // bounded rate; every claim is still counted.
+                            if limiter.allow(c.vip, now) {
+                                let report = ConflictReport { queue: self.cfg.queue, vip: c.vip, mac: c.mac };
+                                if let Err(TrySendError::Full(_)) = self.shared.conflicts.try_send(report) {
+                                    stats.bump(Counter::ConflictReportsLost);
+                                }
+                            } else {
                                 stats.bump(Counter::ConflictReportsLost);
                             }
                             free.push(*desc);
@@ -455,8 +545,10 @@ impl Worker {
             }
             drop(snap);
 
-            // 4. Frames the control thread wants out (announcements, probes).
-            while let Ok(frame) = self.control.try_recv() {
+            // 4. Frames the control thread wants out (announcements, probes): at most a
+            // batch per pass, so tx_descs never grows past its capacity; the rest wait.
+            for _ in 0..batch {
+                let Ok(frame) = self.control.try_recv() else { break };
                 let Some(mut desc) = free.pop() else {
                     stats.bump(Counter::TxNoRoom);
                     continue;
@@ -486,14 +578,15 @@ impl Worker {
                     free.push(*d);
                 }
                 stats.add(Counter::TxFrames, sent as u64);
-                if self.xsk.tx.needs_wakeup() {
-                    // Errors here are transient (ENOBUFS, EAGAIN) and retried next batch.
-                    let _ = self.xsk.tx.wakeup();
-                }
+                in_flight += sent;
+            }
+            if in_flight > 0 && self.xsk.tx.needs_wakeup() {
+                // Errors here are transient (ENOBUFS, EAGAIN): the next pass kicks again.
+                let _ = self.xsk.tx.wakeup();
             }
 
-            // 6. Spin while busy, sleep when idle.
-            if n > 0 || !tx_descs.is_empty() {
+            // 6. Spin while busy, sleep when idle (never with frames still to send).
+            if n > 0 || !tx_descs.is_empty() || in_flight > 0 {
                 last_traffic = Instant::now();
                 self.stats.publish(&stats);
             } else if last_traffic.elapsed() >= self.cfg.idle_spin {
@@ -506,6 +599,9 @@ impl Worker {
             } else {
                 if self.xsk.fq.needs_wakeup() {
                     let _ = self.xsk.fq.wakeup(self.xsk.rx.fd_mut(), 0);
+                } else if self.cfg.busy_poll {
+                    // With SO_PREFER_BUSY_POLL the kernel polls the device only when asked.
+                    self.xsk.busy_poll_once();
                 }
                 std::hint::spin_loop();
             }

@@ -385,9 +385,15 @@ mod properties {
                 }
             }
             if weighted > 0 {
+                // Turns are whole slots and the last round is cut short when the table
+                // fills: a backend can be off by a slot, plus its weight's part of the at
+                // most N turns of the last round. Relative to its share that is under
+                // W / (M w) + N / M: below 1% once M > 100 N and the share is 200+ slots.
+                let n = b.len() as f64;
                 for (got, (_, w)) in count.iter().zip(&b) {
                     let want = f64::from(*w) / f64::from(weighted) * f64::from(size);
-                    prop_assert!((*got as f64 - want).abs() <= 2.0, "got {} slots, owed {:.1}", got, want);
+                    let bound = 2.0 + n * f64::from(*w) / f64::from(weighted);
+                    prop_assert!((*got as f64 - want).abs() <= bound, "got {} slots, owed {:.1}, bound {:.2}", got, want, bound);
                 }
             }
             let mut rev = b.clone();

@@ -98,7 +98,7 @@ pub enum Counter {
     ControlFrames,
     /// Conflicts seen (another MAC claiming a VIP of ours).
     Conflicts,
-    /// Conflict reports lost because the control thread's queue was full.
+    /// Conflict reports not sent: over the rate limit, or the control thread's queue full.
     ConflictReportsLost,
     /// Frames the control thread asked to send that found no free buffer or ring slot.
     TxNoRoom,
