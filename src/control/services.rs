@@ -138,21 +138,23 @@ pub fn build_services(
 pub struct Publisher {
     generation: u64,
     swap: Arc<ArcSwap<Snapshot>>,
+    previous: Option<Arc<Snapshot>>,
 }
 
 impl Publisher {
     /// A publisher over the workers' shared snapshot.
     pub fn new(swap: Arc<ArcSwap<Snapshot>>) -> Self {
-        Publisher { generation: 0, swap }
+        Publisher { generation: 0, swap, previous: None }
     }
 
     /// Publishes a new snapshot; returns its generation.
     pub fn publish(&mut self, vips: impl IntoIterator<Item = (IpAddr, VipMode)>, services: Vec<Service>) -> u64 {
         self.generation += 1;
         let snap = Snapshot::new(self.generation, vips).with_services(services);
-        // The previous snapshot is dropped here, on the control thread, unless a worker
-        // still holds it for the batch in flight.
-        self.swap.store(Arc::new(snap));
+        // The snapshot replaced now is kept until the next publication, so the worker that
+        // still reads it for a batch in flight never holds its last reference: snapshots
+        // are freed here, off the hot path.
+        self.previous = Some(self.swap.swap(Arc::new(snap)));
         self.generation
     }
 
