@@ -4,8 +4,8 @@
 set -euo pipefail
 
 # Debian packages: the BPF toolchain (clang, llvm, libelf, zlib, m4, pkg-config for
-# libbpf-sys/libxdp-sys), iproute2 for the netns lab, and the tools the demo shows traffic with.
-packages=(clang llvm m4 libelf-dev zlib1g-dev pkg-config make iproute2 iputils-ping arping tcpdump python3)
+# libbpf-sys/libxdp-sys), iproute2 and ethtool for the netns lab, and the tools the demo shows traffic with.
+packages=(clang llvm m4 libelf-dev zlib1g-dev pkg-config make iproute2 iputils-ping arping tcpdump ethtool python3)
 
 missing=()
 for p in "${packages[@]}"; do

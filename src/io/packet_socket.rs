@@ -10,6 +10,18 @@ use std::{
     time::{Duration, Instant},
 };
 
+/// Moves the calling thread into network namespace `netns` (as named by `ip netns`), for
+/// the rest of its life. Tests and tools use it from a thread of their own.
+pub fn enter_netns(netns: &str) -> io::Result<()> {
+    let path = format!("/var/run/netns/{netns}");
+    let nsfile = File::open(&path).map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))?;
+    // SAFETY: setns takes a descriptor we own (open for the call) and a flag.
+    if unsafe { libc::setns(nsfile.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// A raw socket that sends and receives whole Ethernet frames.
 #[derive(Debug)]
 pub struct PacketSocket {
@@ -25,16 +37,11 @@ impl PacketSocket {
     /// namespace for its whole life; the calling thread's namespace is not changed.
     pub fn open(netns: Option<&str>, ifname: &str) -> io::Result<Self> {
         let Some(ns) = netns else { return Self::open_here(ifname) };
-        let path = format!("/var/run/netns/{ns}");
-        let nsfile = File::open(&path).map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))?;
-        let ifname = ifname.to_string();
+        let (ns, ifname) = (ns.to_string(), ifname.to_string());
         // setns() changes the calling thread only, so a short-lived thread enters the
         // namespace, opens the socket and hands it back.
         std::thread::spawn(move || {
-            // SAFETY: setns takes a descriptor we own (open for the call) and a flag.
-            if unsafe { libc::setns(nsfile.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(io::Error::last_os_error());
-            }
+            enter_netns(&ns)?;
             Self::open_here(&ifname)
         })
         .join()

@@ -127,6 +127,11 @@ impl Lab {
         run("ip", &["-n", self.switch(), "link", "set", &port, "master", "br0", "up"]);
         run("ip", &["netns", "exec", &ns, "sysctl", "-qw", "net.ipv6.conf.eth0.accept_dad=0"]);
         run("ip", &["-n", &ns, "link", "set", "eth0", "up"]);
+        // A veth hands frames on with the TCP/UDP checksum still to be filled in
+        // (CHECKSUM_PARTIAL); AF_XDP copies the bytes as they are, so a frame xlb forwards
+        // would reach the backend with a half-done checksum. Real NICs put full checksums
+        // on the wire: make the lab's senders do the same.
+        run("ip", &["netns", "exec", &ns, "ethtool", "-K", "eth0", "tx", "off"]);
         for a in addrs {
             if a.contains(':') {
                 run("ip", &["-n", &ns, "addr", "add", a, "dev", "eth0", "nodad"]);
@@ -159,6 +164,35 @@ impl Drop for Lab {
         }
         let _ = fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Makes `host` a DSR backend for `vips`: the VIPs on its loopback, ARP for them never
+/// answered by it (arp_ignore/arp_announce), and a TCP + UDP server on `port` that answers
+/// with `name`. The server dies with the lab.
+pub fn dsr_backend(lab: &Lab, host: &Host, name: &str, vips: &[&str], port: u16) {
+    for (k, v) in [("arp_ignore", "1"), ("arp_announce", "2")] {
+        for scope in ["all", "eth0"] {
+            run("ip", &["netns", "exec", &host.ns, "sysctl", "-qw", &format!("net.ipv4.conf.{scope}.{k}={v}")]);
+        }
+    }
+    for vip in vips {
+        let cidr = if vip.contains(':') { format!("{vip}/128") } else { format!("{vip}/32") };
+        run("ip", &["-n", &host.ns, "addr", "add", &cidr, "dev", "lo"]);
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/servers.py");
+    let v6 = if vips.iter().any(|v| v.contains(':')) { "6" } else { "4" };
+    let log = lab.dir.join(format!("{name}.log"));
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &host.ns, "python3", script, name, &port.to_string(), v6, vips[0]])
+        .stdout(Stdio::piped())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    // Wait for "ready": the sockets are bound.
+    let mut out = child.stdout.take().unwrap();
+    let mut buf = [0u8; 6];
+    std::io::Read::read_exact(&mut out, &mut buf).unwrap_or_else(|e| panic!("{name} did not start: {e}"));
+    std::mem::forget(child); // killed with its namespace's processes when the lab drops
 }
 
 /// The MAC of `dev` in namespace `ns`.

@@ -1,0 +1,34 @@
+# Backend servers for the lab tests: a TCP server that answers every connection with its
+# name and closes, and a UDP echo that prefixes its name. TCP listens on the wildcard
+# address (a reply always leaves from the address the connection was made to: the VIP);
+# UDP binds the VIP itself, as a DSR backend must: a wildcard UDP socket would answer from
+# the host's own address. Usage: servers.py NAME PORT 4|6 VIP.
+import socket, sys, threading
+
+name, port = sys.argv[1], int(sys.argv[2])
+family = socket.AF_INET6 if len(sys.argv) > 3 and sys.argv[3] == "6" else socket.AF_INET
+bind = "::" if family == socket.AF_INET6 else "0.0.0.0"
+
+def tcp():
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((bind, port))
+    s.listen(1024)
+    while True:
+        c, _ = s.accept()
+        try:
+            c.recv(1024)
+            c.sendall(("%s\n" % name).encode())
+        finally:
+            c.close()
+
+def udp():
+    s = socket.socket(family, socket.SOCK_DGRAM)
+    s.bind((sys.argv[4] if len(sys.argv) > 4 else bind, port))
+    while True:
+        data, peer = s.recvfrom(2048)
+        s.sendto(name.encode() + b" " + data, peer)
+
+threading.Thread(target=udp, daemon=True).start()
+print("ready", flush=True)
+tcp()
