@@ -1,5 +1,5 @@
-//! Any bytes through the datapath, in a frame buffer with room to spare: no panic, and a
-//! frame sent out always fits the buffer and is a frame.
+//! Any bytes through the datapath (ARP/NDP, and TCP/UDP to a DSR service), in a frame
+//! buffer with room to spare: no panic, and a frame sent out always fits the buffer.
 #![no_main]
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -8,7 +8,9 @@ use libfuzzer_sys::fuzz_target;
 use xlb::{
     lb::{
         conntrack::{Conntrack, Timeouts},
-        process, Snapshot, Verdict, VipMode, WorkerState,
+        process,
+        snapshot::{Backend, ForwardMode, Service, ServiceKey},
+        Snapshot, Verdict, VipMode, WorkerState,
     },
     wire::EthernetAddress,
 };
@@ -22,6 +24,18 @@ fuzz_target!(|data: &[u8]| {
             (IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x100)), VipMode::Answer),
         ],
     );
+    let backend = |i: u8| Backend {
+        mac: Some(EthernetAddress([2, 0, 0, 0, 1, i])),
+        ..Backend::new(IpAddr::V4(Ipv4Addr::new(10, 0, 1, i)), 80, 1)
+    };
+    let services = [6u8, 17]
+        .into_iter()
+        .filter_map(|proto| {
+            let key = ServiceKey { vip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 100)), port: 80, proto };
+            Service::new(key, ForwardMode::Dsr, vec![backend(1), backend(2)], 251).ok()
+        })
+        .collect();
+    let snap = snap.with_services(services);
     let mut state = WorkerState { conntrack: Conntrack::new(64, Timeouts::default()) };
     let mut buf = [0u8; 2048];
     let len = data.len().min(buf.len());
