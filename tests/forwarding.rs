@@ -157,3 +157,33 @@ fn dsr_spreads_tcp_and_udp_over_three_backends() {
     let dropped: u64 = stats["drops"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
     assert_eq!(dropped, 0, "{stats}");
 }
+
+#[test]
+fn dsr_over_an_ipv6_vip() {
+    let Some(mut lab) = Lab::new("dsr_over_an_ipv6_vip") else { return };
+    let client = lab.host("client", &["fd77::1/64"], 1);
+    let lb = lab.host("lb", &["fd77::2/64"], 1);
+    for i in 1..=2 {
+        let b = lab.host(&format!("backend-{i}"), &[&format!("fd77::1{i}/64")], 1);
+        dsr_backend(&lab, &b, &format!("backend-{i}"), &["fd77::100"], 80);
+    }
+    let mut xlb = Xlb::start(
+        &lab,
+        &lb,
+        &["--vip", "fd77::100", "--dad-probes", "0", "--service", "tcp:[fd77::100]:80=[fd77::11]:80,[fd77::12]:80"],
+    );
+    let end = Instant::now() + Duration::from_secs(10);
+    while xlb.log_text().matches("backend next hop resolved").count() < 2 {
+        assert!(Instant::now() < end, "backends not resolved:\n{}", xlb.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    xlb.wait_log("to=\"owned\"", Duration::from_secs(5));
+    const CONNS: usize = 300;
+    let vip: SocketAddr = "[fd77::100]:80".parse().unwrap();
+    let (by_backend, failures) = in_netns(&client.ns, move || tcp_connections(vip, CONNS));
+    let stats = xlb.stop();
+    eprintln!("DSR over IPv6: {CONNS} connections: {by_backend:?}, {} failed", failures.len());
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(by_backend.len(), 2, "{by_backend:?}");
+    assert!(stats["counters"]["forwarded"].as_u64().unwrap() >= (CONNS * 3) as u64, "{stats}");
+}
