@@ -44,64 +44,52 @@ fn v4_mapped(a: std::net::Ipv4Addr) -> [u8; 16] {
     a.to_ipv6_mapped().octets()
 }
 
-/// IPv4 to a VIP.
-pub(super) fn ipv4(
-    now: u64,
-    snap: &Snapshot,
-    st: &mut WorkerState,
-    mac: EthernetAddress,
-    buf: &mut [u8],
-    len: usize,
-) -> Verdict {
-    let Some(frame) = buf.get(..len) else { return Verdict::Drop(DropReason::Truncated) };
-    let eth = match EthernetFrame::new_checked(frame) {
-        Ok(e) => e,
-        Err(e) => return Verdict::Drop(e.into()),
-    };
-    let ip = match Ipv4Packet::new_checked(eth.payload()) {
-        Ok(p) => p,
-        Err(e) => return Verdict::Drop(e.into()),
-    };
-    if ip.frag_offset() != 0 {
-        // A later fragment carries no ports, so it cannot be matched to a flow here.
-        return Verdict::Drop(DropReason::Fragment);
-    }
-    let proto = ip.protocol();
-    let (src_port, dst_port, tcp_flags) = match ports(proto, ip.payload()) {
-        Ok(p) => p,
-        Err(r) => return Verdict::Drop(r),
-    };
-    let svc = ServiceKey { vip: IpAddr::V4(ip.dst_addr()), port: dst_port, proto };
-    let key = FlowKey { src: v4_mapped(ip.src_addr()), dst: v4_mapped(ip.dst_addr()), src_port, dst_port, proto };
-    forward(now, snap, st, mac, buf, len, &svc, Flow { key, tcp_flags })
+/// The layer-3 bytes of the frame in `buf[..len]`, after any VLAN tags.
+fn l3(buf: &[u8], len: usize) -> Result<&[u8], DropReason> {
+    let frame = buf.get(..len).ok_or(DropReason::Truncated)?;
+    let at = EthernetFrame::new_checked(frame)?.header_len();
+    frame.get(at..).ok_or(DropReason::Truncated)
 }
 
-/// IPv6 to a VIP (neighbour discovery is handled before this).
-pub(super) fn ipv6(
+/// The service and flow of an IPv4 packet to a VIP.
+fn classify_v4(buf: &[u8], len: usize) -> Result<(ServiceKey, Flow), DropReason> {
+    let ip = Ipv4Packet::new_checked(l3(buf, len)?)?;
+    if ip.frag_offset() != 0 {
+        // A later fragment carries no ports, so it cannot be matched to a flow here.
+        return Err(DropReason::Fragment);
+    }
+    let proto = ip.protocol();
+    let (src_port, dst_port, tcp_flags) = ports(proto, ip.payload())?;
+    let svc = ServiceKey { vip: IpAddr::V4(ip.dst_addr()), port: dst_port, proto };
+    let key = FlowKey { src: v4_mapped(ip.src_addr()), dst: v4_mapped(ip.dst_addr()), src_port, dst_port, proto };
+    Ok((svc, Flow { key, tcp_flags }))
+}
+
+/// The service and flow of an IPv6 packet to a VIP (neighbour discovery is handled before).
+fn classify_v6(buf: &[u8], len: usize) -> Result<(ServiceKey, Flow), DropReason> {
+    let ip = Ipv6Packet::new_checked(l3(buf, len)?)?;
+    let proto = ip.next_header();
+    let (src_port, dst_port, tcp_flags) = ports(proto, ip.payload())?;
+    let svc = ServiceKey { vip: IpAddr::V6(ip.dst_addr()), port: dst_port, proto };
+    let key = FlowKey { src: ip.src_addr().octets(), dst: ip.dst_addr().octets(), src_port, dst_port, proto };
+    Ok((svc, Flow { key, tcp_flags }))
+}
+
+/// IPv4 or IPv6 (`v6`) to a VIP: classify, then forward.
+pub(super) fn ip(
     now: u64,
     snap: &Snapshot,
     st: &mut WorkerState,
     mac: EthernetAddress,
     buf: &mut [u8],
     len: usize,
+    v6: bool,
 ) -> Verdict {
-    let Some(frame) = buf.get(..len) else { return Verdict::Drop(DropReason::Truncated) };
-    let eth = match EthernetFrame::new_checked(frame) {
-        Ok(e) => e,
-        Err(e) => return Verdict::Drop(e.into()),
-    };
-    let ip = match Ipv6Packet::new_checked(eth.payload()) {
-        Ok(p) => p,
-        Err(e) => return Verdict::Drop(e.into()),
-    };
-    let proto = ip.next_header();
-    let (src_port, dst_port, tcp_flags) = match ports(proto, ip.payload()) {
-        Ok(p) => p,
-        Err(r) => return Verdict::Drop(r),
-    };
-    let svc = ServiceKey { vip: IpAddr::V6(ip.dst_addr()), port: dst_port, proto };
-    let key = FlowKey { src: ip.src_addr().octets(), dst: ip.dst_addr().octets(), src_port, dst_port, proto };
-    forward(now, snap, st, mac, buf, len, &svc, Flow { key, tcp_flags })
+    let classified = if v6 { classify_v6(buf, len) } else { classify_v4(buf, len) };
+    match classified {
+        Ok((svc, flow)) => forward(now, snap, st, mac, buf, len, &svc, flow),
+        Err(r) => Verdict::Drop(r),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -64,8 +64,8 @@ pub fn process(
     match ethertype {
         EtherType::ARP => neighbor::arp(snap, mac, buf, len),
         EtherType::IPV6 if icmpv6 => neighbor::ndp(snap, mac, buf, len),
-        EtherType::IPV6 => forward::ipv6(now, snap, state, mac, buf, len),
-        EtherType::IPV4 => forward::ipv4(now, snap, state, mac, buf, len),
+        EtherType::IPV6 => forward::ip(now, snap, state, mac, buf, len, true),
+        EtherType::IPV4 => forward::ip(now, snap, state, mac, buf, len, false),
         _ => Verdict::Drop(DropReason::Unsupported),
     }
 }
