@@ -191,6 +191,15 @@ fn cases() -> Result<Vec<Case>> {
         f[14 + 7] = 0x10;
         Ok(f)
     };
+    let mut ttl1 = tcp4(VIP4, 80, 0x02, None)?;
+    ttl1[14 + 8] = 1;
+    // Header length 6 words: a 4-byte option (NOP x3 + EOL) between header and TCP.
+    let plain = tcp4(VIP4, 80, 0x02, None)?;
+    let mut with_options = plain[..34].to_vec();
+    with_options[14] = 0x46;
+    with_options[16..18].copy_from_slice(&44u16.to_be_bytes());
+    with_options.extend_from_slice(&[1, 1, 1, 0]);
+    with_options.extend_from_slice(&plain[34..]);
     let mut short_v4 = udp_port0.clone();
     short_v4.truncate(14 + 19);
     let tx_arp = Verdict::Tx { len: 60, reply: Reply::Arp };
@@ -327,6 +336,18 @@ fn cases() -> Result<Vec<Case>> {
             input: tcp4(VIP4, UNRESOLVED_PORT, 0x02, None)?,
             verdict: Verdict::Drop(DropReason::NoBackend),
             output: None,
+        },
+        Case {
+            what: "DSR: TTL 1 goes through unchanged (an L2 hop does not decrement it)",
+            input: ttl1.clone(),
+            verdict: Verdict::Tx { len: 54, reply: Reply::Forward },
+            output: Some(dsr(ttl1)),
+        },
+        Case {
+            what: "DSR: IPv4 with options: ports read after them, bytes untouched",
+            input: with_options.clone(),
+            verdict: Verdict::Tx { len: 58, reply: Reply::Forward },
+            output: Some(dsr(with_options)),
         },
         Case {
             what: "a later IPv4 fragment to a VIP carries no ports",
