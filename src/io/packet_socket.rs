@@ -26,7 +26,6 @@ pub fn enter_netns(netns: &str) -> io::Result<()> {
 #[derive(Debug)]
 pub struct PacketSocket {
     fd: OwnedFd,
-    ifindex: i32,
 }
 
 const ETH_P_ALL: u16 = 0x0003;
@@ -75,7 +74,7 @@ impl PacketSocket {
         if rc != 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(PacketSocket { fd, ifindex })
+        Ok(PacketSocket { fd })
     }
 
     /// Sends one frame.
@@ -147,10 +146,5 @@ impl PacketSocket {
             }
         }
         Err(io::Error::last_os_error())
-    }
-
-    /// The interface index the socket is bound to.
-    pub fn ifindex(&self) -> i32 {
-        self.ifindex
     }
 }

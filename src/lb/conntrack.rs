@@ -121,8 +121,6 @@ pub struct Entry {
     pub backend: u32,
     /// The backend's identity hash; what the flow is really pinned to.
     pub backend_key: u64,
-    /// Port xlb allocated for this flow (SNAT), 0 if none.
-    pub nat_port: u16,
     /// State.
     pub state: FlowState,
 }

@@ -100,17 +100,21 @@ fn ndisc(
     Ok(f)
 }
 
+/// Writes a 20-byte TCP header from port 40000 to `port` with `flags` (checksum left 0).
+fn tcp_header(h: &mut [u8], port: u16, flags: u8) {
+    h[0..2].copy_from_slice(&40000u16.to_be_bytes());
+    h[2..4].copy_from_slice(&port.to_be_bytes());
+    h[12] = 0x50;
+    h[13] = flags;
+}
+
 /// A TCP segment (20-byte header, flags, no payload) client -> VIP, optionally tagged.
 fn tcp4(dst: Ipv4Addr, port: u16, flags: u8, vlan_tci: Option<u16>) -> Result<Vec<u8>> {
     let mut f = vec![0u8; 128];
     let ip = Ipv4Repr { src: PEER4, dst, protocol: Protocol::TCP, payload_len: 20, ttl: 64 };
     let n = build::ipv4(&mut f, L2 { src: PEER, dst: OURS, vlan_tci }, &ip)?;
     f.truncate(n);
-    let at = n - 20;
-    f[at..at + 2].copy_from_slice(&40000u16.to_be_bytes());
-    f[at + 2..at + 4].copy_from_slice(&port.to_be_bytes());
-    f[at + 12] = 0x50;
-    f[at + 13] = flags;
+    tcp_header(&mut f[n - 20..], port, flags);
     Ok(f)
 }
 
@@ -130,11 +134,7 @@ fn tcp6(dst: Ipv6Addr, port: u16, flags: u8) -> Result<Vec<u8>> {
     let ip = Ipv6Repr { src: PEER6, dst, next_header: Protocol::TCP, payload_len: 20, hop_limit: 64 };
     let n = build::ipv6(&mut f, L2 { src: PEER, dst: OURS, vlan_tci: None }, &ip)?;
     f.truncate(n);
-    let at = n - 20;
-    f[at..at + 2].copy_from_slice(&40000u16.to_be_bytes());
-    f[at + 2..at + 4].copy_from_slice(&port.to_be_bytes());
-    f[at + 12] = 0x50;
-    f[at + 13] = flags;
+    tcp_header(&mut f[n - 20..], port, flags);
     Ok(f)
 }
 

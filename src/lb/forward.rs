@@ -58,21 +58,22 @@ fn classify_v4(buf: &[u8], len: usize) -> Result<(ServiceKey, Flow), DropReason>
         // A later fragment carries no ports, so it cannot be matched to a flow here.
         return Err(DropReason::Fragment);
     }
-    let proto = ip.protocol();
-    let (src_port, dst_port, tcp_flags) = ports(proto, ip.payload())?;
-    let svc = ServiceKey { vip: IpAddr::V4(ip.dst_addr()), port: dst_port, proto };
-    let key = FlowKey { src: v4_mapped(ip.src_addr()), dst: v4_mapped(ip.dst_addr()), src_port, dst_port, proto };
-    Ok((svc, Flow { key, tcp_flags }))
+    let dst = ip.dst_addr();
+    flow(IpAddr::V4(dst), v4_mapped(ip.src_addr()), v4_mapped(dst), ip.protocol(), ip.payload())
 }
 
 /// The service and flow of an IPv6 packet to a VIP (neighbour discovery is handled before).
 fn classify_v6(buf: &[u8], len: usize) -> Result<(ServiceKey, Flow), DropReason> {
     let ip = Ipv6Packet::new_checked(l3(buf, len)?)?;
-    let proto = ip.next_header();
-    let (src_port, dst_port, tcp_flags) = ports(proto, ip.payload())?;
-    let svc = ServiceKey { vip: IpAddr::V6(ip.dst_addr()), port: dst_port, proto };
-    let key = FlowKey { src: ip.src_addr().octets(), dst: ip.dst_addr().octets(), src_port, dst_port, proto };
-    Ok((svc, Flow { key, tcp_flags }))
+    let dst = ip.dst_addr();
+    flow(IpAddr::V6(dst), ip.src_addr().octets(), dst.octets(), ip.next_header(), ip.payload())
+}
+
+/// The service key and flow of a transport payload, whichever the IP family.
+fn flow(vip: IpAddr, src: [u8; 16], dst: [u8; 16], proto: u8, l4: &[u8]) -> Result<(ServiceKey, Flow), DropReason> {
+    let (src_port, dst_port, tcp_flags) = ports(proto, l4)?;
+    let key = FlowKey { src, dst, src_port, dst_port, proto };
+    Ok((ServiceKey { vip, port: dst_port, proto }, Flow { key, tcp_flags }))
 }
 
 /// IPv4 or IPv6 (`v6`) to a VIP: classify, then forward.

@@ -4,8 +4,8 @@
 //! Every view follows one contract: `new_checked` validates the lengths once, after which no
 //! accessor can panic, so hostile frames are safe to look at. Getters need `AsRef<[u8]>`,
 //! setters `AsMut<[u8]>`. A `Repr` with `parse`/`emit` exists only where xlb builds packets
-//! (ARP, NDP, test fixtures). This module never allocates, logs, reads a clock or uses
-//! `unsafe`.
+//! (ARP, NDP, test fixtures). This module never allocates, logs or reads a clock, and
+//! holds no unchecked code.
 
 pub mod arp;
 pub mod build;
