@@ -99,7 +99,7 @@ for i in range(1000):
     try:
         s = socket.create_connection(("10.77.0.100", 80), timeout=2)
         s.sendall(b"hello\n")
-        counts[s.recv(100).decode().strip()] += 1
+        counts[s.recv(100).decode().split()[0]] += 1
         s.close()
     except OSError:
         failed += 1

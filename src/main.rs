@@ -25,7 +25,10 @@ use xlb::{
         worker::{self, ConflictReport, WorkerConfig, WorkerHandle, WorkerShared, Xsk, ZeroCopy},
         xdp::{AttachMode, XdpProgram, CLASS_NAMES},
     },
-    lb::{conntrack::Timeouts, maglev::MaglevError, Counter, DropReason, Snapshot, WorkerStats},
+    lb::{
+        conntrack::Timeouts, maglev::MaglevError, snapshot::ForwardMode, snat::SnatTable, Counter, DropReason,
+        Snapshot, WorkerStats,
+    },
     wire::EthernetAddress,
 };
 
@@ -107,10 +110,20 @@ struct RunArgs {
     /// Milliseconds between those rounds.
     #[arg(long, default_value_t = 250)]
     garp_interval_ms: u64,
-    /// A service: PROTO:VIP:PORT=BACKEND:PORT[*WEIGHT],... (IPv6 in brackets), forwarded
-    /// by direct server return; repeat for more. The VIP must be one of --vip.
+    /// A service: PROTO:VIP:PORT=BACKEND:PORT[*WEIGHT],...[;mode=dsr|snat][;affinity=SECONDS]
+    /// [;table=PRIME] (IPv6 in brackets); repeat for more. The VIP must be one of --vip.
+    /// mode: direct server return (default) or source NAT (needs --snat-addr); affinity:
+    /// a client's new connections go to its previous backend for that long (ClientIP).
     #[arg(long = "service", value_name = "SPEC")]
     services: Vec<String>,
+    /// A source address for SNAT services (`;mode=snat`): backends see connections from it
+    /// and reply to it. xlb owns it like a VIP (probes, announces, answers ARP/NDP); one per
+    /// address family at least for the SNAT services of that family; repeat for more ports.
+    #[arg(long = "snat-addr", value_name = "ADDR")]
+    snat_addrs: Vec<String>,
+    /// Ports of each SNAT address that xlb allocates, split evenly among the workers.
+    #[arg(long, value_name = "LOW-HIGH", default_value = "1024-65535")]
+    snat_ports: String,
     /// Flows each worker's connection table is sized for (about 96 bytes each).
     #[arg(long, default_value_t = 1 << 20)]
     conntrack_capacity: usize,
@@ -142,6 +155,14 @@ enum UsageError {
     ServiceVip(String, IpAddr),
     #[error("--service {0:?}: {1}")]
     ServiceTable(String, MaglevError),
+    #[error("--service {0:?} uses mode=snat but no --snat-addr of its address family is given; add --snat-addr ADDR (an unused address on the link)")]
+    SnatAddrMissing(String),
+    #[error("--snat-addr {0} is also a --vip; give SNAT its own address")]
+    SnatIsVip(IpAddr),
+    #[error("--snat-addr {0:?}: {1}")]
+    SnatAddr(String, String),
+    #[error("--snat-ports {0:?}: {1}")]
+    SnatPorts(String, String),
 }
 
 fn main() -> ExitCode {
@@ -199,6 +220,17 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+fn parse_port_range(raw: &str) -> Result<(u16, u16), UsageError> {
+    let bad = |why: &str| UsageError::SnatPorts(raw.to_string(), why.to_string());
+    let (lo, hi) = raw.split_once('-').ok_or_else(|| bad("expected LOW-HIGH, e.g. 1024-65535"))?;
+    let lo: u16 = lo.trim().parse().map_err(|_| bad("LOW is not a port number"))?;
+    let hi: u16 = hi.trim().parse().map_err(|_| bad("HIGH is not a port number"))?;
+    if lo == 0 || lo > hi {
+        return Err(bad("expected 1 <= LOW <= HIGH"));
+    }
+    Ok((lo, hi))
+}
+
 fn parse_vips(raw: &[String]) -> Result<Vec<IpAddr>, UsageError> {
     let mut out: Vec<IpAddr> = Vec::with_capacity(raw.len());
     for s in raw {
@@ -235,6 +267,22 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             .map_err(|e| UsageError::ServiceTable(raw.clone(), e))?;
         specs.push(spec);
     }
+    // The same rules as for VIPs, reported under the flag's own name.
+    let snat_addrs = parse_vips(&args.snat_addrs).map_err(|e| match e {
+        UsageError::VipSyntax(s) => UsageError::SnatAddr(s, "not an IP address (e.g. 192.0.2.20)".into()),
+        UsageError::VipKind(s, why) => UsageError::SnatAddr(s, format!("a SNAT address cannot be {why}")),
+        UsageError::VipTwice(a) => UsageError::SnatAddr(a.to_string(), "given twice".into()),
+        other => other,
+    })?;
+    if let Some(a) = snat_addrs.iter().find(|a| vips.contains(a)) {
+        return Err(UsageError::SnatIsVip(*a).into());
+    }
+    for (raw, spec) in args.services.iter().zip(&specs) {
+        if spec.mode == ForwardMode::Snat && !snat_addrs.iter().any(|a| a.is_ipv6() == spec.key.vip.is_ipv6()) {
+            return Err(UsageError::SnatAddrMissing(raw.clone()).into());
+        }
+    }
+    let (snat_lo, snat_hi) = parse_port_range(&args.snat_ports)?;
     let dev = NetDev::by_name(&args.interface).map_err(UsageError::from)?;
     let queues = match args.queues {
         Some(q) if q == 0 || q > dev.rx_queues => {
@@ -245,9 +293,23 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     // A VIP that is the host's own address would take the host's traffic away from it.
     let own = xlb::io::netdev::addresses(&dev.name);
-    if let Some(v) = vips.iter().find(|v| own.contains(v)) {
+    if let Some(v) = vips.iter().chain(&snat_addrs).find(|v| own.contains(v)) {
         return Err(UsageError::VipIsHost(*v, dev.name.clone()).into());
     }
+    let snat = if snat_addrs.is_empty() {
+        None
+    } else {
+        let workers = usize::try_from(queues).unwrap_or(1);
+        let table = SnatTable::new(snat_addrs.clone(), snat_lo, snat_hi, workers)
+            .map_err(|e| UsageError::SnatPorts(args.snat_ports.clone(), e.to_string()))?;
+        tracing::info!(
+            addrs = ?snat_addrs, ports = %args.snat_ports, per_worker = (usize::from(snat_hi - snat_lo) + 1) / workers,
+            "SNAT ports split among the workers"
+        );
+        Some(Arc::new(table))
+    };
+    // Everything xlb answers ARP/NDP for: the VIPs and the SNAT addresses.
+    let owned: Vec<IpAddr> = vips.iter().chain(&snat_addrs).copied().collect();
     let ncores = core_affinity::get_core_ids().map(|c| c.len()).unwrap_or(1).max(1);
 
     // SIGINT/SIGTERM set the flag the workers poll and wake the control loop at once.
@@ -290,6 +352,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             busy_poll: args.busy_poll,
             conntrack_capacity: args.conntrack_capacity,
             timeouts: Timeouts::default(),
+            snat: snat.clone(),
         };
         let xsk = match Xsk::open(&cfg) {
             Ok(x) => x,
@@ -326,7 +389,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     // Each v6 VIP's solicited-node group, so that NICs and MLD-snooping switches pass
     // solicitations for it.
     let mut memberships = Vec::new();
-    for v in &vips {
+    for v in &owned {
         if let IpAddr::V6(v6) = v {
             match xlb::io::netdev::Membership::join(dev.ifindex, xlb::wire::ipv6::solicited_node(v6)) {
                 Ok(m) => memberships.push(m),
@@ -334,7 +397,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             }
         }
     }
-    tracing::info!(interface = %dev.name, mac = %dev.mac, vips = ?vips, queues, "xlb running; stop with Ctrl-C or SIGTERM");
+    tracing::info!(interface = %dev.name, mac = %dev.mac, vips = ?vips, snat = ?snat_addrs, queues, "xlb running; stop with Ctrl-C or SIGTERM");
 
     // The control loop: probing, announcing, conflicts. Runs on this thread until a signal.
     let cfg = AnnounceConfig {
@@ -344,7 +407,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         garp_count: args.garp_count,
         garp_interval: Duration::from_millis(args.garp_interval_ms),
     };
-    let (announcer, first) = Announcer::new(cfg, dev.mac, &vips, Instant::now());
+    let (announcer, first) = Announcer::new(cfg, dev.mac, &owned, Instant::now());
     let mut plane = Plane {
         announcer,
         publisher: Publisher::new(snapshot.clone()),

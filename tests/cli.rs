@@ -61,3 +61,22 @@ fn interface_without_mac_is_refused() {
     assert_eq!(code, Some(2), "{err}");
     one_line_naming(&err, "\"lo\" has no Ethernet MAC");
 }
+
+#[test]
+fn snat_mistakes_name_the_flag_and_the_fix() {
+    let base = ["run", "--interface", "lo", "--vip", "192.0.2.10"];
+    let run = |extra: &[&str]| {
+        let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+        let (code, err) = xlb(&args);
+        assert_eq!(code, Some(2), "{extra:?}: {err}");
+        err
+    };
+    let svc = "tcp:192.0.2.10:80=10.0.0.5:8080;mode=snat";
+    one_line_naming(&run(&["--service", svc]), "add --snat-addr");
+    one_line_naming(&run(&["--service", svc, "--snat-addr", "2001:db8::9"]), "add --snat-addr");
+    one_line_naming(&run(&["--snat-addr", "192.0.2.10"]), "also a --vip");
+    one_line_naming(&run(&["--snat-addr", "192.0.2.300"]), "--snat-addr \"192.0.2.300\"");
+    one_line_naming(&run(&["--snat-addr", "192.0.2.20", "--snat-ports", "9000-8000"]), "LOW <= HIGH");
+    one_line_naming(&run(&["--snat-addr", "192.0.2.20", "--snat-ports", "80"]), "LOW-HIGH");
+    one_line_naming(&run(&["--service", "tcp:192.0.2.10:80=10.0.0.5:8080;mode=nat"]), "dsr or snat");
+}

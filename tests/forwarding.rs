@@ -6,7 +6,7 @@
 mod support;
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     io::{Read, Write},
     net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket},
     time::{Duration, Instant},
@@ -31,11 +31,20 @@ fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static)
     .unwrap()
 }
 
-/// `n` short TCP connections to `addr`; returns how many each backend answered, and the
-/// failures.
-fn tcp_connections(addr: SocketAddr, n: usize) -> (HashMap<String, usize>, Vec<String>) {
-    let mut by_backend = HashMap::new();
-    let mut failures = Vec::new();
+/// What `n` short TCP connections to `addr` found.
+#[derive(Debug, Default)]
+struct Outcome {
+    /// Connections answered, by backend name.
+    by_backend: HashMap<String, usize>,
+    /// The source addresses the backends saw.
+    peers: BTreeSet<String>,
+    /// What went wrong, per failed connection.
+    failures: Vec<String>,
+}
+
+/// `n` short TCP connections to `addr`: who answered, what they saw, what failed.
+fn tcp_connections(addr: SocketAddr, n: usize) -> Outcome {
+    let mut out = Outcome::default();
     for i in 0..n {
         let res = (|| -> std::io::Result<String> {
             let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
@@ -45,16 +54,95 @@ fn tcp_connections(addr: SocketAddr, n: usize) -> (HashMap<String, usize>, Vec<S
             s.read_to_string(&mut reply)?;
             Ok(reply.trim().to_string())
         })();
-        match res {
-            Ok(name) if !name.is_empty() => *by_backend.entry(name).or_insert(0) += 1,
-            Ok(_) => failures.push(format!("connection {i}: empty reply")),
-            Err(e) => failures.push(format!("connection {i}: {e}")),
+        // The servers answer "NAME PEER".
+        match res.as_deref().map(|r| r.split_once(' ')) {
+            Ok(Some((name, peer))) => {
+                *out.by_backend.entry(name.to_string()).or_insert(0) += 1;
+                out.peers.insert(peer.to_string());
+            }
+            Ok(None) => out.failures.push(format!("connection {i}: reply {res:?}")),
+            Err(e) => out.failures.push(format!("connection {i}: {e}")),
         }
-        if failures.len() >= 20 {
+        if out.failures.len() >= 20 {
             break; // Broken, not flaky: stop before the timeouts add up to minutes.
         }
     }
-    (by_backend, failures)
+    out
+}
+
+/// Checks that all `n` connections were answered and each backend's share is 25-42%.
+fn assert_spread(what: &str, out: &Outcome, n: usize, backends: usize) {
+    let Outcome { by_backend, failures, .. } = out;
+    assert!(
+        failures.is_empty(),
+        "{what}: {} of {n} connections failed, first: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert_eq!(by_backend.len(), backends, "{what}: {by_backend:?}");
+    assert_eq!(by_backend.values().sum::<usize>(), n, "{what}: {by_backend:?}");
+    if backends == 3 {
+        for (name, c) in by_backend {
+            let share = *c as f64 / n as f64;
+            assert!((0.25..=0.42).contains(&share), "{what}: {name} got {:.1}% of connections", share * 100.0);
+        }
+    }
+}
+
+/// Waits until xlb has resolved `n` backends and owns its addresses.
+fn wait_ready(xlb: &mut Xlb, n: usize) {
+    let end = Instant::now() + Duration::from_secs(10);
+    while xlb.log_text().matches("backend next hop resolved").count() < n {
+        assert!(Instant::now() < end, "backends not resolved:\n{}", xlb.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    xlb.wait_log("to=\"owned\"", Duration::from_secs(5));
+}
+
+/// UDP datagrams to `to` from the client namespace; the replies and where they came from.
+fn udp_echo(ns: &str, to: SocketAddr, n: usize) -> Vec<(SocketAddr, String)> {
+    in_netns(ns, move || {
+        let s = UdpSocket::bind(if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut got = Vec::new();
+        for i in 0..n {
+            s.send_to(format!("ping {i}").as_bytes(), to).unwrap();
+            let mut buf = [0u8; 256];
+            if let Ok((len, from)) = s.recv_from(&mut buf) {
+                got.push((from, String::from_utf8_lossy(&buf[..len]).to_string()));
+            }
+        }
+        got
+    })
+}
+
+/// Of the IPv4 packets from `vip` the sniffer holds: how many were sent by a backend's MAC,
+/// and how many by lb's.
+fn senders_of(
+    sniff: &PacketSocket,
+    vip: Ipv4Addr,
+    backends: &[EthernetAddress],
+    lb: EthernetAddress,
+) -> (usize, usize) {
+    let (mut from_backends, mut from_lb) = (0usize, 0usize);
+    let mut buf = [0u8; 2048];
+    while let Some(n) = sniff.recv(&mut buf, Duration::from_millis(50)).unwrap() {
+        let Ok(p) = parse_frame(&buf[..n]) else { continue };
+        if let Network::Ipv4 { src, .. } = p.network {
+            if src == vip {
+                if backends.contains(&p.src_mac) {
+                    from_backends += 1;
+                } else if p.src_mac == lb {
+                    from_lb += 1;
+                }
+            }
+        }
+    }
+    (from_backends, from_lb)
+}
+
+fn total_drops(stats: &serde_json::Value) -> u64 {
+    stats["drops"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum()
 }
 
 #[test]
@@ -83,12 +171,7 @@ fn dsr_spreads_tcp_and_udp_over_three_backends() {
             &format!("udp:10.77.0.100:80={pool}"),
         ],
     );
-    let end = Instant::now() + Duration::from_secs(10);
-    while xlb.log_text().matches("backend next hop resolved").count() < 3 {
-        assert!(Instant::now() < end, "backends not resolved:\n{}", xlb.log_text());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    xlb.wait_log("to=\"owned\"", Duration::from_secs(5));
+    wait_ready(&mut xlb, 3);
 
     // Watch, from the client, which MAC the VIP's packets come from.
     let sniff = PacketSocket::open(Some(&client.ns), "eth0").unwrap();
@@ -96,35 +179,15 @@ fn dsr_spreads_tcp_and_udp_over_three_backends() {
 
     const CONNS: usize = 3000;
     let started = Instant::now();
-    let (by_backend, failures) = in_netns(&client.ns, move || tcp_connections(SocketAddr::from((VIP, 80)), CONNS));
+    let out = in_netns(&client.ns, move || tcp_connections(SocketAddr::from((VIP, 80)), CONNS));
     let elapsed = started.elapsed();
-    eprintln!("DSR: {CONNS} TCP connections in {elapsed:?}: {by_backend:?}, {} failed", failures.len());
-    assert!(
-        failures.is_empty(),
-        "{} of {CONNS} connections failed, first: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(5)]
-    );
-    assert_eq!(by_backend.len(), 3, "{by_backend:?}");
-    for (name, n) in &by_backend {
-        let share = *n as f64 / CONNS as f64;
-        assert!((0.25..=0.42).contains(&share), "{name} got {:.1}% of connections", share * 100.0);
-    }
+    eprintln!("DSR: {CONNS} TCP connections in {elapsed:?}: {:?}, {} failed", out.by_backend, out.failures.len());
+    assert_spread("DSR", &out, CONNS, 3);
+    // DSR leaves the client's address alone.
+    assert_eq!(out.peers.iter().collect::<Vec<_>>(), ["10.77.0.1"], "backends saw {:?}", out.peers);
 
     // UDP echo through the VIP.
-    let replies = in_netns(&client.ns, || {
-        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        let mut got = Vec::new();
-        for i in 0..20 {
-            s.send_to(format!("ping {i}").as_bytes(), (VIP, 80)).unwrap();
-            let mut buf = [0u8; 256];
-            if let Ok((n, from)) = s.recv_from(&mut buf) {
-                got.push((from, String::from_utf8_lossy(&buf[..n]).to_string()));
-            }
-        }
-        got
-    });
+    let replies = udp_echo(&client.ns, SocketAddr::from((VIP, 80)), 20);
     assert_eq!(replies.len(), 20, "UDP echo replies: {replies:?}");
     assert!(
         replies.iter().all(|(from, text)| from.ip() == IpAddr::V4(VIP) && text.starts_with("backend-")),
@@ -133,20 +196,7 @@ fn dsr_spreads_tcp_and_udp_over_three_backends() {
 
     // DSR: every packet from the VIP came straight from a backend's MAC, none through lb.
     let backend_macs: Vec<EthernetAddress> = backends.iter().map(|b| b.mac).collect();
-    let (mut from_backends, mut from_lb) = (0usize, 0usize);
-    let mut buf = [0u8; 2048];
-    while let Some(n) = sniff.recv(&mut buf, Duration::from_millis(50)).unwrap() {
-        let Ok(p) = parse_frame(&buf[..n]) else { continue };
-        if let Network::Ipv4 { src, .. } = p.network {
-            if src == VIP {
-                if backend_macs.contains(&p.src_mac) {
-                    from_backends += 1;
-                } else if p.src_mac == lb.mac {
-                    from_lb += 1;
-                }
-            }
-        }
-    }
+    let (from_backends, from_lb) = senders_of(&sniff, VIP, &backend_macs, lb.mac);
     let stats = xlb.stop();
     eprintln!("DSR: client saw {from_backends} packets from the VIP sent by backends, {from_lb} by lb");
     assert!(from_backends >= CONNS * 2, "too few replies seen: {from_backends}");
@@ -154,8 +204,8 @@ fn dsr_spreads_tcp_and_udp_over_three_backends() {
     // xlb forwarded only the client's direction: a few packets per connection.
     let forwarded = stats["counters"]["forwarded"].as_u64().unwrap();
     assert!(forwarded >= (CONNS * 3) as u64 && forwarded <= (CONNS * 8 + 100) as u64, "forwarded {forwarded}: {stats}");
-    let dropped: u64 = stats["drops"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
-    assert_eq!(dropped, 0, "{stats}");
+    assert_eq!(total_drops(&stats), 0, "{stats}");
+    assert_eq!(stats["counters"]["snat_replies"], 0, "{stats}");
 }
 
 #[test]
@@ -172,18 +222,139 @@ fn dsr_over_an_ipv6_vip() {
         &lb,
         &["--vip", "fd77::100", "--dad-probes", "0", "--service", "tcp:[fd77::100]:80=[fd77::11]:80,[fd77::12]:80"],
     );
-    let end = Instant::now() + Duration::from_secs(10);
-    while xlb.log_text().matches("backend next hop resolved").count() < 2 {
-        assert!(Instant::now() < end, "backends not resolved:\n{}", xlb.log_text());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    xlb.wait_log("to=\"owned\"", Duration::from_secs(5));
+    wait_ready(&mut xlb, 2);
     const CONNS: usize = 300;
     let vip: SocketAddr = "[fd77::100]:80".parse().unwrap();
-    let (by_backend, failures) = in_netns(&client.ns, move || tcp_connections(vip, CONNS));
+    let out = in_netns(&client.ns, move || tcp_connections(vip, CONNS));
     let stats = xlb.stop();
-    eprintln!("DSR over IPv6: {CONNS} connections: {by_backend:?}, {} failed", failures.len());
-    assert!(failures.is_empty(), "{failures:?}");
-    assert_eq!(by_backend.len(), 2, "{by_backend:?}");
+    eprintln!("DSR over IPv6: {CONNS} connections: {:?}, {} failed", out.by_backend, out.failures.len());
+    assert_spread("DSR over IPv6", &out, CONNS, 2);
     assert!(stats["counters"]["forwarded"].as_u64().unwrap() >= (CONNS * 3) as u64, "{stats}");
+}
+
+/// Starts a SNAT lab: client, lb (with `queues` queues), three backends serving on 8080.
+/// `None` where the lab cannot be built (not root, not CI).
+fn snat_lab(test: &str, v6: bool, queues: u32) -> Option<(Lab, support::Host, support::Host, Vec<support::Host>)> {
+    let mut lab = Lab::new(test)?;
+    let addr = |i: u32| if v6 { format!("fd78::{i}/64") } else { format!("10.78.0.{i}/24") };
+    let client = lab.host("client", &[&addr(1)], 1);
+    let lb = lab.host("lb", &[&addr(2)], queues);
+    let mut backends = Vec::new();
+    for i in 1..=3 {
+        let b = lab.host(&format!("backend-{i}"), &[&addr(10 + i)], 1);
+        support::snat_backend(&lab, &b, &format!("backend-{i}"), 8080, v6);
+        backends.push(b);
+    }
+    Some((lab, client, lb, backends))
+}
+
+fn snat_args(v6: bool) -> Vec<String> {
+    let (vip, snat, pool) = if v6 {
+        ("fd78::100", "fd78::200", "[fd78::11]:8080,[fd78::12]:8080,[fd78::13]:8080")
+    } else {
+        ("10.78.0.100", "10.78.0.200", "10.78.0.11:8080,10.78.0.12:8080,10.78.0.13:8080")
+    };
+    let front = if v6 { format!("[{vip}]:80") } else { format!("{vip}:80") };
+    [
+        "--vip",
+        vip,
+        "--snat-addr",
+        snat,
+        "--dad-probes",
+        "0",
+        "--service",
+        &format!("tcp:{front}={pool};mode=snat"),
+        "--service",
+        &format!("udp:{front}={pool};mode=snat"),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+#[test]
+fn snat_spreads_tcp_and_udp_over_three_backends() {
+    let Some((lab, client, lb, backends)) = snat_lab("snat_spreads_tcp_and_udp", false, 1) else { return };
+    let args = snat_args(false);
+    let mut xlb = Xlb::start(&lab, &lb, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    wait_ready(&mut xlb, 3);
+    let sniff = PacketSocket::open(Some(&client.ns), "eth0").unwrap();
+    sniff.set_recv_buffer(32 << 20).unwrap();
+
+    const CONNS: usize = 3000;
+    let vip = Ipv4Addr::new(10, 78, 0, 100);
+    let started = Instant::now();
+    let out = in_netns(&client.ns, move || tcp_connections(SocketAddr::from((vip, 80)), CONNS));
+    eprintln!(
+        "SNAT: {CONNS} TCP connections in {:?}: {:?}, {} failed",
+        started.elapsed(),
+        out.by_backend,
+        out.failures.len()
+    );
+    assert_spread("SNAT", &out, CONNS, 3);
+    // The backends saw only xlb's SNAT address.
+    assert_eq!(out.peers.iter().collect::<Vec<_>>(), ["10.78.0.200"], "backends saw {:?}", out.peers);
+
+    let replies = udp_echo(&client.ns, SocketAddr::from((vip, 80)), 20);
+    assert_eq!(replies.len(), 20, "UDP echo replies: {replies:?}");
+    assert!(
+        replies.iter().all(|(from, text)| *from == SocketAddr::from((vip, 80)) && text.starts_with("backend-")),
+        "{replies:?}"
+    );
+
+    // SNAT: every packet from the VIP reached the client through lb, none from a backend.
+    let backend_macs: Vec<EthernetAddress> = backends.iter().map(|b| b.mac).collect();
+    let (from_backends, from_lb) = senders_of(&sniff, vip, &backend_macs, lb.mac);
+    let stats = xlb.stop();
+    eprintln!(
+        "SNAT: client saw {from_lb} packets from the VIP sent by lb, {from_backends} by backends; {}",
+        stats["counters"]
+    );
+    assert_eq!(from_backends, 0);
+    assert!(from_lb >= CONNS * 2, "too few replies seen: {from_lb}");
+    let replies_translated = stats["counters"]["snat_replies"].as_u64().unwrap();
+    assert!(replies_translated >= (CONNS * 2) as u64, "{stats}");
+    assert_eq!(total_drops(&stats), 0, "{stats}");
+}
+
+#[test]
+fn snat_with_two_queues_answers_every_connection() {
+    let Some((lab, client, lb, _backends)) = snat_lab("snat_two_queues", false, 2) else { return };
+    let mut args = snat_args(false);
+    args.extend(["--queues", "2"].map(String::from));
+    let mut xlb = Xlb::start(&lab, &lb, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    wait_ready(&mut xlb, 3);
+    const CONNS: usize = 3000;
+    let vip = SocketAddr::from((Ipv4Addr::new(10, 78, 0, 100), 80));
+    let out = in_netns(&client.ns, move || tcp_connections(vip, CONNS));
+    let stats = xlb.stop();
+    eprintln!("SNAT, 2 queues: {:?}, {} failed; queues {}", out.by_backend, out.failures.len(), stats["queues"]);
+    assert_spread("SNAT with 2 queues", &out, CONNS, 3);
+    // Both workers took traffic, and replies did arrive at the worker that does not own
+    // their flow's port: the shared reverse table translated them.
+    for q in stats["queues"].as_array().unwrap() {
+        assert!(q["rx_frames"].as_u64().unwrap() > 100, "a queue saw (almost) nothing: {}", stats["queues"]);
+    }
+    let crossed = stats["counters"]["snat_replies_crossed"].as_u64().unwrap();
+    eprintln!("SNAT, 2 queues: {crossed} of {} replies crossed workers", stats["counters"]["snat_replies"]);
+    assert!(crossed > 100, "{stats}");
+    assert_eq!(total_drops(&stats), 0, "{stats}");
+}
+
+#[test]
+fn snat_over_an_ipv6_vip() {
+    let Some((lab, client, lb, _backends)) = snat_lab("snat_over_ipv6", true, 1) else { return };
+    let args = snat_args(true);
+    let mut xlb = Xlb::start(&lab, &lb, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    wait_ready(&mut xlb, 3);
+    const CONNS: usize = 600;
+    let vip: SocketAddr = "[fd78::100]:80".parse().unwrap();
+    let out = in_netns(&client.ns, move || tcp_connections(vip, CONNS));
+    let replies = udp_echo(&client.ns, vip, 10);
+    let stats = xlb.stop();
+    eprintln!("SNAT over IPv6: {:?}, {} failed", out.by_backend, out.failures.len());
+    assert_spread("SNAT over IPv6", &out, CONNS, 3);
+    assert_eq!(out.peers.iter().collect::<Vec<_>>(), ["fd78::200"], "backends saw {:?}", out.peers);
+    assert_eq!(replies.len(), 10, "{replies:?}");
+    assert!(replies.iter().all(|(from, _)| *from == vip), "{replies:?}");
+    assert_eq!(total_drops(&stats), 0, "{stats}");
 }

@@ -7,6 +7,7 @@ use std::{
     net::{IpAddr, SocketAddr},
     str::FromStr,
     sync::Arc,
+    time::Duration,
 };
 
 use arc_swap::ArcSwap;
@@ -47,6 +48,9 @@ pub enum SpecError {
     /// The same backend twice.
     #[error("service {0:?}: backend {1} is listed twice")]
     Duplicate(String, SocketAddr),
+    /// An option after `;` that is not `mode=`, `affinity=` or `table=`, or a bad value.
+    #[error("service {0:?}: option {1:?}: {2}")]
+    Option(String, String, &'static str),
 }
 
 /// A service as the user defined it.
@@ -60,6 +64,8 @@ pub struct ServiceSpec {
     pub mode: ForwardMode,
     /// Maglev table size.
     pub table_size: u32,
+    /// Session affinity by client address, and for how long.
+    pub affinity: Option<Duration>,
 }
 
 impl FromStr for ServiceSpec {
@@ -68,7 +74,9 @@ impl FromStr for ServiceSpec {
     fn from_str(s: &str) -> Result<Self, SpecError> {
         let text = s.trim();
         let err_shape = || SpecError::Shape(text.to_string());
-        let (front, back) = text.split_once('=').ok_or_else(err_shape)?;
+        let mut parts = text.split(';');
+        let main = parts.next().unwrap_or_default();
+        let (front, back) = main.split_once('=').ok_or_else(err_shape)?;
         let (proto, vip_port) = front.split_once(':').ok_or_else(err_shape)?;
         let proto = match proto.to_ascii_lowercase().as_str() {
             "tcp" => Protocol::TCP,
@@ -103,12 +111,44 @@ impl FromStr for ServiceSpec {
         if backends.is_empty() {
             return Err(SpecError::NoBackends(text.to_string()));
         }
-        Ok(ServiceSpec {
+        let mut spec = ServiceSpec {
             key: ServiceKey { vip: front.ip(), port: front.port(), proto },
             backends,
             mode: ForwardMode::Dsr,
             table_size: DEFAULT_TABLE_SIZE,
-        })
+            affinity: None,
+        };
+        for opt in parts.map(str::trim).filter(|p| !p.is_empty()) {
+            let bad = |why| SpecError::Option(text.to_string(), opt.to_string(), why);
+            let (k, v) = opt
+                .split_once('=')
+                .ok_or_else(|| bad("expected KEY=VALUE: mode=dsr|snat, affinity=SECONDS, table=PRIME"))?;
+            match k.trim() {
+                "mode" => {
+                    spec.mode = match v.trim() {
+                        "dsr" => ForwardMode::Dsr,
+                        "snat" => ForwardMode::Snat,
+                        _ => return Err(bad("mode is dsr or snat")),
+                    }
+                }
+                "affinity" => {
+                    let secs: u64 = v
+                        .trim()
+                        .parse()
+                        .map_err(|_| bad("affinity is a timeout in seconds (Kubernetes' default: 10800)"))?;
+                    if secs == 0 || secs > 86_400 {
+                        return Err(bad("affinity timeout must be 1 to 86400 seconds"));
+                    }
+                    spec.affinity = Some(Duration::from_secs(secs));
+                }
+                "table" => {
+                    spec.table_size =
+                        v.trim().parse().map_err(|_| bad("table is a prime Maglev table size, e.g. 65537"))?;
+                }
+                _ => return Err(bad("known options: mode=dsr|snat, affinity=SECONDS, table=PRIME")),
+            }
+        }
+        Ok(spec)
     }
 }
 
@@ -128,7 +168,7 @@ pub fn build_services(
                     ..Backend::new(*addr, *port, *weight)
                 })
                 .collect();
-            Service::new(spec.key, spec.mode, backends, spec.table_size)
+            Ok(Service::new(spec.key, spec.mode, backends, spec.table_size)?.with_affinity(spec.affinity))
         })
         .collect()
 }
@@ -191,5 +231,18 @@ mod tests {
         assert!(e("tcp:192.0.2.10:80=10.0.0.5:1,10.0.0.5:1").contains("twice"));
         assert!(e("tcp:192.0.2.10:0=10.0.0.5:1").contains("port 0"));
         assert!(e("tcp:192.0.2.10:80=").contains("no backends"));
+        assert!(e("tcp:192.0.2.10:80=10.0.0.5:1;mode=nat").contains("dsr or snat"));
+        assert!(e("tcp:192.0.2.10:80=10.0.0.5:1;affinity=0").contains("1 to 86400"));
+        assert!(e("tcp:192.0.2.10:80=10.0.0.5:1;weight=3").contains("known options"));
+        assert!(e("tcp:192.0.2.10:80=10.0.0.5:1;snat").contains("KEY=VALUE"));
+    }
+
+    #[test]
+    fn options_set_mode_affinity_and_table() -> Result<(), SpecError> {
+        let s: ServiceSpec = "tcp:192.0.2.10:80=10.0.0.5:8080; mode=snat; affinity=600; table=251".parse()?;
+        assert_eq!(s.mode, ForwardMode::Snat);
+        assert_eq!(s.affinity, Some(Duration::from_secs(600)));
+        assert_eq!(s.table_size, 251);
+        Ok(())
     }
 }

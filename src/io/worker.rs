@@ -32,6 +32,7 @@ use crate::{
         conntrack::{Conntrack, Timeouts},
         neighbor::OutFrame,
         pipeline::Reply,
+        snat::SnatTable,
         Counter, DropReason, Snapshot, Verdict, WorkerState, WorkerStats,
     },
     wire::EthernetAddress,
@@ -129,6 +130,9 @@ pub struct WorkerConfig {
     pub conntrack_capacity: usize,
     /// Idle timeouts of tracked flows.
     pub timeouts: Timeouts,
+    /// The SNAT reverse table shared by all workers, if SNAT addresses are configured; this
+    /// worker allocates from share number `queue` of its ports.
+    pub snat: Option<Arc<SnatTable>>,
 }
 
 /// Why a worker could not be set up.
@@ -438,7 +442,8 @@ impl Worker {
             }
         }
         // Allocated here, on the worker's own core, once.
-        let mut state = WorkerState { conntrack: Conntrack::new(self.cfg.conntrack_capacity, self.cfg.timeouts) };
+        let mut state = WorkerState::new(Conntrack::new(self.cfg.conntrack_capacity, self.cfg.timeouts));
+        state.snat = self.cfg.snat.as_ref().map(|t| t.worker(usize::try_from(self.cfg.queue).unwrap_or(0)));
         let batch = self.cfg.batch.max(1);
         let ring = usize::try_from(self.cfg.ring_size).unwrap_or(2048);
         let mut free: Vec<FrameDesc> = std::mem::take(&mut self.xsk.descs);
@@ -513,10 +518,14 @@ impl Worker {
                     match verdict {
                         Verdict::Tx { len: out_len, reply } => {
                             data.cursor().set_pos(out_len);
+                            if let Reply::SnatReply { crossed: true } = reply {
+                                stats.bump(Counter::SnatRepliesCrossed);
+                            }
                             stats.bump(match reply {
                                 Reply::Arp => Counter::ArpReplies,
                                 Reply::Ndp => Counter::NdpAdverts,
                                 Reply::Forward => Counter::Forwarded,
+                                Reply::SnatReply { .. } => Counter::SnatReplies,
                             });
                             tx_descs.push(*desc);
                         }

@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use super::maglev::fmix64;
+use super::{maglev::fmix64, snat::Lease};
 use crate::wire::tcp::TcpFlags;
 
 /// Longest probe sequence: entries live within this many slots of their home.
@@ -64,6 +64,9 @@ pub enum FlowState {
     Udp,
     /// ICMP echo, and any other protocol.
     Other,
+    /// Not a flow: a client's session-affinity record (its deadline is the service's
+    /// affinity timeout).
+    Affinity,
 }
 
 /// How long an idle flow is kept, by state.
@@ -101,7 +104,7 @@ impl Timeouts {
             FlowState::Established => self.established,
             FlowState::Closing => self.closing,
             FlowState::Udp => self.udp,
-            FlowState::Other | FlowState::Empty => self.other,
+            FlowState::Other | FlowState::Affinity | FlowState::Empty => self.other,
         };
         u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
     }
@@ -123,6 +126,8 @@ pub struct Entry {
     pub backend_key: u64,
     /// State.
     pub state: FlowState,
+    /// The SNAT port the flow holds, for a SNAT service.
+    pub snat: Option<Lease>,
 }
 
 /// Why an insert did not take.
@@ -265,6 +270,22 @@ impl Conntrack {
         self.stats.inserts += 1;
         self.stats.live += 1;
         Ok(&mut self.slots[at])
+    }
+
+    /// Removes the entry of `key`, if there is one.
+    pub fn remove(&mut self, key: &FlowKey, hash: u64) {
+        let home = usize::try_from(hash).unwrap_or(0) & self.mask;
+        for i in 0..MAX_PROBE {
+            let at = (home + i) & self.mask;
+            let e = &self.slots[at];
+            if e.state == FlowState::Empty {
+                return;
+            }
+            if e.hash == hash && e.key == *key {
+                self.remove_at(at);
+                return;
+            }
+        }
     }
 
     /// Moves an entry on after a packet: new state (from TCP flags) and a fresh deadline.

@@ -32,7 +32,7 @@ const WATCH6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x101);
 const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
 
 fn state() -> WorkerState {
-    WorkerState { conntrack: Conntrack::new(1024, Timeouts::default()) }
+    WorkerState::new(Conntrack::new(1024, Timeouts::default()))
 }
 
 const BACKEND_MAC: EthernetAddress = EthernetAddress([0x02, 0, 0, 0, 0, 0x30]);

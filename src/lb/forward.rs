@@ -1,6 +1,10 @@
 //! Traffic to a VIP: find the service, find or choose the backend (connection tracking,
-//! then Maglev), and rewrite the frame for it. DSR only changes MACs: the IP packet goes to
-//! the backend untouched, and the backend answers the client directly.
+//! then Maglev), and rewrite the frame for it; and replies from SNAT backends, translated back.
+//!
+//! DSR only changes MACs: the IP packet goes to the backend untouched and the backend answers
+//! the client directly. SNAT rewrites addresses and ports both ways (`super::snat` holds the
+//! reverse mappings), with checksums updated incrementally. TTLs are left alone in both modes:
+//! xlb delivers on the link it received on, like a bridge, not like a router.
 
 use std::net::IpAddr;
 
@@ -8,22 +12,41 @@ use super::{
     conntrack::{next_tcp_state, Conntrack, Entry, FlowKey, FlowState},
     maglev::EMPTY,
     pipeline::{Reply, Verdict},
-    snapshot::{ForwardMode, ServiceKey},
+    snapshot::{ForwardMode, Service, ServiceKey},
+    snat::{Lease, Mapping, SnatPorts},
     DropReason, Snapshot,
 };
-use crate::wire::{ipv4::Protocol, EthernetAddress, EthernetFrame, Ipv4Packet, Ipv6Packet, TcpPacket, UdpPacket};
+use crate::wire::{
+    checksum::update_bytes, ipv4::Protocol, EthernetAddress, EthernetFrame, Ipv4Packet, Ipv6Packet, TcpPacket,
+    UdpPacket,
+};
 
 /// A worker's own datapath state.
 #[derive(Debug)]
 pub struct WorkerState {
     /// Its flow table.
     pub conntrack: Conntrack,
+    /// Its share of the SNAT ports and the shared reverse table (none: no SNAT address).
+    pub snat: Option<SnatPorts>,
+}
+
+impl WorkerState {
+    /// State with this flow table and no SNAT.
+    pub fn new(conntrack: Conntrack) -> Self {
+        WorkerState { conntrack, snat: None }
+    }
 }
 
 /// What the forwarding step needs to know about a packet.
+#[derive(Debug, Clone, Copy)]
 struct Flow {
     key: FlowKey,
     tcp_flags: Option<u8>,
+    /// Offset of the IP header in the frame.
+    l3: usize,
+    /// Offset of the transport header in the frame.
+    l4: usize,
+    v6: bool,
 }
 
 fn ports(proto: u8, l4: &[u8]) -> Result<(u16, u16, Option<u8>), DropReason> {
@@ -40,43 +63,59 @@ fn ports(proto: u8, l4: &[u8]) -> Result<(u16, u16, Option<u8>), DropReason> {
     }
 }
 
-fn v4_mapped(a: std::net::Ipv4Addr) -> [u8; 16] {
-    a.to_ipv6_mapped().octets()
+/// An address in the 16-byte form flow keys use (IPv4 mapped).
+pub(super) fn to16(a: IpAddr) -> [u8; 16] {
+    match a {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    }
 }
 
-/// The layer-3 bytes of the frame in `buf[..len]`, after any VLAN tags.
-fn l3(buf: &[u8], len: usize) -> Result<&[u8], DropReason> {
+/// Offset of the layer-3 header in the frame `buf[..len]`, after any VLAN tags.
+fn l3_offset(buf: &[u8], len: usize) -> Result<usize, DropReason> {
     let frame = buf.get(..len).ok_or(DropReason::Truncated)?;
-    let at = EthernetFrame::new_checked(frame)?.header_len();
-    frame.get(at..).ok_or(DropReason::Truncated)
+    Ok(EthernetFrame::new_checked(frame)?.header_len())
 }
 
-/// The service and flow of an IPv4 packet to a VIP.
+/// The service and flow of an IPv4 packet.
 fn classify_v4(buf: &[u8], len: usize) -> Result<(ServiceKey, Flow), DropReason> {
-    let ip = Ipv4Packet::new_checked(l3(buf, len)?)?;
+    let l3 = l3_offset(buf, len)?;
+    let ip = Ipv4Packet::new_checked(buf.get(l3..len).ok_or(DropReason::Truncated)?)?;
     if ip.frag_offset() != 0 {
         // A later fragment carries no ports, so it cannot be matched to a flow here.
         return Err(DropReason::Fragment);
     }
     let dst = ip.dst_addr();
-    flow(IpAddr::V4(dst), v4_mapped(ip.src_addr()), v4_mapped(dst), ip.protocol(), ip.payload())
+    let l4 = l3 + ip.header_len();
+    let src = to16(IpAddr::V4(ip.src_addr()));
+    flow(IpAddr::V4(dst), src, ip.protocol(), ip.payload(), l3, l4, false)
 }
 
-/// The service and flow of an IPv6 packet to a VIP (neighbour discovery is handled before).
+/// The service and flow of an IPv6 packet (neighbour discovery is handled before).
 fn classify_v6(buf: &[u8], len: usize) -> Result<(ServiceKey, Flow), DropReason> {
-    let ip = Ipv6Packet::new_checked(l3(buf, len)?)?;
+    let l3 = l3_offset(buf, len)?;
+    let ip = Ipv6Packet::new_checked(buf.get(l3..len).ok_or(DropReason::Truncated)?)?;
     let dst = ip.dst_addr();
-    flow(IpAddr::V6(dst), ip.src_addr().octets(), dst.octets(), ip.next_header(), ip.payload())
+    let src = ip.src_addr().octets();
+    flow(IpAddr::V6(dst), src, ip.next_header(), ip.payload(), l3, l3 + 40, true)
 }
 
 /// The service key and flow of a transport payload, whichever the IP family.
-fn flow(vip: IpAddr, src: [u8; 16], dst: [u8; 16], proto: u8, l4: &[u8]) -> Result<(ServiceKey, Flow), DropReason> {
+fn flow(
+    dst: IpAddr,
+    src: [u8; 16],
+    proto: u8,
+    l4: &[u8],
+    l3_at: usize,
+    l4_at: usize,
+    v6: bool,
+) -> Result<(ServiceKey, Flow), DropReason> {
     let (src_port, dst_port, tcp_flags) = ports(proto, l4)?;
-    let key = FlowKey { src, dst, src_port, dst_port, proto };
-    Ok((ServiceKey { vip, port: dst_port, proto }, Flow { key, tcp_flags }))
+    let key = FlowKey { src, dst: to16(dst), src_port, dst_port, proto };
+    Ok((ServiceKey { vip: dst, port: dst_port, proto }, Flow { key, tcp_flags, l3: l3_at, l4: l4_at, v6 }))
 }
 
-/// IPv4 or IPv6 (`v6`) to a VIP: classify, then forward.
+/// IPv4 or IPv6 (`v6`) to a VIP or a SNAT address: classify, then forward or translate back.
 pub(super) fn ip(
     now: u64,
     snap: &Snapshot,
@@ -87,75 +126,235 @@ pub(super) fn ip(
     v6: bool,
 ) -> Verdict {
     let classified = if v6 { classify_v6(buf, len) } else { classify_v4(buf, len) };
-    match classified {
-        Ok((svc, flow)) => forward(now, snap, st, mac, buf, len, &svc, flow),
-        Err(r) => Verdict::Drop(r),
+    let (svc, flow) = match classified {
+        Ok(c) => c,
+        Err(r) => return Verdict::Drop(r),
+    };
+    if let Some(snat) = &st.snat {
+        if let Some(addr) = snat.table().addr_index(svc.vip) {
+            return reverse(now, snat, addr, mac, buf, len, &flow).unwrap_or_else(Verdict::Drop);
+        }
+    }
+    let Some(service) = snap.service(&svc) else { return Verdict::Drop(DropReason::NoService) };
+    forward(now, service, st, mac, buf, len, flow).unwrap_or_else(Verdict::Drop)
+}
+
+/// The backend of a new flow (or of a tracked one whose backend left): by client address
+/// for session affinity, else by the flow hash.
+fn choose(now: u64, svc: &Service, ct: &mut Conntrack, flow: &Flow, hash: u64) -> Result<u32, DropReason> {
+    let Some(timeout) = svc.affinity else { return maglev_pick(svc, hash) };
+    let key = FlowKey { src_port: 0, proto: flow.key.proto | AFFINITY, ..flow.key };
+    let akey = key.hash();
+    let until = now.saturating_add(timeout);
+    if let Some(e) = ct.lookup(&key, akey, now) {
+        if let Some(i) = svc.backend_index(e.backend_key, e.backend) {
+            if svc.backends.get(usize::try_from(i).unwrap_or(usize::MAX)).is_some_and(|b| b.takes_new_flows()) {
+                e.backend = i;
+                e.expires = until;
+                return Ok(i);
+            }
+        }
+    }
+    let pick = maglev_pick(svc, akey)?;
+    let backend_key = svc.backends.get(usize::try_from(pick).unwrap_or(usize::MAX)).map_or(0, |b| b.key);
+    let entry = Entry { key, hash: akey, backend: pick, backend_key, state: FlowState::Affinity, ..Entry::default() };
+    if let Ok(e) = ct.insert(entry, now) {
+        e.expires = until;
+    }
+    Ok(pick)
+}
+
+/// Marks the protocol byte of a session-affinity entry's key, so it never equals a flow's.
+const AFFINITY: u8 = 0x80;
+
+fn maglev_pick(svc: &Service, hash: u64) -> Result<u32, DropReason> {
+    match svc.table().lookup(hash) {
+        EMPTY => Err(DropReason::NoBackend),
+        pick => Ok(pick),
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn forward(
     now: u64,
-    snap: &Snapshot,
+    svc: &Service,
     st: &mut WorkerState,
     mac: EthernetAddress,
     buf: &mut [u8],
     len: usize,
-    svc_key: &ServiceKey,
     flow: Flow,
-) -> Verdict {
-    let Some(svc) = snap.service(svc_key) else { return Verdict::Drop(DropReason::NoService) };
+) -> Result<Verdict, DropReason> {
     let hash = flow.key.hash();
     let timeouts = *st.conntrack.timeouts();
     // A tracked flow keeps its backend while that backend is in the service, whatever the
-    // Maglev table says now; a SYN on a closing flow starts a new connection.
-    let tracked = match st.conntrack.lookup(&flow.key, hash, now) {
-        Some(e) if !(e.state == FlowState::Closing && flow.tcp_flags.is_some_and(is_new_syn)) => {
-            match svc.backend_index(e.backend_key, e.backend) {
-                Some(i) => {
-                    e.backend = i;
-                    Conntrack::touch(&timeouts, e, flow.tcp_flags, now);
-                    Some(i)
-                }
-                None => None,
+    // Maglev table says now; a SYN on a closing flow starts a new connection. A SNAT flow
+    // keeps its port either way.
+    let mut lease: Option<Lease> = None;
+    let mut tracked: Option<(u32, u64)> = None;
+    if let Some(e) = st.conntrack.lookup(&flow.key, hash, now) {
+        lease = e.snat;
+        let new_syn = e.state == FlowState::Closing && flow.tcp_flags.is_some_and(is_new_syn);
+        if !new_syn {
+            if let Some(i) = svc.backend_index(e.backend_key, e.backend) {
+                e.backend = i;
+                Conntrack::touch(&timeouts, e, flow.tcp_flags, now);
+                tracked = Some((i, e.expires));
             }
         }
-        _ => None,
-    };
-    let idx = match tracked {
-        Some(i) => i,
+    }
+    let (idx, expires, fresh) = match tracked {
+        Some((i, exp)) => (i, exp, false),
         None => {
-            let pick = svc.table().lookup(hash);
-            if pick == EMPTY {
-                return Verdict::Drop(DropReason::NoBackend);
-            }
-            let Some(b) = svc.backends.get(usize::try_from(pick).unwrap_or(usize::MAX)) else {
-                return Verdict::Drop(DropReason::NoBackend);
-            };
+            let pick = choose(now, svc, &mut st.conntrack, &flow, hash)?;
+            let b = svc.backends.get(usize::try_from(pick).unwrap_or(usize::MAX)).ok_or(DropReason::NoBackend)?;
             let state = match flow.tcp_flags {
                 Some(f) => next_tcp_state(FlowState::Empty, f),
                 None if flow.key.proto == Protocol::UDP => FlowState::Udp,
                 None => FlowState::Other,
             };
-            let entry = Entry { key: flow.key, hash, backend: pick, backend_key: b.key, state, ..Entry::default() };
-            // A full table is counted there; the flow is then served from Maglev alone.
-            let _ = st.conntrack.insert(entry, now);
-            pick
+            let entry = Entry {
+                key: flow.key,
+                hash,
+                backend: pick,
+                backend_key: b.key,
+                state,
+                snat: lease,
+                ..Entry::default()
+            };
+            // A full table is counted there; a DSR flow is then served from Maglev alone.
+            match st.conntrack.insert(entry, now) {
+                Ok(e) => (pick, e.expires, true),
+                Err(_) if svc.mode == ForwardMode::Dsr => (pick, 0, false),
+                // SNAT cannot translate replies of a flow it does not track.
+                Err(_) => return Err(DropReason::ConntrackFull),
+            }
         }
     };
-    let Some(backend) = svc.backends.get(usize::try_from(idx).unwrap_or(usize::MAX)) else {
-        return Verdict::Drop(DropReason::NoBackend);
-    };
-    let Some(next_hop) = backend.mac else { return Verdict::Drop(DropReason::NextHopUnresolved) };
+    let backend = svc.backends.get(usize::try_from(idx).unwrap_or(usize::MAX)).ok_or(DropReason::NoBackend)?;
+    let next_hop = backend.mac.ok_or(DropReason::NextHopUnresolved)?;
     match svc.mode {
-        ForwardMode::Dsr => {
-            let Some(out) = buf.get_mut(..12) else { return Verdict::Drop(DropReason::Truncated) };
-            out[0..6].copy_from_slice(&next_hop.0);
-            out[6..12].copy_from_slice(&mac.0);
-            Verdict::Tx { len, reply: Reply::Forward }
+        ForwardMode::Dsr => set_macs(buf, next_hop, mac)?,
+        ForwardMode::Snat => {
+            let Some(snat) = st.snat.as_mut() else { return Err(DropReason::NoSnatAddress) };
+            let client_mac =
+                EthernetAddress(buf.get(6..12).and_then(|m| m.try_into().ok()).ok_or(DropReason::Truncated)?);
+            let backend16 = to16(backend.addr);
+            let mapping = Mapping {
+                client: flow.key.src,
+                client_port: flow.key.src_port,
+                vip: flow.key.dst,
+                vip_port: flow.key.dst_port,
+                backend: backend16,
+                backend_port: backend.port,
+                client_mac,
+            };
+            let held = match (lease, fresh) {
+                (Some(l), false) => {
+                    snat.touch(l, flow.key.proto, expires);
+                    l
+                }
+                (Some(l), true) => {
+                    // Same client 5-tuple, new backend or new connection: same port, new mapping.
+                    snat.rewrite(l, flow.key.proto, &mapping, expires);
+                    l
+                }
+                (None, _) => {
+                    let Some(l) = snat.allocate(flow.v6, flow.key.proto, hash, &mapping, now, expires) else {
+                        st.conntrack.remove(&flow.key, hash);
+                        return Err(DropReason::SnatPortsExhausted);
+                    };
+                    if let Some(e) = st.conntrack.lookup(&flow.key, hash, now) {
+                        e.snat = Some(l);
+                    }
+                    l
+                }
+            };
+            let src = to16(snat.table().addrs().get(usize::from(held.addr)).copied().ok_or(DropReason::NoSnatAddress)?);
+            nat(buf, len, &flow, &src, &backend16, held.port, backend.port)?;
+            set_macs(buf, next_hop, mac)?;
         }
-        ForwardMode::Snat => Verdict::Drop(DropReason::Unsupported),
     }
+    Ok(Verdict::Tx { len, reply: Reply::Forward })
+}
+
+/// A packet to one of our SNAT addresses: a backend's reply, translated back to VIP -> client.
+fn reverse(
+    now: u64,
+    snat: &SnatPorts,
+    addr: u8,
+    mac: EthernetAddress,
+    buf: &mut [u8],
+    len: usize,
+    flow: &Flow,
+) -> Result<Verdict, DropReason> {
+    let m = snat.table().lookup(addr, flow.key.proto, flow.key.dst_port, now).ok_or(DropReason::NoSnatFlow)?;
+    // Only the backend the port was given to may use it.
+    if m.backend != flow.key.src || m.backend_port != flow.key.src_port {
+        return Err(DropReason::NoSnatFlow);
+    }
+    nat(buf, len, flow, &m.vip, &m.client, m.vip_port, m.client_port)?;
+    set_macs(buf, m.client_mac, mac)?;
+    Ok(Verdict::Tx { len, reply: Reply::SnatReply { crossed: !snat.owns(flow.key.dst_port) } })
+}
+
+fn set_macs(buf: &mut [u8], dst: EthernetAddress, src: EthernetAddress) -> Result<(), DropReason> {
+    let out = buf.get_mut(..12).ok_or(DropReason::Truncated)?;
+    out[..6].copy_from_slice(&dst.0);
+    out[6..].copy_from_slice(&src.0);
+    Ok(())
+}
+
+/// Rewrites source and destination address and port of the packet `flow` describes, and
+/// updates the IPv4 header checksum and the TCP/UDP checksum incrementally (RFC 1624). An
+/// IPv4 UDP datagram without a checksum (0) keeps none.
+fn nat(
+    buf: &mut [u8],
+    len: usize,
+    flow: &Flow,
+    src: &[u8; 16],
+    dst: &[u8; 16],
+    sport: u16,
+    dport: u16,
+) -> Result<(), DropReason> {
+    let frame = buf.get_mut(..len).ok_or(DropReason::Truncated)?;
+    let (at, n) = if flow.v6 { (flow.l3 + 8, 32) } else { (flow.l3 + 12, 8) };
+    let mut new = [0u8; 32];
+    if flow.v6 {
+        new[..16].copy_from_slice(src);
+        new[16..].copy_from_slice(dst);
+    } else {
+        new[..4].copy_from_slice(&src[12..]);
+        new[4..8].copy_from_slice(&dst[12..]);
+    }
+    let mut old = [0u8; 32];
+    let addrs = frame.get_mut(at..at + n).ok_or(DropReason::Truncated)?;
+    old[..n].copy_from_slice(addrs);
+    addrs.copy_from_slice(&new[..n]);
+    if !flow.v6 {
+        let c = frame.get_mut(flow.l3 + 10..flow.l3 + 12).ok_or(DropReason::Truncated)?;
+        let v = update_bytes(u16::from_be_bytes([c[0], c[1]]), &old[..n], &new[..n]);
+        c.copy_from_slice(&v.to_be_bytes());
+    }
+    let mut new_ports = [0u8; 4];
+    new_ports[..2].copy_from_slice(&sport.to_be_bytes());
+    new_ports[2..].copy_from_slice(&dport.to_be_bytes());
+    let p = frame.get_mut(flow.l4..flow.l4 + 4).ok_or(DropReason::Truncated)?;
+    let mut old_ports = [0u8; 4];
+    old_ports.copy_from_slice(p);
+    p.copy_from_slice(&new_ports);
+    let udp = flow.key.proto == Protocol::UDP;
+    let c_at = flow.l4 + if udp { 6 } else { 16 };
+    let c = frame.get_mut(c_at..c_at + 2).ok_or(DropReason::Truncated)?;
+    let check = u16::from_be_bytes([c[0], c[1]]);
+    if udp && !flow.v6 && check == 0 {
+        return Ok(());
+    }
+    let mut v = update_bytes(check, &old[..n], &new[..n]);
+    v = update_bytes(v, &old_ports, &new_ports);
+    if udp && v == 0 {
+        v = 0xffff;
+    }
+    c.copy_from_slice(&v.to_be_bytes());
+    Ok(())
 }
 
 #[inline]

@@ -11,10 +11,13 @@ pub mod maglev;
 pub mod neighbor;
 pub mod pipeline;
 pub mod snapshot;
+pub mod snat;
 pub mod stats;
 
 #[cfg(test)]
 mod fixtures;
+#[cfg(test)]
+mod snat_fixtures;
 
 pub use forward::WorkerState;
 pub use pipeline::{process, Conflict, Verdict};

@@ -24,6 +24,11 @@ pub enum Reply {
     Ndp,
     /// Traffic forwarded to a backend.
     Forward,
+    /// A SNAT backend's reply, translated back and sent to the client.
+    SnatReply {
+        /// The flow's port belongs to another worker's share: the reply crossed workers.
+        crossed: bool,
+    },
 }
 
 /// What to do with a frame.

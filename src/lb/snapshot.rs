@@ -24,7 +24,8 @@ pub enum ForwardMode {
     /// loopback and answer the client themselves.
     #[default]
     Dsr,
-    /// Source NAT: xlb rewrites addresses both ways (not in this build yet).
+    /// Source NAT (full NAT): xlb rewrites the destination to the backend and the source to
+    /// one of its SNAT addresses and ports, and translates the replies back.
     Snat,
 }
 
@@ -49,6 +50,12 @@ impl Backend {
         let key = hash64(0, &BackendId::new(addr, port).0);
         Backend { addr, port, weight, mac: None, key }
     }
+
+    /// Whether new flows may be given to it: weighted and with a resolved next hop.
+    #[inline]
+    pub fn takes_new_flows(&self) -> bool {
+        self.weight > 0 && self.mac.is_some()
+    }
 }
 
 /// Which traffic a service takes: protocol, VIP and port.
@@ -71,6 +78,9 @@ pub struct Service {
     pub mode: ForwardMode,
     /// Backends, in the order given (table entries index this list).
     pub backends: Vec<Backend>,
+    /// Session affinity by client address (Kubernetes `ClientIP`): how long, in nanoseconds,
+    /// a client's new connections keep going to the backend its last one went to.
+    pub affinity: Option<u64>,
     table: MaglevTable,
     by_key: HashMap<u64, u32>,
 }
@@ -86,11 +96,17 @@ impl Service {
     ) -> Result<Self, MaglevError> {
         let weights: Vec<(BackendId, u32)> = backends
             .iter()
-            .map(|b| (BackendId::new(b.addr, b.port), if b.mac.is_some() { b.weight } else { 0 }))
+            .map(|b| (BackendId::new(b.addr, b.port), if b.takes_new_flows() { b.weight } else { 0 }))
             .collect();
         let table = MaglevTable::build(&weights, table_size)?;
         let by_key = backends.iter().zip(0u32..).map(|(b, i)| (b.key, i)).collect();
-        Ok(Service { key, mode, backends, table, by_key })
+        Ok(Service { key, mode, backends, affinity: None, table, by_key })
+    }
+
+    /// With session affinity by client address for `timeout`.
+    pub fn with_affinity(mut self, timeout: Option<std::time::Duration>) -> Self {
+        self.affinity = timeout.map(|t| u64::try_from(t.as_nanos()).unwrap_or(u64::MAX));
+        self
     }
 
     /// With the default table size.

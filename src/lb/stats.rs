@@ -30,11 +30,20 @@ pub enum DropReason {
     NoBackend,
     /// The flow's backend has no resolved next-hop MAC yet.
     NextHopUnresolved,
+    /// A new SNAT flow found no free port on any SNAT address of its family.
+    SnatPortsExhausted,
+    /// A packet to a SNAT address that matches no live translation (or came from another
+    /// host than the backend the port was given to).
+    NoSnatFlow,
+    /// A SNAT service's traffic with no SNAT address of its family configured.
+    NoSnatAddress,
+    /// A new SNAT flow could not be tracked: the worker's flow table is full of live flows.
+    ConntrackFull,
 }
 
 impl DropReason {
     /// Number of reasons.
-    pub const COUNT: usize = DropReason::NextHopUnresolved as usize + 1;
+    pub const COUNT: usize = DropReason::ConntrackFull as usize + 1;
     /// Every reason, in index order.
     pub const ALL: [DropReason; DropReason::COUNT] = [
         DropReason::Truncated,
@@ -50,6 +59,10 @@ impl DropReason {
         DropReason::Fragment,
         DropReason::NoBackend,
         DropReason::NextHopUnresolved,
+        DropReason::SnatPortsExhausted,
+        DropReason::NoSnatFlow,
+        DropReason::NoSnatAddress,
+        DropReason::ConntrackFull,
     ];
 
     /// Name used in logs, JSON and metrics labels.
@@ -68,6 +81,10 @@ impl DropReason {
             DropReason::Fragment => "fragment",
             DropReason::NoBackend => "no_backend",
             DropReason::NextHopUnresolved => "next_hop_unresolved",
+            DropReason::SnatPortsExhausted => "snat_ports_exhausted",
+            DropReason::NoSnatFlow => "no_snat_flow",
+            DropReason::NoSnatAddress => "no_snat_address",
+            DropReason::ConntrackFull => "conntrack_full",
         }
     }
 }
@@ -104,6 +121,11 @@ pub enum Counter {
     TxNoRoom,
     /// Frames forwarded to a backend.
     Forwarded,
+    /// SNAT replies translated back and sent to the client.
+    SnatReplies,
+    /// Of those, replies whose flow belongs to another worker (they arrived on another queue
+    /// than the flow's client traffic).
+    SnatRepliesCrossed,
     /// Batches processed.
     Batches,
     /// Times the worker went to sleep in poll() after an idle spell.
@@ -124,6 +146,8 @@ impl Counter {
         Counter::ConflictReportsLost,
         Counter::TxNoRoom,
         Counter::Forwarded,
+        Counter::SnatReplies,
+        Counter::SnatRepliesCrossed,
         Counter::Batches,
         Counter::Sleeps,
     ];
@@ -140,6 +164,8 @@ impl Counter {
             Counter::ConflictReportsLost => "conflict_reports_lost",
             Counter::TxNoRoom => "tx_no_room",
             Counter::Forwarded => "forwarded",
+            Counter::SnatReplies => "snat_replies",
+            Counter::SnatRepliesCrossed => "snat_replies_crossed",
             Counter::Batches => "batches",
             Counter::Sleeps => "sleeps",
         }

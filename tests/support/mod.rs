@@ -179,15 +179,25 @@ pub fn dsr_backend(lab: &Lab, host: &Host, name: &str, vips: &[&str], port: u16)
         let cidr = if vip.contains(':') { format!("{vip}/128") } else { format!("{vip}/32") };
         run("ip", &["-n", &host.ns, "addr", "add", &cidr, "dev", "lo"]);
     }
+    let v6 = vips.iter().any(|v| v.contains(':'));
+    start_servers(lab, host, name, port, v6, Some(vips[0]));
+}
+
+/// Makes `host` a SNAT backend: plain servers on its own addresses (TCP and UDP on `port`).
+#[allow(dead_code)] // not every test binary has SNAT tests
+pub fn snat_backend(lab: &Lab, host: &Host, name: &str, port: u16, v6: bool) {
+    start_servers(lab, host, name, port, v6, None);
+}
+
+/// Starts tests/support/servers.py in `host` and waits until its sockets are bound.
+fn start_servers(lab: &Lab, host: &Host, name: &str, port: u16, v6: bool, vip: Option<&str>) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/servers.py");
-    let v6 = if vips.iter().any(|v| v.contains(':')) { "6" } else { "4" };
     let log = lab.dir.join(format!("{name}.log"));
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", &host.ns, "python3", script, name, &port.to_string(), v6, vips[0]])
-        .stdout(Stdio::piped())
-        .stderr(fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let port = port.to_string();
+    let mut args = vec!["netns", "exec", &host.ns, "python3", script, name, &port, if v6 { "6" } else { "4" }];
+    args.extend(vip);
+    let mut child =
+        Command::new("ip").args(&args).stdout(Stdio::piped()).stderr(fs::File::create(&log).unwrap()).spawn().unwrap();
     // Wait for "ready": the sockets are bound.
     let mut out = child.stdout.take().unwrap();
     let mut buf = [0u8; 6];

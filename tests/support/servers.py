@@ -1,8 +1,10 @@
 # Backend servers for the lab tests: a TCP server that answers every connection with its
-# name and closes, and a UDP echo that prefixes its name. TCP listens on the wildcard
+# name and the address the connection came from (the client in DSR, xlb's SNAT address in
+# SNAT) and closes, and a UDP echo that prefixes its name. TCP listens on the wildcard
 # address (a reply always leaves from the address the connection was made to: the VIP);
 # UDP binds the VIP itself, as a DSR backend must: a wildcard UDP socket would answer from
-# the host's own address. Usage: servers.py NAME PORT 4|6 VIP.
+# the host's own address (SNAT backends give no VIP and bind the wildcard: they answer from
+# their own address, which xlb translates back). Usage: servers.py NAME PORT 4|6 [VIP].
 import socket, sys, threading
 
 name, port = sys.argv[1], int(sys.argv[2])
@@ -15,10 +17,10 @@ def tcp():
     s.bind((bind, port))
     s.listen(1024)
     while True:
-        c, _ = s.accept()
+        c, peer = s.accept()
         try:
             c.recv(1024)
-            c.sendall(("%s\n" % name).encode())
+            c.sendall(("%s %s\n" % (name, peer[0])).encode())
         finally:
             c.close()
 

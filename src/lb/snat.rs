@@ -1,0 +1,427 @@
+//! Source-NAT port state shared by all workers.
+//!
+//! A SNAT flow is translated client:cport -> VIP:vport  ==>  S:sport -> backend:bport, where S
+//! is one of our SNAT addresses and sport a port we allocate. The forward direction of a flow
+//! always reaches the same worker (RSS hashes its 5-tuple), but the backend's replies hash
+//! differently and may reach any worker. So:
+//!
+//! - The port range is split into one contiguous share per worker; only that worker allocates
+//!   and writes the ports of its share (one writer per slot).
+//! - The reverse mapping lives in one table, allocated at start-up, indexed directly by
+//!   (SNAT address, protocol, port). Any worker reads any slot. Each slot is a sequence lock
+//!   made of atomics: the writer makes the sequence odd, writes, makes it even again; a reader
+//!   that sees an odd or changed sequence treats the slot as absent for that packet. No lock,
+//!   no allocation, no syscall on either side.
+//! - A port is in use while its slot's deadline is in the future. The deadline is the owning
+//!   flow's conntrack deadline and moves with it, so a port frees itself when its flow expires
+//!   and can never be handed out while its flow lives.
+//!
+//! When a worker finds no free port within `MAX_SCAN` slots of its cursor, for any SNAT
+//! address of the family, the new flow is dropped and counted (`snat_ports_exhausted`);
+//! established flows are untouched.
+
+use std::{
+    net::IpAddr,
+    sync::{
+        atomic::{fence, AtomicU64, Ordering},
+        Arc,
+    },
+};
+
+use crate::wire::{ipv4::Protocol, EthernetAddress};
+
+/// Most slots a worker inspects for one allocation before it declares the ports exhausted.
+pub const MAX_SCAN: usize = 512;
+
+/// Default SNAT port range.
+pub const DEFAULT_PORTS: (u16, u16) = (1024, 65535);
+
+/// What a reply from a backend is translated back to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Mapping {
+    /// Client address (IPv4-mapped for IPv4).
+    pub client: [u8; 16],
+    /// Client port.
+    pub client_port: u16,
+    /// VIP (IPv4-mapped for IPv4).
+    pub vip: [u8; 16],
+    /// Service port.
+    pub vip_port: u16,
+    /// Backend address (IPv4-mapped for IPv4): replies must come from it.
+    pub backend: [u8; 16],
+    /// Backend port: replies must come from it.
+    pub backend_port: u16,
+    /// MAC the client's traffic came from (the client or its router): replies go back to it.
+    pub client_mac: EthernetAddress,
+}
+
+/// One reverse-translation slot: a sequence word, a deadline and the mapping in 8 words.
+#[derive(Debug, Default)]
+struct Slot {
+    seq: AtomicU64,
+    expires: AtomicU64,
+    words: [AtomicU64; 8],
+}
+
+fn split16(a: &[u8; 16]) -> (u64, u64) {
+    let mut hi = [0u8; 8];
+    let mut lo = [0u8; 8];
+    hi.copy_from_slice(&a[..8]);
+    lo.copy_from_slice(&a[8..]);
+    (u64::from_be_bytes(hi), u64::from_be_bytes(lo))
+}
+
+fn join16(hi: u64, lo: u64) -> [u8; 16] {
+    let mut a = [0u8; 16];
+    a[..8].copy_from_slice(&hi.to_be_bytes());
+    a[8..].copy_from_slice(&lo.to_be_bytes());
+    a
+}
+
+impl Mapping {
+    fn pack(&self) -> [u64; 8] {
+        let (c0, c1) = split16(&self.client);
+        let (v0, v1) = split16(&self.vip);
+        let (b0, b1) = split16(&self.backend);
+        let ports = u64::from(self.client_port) << 32 | u64::from(self.vip_port) << 16 | u64::from(self.backend_port);
+        let mut mac = [0u8; 8];
+        mac[2..].copy_from_slice(&self.client_mac.0);
+        [c0, c1, v0, v1, b0, b1, ports, u64::from_be_bytes(mac)]
+    }
+
+    fn unpack(w: &[u64; 8]) -> Self {
+        let p = w[6].to_be_bytes();
+        let m = w[7].to_be_bytes();
+        Mapping {
+            client: join16(w[0], w[1]),
+            vip: join16(w[2], w[3]),
+            backend: join16(w[4], w[5]),
+            client_port: u16::from_be_bytes([p[2], p[3]]),
+            vip_port: u16::from_be_bytes([p[4], p[5]]),
+            backend_port: u16::from_be_bytes([p[6], p[7]]),
+            client_mac: EthernetAddress([m[2], m[3], m[4], m[5], m[6], m[7]]),
+        }
+    }
+}
+
+/// A mistake in the SNAT set-up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SnatError {
+    /// The port range is empty or reversed.
+    #[error("SNAT port range {0}-{1} is empty (expected LOW-HIGH with LOW <= HIGH, e.g. 1024-65535)")]
+    Range(u16, u16),
+    /// Fewer ports than workers.
+    #[error("SNAT port range {0}-{1} has fewer ports than the {2} workers sharing it")]
+    TooFewPorts(u16, u16, usize),
+    /// More addresses than the table indexes.
+    #[error("at most 255 SNAT addresses are supported, {0} given")]
+    TooManyAddresses(usize),
+}
+
+/// The reverse-translation table: every SNAT address, both protocols, every port of the range.
+#[derive(Debug)]
+pub struct SnatTable {
+    addrs: Vec<IpAddr>,
+    lo: u16,
+    ports: usize,
+    workers: usize,
+    slots: Box<[Slot]>,
+}
+
+fn proto_index(proto: u8) -> Option<usize> {
+    match proto {
+        Protocol::TCP => Some(0),
+        Protocol::UDP => Some(1),
+        _ => None,
+    }
+}
+
+impl SnatTable {
+    /// A table for `addrs`, ports `lo..=hi`, shared by `workers` workers.
+    pub fn new(addrs: Vec<IpAddr>, lo: u16, hi: u16, workers: usize) -> Result<Self, SnatError> {
+        if lo > hi || lo == 0 {
+            return Err(SnatError::Range(lo, hi));
+        }
+        if addrs.len() > 255 {
+            return Err(SnatError::TooManyAddresses(addrs.len()));
+        }
+        let ports = usize::from(hi - lo) + 1;
+        let workers = workers.max(1);
+        if ports < workers {
+            return Err(SnatError::TooFewPorts(lo, hi, workers));
+        }
+        let slots = (0..addrs.len() * 2 * ports).map(|_| Slot::default()).collect();
+        Ok(SnatTable { addrs, lo, ports, workers, slots })
+    }
+
+    /// The SNAT addresses, in index order.
+    pub fn addrs(&self) -> &[IpAddr] {
+        &self.addrs
+    }
+
+    /// The index of `addr` if it is one of our SNAT addresses.
+    #[inline]
+    pub fn addr_index(&self, addr: IpAddr) -> Option<u8> {
+        let i = self.addrs.iter().position(|a| *a == addr)?;
+        u8::try_from(i).ok()
+    }
+
+    #[inline]
+    fn slot(&self, addr: u8, proto: u8, port: u16) -> Option<&Slot> {
+        let p = usize::from(port.checked_sub(self.lo)?);
+        if p >= self.ports {
+            return None;
+        }
+        let i = (usize::from(addr) * 2 + proto_index(proto)?) * self.ports + p;
+        self.slots.get(i)
+    }
+
+    /// The mapping of a reply to `addr`:`port`, if a live flow holds that port at `now`.
+    #[inline]
+    pub fn lookup(&self, addr: u8, proto: u8, port: u16, now: u64) -> Option<Mapping> {
+        let slot = self.slot(addr, proto, port)?;
+        let seq = slot.seq.load(Ordering::Acquire);
+        if seq & 1 == 1 {
+            return None;
+        }
+        let expires = slot.expires.load(Ordering::Relaxed);
+        let mut w = [0u64; 8];
+        for (d, s) in w.iter_mut().zip(slot.words.iter()) {
+            *d = s.load(Ordering::Relaxed);
+        }
+        fence(Ordering::Acquire);
+        if slot.seq.load(Ordering::Relaxed) != seq || expires <= now {
+            return None;
+        }
+        Some(Mapping::unpack(&w))
+    }
+
+    /// Ports in use at `now` per address index (for status and stats; walks the table).
+    pub fn in_use(&self, now: u64) -> Vec<usize> {
+        self.slots
+            .chunks(2 * self.ports)
+            .map(|c| c.iter().filter(|s| s.expires.load(Ordering::Relaxed) > now).count())
+            .collect()
+    }
+
+    /// The share of ports worker `index` allocates from.
+    pub fn worker(self: &Arc<Self>, index: usize) -> SnatPorts {
+        let share = self.ports / self.workers;
+        let index = index % self.workers;
+        let start = index * share;
+        // The last worker also takes the remainder.
+        let len = if index + 1 == self.workers { self.ports - start } else { share };
+        SnatPorts { table: self.clone(), start, len, cursors: vec![0; self.addrs.len() * 2] }
+    }
+}
+
+/// One worker's allocator over its share of the ports.
+#[derive(Debug)]
+pub struct SnatPorts {
+    table: Arc<SnatTable>,
+    start: usize,
+    len: usize,
+    cursors: Vec<usize>,
+}
+
+/// Where a SNAT flow's replies are addressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    /// SNAT address index.
+    pub addr: u8,
+    /// Port.
+    pub port: u16,
+}
+
+impl SnatPorts {
+    /// The shared table.
+    pub fn table(&self) -> &SnatTable {
+        &self.table
+    }
+
+    /// Allocates a port on a SNAT address of `family_v6`'s family for a new flow, starting
+    /// with the address that `hash` picks; writes the mapping with deadline `expires`.
+    /// `None`: every address's share is in use (within the scan bound).
+    pub fn allocate(
+        &mut self,
+        v6: bool,
+        proto: u8,
+        hash: u64,
+        mapping: &Mapping,
+        now: u64,
+        expires: u64,
+    ) -> Option<Lease> {
+        let pi = proto_index(proto)?;
+        let n = self.table.addrs.len();
+        if n == 0 || self.len == 0 {
+            return None;
+        }
+        let first = usize::try_from(hash % n as u64).unwrap_or(0);
+        for k in 0..n {
+            let a = (first + k) % n;
+            if self.table.addrs[a].is_ipv6() != v6 {
+                continue;
+            }
+            let ci = a * 2 + pi;
+            let base = (a * 2 + pi) * self.table.ports + self.start;
+            for _ in 0..self.len.min(MAX_SCAN) {
+                let off = self.cursors[ci];
+                self.cursors[ci] = if off + 1 == self.len { 0 } else { off + 1 };
+                let Some(slot) = self.table.slots.get(base + off) else { break };
+                if slot.expires.load(Ordering::Relaxed) > now {
+                    continue;
+                }
+                write(slot, mapping, expires);
+                let port = u16::try_from(usize::from(self.table.lo) + self.start + off).ok()?;
+                return Some(Lease { addr: u8::try_from(a).ok()?, port });
+            }
+        }
+        None
+    }
+
+    /// Rewrites the mapping of a port this worker holds (the flow moved to another backend).
+    pub fn rewrite(&self, lease: Lease, proto: u8, mapping: &Mapping, expires: u64) {
+        if let Some(slot) = self.table.slot(lease.addr, proto, lease.port) {
+            write(slot, mapping, expires);
+        }
+    }
+
+    /// Whether `port` is in this worker's share.
+    #[inline]
+    pub fn owns(&self, port: u16) -> bool {
+        let off = usize::from(port).wrapping_sub(usize::from(self.table.lo));
+        off >= self.start && off < self.start + self.len
+    }
+
+    /// Moves a held port's deadline with its flow's.
+    #[inline]
+    pub fn touch(&self, lease: Lease, proto: u8, expires: u64) {
+        if let Some(slot) = self.table.slot(lease.addr, proto, lease.port) {
+            slot.expires.store(expires, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Writes a slot under its sequence lock. Only the worker owning the port calls this.
+fn write(slot: &Slot, mapping: &Mapping, expires: u64) {
+    let seq = slot.seq.load(Ordering::Relaxed);
+    slot.seq.store(seq.wrapping_add(1), Ordering::Relaxed);
+    fence(Ordering::Release);
+    for (d, s) in slot.words.iter().zip(mapping.pack()) {
+        d.store(s, Ordering::Relaxed);
+    }
+    slot.expires.store(expires, Ordering::Relaxed);
+    slot.seq.store(seq.wrapping_add(2), Ordering::Release);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mapping(i: u8) -> Mapping {
+        Mapping {
+            client: [i; 16],
+            client_port: 40000 + u16::from(i),
+            vip: [7; 16],
+            vip_port: 80,
+            backend: [9; 16],
+            backend_port: 8080,
+            client_mac: EthernetAddress([2, 0, 0, 0, 0, i]),
+        }
+    }
+
+    fn v4(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn mapping_round_trips_through_the_slot_words() {
+        let m = mapping(3);
+        assert_eq!(Mapping::unpack(&m.pack()), m);
+    }
+
+    #[test]
+    fn workers_get_disjoint_shares_covering_the_range() {
+        let t = Arc::new(SnatTable::new(vec![v4("10.0.0.1")], 1000, 1009, 3).unwrap());
+        let mut seen = std::collections::BTreeSet::new();
+        for w in 0..3 {
+            let mut p = t.worker(w);
+            while let Some(l) = p.allocate(false, Protocol::TCP, 0, &mapping(1), 0, 100) {
+                assert!(seen.insert(l.port), "port {} handed to two workers", l.port);
+            }
+        }
+        assert_eq!(seen.into_iter().collect::<Vec<_>>(), (1000..=1009).collect::<Vec<_>>());
+        let owners = |port| (0..3).filter(|w| t.worker(*w).owns(port)).count();
+        assert!((1000..=1009).all(|p| owners(p) == 1));
+        assert_eq!(owners(999), 0);
+        assert_eq!(owners(1010), 0);
+    }
+
+    #[test]
+    fn a_port_in_use_is_never_handed_out_and_frees_itself_at_expiry() {
+        let t = Arc::new(SnatTable::new(vec![v4("10.0.0.1")], 2000, 2003, 1).unwrap());
+        let mut p = t.worker(0);
+        let leases: Vec<Lease> =
+            (0..4).map(|i| p.allocate(false, Protocol::TCP, 0, &mapping(i), 10, 100).unwrap()).collect();
+        // Exhausted while every flow lives; the other protocol has its own ports.
+        assert_eq!(p.allocate(false, Protocol::TCP, 0, &mapping(9), 50, 150), None);
+        assert!(p.allocate(false, Protocol::UDP, 0, &mapping(9), 50, 150).is_some());
+        // One flow is kept alive, the others expire at 100.
+        p.touch(leases[2], Protocol::TCP, 500);
+        let mut again = Vec::new();
+        while let Some(l) = p.allocate(false, Protocol::TCP, 0, &mapping(8), 200, 300) {
+            again.push(l.port);
+        }
+        again.sort_unstable();
+        assert_eq!(again, vec![2000, 2001, 2003]);
+        // Replies find the mapping of the live flow, and nothing for a free port.
+        assert_eq!(t.lookup(0, Protocol::TCP, leases[2].port, 250), Some(mapping(2)));
+        assert_eq!(t.lookup(0, Protocol::TCP, 2000, 250), Some(mapping(8)));
+        assert_eq!(t.lookup(0, Protocol::TCP, 2000, 300), None);
+        assert_eq!(t.lookup(0, Protocol::TCP, 1999, 0), None);
+        assert_eq!(t.lookup(0, Protocol::ICMP, 2000, 0), None);
+    }
+
+    #[test]
+    fn only_addresses_of_the_flows_family_are_used() {
+        let t = Arc::new(SnatTable::new(vec![v4("10.0.0.1"), v4("2001:db8::1")], 3000, 3000, 1).unwrap());
+        let mut p = t.worker(0);
+        assert_eq!(p.allocate(true, Protocol::TCP, 0, &mapping(1), 0, 10), Some(Lease { addr: 1, port: 3000 }));
+        assert_eq!(p.allocate(true, Protocol::TCP, 0, &mapping(1), 0, 10), None);
+        assert_eq!(p.allocate(false, Protocol::TCP, 1, &mapping(1), 0, 10), Some(Lease { addr: 0, port: 3000 }));
+        assert_eq!(t.in_use(5), vec![1, 1]);
+    }
+
+    #[test]
+    fn readers_on_other_threads_never_see_a_torn_mapping() {
+        let t = Arc::new(SnatTable::new(vec![v4("10.0.0.1")], 5000, 5000, 1).unwrap());
+        let writer = {
+            let t = t.clone();
+            std::thread::spawn(move || {
+                let p = t.worker(0);
+                let lease = Lease { addr: 0, port: 5000 };
+                for i in 0..200_000u32 {
+                    let b = u8::try_from(i % 251).unwrap_or(0);
+                    p.rewrite(lease, Protocol::UDP, &mapping(b), u64::MAX);
+                }
+            })
+        };
+        let mut seen = 0u32;
+        while !writer.is_finished() || seen == 0 {
+            if let Some(m) = t.lookup(0, Protocol::UDP, 5000, 0) {
+                // Every field was written from the same i: a mix would break this.
+                let i = m.client[0];
+                assert_eq!(m, mapping(i));
+                seen += 1;
+            }
+        }
+        writer.join().unwrap();
+        assert!(seen > 0);
+    }
+
+    #[test]
+    fn bad_ranges_are_refused_with_the_fix() {
+        assert!(SnatTable::new(vec![], 2000, 1000, 1).unwrap_err().to_string().contains("LOW <= HIGH"));
+        assert!(matches!(SnatTable::new(vec![], 1, 2, 4), Err(SnatError::TooFewPorts(1, 2, 4))));
+    }
+}
