@@ -358,3 +358,45 @@ fn snat_over_an_ipv6_vip() {
     assert!(replies.iter().all(|(from, _)| *from == vip), "{replies:?}");
     assert_eq!(total_drops(&stats), 0, "{stats}");
 }
+
+#[test]
+fn icmp_through_xlb_pings_and_unreachable_ports() {
+    let Some((lab, client, lb, _backends)) = snat_lab("icmp_through_xlb", false, 1) else { return };
+    // Port 9 has no listener on the backends: they answer "port unreachable" to the SNAT
+    // address, which xlb must translate back to the client.
+    let args = [
+        "--vip",
+        "10.78.0.100",
+        "--snat-addr",
+        "10.78.0.200",
+        "--dad-probes",
+        "0",
+        "--service",
+        "udp:10.78.0.100:9=10.78.0.11:9;mode=snat",
+        "--service",
+        "udp:10.78.0.100:80=10.78.0.11:8080;mode=snat",
+    ];
+    let mut xlb = Xlb::start(&lab, &lb, &args);
+    wait_ready(&mut xlb, 1);
+    let ping = lab.exec(&client, &["ping", "-c", "3", "-i", "0.2", "-W", "1", "10.78.0.100"]);
+    assert!(ping.status.success(), "ping of the VIP failed: {}", String::from_utf8_lossy(&ping.stdout));
+    let ping = lab.exec(&client, &["ping", "-c", "1", "-W", "1", "10.78.0.200"]);
+    assert!(ping.status.success(), "ping of the SNAT address failed: {}", String::from_utf8_lossy(&ping.stdout));
+    let refused = in_netns(&client.ns, || {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.connect("10.78.0.100:9").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        s.send(b"anyone?").unwrap();
+        let mut buf = [0u8; 64];
+        s.recv(&mut buf).map_err(|e| e.kind())
+    });
+    // The same socket kind against a live port still gets its echo.
+    let echoed = udp_echo(&client.ns, "10.78.0.100:80".parse().unwrap(), 1);
+    let stats = xlb.stop();
+    eprintln!("ICMP: {}", stats["counters"]);
+    assert_eq!(refused, Err(std::io::ErrorKind::ConnectionRefused), "no port unreachable reached the client");
+    assert_eq!(echoed.len(), 1, "{echoed:?}");
+    assert!(stats["counters"]["echo_replies"].as_u64().unwrap() >= 4, "{stats}");
+    assert!(stats["counters"]["icmp_errors"].as_u64().unwrap() >= 1, "{stats}");
+    assert_eq!(total_drops(&stats), 0, "{stats}");
+}

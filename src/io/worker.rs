@@ -525,6 +525,8 @@ impl Worker {
                                 Reply::Arp => Counter::ArpReplies,
                                 Reply::Ndp => Counter::NdpAdverts,
                                 Reply::Forward => Counter::Forwarded,
+                                Reply::IcmpError => Counter::IcmpErrors,
+                                Reply::Echo => Counter::EchoReplies,
                                 Reply::SnatReply { .. } => Counter::SnatReplies,
                             });
                             tx_descs.push(*desc);

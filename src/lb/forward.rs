@@ -10,9 +10,10 @@ use std::net::IpAddr;
 
 use super::{
     conntrack::{next_tcp_state, Conntrack, Entry, FlowKey, FlowState},
+    icmp,
     maglev::EMPTY,
     pipeline::{Reply, Verdict},
-    snapshot::{ForwardMode, Service, ServiceKey},
+    snapshot::{Backend, ForwardMode, Service, ServiceKey},
     snat::{Lease, Mapping, SnatPorts},
     DropReason, Snapshot,
 };
@@ -64,7 +65,7 @@ fn ports(proto: u8, l4: &[u8]) -> Result<(u16, u16, Option<u8>), DropReason> {
 }
 
 /// An address in the 16-byte form flow keys use (IPv4 mapped).
-pub(super) fn to16(a: IpAddr) -> [u8; 16] {
+pub(crate) fn to16(a: IpAddr) -> [u8; 16] {
     match a {
         IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
         IpAddr::V6(v6) => v6.octets(),
@@ -77,27 +78,39 @@ fn l3_offset(buf: &[u8], len: usize) -> Result<usize, DropReason> {
     Ok(EthernetFrame::new_checked(frame)?.header_len())
 }
 
-/// The service and flow of an IPv4 packet.
-fn classify_v4(buf: &[u8], len: usize) -> Result<(ServiceKey, Flow), DropReason> {
+/// What an IP packet to one of our addresses is.
+enum Classified {
+    /// TCP or UDP: a flow of a service (or a reply to a SNAT address).
+    Flow(ServiceKey, Flow),
+    /// ICMP: IP header at `l3`, ICMP header at `l4`.
+    Icmp { l3: usize, l4: usize },
+}
+
+/// Classifies an IPv4 packet.
+fn classify_v4(buf: &[u8], len: usize) -> Result<Classified, DropReason> {
     let l3 = l3_offset(buf, len)?;
     let ip = Ipv4Packet::new_checked(buf.get(l3..len).ok_or(DropReason::Truncated)?)?;
     if ip.frag_offset() != 0 {
         // A later fragment carries no ports, so it cannot be matched to a flow here.
         return Err(DropReason::Fragment);
     }
-    let dst = ip.dst_addr();
     let l4 = l3 + ip.header_len();
+    if ip.protocol() == Protocol::ICMP {
+        return Ok(Classified::Icmp { l3, l4 });
+    }
     let src = to16(IpAddr::V4(ip.src_addr()));
-    flow(IpAddr::V4(dst), src, ip.protocol(), ip.payload(), l3, l4, false)
+    flow(IpAddr::V4(ip.dst_addr()), src, ip.protocol(), ip.payload(), l3, l4, false)
 }
 
-/// The service and flow of an IPv6 packet (neighbour discovery is handled before).
-fn classify_v6(buf: &[u8], len: usize) -> Result<(ServiceKey, Flow), DropReason> {
+/// Classifies an IPv6 packet (neighbour discovery is handled before).
+fn classify_v6(buf: &[u8], len: usize) -> Result<Classified, DropReason> {
     let l3 = l3_offset(buf, len)?;
     let ip = Ipv6Packet::new_checked(buf.get(l3..len).ok_or(DropReason::Truncated)?)?;
-    let dst = ip.dst_addr();
+    if ip.next_header() == Protocol::ICMPV6 {
+        return Ok(Classified::Icmp { l3, l4: l3 + 40 });
+    }
     let src = ip.src_addr().octets();
-    flow(IpAddr::V6(dst), src, ip.next_header(), ip.payload(), l3, l3 + 40, true)
+    flow(IpAddr::V6(ip.dst_addr()), src, ip.next_header(), ip.payload(), l3, l3 + 40, true)
 }
 
 /// The service key and flow of a transport payload, whichever the IP family.
@@ -109,10 +122,13 @@ fn flow(
     l3_at: usize,
     l4_at: usize,
     v6: bool,
-) -> Result<(ServiceKey, Flow), DropReason> {
+) -> Result<Classified, DropReason> {
     let (src_port, dst_port, tcp_flags) = ports(proto, l4)?;
     let key = FlowKey { src, dst: to16(dst), src_port, dst_port, proto };
-    Ok((ServiceKey { vip: dst, port: dst_port, proto }, Flow { key, tcp_flags, l3: l3_at, l4: l4_at, v6 }))
+    Ok(Classified::Flow(
+        ServiceKey { vip: dst, port: dst_port, proto },
+        Flow { key, tcp_flags, l3: l3_at, l4: l4_at, v6 },
+    ))
 }
 
 /// IPv4 or IPv6 (`v6`) to a VIP or a SNAT address: classify, then forward or translate back.
@@ -127,7 +143,10 @@ pub(super) fn ip(
 ) -> Verdict {
     let classified = if v6 { classify_v6(buf, len) } else { classify_v4(buf, len) };
     let (svc, flow) = match classified {
-        Ok(c) => c,
+        Ok(Classified::Flow(svc, flow)) => (svc, flow),
+        Ok(Classified::Icmp { l3, l4 }) => {
+            return icmp::icmp(now, snap, st, mac, buf, len, l3, l4, v6).unwrap_or_else(Verdict::Drop)
+        }
         Err(r) => return Verdict::Drop(r),
     };
     if let Some(snat) = &st.snat {
@@ -162,6 +181,36 @@ fn choose(now: u64, svc: &Service, ct: &mut Conntrack, flow: &Flow, hash: u64) -
         e.expires = until;
     }
     Ok(pick)
+}
+
+/// The backend of the flow `key` (client side) for a packet that only refers to it (an ICMP
+/// error): tracked here, else the choice any worker makes for it; tracks nothing new. Also
+/// the flow's SNAT port when this worker holds it.
+pub(super) fn backend_for_icmp<'s>(
+    now: u64,
+    svc: &'s Service,
+    st: &mut WorkerState,
+    key: &FlowKey,
+    hash: u64,
+) -> Result<(&'s Backend, Option<Lease>), DropReason> {
+    let by_index = |i: u32| svc.backends.get(usize::try_from(i).unwrap_or(usize::MAX));
+    if let Some(e) = st.conntrack.lookup(key, hash, now) {
+        if let Some(b) = svc.backend_index(e.backend_key, e.backend).and_then(by_index) {
+            return Ok((b, e.snat));
+        }
+    }
+    let pick = match svc.affinity {
+        Some(_) => {
+            let akey = FlowKey { src_port: 0, proto: key.proto | AFFINITY, ..*key };
+            let ahash = akey.hash();
+            match st.conntrack.lookup(&akey, ahash, now) {
+                Some(e) => svc.backend_index(e.backend_key, e.backend).map_or_else(|| maglev_pick(svc, ahash), Ok)?,
+                None => maglev_pick(svc, ahash)?,
+            }
+        }
+        None => maglev_pick(svc, hash)?,
+    };
+    Ok((by_index(pick).ok_or(DropReason::NoBackend)?, None))
 }
 
 /// Marks the protocol byte of a session-affinity entry's key, so it never equals a flow's.
@@ -296,7 +345,8 @@ fn reverse(
     Ok(Verdict::Tx { len, reply: Reply::SnatReply { crossed: !snat.owns(flow.key.dst_port) } })
 }
 
-fn set_macs(buf: &mut [u8], dst: EthernetAddress, src: EthernetAddress) -> Result<(), DropReason> {
+/// Sets the destination and source MAC of the frame.
+pub(super) fn set_macs(buf: &mut [u8], dst: EthernetAddress, src: EthernetAddress) -> Result<(), DropReason> {
     let out = buf.get_mut(..12).ok_or(DropReason::Truncated)?;
     out[..6].copy_from_slice(&dst.0);
     out[6..].copy_from_slice(&src.0);

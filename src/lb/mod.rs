@@ -7,6 +7,7 @@
 
 pub mod conntrack;
 pub mod forward;
+mod icmp;
 pub mod maglev;
 pub mod neighbor;
 pub mod pipeline;

@@ -24,6 +24,10 @@ pub enum Reply {
     Ndp,
     /// Traffic forwarded to a backend.
     Forward,
+    /// An ICMP error about one of our flows, sent where the flow goes (translated for SNAT).
+    IcmpError,
+    /// An echo reply to a ping of a VIP or SNAT address.
+    Echo,
     /// A SNAT backend's reply, translated back and sent to the client.
     SnatReply {
         /// The flow's port belongs to another worker's share: the reply crossed workers.
@@ -61,9 +65,13 @@ pub fn process(
 ) -> Verdict {
     let Some(frame) = buf.get(..len) else { return Verdict::Drop(DropReason::Truncated) };
     let (ethertype, icmpv6) = match EthernetFrame::new_checked(frame) {
-        // The next-header byte of an IPv6 header, when there is one: NDP goes to the
-        // neighbour code, everything else to forwarding.
-        Ok(eth) => (eth.ethertype(), eth.payload().get(6) == Some(&Protocol::ICMPV6)),
+        // Neighbour solicitations and advertisements (ICMPv6 right after the fixed IPv6
+        // header) go to the neighbour code; the rest of IPv6, other ICMPv6 included, to
+        // forwarding.
+        Ok(eth) => {
+            let p = eth.payload();
+            (eth.ethertype(), p.get(6) == Some(&Protocol::ICMPV6) && matches!(p.get(40), Some(135 | 136)))
+        }
         Err(e) => return Verdict::Drop(e.into()),
     };
     match ethertype {

@@ -126,6 +126,16 @@ pub struct SnatTable {
     ports: usize,
     workers: usize,
     slots: Box<[Slot]>,
+    /// Client-side index, for the rare packet that names a flow by its client side on a
+    /// worker that does not track it (an ICMP error quoting VIP -> client): by flow hash, the
+    /// last (address, protocol, port) given to a flow with that hash. Lossy by design: a
+    /// collision overwrites, and every hit is verified against the slot's mapping.
+    by_client: Box<[AtomicU64]>,
+}
+
+/// Packs an index entry: valid bit, 31 bits of the flow hash, address, protocol, port.
+fn index_word(hash: u64, addr: u8, pi: usize, port: u16) -> u64 {
+    1 << 63 | (hash >> 33) << 32 | u64::from(addr) << 24 | (pi as u64 & 1) << 16 | u64::from(port)
 }
 
 fn proto_index(proto: u8) -> Option<usize> {
@@ -151,7 +161,32 @@ impl SnatTable {
             return Err(SnatError::TooFewPorts(lo, hi, workers));
         }
         let slots = (0..addrs.len() * 2 * ports).map(|_| Slot::default()).collect();
-        Ok(SnatTable { addrs, lo, ports, workers, slots })
+        let by_client = (0..(addrs.len() * 2 * ports).max(1)).map(|_| AtomicU64::new(0)).collect();
+        Ok(SnatTable { addrs, lo, ports, workers, slots, by_client })
+    }
+
+    #[inline]
+    fn index_at(&self, hash: u64) -> Option<&AtomicU64> {
+        let n = self.by_client.len() as u64;
+        self.by_client.get(usize::try_from(hash % n).ok()?)
+    }
+
+    /// The live translation of the flow with client-side hash `hash`, if the index still
+    /// points at it and its mapping matches `client`:`client_port` -> `vip`:`vip_port`.
+    pub fn find_by_client(&self, hash: u64, proto: u8, m: &Mapping, now: u64) -> Option<(Lease, Mapping)> {
+        let pi = proto_index(proto)?;
+        let w = self.index_at(hash)?.load(Ordering::Relaxed);
+        let addr = u8::try_from(w >> 24 & 0xff).ok()?;
+        let port = u16::try_from(w & 0xffff).ok()?;
+        if w >> 63 == 0 || w != index_word(hash, addr, pi, port) {
+            return None;
+        }
+        let found = self.lookup(addr, proto, port, now)?;
+        let same = found.client == m.client
+            && found.client_port == m.client_port
+            && found.vip == m.vip
+            && found.vip_port == m.vip_port;
+        same.then_some((Lease { addr, port }, found))
     }
 
     /// The SNAT addresses, in index order.
@@ -273,7 +308,11 @@ impl SnatPorts {
                 }
                 write(slot, mapping, expires);
                 let port = u16::try_from(usize::from(self.table.lo) + self.start + off).ok()?;
-                return Some(Lease { addr: u8::try_from(a).ok()?, port });
+                let addr = u8::try_from(a).ok()?;
+                if let Some(w) = self.table.index_at(hash) {
+                    w.store(index_word(hash, addr, pi, port), Ordering::Relaxed);
+                }
+                return Some(Lease { addr, port });
             }
         }
         None
@@ -417,6 +456,19 @@ mod tests {
         }
         writer.join().unwrap();
         assert!(seen > 0);
+    }
+
+    #[test]
+    fn a_flow_is_found_by_its_client_side_until_it_expires() {
+        let t = Arc::new(SnatTable::new(vec![v4("10.0.0.1")], 4000, 4100, 1).unwrap());
+        let mut p = t.worker(0);
+        let l = p.allocate(false, Protocol::TCP, 0xabcd_0123_4567, &mapping(1), 0, 100).unwrap();
+        assert_eq!(t.find_by_client(0xabcd_0123_4567, Protocol::TCP, &mapping(1), 50), Some((l, mapping(1))));
+        // Another client tuple with the same hash, another protocol, or an expired flow: no.
+        assert_eq!(t.find_by_client(0xabcd_0123_4567, Protocol::TCP, &mapping(2), 50), None);
+        assert_eq!(t.find_by_client(0xabcd_0123_4567, Protocol::UDP, &mapping(1), 50), None);
+        assert_eq!(t.find_by_client(0xabcd_0123_4567, Protocol::TCP, &mapping(1), 100), None);
+        assert_eq!(t.find_by_client(0x1111, Protocol::TCP, &mapping(1), 50), None);
     }
 
     #[test]

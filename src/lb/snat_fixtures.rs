@@ -1,5 +1,5 @@
-//! SNAT and session-affinity fixtures: sequences of frames through one worker's state, each
-//! with the expected verdict and the exact expected frame out. Expected frames are built from
+//! SNAT, ICMP and session-affinity fixtures: sequences of frames through one worker's state,
+//! each with the expected verdict and the exact expected frame out. Expected frames are built from
 //! scratch with checksums computed over the whole packet, so they check the datapath's
 //! incremental updates independently.
 
@@ -405,4 +405,246 @@ fn client_ip_affinity_keeps_a_client_on_one_backend_until_the_timeout() {
     // 31 s of silence: the record has expired and Maglev's choice for the new table rules.
     let now = chosen(&snap9, &mut st, 72 * SEC, moved, 2003);
     assert_ne!(now, was);
+}
+
+const ROUTER4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+const ROUTER6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xc, 0, 0, 0, 0, 1);
+const ROUTER_MAC: EthernetAddress = EthernetAddress([0x02, 0, 0, 0, 0, 0x40]);
+
+/// An ICMP error from `src` to `dst` quoting the IP packet of `quoted` (a whole frame), with
+/// the checksum computed over the whole message.
+fn icmp_error(
+    l2: (EthernetAddress, EthernetAddress),
+    src: IpAddr,
+    dst: IpAddr,
+    ty: u8,
+    code: u8,
+    quoted: &[u8],
+) -> Vec<u8> {
+    let quote = &quoted[14..];
+    let mut msg = vec![ty, code, 0, 0, 0, 0, 0x05, 0x00]; // next-hop MTU / MTU 1280
+    msg.extend_from_slice(quote);
+    let len = u16::try_from(msg.len()).unwrap();
+    let mut f = vec![0u8; 512];
+    let l2 = L2 { src: l2.0, dst: l2.1, vlan_tci: None };
+    let (n, sum0) = match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let ip = Ipv4Repr { src: s, dst: d, protocol: Protocol::ICMP, payload_len: len, ttl: 64 };
+            (build::ipv4(&mut f, l2, &ip).unwrap(), 0)
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            let ip = Ipv6Repr { src: s, dst: d, next_header: Protocol::ICMPV6, payload_len: len, hop_limit: 64 };
+            (build::ipv6(&mut f, l2, &ip).unwrap(), pseudo_v6(&s, &d, Protocol::ICMPV6, u32::from(len)))
+        }
+        _ => panic!("mixed families"),
+    };
+    f.truncate(n);
+    let c = finish(sum(sum0, &msg));
+    msg[2..4].copy_from_slice(&c.to_be_bytes());
+    let at = n - msg.len();
+    f[at..].copy_from_slice(&msg);
+    f
+}
+
+/// An echo request (v4 type 8, v6 type 128) from the client to `dst`, or the reply to it.
+fn echo(dst: IpAddr, reply: bool) -> Vec<u8> {
+    let v6 = dst.is_ipv6();
+    let client = if v6 { IpAddr::V6(CLIENT6) } else { IpAddr::V4(CLIENT4) };
+    let ty = match (v6, reply) {
+        (false, false) => 8,
+        (false, true) => 0,
+        (true, false) => 128,
+        (true, true) => 129,
+    };
+    let (src, to, l2) = if reply { (dst, client, (OURS, CLIENT_MAC)) } else { (client, dst, (CLIENT_MAC, OURS)) };
+    let mut f = icmp_error(l2, src, to, ty, 0, &[0u8; 14 + 12]);
+    // Echo identifier and sequence in place of the MTU; the checksum again from scratch.
+    let at = f.len() - 12 - 8;
+    f[at + 4..at + 8].copy_from_slice(&[0x12, 0x34, 0, 1]);
+    f[at + 2..at + 4].copy_from_slice(&[0, 0]);
+    let sum0 = match (src, to) {
+        (IpAddr::V6(s), IpAddr::V6(d)) => pseudo_v6(&s, &d, Protocol::ICMPV6, 20),
+        _ => 0,
+    };
+    let c = finish(sum(sum0, &f[at..]));
+    f[at + 2..at + 4].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
+#[test]
+fn icmp_errors_follow_their_flow_and_pings_are_answered() {
+    let (vip4, vip6, snat4) = (IpAddr::V4(VIP4), IpAddr::V6(VIP6), IpAddr::V4(SNAT4));
+    let (b4, r4, r6) = (IpAddr::V4(BACKEND4), IpAddr::V4(ROUTER4), IpAddr::V6(ROUTER6));
+    let from_router = (ROUTER_MAC, OURS);
+
+    // SNAT: the client's SYN creates the flow (SNAT4:1024 -> backend:8080).
+    let syn = client_to_vip(vip4, Protocol::TCP, 40000, 0x02);
+    let syn_out = to_backend(syn, snat4, 1024, b4, 8080);
+    // The client-facing packet that was too big: VIP:80 -> client:40000, as xlb sent it...
+    let big = Pkt {
+        src_mac: OURS,
+        dst_mac: CLIENT_MAC,
+        src: vip4,
+        dst: syn.src,
+        sport: 80,
+        dport: 40000,
+        flags: 0x18,
+        ..syn
+    };
+    // ...and as the backend sent it: backend:8080 -> SNAT4:1024.
+    let big_backend = backend_reply(syn_out, 0x18);
+    let frag_needed = icmp_error(from_router, r4, vip4, 3, 4, &frame(big));
+    let frag_needed_out = icmp_error((OURS, BACKEND_MAC), r4, b4, 3, 4, &frame(big_backend));
+
+    // SNAT, other direction: the backend's "port unreachable" for a UDP flow.
+    let udp = client_to_vip(vip4, Protocol::UDP, 5354, 0);
+    let udp_out = to_backend(udp, snat4, 1024, b4, 5353);
+    let unreachable = icmp_error((BACKEND_MAC, OURS), b4, snat4, 3, 3, &frame(udp_out));
+    let unreachable_out = icmp_error((OURS, CLIENT_MAC), b4, udp.src, 3, 3, &frame(Pkt { src_mac: OURS, ..udp }));
+
+    let steps = vec![
+        Step {
+            what: "SNAT flow set up",
+            now: SEC,
+            input: frame(syn),
+            verdict: tx(&frame(syn_out), Reply::Forward),
+            output: Some(frame(syn_out)),
+        },
+        Step {
+            what: "ICMP frag-needed quoting VIP:80 -> client: to the backend, as about its own packet",
+            now: 2 * SEC,
+            input: frag_needed.clone(),
+            verdict: tx(&frag_needed, Reply::IcmpError),
+            output: Some(frag_needed_out),
+        },
+        Step {
+            what: "UDP SNAT flow set up",
+            now: 2 * SEC,
+            input: frame(udp),
+            verdict: tx(&frame(udp), Reply::Forward),
+            output: Some(frame(udp_out)),
+        },
+        Step {
+            what: "ICMP port unreachable from the backend to the SNAT address: back to the client",
+            now: 2 * SEC,
+            input: unreachable.clone(),
+            verdict: tx(&unreachable, Reply::IcmpError),
+            output: Some(unreachable_out),
+        },
+        Step {
+            what: "ICMP error quoting a SNAT port no flow holds",
+            now: 2 * SEC,
+            input: icmp_error((BACKEND_MAC, OURS), b4, snat4, 3, 3, &frame(Pkt { sport: 1030, ..udp_out })),
+            verdict: Verdict::Drop(DropReason::NoSnatFlow),
+            output: None,
+        },
+        Step {
+            what: "ICMP error quoting a packet the VIP did not send",
+            now: 2 * SEC,
+            input: icmp_error(from_router, r4, vip4, 3, 4, &frame(Pkt { src: IpAddr::V4(ROUTER4), ..big })),
+            verdict: Verdict::Drop(DropReason::Malformed),
+            output: None,
+        },
+        Step {
+            what: "ICMP error quoting a VIP port with no service",
+            now: 2 * SEC,
+            input: icmp_error(from_router, r4, vip4, 3, 4, &frame(Pkt { sport: 81, ..big })),
+            verdict: Verdict::Drop(DropReason::NoService),
+            output: None,
+        },
+        Step {
+            what: "ping of a VIP: answered",
+            now: 2 * SEC,
+            input: echo(vip4, false),
+            verdict: tx(&echo(vip4, false), Reply::Echo),
+            output: Some(echo(vip4, true)),
+        },
+        Step {
+            what: "ping of an IPv6 VIP: answered",
+            now: 2 * SEC,
+            input: echo(vip6, false),
+            verdict: tx(&echo(vip6, false), Reply::Echo),
+            output: Some(echo(vip6, true)),
+        },
+        Step {
+            what: "ping of the SNAT address: answered",
+            now: 2 * SEC,
+            input: echo(snat4, false),
+            verdict: tx(&echo(snat4, false), Reply::Echo),
+            output: Some(echo(snat4, true)),
+        },
+    ];
+    run(&snat_snapshot(), &mut snat_state(), steps);
+
+    // A worker that never saw the flow (its replies and errors come in on another queue)
+    // finds it through the shared table's client index.
+    let table = Arc::new(SnatTable::new(vec![snat4, IpAddr::V6(SNAT6)], 1024, 1027, 2).unwrap());
+    let mut owner = WorkerState::new(Conntrack::new(64, Timeouts::default()));
+    owner.snat = Some(table.worker(0));
+    let mut other = WorkerState::new(Conntrack::new(64, Timeouts::default()));
+    other.snat = Some(table.worker(1));
+    let snap = snat_snapshot();
+    run(
+        &snap,
+        &mut owner,
+        vec![Step {
+            what: "flow on worker 0",
+            now: SEC,
+            input: frame(syn),
+            verdict: tx(&frame(syn), Reply::Forward),
+            output: Some(frame(syn_out)),
+        }],
+    );
+    let frag_needed_out = icmp_error((OURS, BACKEND_MAC), r4, b4, 3, 4, &frame(big_backend));
+    run(
+        &snap,
+        &mut other,
+        vec![Step {
+            what: "frag-needed on worker 1",
+            now: 2 * SEC,
+            input: frag_needed.clone(),
+            verdict: tx(&frag_needed, Reply::IcmpError),
+            output: Some(frag_needed_out),
+        }],
+    );
+
+    // DSR: the error goes to the flow's backend unchanged but for the MACs; IPv6 too.
+    let dsr = |f: Vec<u8>| {
+        let mut f = f;
+        f[0..6].copy_from_slice(&BACKEND_MAC.0);
+        f[6..12].copy_from_slice(&OURS.0);
+        f
+    };
+    let dsr_snapshot = {
+        let key = |vip, port| ServiceKey { vip, port, proto: Protocol::TCP };
+        let b = |a| vec![Backend { mac: Some(BACKEND_MAC), ..Backend::new(a, 80, 1) }];
+        let svcs = vec![
+            Service::new(key(vip4, 80), ForwardMode::Dsr, b(b4), 251).unwrap(),
+            Service::new(key(vip6, 80), ForwardMode::Dsr, b(IpAddr::V6(BACKEND6)), 251).unwrap(),
+        ];
+        Snapshot::new(1, [(vip4, VipMode::Answer), (vip6, VipMode::Answer)]).with_services(svcs)
+    };
+    let big6 =
+        Pkt { src_mac: OURS, dst_mac: CLIENT_MAC, src: vip6, dst: IpAddr::V6(CLIENT6), sport: 80, dport: 40000, ..big };
+    let too_big6 = icmp_error(from_router, r6, vip6, 2, 0, &frame(big6));
+    run(
+        &dsr_snapshot,
+        &mut WorkerState::new(Conntrack::new(64, Timeouts::default())),
+        vec![
+            Step {
+                what: "DSR: frag-needed to the backend of the quoted flow (no state needed)",
+                now: SEC,
+                input: frag_needed.clone(),
+                verdict: tx(&frag_needed, Reply::IcmpError),
+                output: Some(dsr(frag_needed.clone())),
+            },
+            Step {
+                what: "DSR: IPv6 packet-too-big to the backend of the quoted flow",
+                now: SEC,
+                input: too_big6.clone(),
+                verdict: tx(&too_big6, Reply::IcmpError),
+                output: Some(dsr(too_big6.clone())),
+            },
+        ],
+    );
 }

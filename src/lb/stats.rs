@@ -121,6 +121,10 @@ pub enum Counter {
     TxNoRoom,
     /// Frames forwarded to a backend.
     Forwarded,
+    /// ICMP errors about our flows sent on to a backend or (SNAT) back to the client.
+    IcmpErrors,
+    /// Echo replies to pings of a VIP or SNAT address.
+    EchoReplies,
     /// SNAT replies translated back and sent to the client.
     SnatReplies,
     /// Of those, replies whose flow belongs to another worker (they arrived on another queue
@@ -146,6 +150,8 @@ impl Counter {
         Counter::ConflictReportsLost,
         Counter::TxNoRoom,
         Counter::Forwarded,
+        Counter::IcmpErrors,
+        Counter::EchoReplies,
         Counter::SnatReplies,
         Counter::SnatRepliesCrossed,
         Counter::Batches,
@@ -164,6 +170,8 @@ impl Counter {
             Counter::ConflictReportsLost => "conflict_reports_lost",
             Counter::TxNoRoom => "tx_no_room",
             Counter::Forwarded => "forwarded",
+            Counter::IcmpErrors => "icmp_errors",
+            Counter::EchoReplies => "echo_replies",
             Counter::SnatReplies => "snat_replies",
             Counter::SnatRepliesCrossed => "snat_replies_crossed",
             Counter::Batches => "batches",
