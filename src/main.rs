@@ -2,7 +2,7 @@
 
 use std::{
     collections::HashMap,
-    net::IpAddr,
+    net::{IpAddr, SocketAddr},
     path::PathBuf,
     process::ExitCode,
     sync::{atomic::AtomicBool, atomic::Ordering, Arc},
@@ -16,7 +16,9 @@ use serde_json::json;
 use xlb::{
     control::{
         announcer::Actions,
-        services::{build_services, Publisher, ServiceSpec, SpecError},
+        services::{
+            build_services, Publisher, ServiceSpec, SpecError, StatsIds, MAX_COUNTED_BACKENDS, MAX_COUNTED_SERVICES,
+        },
         AnnounceConfig, Announcer, VipStatus,
     },
     io::{
@@ -26,8 +28,12 @@ use xlb::{
         xdp::{AttachMode, XdpProgram, CLASS_NAMES},
     },
     lb::{
-        conntrack::Timeouts, maglev::MaglevError, snapshot::ForwardMode, snat::SnatTable, Counter, DropReason,
-        Snapshot, WorkerStats,
+        conntrack::Timeouts,
+        maglev::MaglevError,
+        snapshot::ForwardMode,
+        snat::SnatTable,
+        stats::{ObjectCounters, Traffic},
+        Counter, DropReason, Snapshot, WorkerStats,
     },
     wire::EthernetAddress,
 };
@@ -263,7 +269,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             return Err(UsageError::ServiceVip(raw.clone(), spec.key.vip).into());
         }
         // Build it once now so that a table that cannot be built is a usage error.
-        build_services(std::slice::from_ref(&spec), &HashMap::new())
+        build_services(std::slice::from_ref(&spec), &HashMap::new(), &mut StatsIds::default())
             .map_err(|e| UsageError::ServiceTable(raw.clone(), e))?;
         specs.push(spec);
     }
@@ -337,6 +343,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     // socket to redirect to.
     let mut workers: Vec<WorkerHandle> = Vec::new();
     let mut sockets = Vec::new();
+    let mut counters = Vec::new();
     for q in 0..queues {
         let qi = usize::try_from(q).unwrap_or(0);
         let cfg = WorkerConfig {
@@ -353,7 +360,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             conntrack_capacity: args.conntrack_capacity,
             timeouts: Timeouts::default(),
             snat: snat.clone(),
+            counters: Arc::new(ObjectCounters::new(MAX_COUNTED_SERVICES, MAX_COUNTED_BACKENDS)),
         };
+        counters.push(cfg.counters.clone());
         let xsk = match Xsk::open(&cfg) {
             Ok(x) => x,
             Err(e @ worker::WorkerError::Size { .. }) => return Err(UsageError::Size(e.to_string()).into()),
@@ -414,6 +423,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         specs,
         macs: HashMap::new(),
         services: Vec::new(),
+        stats_ids: StatsIds::default(),
+        counters,
         ifindex: dev.ifindex,
         next_neigh: Instant::now(),
         frames_dropped: 0,
@@ -490,12 +501,30 @@ struct Plane {
     specs: Vec<ServiceSpec>,
     macs: HashMap<IpAddr, EthernetAddress>,
     services: Vec<xlb::lb::snapshot::Service>,
+    stats_ids: StatsIds,
+    /// Each worker's traffic counters by service and backend.
+    counters: Vec<Arc<ObjectCounters>>,
     ifindex: u32,
     next_neigh: Instant,
     frames_dropped: u64,
 }
 
+/// `proto:vip:port`, as the user wrote it.
+fn service_name(s: &xlb::lb::snapshot::Service) -> String {
+    let proto = if s.key.proto == 6 { "tcp" } else { "udp" };
+    format!("{proto}:{}", SocketAddr::new(s.key.vip, s.key.port))
+}
+
 impl Plane {
+    /// One object's traffic summed over the workers.
+    fn traffic(&self, read: impl Fn(&ObjectCounters) -> Traffic) -> Traffic {
+        let mut t = Traffic::default();
+        for c in &self.counters {
+            t += read(c);
+        }
+        t
+    }
+
     fn publish(&mut self) {
         let generation = self.publisher.publish(self.announcer.vip_modes(), self.services.clone());
         tracing::debug!(generation, "snapshot published");
@@ -547,7 +576,7 @@ impl Plane {
             }
         }
         if changed {
-            self.services = build_services(&self.specs, &self.macs)?;
+            self.services = build_services(&self.specs, &self.macs, &mut self.stats_ids)?;
             self.publish();
         }
         // Unresolved backends are asked for again soon; resolved ones are re-read to follow
@@ -652,14 +681,33 @@ fn report(
             }))
             .collect::<Vec<_>>(),
         "snapshot_generation": plane.publisher.generation(),
+        "services": plane
+            .services
+            .iter()
+            .map(|s| {
+                let t = plane.traffic(|c| c.service(s.stats_id));
+                json!({
+                    "service": service_name(s),
+                    "mode": format!("{:?}", s.mode).to_lowercase(),
+                    "packets": t.packets, "bytes": t.bytes,
+                    "reply_packets": t.reply_packets, "reply_bytes": t.reply_bytes,
+                })
+            })
+            .collect::<Vec<_>>(),
         "backends": plane
             .services
             .iter()
-            .flat_map(|s| s.backends.iter().map(move |b| json!({
-                "service": format!("{}:{}", s.key.vip, s.key.port),
-                "backend": format!("{}:{}", b.addr, b.port),
-                "mac": b.mac.map(|m| m.to_string()),
-            })))
+            .flat_map(|s| s.backends.iter().map(move |b| {
+                let t = plane.traffic(|c| c.backend(b.stats_id));
+                json!({
+                    "service": service_name(s),
+                    "backend": SocketAddr::new(b.addr, b.port).to_string(),
+                    "mac": b.mac.map(|m| m.to_string()),
+                    "weight": b.weight,
+                    "packets": t.packets, "bytes": t.bytes,
+                    "reply_packets": t.reply_packets, "reply_bytes": t.reply_bytes,
+                })
+            }))
             .collect::<Vec<_>>(),
         "counters": counters,
         "drops": drops,

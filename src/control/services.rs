@@ -16,6 +16,7 @@ use crate::{
     lb::{
         maglev::{MaglevError, DEFAULT_TABLE_SIZE},
         snapshot::{Backend, ForwardMode, Service, ServiceKey},
+        stats::UNCOUNTED,
         Snapshot, VipMode,
     },
     wire::{ipv4::Protocol, EthernetAddress},
@@ -152,10 +153,50 @@ impl FromStr for ServiceSpec {
     }
 }
 
+/// Most services with their own traffic counters.
+pub const MAX_COUNTED_SERVICES: usize = 4096;
+/// Most (service, backend) pairs with their own traffic counters (ids fit the SNAT table's 16
+/// bits, 0xffff meaning none).
+pub const MAX_COUNTED_BACKENDS: usize = 65535;
+
+/// Stable ids of the workers' traffic counters: a service or backend keeps its id across
+/// snapshots, so its counters carry on while the snapshot changes under it.
+#[derive(Debug, Default)]
+pub struct StatsIds {
+    services: HashMap<ServiceKey, u32>,
+    backends: HashMap<(ServiceKey, IpAddr, u16), u32>,
+}
+
+impl StatsIds {
+    fn id<K: std::hash::Hash + Eq>(map: &mut HashMap<K, u32>, key: K, max: usize) -> u32 {
+        let next = map.len();
+        match map.get(&key) {
+            Some(id) => *id,
+            None if next < max => {
+                let id = u32::try_from(next).unwrap_or(UNCOUNTED);
+                map.insert(key, id);
+                id
+            }
+            None => UNCOUNTED,
+        }
+    }
+
+    /// The id of a service's counters.
+    pub fn service(&mut self, key: ServiceKey) -> u32 {
+        Self::id(&mut self.services, key, MAX_COUNTED_SERVICES)
+    }
+
+    /// The id of a backend's counters within a service.
+    pub fn backend(&mut self, key: ServiceKey, addr: IpAddr, port: u16) -> u32 {
+        Self::id(&mut self.backends, (key, addr, port), MAX_COUNTED_BACKENDS)
+    }
+}
+
 /// Builds the datapath's services from the specs and the MACs known so far.
 pub fn build_services(
     specs: &[ServiceSpec],
     macs: &HashMap<IpAddr, EthernetAddress>,
+    ids: &mut StatsIds,
 ) -> Result<Vec<Service>, MaglevError> {
     specs
         .iter()
@@ -165,10 +206,13 @@ pub fn build_services(
                 .iter()
                 .map(|(addr, port, weight)| Backend {
                     mac: macs.get(addr).copied(),
+                    stats_id: ids.backend(spec.key, *addr, *port),
                     ..Backend::new(*addr, *port, *weight)
                 })
                 .collect();
-            Ok(Service::new(spec.key, spec.mode, backends, spec.table_size)?.with_affinity(spec.affinity))
+            let mut svc = Service::new(spec.key, spec.mode, backends, spec.table_size)?.with_affinity(spec.affinity);
+            svc.stats_id = ids.service(spec.key);
+            Ok(svc)
         })
         .collect()
 }
@@ -235,6 +279,24 @@ mod tests {
         assert!(e("tcp:192.0.2.10:80=10.0.0.5:1;affinity=0").contains("1 to 86400"));
         assert!(e("tcp:192.0.2.10:80=10.0.0.5:1;weight=3").contains("known options"));
         assert!(e("tcp:192.0.2.10:80=10.0.0.5:1;snat").contains("KEY=VALUE"));
+    }
+
+    #[test]
+    fn counter_ids_are_stable_across_builds_and_bounded() -> Result<(), SpecError> {
+        let a: ServiceSpec = "tcp:192.0.2.10:80=10.0.0.5:80,10.0.0.6:80".parse()?;
+        let b: ServiceSpec = "udp:192.0.2.10:80=10.0.0.6:80".parse()?;
+        let mut ids = StatsIds::default();
+        let ids_of = |svcs: Vec<Service>| -> Vec<(u32, Vec<u32>)> {
+            svcs.iter().map(|s| (s.stats_id, s.backends.iter().map(|b| b.stats_id).collect())).collect()
+        };
+        let first = ids_of(build_services(&[a.clone(), b.clone()], &HashMap::new(), &mut ids).unwrap_or_default());
+        assert_eq!(first, vec![(0, vec![0, 1]), (1, vec![2])]);
+        // Order changed and a service gone: the ids stay with their objects.
+        let again = ids_of(build_services(&[b], &HashMap::new(), &mut ids).unwrap_or_default());
+        assert_eq!(again, vec![(1, vec![2])]);
+        let mut small: HashMap<u8, u32> = HashMap::new();
+        assert_eq!((0..3).map(|k| StatsIds::id(&mut small, k, 2)).collect::<Vec<_>>(), vec![0, 1, UNCOUNTED]);
+        Ok(())
     }
 
     #[test]

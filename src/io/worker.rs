@@ -33,6 +33,7 @@ use crate::{
         neighbor::OutFrame,
         pipeline::Reply,
         snat::SnatTable,
+        stats::ObjectCounters,
         Counter, DropReason, Snapshot, Verdict, WorkerState, WorkerStats,
     },
     wire::EthernetAddress,
@@ -133,6 +134,8 @@ pub struct WorkerConfig {
     /// The SNAT reverse table shared by all workers, if SNAT addresses are configured; this
     /// worker allocates from share number `queue` of its ports.
     pub snat: Option<Arc<SnatTable>>,
+    /// This worker's traffic counters by service and backend.
+    pub counters: Arc<ObjectCounters>,
 }
 
 /// Why a worker could not be set up.
@@ -444,6 +447,7 @@ impl Worker {
         // Allocated here, on the worker's own core, once.
         let mut state = WorkerState::new(Conntrack::new(self.cfg.conntrack_capacity, self.cfg.timeouts));
         state.snat = self.cfg.snat.as_ref().map(|t| t.worker(usize::try_from(self.cfg.queue).unwrap_or(0)));
+        state.counters = self.cfg.counters.clone();
         let batch = self.cfg.batch.max(1);
         let ring = usize::try_from(self.cfg.ring_size).unwrap_or(2048);
         let mut free: Vec<FrameDesc> = std::mem::take(&mut self.xsk.descs);

@@ -6,7 +6,7 @@
 //! reverse mappings), with checksums updated incrementally. TTLs are left alone in both modes:
 //! xlb delivers on the link it received on, like a bridge, not like a router.
 
-use std::net::IpAddr;
+use std::{net::IpAddr, sync::Arc};
 
 use super::{
     conntrack::{next_tcp_state, Conntrack, Entry, FlowKey, FlowState},
@@ -15,6 +15,7 @@ use super::{
     pipeline::{Reply, Verdict},
     snapshot::{Backend, ForwardMode, Service, ServiceKey},
     snat::{Lease, Mapping, SnatPorts},
+    stats::{ObjectCounters, UNCOUNTED},
     DropReason, Snapshot,
 };
 use crate::wire::{
@@ -29,12 +30,28 @@ pub struct WorkerState {
     pub conntrack: Conntrack,
     /// Its share of the SNAT ports and the shared reverse table (none: no SNAT address).
     pub snat: Option<SnatPorts>,
+    /// Its traffic counters by service and backend (read by the control plane).
+    pub counters: Arc<ObjectCounters>,
 }
 
 impl WorkerState {
-    /// State with this flow table and no SNAT.
+    /// State with this flow table, no SNAT, and counters for 256 services and 1024 backends.
     pub fn new(conntrack: Conntrack) -> Self {
-        WorkerState { conntrack, snat: None }
+        WorkerState { conntrack, snat: None, counters: Arc::new(ObjectCounters::new(256, 1024)) }
+    }
+}
+
+/// A counter id as the SNAT table stores it (16 bits; 0xffff for none).
+fn id16(id: u32) -> u16 {
+    u16::try_from(id).unwrap_or(u16::MAX)
+}
+
+/// And back.
+fn id32(id: u16) -> u32 {
+    if id == u16::MAX {
+        UNCOUNTED
+    } else {
+        u32::from(id)
     }
 }
 
@@ -151,7 +168,7 @@ pub(super) fn ip(
     };
     if let Some(snat) = &st.snat {
         if let Some(addr) = snat.table().addr_index(svc.vip) {
-            return reverse(now, snat, addr, mac, buf, len, &flow).unwrap_or_else(Verdict::Drop);
+            return reverse(now, snat, &st.counters, addr, mac, buf, len, &flow).unwrap_or_else(Verdict::Drop);
         }
     }
     let Some(service) = snap.service(&svc) else { return Verdict::Drop(DropReason::NoService) };
@@ -295,6 +312,8 @@ fn forward(
                 backend: backend16,
                 backend_port: backend.port,
                 client_mac,
+                service_stats: id16(svc.stats_id),
+                backend_stats: id16(backend.stats_id),
             };
             let held = match (lease, fresh) {
                 (Some(l), false) => {
@@ -322,13 +341,16 @@ fn forward(
             set_macs(buf, next_hop, mac)?;
         }
     }
+    st.counters.count(svc.stats_id, backend.stats_id, len, false);
     Ok(Verdict::Tx { len, reply: Reply::Forward })
 }
 
 /// A packet to one of our SNAT addresses: a backend's reply, translated back to VIP -> client.
+#[allow(clippy::too_many_arguments)]
 fn reverse(
     now: u64,
     snat: &SnatPorts,
+    counters: &ObjectCounters,
     addr: u8,
     mac: EthernetAddress,
     buf: &mut [u8],
@@ -342,6 +364,7 @@ fn reverse(
     }
     nat(buf, len, flow, &m.vip, &m.client, m.vip_port, m.client_port)?;
     set_macs(buf, m.client_mac, mac)?;
+    counters.count(id32(m.service_stats), id32(m.backend_stats), len, true);
     Ok(Verdict::Tx { len, reply: Reply::SnatReply { crossed: !snat.owns(flow.key.dst_port) } })
 }
 

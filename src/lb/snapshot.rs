@@ -4,7 +4,10 @@
 
 use std::{collections::HashMap, net::IpAddr};
 
-use super::maglev::{hash64, BackendId, MaglevError, MaglevTable, DEFAULT_TABLE_SIZE};
+use super::{
+    maglev::{hash64, BackendId, MaglevError, MaglevTable, DEFAULT_TABLE_SIZE},
+    stats::UNCOUNTED,
+};
 use crate::wire::EthernetAddress;
 
 /// How the datapath treats a VIP.
@@ -42,13 +45,15 @@ pub struct Backend {
     pub mac: Option<EthernetAddress>,
     /// Identity hash: what tracked flows are pinned to.
     pub key: u64,
+    /// Index of its traffic counters (`stats::UNCOUNTED`: none).
+    pub stats_id: u32,
 }
 
 impl Backend {
     /// A backend at `addr:port` with `weight`, next hop not yet resolved.
     pub fn new(addr: IpAddr, port: u16, weight: u32) -> Self {
         let key = hash64(0, &BackendId::new(addr, port).0);
-        Backend { addr, port, weight, mac: None, key }
+        Backend { addr, port, weight, mac: None, key, stats_id: UNCOUNTED }
     }
 
     /// Whether new flows may be given to it: weighted and with a resolved next hop.
@@ -81,6 +86,8 @@ pub struct Service {
     /// Session affinity by client address (Kubernetes `ClientIP`): how long, in nanoseconds,
     /// a client's new connections keep going to the backend its last one went to.
     pub affinity: Option<u64>,
+    /// Index of its traffic counters (`stats::UNCOUNTED`: none).
+    pub stats_id: u32,
     table: MaglevTable,
     by_key: HashMap<u64, u32>,
 }
@@ -100,7 +107,7 @@ impl Service {
             .collect();
         let table = MaglevTable::build(&weights, table_size)?;
         let by_key = backends.iter().zip(0u32..).map(|(b, i)| (b.key, i)).collect();
-        Ok(Service { key, mode, backends, affinity: None, table, by_key })
+        Ok(Service { key, mode, backends, affinity: None, stats_id: UNCOUNTED, table, by_key })
     }
 
     /// With session affinity by client address for `timeout`.

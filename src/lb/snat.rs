@@ -53,6 +53,10 @@ pub struct Mapping {
     pub backend_port: u16,
     /// MAC the client's traffic came from (the client or its router): replies go back to it.
     pub client_mac: EthernetAddress,
+    /// The service's traffic counters' id (0xffff: none).
+    pub service_stats: u16,
+    /// The backend's traffic counters' id (0xffff: none).
+    pub backend_stats: u16,
 }
 
 /// One reverse-translation slot: a sequence word, a deadline and the mapping in 8 words.
@@ -83,8 +87,12 @@ impl Mapping {
         let (c0, c1) = split16(&self.client);
         let (v0, v1) = split16(&self.vip);
         let (b0, b1) = split16(&self.backend);
-        let ports = u64::from(self.client_port) << 32 | u64::from(self.vip_port) << 16 | u64::from(self.backend_port);
+        let ports = u64::from(self.service_stats) << 48
+            | u64::from(self.client_port) << 32
+            | u64::from(self.vip_port) << 16
+            | u64::from(self.backend_port);
         let mut mac = [0u8; 8];
+        mac[..2].copy_from_slice(&self.backend_stats.to_be_bytes());
         mac[2..].copy_from_slice(&self.client_mac.0);
         [c0, c1, v0, v1, b0, b1, ports, u64::from_be_bytes(mac)]
     }
@@ -100,6 +108,8 @@ impl Mapping {
             vip_port: u16::from_be_bytes([p[4], p[5]]),
             backend_port: u16::from_be_bytes([p[6], p[7]]),
             client_mac: EthernetAddress([m[2], m[3], m[4], m[5], m[6], m[7]]),
+            service_stats: u16::from_be_bytes([p[0], p[1]]),
+            backend_stats: u16::from_be_bytes([m[0], m[1]]),
         }
     }
 }
@@ -366,6 +376,8 @@ mod tests {
             backend: [9; 16],
             backend_port: 8080,
             client_mac: EthernetAddress([2, 0, 0, 0, 0, i]),
+            service_stats: u16::from(i) * 3,
+            backend_stats: 0xffff - u16::from(i),
         }
     }
 

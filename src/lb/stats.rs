@@ -1,4 +1,7 @@
-//! Per-worker counters, indexed by enums so that counting is an array increment.
+//! Per-worker counters, indexed by enums so that counting is an array increment, and
+//! per-worker traffic counters by service and backend.
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Why the datapath dropped a frame.
 #[repr(u8)]
@@ -219,6 +222,90 @@ impl WorkerStats {
     }
 }
 
+/// An object that is not counted (no id was given to it).
+pub const UNCOUNTED: u32 = u32::MAX;
+
+/// Traffic of one service or backend: packets and bytes towards the backends, and (SNAT)
+/// back to the clients.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Packets forwarded towards the backend(s).
+    pub packets: u64,
+    /// Bytes (whole frames) forwarded towards the backend(s).
+    pub bytes: u64,
+    /// SNAT replies sent back to clients.
+    pub reply_packets: u64,
+    /// Bytes of those replies.
+    pub reply_bytes: u64,
+}
+
+impl std::ops::AddAssign for Traffic {
+    fn add_assign(&mut self, o: Traffic) {
+        self.packets += o.packets;
+        self.bytes += o.bytes;
+        self.reply_packets += o.reply_packets;
+        self.reply_bytes += o.reply_bytes;
+    }
+}
+
+#[derive(Debug, Default)]
+struct Cell([AtomicU64; 4]);
+
+impl Cell {
+    #[inline]
+    fn add(&self, i: usize, n: u64) {
+        // One writer per cell (its worker): a load and a store, no locked instruction.
+        if let Some(a) = self.0.get(i) {
+            a.store(a.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+        }
+    }
+
+    fn read(&self) -> Traffic {
+        let v = |i: usize| self.0[i].load(Ordering::Relaxed);
+        Traffic { packets: v(0), bytes: v(1), reply_packets: v(2), reply_bytes: v(3) }
+    }
+}
+
+/// One worker's traffic counters per service and per backend, indexed by the ids the control
+/// plane gives them (`Service::stats_id`, `Backend::stats_id`). Written by that worker only;
+/// read by the control plane at any time.
+#[derive(Debug)]
+pub struct ObjectCounters {
+    services: Box<[Cell]>,
+    backends: Box<[Cell]>,
+}
+
+impl ObjectCounters {
+    /// Room for this many service and backend ids.
+    pub fn new(services: usize, backends: usize) -> Self {
+        let cells = |n: usize| (0..n).map(|_| Cell::default()).collect();
+        ObjectCounters { services: cells(services), backends: cells(backends) }
+    }
+
+    /// Counts a frame of `bytes` for a service and a backend; `reply`: a SNAT reply.
+    #[inline]
+    pub fn count(&self, service: u32, backend: u32, bytes: usize, reply: bool) {
+        let base = if reply { 2 } else { 0 };
+        let bytes = bytes as u64;
+        for (cells, id) in [(&self.services, service), (&self.backends, backend)] {
+            if let Some(c) = cells.get(usize::try_from(id).unwrap_or(usize::MAX)) {
+                c.add(base, 1);
+                c.add(base + 1, bytes);
+            }
+        }
+    }
+
+    /// A service's traffic on this worker.
+    pub fn service(&self, id: u32) -> Traffic {
+        self.services.get(usize::try_from(id).unwrap_or(usize::MAX)).map(Cell::read).unwrap_or_default()
+    }
+
+    /// A backend's traffic on this worker.
+    pub fn backend(&self, id: u32) -> Traffic {
+        self.backends.get(usize::try_from(id).unwrap_or(usize::MAX)).map(Cell::read).unwrap_or_default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,5 +318,19 @@ mod tests {
         for (i, c) in Counter::ALL.iter().enumerate() {
             assert_eq!(*c as usize, i, "{}", c.name());
         }
+    }
+
+    #[test]
+    fn object_counters_add_up_and_ignore_unknown_ids() {
+        let c = ObjectCounters::new(2, 4);
+        c.count(1, 3, 100, false);
+        c.count(1, 3, 60, false);
+        c.count(1, 2, 70, true);
+        c.count(UNCOUNTED, 9, 1000, false);
+        assert_eq!(c.service(1), Traffic { packets: 2, bytes: 160, reply_packets: 1, reply_bytes: 70 });
+        assert_eq!(c.backend(3), Traffic { packets: 2, bytes: 160, ..Traffic::default() });
+        assert_eq!(c.backend(2), Traffic { reply_packets: 1, reply_bytes: 70, ..Traffic::default() });
+        assert_eq!(c.service(0), Traffic::default());
+        assert_eq!(c.service(UNCOUNTED), Traffic::default());
     }
 }
