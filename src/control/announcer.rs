@@ -124,6 +124,8 @@ pub struct Actions {
     pub transitions: Vec<(IpAddr, VipStatus, VipStatus)>,
     /// Conflicts seen for the first time from this MAC: (vip, mac, status when seen).
     pub new_conflicts: Vec<(IpAddr, EthernetAddress, VipStatus)>,
+    /// VIPs no longer served (removed from the configuration).
+    pub withdrawn: Vec<IpAddr>,
 }
 
 /// The VIPs of one interface and their announcement state.
@@ -153,12 +155,7 @@ impl Announcer {
     pub fn new(cfg: AnnounceConfig, mac: EthernetAddress, vips: &[IpAddr], now: Instant) -> (Self, Actions) {
         // RFC 5227's PROBE_WAIT: a random delay before the first probe, so that nodes
         // started together do not probe in lockstep.
-        let first = if cfg.probes == 0 {
-            VipStatus::Announcing { sent: 0, next: now }
-        } else {
-            let spread = u64::try_from(cfg.probe_interval.as_millis()).unwrap_or(0).max(1);
-            VipStatus::Probing { sent: 0, next: now + Duration::from_millis(random() % spread) }
-        };
+        let first = Self::first_status(&cfg, now);
         let mut a = Announcer {
             cfg,
             mac,
@@ -174,6 +171,46 @@ impl Announcer {
         actions.transitions = more.transitions;
         actions.map_updates.extend(more.map_updates);
         (a, actions)
+    }
+
+    /// Where a new VIP starts: probing after a random PROBE_WAIT, or announcing at once.
+    fn first_status(cfg: &AnnounceConfig, now: Instant) -> VipStatus {
+        if cfg.probes == 0 {
+            VipStatus::Announcing { sent: 0, next: now }
+        } else {
+            let spread = u64::try_from(cfg.probe_interval.as_millis()).unwrap_or(0).max(1);
+            VipStatus::Probing { sent: 0, next: now + Duration::from_millis(random() % spread) }
+        }
+    }
+
+    /// Makes `vips` the set of VIPs at `now`: new ones start probing (or announcing), gone
+    /// ones are withdrawn (their map entries removed), the others carry on as they were.
+    pub fn set_vips(&mut self, vips: &[IpAddr], now: Instant) -> Actions {
+        let mut actions = Actions::default();
+        let before = self.vips.len();
+        self.vips.retain(|(v, _)| {
+            let keep = vips.contains(v);
+            if !keep {
+                actions.map_updates.push((*v, 0));
+                actions.withdrawn.push(*v);
+            }
+            keep
+        });
+        self.claims.retain(|(v, _), _| vips.contains(v));
+        let first = Self::first_status(&self.cfg, now);
+        for v in vips {
+            if !self.vips.iter().any(|(x, _)| x == v) {
+                self.vips.push((*v, first));
+                actions.map_updates.push((*v, first.map_flags()));
+            }
+        }
+        actions.vips_changed = self.vips.len() != before || !actions.map_updates.is_empty();
+        let more = self.tick(now);
+        actions.frames = more.frames;
+        actions.transitions = more.transitions;
+        actions.map_updates.extend(more.map_updates);
+        actions.vips_changed |= more.vips_changed;
+        actions
     }
 
     /// Every VIP and its status.
@@ -314,6 +351,25 @@ mod tests {
             out.extend(a.tick(next).frames.into_iter().map(|f| (next, f)));
         }
         out
+    }
+
+    #[test]
+    fn vips_come_and_go_at_run_time() {
+        let cfg = AnnounceConfig { probes: 0, ..AnnounceConfig::default() };
+        let (a4, b4) = (IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2)));
+        let now = Instant::now();
+        let (mut a, _) = Announcer::new(cfg, EthernetAddress([2, 0, 0, 0, 0, 1]), &[a4], now);
+        let act = a.set_vips(&[b4], now);
+        assert_eq!(act.withdrawn, vec![a4]);
+        assert!(act.map_updates.contains(&(a4, 0)));
+        assert!(act.map_updates.iter().any(|(v, f)| *v == b4 && *f != 0));
+        assert!(act.vips_changed);
+        // The new VIP is announced at once (probes: 0).
+        assert!(!act.frames.is_empty());
+        assert_eq!(a.vips().iter().map(|(v, _)| *v).collect::<Vec<_>>(), vec![b4]);
+        // The same set again changes nothing.
+        let again = a.set_vips(&[b4], now);
+        assert!(again.map_updates.is_empty() && again.withdrawn.is_empty());
     }
 
     #[test]

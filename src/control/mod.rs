@@ -3,6 +3,10 @@
 //! and hears from them about conflicts.
 
 pub mod announcer;
+pub mod compile;
+pub mod config;
+pub mod health;
+pub mod ipam;
 pub mod services;
 
 pub use announcer::{AnnounceConfig, Announcer, VipStatus};

@@ -57,6 +57,9 @@ pub enum SpecError {
 /// A service as the user defined it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceSpec {
+    /// Name shown to people: `SERVICE/PROTO:PORT` from a config file, `PROTO:VIP:PORT` from
+    /// the command line.
+    pub name: String,
     /// Protocol, VIP, port.
     pub key: ServiceKey,
     /// Backends: address, port, weight.
@@ -113,6 +116,7 @@ impl FromStr for ServiceSpec {
             return Err(SpecError::NoBackends(text.to_string()));
         }
         let mut spec = ServiceSpec {
+            name: format!("{}:{front}", if proto == Protocol::UDP { "udp" } else { "tcp" }),
             key: ServiceKey { vip: front.ip(), port: front.port(), proto },
             backends,
             mode: ForwardMode::Dsr,

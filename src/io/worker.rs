@@ -20,6 +20,7 @@ use std::{
 
 use arc_swap::ArcSwap;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
+use hdrhistogram::Histogram;
 use xsk_rs::{
     config::{BindFlags, FrameSize, Interface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig},
     CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem,
@@ -29,7 +30,7 @@ use super::wake::Waker;
 use crate::{
     lb::{
         self,
-        conntrack::{Conntrack, Timeouts},
+        conntrack::{Conntrack, ConntrackStats, Entry, Timeouts},
         neighbor::OutFrame,
         pipeline::Reply,
         snat::SnatTable,
@@ -185,9 +186,25 @@ pub enum WorkerError {
 pub struct SharedStats {
     counters: [AtomicU64; Counter::COUNT],
     drops: [AtomicU64; DropReason::COUNT],
+    /// Conntrack: inserts, evictions, full, expired, live, slots.
+    conntrack: [AtomicU64; 6],
 }
 
 impl SharedStats {
+    fn publish_conntrack(&self, ct: &Conntrack) {
+        let s = ct.stats();
+        for (a, v) in self.conntrack.iter().zip([s.inserts, s.evictions, s.full, s.expired, s.live, ct.slots() as u64])
+        {
+            a.store(v, Ordering::Relaxed);
+        }
+    }
+
+    /// The flow table's counters as last published, and its number of slots.
+    pub fn conntrack(&self) -> (ConntrackStats, u64) {
+        let v = |i: usize| self.conntrack[i].load(Ordering::Relaxed);
+        (ConntrackStats { inserts: v(0), evictions: v(1), full: v(2), expired: v(3), live: v(4) }, v(5))
+    }
+
     fn publish(&self, s: &WorkerStats) {
         for (a, v) in self.counters.iter().zip(s.counters.iter()) {
             a.store(*v, Ordering::Relaxed);
@@ -381,6 +398,39 @@ pub struct WorkerShared {
     pub conflicts: Sender<ConflictReport>,
 }
 
+/// Lowest and highest batch time the histograms hold, in nanoseconds (values outside are
+/// clamped), with 2 significant digits.
+pub const BATCH_NS_RANGE: (u64, u64) = (100, 100_000_000);
+
+/// An empty batch-time histogram, as the control thread hands them to workers.
+pub fn batch_histogram() -> Box<Histogram<u64>> {
+    // Bounds and precision are constants that hdrhistogram accepts (low >= 1, high >= 2 low,
+    // 2 significant digits): this cannot fail.
+    Box::new(
+        Histogram::new_with_bounds(BATCH_NS_RANGE.0, BATCH_NS_RANGE.1, 2).expect("constant histogram bounds are valid"),
+    )
+}
+
+/// A request from the control thread, served by the worker between batches.
+#[derive(Debug)]
+pub enum WorkerRequest {
+    /// Up to `max` live conntrack entries at the worker's `now`, for `xlb conntrack list`.
+    Conntrack {
+        /// Most entries.
+        max: usize,
+        /// Where the answer goes.
+        reply: Sender<Vec<Entry>>,
+    },
+    /// Swap the worker's batch-time histogram for `fresh` (empty) and send back the filled
+    /// one: the worker never allocates for it.
+    Histogram {
+        /// An empty histogram of the same bounds.
+        fresh: Box<Histogram<u64>>,
+        /// Where the filled one goes.
+        reply: Sender<Box<Histogram<u64>>>,
+    },
+}
+
 /// A running worker.
 #[derive(Debug)]
 pub struct WorkerHandle {
@@ -394,6 +444,8 @@ pub struct WorkerHandle {
     pub control: Sender<OutFrame>,
     /// Wakes it from poll().
     pub waker: Arc<Waker>,
+    /// Requests for it (wake it after sending).
+    pub requests: Sender<WorkerRequest>,
     join: JoinHandle<WorkerStats>,
 }
 
@@ -410,9 +462,18 @@ pub fn spawn(cfg: WorkerConfig, xsk: Xsk, shared: WorkerShared) -> Result<Worker
     let stats = Arc::new(SharedStats::default());
     let waker = Arc::new(Waker::new().map_err(WorkerError::Thread)?);
     let (control_tx, control_rx) = crossbeam_channel::bounded(1024);
+    let (requests_tx, requests_rx) = crossbeam_channel::bounded(16);
     let (queue, mode) = (cfg.queue, xsk.mode);
     let (ready_tx, ready_rx) = crossbeam_channel::bounded::<()>(1);
-    let worker = Worker { cfg, xsk, shared, stats: stats.clone(), waker: waker.clone(), control: control_rx };
+    let worker = Worker {
+        cfg,
+        xsk,
+        shared,
+        stats: stats.clone(),
+        waker: waker.clone(),
+        control: control_rx,
+        requests: requests_rx,
+    };
     let join = std::thread::Builder::new()
         .name(format!("xlb-w{queue}"))
         .spawn(move || worker.run(ready_tx))
@@ -425,7 +486,7 @@ pub fn spawn(cfg: WorkerConfig, xsk: Xsk, shared: WorkerShared) -> Result<Worker
             "worker for queue {queue} died while starting"
         ))));
     }
-    Ok(WorkerHandle { queue, mode, stats, control: control_tx, waker, join })
+    Ok(WorkerHandle { queue, mode, stats, control: control_tx, waker, requests: requests_tx, join })
 }
 
 struct Worker {
@@ -435,6 +496,7 @@ struct Worker {
     stats: Arc<SharedStats>,
     waker: Arc<Waker>,
     control: Receiver<OutFrame>,
+    requests: Receiver<WorkerRequest>,
 }
 
 impl Worker {
@@ -466,6 +528,8 @@ impl Worker {
         // a buffer.
         let reserve = batch * 2;
 
+        // Batch times, swapped out whole by the control thread (see WorkerRequest).
+        let mut batch_times = batch_histogram();
         let mut ready = Some(ready);
         while !self.shared.shutdown.load(Ordering::Relaxed) {
             // 1. Completed transmissions give their frames back.
@@ -502,10 +566,11 @@ impl Worker {
             // SAFETY: rx_descs only receives descriptors of frames in this socket's UMEM.
             let n = unsafe { self.xsk.rx.consume(&mut rx_descs) };
             tx_descs.clear();
+            let batch_start = clock.elapsed();
             if n > 0 {
                 stats.bump(Counter::Batches);
                 stats.add(Counter::RxFrames, n as u64);
-                let now = u64::try_from(clock.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                let now = u64::try_from(batch_start.as_nanos()).unwrap_or(u64::MAX);
                 for desc in rx_descs.iter_mut().take(n) {
                     // SAFETY: the frame was just consumed from RX, so the kernel no longer
                     // writes it and we hold the only descriptor to it.
@@ -559,8 +624,27 @@ impl Worker {
                 }
             }
             drop(snap);
+            if n > 0 {
+                let took = u64::try_from((clock.elapsed() - batch_start).as_nanos()).unwrap_or(u64::MAX);
+                stats.add(Counter::BusyNanos, took);
+                batch_times.saturating_record(took.clamp(BATCH_NS_RANGE.0, BATCH_NS_RANGE.1));
+            }
 
-            // 4. Frames the control thread wants out (announcements, probes): at most a
+            // 4. Requests from the control thread: rare, answered between batches.
+            if let Ok(req) = self.requests.try_recv() {
+                match req {
+                    WorkerRequest::Conntrack { max, reply } => {
+                        let now = u64::try_from(clock.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                        let _ = reply.try_send(state.conntrack.iter_live(now).take(max).copied().collect());
+                    }
+                    WorkerRequest::Histogram { mut fresh, reply } => {
+                        std::mem::swap(&mut fresh, &mut batch_times);
+                        let _ = reply.try_send(fresh);
+                    }
+                }
+            }
+
+            // 5. Frames the control thread wants out (announcements, probes): at most a
             // batch per pass, so tx_descs never grows past its capacity; the rest wait.
             for _ in 0..batch {
                 let Ok(frame) = self.control.try_recv() else { break };
@@ -581,7 +665,7 @@ impl Worker {
                 }
             }
 
-            // 5. Transmit.
+            // 6. Transmit.
             if !tx_descs.is_empty() {
                 let want = u32::try_from(tx_descs.len()).unwrap_or(u32::MAX);
                 let room = usize::try_from(self.xsk.tx.nb_free(want)).unwrap_or(0).min(tx_descs.len());
@@ -600,12 +684,14 @@ impl Worker {
                 let _ = self.xsk.tx.wakeup();
             }
 
-            // 6. Spin while busy, sleep when idle (never with frames still to send).
+            // 7. Spin while busy, sleep when idle (never with frames still to send).
             if n > 0 || !tx_descs.is_empty() || in_flight > 0 {
                 last_traffic = Instant::now();
                 self.stats.publish(&stats);
+                self.stats.publish_conntrack(&state.conntrack);
             } else if last_traffic.elapsed() >= self.cfg.idle_spin {
                 self.stats.publish(&stats);
+                self.stats.publish_conntrack(&state.conntrack);
                 stats.bump(Counter::Sleeps);
                 // Completions still due are collected on waking; a sleep never outlasts a
                 // second so shutdown and late completions are seen.

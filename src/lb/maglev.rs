@@ -201,6 +201,21 @@ impl MaglevTable {
         self.slots.get(idx).copied().unwrap_or(EMPTY)
     }
 
+    /// Number of slots (the configured prime).
+    pub fn size(&self) -> usize {
+        self.len()
+    }
+
+    /// How many slots point at backend `index`.
+    pub fn slots_of(&self, index: u32) -> usize {
+        self.slots().iter().filter(|s| **s == index).count()
+    }
+
+    /// The backend index in slot `k` (none: empty slot or out of range).
+    pub fn slot(&self, k: usize) -> Option<u32> {
+        self.slots().get(k).copied().filter(|b| *b != EMPTY)
+    }
+
     /// The slots, for inspection (`xlb maglev show`) and tests.
     pub fn slots(&self) -> &[u32] {
         &self.slots

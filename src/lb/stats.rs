@@ -135,6 +135,8 @@ pub enum Counter {
     SnatRepliesCrossed,
     /// Batches processed.
     Batches,
+    /// Nanoseconds spent processing batches (busy time).
+    BusyNanos,
     /// Times the worker went to sleep in poll() after an idle spell.
     Sleeps,
 }
@@ -158,6 +160,7 @@ impl Counter {
         Counter::SnatReplies,
         Counter::SnatRepliesCrossed,
         Counter::Batches,
+        Counter::BusyNanos,
         Counter::Sleeps,
     ];
 
@@ -178,6 +181,7 @@ impl Counter {
             Counter::SnatReplies => "snat_replies",
             Counter::SnatRepliesCrossed => "snat_replies_crossed",
             Counter::Batches => "batches",
+            Counter::BusyNanos => "busy_ns",
             Counter::Sleeps => "sleeps",
         }
     }

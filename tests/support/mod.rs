@@ -11,7 +11,7 @@ pub mod frames;
 
 use std::{
     fs,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
@@ -229,19 +229,37 @@ pub struct Xlb {
     child: Option<Child>,
     pub log: PathBuf,
     pub stats: PathBuf,
+    /// Its admin socket.
+    pub admin: PathBuf,
 }
 
 impl Xlb {
     /// Starts `xlb run -i eth0 ARGS` in `host` and waits until it logs that it runs.
     pub fn start(lab: &Lab, host: &Host, args: &[&str]) -> Xlb {
+        let mut all = vec!["-i", "eth0"];
+        all.extend_from_slice(args);
+        Self::spawn(lab, host, &all)
+    }
+
+    /// Starts `xlb run --config FILE ARGS` in `host` and waits until it logs that it runs.
+    #[allow(dead_code)] // not every test binary runs from a config
+    pub fn start_config(lab: &Lab, host: &Host, config: &Path, args: &[&str]) -> Xlb {
+        let path = config.display().to_string();
+        let mut all = vec!["--config", path.as_str()];
+        all.extend_from_slice(args);
+        Self::spawn(lab, host, &all)
+    }
+
+    fn spawn(lab: &Lab, host: &Host, args: &[&str]) -> Xlb {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let log = lab.dir.join(format!("xlb-{n}.log"));
         let stats = lab.dir.join(format!("xlb-{n}.json"));
-        let mut full: Vec<String> = ["netns", "exec", &host.ns, xlb_bin(), "run", "-i", "eth0", "--stats-file"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let admin = lab.dir.join(format!("xlb-{n}.sock"));
+        let mut full: Vec<String> =
+            ["netns", "exec", &host.ns, xlb_bin(), "run", "--stats-file"].iter().map(|s| s.to_string()).collect();
         full.push(stats.display().to_string());
+        full.push("--admin-socket".into());
+        full.push(admin.display().to_string());
         full.extend(args.iter().map(|s| s.to_string()));
         let child = Command::new("ip")
             .args(&full)
@@ -251,9 +269,20 @@ impl Xlb {
             .stderr(fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let mut x = Xlb { child: Some(child), log, stats };
+        let mut x = Xlb { child: Some(child), log, stats, admin };
         x.wait_log("xlb running", Duration::from_secs(20));
         x
+    }
+
+    /// Runs `xlb ARGS --socket <its admin socket>` and returns (exit status, stdout, stderr).
+    #[allow(dead_code)] // not every test binary uses the CLI
+    pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(xlb_bin()).args(args).arg("--socket").arg(&self.admin).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     /// The log so far.

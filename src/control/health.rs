@@ -1,0 +1,239 @@
+//! Active health checks of backends: a TCP connect or an HTTP GET, every interval, with a
+//! timeout; `fall` failures in a row take a backend down, `rise` successes bring it back.
+//! Backends start up (a restart does not black-hole traffic while the first checks run).
+//!
+//! Runs on its own thread with a single-threaded tokio runtime, one task per target; the
+//! control loop hands it the target list and hears back only about changes.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use crossbeam_channel::{Receiver, Sender};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::{
+    compile::HealthTarget,
+    config::{CheckKind, HealthConfig},
+};
+
+/// A backend going down or coming back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthEvent {
+    /// Which check.
+    pub target: HealthTarget,
+    /// Up now.
+    pub up: bool,
+    /// The last check's outcome, for the log (`ok`, or what failed).
+    pub detail: String,
+}
+
+/// The running checker.
+#[derive(Debug)]
+pub struct HealthChecker {
+    targets: Sender<Vec<HealthTarget>>,
+    /// Changes, for the control loop.
+    pub events: Receiver<HealthEvent>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// One check: `Ok` or what went wrong.
+async fn check_once(addr: SocketAddr, cfg: &HealthConfig) -> Result<(), String> {
+    let io = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+        if let CheckKind::Http { path, status } = &cfg.kind {
+            let host = match addr {
+                SocketAddr::V4(a) => a.to_string(),
+                SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
+            };
+            let req =
+                format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: xlb-health\r\nConnection: close\r\n\r\n");
+            s.write_all(req.as_bytes()).await.map_err(|e| format!("send: {e}"))?;
+            let mut buf = vec![0u8; 256];
+            let mut got = 0;
+            // The status line is all that is needed.
+            while !buf[..got].contains(&b'\n') && got < buf.len() {
+                let n = s.read(&mut buf[got..]).await.map_err(|e| format!("read: {e}"))?;
+                if n == 0 {
+                    break;
+                }
+                got += n;
+            }
+            let line = String::from_utf8_lossy(&buf[..got]);
+            let code = line.split_whitespace().nth(1).and_then(|c| c.parse::<u16>().ok());
+            match code {
+                Some(c) if c == *status => {}
+                Some(c) => return Err(format!("HTTP status {c}, expected {status}")),
+                None => return Err("no HTTP status line".into()),
+            }
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(cfg.timeout, io).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("timed out after {} ms", cfg.timeout.as_millis())),
+    }
+}
+
+/// Checks one target forever, reporting changes.
+async fn watch(t: HealthTarget, events: Sender<HealthEvent>) {
+    let addr = SocketAddr::new(t.addr, t.port);
+    let (mut up, mut oks, mut fails) = (true, 0u32, 0u32);
+    let mut tick = tokio::time::interval(t.check.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let r = check_once(addr, &t.check).await;
+        match &r {
+            Ok(()) => {
+                oks += 1;
+                fails = 0;
+            }
+            Err(_) => {
+                fails += 1;
+                oks = 0;
+            }
+        }
+        let now_up = if up { fails < t.check.fall } else { oks >= t.check.rise };
+        if now_up != up {
+            up = now_up;
+            let detail = r.err().unwrap_or_else(|| "ok".into());
+            if events.send(HealthEvent { target: t.clone(), up, detail }).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+impl HealthChecker {
+    /// Starts the checker thread (with no targets).
+    pub fn start() -> std::io::Result<Self> {
+        let (targets_tx, targets_rx) = crossbeam_channel::unbounded::<Vec<HealthTarget>>();
+        let (events_tx, events_rx) = crossbeam_channel::unbounded();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let thread = std::thread::Builder::new().name("xlb-health".into()).spawn(move || {
+            rt.block_on(async move {
+                let mut tasks: HashMap<HealthTarget, tokio::task::JoinHandle<()>> = HashMap::new();
+                while !stop2.load(Ordering::Relaxed) {
+                    // The newest target list wins.
+                    if let Some(list) = targets_rx.try_iter().last() {
+                        tasks.retain(|t, h| {
+                            let keep = list.contains(t);
+                            if !keep {
+                                h.abort();
+                            }
+                            keep
+                        });
+                        for t in list {
+                            if let std::collections::hash_map::Entry::Vacant(v) = tasks.entry(t) {
+                                let h = tokio::spawn(watch(v.key().clone(), events_tx.clone()));
+                                v.insert(h);
+                            }
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                for (_, h) in tasks {
+                    h.abort();
+                }
+            });
+        })?;
+        Ok(HealthChecker { targets: targets_tx, events: events_rx, stop, thread: Some(thread) })
+    }
+
+    /// Checks exactly these targets from now on (running checks of kept targets go on).
+    pub fn set_targets(&self, targets: Vec<HealthTarget>) {
+        let _ = self.targets.send(targets);
+    }
+}
+
+impl Drop for HealthChecker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        io::{Read, Write},
+        net::TcpListener,
+        time::Instant,
+    };
+
+    use super::*;
+
+    fn target(port: u16, kind: CheckKind) -> HealthTarget {
+        HealthTarget {
+            service: "web".into(),
+            addr: "127.0.0.1".parse().unwrap(),
+            port,
+            check: HealthConfig {
+                kind,
+                port: None,
+                interval: Duration::from_millis(50),
+                timeout: Duration::from_millis(200),
+                rise: 2,
+                fall: 2,
+            },
+        }
+    }
+
+    #[test]
+    fn a_closed_port_goes_down_and_comes_back_when_served() {
+        // A port that was free a moment ago: nothing listens.
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let checker = HealthChecker::start().unwrap();
+        let t0 = Instant::now();
+        checker.set_targets(vec![target(port, CheckKind::Tcp)]);
+        let down = checker.events.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert!(!down.up, "{down:?}");
+        assert!(down.detail.contains("connect"), "{down:?}");
+        // fall 2 at 50 ms: well under a second.
+        assert!(t0.elapsed() < Duration::from_secs(2));
+        let l = TcpListener::bind(("127.0.0.1", port)).unwrap();
+        let up = checker.events.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert!(up.up, "{up:?}");
+        drop(l);
+    }
+
+    #[test]
+    fn http_checks_compare_the_status() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(mut s) = s else { continue };
+                let mut buf = [0u8; 512];
+                let n = s.read(&mut buf).unwrap_or(0);
+                let req = String::from_utf8_lossy(&buf[..n]).to_string();
+                let status = if req.starts_with("GET /healthz ") { "200 OK" } else { "404 Not Found" };
+                let _ = s.write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").as_bytes());
+            }
+        });
+        let checker = HealthChecker::start().unwrap();
+        let good = target(port, CheckKind::Http { path: "/healthz".into(), status: 200 });
+        let bad = HealthTarget {
+            service: "other".into(),
+            ..target(port, CheckKind::Http { path: "/nope".into(), status: 200 })
+        };
+        checker.set_targets(vec![good, bad]);
+        let ev = checker.events.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(ev.target.service, "other");
+        assert!(!ev.up && ev.detail.contains("404"), "{ev:?}");
+        // The good one never changes.
+        assert!(checker.events.recv_timeout(Duration::from_millis(400)).is_err());
+    }
+}

@@ -1,0 +1,428 @@
+//! Prometheus `/metrics`: a small HTTP listener on its own thread that asks the control loop
+//! for the numbers at each scrape, and the rendering of those numbers with prometheus-client
+//! (OpenMetrics text). Counters are read from the workers' own counters at scrape time;
+//! nothing is counted twice.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    net::{SocketAddr, TcpListener},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use anyhow::Context;
+use crossbeam_channel::Sender;
+use hdrhistogram::Histogram;
+use prometheus_client::{
+    encoding::{EncodeMetric, MetricEncoder, NoLabelSet},
+    metrics::{counter::ConstCounter, gauge::ConstGauge, MetricType},
+    registry::{Registry, Unit},
+};
+use xlb::lb::{conntrack::ConntrackStats, stats::Traffic, Counter, DropReason, WorkerStats};
+
+use crate::admin::{ask, AdminRequest, Query};
+
+type Labels = Vec<(String, String)>;
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+/// A value: whole numbers stay whole in the exposition.
+#[derive(Debug, Clone, Copy)]
+enum Num {
+    U(u64),
+    F(f64),
+}
+
+impl From<u64> for Num {
+    fn from(v: u64) -> Self {
+        Num::U(v)
+    }
+}
+
+impl From<f64> for Num {
+    fn from(v: f64) -> Self {
+        Num::F(v)
+    }
+}
+
+/// A family of counters or gauges with fixed values, one per label set.
+#[derive(Debug)]
+struct Values {
+    kind: MetricType,
+    series: Vec<(Labels, Num)>,
+}
+
+impl EncodeMetric for Values {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        for (l, v) in &self.series {
+            let mut e = encoder.encode_family(l)?;
+            match (self.kind, v) {
+                (MetricType::Counter, Num::U(v)) => e.encode_counter::<NoLabelSet, _, u64>(v, None)?,
+                (MetricType::Counter, Num::F(v)) => e.encode_counter::<NoLabelSet, _, f64>(v, None)?,
+                (_, Num::U(v)) => e.encode_gauge(v)?,
+                (_, Num::F(v)) => e.encode_gauge(v)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        self.kind
+    }
+}
+
+/// One histogram: labels, sum, count, and (upper bound, count) per bucket.
+type Hist = (Labels, f64, u64, Vec<(f64, u64)>);
+
+/// Histograms with fixed buckets, one per label set.
+#[derive(Debug)]
+struct Histograms(Vec<Hist>);
+
+impl EncodeMetric for Histograms {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        for (l, sum, count, buckets) in &self.0 {
+            encoder.encode_family(l)?.encode_histogram::<NoLabelSet>(*sum, *count, buckets, None)?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+/// Upper bounds of the batch-time histogram's buckets, in nanoseconds.
+const BATCH_BUCKETS_NS: [u64; 12] =
+    [1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 5_000_000, 10_000_000];
+
+/// An hdrhistogram of nanoseconds as Prometheus buckets (seconds).
+fn buckets(h: &Histogram<u64>) -> (f64, u64, Vec<(f64, u64)>) {
+    let mut out = Vec::with_capacity(BATCH_BUCKETS_NS.len() + 1);
+    let mut below = 0u64;
+    for b in BATCH_BUCKETS_NS {
+        let upto = h.count_between(0, b);
+        out.push((b as f64 / 1e9, upto - below));
+        below = upto;
+    }
+    out.push((f64::INFINITY, h.len() - below));
+    let sum = h.iter_recorded().map(|v| v.value_iterated_to() as f64 * v.count_at_value() as f64).sum::<f64>() / 1e9;
+    (sum, h.len(), out)
+}
+
+/// What one scrape shows, gathered by the control loop.
+#[derive(Debug, Default)]
+pub(crate) struct MetricsInput {
+    /// Per worker: queue, counters.
+    pub(crate) workers: Vec<(u32, WorkerStats)>,
+    /// Per worker: queue, conntrack counters, slots.
+    pub(crate) conntrack: Vec<(u32, ConntrackStats, u64)>,
+    /// Per worker: queue, batch times so far.
+    pub(crate) batch_times: Vec<(u32, Histogram<u64>)>,
+    /// Per service: name, vip, port, protocol, mode, traffic.
+    pub(crate) services: Vec<(String, String, u16, &'static str, &'static str, Traffic)>,
+    /// Per backend: service name, backend address:port, up, weight, traffic.
+    pub(crate) backends: Vec<(String, String, bool, u32, Traffic)>,
+    /// VIP and its announcement state.
+    pub(crate) vips: Vec<(String, &'static str)>,
+    /// Snapshot generation, reloads done, reloads refused.
+    pub(crate) generation: u64,
+    pub(crate) reloads: u64,
+    pub(crate) reload_failures: u64,
+    /// XDP program classes.
+    pub(crate) xdp_classes: Vec<(&'static str, u64)>,
+}
+
+/// The OpenMetrics text of one scrape.
+pub(crate) fn render(m: &MetricsInput) -> String {
+    let mut reg = Registry::with_prefix("xlb");
+    let per_worker = |c: Counter| Values {
+        kind: MetricType::Counter,
+        series: m.workers.iter().map(|(q, s)| (labels(&[("queue", &q.to_string())]), s.get(c).into())).collect(),
+    };
+    for (name, c, help) in [
+        ("rx_frames", Counter::RxFrames, "Frames received from the AF_XDP socket"),
+        ("tx_frames", Counter::TxFrames, "Frames handed to the AF_XDP socket for transmission"),
+        ("forwarded_packets", Counter::Forwarded, "Packets forwarded to a backend"),
+        ("snat_reply_packets", Counter::SnatReplies, "SNAT replies translated back to clients"),
+        ("arp_replies", Counter::ArpReplies, "ARP replies sent for owned VIPs"),
+        ("ndp_adverts", Counter::NdpAdverts, "Neighbour advertisements sent for owned VIPs"),
+        ("announcements", Counter::ControlFrames, "Gratuitous ARP, unsolicited NA and probe frames sent"),
+        ("icmp_errors", Counter::IcmpErrors, "ICMP errors sent on to the backend or client of their flow"),
+        ("echo_replies", Counter::EchoReplies, "Echo replies to pings of VIPs and SNAT addresses"),
+        ("conflicts", Counter::Conflicts, "Frames in which another MAC claimed one of our VIPs"),
+        ("batches", Counter::Batches, "Receive batches processed"),
+    ] {
+        reg.register(name, help, per_worker(c));
+    }
+    reg.register_with_unit(
+        "worker_busy",
+        "Time workers spent processing batches (its rate is the busy ratio)",
+        Unit::Seconds,
+        Values {
+            kind: MetricType::Counter,
+            series: m
+                .workers
+                .iter()
+                .map(|(q, s)| (labels(&[("queue", &q.to_string())]), (s.get(Counter::BusyNanos) as f64 / 1e9).into()))
+                .collect(),
+        },
+    );
+    let mut drops = Vec::new();
+    for (q, s) in &m.workers {
+        for r in DropReason::ALL {
+            drops.push((labels(&[("queue", &q.to_string()), ("reason", r.name())]), s.dropped(r).into()));
+        }
+    }
+    reg.register("dropped_packets", "Frames dropped, by reason", Values { kind: MetricType::Counter, series: drops });
+
+    let ct = |f: &dyn Fn(&ConntrackStats, u64) -> u64, kind| Values {
+        kind,
+        series: m
+            .conntrack
+            .iter()
+            .map(|(q, s, slots)| (labels(&[("queue", &q.to_string())]), f(s, *slots).into()))
+            .collect(),
+    };
+    reg.register("conntrack_entries", "Flows tracked now", ct(&|s, _| s.live, MetricType::Gauge));
+    reg.register("conntrack_slots", "Slots of the flow table", ct(&|_, n| n, MetricType::Gauge));
+    reg.register("conntrack_inserts", "Flows inserted", ct(&|s, _| s.inserts, MetricType::Counter));
+    reg.register(
+        "conntrack_evictions",
+        "Embryonic flows evicted to make room",
+        ct(&|s, _| s.evictions, MetricType::Counter),
+    );
+    reg.register(
+        "conntrack_full",
+        "New flows that found no room (served statelessly)",
+        ct(&|s, _| s.full, MetricType::Counter),
+    );
+
+    let svc = |f: &dyn Fn(&Traffic) -> u64| Values {
+        kind: MetricType::Counter,
+        series: m
+            .services
+            .iter()
+            .map(|(name, vip, port, proto, mode, t)| {
+                (
+                    labels(&[
+                        ("service", name),
+                        ("vip", vip),
+                        ("port", &port.to_string()),
+                        ("protocol", proto),
+                        ("mode", mode),
+                    ]),
+                    f(t).into(),
+                )
+            })
+            .collect(),
+    };
+    reg.register("service_packets", "Packets forwarded to the service's backends", svc(&|t| t.packets));
+    reg.register_with_unit("service", "Bytes forwarded to the service's backends", Unit::Bytes, svc(&|t| t.bytes));
+    reg.register("service_reply_packets", "SNAT replies of the service sent to clients", svc(&|t| t.reply_packets));
+    let be = |f: &dyn Fn(&Traffic) -> u64| Values {
+        kind: MetricType::Counter,
+        series: m
+            .backends
+            .iter()
+            .map(|(s, b, _, _, t)| (labels(&[("service", s), ("backend", b)]), f(t).into()))
+            .collect(),
+    };
+    reg.register("backend_packets", "Packets forwarded to the backend", be(&|t| t.packets));
+    reg.register_with_unit("backend", "Bytes forwarded to the backend", Unit::Bytes, be(&|t| t.bytes));
+    reg.register(
+        "backend_up",
+        "1 while the backend passes its health checks (or has none)",
+        Values {
+            kind: MetricType::Gauge,
+            series: m
+                .backends
+                .iter()
+                .map(|(s, b, up, _, _)| (labels(&[("service", s), ("backend", b)]), u64::from(*up).into()))
+                .collect(),
+        },
+    );
+    reg.register(
+        "backend_weight",
+        "Configured Maglev weight (0: drained)",
+        Values {
+            kind: MetricType::Gauge,
+            series: m
+                .backends
+                .iter()
+                .map(|(s, b, _, w, _)| (labels(&[("service", s), ("backend", b)]), u64::from(*w).into()))
+                .collect(),
+        },
+    );
+    reg.register(
+        "vip_owned",
+        "1 while the VIP is announced and answered by this node",
+        Values {
+            kind: MetricType::Gauge,
+            series: m
+                .vips
+                .iter()
+                .map(|(v, state)| {
+                    (
+                        labels(&[("vip", v), ("state", state)]),
+                        u64::from(matches!(*state, "owned" | "announcing")).into(),
+                    )
+                })
+                .collect(),
+        },
+    );
+    reg.register(
+        "xdp_packets",
+        "Packets seen by the XDP program, by class",
+        Values {
+            kind: MetricType::Counter,
+            series: m.xdp_classes.iter().map(|(c, v)| (labels(&[("class", c)]), (*v).into())).collect(),
+        },
+    );
+    reg.register("snapshot_generation", "Generation of the snapshot the workers read", ConstGauge::new(m.generation));
+    reg.register("config_reloads", "Config reloads applied", ConstCounter::new(m.reloads));
+    reg.register(
+        "config_reload_failures",
+        "Config reloads refused (the running config stayed)",
+        ConstCounter::new(m.reload_failures),
+    );
+    reg.register_with_unit(
+        "batch_duration",
+        "Time to process one receive batch, per worker",
+        Unit::Seconds,
+        Histograms(
+            m.batch_times
+                .iter()
+                .map(|(q, h)| {
+                    let (sum, count, b) = buckets(h);
+                    (labels(&[("queue", &q.to_string())]), sum, count, b)
+                })
+                .collect(),
+        ),
+    );
+    let mut out = String::new();
+    if prometheus_client::encoding::text::encode(&mut out, &reg).is_err() {
+        return "# encoding the metrics failed\n".into();
+    }
+    out
+}
+
+/// The `/metrics` listener thread.
+pub(crate) struct MetricsServer {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl MetricsServer {
+    /// Serves `http://addr/metrics` until dropped.
+    pub(crate) fn start(addr: SocketAddr, to_control: Sender<AdminRequest>) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(addr).with_context(|| format!("listening for metrics on {addr}"))?;
+        listener.set_nonblocking(true)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let thread = std::thread::Builder::new().name("xlb-metrics".into()).spawn(move || {
+            while !stop2.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((s, _)) => {
+                        let _ = serve_one(s, &to_control);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(20))
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                }
+            }
+        })?;
+        tracing::info!(%addr, "serving Prometheus metrics at /metrics");
+        Ok(MetricsServer { stop, thread: Some(thread) })
+    }
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve_one(s: std::net::TcpStream, to_control: &Sender<AdminRequest>) -> std::io::Result<()> {
+    s.set_nonblocking(false)?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut reader = BufReader::new(&s);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    // Read the headers away (the request has no body).
+    let mut h = String::new();
+    while reader.read_line(&mut h)? > 2 {
+        h.clear();
+    }
+    let path = line.split_whitespace().nth(1).unwrap_or("");
+    let (status, ctype, body) = if line.starts_with("GET ") && (path == "/metrics" || path.starts_with("/metrics?")) {
+        let v = ask(to_control, Query::Metrics);
+        match v.as_str() {
+            Some(text) => ("200 OK", "application/openmetrics-text; version=1.0.0; charset=utf-8", text.to_string()),
+            None => ("503 Service Unavailable", "text/plain", format!("{v}\n")),
+        }
+    } else {
+        ("404 Not Found", "text/plain", "xlb serves /metrics only\n".to_string())
+    };
+    let mut w = &s;
+    write!(
+        w,
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_prometheus_conventions_and_histograms_add_up() {
+        let mut h = Histogram::<u64>::new_with_bounds(100, 100_000_000, 2).unwrap();
+        for v in [2_000u64, 3_000, 40_000, 7_000_000] {
+            h.record(v).unwrap();
+        }
+        let mut ws = WorkerStats::default();
+        ws.add(Counter::Forwarded, 42);
+        ws.drop(DropReason::Truncated);
+        let m = MetricsInput {
+            workers: vec![(0, ws)],
+            batch_times: vec![(0, h)],
+            backends: vec![(
+                "web".into(),
+                "10.0.0.1:80".into(),
+                true,
+                1,
+                Traffic { packets: 5, bytes: 300, ..Traffic::default() },
+            )],
+            generation: 7,
+            ..MetricsInput::default()
+        };
+        let text = render(&m);
+        assert!(text.contains("xlb_forwarded_packets_total{queue=\"0\"} 42"), "{text}");
+        assert!(text.contains("xlb_dropped_packets_total{queue=\"0\",reason=\"truncated\"} 1"), "{text}");
+        assert!(text.contains("xlb_backend_bytes_total{service=\"web\",backend=\"10.0.0.1:80\"} 300"), "{text}");
+        assert!(text.contains("xlb_backend_up{service=\"web\",backend=\"10.0.0.1:80\"} 1"), "{text}");
+        assert!(text.contains("xlb_snapshot_generation 7"), "{text}");
+        assert!(text.contains("xlb_batch_duration_seconds_count{queue=\"0\"} 4"), "{text}");
+        assert!(
+            text.contains("xlb_batch_duration_seconds_bucket{le=\"+Inf\",queue=\"0\"} 4")
+                || text.contains("xlb_batch_duration_seconds_bucket{queue=\"0\",le=\"+Inf\"} 4"),
+            "{text}"
+        );
+        // 2 us and 3 us fall under 5 us; 40 us under 50 us; 7 ms only under 10 ms.
+        assert!(text.contains("xlb_batch_duration_seconds_bucket{le=\"0.000005\",queue=\"0\"} 2"), "{text}");
+        assert!(text.contains("xlb_batch_duration_seconds_bucket{le=\"0.00005\",queue=\"0\"} 3"), "{text}");
+        assert!(text.contains("xlb_batch_duration_seconds_bucket{le=\"0.01\",queue=\"0\"} 4"), "{text}");
+        assert!(!text.contains(".."), "help texts end in one period: {text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+}
