@@ -5,7 +5,7 @@ set -euo pipefail
 
 # Debian packages: the BPF toolchain (clang, llvm, libelf, zlib, m4, pkg-config for
 # libbpf-sys/libxdp-sys), iproute2 and ethtool for the netns lab, and the tools the demo shows traffic with.
-packages=(clang llvm m4 libelf-dev zlib1g-dev pkg-config make iproute2 iputils-ping arping tcpdump ethtool python3)
+packages=(clang llvm m4 libelf-dev zlib1g-dev pkg-config make iproute2 iputils-ping arping tcpdump ethtool python3 curl)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -85,16 +85,16 @@ impl AdminServer {
             let _ = std::fs::remove_file(path);
         }
         let listener = UnixListener::bind(path).with_context(|| format!("binding admin socket {}", path.display()))?;
-        listener.set_nonblocking(true)?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
+        // Blocks in accept (no wake-ups while idle); Drop connects once to end it.
         let thread = std::thread::Builder::new().name("xlb-admin".into()).spawn(move || {
-            while !stop2.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((s, _)) => serve_one(s, &to_control),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
+            for conn in listener.incoming() {
+                if stop2.load(Ordering::Relaxed) {
+                    break;
+                }
+                match conn {
+                    Ok(s) => serve_one(s, &to_control),
                     Err(e) => {
                         tracing::warn!(error = %e, "admin socket accept failed");
                         std::thread::sleep(Duration::from_millis(100));
@@ -109,6 +109,7 @@ impl AdminServer {
 impl Drop for AdminServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        let _ = UnixStream::connect(&self.path);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -127,7 +128,6 @@ pub(crate) fn ask(to_control: &Sender<AdminRequest>, query: Query) -> Value {
 }
 
 fn serve_one(s: UnixStream, to_control: &Sender<AdminRequest>) {
-    let _ = s.set_nonblocking(false);
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
     let mut line = String::new();
     let mut reader = BufReader::new(&s);

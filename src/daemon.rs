@@ -421,6 +421,8 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
         last_reload_error: None,
         started: Instant::now(),
         batch_times: HashMap::new(),
+        leaving: Vec::new(),
+        next_drain_end: None,
     };
     let chans = Channels { conflicts: conflict_rx, stop: stop_rx, hup: hup_rx, admin: admin_rx };
     let result = control_loop(&mut plane, first, &prog, &workers, &shutdown, &chans);
@@ -498,6 +500,9 @@ fn control_loop(
         if let Some(d) = plane.announcer.next_deadline() {
             due = due.min(d);
         }
+        if let Some(d) = plane.next_drain_end {
+            due = due.min(d);
+        }
         let wait = due.saturating_duration_since(now).min(Duration::from_secs(5));
         crossbeam_channel::select! {
             recv(ch.conflicts) -> report => {
@@ -528,6 +533,9 @@ fn control_loop(
         if Instant::now() >= plane.next_neigh {
             plane.refresh_neighbours()?;
         }
+        if plane.next_drain_end.is_some_and(|d| Instant::now() >= d) {
+            plane.rebuild();
+        }
         if Instant::now() >= plane.next_file_check {
             plane.next_file_check = Instant::now() + Duration::from_secs(1);
             if let Source::File { path, mtime: seen, .. } = &plane.source {
@@ -540,6 +548,17 @@ fn control_loop(
         }
     }
     Ok(())
+}
+
+/// How long a backend removed from the config keeps the flows it has (it takes no new ones).
+const BACKEND_DRAIN: Duration = Duration::from_secs(30);
+
+/// A backend removed from a service, draining.
+struct Leaving {
+    spec: String,
+    addr: IpAddr,
+    port: u16,
+    until: Instant,
 }
 
 /// Health of one backend of one service, as the checker last said.
@@ -580,6 +599,10 @@ struct Plane {
     started: Instant,
     /// Per queue: batch times so far (merged from the workers' histograms).
     batch_times: HashMap<u32, Histogram<u64>>,
+    /// Backends removed from the config, draining.
+    leaving: Vec<Leaving>,
+    /// When the next drain ends (a rebuild is due then).
+    next_drain_end: Option<Instant>,
 }
 
 /// `proto:vip:port`.
@@ -596,6 +619,11 @@ impl Plane {
             t += read(c);
         }
         t
+    }
+
+    /// A backend's traffic in a service, whether or not it is in the snapshot now.
+    fn backend_traffic(&self, spec: &ServiceSpec, addr: IpAddr, port: u16) -> Traffic {
+        self.stats_ids.backend_id(spec.key, addr, port).map_or(Traffic::default(), |id| self.traffic(|c| c.backend(id)))
     }
 
     /// The spec name of a datapath service (its index in `services` matches `compiled.specs`).
@@ -617,7 +645,12 @@ impl Plane {
     /// Rebuilds the datapath services from the compiled specs, health and MACs, and
     /// publishes them.
     fn rebuild(&mut self) {
+        let now = Instant::now();
+        self.leaving.retain(|l| l.until > now);
+        self.next_drain_end = self.leaving.iter().map(|l| l.until).min();
         // Health: the compiled specs hold every backend; down ones leave the table here.
+        // Backends removed from the config stay, with weight 0, until their drain ends: no
+        // new flows, and the flows they have keep going.
         let specs: Vec<ServiceSpec> = self
             .compiled
             .specs
@@ -625,6 +658,9 @@ impl Plane {
             .map(|s| {
                 let owner = s.name.split('/').next().unwrap_or(&s.name).to_string();
                 let mut s = s.clone();
+                for l in self.leaving.iter().filter(|l| l.spec == s.name) {
+                    s.backends.push((l.addr, l.port, 0));
+                }
                 s.backends.retain(|(a, _, _)| !self.down.contains(&(owner.clone(), *a)));
                 s
             })
@@ -691,6 +727,26 @@ impl Plane {
         }
         **old = new;
         self.ipam = ipam;
+        // Backends that left a service that stays are drained, not cut.
+        let until = Instant::now() + BACKEND_DRAIN;
+        for old in &self.compiled.specs {
+            let Some(new) = compiled.specs.iter().find(|n| n.name == old.name) else { continue };
+            for (addr, port, _) in &old.backends {
+                let gone = !new.backends.iter().any(|(a, p, _)| a == addr && p == port);
+                let already = self.leaving.iter().any(|l| l.spec == old.name && l.addr == *addr && l.port == *port);
+                if gone && !already {
+                    tracing::info!(service = %old.name, backend = %SocketAddr::new(*addr, *port), drain_s = BACKEND_DRAIN.as_secs(), "backend removed: draining (no new flows, existing ones go on)");
+                    self.leaving.push(Leaving { spec: old.name.clone(), addr: *addr, port: *port, until });
+                }
+            }
+        }
+        // A backend that comes back is no longer leaving.
+        self.leaving.retain(|l| {
+            !compiled
+                .specs
+                .iter()
+                .any(|n| n.name == l.spec && n.backends.iter().any(|(a, p, _)| *a == l.addr && *p == l.port))
+        });
         // The compiled specs keep every backend; health applies at rebuild.
         self.compiled = compiled;
         self.reloads += 1;
@@ -879,8 +935,8 @@ impl Plane {
                             s.backends.iter().position(|b| b.addr == *addr && b.port == *port).map(|j| (s, j))
                         });
                         let slots = b.map_or(0, |(s, j)| s.table().slots_of(u32::try_from(j).unwrap_or(u32::MAX)));
-                        let t =
-                            b.map_or(Traffic::default(), |(s, j)| self.traffic(|c| c.backend(s.backends[j].stats_id)));
+                        // Counted under an id that outlives health changes and reloads.
+                        let t = self.backend_traffic(spec, *addr, *port);
                         let (health, why) = self.health_of(i, *addr);
                         list.push(json!({
                             "service": spec.name, "backend": SocketAddr::new(*addr, *port).to_string(),
@@ -890,6 +946,14 @@ impl Plane {
                             "packets": t.packets, "bytes": t.bytes,
                         }));
                     }
+                }
+                for l in &self.leaving {
+                    list.push(json!({
+                        "service": l.spec, "backend": SocketAddr::new(l.addr, l.port).to_string(),
+                        "health": "draining", "health_detail": format!("removed from the config; drained for {} s more", l.until.saturating_duration_since(Instant::now()).as_secs()),
+                        "weight": 0, "share": "0.0%", "slots": 0, "mac": self.macs.get(&l.addr).map(ToString::to_string),
+                        "packets": Value::Null, "bytes": Value::Null,
+                    }));
                 }
                 json!({ "backends": list })
             }
@@ -1048,11 +1112,8 @@ impl Plane {
             ));
         }
         for (i, spec) in self.compiled.specs.iter().enumerate() {
-            let svc = self.services.get(i);
             for (addr, port, weight) in &spec.backends {
-                let t = svc
-                    .and_then(|s| s.backends.iter().find(|b| b.addr == *addr && b.port == *port))
-                    .map_or(Traffic::default(), |b| self.traffic(|c| c.backend(b.stats_id)));
+                let t = self.backend_traffic(spec, *addr, *port);
                 let up = self.health_of(i, *addr).0 != "down";
                 m.backends.push((spec.name.clone(), SocketAddr::new(*addr, *port).to_string(), up, *weight, t));
             }

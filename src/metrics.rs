@@ -5,7 +5,7 @@
 
 use std::{
     io::{BufRead, BufReader, Write},
-    net::{SocketAddr, TcpListener},
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -313,6 +313,7 @@ pub(crate) fn render(m: &MetricsInput) -> String {
 
 /// The `/metrics` listener thread.
 pub(crate) struct MetricsServer {
+    addr: SocketAddr,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -321,30 +322,37 @@ impl MetricsServer {
     /// Serves `http://addr/metrics` until dropped.
     pub(crate) fn start(addr: SocketAddr, to_control: Sender<AdminRequest>) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(addr).with_context(|| format!("listening for metrics on {addr}"))?;
-        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
+        // Blocks in accept (no wake-ups while idle); Drop connects once to end it.
         let thread = std::thread::Builder::new().name("xlb-metrics".into()).spawn(move || {
-            while !stop2.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((s, _)) => {
+            for conn in listener.incoming() {
+                if stop2.load(Ordering::Relaxed) {
+                    break;
+                }
+                match conn {
+                    Ok(s) => {
                         let _ = serve_one(s, &to_control);
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(20))
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(100)),
                 }
             }
         })?;
         tracing::info!(%addr, "serving Prometheus metrics at /metrics");
-        Ok(MetricsServer { stop, thread: Some(thread) })
+        Ok(MetricsServer { addr, stop, thread: Some(thread) })
     }
 }
 
 impl Drop for MetricsServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        // An unspecified listen address is reached through loopback.
+        let mut to = self.addr;
+        if to.ip().is_unspecified() {
+            to.set_ip(if to.is_ipv4() { Ipv4Addr::LOCALHOST.into() } else { Ipv6Addr::LOCALHOST.into() });
+        }
+        let _ = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(1));
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -352,7 +360,6 @@ impl Drop for MetricsServer {
 }
 
 fn serve_one(s: std::net::TcpStream, to_control: &Sender<AdminRequest>) -> std::io::Result<()> {
-    s.set_nonblocking(false)?;
     s.set_read_timeout(Some(Duration::from_secs(2)))?;
     let mut reader = BufReader::new(&s);
     let mut line = String::new();

@@ -80,3 +80,97 @@ fn snat_mistakes_name_the_flag_and_the_fix() {
     one_line_naming(&run(&["--snat-addr", "192.0.2.20", "--snat-ports", "80"]), "LOW-HIGH");
     one_line_naming(&run(&["--service", "tcp:192.0.2.10:80=10.0.0.5:8080;mode=nat"]), "dsr or snat");
 }
+
+const GOOD_CONFIG: &str = r#"interfaces: [{name: lo}]
+pools:
+  - name: public
+    blocks: [{cidr: 192.0.2.0/28}]
+services:
+  - name: web
+    vip: 192.0.2.5
+    ports: [{port: 80}]
+    backends: [{address: 10.0.0.11}, {address: 10.0.0.12, weight: 2}]
+  - name: api
+    pool: public
+    ports: [{port: 443}]
+    backends: [{address: 10.0.0.21}]
+"#;
+
+fn with_config(text: &str, f: impl FnOnce(&str)) {
+    let dir = std::env::temp_dir().join(format!("xlb-cli-{}-{}", std::process::id(), text.len()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("xlb.yaml");
+    std::fs::write(&path, text).unwrap();
+    f(path.to_str().unwrap());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn check_accepts_a_good_config_and_shows_the_vips() {
+    with_config(GOOD_CONFIG, |p| {
+        let out = Command::new(env!("CARGO_BIN_EXE_xlb")).args(["check", "--config", p]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text} {}", String::from_utf8_lossy(&out.stderr));
+        // The explicit VIP, and the lowest free one of the pool for the other.
+        assert!(text.contains("web=192.0.2.5") && text.contains("api=192.0.2.1"), "{text}");
+    });
+}
+
+/// A dozen kinds of mistakes: each is refused with exit 2, in one line naming the field.
+#[test]
+fn invalid_configs_name_the_field_with_exit_2() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("cidr: 192.0.2.0/28", "cidr: 192.0.2.0/40", "pools[0].blocks[0].cidr"),
+        ("vip: 192.0.2.5", "vip: 198.51.100.5", "services[0].vip: 198.51.100.5 is in no pool"),
+        ("name: api", "name: web", "services[1].name: duplicate service name"),
+        ("weight: 2", "weight: 1001", "services[0].backends[1].weight: 1001 is out of range"),
+        ("[{port: 443}]", "[{port: 0}]", "services[1].ports[0].port: 0 is not a port"),
+        ("pool: public", "vip: 192.0.2.5", "services[1].ports[0]: tcp port"),
+        ("pool: public", "pool: private", "services[1].pool: no pool named \"private\""),
+        ("address: 10.0.0.21", "address: 10.0.0.300", "services[1].backends[0].address"),
+        ("[{port: 443}]", "[{port: 443, protocol: SCTP}]", "services[1].ports[0].protocol"),
+        ("interfaces: [{name: lo}]", "interfaces: []", "interfaces: no interface"),
+        (
+            "cidr: 192.0.2.0/28",
+            "start: 192.0.2.9, stop: 192.0.2.1",
+            "pools[0].blocks[0]: stop 192.0.2.1 comes before start 192.0.2.9",
+        ),
+        (
+            "ports: [{port: 80}]",
+            "ports: [{port: 80}]\n    mode: snat",
+            "services[0].mode: snat needs an IPv4 address in snat.addresses",
+        ),
+        ("ports: [{port: 80}]", "ports: [{port: 80}]\n    colour: blue", "colour"),
+    ];
+    // The port clash needs two services on one VIP and port.
+    for (from, to, want) in cases {
+        let text = if *want == "services[1].ports[0]: tcp port" {
+            GOOD_CONFIG.replacen(from, to, 1).replacen("[{port: 443}]", "[{port: 80}]", 1)
+        } else {
+            GOOD_CONFIG.replacen(from, to, 1)
+        };
+        assert_ne!(text, GOOD_CONFIG, "{from} not in the fixture");
+        with_config(&text, |p| {
+            let (code, err) = xlb(&["check", "--config", p]);
+            assert_eq!(code, Some(2), "{want}: {err}");
+            one_line_naming(&err, want);
+            // xlb run refuses it the same way, before touching anything.
+            let (code, err) = xlb(&["run", "--config", p]);
+            assert_eq!(code, Some(2), "{want}: {err}");
+            one_line_naming(&err, want);
+        });
+    }
+    // The interface is checked when xlb runs.
+    with_config(&GOOD_CONFIG.replacen("name: lo", "name: nosuch0", 1), |p| {
+        let (code, err) = xlb(&["run", "--config", p]);
+        assert_eq!(code, Some(2), "{err}");
+        one_line_naming(&err, "interfaces[0].name: interface \"nosuch0\" not found");
+    });
+}
+
+#[test]
+fn client_commands_say_when_no_xlb_runs() {
+    let (code, err) = xlb(&["status", "--socket", "/nonexistent/xlb.sock"]);
+    assert_eq!(code, Some(1), "{err}");
+    one_line_naming(&err, "cannot reach xlb at /nonexistent/xlb.sock");
+}

@@ -6,115 +6,21 @@
 mod support;
 
 use std::{
-    collections::{BTreeSet, HashMap},
-    io::{Read, Write},
-    net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket},
+    net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket},
     time::{Duration, Instant},
 };
 
-use support::{dsr_backend, Lab, Xlb};
+use support::{
+    dsr_backend,
+    traffic::{assert_spread, in_netns, tcp_connections, total_drops, udp_echo, wait_ready},
+    Lab, Xlb,
+};
 use xlb::{
-    io::packet_socket::{enter_netns, PacketSocket},
+    io::packet_socket::PacketSocket,
     wire::{parse::Network, parse_frame, EthernetAddress},
 };
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 100);
-
-/// Runs `f` on a thread inside namespace `ns`.
-fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let ns = ns.to_string();
-    std::thread::spawn(move || {
-        enter_netns(&ns).unwrap();
-        f()
-    })
-    .join()
-    .unwrap()
-}
-
-/// What `n` short TCP connections to `addr` found.
-#[derive(Debug, Default)]
-struct Outcome {
-    /// Connections answered, by backend name.
-    by_backend: HashMap<String, usize>,
-    /// The source addresses the backends saw.
-    peers: BTreeSet<String>,
-    /// What went wrong, per failed connection.
-    failures: Vec<String>,
-}
-
-/// `n` short TCP connections to `addr`: who answered, what they saw, what failed.
-fn tcp_connections(addr: SocketAddr, n: usize) -> Outcome {
-    let mut out = Outcome::default();
-    for i in 0..n {
-        let res = (|| -> std::io::Result<String> {
-            let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-            s.set_read_timeout(Some(Duration::from_secs(2)))?;
-            s.write_all(b"hello\n")?;
-            let mut reply = String::new();
-            s.read_to_string(&mut reply)?;
-            Ok(reply.trim().to_string())
-        })();
-        // The servers answer "NAME PEER".
-        match res.as_deref().map(|r| r.split_once(' ')) {
-            Ok(Some((name, peer))) => {
-                *out.by_backend.entry(name.to_string()).or_insert(0) += 1;
-                out.peers.insert(peer.to_string());
-            }
-            Ok(None) => out.failures.push(format!("connection {i}: reply {res:?}")),
-            Err(e) => out.failures.push(format!("connection {i}: {e}")),
-        }
-        if out.failures.len() >= 20 {
-            break; // Broken, not flaky: stop before the timeouts add up to minutes.
-        }
-    }
-    out
-}
-
-/// Checks that all `n` connections were answered and each backend's share is 25-42%.
-fn assert_spread(what: &str, out: &Outcome, n: usize, backends: usize) {
-    let Outcome { by_backend, failures, .. } = out;
-    assert!(
-        failures.is_empty(),
-        "{what}: {} of {n} connections failed, first: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(5)]
-    );
-    assert_eq!(by_backend.len(), backends, "{what}: {by_backend:?}");
-    assert_eq!(by_backend.values().sum::<usize>(), n, "{what}: {by_backend:?}");
-    if backends == 3 {
-        for (name, c) in by_backend {
-            let share = *c as f64 / n as f64;
-            assert!((0.25..=0.42).contains(&share), "{what}: {name} got {:.1}% of connections", share * 100.0);
-        }
-    }
-}
-
-/// Waits until xlb has resolved `n` backends and owns its addresses.
-fn wait_ready(xlb: &mut Xlb, n: usize) {
-    let end = Instant::now() + Duration::from_secs(10);
-    while xlb.log_text().matches("backend next hop resolved").count() < n {
-        assert!(Instant::now() < end, "backends not resolved:\n{}", xlb.log_text());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    xlb.wait_log("to=\"owned\"", Duration::from_secs(5));
-}
-
-/// UDP datagrams to `to` from the client namespace; the replies and where they came from.
-fn udp_echo(ns: &str, to: SocketAddr, n: usize) -> Vec<(SocketAddr, String)> {
-    in_netns(ns, move || {
-        let s = UdpSocket::bind(if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        let mut got = Vec::new();
-        for i in 0..n {
-            s.send_to(format!("ping {i}").as_bytes(), to).unwrap();
-            let mut buf = [0u8; 256];
-            if let Ok((len, from)) = s.recv_from(&mut buf) {
-                got.push((from, String::from_utf8_lossy(&buf[..len]).to_string()));
-            }
-        }
-        got
-    })
-}
 
 /// Of the IPv4 packets from `vip` the sniffer holds: how many were sent by a backend's MAC,
 /// and how many by lb's.
@@ -160,10 +66,6 @@ fn assert_object_counters(stats: &serde_json::Value) {
             assert!(p > 0 && bytes >= 54 * p, "{b}");
         }
     }
-}
-
-fn total_drops(stats: &serde_json::Value) -> u64 {
-    stats["drops"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum()
 }
 
 #[test]

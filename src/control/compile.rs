@@ -72,7 +72,7 @@ pub fn compile(desired: &Desired, ipam: &mut Ipam) -> Result<Compiled, ConfigErr
             Err(e) => {
                 let field = match s.request {
                     Request::Address(_) => "vip",
-                    Request::Pool(_) => "pool",
+                    Request::Pool { .. } => "pool",
                     Request::Any { .. } => "ipFamily",
                 };
                 errors.push(ConfigError { path: format!("services[{i}].{field}"), message: e.to_string() });

@@ -557,8 +557,12 @@ fn validate_service(
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
         errors.push(err(format!("{at}.name"), format!("{:?}: use letters, digits, '-', '_' or '.'", s.name)));
     }
+    // The family: as given, else that of the backends.
+    let backends_v6 =
+        s.backends.first().and_then(|b| b.address.trim().parse::<IpAddr>().ok()).is_some_and(|a| a.is_ipv6());
     let family_v6 = match s.ip_family.as_deref() {
-        None | Some("IPv4") => false,
+        None => backends_v6,
+        Some("IPv4") => false,
         Some("IPv6") => true,
         Some(other) => {
             errors.push(err(format!("{at}.ipFamily"), format!("{other:?} is not IPv4 or IPv6")));
@@ -575,14 +579,14 @@ fn validate_service(
             if !pools.contains(p) {
                 errors.push(err(format!("{at}.pool"), format!("no pool named {p:?}")));
             }
-            Some(Request::Pool(p.clone()))
+            Some(Request::Pool { name: p.clone(), v6: family_v6 })
         }
         (None, None) => Some(Request::Any { v6: family_v6 }),
     };
     let vip_v6 = match &request {
         Some(Request::Address(a)) => Some(a.is_ipv6()),
-        Some(Request::Any { v6 }) => Some(*v6),
-        _ => s.ip_family.as_ref().map(|_| family_v6),
+        Some(Request::Any { v6 } | Request::Pool { v6, .. }) => Some(*v6),
+        None => None,
     };
     let mode = match s.mode.as_deref().unwrap_or("dsr") {
         "dsr" => ForwardMode::Dsr,
@@ -607,7 +611,7 @@ fn validate_service(
             }
         };
         let port_n = port(&format!("{pat}.port"), p.port, errors);
-        let target = port(&format!("{pat}.targetPort"), p.target_port.unwrap_or(p.port), errors);
+        let target = p.target_port.map_or(port_n, |t| port(&format!("{pat}.targetPort"), t, errors));
         if ports.iter().any(|q| q.proto == proto && q.port == port_n) {
             errors.push(err(&pat, format!("{} port {port_n} is listed twice", proto_name(proto))));
         }
@@ -785,7 +789,7 @@ metrics:
         let h = web.health.as_ref().unwrap();
         assert_eq!(h.kind, CheckKind::Http { path: "/healthz".into(), status: 200 });
         assert_eq!((h.interval, h.rise, h.fall), (Duration::from_millis(500), 2, 2));
-        assert_eq!(d.services[1].request, Request::Pool("public".into()));
+        assert_eq!(d.services[1].request, Request::Pool { name: "public".into(), v6: false });
         assert_eq!(d.services[1].mode, ForwardMode::Snat);
         assert_eq!(d.metrics, Some("127.0.0.1:9180".parse().unwrap()));
         assert_eq!(d.admin_socket, PathBuf::from(DEFAULT_ADMIN_SOCKET));

@@ -5,15 +5,7 @@
 //! Runs on its own thread with a single-threaded tokio runtime, one task per target; the
 //! control loop hands it the target list and hears back only about changes.
 
-use std::{
-    collections::HashMap,
-    net::SocketAddr,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
+use std::{collections::HashMap, net::SocketAddr};
 
 use crossbeam_channel::{Receiver, Sender};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -37,10 +29,10 @@ pub struct HealthEvent {
 /// The running checker.
 #[derive(Debug)]
 pub struct HealthChecker {
-    targets: Sender<Vec<HealthTarget>>,
+    /// New target lists; dropping it stops the thread.
+    targets: Option<tokio::sync::mpsc::UnboundedSender<Vec<HealthTarget>>>,
     /// Changes, for the control loop.
     pub events: Receiver<HealthEvent>,
-    stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -115,17 +107,15 @@ async fn watch(t: HealthTarget, events: Sender<HealthEvent>) {
 impl HealthChecker {
     /// Starts the checker thread (with no targets).
     pub fn start() -> std::io::Result<Self> {
-        let (targets_tx, targets_rx) = crossbeam_channel::unbounded::<Vec<HealthTarget>>();
+        let (targets_tx, mut targets_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<HealthTarget>>();
         let (events_tx, events_rx) = crossbeam_channel::unbounded();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = stop.clone();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let thread = std::thread::Builder::new().name("xlb-health".into()).spawn(move || {
             rt.block_on(async move {
                 let mut tasks: HashMap<HealthTarget, tokio::task::JoinHandle<()>> = HashMap::new();
-                while !stop2.load(Ordering::Relaxed) {
-                    // The newest target list wins.
-                    if let Some(list) = targets_rx.try_iter().last() {
+                // Sleeps until a new target list comes; ends when the sender is dropped.
+                while let Some(list) = targets_rx.recv().await {
+                    {
                         tasks.retain(|t, h| {
                             let keep = list.contains(t);
                             if !keep {
@@ -140,25 +130,26 @@ impl HealthChecker {
                             }
                         }
                     }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 for (_, h) in tasks {
                     h.abort();
                 }
             });
         })?;
-        Ok(HealthChecker { targets: targets_tx, events: events_rx, stop, thread: Some(thread) })
+        Ok(HealthChecker { targets: Some(targets_tx), events: events_rx, thread: Some(thread) })
     }
 
     /// Checks exactly these targets from now on (running checks of kept targets go on).
     pub fn set_targets(&self, targets: Vec<HealthTarget>) {
-        let _ = self.targets.send(targets);
+        if let Some(t) = &self.targets {
+            let _ = t.send(targets);
+        }
     }
 }
 
 impl Drop for HealthChecker {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.targets = None;
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -172,6 +163,8 @@ mod tests {
         net::TcpListener,
         time::Instant,
     };
+
+    use std::time::Duration;
 
     use super::*;
 

@@ -118,8 +118,13 @@ impl Pool {
 pub enum Request {
     /// This address.
     Address(IpAddr),
-    /// Any free address of this pool.
-    Pool(String),
+    /// Any free address of this family (`v6`) from this pool.
+    Pool {
+        /// The pool.
+        name: String,
+        /// IPv6 rather than IPv4.
+        v6: bool,
+    },
     /// Any free address of the given family (`true`: IPv6) from any pool.
     Any {
         /// IPv6 rather than IPv4.
@@ -255,20 +260,21 @@ impl Ipam {
                 }
                 Ok(self.give(holder, *a))
             }
-            Request::Pool(name) => {
+            Request::Pool { name, v6 } => {
                 let i =
                     self.pools.iter().position(|p| &p.name == name).ok_or_else(|| IpamError::NoPool(name.clone()))?;
                 if let Some(j) = self.conflicts.get(&i) {
                     return Err(IpamError::Conflicting(name.clone(), self.pools[*j].name.clone()));
                 }
                 // Already holds one from it: keep it.
-                if let Some(a) = self.held_by(holder).iter().find(|a| self.pools[i].contains(**a)) {
+                if let Some(a) = self.held_by(holder).iter().find(|a| a.is_ipv6() == *v6 && self.pools[i].contains(**a))
+                {
                     return Ok(*a);
                 }
                 if self.pools[i].disabled {
                     return Err(IpamError::Disabled(name.clone()));
                 }
-                let a = self.lowest_free(i).ok_or_else(|| IpamError::Exhausted(name.clone()))?;
+                let a = self.lowest_free(i, *v6).ok_or_else(|| IpamError::Exhausted(name.clone()))?;
                 Ok(self.give(holder, a))
             }
             Request::Any { v6 } => {
@@ -278,14 +284,16 @@ impl Ipam {
                 };
                 for i in 0..self.pools.len() {
                     if usable(self, i) {
-                        if let Some(a) = self.held_by(holder).iter().find(|a| self.pools[i].contains(**a)) {
+                        if let Some(a) =
+                            self.held_by(holder).iter().find(|a| a.is_ipv6() == *v6 && self.pools[i].contains(**a))
+                        {
                             return Ok(*a);
                         }
                     }
                 }
                 for i in 0..self.pools.len() {
                     if usable(self, i) {
-                        if let Some(a) = self.lowest_free(i) {
+                        if let Some(a) = self.lowest_free(i, *v6) {
                             return Ok(self.give(holder, a));
                         }
                     }
@@ -295,11 +303,10 @@ impl Ipam {
         }
     }
 
-    fn lowest_free(&self, i: usize) -> Option<IpAddr> {
+    fn lowest_free(&self, i: usize, v6: bool) -> Option<IpAddr> {
         let p = &self.pools[i];
-        for b in &p.blocks {
+        for b in p.blocks.iter().filter(|b| b.start.is_ipv6() == v6) {
             let (lo, hi) = b.range();
-            let v6 = b.start.is_ipv6();
             let mut n = lo;
             // Assigned addresses in the block, in order: step over runs of them.
             let mut taken = self.assigned.range(b.start..=b.stop).map(|(a, _)| num(*a)).peekable();
@@ -397,19 +404,37 @@ mod tests {
             Err(IpamError::NotInPool(ip("198.51.100.1")))
         );
         // Automatic: lowest free, skipping the network address and the taken one.
-        assert_eq!(m.request("dns", &Request::Pool("a".into())), Ok(ip("192.0.2.1")));
-        assert_eq!(m.request("mail", &Request::Pool("a".into())), Ok(ip("192.0.2.2")));
-        assert_eq!(m.request("ftp", &Request::Pool("a".into())), Ok(ip("192.0.2.4")));
+        assert_eq!(m.request("dns", &Request::Pool { name: "a".into(), v6: false }), Ok(ip("192.0.2.1")));
+        assert_eq!(m.request("mail", &Request::Pool { name: "a".into(), v6: false }), Ok(ip("192.0.2.2")));
+        assert_eq!(m.request("ftp", &Request::Pool { name: "a".into(), v6: false }), Ok(ip("192.0.2.4")));
         assert_eq!(m.request("v6", &Request::Any { v6: true }), Ok(ip("2001:db8::1")));
-        assert_eq!(m.request("nope", &Request::Pool("zz".into())), Err(IpamError::NoPool("zz".into())));
+        assert_eq!(
+            m.request("nope", &Request::Pool { name: "zz".into(), v6: false }),
+            Err(IpamError::NoPool("zz".into()))
+        );
         // .5, .6 left (.7 is broadcast), then exhausted.
-        assert!(m.request("f1", &Request::Pool("a".into())).is_ok());
-        assert!(m.request("f2", &Request::Pool("a".into())).is_ok());
-        assert_eq!(m.request("f3", &Request::Pool("a".into())), Err(IpamError::Exhausted("a".into())));
+        assert!(m.request("f1", &Request::Pool { name: "a".into(), v6: false }).is_ok());
+        assert!(m.request("f2", &Request::Pool { name: "a".into(), v6: false }).is_ok());
+        assert_eq!(
+            m.request("f3", &Request::Pool { name: "a".into(), v6: false }),
+            Err(IpamError::Exhausted("a".into()))
+        );
         let u = &m.usage()[0];
         assert_eq!((u.size, u.used), (6, 6));
         m.release("mail");
-        assert_eq!(m.request("f3", &Request::Pool("a".into())), Ok(ip("192.0.2.2")));
+        assert_eq!(m.request("f3", &Request::Pool { name: "a".into(), v6: false }), Ok(ip("192.0.2.2")));
+    }
+
+    #[test]
+    fn a_pool_of_both_families_gives_each_service_its_own() {
+        let mut m = Ipam::default();
+        let mut p = pool("dual", "192.0.2.0/30");
+        p.blocks.push(Block::cidr("2001:db8::/126".parse().unwrap()));
+        m.set_pools(vec![p]);
+        assert_eq!(m.request("a", &Request::Pool { name: "dual".into(), v6: true }), Ok(ip("2001:db8::1")));
+        assert_eq!(m.request("b", &Request::Pool { name: "dual".into(), v6: false }), Ok(ip("192.0.2.1")));
+        // Asking again for the other family gives a second address, not the first one back.
+        assert_eq!(m.request("a", &Request::Pool { name: "dual".into(), v6: false }), Ok(ip("192.0.2.2")));
     }
 
     #[test]
@@ -417,15 +442,21 @@ mod tests {
         let mut m = Ipam::default();
         let overlaps = m.set_pools(vec![pool("a", "192.0.2.0/28"), pool("b", "192.0.2.8/29")]);
         assert_eq!(overlaps, vec![("b".to_string(), "a".to_string())]);
-        assert_eq!(m.request("x", &Request::Pool("b".into())), Err(IpamError::Conflicting("b".into(), "a".into())));
+        assert_eq!(
+            m.request("x", &Request::Pool { name: "b".into(), v6: false }),
+            Err(IpamError::Conflicting("b".into(), "a".into()))
+        );
         assert_eq!(m.usage()[1].conflict.as_deref(), Some("a"));
-        assert_eq!(m.request("web", &Request::Pool("a".into())), Ok(ip("192.0.2.1")));
+        assert_eq!(m.request("web", &Request::Pool { name: "a".into(), v6: false }), Ok(ip("192.0.2.1")));
         let mut a = pool("a", "192.0.2.0/28");
         a.disabled = true;
         m.set_pools(vec![a]);
-        assert_eq!(m.request("web", &Request::Pool("a".into())), Ok(ip("192.0.2.1")));
+        assert_eq!(m.request("web", &Request::Pool { name: "a".into(), v6: false }), Ok(ip("192.0.2.1")));
         assert_eq!(m.request("web", &Request::Address(ip("192.0.2.1"))), Ok(ip("192.0.2.1")));
-        assert_eq!(m.request("new", &Request::Pool("a".into())), Err(IpamError::Disabled("a".into())));
+        assert_eq!(
+            m.request("new", &Request::Pool { name: "a".into(), v6: false }),
+            Err(IpamError::Disabled("a".into()))
+        );
         assert_eq!(m.request("new", &Request::Address(ip("192.0.2.5"))), Err(IpamError::Disabled("a".into())));
     }
 
@@ -467,7 +498,7 @@ mod tests {
                         let name = if p { "a" } else { "b" };
                         let me = format!("h{h}");
                         let before: Vec<(IpAddr, String)> = m.assignments().map(|(a, h)| (a, h.to_string())).collect();
-                        if let Ok(got) = m.request(&me, &Request::Pool(name.into())) {
+                        if let Ok(got) = m.request(&me, &Request::Pool { name: name.into(), v6: false }) {
                             prop_assert!(m.held_by(&me).contains(&got));
                             // Either new, or already this holder's.
                             prop_assert!(before.iter().all(|(a, h)| *a != got || *h == me));

@@ -190,6 +190,11 @@ impl StatsIds {
         Self::id(&mut self.services, key, MAX_COUNTED_SERVICES)
     }
 
+    /// The id a backend's counters already have, if any (does not assign one).
+    pub fn backend_id(&self, key: ServiceKey, addr: IpAddr, port: u16) -> Option<u32> {
+        self.backends.get(&(key, addr, port)).copied()
+    }
+
     /// The id of a backend's counters within a service.
     pub fn backend(&mut self, key: ServiceKey, addr: IpAddr, port: u16) -> u32 {
         Self::id(&mut self.backends, (key, addr, port), MAX_COUNTED_BACKENDS)

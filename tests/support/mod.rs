@@ -8,6 +8,9 @@
 #![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
 
 pub mod frames;
+pub mod traffic;
+
+pub use xlb::io::packet_socket::enter_netns as enter_netns_for_tests;
 
 use std::{
     fs,
@@ -183,6 +186,21 @@ pub fn dsr_backend(lab: &Lab, host: &Host, name: &str, vips: &[&str], port: u16)
     start_servers(lab, host, name, port, v6, Some(vips[0]));
 }
 
+/// (Re)starts the servers of a DSR backend whose VIPs are already set up.
+#[allow(dead_code)]
+pub fn dsr_servers(lab: &Lab, host: &Host, name: &str, vip: &str, port: u16) {
+    start_servers(lab, host, name, port, vip.contains(':'), Some(vip));
+}
+
+/// Kills every process running in namespace `ns` (a backend's servers).
+#[allow(dead_code)]
+pub fn kill_processes(ns: &str) {
+    let out = run("ip", &["netns", "pids", ns]);
+    for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+        let _ = Command::new("kill").args(["-9", pid]).output();
+    }
+}
+
 /// Makes `host` a SNAT backend: plain servers on its own addresses (TCP and UDP on `port`).
 #[allow(dead_code)] // not every test binary has SNAT tests
 pub fn snat_backend(lab: &Lab, host: &Host, name: &str, port: u16, v6: bool) {
@@ -317,6 +335,14 @@ impl Xlb {
 
     /// Sends `signal` (e.g. "TERM", "KILL") and waits for the exit; returns the exit code
     /// (None when killed by a signal).
+    /// Sends SIGHUP (a config reload) and returns at once.
+    #[allow(dead_code)]
+    pub fn hup(&self) {
+        if let Some(c) = &self.child {
+            run("kill", &["-HUP", &c.id().to_string()]);
+        }
+    }
+
     pub fn signal(&mut self, signal: &str) -> Option<i32> {
         let mut child = self.child.take().expect("xlb already stopped");
         run("kill", &[&format!("-{signal}"), &child.id().to_string()]);
