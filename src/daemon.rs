@@ -1022,7 +1022,7 @@ impl Plane {
                 continue;
             }
             w.waker.notify();
-            let Ok(entries) = rx.recv_timeout(Duration::from_secs(1)) else { continue };
+            let Ok((worker_now, entries)) = rx.recv_timeout(Duration::from_secs(1)) else { continue };
             let mut shown = 0;
             for e in entries {
                 if shown >= limit {
@@ -1053,7 +1053,6 @@ impl Plane {
                         continue;
                     }
                 }
-                // The worker's clock started with it; deadlines are shown relative to its `now`.
                 shown += 1;
                 flows.push(json!({
                     "worker": w.queue,
@@ -1063,7 +1062,7 @@ impl Plane {
                     "backend": be_addr.map(|b| SocketAddr::new(b.addr, b.port).to_string()),
                     "state": format!("{:?}", e.state).to_lowercase(),
                     "snat": e.snat.map(|l| format!("{}:{}", self.snat_addrs.get(usize::from(l.addr)).map_or("?".into(), ToString::to_string), l.port)),
-                    "expires_in_s": Value::Null,
+                    "expires_in_s": e.expires.saturating_sub(worker_now) / 1_000_000_000,
                 }));
             }
         }

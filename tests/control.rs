@@ -368,3 +368,62 @@ fn metrics_and_the_cli_agree_under_traffic() {
     assert!(!flows["flows"].as_array().unwrap().is_empty(), "{flows}");
     eprintln!("metrics/CLI: 400 connections {spread:?}; backend-3 share {share}%");
 }
+
+/// Opens a long-lived connection from the client; returns the backend's name, a writer and
+/// a reader of its lines.
+fn hold(client: &Host) -> (String, TcpStream, BufReader<TcpStream>) {
+    let ns = client.ns.clone();
+    in_netns(&ns, || {
+        let mut s = TcpStream::connect_timeout(&format!("{VIP}:80").parse().unwrap(), Duration::from_secs(2)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        s.write_all(b"hold\n").unwrap();
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        let mut first = String::new();
+        r.read_line(&mut first).unwrap();
+        (first.split_whitespace().next().unwrap().to_string(), s, r)
+    })
+}
+
+fn ping(name: &str, s: &mut TcpStream, r: &mut BufReader<TcpStream>, n: u32) {
+    s.write_all(format!("ping {n}\n").as_bytes()).unwrap();
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap_or_else(|e| panic!("ping {n}: {e}"));
+    assert_eq!(line.trim(), format!("{name} ping {n}"));
+}
+
+#[test]
+fn a_drained_or_removed_backend_keeps_its_flows_and_file_edits_reload() {
+    let Some((lab, client, lb, _backends)) = lab("a_drained_backend_keeps_its_flows", 2) else { return };
+    let (mut xlb, path) = start(&lab, &lb, &config(&[(1, 1), (2, 1)], "", ""));
+    let (name, mut s, mut r) = hold(&client);
+    let n: u8 = name.trim_start_matches("backend-").parse().unwrap();
+    let other = 3 - n;
+    // Weight 0, by editing the file (no signal): xlb sees the change within a second.
+    write_config(&path, &config(&[(n, 0), (other, 1)], "", ""));
+    xlb.wait_log("config file changed", Duration::from_secs(5));
+    xlb.wait_log("config reloaded", Duration::from_secs(2));
+    for i in 1..=20 {
+        ping(&name, &mut s, &mut r, i);
+    }
+    let new = tcp_connections_from(&client, 100);
+    assert!(!new.contains_key(&name), "a drained backend got new flows: {new:?}");
+    // Removed from the config: it drains, so the connection still works.
+    write_config(&path, &config(&[(other, 1)], "", ""));
+    xlb.hup();
+    let end = Instant::now() + Duration::from_secs(5);
+    while xlb.log_text().matches("config reloaded").count() < 2 {
+        assert!(Instant::now() < end, "{}", xlb.log_text());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for i in 21..=40 {
+        ping(&name, &mut s, &mut r, i);
+    }
+    let listed = backend_list(&xlb);
+    assert!(
+        listed.iter().any(|b| b["backend"] == format!("10.79.0.1{n}:80") && b["health"] == "draining"),
+        "{listed:?}"
+    );
+    assert!(xlb.log_text().contains("backend removed: draining"), "{}", xlb.log_text());
+    drop(s);
+    let _ = xlb.stop();
+}

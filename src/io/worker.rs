@@ -414,12 +414,13 @@ pub fn batch_histogram() -> Box<Histogram<u64>> {
 /// A request from the control thread, served by the worker between batches.
 #[derive(Debug)]
 pub enum WorkerRequest {
-    /// Up to `max` live conntrack entries at the worker's `now`, for `xlb conntrack list`.
+    /// Up to `max` live conntrack entries at the worker's `now`, for `xlb conntrack list`;
+    /// the answer carries that `now` (entries' deadlines are on the worker's clock).
     Conntrack {
         /// Most entries.
         max: usize,
         /// Where the answer goes.
-        reply: Sender<Vec<Entry>>,
+        reply: Sender<(u64, Vec<Entry>)>,
     },
     /// Swap the worker's batch-time histogram for `fresh` (empty) and send back the filled
     /// one: the worker never allocates for it.
@@ -635,7 +636,7 @@ impl Worker {
                 match req {
                     WorkerRequest::Conntrack { max, reply } => {
                         let now = u64::try_from(clock.elapsed().as_nanos()).unwrap_or(u64::MAX);
-                        let _ = reply.try_send(state.conntrack.iter_live(now).take(max).copied().collect());
+                        let _ = reply.try_send((now, state.conntrack.iter_live(now).take(max).copied().collect()));
                     }
                     WorkerRequest::Histogram { mut fresh, reply } => {
                         std::mem::swap(&mut fresh, &mut batch_times);

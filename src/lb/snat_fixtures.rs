@@ -104,6 +104,16 @@ fn frame(p: Pkt) -> Vec<u8> {
     f
 }
 
+/// The frame with IPv4's more-fragments flag set (a first fragment) and its header checksum
+/// recomputed.
+fn first_fragment(mut f: Vec<u8>) -> Vec<u8> {
+    f[14 + 6] |= 0x20;
+    f[14 + 10..14 + 12].copy_from_slice(&[0, 0]);
+    let c = finish(sum(0, &f[14..34]));
+    f[14 + 10..14 + 12].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
 fn client_to_vip(vip: IpAddr, proto: u8, sport: u16, flags: u8) -> Pkt {
     let src = if vip.is_ipv4() { IpAddr::V4(CLIENT4) } else { IpAddr::V6(CLIENT6) };
     Pkt {
@@ -231,6 +241,13 @@ fn snat_both_directions_v4_v6_udp_and_exhaustion() {
             input: frame(tagged),
             verdict: tx(&frame(tagged), Reply::Forward),
             output: Some(frame(to_backend(tagged, snat4, 1024, b4, 8080))),
+        },
+        Step {
+            what: "SNAT: a first fragment (ports present, MF set) is translated like any packet",
+            now: 2 * SEC,
+            input: first_fragment(frame(ack)),
+            verdict: tx(&frame(ack), Reply::Forward),
+            output: Some(first_fragment(frame(to_backend(ack, snat4, 1024, b4, 8080)))),
         },
         Step {
             what: "SNAT: IPv4 UDP without a checksum keeps none; UDP has its own ports",
