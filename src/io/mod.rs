@@ -6,6 +6,7 @@
 pub mod netdev;
 pub mod netlink;
 pub mod packet_socket;
+pub mod port;
 pub mod wake;
 pub mod worker;
 pub mod xdp;

@@ -238,14 +238,31 @@ pub struct ConflictReport {
     pub mac: EthernetAddress,
 }
 
+/// What an AF_XDP socket is bound with.
+#[derive(Debug, Clone, Copy)]
+pub struct XskParams<'a> {
+    /// Interface name.
+    pub ifname: &'a str,
+    /// Queue id.
+    pub queue: u32,
+    /// UMEM frames (2048 bytes each; at least twice `ring_size`).
+    pub frames: u32,
+    /// Size of each ring (power of two).
+    pub ring_size: u32,
+    /// Most frames handled at once (at most an eighth of `frames`).
+    pub batch: usize,
+    /// Zero-copy policy.
+    pub zero_copy: ZeroCopy,
+}
+
 /// A bound AF_XDP socket with its UMEM and rings, not yet polled by a thread.
 pub struct Xsk {
-    umem: Umem,
-    descs: Vec<FrameDesc>,
-    tx: TxQueue,
-    rx: RxQueue,
-    fq: FillQueue,
-    cq: CompQueue,
+    pub(super) umem: Umem,
+    pub(super) descs: Vec<FrameDesc>,
+    pub(super) tx: TxQueue,
+    pub(super) rx: RxQueue,
+    pub(super) fq: FillQueue,
+    pub(super) cq: CompQueue,
     /// How it was bound.
     pub mode: BindMode,
 }
@@ -264,6 +281,18 @@ impl Xsk {
     /// Creates the UMEM and binds a socket to `cfg.queue` of `cfg.ifname`, without loading
     /// any XDP program (xlb attaches its own). Zero-copy is tried first unless `Off`.
     pub fn open(cfg: &WorkerConfig) -> Result<Self, WorkerError> {
+        Self::open_params(&XskParams {
+            ifname: &cfg.ifname,
+            queue: cfg.queue,
+            frames: cfg.frames,
+            ring_size: cfg.ring_size,
+            batch: cfg.batch,
+            zero_copy: cfg.zero_copy,
+        })
+    }
+
+    /// Like [`Xsk::open`], from the socket's own parameters (tools other than the worker).
+    pub fn open_params(cfg: &XskParams<'_>) -> Result<Self, WorkerError> {
         let attempts: &[BindMode] = match cfg.zero_copy {
             ZeroCopy::Auto => &[BindMode::ZeroCopy, BindMode::Copy],
             ZeroCopy::Off => &[BindMode::Copy],
@@ -279,7 +308,7 @@ impl Xsk {
         Err(last.unwrap_or(WorkerError::Size { what: "zero-copy", value: 0, why: "no bind mode to try" }))
     }
 
-    fn open_mode(cfg: &WorkerConfig, mode: BindMode) -> Result<Self, WorkerError> {
+    fn open_mode(cfg: &XskParams<'_>, mode: BindMode) -> Result<Self, WorkerError> {
         let ring = queue_size("ring size", cfg.ring_size)?;
         let frames = NonZeroU32::new(cfg.frames).ok_or(WorkerError::Size {
             what: "UMEM frames",
@@ -302,7 +331,7 @@ impl Xsk {
             });
         }
         let umem_err = |source: Box<dyn std::error::Error + Send + Sync>| WorkerError::Umem {
-            ifname: cfg.ifname.clone(),
+            ifname: cfg.ifname.to_string(),
             queue: cfg.queue,
             source,
         };
@@ -325,7 +354,7 @@ impl Xsk {
             .bind_flags(bind)
             .build();
         let bind_err = |source: Box<dyn std::error::Error + Send + Sync>| WorkerError::Bind {
-            ifname: cfg.ifname.clone(),
+            ifname: cfg.ifname.to_string(),
             queue: cfg.queue,
             mode: match mode {
                 BindMode::ZeroCopy => "zero-copy",
