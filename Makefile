@@ -3,7 +3,7 @@
 CARGO ?= cargo
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: demo test setup build lint unit lab clean-lab
+.PHONY: demo test bench setup build lint unit lab clean-lab
 
 setup:
 	@bash scripts/setup.sh
@@ -20,6 +20,12 @@ lint: setup
 
 test: lint
 	bash scripts/test-summary.sh
+
+# The end-to-end benchmark: xlb against the AF_XDP ceiling and nftables, pktgen against
+# trafgen, on the netns lab (results in target/bench/). Not part of `make test`.
+bench: build
+	@bash scripts/setup.sh bench
+	python3 bench/harness.py $(BENCH_ARGS)
 
 # Removes lab namespaces left behind by a killed test run (names start with xl-).
 clean-lab:

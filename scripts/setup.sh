@@ -6,6 +6,11 @@ set -euo pipefail
 # Debian packages: the BPF toolchain (clang, llvm, libelf, zlib, m4, pkg-config for
 # libbpf-sys/libxdp-sys), iproute2 and ethtool for the netns lab, and the tools the demo shows traffic with.
 packages=(clang llvm m4 libelf-dev zlib1g-dev pkg-config make iproute2 iputils-ping arping tcpdump ethtool python3 curl)
+# `setup.sh bench` adds what the benchmark harness compares xlb with: the kernel's nftables,
+# and trafgen (netsniff-ng) as the other generator.
+if [ "${1:-}" = bench ]; then
+  packages+=(nftables netsniff-ng)
+fi
 
 missing=()
 for p in "${packages[@]}"; do

@@ -89,6 +89,10 @@ enum Cmd {
         /// Flows: distinct (source address, source port) pairs, used in turn.
         #[arg(long, default_value_t = 1024)]
         flows: u32,
+        /// Destination ports: flow i goes to the --dst port + (i mod this), so traffic spreads
+        /// over that many services on one VIP.
+        #[arg(long, default_value_t = 1)]
+        dports: u16,
         /// udp, or syn (TCP SYNs).
         #[arg(long, default_value = "udp")]
         proto: String,
@@ -129,8 +133,8 @@ const PAYLOAD: usize = 12;
 fn main() {
     let cli = Cli::parse();
     let r = match cli.cmd {
-        Cmd::Send { c, dst_mac, dst, src, src_count, sport, flows, proto, size, rate, count } => {
-            send(&c, &SendCfg { dst_mac, dst, src, src_count, sport, flows, proto, size, rate, count })
+        Cmd::Send { c, dst_mac, dst, src, src_count, sport, flows, dports, proto, size, rate, count } => {
+            send(&c, &SendCfg { dst_mac, dst, src, src_count, sport, flows, dports, proto, size, rate, count })
         }
         Cmd::Sink { c, addr } => sink(&c, addr, None),
         Cmd::Forward { c, addr, to } => sink(&c, addr, Some(to)),
@@ -199,6 +203,7 @@ struct SendCfg {
     src_count: u32,
     sport: u16,
     flows: u32,
+    dports: u16,
     proto: String,
     size: usize,
     rate: u64,
@@ -220,6 +225,8 @@ fn build(buf: &mut [u8], t: &Template, flow: u32, now: u64) -> usize {
     );
     buf[24..26].copy_from_slice(&c.to_be_bytes());
     buf[34..36].copy_from_slice(&sport.to_be_bytes());
+    let dport = t.dst.port().wrapping_add(u16::try_from(flow % u32::from(t.dports)).unwrap_or(0));
+    buf[36..38].copy_from_slice(&dport.to_be_bytes());
     let p = t.payload_at;
     buf[p..p + 4].copy_from_slice(&flow.to_be_bytes());
     buf[p + 4..p + 12].copy_from_slice(&now.to_be_bytes());
@@ -241,6 +248,7 @@ struct Template {
     dst: std::net::SocketAddrV4,
     sport: u16,
     ports: u32,
+    dports: u16,
     payload_at: usize,
     syn: bool,
 }
@@ -291,7 +299,19 @@ fn template(cfg: &SendCfg, src_mac: EthernetAddress) -> anyhow::Result<Template>
         // UDP with no checksum (allowed in IPv4): nothing to recompute per frame.
         b[38..40].copy_from_slice(&(ip_len - 20).to_be_bytes());
     }
-    Ok(Template { bytes: b, src: cfg.src, dst: cfg.dst, sport: cfg.sport, ports, payload_at: hdr, syn })
+    if cfg.dports == 0 || u32::from(cfg.dst.port()) + u32::from(cfg.dports) > 65_536 {
+        bail!("--dports {}: from port {} it must stay within 1-65535", cfg.dports, cfg.dst.port());
+    }
+    Ok(Template {
+        bytes: b,
+        src: cfg.src,
+        dst: cfg.dst,
+        sport: cfg.sport,
+        ports,
+        dports: cfg.dports,
+        payload_at: hdr,
+        syn,
+    })
 }
 
 fn send(c: &Common, cfg: &SendCfg) -> anyhow::Result<()> {
@@ -319,7 +339,13 @@ fn send(c: &Common, cfg: &SendCfg) -> anyhow::Result<()> {
                     let due = (t0.elapsed().as_secs_f64() * rate as f64) as u64;
                     want = usize::try_from(due.saturating_sub(mine).min(64)).unwrap_or(64);
                     if want == 0 {
-                        std::hint::spin_loop();
+                        // Sleep until the next packet is due (frames then leave in small
+                        // bursts): a paced sender leaves the CPU to the path it measures.
+                        let next = (mine + 1) as f64 / rate as f64;
+                        let wait = next - t0.elapsed().as_secs_f64();
+                        if wait > 0.0 {
+                            std::thread::sleep(Duration::from_secs_f64(wait.max(50e-6)));
+                        }
                         continue;
                     }
                 }

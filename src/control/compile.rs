@@ -64,6 +64,19 @@ pub fn compile(desired: &Desired, ipam: &mut Ipam) -> Result<Compiled, ConfigErr
         .filter(|(_, s)| matches!(s.request, Request::Address(_)))
         .chain(desired.services.iter().enumerate().filter(|(_, s)| !matches!(s.request, Request::Address(_))));
     for (i, s) in explicit_first {
+        // Without pools there is nothing to manage: every service names its VIP.
+        if desired.pools.is_empty() {
+            match s.request {
+                Request::Address(a) => {
+                    vip_of.insert(&s.name, a);
+                }
+                _ => errors.push(ConfigError {
+                    path: format!("services[{i}]"),
+                    message: "no pools are configured: give the service a vip, or add a pool".into(),
+                }),
+            }
+            continue;
+        }
         let holder = holder_of(&s.name, &s.request);
         match ipam.request(&holder, &s.request) {
             Ok(a) => {
@@ -217,6 +230,17 @@ services:
         assert_eq!(c.assignments[0].1, ip("192.0.2.1"));
         let e = compile(&parse(BASE).unwrap(), &mut ipam.clone()).unwrap_err().to_string();
         assert!(e.contains("services[1].vip: 192.0.2.1 is already assigned to service web"), "{e}");
+    }
+
+    #[test]
+    fn without_pools_services_name_their_vips() {
+        let no_pools = BASE.replacen("pools:\n  - name: public\n    blocks: [{cidr: 192.0.2.0/29}]\n", "", 1);
+        let any = no_pools.replacen("    pool: public\n", "", 1);
+        let e = compile(&parse(&any).unwrap(), &mut Ipam::default()).unwrap_err().to_string();
+        assert!(e.contains("services[0]: no pools are configured"), "{e}");
+        let fixed = no_pools.replacen("    pool: public\n", "    vip: 198.51.100.7\n", 1);
+        let c = compile(&parse(&fixed).unwrap(), &mut Ipam::default()).unwrap();
+        assert_eq!(c.assignments[0], ("web".to_string(), ip("198.51.100.7")));
     }
 
     #[test]
