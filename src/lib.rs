@@ -8,5 +8,6 @@
 pub mod control;
 #[allow(unsafe_code)]
 pub mod io;
+pub mod k8s;
 pub mod lb;
 pub mod wire;

@@ -6,7 +6,7 @@ mod admin;
 mod daemon;
 mod metrics;
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
 use xlb::{
@@ -72,6 +72,34 @@ enum Command {
         #[command(subcommand)]
         what: ListOnly,
     },
+    /// Print the CustomResourceDefinitions (LoadBalancerIPPool, L2AnnouncementPolicy) as YAML.
+    Crds,
+    /// Kubernetes: allocate addresses to LoadBalancer Services from LoadBalancerIPPools and
+    /// write them to the Services' status (one writer at a time, by Lease).
+    Allocator(AllocatorArgs),
+}
+
+/// `xlb allocator`.
+#[derive(clap::Args, Debug)]
+struct AllocatorArgs {
+    /// Kubeconfig to use (default: $KUBECONFIG, ~/.kube/config, or the in-cluster account).
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// This instance's name, used as the Lease holder and in Events.
+    #[arg(long, env = "NODE_NAME")]
+    identity: String,
+    /// Namespace of the allocator Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "xlb-system")]
+    namespace: String,
+    /// spec.loadBalancerClass that xlb serves.
+    #[arg(long, default_value = xlb::k8s::controller::DEFAULT_CLASS)]
+    class: String,
+    /// Also serve LoadBalancer Services that name no class.
+    #[arg(long)]
+    unclassed: bool,
+    /// Seconds the allocator Lease is valid without renewal.
+    #[arg(long, default_value_t = 15)]
+    lease_seconds: u64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -268,6 +296,8 @@ fn main() -> ExitCode {
         Command::Maglev { what: MaglevCmd::Show { client, service } } => {
             admin::client(&client.socket, client.output == Output::Json, admin::Query::Maglev { service })
         }
+        Command::Crds => xlb::k8s::crds::crds_yaml().map(|y| print!("{y}")).map_err(Into::into),
+        Command::Allocator(a) => allocator(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -282,6 +312,47 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+fn allocator(a: AllocatorArgs) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let config = match &a.kubeconfig {
+            Some(path) => {
+                let kc = kube::config::Kubeconfig::read_from(path)
+                    .with_context(|| format!("--kubeconfig {}: cannot read it", path.display()))?;
+                kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?
+            }
+            None => kube::Config::infer()
+                .await
+                .context("no Kubernetes API found: give --kubeconfig, set KUBECONFIG, or run in a pod")?,
+        };
+        let client = kube::Client::try_from(config)?;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let settings = xlb::k8s::controller::Settings {
+            class: a.class,
+            unclassed: a.unclassed,
+            identity: a.identity,
+            namespace: a.namespace,
+            lease_seconds: a.lease_seconds,
+        };
+        let mut task = tokio::spawn(xlb::k8s::controller::run_allocator(client, settings, stop_rx));
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+        tokio::select! {
+            r = &mut task => return r?,
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!("signal received: stopping");
+        stop_tx.send(true).ok();
+        // The allocator releases its Lease on the way out, so that another takes over at once.
+        match tokio::time::timeout(Duration::from_secs(8), task).await {
+            Ok(r) => r?,
+            Err(_) => anyhow::bail!("the allocator did not stop within 8 s"),
+        }
+    })
 }
 
 fn init_logging(format: LogFormat) {

@@ -542,7 +542,7 @@ pub fn proto_name(p: u8) -> &'static str {
 }
 
 fn is_prime(n: u32) -> bool {
-    n >= 2 && (2..).take_while(|d: &u32| d.saturating_mul(*d) <= n).all(|d| n % d != 0)
+    n >= 2 && (2..).take_while(|d: &u32| d.saturating_mul(*d) <= n).all(|d| !n.is_multiple_of(d))
 }
 
 fn validate_service(
