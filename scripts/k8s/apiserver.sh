@@ -117,6 +117,7 @@ build_binary() {
 }
 
 cmd_build() {
+  command -v go >/dev/null || PATH="$PATH:/usr/local/go/bin"
   command -v go >/dev/null || die "go is not installed (Go >= 1.25 is needed to build the binaries)"
   mkdir -p "$BIN"
   # One build at a time per cache (tests may call `build` in parallel); the lock lives in a
