@@ -380,7 +380,9 @@ mod tests {
         assert_eq!(first.map_updates, vec![(V4, VIP_PROBING)]);
         assert!(first.vips_changed);
         assert_eq!(a.vip_modes().collect::<Vec<_>>(), vec![(V4, VipMode::Watch)]);
-        let sent = run(&mut a, t0 + Duration::from_secs(10));
+        // A random PROBE_WAIT of 0 sends the first probe at once, among the first actions.
+        let mut sent: Vec<(Instant, OutFrame)> = first.frames.into_iter().map(|f| (t0, f)).collect();
+        sent.extend(run(&mut a, t0 + Duration::from_secs(10)));
         let arps: Vec<(Instant, ArpOperation, Ipv4Addr, Ipv4Addr)> = sent
             .iter()
             .filter_map(|(t, f)| match parse_frame(f.bytes()).map(|p| p.network) {
