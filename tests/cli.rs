@@ -97,7 +97,10 @@ services:
 "#;
 
 fn with_config(text: &str, f: impl FnOnce(&str)) {
-    let dir = std::env::temp_dir().join(format!("xlb-cli-{}-{}", std::process::id(), text.len()));
+    // One directory per call: tests run in parallel, and two files may have the same length.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("xlb-cli-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("xlb.yaml");
     std::fs::write(&path, text).unwrap();
