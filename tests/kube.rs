@@ -92,6 +92,18 @@ impl Api {
         self.kubectl(&["get", "svc", svc, "-o", "jsonpath={.status.loadBalancer.ingress[*].ip}"])
     }
 
+    /// Events in `default`, one line each: reason, object, note.
+    fn events(&self) -> String {
+        self.kubectl(&[
+            "get",
+            "events.events.k8s.io",
+            "-n",
+            "default",
+            "-o",
+            "jsonpath={range .items[*]}{.reason} {.regarding.name} {.note}{\"\\n\"}{end}",
+        ])
+    }
+
     fn condition(&self, svc: &str) -> String {
         self.kubectl(&[
             "get",
@@ -129,29 +141,12 @@ fn allocator_against_a_real_api_server() {
     api.apply("apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: web-1\n  namespace: default\n  labels: {kubernetes.io/service-name: web}\naddressType: IPv4\nports: [{name: '', port: 8080, protocol: TCP}]\nendpoints: [{addresses: [10.0.0.5], conditions: {ready: true}}]\n");
     api.wait("web's address", |api| api.ingress("web") == "192.0.2.1");
     assert_eq!(api.condition("web"), "Allocated");
-    api.wait("the IPAllocated Event", |api| {
-        api.kubectl(&[
-            "get",
-            "events.events.k8s.io",
-            "-n",
-            "default",
-            "-o",
-            "jsonpath={range .items[*]}{.reason} {.regarding.name} {.note}{\"\\n\"}{end}",
-        ])
-        .contains("IPAllocated web allocated 192.0.2.1")
-    });
+    api.wait("the IPAllocated Event", |api| api.events().contains("IPAllocated web allocated 192.0.2.1"));
     // A request for a taken address: pending, with IPAllocationFailed.
     api.apply(&service("thief", 81, "lbipam.cilium.io/ips: 192.0.2.1"));
     api.wait("thief's failure", |api| api.condition("thief") == "AllocationFailed");
     assert_eq!(api.ingress("thief"), "");
-    let events = api.kubectl(&[
-        "get",
-        "events.events.k8s.io",
-        "-n",
-        "default",
-        "-o",
-        "jsonpath={range .items[*]}{.reason} {.regarding.name} {.note}{\"\\n\"}{end}",
-    ]);
+    let events = api.events();
     assert!(events.contains("IPAllocationFailed thief 192.0.2.1 is already assigned"), "{events}");
     // A sharing key with distinct ports shares; a clashing port does not.
     api.apply(&service("dns", 53, "lbipam.cilium.io/sharing-key: k"));
