@@ -223,11 +223,6 @@ fn allocate(ipam: &mut Ipam, pools: &[PoolView], s: &SvcView, ports_on: &mut Por
     Ok(got)
 }
 
-/// The holders that are still wanted (for tests and the pool status).
-pub fn in_use(ipam: &Ipam) -> HashSet<IpAddr> {
-    ipam.assignments().map(|(a, _)| a).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,12 @@
 //! conflicts to its status. Writes happen only when something differs from what is there,
 //! so an idle cluster costs no API writes beyond the Lease renewals.
 
-use std::{collections::BTreeMap, net::IpAddr, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+    sync::Arc,
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use futures::StreamExt as _;
@@ -175,7 +180,7 @@ struct Allocator {
 }
 
 impl Allocator {
-    async fn round(&mut self, services: &[Arc<Service>], pools: &[Arc<LoadBalancerIPPool>]) -> anyhow::Result<()> {
+    async fn round(&mut self, services: &[Arc<Service>], pools: &[Arc<LoadBalancerIPPool>]) {
         let mut views = Vec::new();
         let mut bad_pools = BTreeMap::new();
         let mut sorted: Vec<&Arc<LoadBalancerIPPool>> = pools.iter().collect();
@@ -189,12 +194,15 @@ impl Allocator {
                 }
             }
         }
-        let svcs: Vec<&Arc<Service>> = services.iter().filter(|s| served(s, &self.settings)).collect();
-        let svc_views: Vec<SvcView> = svcs.iter().map(|s| svc_view(s)).collect();
+        let svcs: Vec<(SvcView, &Arc<Service>)> =
+            services.iter().filter(|s| served(s, &self.settings)).map(|s| (svc_view(s), s)).collect();
+        let svc_views: Vec<SvcView> = svcs.iter().map(|(v, _)| v.clone()).collect();
+        let by_key: HashMap<&str, (&SvcView, &Arc<Service>)> =
+            svcs.iter().map(|(v, s)| (v.key.as_str(), (v, *s))).collect();
         let outcomes = plan(&mut self.ipam, &views, &svc_views);
         for o in &outcomes {
-            let Some(svc) = svcs.iter().find(|s| svc_view(s).key == o.key) else { continue };
-            if let Err(e) = self.write_service(svc, &o.result).await {
+            let Some((view, svc)) = by_key.get(o.key.as_str()) else { continue };
+            if let Err(e) = self.write_service(svc, &view.current, &o.result).await {
                 tracing::warn!(service = %o.key, error = %e, "writing the Service status failed; retrying next round");
             }
         }
@@ -206,13 +214,16 @@ impl Allocator {
                 tracing::warn!(pool = %name, error = %e, "writing the pool status failed; retrying next round");
             }
         }
-        Ok(())
     }
 
-    async fn write_service(&mut self, svc: &Service, result: &Result<Vec<IpAddr>, String>) -> anyhow::Result<()> {
+    async fn write_service(
+        &mut self,
+        svc: &Service,
+        old_ips: &[IpAddr],
+        result: &Result<Vec<IpAddr>, String>,
+    ) -> anyhow::Result<()> {
         let status = svc.status.clone().unwrap_or_default();
         let old_cond = status.conditions.iter().flatten().find(|c| c.type_ == CONDITION);
-        let old_ips = svc_view(svc).current;
         let (ips, cond) = match result {
             Ok(ips) => {
                 let list: Vec<String> = ips.iter().map(ToString::to_string).collect();
@@ -223,7 +234,7 @@ impl Allocator {
         };
         let same_cond =
             old_cond.is_some_and(|c| c.status == cond.status && c.reason == cond.reason && c.message == cond.message);
-        if old_ips == ips && same_cond {
+        if old_ips == ips.as_slice() && same_cond {
             return Ok(());
         }
         let mut conditions: Vec<Condition> =
@@ -376,9 +387,7 @@ pub async fn run_allocator(
         if is_leader {
             // Let a burst of changes settle into one round.
             tokio::time::sleep(Duration::from_millis(50)).await;
-            if let Err(e) = alloc.round(&svc_store.state(), &pool_store.state()).await {
-                tracing::warn!(error = %e, "allocation round failed");
-            }
+            alloc.round(&svc_store.state(), &pool_store.state()).await;
         }
         tokio::select! {
             _ = notify.notified() => {}
