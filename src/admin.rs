@@ -219,6 +219,15 @@ fn render(q: &Query, v: &Value) -> String {
             );
             out += "\n";
             out += &table(&["VIP", "STATE"], &rows(v, "vips", &["vip", "state"]));
+            if let Some(k) = v["kubernetes"].as_object() {
+                let members: Vec<String> = k["members"].as_array().map_or_else(Vec::new, |m| m.iter().map(s).collect());
+                out +=
+                    &format!("\nkubernetes: {} plans applied, live members: {}\n", s(&k["plans"]), members.join(", "));
+                let owners: Vec<Vec<String>> = k["announced_by"].as_object().map_or_else(Vec::new, |o| {
+                    o.iter().map(|(vip, n)| vec![vip.clone(), n.as_str().unwrap_or("nobody").to_string()]).collect()
+                });
+                out += &table(&["VIP", "ANNOUNCED BY"], &owners);
+            }
             out
         }
         Query::Services => table(

@@ -83,6 +83,12 @@ pub(crate) enum UsageError {
     SnatAddr(String, String),
     #[error("--snat-ports {0:?}: {1}")]
     SnatPorts(String, String),
+    #[error("--kubernetes needs the node's name: give --node-name, or set NODE_NAME (the DaemonSet sets it from spec.nodeName)")]
+    NodeName,
+    #[error("--lease-renew-ms {0} and --lease-valid-ms {1}: a Lease must stay valid for at least two renewals")]
+    LeaseTimes(u64, u64),
+    #[error("--kubernetes: {0}")]
+    Kube(String),
     /// Every mistake in a config file, one per line.
     #[error("{}", .0 .0.iter().map(|e| format!("{}: {e}", .1.display())).collect::<Vec<_>>().join("\n"))]
     Config(ConfigErrors, PathBuf),
@@ -138,6 +144,15 @@ enum Source {
     Flags,
     /// A file: reloaded on SIGHUP and on change.
     File { path: PathBuf, desired: Box<Desired>, mtime: Option<SystemTime> },
+    /// The Kubernetes API: plans from the node side, applied as they come.
+    Kube {
+        handle: Option<xlb::k8s::source::Handle>,
+        /// Plans applied so far.
+        plans: u64,
+        /// Live members and every VIP's owner, as of the last plan.
+        members: Vec<String>,
+        owners: Vec<(IpAddr, Option<String>)>,
+    },
 }
 
 fn mtime(path: &Path) -> Option<SystemTime> {
@@ -156,6 +171,87 @@ struct Start {
     conntrack_capacity: usize,
     admin_socket: PathBuf,
     metrics: Option<SocketAddr>,
+    /// The node side to start once the datapath runs (`--kubernetes`).
+    kube: Option<xlb::k8s::source::NodeOptions>,
+}
+
+/// SNAT addresses from --snat-addr, reported under the flag's own name.
+fn snat_addrs_from_flags(args: &RunArgs) -> Result<Vec<IpAddr>, UsageError> {
+    parse_vips(&args.snat_addrs).map_err(|e| match e {
+        UsageError::VipSyntax(s) => UsageError::SnatAddr(s, "not an IP address (e.g. 192.0.2.20)".into()),
+        UsageError::VipKind(s, why) => UsageError::SnatAddr(s, format!("a SNAT address cannot be {why}")),
+        UsageError::VipTwice(a) => UsageError::SnatAddr(a.to_string(), "given twice".into()),
+        other => other,
+    })
+}
+
+fn interface_from_flags(args: &RunArgs) -> InterfaceConfig {
+    InterfaceConfig {
+        name: args.interface.clone().unwrap_or_default(),
+        queues: args.queues,
+        xdp_mode: args.xdp_mode.unwrap_or(AttachMode::Auto),
+        zero_copy: args.zero_copy.unwrap_or(ZeroCopy::Auto),
+    }
+}
+
+fn announce_from_flags(args: &RunArgs) -> AnnounceConfig {
+    AnnounceConfig {
+        probes: args.dad_probes,
+        probe_interval: Duration::from_millis(args.dad_interval_ms),
+        probe_wait: Duration::from_millis(args.dad_wait_ms),
+        garp_count: args.garp_count,
+        garp_interval: Duration::from_millis(args.garp_interval_ms),
+    }
+}
+
+/// `--kubernetes`: no VIPs to start with; the node side hands them over as it learns them.
+fn start_from_kube(args: &RunArgs) -> Result<Start, UsageError> {
+    let mut snat_addrs = snat_addrs_from_flags(args)?;
+    let snat_ports =
+        config::port_range(&args.snat_ports).map_err(|e| UsageError::SnatPorts(args.snat_ports.clone(), e))?;
+    let node = args.node_name.clone().ok_or(UsageError::NodeName)?;
+    // Each node's own SNAT addresses, from its Node's annotation (plus any --snat-addr).
+    let from_node = xlb::k8s::source::node_snat_addrs(args.kube.kubeconfig.as_deref(), &node)
+        .map_err(|e| UsageError::Kube(format!("{e:#}")))?;
+    for a in from_node {
+        if !snat_addrs.contains(&a) {
+            snat_addrs.push(a);
+        }
+    }
+    let opts = xlb::k8s::source::NodeOptions {
+        settings: xlb::k8s::controller::Settings {
+            class: args.kube.class.clone(),
+            unclassed: args.kube.unclassed,
+            identity: node,
+            namespace: args.kube.namespace.clone(),
+            lease_seconds: 15,
+        },
+        interface: args.interface.clone().unwrap_or_default(),
+        snat_families: (snat_addrs.iter().any(IpAddr::is_ipv4), snat_addrs.iter().any(IpAddr::is_ipv6)),
+        allocate: !args.no_allocator,
+        renew: Duration::from_millis(args.lease_renew_ms),
+        valid: Duration::from_millis(args.lease_valid_ms),
+    };
+    if opts.valid < 2 * opts.renew {
+        return Err(UsageError::LeaseTimes(args.lease_renew_ms, args.lease_valid_ms));
+    }
+    // Who announces a VIP is decided through the API, so no duplicate-address probing
+    // delays a takeover; gratuitous ARP still goes out at once.
+    let mut announce = announce_from_flags(args);
+    announce.probes = 0;
+    Ok(Start {
+        source: Source::Kube { handle: None, plans: 0, members: Vec::new(), owners: Vec::new() },
+        compiled: Compiled::default(),
+        ipam: Ipam::default(),
+        interface: interface_from_flags(args),
+        announce,
+        snat_addrs,
+        snat_ports,
+        conntrack_capacity: args.conntrack_capacity,
+        admin_socket: args.admin_socket.clone().unwrap_or_else(|| PathBuf::from(config::DEFAULT_ADMIN_SOCKET)),
+        metrics: args.metrics_listen,
+        kube: Some(opts),
+    })
 }
 
 fn start_from_flags(args: &RunArgs) -> Result<Start, UsageError> {
@@ -172,12 +268,7 @@ fn start_from_flags(args: &RunArgs) -> Result<Start, UsageError> {
         specs.push(spec);
     }
     // The same rules as for VIPs, reported under the flag's own name.
-    let snat_addrs = parse_vips(&args.snat_addrs).map_err(|e| match e {
-        UsageError::VipSyntax(s) => UsageError::SnatAddr(s, "not an IP address (e.g. 192.0.2.20)".into()),
-        UsageError::VipKind(s, why) => UsageError::SnatAddr(s, format!("a SNAT address cannot be {why}")),
-        UsageError::VipTwice(a) => UsageError::SnatAddr(a.to_string(), "given twice".into()),
-        other => other,
-    })?;
+    let snat_addrs = snat_addrs_from_flags(args)?;
     if let Some(a) = snat_addrs.iter().find(|a| vips.contains(a)) {
         return Err(UsageError::SnatIsVip(*a));
     }
@@ -192,24 +283,14 @@ fn start_from_flags(args: &RunArgs) -> Result<Start, UsageError> {
         source: Source::Flags,
         compiled: Compiled { vips, specs, ..Compiled::default() },
         ipam: Ipam::default(),
-        interface: InterfaceConfig {
-            name: args.interface.clone().unwrap_or_default(),
-            queues: args.queues,
-            xdp_mode: args.xdp_mode.unwrap_or(AttachMode::Auto),
-            zero_copy: args.zero_copy.unwrap_or(ZeroCopy::Auto),
-        },
-        announce: AnnounceConfig {
-            probes: args.dad_probes,
-            probe_interval: Duration::from_millis(args.dad_interval_ms),
-            probe_wait: Duration::from_millis(args.dad_wait_ms),
-            garp_count: args.garp_count,
-            garp_interval: Duration::from_millis(args.garp_interval_ms),
-        },
+        interface: interface_from_flags(args),
+        announce: announce_from_flags(args),
         snat_addrs,
         snat_ports,
         conntrack_capacity: args.conntrack_capacity,
         admin_socket: args.admin_socket.clone().unwrap_or_else(|| PathBuf::from(config::DEFAULT_ADMIN_SOCKET)),
         metrics: args.metrics_listen,
+        kube: None,
     })
 }
 
@@ -232,14 +313,16 @@ fn start_from_file(path: &Path, args: &RunArgs) -> Result<Start, UsageError> {
         conntrack_capacity: desired.conntrack_capacity,
         admin_socket: args.admin_socket.clone().unwrap_or_else(|| desired.admin_socket.clone()),
         metrics: args.metrics_listen.or(desired.metrics),
+        kube: None,
         source: Source::File { path: path.to_path_buf(), mtime: mtime(path), desired: Box::new(desired) },
     })
 }
 
 /// `xlb run`.
 pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
-    let start = match &args.config {
+    let mut start = match &args.config {
         Some(path) => start_from_file(path, &args)?,
+        None if args.kubernetes => start_from_kube(&args)?,
         None => start_from_flags(&args)?,
     };
     let dev = NetDev::by_name(&start.interface.name).map_err(|e: NetDevError| {
@@ -393,6 +476,20 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let health = HealthChecker::start().context("starting the health checker")?;
     health.set_targets(start.compiled.health.clone());
+    let mut kube_plans = crossbeam_channel::never();
+    if let (Some(opts), Source::Kube { handle, .. }) = (start.kube.take(), &mut start.source) {
+        match xlb::k8s::source::start(args.kube.kubeconfig.clone(), opts) {
+            Ok(h) => {
+                kube_plans = h.plans.clone();
+                *handle = Some(h);
+            }
+            Err(e) => {
+                prog.detach();
+                stop_workers(workers, &shutdown);
+                return Err(UsageError::Kube(format!("{e:#}")).into());
+            }
+        }
+    }
 
     let (announcer, first) = Announcer::new(start.announce, dev.mac, &owned, Instant::now());
     let mut plane = Plane {
@@ -424,12 +521,18 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
         leaving: Vec::new(),
         next_drain_end: None,
     };
-    let chans = Channels { conflicts: conflict_rx, stop: stop_rx, hup: hup_rx, admin: admin_rx };
+    let chans = Channels { conflicts: conflict_rx, stop: stop_rx, hup: hup_rx, admin: admin_rx, kube: kube_plans };
     let result = control_loop(&mut plane, first, &prog, &workers, &shutdown, &chans);
 
-    // Detach first, so that frames arriving while the workers stop go to the kernel rather
+    // Leave the cluster first (the membership Lease goes, the other nodes take the VIPs),
+    // then detach, so that frames arriving while the workers stop go to the kernel rather
     // than to sockets nobody reads; then stop and join the workers, on errors too.
     tracing::info!("stopping");
+    if let Source::Kube { handle, .. } = &mut plane.source {
+        if let Some(h) = handle.take() {
+            h.stop(Duration::from_secs(4));
+        }
+    }
     drop(metrics_server);
     drop(admin);
     let classes = prog.class_counts();
@@ -477,6 +580,8 @@ struct Channels {
     stop: Receiver<()>,
     hup: Receiver<()>,
     admin: Receiver<AdminRequest>,
+    /// Plans from the Kubernetes node side (never, without --kubernetes).
+    kube: Receiver<xlb::k8s::plan::Plan>,
 }
 
 /// Runs until a signal: probing, announcing, conflicts, next hops, health, reloads, queries.
@@ -525,6 +630,14 @@ fn control_loop(
                     let answer = plane.answer(&req.query, prog, workers);
                     let _ = req.reply.try_send(answer);
                 }
+            }
+            recv(ch.kube) -> p => {
+                // Only the latest plan matters.
+                let Ok(mut p) = p else { break };
+                while let Ok(newer) = ch.kube.try_recv() {
+                    p = newer;
+                }
+                plane.apply_plan(p, prog, workers)?;
             }
             default(wait) => {}
         }
@@ -605,6 +718,11 @@ struct Plane {
     next_drain_end: Option<Instant>,
 }
 
+/// The service a spec belongs to: `web` of `web/tcp:80`, `ns/web` of `ns/web/tcp:80`.
+fn service_of_spec(spec: &str) -> &str {
+    spec.rsplit_once('/').map_or(spec, |(svc, _)| svc)
+}
+
 /// `proto:vip:port`.
 fn service_key_name(s: &Service) -> String {
     let proto = if s.key.proto == 6 { "tcp" } else { "udp" };
@@ -634,7 +752,7 @@ impl Plane {
     /// The config-level service a spec belongs to (`web` of `web/tcp:80`).
     fn owner_of(&self, i: usize) -> String {
         let n = self.name_of(i);
-        n.split('/').next().unwrap_or(&n).to_string()
+        service_of_spec(&n).to_string()
     }
 
     fn publish(&mut self) {
@@ -656,7 +774,7 @@ impl Plane {
             .specs
             .iter()
             .map(|s| {
-                let owner = s.name.split('/').next().unwrap_or(&s.name).to_string();
+                let owner = service_of_spec(&s.name).to_string();
                 let mut s = s.clone();
                 for l in self.leaving.iter().filter(|l| l.spec == s.name) {
                     s.backends.push((l.addr, l.port, 0));
@@ -727,6 +845,40 @@ impl Plane {
         }
         **old = new;
         self.ipam = ipam;
+        self.apply_compiled(compiled, prog, workers)?;
+        self.reloads += 1;
+        self.last_reload_error = None;
+        tracing::info!(generation = self.publisher.generation(), reloads = self.reloads, "config reloaded");
+        Ok(())
+    }
+
+    /// Applies a plan from the Kubernetes node side: its services, and the VIPs this node
+    /// announces.
+    fn apply_plan(
+        &mut self,
+        plan: xlb::k8s::plan::Plan,
+        prog: &XdpProgram,
+        workers: &[WorkerHandle],
+    ) -> anyhow::Result<()> {
+        if let Source::Kube { plans, members, owners, .. } = &mut self.source {
+            *plans += 1;
+            *members = plan.members;
+            *owners = plan.owners.iter().map(|(v, o)| (*v, o.owner.clone())).collect();
+        }
+        let compiled = Compiled { vips: plan.vips, specs: plan.specs, assignments: Vec::new(), health: Vec::new() };
+        self.apply_compiled(compiled, prog, workers)?;
+        tracing::debug!(generation = self.publisher.generation(), vips = ?self.compiled.vips, "plan from Kubernetes applied");
+        Ok(())
+    }
+
+    /// Makes `compiled` what runs: backends that leave a service that stays drain, VIPs
+    /// come and go, health checks follow.
+    fn apply_compiled(
+        &mut self,
+        compiled: Compiled,
+        prog: &XdpProgram,
+        workers: &[WorkerHandle],
+    ) -> anyhow::Result<()> {
         // Backends that left a service that stays are drained, not cut.
         let until = Instant::now() + BACKEND_DRAIN;
         for old in &self.compiled.specs {
@@ -749,8 +901,6 @@ impl Plane {
         });
         // The compiled specs keep every backend; health applies at rebuild.
         self.compiled = compiled;
-        self.reloads += 1;
-        self.last_reload_error = None;
         let owned: Vec<IpAddr> = self.compiled.vips.iter().chain(&self.snat_addrs).copied().collect();
         join_groups(&mut self.memberships, self.dev.ifindex, &owned);
         let act = self.announcer.set_vips(&owned, Instant::now());
@@ -766,7 +916,6 @@ impl Plane {
         self.apply(&act, prog, workers)?;
         self.rebuild();
         self.next_neigh = Instant::now();
-        tracing::info!(generation = self.publisher.generation(), reloads = self.reloads, "config reloaded");
         Ok(())
     }
 
@@ -902,7 +1051,15 @@ impl Plane {
                     "generation": self.publisher.generation(), "reloads": self.reloads,
                     "reload_failures": self.reload_failures, "last_reload_error": self.last_reload_error,
                     "uptime_s": self.started.elapsed().as_secs(),
-                    "config": match &self.source { Source::File { path, .. } => Some(path.display().to_string()), Source::Flags => None },
+                    "config": match &self.source { Source::File { path, .. } => Some(path.display().to_string()), Source::Flags | Source::Kube { .. } => None },
+                    "kubernetes": match &self.source {
+                        Source::Kube { plans, members, owners, .. } => json!({
+                            "plans": plans,
+                            "members": members,
+                            "announced_by": owners.iter().map(|(v, o)| (v.to_string(), json!(o))).collect::<serde_json::Map<_, _>>(),
+                        }),
+                        _ => Value::Null,
+                    },
                     "workers": ws, "vips": vips,
                 })
             }

@@ -79,24 +79,33 @@ enum Command {
     Allocator(AllocatorArgs),
 }
 
+/// How to reach the Kubernetes API and what to serve there (`xlb allocator`, and
+/// `xlb run --kubernetes`).
+#[derive(clap::Args, Debug)]
+struct KubeArgs {
+    /// Kubernetes: kubeconfig to use (default: $KUBECONFIG, ~/.kube/config, or the pod's
+    /// account).
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// Kubernetes: namespace of xlb's Leases.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "xlb-system")]
+    namespace: String,
+    /// Kubernetes: spec.loadBalancerClass that xlb serves.
+    #[arg(long, default_value = xlb::k8s::controller::DEFAULT_CLASS)]
+    class: String,
+    /// Kubernetes: also serve LoadBalancer Services that name no class.
+    #[arg(long)]
+    unclassed: bool,
+}
+
 /// `xlb allocator`.
 #[derive(clap::Args, Debug)]
 struct AllocatorArgs {
-    /// Kubeconfig to use (default: $KUBECONFIG, ~/.kube/config, or the in-cluster account).
-    #[arg(long, value_name = "FILE")]
-    kubeconfig: Option<PathBuf>,
+    #[command(flatten)]
+    kube: KubeArgs,
     /// This instance's name, used as the Lease holder and in Events.
     #[arg(long, env = "NODE_NAME")]
     identity: String,
-    /// Namespace of the allocator Lease.
-    #[arg(long, env = "POD_NAMESPACE", default_value = "xlb-system")]
-    namespace: String,
-    /// spec.loadBalancerClass that xlb serves.
-    #[arg(long, default_value = xlb::k8s::controller::DEFAULT_CLASS)]
-    class: String,
-    /// Also serve LoadBalancer Services that name no class.
-    #[arg(long)]
-    unclassed: bool,
     /// Seconds the allocator Lease is valid without renewal.
     #[arg(long, default_value_t = 15)]
     lease_seconds: u64,
@@ -163,14 +172,35 @@ enum Output {
 struct RunArgs {
     /// Config file (YAML): interfaces, pools, services, SNAT, health checks. Reloaded on
     /// SIGHUP and when the file changes.
-    #[arg(long, short = 'c', value_name = "FILE", conflicts_with_all = ["interface", "vips", "services", "snat_addrs"])]
+    #[arg(long, short = 'c', value_name = "FILE", conflicts_with_all = ["interface", "vips", "services", "snat_addrs", "kubernetes"])]
     config: Option<PathBuf>,
+    /// Take Services, EndpointSlices, pools and announcement policies from the Kubernetes
+    /// API: this node joins the xlb members (a Lease of its own), announces the VIPs it is
+    /// chosen for, and serves every LoadBalancer Service of --class.
+    #[arg(long, conflicts_with_all = ["vips", "services"])]
+    kubernetes: bool,
     /// Interface to serve (its MAC answers for the VIPs).
     #[arg(long, short = 'i', value_name = "IF", required_unless_present = "config")]
     interface: Option<String>,
     /// A VIP to own (IPv4 or IPv6); repeat for more.
-    #[arg(long = "vip", value_name = "ADDR", required_unless_present = "config")]
+    #[arg(long = "vip", value_name = "ADDR", required_unless_present_any = ["config", "kubernetes"])]
     vips: Vec<String>,
+    #[command(flatten)]
+    kube: KubeArgs,
+    /// With --kubernetes: this node's name (the DaemonSet sets NODE_NAME from spec.nodeName).
+    #[arg(long, env = "NODE_NAME", value_name = "NAME")]
+    node_name: Option<String>,
+    /// With --kubernetes: do not run the address allocator here (another xlb or another
+    /// controller writes the Services' addresses).
+    #[arg(long)]
+    no_allocator: bool,
+    /// With --kubernetes: milliseconds between renewals of this node's membership Lease.
+    #[arg(long, default_value_t = 2000)]
+    lease_renew_ms: u64,
+    /// With --kubernetes: a member whose Lease has not changed for this long (on this node's
+    /// clock) is gone, and its VIPs move.
+    #[arg(long, default_value_t = 10_000)]
+    lease_valid_ms: u64,
     /// Queues to serve, from 0 (default: every RX queue of the interface).
     #[arg(long)]
     queues: Option<u32>,
@@ -315,26 +345,15 @@ fn main() -> ExitCode {
 }
 
 fn allocator(a: AllocatorArgs) -> anyhow::Result<()> {
-    use anyhow::Context as _;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
-        let config = match &a.kubeconfig {
-            Some(path) => {
-                let kc = kube::config::Kubeconfig::read_from(path)
-                    .with_context(|| format!("--kubeconfig {}: cannot read it", path.display()))?;
-                kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?
-            }
-            None => kube::Config::infer()
-                .await
-                .context("no Kubernetes API found: give --kubeconfig, set KUBECONFIG, or run in a pod")?,
-        };
-        let client = kube::Client::try_from(config)?;
+        let client = xlb::k8s::source::client(a.kube.kubeconfig.as_deref()).await?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let settings = xlb::k8s::controller::Settings {
-            class: a.class,
-            unclassed: a.unclassed,
+            class: a.kube.class,
+            unclassed: a.kube.unclassed,
             identity: a.identity,
-            namespace: a.namespace,
+            namespace: a.kube.namespace,
             lease_seconds: a.lease_seconds,
         };
         let mut task = tokio::spawn(xlb::k8s::controller::run_allocator(client, settings, stop_rx));

@@ -37,6 +37,7 @@
 #   etcd/                  etcd's data directory (the cluster state)
 #   logs/                  etcd.log, kube-apiserver.log (appended to on each start)
 #   etcd.pid, kube-apiserver.pid
+#   audit.log, audit-policy.yaml  every API write, one JSON line each (who, verb, what)
 #
 # Requirements: Go >= 1.25 for `build` (etcd and helm ask for go 1.26.0; an older go
 # fetches that toolchain through the Go module proxy by itself), openssl and curl (installed
@@ -395,7 +396,21 @@ start_apiserver() {
     # --endpoint-reconciler-type=none: the default reconciler publishes the advertise
     # address in default/kubernetes Endpoints, and 127.0.0.1 fails their validation ("may
     # not be in the loopback range"), an error logged every 10 s; nothing here needs them.
+    # Audit: one JSON line per write (create/update/patch/delete) at Metadata level, so the
+    # tests can count the API writes each identity makes (audit.log; reads are not logged).
+    cat >"$DIR/audit-policy.yaml" <<'POLICY'
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: Metadata
+    verbs: [create, update, patch, delete, deletecollection]
+  - level: None
+POLICY
     launch kube-apiserver "$BIN/kube-apiserver" \
+      --audit-policy-file="$DIR/audit-policy.yaml" \
+      --audit-log-path="$DIR/audit.log" \
+      --audit-log-mode=blocking \
       --etcd-servers="http://127.0.0.1:$ETCD_CLIENT_PORT" \
       --bind-address=127.0.0.1 \
       --advertise-address=127.0.0.1 \

@@ -12,7 +12,6 @@ use std::{
 };
 
 use anyhow::Context as _;
-use futures::StreamExt as _;
 use k8s_openapi::{
     api::core::v1::Service,
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
@@ -20,10 +19,7 @@ use k8s_openapi::{
 };
 use kube::{
     api::{Patch, PatchParams},
-    runtime::{
-        events::{Event, EventType, Recorder, Reporter},
-        reflector, watcher, WatchStreamExt as _,
-    },
+    runtime::events::{Event, EventType, Recorder, Reporter},
     Api, Client, Resource as _, ResourceExt as _,
 };
 use serde_json::json;
@@ -31,6 +27,7 @@ use serde_json::json;
 use super::{
     alloc::{plan, PoolView, SvcView, IP_ANNOTATIONS, SHARING_ANNOTATIONS},
     crds::{LoadBalancerIPPool, PoolCounts, YesNo},
+    reflect,
 };
 use crate::control::ipam::{Block, Ipam, Pool};
 
@@ -327,33 +324,9 @@ pub async fn run_allocator(
     settings: Settings,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let (svc_store, svc_writer) = reflector::store::<Service>();
-    let (pool_store, pool_writer) = reflector::store::<LoadBalancerIPPool>();
     let notify = Arc::new(tokio::sync::Notify::new());
-    let svc_stream = reflector(
-        svc_writer,
-        watcher(Api::<Service>::all(client.clone()), watcher::Config::default()).default_backoff(),
-    )
-    .touched_objects();
-    let pool_stream = reflector(
-        pool_writer,
-        watcher(Api::<LoadBalancerIPPool>::all(client.clone()), watcher::Config::default()).default_backoff(),
-    )
-    .touched_objects();
-    for (what, mut stream) in [
-        ("services", svc_stream.map(|r| r.map(|_| ()).map_err(|e| e.to_string())).boxed()),
-        ("pools", pool_stream.map(|r| r.map(|_| ()).map_err(|e| e.to_string())).boxed()),
-    ] {
-        let notify = notify.clone();
-        tokio::spawn(async move {
-            while let Some(r) = stream.next().await {
-                if let Err(e) = r {
-                    tracing::warn!(watch = what, error = %e, "watch failed; retrying with backoff");
-                }
-                notify.notify_one();
-            }
-        });
-    }
+    let svc_store = reflect(Api::<Service>::all(client.clone()), notify.clone(), "services");
+    let pool_store = reflect(Api::<LoadBalancerIPPool>::all(client.clone()), notify.clone(), "pools");
     let lease = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), "xlb-allocator")
         .with_namespace(&settings.namespace)
         .with_identity(&settings.identity)

@@ -1,6 +1,77 @@
 //! Kubernetes: the custom resources, LoadBalancer IPAM that writes Service status, and the
-//! controller that reads Services, EndpointSlices, pools and Leases from the API.
+//! node side of `xlb run --kubernetes`: membership Leases, which node announces which VIP,
+//! and the datapath services built from Services, EndpointSlices and Nodes.
 
 pub mod alloc;
 pub mod controller;
 pub mod crds;
+pub mod member;
+pub mod plan;
+pub mod source;
+
+use std::{sync::Arc, time::Duration};
+
+use futures::StreamExt as _;
+use kube::{
+    runtime::{reflector, watcher, WatchStreamExt as _},
+    Api,
+};
+
+/// Retry delays of 200 ms doubling up to `max`. kube's default grows to 30 s, which after an
+/// API outage of that length would keep a node on stale objects for another half minute.
+#[derive(Debug)]
+pub(crate) struct CappedBackoff {
+    next: Option<Duration>,
+    max: Duration,
+}
+
+impl CappedBackoff {
+    pub(crate) fn new(max: Duration) -> Self {
+        CappedBackoff { next: None, max }
+    }
+}
+
+impl Iterator for CappedBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let d = self.next.unwrap_or(Duration::from_millis(200)).min(self.max);
+        self.next = Some((d * 2).min(self.max));
+        Some(d)
+    }
+}
+
+impl kube::runtime::utils::Backoff for CappedBackoff {
+    fn reset(&mut self) {
+        self.next = None;
+    }
+}
+
+/// Keeps a reflector's store filled; wakes `notify` on every change.
+pub(crate) fn reflect<K>(api: Api<K>, notify: Arc<tokio::sync::Notify>, what: &'static str) -> reflector::Store<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store::<K>();
+    let watch = watcher(api, watcher::Config::default()).backoff(CappedBackoff::new(Duration::from_secs(5)));
+    let mut stream = reflector(writer, watch).touched_objects().boxed();
+    tokio::spawn(async move {
+        let mut failing = false;
+        while let Some(r) = stream.next().await {
+            match r {
+                Err(e) if !failing => {
+                    tracing::warn!(watch = what, error = %e, "watch failed; retrying (said once until it works again)");
+                    failing = true;
+                }
+                Err(e) => tracing::debug!(watch = what, error = %e, "watch failed again"),
+                Ok(_) if failing => {
+                    tracing::info!(watch = what, "watch works again");
+                    failing = false;
+                }
+                Ok(_) => {}
+            }
+            notify.notify_one();
+        }
+    });
+    store
+}

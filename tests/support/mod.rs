@@ -8,6 +8,7 @@
 #![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
 
 pub mod frames;
+pub mod kube;
 pub mod traffic;
 
 pub use xlb::io::packet_socket::enter_netns as enter_netns_for_tests;
@@ -23,6 +24,11 @@ use std::{
 use xlb::wire::EthernetAddress;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A number unique in this test process (for file and namespace names).
+pub fn next_id() -> u32 {
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
 
 /// Runs a command and panics with its output if it fails.
 pub fn run(cmd: &str, args: &[&str]) -> Output {

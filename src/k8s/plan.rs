@@ -1,0 +1,580 @@
+//! What one node serves and announces, computed from the cluster's objects. Pure: every
+//! node runs it on the same objects and the same live members, and so agrees on which node
+//! owns each VIP without talking to the others.
+//!
+//! - Datapath services: one per (Service, VIP, port), for every served Service with an
+//!   address, whether this node owns the VIP or not (a takeover then only flips the VIP map).
+//!   Backends come from the Service's EndpointSlices (ready endpoints weight 1; serving but
+//!   terminating ones weight 0, so they keep their flows and take no new ones; if every
+//!   endpoint is terminating, those are used) or, with the annotation `xlb.dev/backends:
+//!   nodes`, from the nodes' addresses (with the NodePort in SNAT mode; in DSR the packet
+//!   keeps its port, which kube-proxy on the node serves for the Service's address).
+//! - Owner of a VIP: among the live members that an L2AnnouncementPolicy selecting the
+//!   Service selects (node labels, interface regexes) and, for `externalTrafficPolicy:
+//!   Local`, that have a ready local endpoint, the one with the highest rendezvous hash of
+//!   (node, VIP). A node that leaves moves only its own VIPs.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    sync::Arc,
+    time::Duration,
+};
+
+use k8s_openapi::api::{core::v1::Node, core::v1::Service, discovery::v1::EndpointSlice};
+use kube::ResourceExt as _;
+
+use super::{alloc::selects, controller::served, controller::Settings, crds::L2AnnouncementPolicy};
+use crate::{
+    control::services::ServiceSpec,
+    lb::{
+        maglev::{hash64, DEFAULT_TABLE_SIZE},
+        snapshot::{ForwardMode, ServiceKey},
+    },
+    wire::ipv4::Protocol,
+};
+
+/// Annotation choosing the forwarding mode: `dsr` (default) or `snat`.
+pub const MODE_ANNOTATION: &str = "xlb.dev/mode";
+/// Annotation choosing the backends: `endpoints` (default) or `nodes`.
+pub const BACKENDS_ANNOTATION: &str = "xlb.dev/backends";
+/// Seed of the rendezvous hash. Pinned: every node must use the same.
+const RENDEZVOUS_SEED: u64 = 0x786c_625f_6f77_6e72;
+
+/// A live member: a node whose membership Lease is valid, and the interface it serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Node name.
+    pub node: String,
+    /// The interface xlb serves there.
+    pub interface: String,
+}
+
+/// The objects the plan is made from.
+#[derive(Debug)]
+pub struct Cluster<'a> {
+    /// Every Service (filtered here).
+    pub services: &'a [Arc<Service>],
+    /// Every EndpointSlice.
+    pub slices: &'a [Arc<EndpointSlice>],
+    /// Every Node.
+    pub nodes: &'a [Arc<Node>],
+    /// Every L2AnnouncementPolicy.
+    pub policies: &'a [Arc<L2AnnouncementPolicy>],
+    /// Live members, by node name.
+    pub members: &'a BTreeMap<String, Member>,
+}
+
+/// A VIP and who announces it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owned {
+    /// The Services (`namespace/name`) that use it.
+    pub services: Vec<String>,
+    /// The announcing node, if any node is eligible.
+    pub owner: Option<String>,
+}
+
+/// What this node does.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Datapath services (all served Services with an address and backends).
+    pub specs: Vec<ServiceSpec>,
+    /// VIPs this node announces.
+    pub vips: Vec<IpAddr>,
+    /// Every VIP and its owner.
+    pub owners: BTreeMap<IpAddr, Owned>,
+    /// Things the user should fix, by Service (`namespace/name`): said in the log.
+    pub problems: BTreeMap<String, Vec<String>>,
+    /// The live members the owners were chosen among.
+    pub members: Vec<String>,
+}
+
+/// The rendezvous score of `node` for `vip`.
+pub fn score(node: &str, vip: IpAddr) -> u64 {
+    let mut data = Vec::with_capacity(node.len() + 17);
+    data.extend_from_slice(node.as_bytes());
+    data.push(0);
+    match vip {
+        IpAddr::V4(a) => data.extend_from_slice(&a.octets()),
+        IpAddr::V6(a) => data.extend_from_slice(&a.octets()),
+    }
+    hash64(RENDEZVOUS_SEED, &data)
+}
+
+/// The owner of `vip` among `eligible`: highest score, then the greater name.
+pub fn owner<'a>(vip: IpAddr, eligible: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    eligible.into_iter().max_by_key(|n| (score(n, vip), *n))
+}
+
+fn key(svc: &Service) -> String {
+    format!("{}/{}", svc.namespace().unwrap_or_default(), svc.name_any())
+}
+
+/// One endpoint as the plan uses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Endpoint {
+    addr: IpAddr,
+    node: Option<String>,
+    ready: bool,
+    serving: bool,
+    /// Target port per (port name, protocol).
+    ports: BTreeMap<(String, u8), u16>,
+}
+
+fn proto_of(p: Option<&str>) -> Option<u8> {
+    match p.unwrap_or("TCP") {
+        "TCP" => Some(Protocol::TCP),
+        "UDP" => Some(Protocol::UDP),
+        _ => None,
+    }
+}
+
+/// The endpoints of a Service, from its slices (deduplicated by address).
+fn endpoints(svc: &Service, slices: &[Arc<EndpointSlice>]) -> Vec<Endpoint> {
+    let ns = svc.namespace().unwrap_or_default();
+    let name = svc.name_any();
+    let mut out: Vec<Endpoint> = Vec::new();
+    for s in slices {
+        if s.namespace().as_deref() != Some(ns.as_str())
+            || s.labels().get("kubernetes.io/service-name") != Some(&name)
+            || !matches!(s.address_type.as_str(), "IPv4" | "IPv6")
+        {
+            continue;
+        }
+        let ports: BTreeMap<(String, u8), u16> = s
+            .ports
+            .iter()
+            .flatten()
+            .filter_map(|p| {
+                let proto = proto_of(p.protocol.as_deref())?;
+                let port = u16::try_from(p.port?).ok()?;
+                Some(((p.name.clone().unwrap_or_default(), proto), port))
+            })
+            .collect();
+        for e in &s.endpoints {
+            let Some(addr) = e.addresses.first().and_then(|a| a.parse::<IpAddr>().ok()) else { continue };
+            if out.iter().any(|x| x.addr == addr) {
+                continue;
+            }
+            let c = e.conditions.clone().unwrap_or_default();
+            // The API's rules: unknown readiness counts as ready, unknown serving as ready.
+            let ready = c.ready.unwrap_or(true);
+            let serving = c.serving.unwrap_or(ready);
+            let terminating = c.terminating.unwrap_or(false);
+            out.push(Endpoint {
+                addr,
+                node: e.node_name.clone(),
+                ready: ready && !terminating,
+                serving,
+                ports: ports.clone(),
+            });
+        }
+    }
+    out
+}
+
+fn node_addresses(node: &Node) -> Vec<IpAddr> {
+    let addrs = node.status.iter().flat_map(|s| s.addresses.iter().flatten());
+    let internal: Vec<IpAddr> =
+        addrs.clone().filter(|a| a.type_ == "InternalIP").filter_map(|a| a.address.parse().ok()).collect();
+    if internal.is_empty() {
+        addrs.filter(|a| a.type_ == "ExternalIP").filter_map(|a| a.address.parse().ok()).collect()
+    } else {
+        internal
+    }
+}
+
+fn node_ready(node: &Node) -> bool {
+    node.status
+        .iter()
+        .flat_map(|s| s.conditions.iter().flatten())
+        .find(|c| c.type_ == "Ready")
+        .is_none_or(|c| c.status == "True")
+}
+
+/// Whether `policy` lets `member` announce `vip` of `svc` (`external`: from spec.externalIPs).
+fn policy_allows(
+    policy: &L2AnnouncementPolicy,
+    svc: &Service,
+    external: bool,
+    member: &Member,
+    node_labels: &BTreeMap<String, String>,
+) -> bool {
+    let p = &policy.spec;
+    let kind = if external { p.external_ips } else { p.load_balancer_ips };
+    kind && selects(p.service_selector.as_ref(), svc.labels())
+        && selects(p.node_selector.as_ref(), node_labels)
+        && (p.interfaces.is_empty()
+            || p.interfaces.iter().any(|re| {
+                // Anchored, as Cilium does: `eth0` does not match `veth0`.
+                regex::Regex::new(&format!("^(?:{re})$")).is_ok_and(|r| r.is_match(&member.interface))
+            }))
+}
+
+/// The plan of node `me`. `snat_families`: whether a SNAT address exists for (IPv4, IPv6).
+pub fn plan(me: &str, c: &Cluster<'_>, settings: &Settings, snat_families: (bool, bool)) -> Plan {
+    let mut out = Plan { members: c.members.keys().cloned().collect(), ..Plan::default() };
+    let no_labels = BTreeMap::new();
+    let labels_of = |n: &str| c.nodes.iter().find(|x| x.name_any() == n).map_or(&no_labels, |x| x.labels());
+    let mut services: Vec<&Arc<Service>> = c.services.iter().filter(|s| served(s, settings)).collect();
+    services.sort_by_key(|s| key(s));
+    for svc in services {
+        let k = key(svc);
+        let spec = svc.spec.clone().unwrap_or_default();
+        let ann = svc.annotations();
+        let mut problem = |msg: String| out.problems.entry(k.clone()).or_default().push(msg);
+        let mut vips: Vec<(IpAddr, bool)> = svc
+            .status
+            .iter()
+            .filter_map(|s| s.load_balancer.as_ref())
+            .flat_map(|lb| lb.ingress.iter().flatten())
+            .filter_map(|i| i.ip.as_deref()?.parse().ok())
+            .map(|a| (a, false))
+            .collect();
+        vips.extend(spec.external_ips.iter().flatten().filter_map(|a| a.parse().ok()).map(|a| (a, true)));
+        if vips.is_empty() {
+            continue;
+        }
+        let mode = match ann.get(MODE_ANNOTATION).map(String::as_str) {
+            None | Some("dsr") => ForwardMode::Dsr,
+            Some("snat") => ForwardMode::Snat,
+            Some(other) => {
+                problem(format!("annotation {MODE_ANNOTATION}: {other:?} is not dsr or snat; using dsr"));
+                ForwardMode::Dsr
+            }
+        };
+        let by_nodes = match ann.get(BACKENDS_ANNOTATION).map(String::as_str) {
+            None | Some("endpoints") => false,
+            Some("nodes") => true,
+            Some(other) => {
+                problem(format!(
+                    "annotation {BACKENDS_ANNOTATION}: {other:?} is not endpoints or nodes; using endpoints"
+                ));
+                false
+            }
+        };
+        let local = spec.external_traffic_policy.as_deref() == Some("Local");
+        let affinity = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
+            let secs = spec
+                .session_affinity_config
+                .as_ref()
+                .and_then(|c| c.client_ip.as_ref())
+                .and_then(|c| c.timeout_seconds)
+                .unwrap_or(10_800);
+            Duration::from_secs(u64::try_from(secs.clamp(1, 86_400)).unwrap_or(10_800))
+        });
+        let eps = endpoints(svc, c.slices);
+        // Nodes with a ready endpoint of this Service (externalTrafficPolicy Local).
+        let local_nodes: BTreeSet<&str> = eps.iter().filter(|e| e.ready).filter_map(|e| e.node.as_deref()).collect();
+        for (vip, external) in &vips {
+            let eligible: Vec<&str> = c
+                .members
+                .values()
+                .filter(|m| !local || local_nodes.contains(m.node.as_str()))
+                .filter(|m| c.policies.iter().any(|p| policy_allows(p, svc, *external, m, labels_of(&m.node))))
+                .map(|m| m.node.as_str())
+                .collect();
+            let who = owner(*vip, eligible.iter().copied()).map(str::to_string);
+            if who.is_none() {
+                let why = if c.policies.is_empty() {
+                    "no L2AnnouncementPolicy exists: create one that selects this Service and the ingress nodes"
+                } else if local && local_nodes.is_empty() {
+                    "externalTrafficPolicy is Local and no xlb node has a ready endpoint of it"
+                } else {
+                    "no live xlb node is selected for it by an L2AnnouncementPolicy (serviceSelector, nodeSelector, interfaces, loadBalancerIPs/externalIPs)"
+                };
+                problem(format!("{vip} is not announced: {why}"));
+            }
+            let entry = out.owners.entry(*vip).or_insert(Owned { services: Vec::new(), owner: who.clone() });
+            entry.services.push(k.clone());
+            if who.as_deref() == Some(me) && !out.vips.contains(vip) {
+                out.vips.push(*vip);
+            }
+            if mode == ForwardMode::Snat && !(if vip.is_ipv4() { snat_families.0 } else { snat_families.1 }) {
+                problem(format!("{vip}: mode snat needs a SNAT address of its family (--snat-addr); not served"));
+                continue;
+            }
+            for p in spec.ports.iter().flatten() {
+                let Some(proto) = proto_of(p.protocol.as_deref()) else { continue };
+                let Ok(port) = u16::try_from(p.port) else { continue };
+                let pname = p.name.clone().unwrap_or_default();
+                let mut backends: Vec<(IpAddr, u16, u32)> = Vec::new();
+                if by_nodes {
+                    let node_port = p.node_port.and_then(|n| u16::try_from(n).ok());
+                    let target = if mode == ForwardMode::Dsr { Some(port) } else { node_port };
+                    let Some(target) = target else {
+                        problem(format!("port {port}: backends are nodes in snat mode but it has no nodePort"));
+                        continue;
+                    };
+                    for n in c.nodes.iter().filter(|n| node_ready(n)) {
+                        if local && !local_nodes.contains(n.name_any().as_str()) {
+                            continue;
+                        }
+                        for a in node_addresses(n).into_iter().filter(|a| a.is_ipv4() == vip.is_ipv4()) {
+                            if !backends.iter().any(|b| b.0 == a) {
+                                backends.push((a, target, 1));
+                            }
+                        }
+                    }
+                } else {
+                    for e in eps.iter().filter(|e| e.serving && e.addr.is_ipv4() == vip.is_ipv4()) {
+                        if local && e.node.as_deref() != Some(me) {
+                            continue;
+                        }
+                        let Some(target) = e.ports.get(&(pname.clone(), proto)).copied() else { continue };
+                        if mode == ForwardMode::Dsr && target != port {
+                            problem(format!(
+                                "port {port}: dsr delivers packets to the port they were sent to, but the endpoints listen on {target}; use {MODE_ANNOTATION}: snat, or make targetPort equal to port"
+                            ));
+                        }
+                        backends.push((e.addr, target, u32::from(e.ready)));
+                    }
+                    // Every endpoint terminating: use them rather than drop the traffic.
+                    if backends.iter().all(|b| b.2 == 0) {
+                        for b in &mut backends {
+                            b.2 = 1;
+                        }
+                    }
+                }
+                if backends.is_empty() {
+                    continue;
+                }
+                backends.sort_unstable();
+                let proto_name = if proto == Protocol::UDP { "udp" } else { "tcp" };
+                let name = if vips.len() > 1 {
+                    format!("{k}/{proto_name}:{vip}:{port}")
+                } else {
+                    format!("{k}/{proto_name}:{port}")
+                };
+                out.specs.push(ServiceSpec {
+                    name,
+                    key: ServiceKey { vip: *vip, port, proto },
+                    backends,
+                    mode,
+                    table_size: DEFAULT_TABLE_SIZE,
+                    affinity,
+                });
+            }
+        }
+    }
+    for list in out.problems.values_mut() {
+        list.dedup();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings {
+            class: super::super::controller::DEFAULT_CLASS.into(),
+            unclassed: false,
+            identity: "a".into(),
+            namespace: "xlb-system".into(),
+            lease_seconds: 15,
+        }
+    }
+
+    fn svc(name: &str, ip: &str, extra: serde_json::Value) -> Arc<Service> {
+        let mut v = json!({
+            "metadata": {"name": name, "namespace": "default", "labels": {"app": name}},
+            "spec": {"type": "LoadBalancer", "loadBalancerClass": "xlb.dev/xlb",
+                     "ports": [{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080}]},
+            "status": {"loadBalancer": {"ingress": [{"ip": ip}]}}
+        });
+        merge(&mut v, extra);
+        Arc::new(serde_json::from_value(v).unwrap())
+    }
+
+    fn merge(a: &mut serde_json::Value, b: serde_json::Value) {
+        match (a, b) {
+            (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+                for (k, v) in b {
+                    merge(a.entry(k).or_insert(serde_json::Value::Null), v);
+                }
+            }
+            (a, b) => *a = b,
+        }
+    }
+
+    fn slice(svc: &str, eps: serde_json::Value) -> Arc<EndpointSlice> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "metadata": {"name": format!("{svc}-x"), "namespace": "default",
+                             "labels": {"kubernetes.io/service-name": svc}},
+                "addressType": "IPv4",
+                "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+                "endpoints": eps
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn node(name: &str, ip: &str, labels: serde_json::Value) -> Arc<Node> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "metadata": {"name": name, "labels": labels},
+                "status": {"addresses": [{"type": "InternalIP", "address": ip}],
+                           "conditions": [{"type": "Ready", "status": "True"}]}
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn policy(spec: serde_json::Value) -> Arc<L2AnnouncementPolicy> {
+        Arc::new(
+            serde_json::from_value(json!({"apiVersion": "xlb.dev/v1alpha1", "kind": "L2AnnouncementPolicy",
+                                          "metadata": {"name": "p"}, "spec": spec}))
+            .unwrap(),
+        )
+    }
+
+    fn members(names: &[(&str, &str)]) -> BTreeMap<String, Member> {
+        names.iter().map(|(n, i)| (n.to_string(), Member { node: n.to_string(), interface: i.to_string() })).collect()
+    }
+
+    fn plan_of(
+        me: &str,
+        services: &[Arc<Service>],
+        slices: &[Arc<EndpointSlice>],
+        nodes: &[Arc<Node>],
+        policies: &[Arc<L2AnnouncementPolicy>],
+        m: &BTreeMap<String, Member>,
+    ) -> Plan {
+        plan(me, &Cluster { services, slices, nodes, policies, members: m }, &settings(), (true, false))
+    }
+
+    #[test]
+    fn every_node_agrees_on_one_owner_and_only_the_lost_nodes_vips_move() {
+        let services: Vec<_> =
+            (0..50).map(|i| svc(&format!("s{i}"), &format!("192.0.2.{}", i + 1), json!({}))).collect();
+        let pol = [policy(json!({"loadBalancerIPs": true}))];
+        let three = members(&[("a", "eth0"), ("b", "eth0"), ("c", "eth0")]);
+        let plans: Vec<Plan> =
+            ["a", "b", "c"].iter().map(|me| plan_of(me, &services, &[], &[], &pol, &three)).collect();
+        for p in &plans[1..] {
+            assert_eq!(p.owners, plans[0].owners, "nodes disagree");
+        }
+        let mut all: Vec<IpAddr> = plans.iter().flat_map(|p| p.vips.clone()).collect();
+        assert_eq!(all.len(), 50, "each VIP announced by exactly one node");
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 50);
+        for p in &plans {
+            assert!(p.vips.len() >= 8, "spread: {} of 50 on one node", p.vips.len());
+        }
+        // c leaves: a and b keep theirs and take only c's.
+        let two = members(&[("a", "eth0"), ("b", "eth0")]);
+        let after = plan_of("a", &services, &[], &[], &pol, &two);
+        for (vip, o) in &plans[0].owners {
+            let now = &after.owners[vip].owner;
+            if o.owner.as_deref() == Some("c") {
+                assert!(now.is_some() && now.as_deref() != Some("c"));
+            } else {
+                assert_eq!(now, &o.owner, "{vip} moved though its owner stayed");
+            }
+        }
+    }
+
+    #[test]
+    fn backends_from_slices_with_terminating_ones_draining() {
+        let s = [svc("web", "192.0.2.1", json!({}))];
+        let sl = [slice(
+            "web",
+            json!([
+                {"addresses": ["10.0.0.1"], "conditions": {"ready": true, "serving": true, "terminating": false}},
+                {"addresses": ["10.0.0.2"], "conditions": {"ready": false, "serving": true, "terminating": true}},
+                {"addresses": ["10.0.0.3"], "conditions": {"ready": false, "serving": false, "terminating": false}}
+            ]),
+        )];
+        let p = plan_of("a", &s, &sl, &[], &[policy(json!({"loadBalancerIPs": true}))], &members(&[("a", "eth0")]));
+        assert_eq!(p.specs.len(), 1);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(p.specs[0].backends, vec![(ip("10.0.0.1"), 8080, 1), (ip("10.0.0.2"), 8080, 0)]);
+        assert_eq!(p.specs[0].name, "default/web/tcp:80");
+        assert_eq!(p.vips, vec![ip("192.0.2.1")]);
+        // DSR with targetPort 8080 != 80 is reported.
+        assert!(p.problems["default/web"].iter().any(|m| m.contains("dsr delivers")), "{:?}", p.problems);
+        // All terminating: they are used.
+        let sl = [slice(
+            "web",
+            json!([{"addresses": ["10.0.0.2"], "conditions": {"ready": false, "serving": true, "terminating": true}}]),
+        )];
+        let p = plan_of("a", &s, &sl, &[], &[policy(json!({"loadBalancerIPs": true}))], &members(&[("a", "eth0")]));
+        assert_eq!(p.specs[0].backends, vec![(ip("10.0.0.2"), 8080, 1)]);
+    }
+
+    #[test]
+    fn policy_selects_nodes_interfaces_and_services() {
+        let s = [svc("web", "192.0.2.1", json!({}))];
+        let nodes = [node("a", "10.1.0.1", json!({"ingress": "yes"})), node("b", "10.1.0.2", json!({}))];
+        let m = members(&[("a", "veth0"), ("b", "eth0")]);
+        // Only b has a matching interface (anchored regex), only a the node label: nobody.
+        let pol = [policy(
+            json!({"loadBalancerIPs": true, "interfaces": ["eth[0-9]+"], "nodeSelector": {"matchLabels": {"ingress": "yes"}}}),
+        )];
+        let p = plan_of("a", &s, &[], &nodes, &pol, &m);
+        assert_eq!(p.owners.values().next().unwrap().owner, None);
+        assert!(p.problems["default/web"][0].contains("not announced"));
+        // Without the node selector: b.
+        let pol = [policy(json!({"loadBalancerIPs": true, "interfaces": ["eth[0-9]+"]}))];
+        assert_eq!(plan_of("a", &s, &[], &nodes, &pol, &m).owners.values().next().unwrap().owner.as_deref(), Some("b"));
+        // A policy for other services, or without loadBalancerIPs, announces nothing.
+        let pol = [policy(json!({"loadBalancerIPs": true, "serviceSelector": {"matchLabels": {"app": "other"}}}))];
+        assert_eq!(plan_of("a", &s, &[], &nodes, &pol, &m).owners.values().next().unwrap().owner, None);
+        let pol = [policy(json!({}))];
+        assert_eq!(plan_of("a", &s, &[], &nodes, &pol, &m).owners.values().next().unwrap().owner, None);
+        // No policy at all: said plainly.
+        let p = plan_of("a", &s, &[], &nodes, &[], &m);
+        assert!(p.problems["default/web"][0].contains("no L2AnnouncementPolicy exists"));
+    }
+
+    #[test]
+    fn local_traffic_policy_uses_only_nodes_with_local_endpoints() {
+        let s = [svc(
+            "web",
+            "192.0.2.1",
+            json!({"spec": {"externalTrafficPolicy": "Local", "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]}}),
+        )];
+        let sl = [slice(
+            "web",
+            json!([
+                {"addresses": ["10.0.0.1"], "nodeName": "b", "conditions": {"ready": true}},
+                {"addresses": ["10.0.0.2"], "nodeName": "c", "conditions": {"ready": true}}
+            ]),
+        )];
+        let m = members(&[("a", "eth0"), ("b", "eth0"), ("c", "eth0")]);
+        let pol = [policy(json!({"loadBalancerIPs": true}))];
+        let pb = plan_of("b", &s, &sl, &[], &pol, &m);
+        let owner = pb.owners.values().next().unwrap().owner.clone().unwrap();
+        assert!(owner == "b" || owner == "c", "a has no local endpoint but owns it");
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(pb.specs[0].backends, vec![(ip("10.0.0.1"), 8080, 1)], "only b's own endpoint");
+        assert!(pb.problems.is_empty(), "{:?}", pb.problems);
+    }
+
+    #[test]
+    fn node_backends_snat_and_unserved_services() {
+        let s = [
+            svc(
+                "web",
+                "192.0.2.1",
+                json!({"metadata": {"annotations": {"xlb.dev/backends": "nodes", "xlb.dev/mode": "snat"}}}),
+            ),
+            svc("other", "192.0.2.2", json!({"spec": {"loadBalancerClass": "someone.else/lb"}})),
+            svc("v6", "2001:db8::1", json!({"metadata": {"annotations": {"xlb.dev/mode": "snat"}}})),
+        ];
+        let nodes = [node("a", "10.1.0.1", json!({})), node("b", "10.1.0.2", json!({}))];
+        let p = plan_of("a", &s, &[], &nodes, &[policy(json!({"loadBalancerIPs": true}))], &members(&[("a", "eth0")]));
+        assert_eq!(p.specs.len(), 1, "{:?}", p.specs);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(p.specs[0].backends, vec![(ip("10.1.0.1"), 30080, 1), (ip("10.1.0.2"), 30080, 1)]);
+        assert_eq!(p.specs[0].mode, ForwardMode::Snat);
+        assert!(!p.owners.contains_key(&ip("192.0.2.2")), "another class's Service");
+        assert!(p.problems["default/v6"].iter().any(|m| m.contains("needs a SNAT address")));
+    }
+}

@@ -1,0 +1,385 @@
+//! `xlb run --kubernetes`: the node side. On its own thread (a small tokio runtime), it
+//! watches Services, EndpointSlices, Nodes, L2AnnouncementPolicies and the members'
+//! Leases, keeps this node's membership Lease renewed, and hands the daemon a new
+//! [`Plan`] whenever what this node serves or announces changes. The allocator runs in the
+//! same runtime (one writer cluster-wide, by its own Lease).
+//!
+//! API writes per node: one Lease renewal per renew interval, whatever the number of
+//! Services, plus an Event when this node takes a VIP.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use futures::StreamExt as _;
+use k8s_openapi::{
+    api::{
+        coordination::v1::Lease,
+        core::v1::{Node, Service},
+        discovery::v1::EndpointSlice,
+    },
+    apimachinery::pkg::apis::meta::v1::MicroTime,
+    jiff::Timestamp,
+};
+use kube::{
+    api::{DeleteParams, Patch, PatchParams},
+    runtime::{
+        events::{Event, EventType, Recorder, Reporter},
+        watcher, WatchStreamExt as _,
+    },
+    Api, Client, Resource as _, ResourceExt as _,
+};
+use serde_json::json;
+
+use super::{
+    controller::{run_allocator, Settings},
+    crds::L2AnnouncementPolicy,
+    member::Membership,
+    plan::{plan, Cluster, Plan},
+    reflect, CappedBackoff,
+};
+
+/// Label on the membership Leases.
+pub const MEMBER_LABEL: &str = "xlb.dev/member";
+/// Annotation on a membership Lease: the interface xlb serves on that node.
+pub const INTERFACE_ANNOTATION: &str = "xlb.dev/interface";
+
+/// How this node takes part.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// Class, namespace, and this node's name (`identity`).
+    pub settings: Settings,
+    /// The interface xlb serves here.
+    pub interface: String,
+    /// Whether SNAT addresses exist for (IPv4, IPv6).
+    pub snat_families: (bool, bool),
+    /// Also run the allocator (it writes only while it holds its Lease).
+    pub allocate: bool,
+    /// How often this node's Lease is renewed.
+    pub renew: Duration,
+    /// How long a Lease is valid after its last change.
+    pub valid: Duration,
+}
+
+/// The name of `node`'s membership Lease.
+pub fn lease_name(node: &str) -> String {
+    format!("xlb-node-{node}")
+}
+
+/// A client from `kubeconfig`, else $KUBECONFIG / ~/.kube/config / the pod's account.
+pub async fn client(kubeconfig: Option<&Path>) -> anyhow::Result<Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("--kubeconfig {}: cannot read it", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no Kubernetes API found: give --kubeconfig, set KUBECONFIG, or run in a pod")?,
+    };
+    Ok(Client::try_from(config)?)
+}
+
+/// Annotation on a Node: this node's SNAT source addresses, comma-separated. Each node needs
+/// its own (they are announced by the node that uses them), so they cannot be a flag shared
+/// by every pod of the DaemonSet.
+pub const SNAT_ANNOTATION: &str = "xlb.dev/snat-addresses";
+
+/// Reads `node`'s SNAT addresses from its annotation (one GET, at start: the SNAT tables are
+/// sized then). Fails when the Node does not exist or the annotation does not parse.
+pub fn node_snat_addrs(kubeconfig: Option<&Path>, node: &str) -> anyhow::Result<Vec<IpAddr>> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let client = client(kubeconfig).await?;
+        let nodes = Api::<Node>::all(client);
+        let found = tokio::time::timeout(Duration::from_secs(15), nodes.get_opt(node))
+            .await
+            .map_err(|_| anyhow::anyhow!("reading Node {node} from the API server timed out after 15 s"))?
+            .with_context(|| format!("reading Node {node} from the API server"))?;
+        let Some(n) = found else {
+            anyhow::bail!("there is no Node {node:?}: --node-name (NODE_NAME) must be this Kubernetes node's name");
+        };
+        let Some(raw) = n.annotations().get(SNAT_ANNOTATION) else { return Ok(Vec::new()) };
+        raw.split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(|a| {
+                a.parse::<IpAddr>().map_err(|_| {
+                    anyhow::anyhow!("Node {node}: annotation {SNAT_ANNOTATION}: {a:?} is not an IP address (give addresses separated by commas)")
+                })
+            })
+            .collect()
+    })
+}
+
+/// The running node side.
+pub struct Handle {
+    /// New plans, latest last.
+    pub plans: crossbeam_channel::Receiver<Plan>,
+    stop: tokio::sync::watch::Sender<bool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Handle {
+    /// Leaves the cluster: the membership Lease is deleted first (the other nodes take this
+    /// node's VIPs at once) and the allocator Lease released; waits up to `timeout`.
+    pub fn stop(mut self, timeout: Duration) {
+        self.stop.send(true).ok();
+        let Some(t) = self.thread.take() else { return };
+        let end = Instant::now() + timeout;
+        while !t.is_finished() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if t.is_finished() {
+            let _ = t.join();
+        } else {
+            tracing::warn!("the Kubernetes side did not stop in time; its Lease expires on its own");
+        }
+    }
+}
+
+/// Starts the node side on its own thread. Fails at once when no API configuration is found.
+pub fn start(kubeconfig: Option<PathBuf>, opts: NodeOptions) -> anyhow::Result<Handle> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
+    let (tx, plans) = crossbeam_channel::unbounded();
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let thread = std::thread::Builder::new().name("xlb-kube".into()).spawn(move || {
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                let _ = ready_tx.send(Err(e.into()));
+                return;
+            }
+        };
+        rt.block_on(async move {
+            let client = match client(kubeconfig.as_deref()).await {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            let _ = ready_tx.send(Ok(()));
+            let alloc = opts
+                .allocate
+                .then(|| tokio::spawn(run_allocator(client.clone(), opts.settings.clone(), stop_rx.clone())));
+            if let Err(e) = run_node(client, opts, tx, stop_rx).await {
+                tracing::error!(error = %format!("{e:#}"), "the Kubernetes side stopped");
+            }
+            if let Some(a) = alloc {
+                match tokio::time::timeout(Duration::from_secs(5), a).await {
+                    Ok(Ok(Err(e))) => tracing::error!(error = %format!("{e:#}"), "the allocator stopped"),
+                    Err(_) => tracing::warn!("the allocator did not stop within 5 s"),
+                    _ => {}
+                }
+            }
+        });
+    })?;
+    ready_rx.recv().context("the Kubernetes thread ended before it started")??;
+    Ok(Handle { plans, stop, thread: Some(thread) })
+}
+
+/// Renews (creates, the first time) this node's membership Lease.
+async fn renew(api: &Api<Lease>, node: &str, interface: &str, valid: Duration) -> anyhow::Result<()> {
+    let name = lease_name(node);
+    let lease = json!({
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": name, "labels": {MEMBER_LABEL: "node"}, "annotations": {INTERFACE_ANNOTATION: interface}},
+        "spec": {
+            "holderIdentity": node,
+            "leaseDurationSeconds": valid.as_secs().max(1),
+            "renewTime": MicroTime(Timestamp::now()),
+        },
+    });
+    api.patch(&name, &PatchParams::apply("xlb").force(), &Patch::Apply(&lease)).await?;
+    Ok(())
+}
+
+async fn run_node(
+    client: Client,
+    opts: NodeOptions,
+    tx: crossbeam_channel::Sender<Plan>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let me = opts.settings.identity.clone();
+    let notify = Arc::new(tokio::sync::Notify::new());
+    let services = reflect(Api::<Service>::all(client.clone()), notify.clone(), "services");
+    let slices = reflect(Api::<EndpointSlice>::all(client.clone()), notify.clone(), "endpointslices");
+    let nodes = reflect(Api::<Node>::all(client.clone()), notify.clone(), "nodes");
+    let policies = reflect(Api::<L2AnnouncementPolicy>::all(client.clone()), notify.clone(), "l2announcementpolicies");
+    let stores_ready = Arc::new(AtomicBool::new(false));
+    {
+        let (s, e, n, p) = (services.clone(), slices.clone(), nodes.clone(), policies.clone());
+        let (ready, notify) = (stores_ready.clone(), notify.clone());
+        tokio::spawn(async move {
+            let _ = s.wait_until_ready().await;
+            let _ = e.wait_until_ready().await;
+            let _ = n.wait_until_ready().await;
+            let _ = p.wait_until_ready().await;
+            ready.store(true, Ordering::Relaxed);
+            notify.notify_one();
+        });
+    }
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &opts.settings.namespace);
+    // Membership depends on this watch: after an outage it retries every 2 s at most.
+    let mut lease_events = watcher(leases.clone(), watcher::Config::default().labels(&format!("{MEMBER_LABEL}=node")))
+        .backoff(CappedBackoff::new(Duration::from_secs(2)))
+        .boxed();
+    let mut membership = Membership::new(opts.valid);
+    let mut relisted: Vec<String> = Vec::new();
+    let mut leases_ready = false;
+    let (mut renew_ok, mut lease_watch_ok) = (true, true);
+    let mut renew_tick = tokio::time::interval(opts.renew);
+    renew_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let recorder = Recorder::new(client.clone(), Reporter { controller: "xlb".into(), instance: Some(me.clone()) });
+    let mut last: Option<Plan> = None;
+    let mut last_problems: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    tracing::info!(node = %me, lease = %lease_name(&me), namespace = %opts.settings.namespace, "joining the xlb members");
+    loop {
+        let now = Instant::now();
+        let wake =
+            membership.next_expiry(now).unwrap_or(now + Duration::from_secs(1)).min(now + Duration::from_secs(1));
+        tokio::select! {
+            _ = stop.changed() => break,
+            _ = renew_tick.tick() => {
+                let r = tokio::time::timeout(opts.renew.max(Duration::from_secs(1)), renew(&leases, &me, &opts.interface, opts.valid)).await;
+                renew_ok = match r {
+                    Ok(Ok(())) => true,
+                    Ok(Err(e)) => {
+                        if renew_ok {
+                            tracing::warn!(error = %e, "renewing the membership Lease failed");
+                        }
+                        false
+                    }
+                    Err(_) => {
+                        if renew_ok {
+                            tracing::warn!("renewing the membership Lease timed out");
+                        }
+                        false
+                    }
+                };
+            }
+            ev = lease_events.next() => {
+                let now = Instant::now();
+                let seen = |l: &Lease| {
+                    let node = l.spec.as_ref().and_then(|s| s.holder_identity.clone()).unwrap_or_default();
+                    let iface = l.annotations().get(INTERFACE_ANNOTATION).cloned().unwrap_or_default();
+                    (node, l.resource_version().unwrap_or_default(), iface)
+                };
+                lease_watch_ok = !matches!(ev, Some(Err(_)) | Some(Ok(watcher::Event::Init | watcher::Event::InitApply(_))));
+                match ev {
+                    Some(Ok(watcher::Event::Apply(l))) => {
+                        let (n, v, i) = seen(&l);
+                        membership.observe(&n, &v, &i, now);
+                    }
+                    Some(Ok(watcher::Event::InitApply(l))) => {
+                        let (n, v, i) = seen(&l);
+                        membership.observe(&n, &v, &i, now);
+                        relisted.push(n);
+                    }
+                    Some(Ok(watcher::Event::Delete(l))) => {
+                        let (n, _, _) = seen(&l);
+                        tracing::info!(node = %n, "member left (Lease deleted)");
+                        membership.remove(&n);
+                    }
+                    Some(Ok(watcher::Event::Init)) => relisted.clear(),
+                    Some(Ok(watcher::Event::InitDone)) => {
+                        membership.retain(&relisted);
+                        leases_ready = true;
+                    }
+                    Some(Err(e)) => tracing::debug!(watch = "leases", error = %e, "watch failed; retrying"),
+                    None => anyhow::bail!("the Lease watch ended"),
+                }
+            }
+            _ = notify.notified() => {}
+            _ = tokio::time::sleep_until(wake.into()) => {}
+        }
+        // Liveness is judged only while this node both renews its Lease and watches the
+        // others': otherwise nobody's Lease can be seen to change, and expiring them would
+        // withdraw every VIP because of the API, not because of the nodes (fail static).
+        match (renew_ok && lease_watch_ok, membership.frozen()) {
+            (false, false) => {
+                tracing::warn!(
+                    "the API server is out of reach: keeping the last known members and VIPs until it answers"
+                );
+                membership.api_down(Instant::now());
+            }
+            (true, true) => {
+                tracing::info!("the API server answers again: members judged from now on");
+                membership.api_up(Instant::now());
+            }
+            _ => {}
+        }
+        if !leases_ready || !stores_ready.load(Ordering::Relaxed) {
+            continue;
+        }
+        let members = membership.live(Instant::now());
+        let (svcs, sls, ns, ps) = (services.state(), slices.state(), nodes.state(), policies.state());
+        let cluster = Cluster { services: &svcs, slices: &sls, nodes: &ns, policies: &ps, members: &members };
+        let new = plan(&me, &cluster, &opts.settings, opts.snat_families);
+        if last.as_ref() == Some(&new) {
+            continue;
+        }
+        if new.problems != last_problems {
+            for (svc, list) in &new.problems {
+                if last_problems.get(svc) != Some(list) {
+                    for p in list {
+                        tracing::warn!(service = %svc, "{p}");
+                    }
+                }
+            }
+            last_problems = new.problems.clone();
+        }
+        let before: BTreeSet<IpAddr> = last.as_ref().map(|p| p.vips.iter().copied().collect()).unwrap_or_default();
+        for vip in new.vips.iter().filter(|v| !before.contains(v)) {
+            let names = new.owners.get(vip).map(|o| o.services.clone()).unwrap_or_default();
+            tracing::info!(vip = %vip, services = ?names, members = members.len(), "this node announces the VIP");
+            for key in names {
+                let Some(svc) =
+                    svcs.iter().find(|s| format!("{}/{}", s.namespace().unwrap_or_default(), s.name_any()) == key)
+                else {
+                    continue;
+                };
+                let ev = Event {
+                    type_: EventType::Normal,
+                    reason: "IPAnnounced".into(),
+                    note: Some(format!("{vip} announced by node {me} on {}", opts.interface)),
+                    action: "Announce".into(),
+                    secondary: None,
+                };
+                if let Err(e) = recorder.publish(&ev, &svc.object_ref(&())).await {
+                    tracing::warn!(service = %key, error = %e, "publishing the Event failed");
+                }
+            }
+        }
+        for vip in before.iter().filter(|v| !new.vips.contains(v)) {
+            let to = new.owners.get(vip).and_then(|o| o.owner.clone()).unwrap_or_else(|| "nobody".into());
+            tracing::info!(vip = %vip, to = %to, "the VIP moves to another node");
+        }
+        if tx.send(new.clone()).is_err() {
+            break;
+        }
+        last = Some(new);
+    }
+    // Graceful leave: the Lease goes first, so the others take over without waiting for it
+    // to expire.
+    let name = lease_name(&me);
+    match tokio::time::timeout(Duration::from_secs(3), leases.delete(&name, &DeleteParams::default())).await {
+        Ok(Ok(_)) => tracing::info!(lease = %name, "membership Lease deleted: the other nodes take this node's VIPs"),
+        Ok(Err(e)) => {
+            tracing::warn!(lease = %name, error = %e, "deleting the membership Lease failed; it expires on its own")
+        }
+        Err(_) => tracing::warn!(lease = %name, "deleting the membership Lease timed out; it expires on its own"),
+    }
+    Ok(())
+}

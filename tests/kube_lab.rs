@@ -1,0 +1,357 @@
+//! Three xlb nodes in the netns lab, all on a REAL API server (scripts/k8s/apiserver.sh),
+//! each running `xlb run --kubernetes` as the ServiceAccount deploy/rbac.yaml grants: VIPs
+//! allocated from a pool, each announced by exactly one node (checked by ARP from the
+//! client), traffic through them to DSR backends, a killed node's VIPs (and only those)
+//! moving with gratuitous ARP, an API server outage of 30 s that traffic does not notice,
+//! and xlb's API write rate with 20 and with 200 VIPs (from the API server's audit log).
+//!
+//! Figures are printed (`cargo test --test kube_lab -- --nocapture`); XLB_FAILOVER_KILLS sets
+//! how many kills are timed (default 3). Needs root and the API server: under CI=true,
+//! missing either is a failure.
+
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)] // test code: a panic is the report
+
+mod support;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::{Ipv4Addr, SocketAddr},
+    time::{Duration, Instant},
+};
+
+use support::{
+    dsr_backend,
+    frames::{arp_request, seen, Seen},
+    kube::Api,
+    traffic::{in_netns, tcp_connections},
+    Host, Lab, Xlb,
+};
+use xlb::{io::packet_socket::PacketSocket, wire::EthernetAddress};
+
+const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+const NODES: [&str; 3] = ["node-a", "node-b", "node-c"];
+const XLB_USER: &str = "system:serviceaccount:xlb-system:xlb";
+
+fn vip(i: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 77, 0, 100 + i)
+}
+
+fn services_yaml(range: std::ops::Range<usize>, pool_label: &str) -> String {
+    let mut y = String::new();
+    for i in range {
+        y.push_str(&format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: svc-{i}, namespace: default, labels: {{pool: {pool_label}}}}}\nspec:\n  type: LoadBalancer\n  loadBalancerClass: xlb.dev/xlb\n  ports: [{{port: 80, protocol: TCP}}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: svc-{i}-1\n  namespace: default\n  labels: {{kubernetes.io/service-name: svc-{i}}}\naddressType: IPv4\nports: [{{name: '', port: 80, protocol: TCP}}]\nendpoints:\n  - {{addresses: [10.77.0.21], nodeName: node-a, conditions: {{ready: true}}}}\n  - {{addresses: [10.77.0.22], nodeName: node-b, conditions: {{ready: true}}}}\n"
+        ));
+    }
+    y
+}
+
+/// Which MACs answer ARP for each VIP, asked from the client.
+fn census(
+    sock: &PacketSocket,
+    client_mac: EthernetAddress,
+    vips: &[Ipv4Addr],
+) -> BTreeMap<Ipv4Addr, BTreeSet<EthernetAddress>> {
+    let mut out: BTreeMap<Ipv4Addr, BTreeSet<EthernetAddress>> = vips.iter().map(|v| (*v, BTreeSet::new())).collect();
+    for round in 0..2 {
+        for v in vips {
+            sock.send(&arp_request(client_mac, CLIENT, *v)).unwrap();
+        }
+        let end = Instant::now() + Duration::from_millis(300 + 200 * round);
+        let mut buf = [0u8; 2048];
+        while Instant::now() < end {
+            if let Some(n) = sock.recv(&mut buf, end.saturating_duration_since(Instant::now())).unwrap() {
+                if let Seen::ArpReply { spa, sha, tpa } = seen(&buf[..n]) {
+                    if tpa == CLIENT {
+                        if let Some(set) = out.get_mut(&spa) {
+                            set.insert(sha);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Asks until every VIP has exactly one answering MAC; returns VIP -> MAC.
+fn settled(
+    sock: &PacketSocket,
+    client_mac: EthernetAddress,
+    vips: &[Ipv4Addr],
+    within: Duration,
+) -> BTreeMap<Ipv4Addr, EthernetAddress> {
+    let end = Instant::now() + within;
+    loop {
+        let c = census(sock, client_mac, vips);
+        if c.values().all(|m| m.len() == 1) {
+            return c.into_iter().map(|(v, m)| (v, *m.iter().next().unwrap())).collect();
+        }
+        assert!(Instant::now() < end, "VIPs without exactly one answering node after {within:?}: {c:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+struct Node {
+    name: &'static str,
+    host: Host,
+    xlb: Option<Xlb>,
+}
+
+fn start_node(lab: &Lab, api: &Api, name: &str, host: &Host) -> Xlb {
+    Xlb::start(lab, host, &["--kubernetes", "--node-name", name, "--kubeconfig", &api.xlb])
+}
+
+/// Kills the owner of `target` and times, from the client, how long until another MAC
+/// answers ARP for it; also whether the new owner sent gratuitous ARP. Returns (time, GARP).
+fn time_failover(
+    sock: &PacketSocket,
+    client_mac: EthernetAddress,
+    target: Ipv4Addr,
+    node: &mut Node,
+) -> (Duration, bool) {
+    let old = node.host.mac;
+    let mut x = node.xlb.take().unwrap();
+    let t0 = Instant::now();
+    x.signal("KILL");
+    let mut buf = [0u8; 2048];
+    let mut garp = false;
+    let mut took = None;
+    let mut next_probe = Instant::now();
+    while t0.elapsed() < Duration::from_secs(30) {
+        if Instant::now() >= next_probe {
+            sock.send(&arp_request(client_mac, CLIENT, target)).unwrap();
+            next_probe += Duration::from_millis(10);
+        }
+        let wait = next_probe.saturating_duration_since(Instant::now());
+        if let Some(n) = sock.recv(&mut buf, wait).unwrap() {
+            match seen(&buf[..n]) {
+                Seen::ArpReply { spa, sha, tpa } if spa == target && sha != old => {
+                    if tpa == target {
+                        garp = true;
+                    }
+                    took.get_or_insert(t0.elapsed());
+                }
+                Seen::ArpRequest { spa, sha, tpa } if spa == target && tpa == target && sha != old => {
+                    garp = true;
+                    took.get_or_insert(t0.elapsed());
+                }
+                _ => {}
+            }
+        }
+        if took.is_some() && garp {
+            break;
+        }
+        if took.is_some_and(|t| t0.elapsed() > t + Duration::from_secs(2)) {
+            break;
+        }
+    }
+    (took.unwrap_or_else(|| panic!("no node took {target} within 30 s of the kill")), garp)
+}
+
+fn median(v: &mut [Duration]) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Writes by xlb per second over `window`, from the audit log.
+fn write_rate(api: &Api, window: Duration) -> f64 {
+    let before = api.writes_by(XLB_USER);
+    std::thread::sleep(window);
+    (api.writes_by(XLB_USER) - before) as f64 / window.as_secs_f64()
+}
+
+#[test]
+fn three_nodes_share_twenty_vips_fail_over_and_survive_an_api_outage() {
+    let Some(mut lab) = Lab::new("three_nodes_share_twenty_vips") else { return };
+    let Some(api) = Api::start() else { return };
+    let client = lab.host("client", &["10.77.0.1/24"], 1);
+    let mut nodes: Vec<Node> = NODES
+        .iter()
+        .enumerate()
+        .map(|(i, n)| Node { name: n, host: lab.host(n, &[&format!("10.77.0.{}/24", 11 + i)], 1), xlb: None })
+        .collect();
+    let be1 = lab.host("be1", &["10.77.0.21/24"], 1);
+    let be2 = lab.host("be2", &["10.77.0.22/24"], 1);
+    let vips: Vec<Ipv4Addr> = (0..20).map(vip).collect();
+    let vip_strs: Vec<String> = vips.iter().map(ToString::to_string).collect();
+    let vip_refs: Vec<&str> = vip_strs.iter().map(String::as_str).collect();
+    dsr_backend(&lab, &be1, "be1", &vip_refs, 80);
+    dsr_backend(&lab, &be2, "be2", &vip_refs, 80);
+
+    // The cluster: Nodes, a pool of exactly 20 addresses, a policy, 20 Services with slices.
+    for (i, n) in NODES.iter().enumerate() {
+        api.apply(&format!(
+            "apiVersion: v1\nkind: Node\nmetadata: {{name: {n}, labels: {{ingress: 'true'}}, annotations: {{xlb.dev/snat-addresses: 10.77.0.{}}}}}\nstatus:\n  addresses: [{{type: InternalIP, address: 10.77.0.{}}}]\n",
+            91 + i,
+            11 + i
+        ));
+    }
+    api.apply("apiVersion: xlb.dev/v1alpha1\nkind: LoadBalancerIPPool\nmetadata: {name: lab}\nspec:\n  blocks: [{start: 10.77.0.100, stop: 10.77.0.119}]\n  allowFirstLastIPs: 'Yes'\n  serviceSelector: {matchLabels: {pool: lab}}\n");
+    api.apply("apiVersion: xlb.dev/v1alpha1\nkind: L2AnnouncementPolicy\nmetadata: {name: ingress}\nspec:\n  loadBalancerIPs: true\n  interfaces: ['eth[0-9]+']\n  nodeSelector: {matchLabels: {ingress: 'true'}}\n");
+    api.apply(&services_yaml(0..20, "lab"));
+    // One of them in SNAT mode: each node has its own SNAT address (its Node's annotation).
+    api.kubectl(&["annotate", "svc", "svc-19", "xlb.dev/mode=snat"]);
+
+    for n in &mut nodes {
+        api.reach_from(&n.host.ns);
+        n.xlb = Some(start_node(&lab, &api, n.name, &n.host));
+    }
+    let log0 = nodes[0].xlb.as_ref().unwrap().log.clone();
+    api.wait_for("20 addresses allocated", 30, &log0, |api| {
+        (0..20).all(|i| !api.ingress(&format!("svc-{i}")).is_empty())
+    });
+
+    // Exactly one node answers for each VIP, and the VIPs are spread over the nodes.
+    let sock = PacketSocket::open(Some(&client.ns), "eth0").unwrap();
+    let owners = settled(&sock, client.mac, &vips, Duration::from_secs(20));
+    let macs: BTreeMap<EthernetAddress, &str> = nodes.iter().map(|n| (n.host.mac, n.name)).collect();
+    let mut per_node: BTreeMap<&str, usize> = BTreeMap::new();
+    for mac in owners.values() {
+        let name = macs.get(mac).unwrap_or_else(|| panic!("{mac} is not a node's MAC"));
+        *per_node.entry(name).or_default() += 1;
+    }
+    println!("VIPs per node: {per_node:?}");
+    // `xlb status` on a node says who the members are and who announces what.
+    let (ok, status, err) = nodes[0].xlb.as_ref().unwrap().cli(&["status"]);
+    assert!(ok, "xlb status: {err}");
+    assert!(status.contains("live members: node-a, node-b, node-c"), "{status}");
+    let owner_b = owners.iter().find(|(_, m)| **m == nodes[1].host.mac).map(|(v, _)| v.to_string()).unwrap();
+    assert!(status.lines().any(|l| l.starts_with(&owner_b) && l.trim_end().ends_with("node-b")), "{status}");
+    assert_eq!(per_node.len(), 3, "every node announces some of the 20 VIPs: {per_node:?}");
+
+    // Traffic reaches the backends through every VIP.
+    let targets: Vec<SocketAddr> = vips.iter().map(|v| SocketAddr::from((*v, 80))).collect();
+    let out = in_netns(&client.ns, move || targets.iter().map(|t| tcp_connections(*t, 4)).collect::<Vec<_>>());
+    let snat_addrs: BTreeSet<String> = (91..94).map(|i| format!("10.77.0.{i}")).collect();
+    for (v, o) in vips.iter().zip(&out) {
+        assert!(o.failures.is_empty(), "{v}: {:?}", o.failures);
+        assert!(o.by_backend.keys().all(|b| b == "be1" || b == "be2"), "{v}: {:?}", o.by_backend);
+    }
+    // svc-19 is SNAT: the backends saw one node's SNAT address; the others the client.
+    let snat_vip = api.ingress("svc-19").parse::<Ipv4Addr>().unwrap();
+    for (v, o) in vips.iter().zip(&out) {
+        if *v == snat_vip {
+            assert!(o.peers.len() == 1 && o.peers.is_subset(&snat_addrs), "{v} (snat) seen from {:?}", o.peers);
+        } else {
+            assert_eq!(o.peers, BTreeSet::from([CLIENT.to_string()]), "{v} (dsr)");
+        }
+    }
+    // The Service says which node announces it.
+    let events = api.events();
+    assert!(
+        events.lines().any(|l| l.starts_with("IPAnnounced svc-") && l.contains("announced by node node-")),
+        "{events}"
+    );
+
+    // API write rate with 20 VIPs, idle.
+    let rate20 = write_rate(&api, Duration::from_secs(20));
+
+    // Kills: only the killed node's VIPs move, the new owner sends gratuitous ARP; the node
+    // comes back and takes its VIPs back.
+    let kills: usize = std::env::var("XLB_FAILOVER_KILLS").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
+    let mut times = Vec::new();
+    let mut owners = owners;
+    for k in 0..kills {
+        let victim = k % 3;
+        let victim_mac = nodes[victim].host.mac;
+        let Some(target) = owners.iter().find(|(_, m)| **m == victim_mac).map(|(v, _)| *v) else { continue };
+        let (took, garp) = time_failover(&sock, client.mac, target, &mut nodes[victim]);
+        assert!(garp, "no gratuitous ARP for {target} from its new owner");
+        times.push(took);
+        let after = settled(&sock, client.mac, &vips, Duration::from_secs(20));
+        for (v, m) in &owners {
+            if *m == victim_mac {
+                assert_ne!(after[v], victim_mac, "{v} still answered by the killed node");
+            } else {
+                assert_eq!(after[v], *m, "{v} moved though its owner lives");
+            }
+        }
+        println!("kill {}: {} -> {target} answered by another node after {took:?}", k + 1, nodes[victim].name);
+        let n = &mut nodes[victim];
+        n.xlb = Some(start_node(&lab, &api, n.name, &n.host));
+        // Back: it takes exactly its VIPs back (rendezvous), once the others see its Lease.
+        let end = Instant::now() + Duration::from_secs(20);
+        loop {
+            let now = settled(&sock, client.mac, &vips, Duration::from_secs(20));
+            if now == owners {
+                break;
+            }
+            assert!(Instant::now() < end, "ownership after the node came back differs: {now:?} vs {owners:?}");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        owners = settled(&sock, client.mac, &vips, Duration::from_secs(5));
+    }
+    if !times.is_empty() {
+        let max = *times.iter().max().unwrap();
+        println!(
+            "failover seen by the client over {} kills: median {:?}, max {max:?}",
+            times.len(),
+            median(&mut times)
+        );
+    }
+
+    // The API server away for 30 s: traffic keeps flowing on the last known state, and
+    // nobody's VIPs move.
+    api.stop_apiserver();
+    let outage = Instant::now();
+    while outage.elapsed() < Duration::from_secs(30) {
+        let targets: Vec<SocketAddr> = vips.iter().map(|v| SocketAddr::from((*v, 80))).collect();
+        let out = in_netns(&client.ns, move || targets.iter().map(|t| tcp_connections(*t, 1)).collect::<Vec<_>>());
+        for (v, o) in vips.iter().zip(&out) {
+            assert!(o.failures.is_empty(), "{v} during the API outage ({:?} in): {:?}", outage.elapsed(), o.failures);
+        }
+        std::thread::sleep(Duration::from_secs(4));
+    }
+    assert_eq!(settled(&sock, client.mac, &vips, Duration::from_secs(5)), owners, "VIPs moved during the outage");
+    api.start_apiserver();
+    // Back: xlb catches up without a restart. svc-0 loses be2: only be1 gets new flows.
+    api.apply("apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: svc-0-1\n  namespace: default\n  labels: {kubernetes.io/service-name: svc-0}\naddressType: IPv4\nports: [{name: '', port: 80, protocol: TCP}]\nendpoints:\n  - {addresses: [10.77.0.21], conditions: {ready: true}}\n");
+    let t = SocketAddr::from((vip(0), 80));
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let o = in_netns(&client.ns, move || tcp_connections(t, 12));
+        if o.failures.is_empty() && o.by_backend.keys().all(|b| b == "be1") {
+            break;
+        }
+        if Instant::now() >= end {
+            let logs: Vec<String> = nodes.iter().map(|n| n.xlb.as_ref().unwrap().log_text()).collect();
+            panic!(
+                "xlb did not catch up after the outage: {:?} {:?}\n{}",
+                o.by_backend,
+                o.failures,
+                logs.join("\n-----\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    for n in &mut nodes {
+        assert!(n.xlb.as_mut().unwrap().alive(), "{} restarted or died", n.name);
+    }
+    assert_eq!(settled(&sock, client.mac, &vips, Duration::from_secs(15)), owners, "VIPs moved after the outage");
+
+    // 200 VIPs: 180 more Services from a second pool; the idle write rate stays flat.
+    api.apply("apiVersion: xlb.dev/v1alpha1\nkind: LoadBalancerIPPool\nmetadata: {name: more}\nspec:\n  blocks: [{cidr: 10.78.0.0/24}]\n  serviceSelector: {matchLabels: {pool: more}}\n");
+    api.apply(&services_yaml(20..200, "more"));
+    let end = Instant::now() + Duration::from_secs(60);
+    while api
+        .kubectl(&["get", "svc", "-n", "default", "-o", "jsonpath={.items[*].status.loadBalancer.ingress[*].ip}"])
+        .split_whitespace()
+        .count()
+        < 200
+    {
+        if Instant::now() >= end {
+            let logs: Vec<String> = nodes.iter().map(|n| n.xlb.as_ref().unwrap().log_text()).collect();
+            panic!("200 addresses not allocated within 60 s:\n{}", logs.join("\n-----\n"));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let rate200 = write_rate(&api, Duration::from_secs(20));
+    println!("xlb API writes per second (3 nodes, idle): {rate20:.2} with 20 VIPs, {rate200:.2} with 200 VIPs");
+    assert!(rate20 > 0.0, "no Lease renewals seen in the audit log");
+    assert!(rate200 <= rate20 * 1.25 + 0.2, "writes grew with the VIPs: {rate20:.2}/s -> {rate200:.2}/s");
+    for n in &mut nodes {
+        n.xlb.as_mut().unwrap().stop();
+    }
+}
