@@ -12,6 +12,7 @@ use std::{
 };
 
 use anyhow::Context as _;
+use futures::StreamExt as _;
 use k8s_openapi::{
     api::core::v1::Service,
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
@@ -197,10 +198,35 @@ impl Allocator {
         let by_key: HashMap<&str, (&SvcView, &Arc<Service>)> =
             svcs.iter().map(|(v, s)| (v.key.as_str(), (v, *s))).collect();
         let outcomes = plan(&mut self.ipam, &views, &svc_views);
-        for o in &outcomes {
-            let Some((view, svc)) = by_key.get(o.key.as_str()) else { continue };
-            if let Err(e) = self.write_service(svc, &view.current, &o.result).await {
-                tracing::warn!(service = %o.key, error = %e, "writing the Service status failed; retrying next round");
+        // Up to 16 Services written at once: a burst of new Services (or a new pool for
+        // many waiting ones) is not serialised behind one round trip each.
+        let results = {
+            let this = &*self;
+            let mut pending = futures::stream::FuturesUnordered::new();
+            let mut results: Vec<(String, anyhow::Result<bool>)> = Vec::new();
+            for o in &outcomes {
+                let Some((view, svc)) = by_key.get(o.key.as_str()) else { continue };
+                if pending.len() >= 16 {
+                    results.extend(pending.next().await);
+                }
+                let (svc, current, result) = (Arc::clone(svc), view.current.clone(), o.result.clone());
+                let key = o.key.clone();
+                pending.push(async move {
+                    let r = this.write_service(&svc, &current, &result).await;
+                    (key, r)
+                });
+            }
+            while let Some(r) = pending.next().await {
+                results.push(r);
+            }
+            results
+        };
+        for (key, r) in results {
+            match r {
+                Ok(wrote) => self.writes += u64::from(wrote),
+                Err(e) => {
+                    tracing::warn!(service = %key, error = %e, "writing the Service status failed; retrying next round");
+                }
             }
         }
         let usage = self.ipam.usage();
@@ -213,12 +239,13 @@ impl Allocator {
         }
     }
 
+    /// Writes a Service's status, condition and Event if they differ; whether it wrote.
     async fn write_service(
-        &mut self,
+        &self,
         svc: &Service,
         old_ips: &[IpAddr],
         result: &Result<Vec<IpAddr>, String>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<bool> {
         let status = svc.status.clone().unwrap_or_default();
         let old_cond = status.conditions.iter().flatten().find(|c| c.type_ == CONDITION);
         let (ips, cond) = match result {
@@ -232,7 +259,7 @@ impl Allocator {
         let same_cond =
             old_cond.is_some_and(|c| c.status == cond.status && c.reason == cond.reason && c.message == cond.message);
         if old_ips == ips.as_slice() && same_cond {
-            return Ok(());
+            return Ok(false);
         }
         let mut conditions: Vec<Condition> =
             status.conditions.iter().flatten().filter(|c| c.type_ != CONDITION).cloned().collect();
@@ -245,7 +272,6 @@ impl Allocator {
         });
         let api: Api<Service> = Api::namespaced(self.client.clone(), &svc.namespace().unwrap_or_default());
         api.patch_status(&svc.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
-        self.writes += 1;
         let key = format!("{}/{}", svc.namespace().unwrap_or_default(), svc.name_any());
         let (type_, reason, note) = match result {
             Ok(_) => (EventType::Normal, "IPAllocated", cond.message.clone()),
@@ -259,7 +285,7 @@ impl Allocator {
         if let Err(e) = self.recorder.publish(&ev, &svc.object_ref(&())).await {
             tracing::warn!(service = %key, error = %e, "publishing the Event failed");
         }
-        Ok(())
+        Ok(true)
     }
 
     async fn write_pool(
