@@ -146,6 +146,9 @@ int xlb_xdp(struct xdp_md *ctx)
 		l3 += 4;
 	}
 
+	if (proto == bpf_htons(XLB_ETH_P_HEARTBEAT))
+		return to_socket(ctx, XLB_CLASS_HEARTBEAT);
+
 	if (proto == bpf_htons(ETH_P_ARP)) {
 		struct arp_eth_ipv4 *arp = l3;
 

@@ -13,6 +13,9 @@
 #define XLB_FAMILY_V4 4
 #define XLB_FAMILY_V6 6
 
+/* EtherType of xlb's heartbeats between nodes (IEEE 802 local experimental 1). */
+#define XLB_ETH_P_HEARTBEAT 0x88B5
+
 /* Key of the VIP map: the address family and the address, IPv4 in the first four bytes of
  * addr with the other twelve zero. */
 struct xlb_vip_key {
@@ -37,8 +40,9 @@ enum xlb_class {
 	XLB_CLASS_NDP_ADVERT = 4,    /* neighbour advertisement for a VIP (conflict watch) */
 	XLB_CLASS_VIP_V4 = 5,        /* IPv4 packet to an owned VIP */
 	XLB_CLASS_VIP_V6 = 6,        /* IPv6 packet to an owned VIP */
-	XLB_CLASS_NO_SOCKET = 7,     /* of those above, how many found no socket on their queue (passed) */
-	XLB_CLASS_COUNT = 8,
+	XLB_CLASS_NO_SOCKET = 7,     /* of the others, how many found no socket on their queue (passed) */
+	XLB_CLASS_HEARTBEAT = 8,     /* heartbeat of an xlb node (EtherType 0x88B5) */
+	XLB_CLASS_COUNT = 9,
 };
 
 #endif

@@ -4,12 +4,13 @@
 set -euo pipefail
 
 # Debian packages: the BPF toolchain (clang, llvm, libelf, zlib, m4, pkg-config for
-# libbpf-sys/libxdp-sys), iproute2 and ethtool for the netns lab, and the tools the demo shows traffic with.
-packages=(clang llvm m4 libelf-dev zlib1g-dev pkg-config make iproute2 iputils-ping arping tcpdump ethtool python3 curl)
-# `setup.sh bench` adds what the benchmark harness compares xlb with: the kernel's nftables,
-# and trafgen (netsniff-ng) as the other generator.
+# libbpf-sys/libxdp-sys), iproute2, ethtool and nftables for the netns lab (nftables on the
+# lab's bridge cuts links between nodes in the failover tests), and the tools the demo shows
+# traffic with.
+packages=(clang llvm m4 libelf-dev zlib1g-dev pkg-config make iproute2 iputils-ping arping tcpdump ethtool nftables python3 curl)
+# `setup.sh bench` adds trafgen (netsniff-ng), the other generator the benchmark compares.
 if [ "${1:-}" = bench ]; then
-  packages+=(nftables netsniff-ng)
+  packages+=(netsniff-ng)
 fi
 
 missing=()

@@ -219,6 +219,16 @@ fn render(q: &Query, v: &Value) -> String {
             );
             out += "\n";
             out += &table(&["VIP", "STATE"], &rows(v, "vips", &["vip", "state"]));
+            if let Some(f) = v["failover"].as_object() {
+                let alive: Vec<String> = f["alive"].as_array().map_or_else(Vec::new, |m| m.iter().map(s).collect());
+                out += &format!(
+                    "\nfailover: node {}, alive: {}, quorum {}, fenced {}\n",
+                    s(&f["node"]),
+                    alive.join(", "),
+                    s(&f["quorum"]),
+                    s(&f["fenced"])
+                );
+            }
             if let Some(k) = v["kubernetes"].as_object() {
                 let members: Vec<String> = k["members"].as_array().map_or_else(Vec::new, |m| m.iter().map(s).collect());
                 out +=

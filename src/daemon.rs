@@ -2,7 +2,7 @@
 //! next hops, health, config reloads, admin queries), and the final report.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     sync::{atomic::AtomicBool, atomic::Ordering, Arc},
@@ -17,8 +17,10 @@ use serde_json::{json, Value};
 use xlb::{
     control::{
         announcer::Actions,
+        announcer::FAILOVER_GARP_OFFSETS,
         compile::{compile, Compiled},
         config::{self, ConfigErrors, Desired, InterfaceConfig},
+        ha::{HaTimings, Peers},
         health::{HealthChecker, HealthEvent},
         ipam::Ipam,
         services::{
@@ -30,14 +32,16 @@ use xlb::{
         netdev::{NetDev, NetDevError},
         netlink,
         worker::{
-            self, batch_histogram, ConflictReport, WorkerConfig, WorkerHandle, WorkerRequest, WorkerShared, Xsk,
+            self, batch_histogram, ConflictReport, Fence, WorkerConfig, WorkerHandle, WorkerRequest, WorkerShared, Xsk,
             ZeroCopy,
         },
         xdp::{AttachMode, XdpProgram, CLASS_NAMES},
     },
     lb::{
         conntrack::{FlowState, Timeouts},
+        heartbeat::Heartbeat,
         maglev::MaglevError,
+        neighbor::OutFrame,
         snapshot::{ForwardMode, Service},
         snat::SnatTable,
         stats::{ObjectCounters, Traffic},
@@ -45,6 +49,8 @@ use xlb::{
     },
     wire::EthernetAddress,
 };
+
+use xlb::k8s::plan::rank;
 
 use crate::{
     admin::{AdminRequest, AdminServer, Query},
@@ -89,6 +95,10 @@ pub(crate) enum UsageError {
     LeaseTimes(u64, u64),
     #[error("--kubernetes: {0}")]
     Kube(String),
+    #[error("--takeover-ms {0} must be less than --heartbeat-interval-ms {1} x --heartbeat-dead-after {2} (at least 2): a cut-off node must stop answering before the others take over")]
+    HaTimes(u64, u64, u32),
+    #[error("{1}: ha: this box's name {0:?} is not one of ha.peers; set ha.node, --node-name or NODE_NAME (default: the host name)")]
+    HaNode(String, String),
     /// Every mistake in a config file, one per line.
     #[error("{}", .0 .0.iter().map(|e| format!("{}: {e}", .1.display())).collect::<Vec<_>>().join("\n"))]
     Config(ConfigErrors, PathBuf),
@@ -173,6 +183,33 @@ struct Start {
     metrics: Option<SocketAddr>,
     /// The node side to start once the datapath runs (`--kubernetes`).
     kube: Option<xlb::k8s::source::NodeOptions>,
+    /// Heartbeats and failover between xlb nodes.
+    ha: Option<HaStart>,
+}
+
+/// How this node takes part in failover.
+struct HaStart {
+    node: String,
+    cluster: String,
+    timings: HaTimings,
+    /// Standalone: the configured boxes (candidates are ranked from them); Kubernetes: none
+    /// (candidates come with each plan).
+    peers: Option<Vec<String>>,
+    refresh: Duration,
+}
+
+/// This host's name, the default node name of standalone HA.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
+}
+
+/// Announcing for failover: no probing (heartbeats decide who owns a VIP), rounds at 0, 50,
+/// 250 ms and 1 s, then a refresh.
+fn failover_announce(mut a: AnnounceConfig, refresh: Duration) -> AnnounceConfig {
+    a.probes = 0;
+    a.garp_offsets = Some(FAILOVER_GARP_OFFSETS);
+    a.refresh = Some(refresh);
+    a
 }
 
 /// SNAT addresses from --snat-addr, reported under the flag's own name.
@@ -201,6 +238,8 @@ fn announce_from_flags(args: &RunArgs) -> AnnounceConfig {
         probe_wait: Duration::from_millis(args.dad_wait_ms),
         garp_count: args.garp_count,
         garp_interval: Duration::from_millis(args.garp_interval_ms),
+        garp_offsets: None,
+        refresh: None,
     }
 }
 
@@ -235,10 +274,27 @@ fn start_from_kube(args: &RunArgs) -> Result<Start, UsageError> {
     if opts.valid < 2 * opts.renew {
         return Err(UsageError::LeaseTimes(args.lease_renew_ms, args.lease_valid_ms));
     }
-    // Who announces a VIP is decided through the API, so no duplicate-address probing
-    // delays a takeover; gratuitous ARP still goes out at once.
+    // Who announces a VIP is decided through the API and the heartbeats, so no
+    // duplicate-address probing delays a takeover; gratuitous ARP goes out at once.
     let mut announce = announce_from_flags(args);
     announce.probes = 0;
+    let ha = (args.heartbeat_interval_ms > 0).then(|| HaStart {
+        node: opts.settings.identity.clone(),
+        cluster: opts.settings.namespace.clone(),
+        timings: HaTimings {
+            interval: Duration::from_millis(args.heartbeat_interval_ms),
+            dead_after: args.heartbeat_dead_after,
+            takeover: Duration::from_millis(args.takeover_ms),
+        },
+        peers: None,
+        refresh: Duration::from_secs(30),
+    });
+    if let Some(h) = &ha {
+        if h.timings.takeover >= h.timings.dead_time() || h.timings.dead_after < 2 {
+            return Err(UsageError::HaTimes(args.takeover_ms, args.heartbeat_interval_ms, args.heartbeat_dead_after));
+        }
+        announce = failover_announce(announce, h.refresh);
+    }
     Ok(Start {
         source: Source::Kube { handle: None, plans: 0, members: Vec::new(), owners: Vec::new() },
         compiled: Compiled::default(),
@@ -251,6 +307,7 @@ fn start_from_kube(args: &RunArgs) -> Result<Start, UsageError> {
         admin_socket: args.admin_socket.clone().unwrap_or_else(|| PathBuf::from(config::DEFAULT_ADMIN_SOCKET)),
         metrics: args.metrics_listen,
         kube: Some(opts),
+        ha,
     })
 }
 
@@ -291,6 +348,7 @@ fn start_from_flags(args: &RunArgs) -> Result<Start, UsageError> {
         admin_socket: args.admin_socket.clone().unwrap_or_else(|| PathBuf::from(config::DEFAULT_ADMIN_SOCKET)),
         metrics: args.metrics_listen,
         kube: None,
+        ha: None,
     })
 }
 
@@ -303,17 +361,34 @@ fn start_from_file(path: &Path, args: &RunArgs) -> Result<Start, UsageError> {
     interface.queues = args.queues.or(interface.queues);
     interface.xdp_mode = args.xdp_mode.unwrap_or(interface.xdp_mode);
     interface.zero_copy = args.zero_copy.unwrap_or(interface.zero_copy);
+    let ha = desired.ha.as_ref().map(|h| HaStart {
+        node: h.node.clone().or_else(|| args.node_name.clone()).unwrap_or_else(hostname),
+        cluster: h.cluster.clone(),
+        timings: h.timings,
+        peers: Some(h.peers.clone()),
+        refresh: h.refresh,
+    });
+    if let Some(h) = &ha {
+        if !h.peers.as_ref().is_some_and(|p| p.contains(&h.node)) {
+            return Err(UsageError::HaNode(h.node.clone(), path.display().to_string()));
+        }
+    }
+    let announce = match &ha {
+        Some(h) => failover_announce(desired.announce, h.refresh),
+        None => desired.announce,
+    };
     Ok(Start {
         compiled,
         ipam,
         interface,
-        announce: desired.announce,
+        announce,
         snat_addrs: desired.snat_addrs.clone(),
         snat_ports: desired.snat_ports,
         conntrack_capacity: desired.conntrack_capacity,
         admin_socket: args.admin_socket.clone().unwrap_or_else(|| desired.admin_socket.clone()),
         metrics: args.metrics_listen.or(desired.metrics),
         kube: None,
+        ha,
         source: Source::File { path: path.to_path_buf(), mtime: mtime(path), desired: Box::new(desired) },
     })
 }
@@ -357,8 +432,8 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let ncores = core_affinity::get_core_ids().map(|c| c.len()).unwrap_or(1).max(1);
 
-    // SIGINT/SIGTERM set the flag the workers poll and wake the control loop at once;
-    // SIGHUP asks for a reload.
+    // SIGINT/SIGTERM wake the control loop at once, which stops the workers (the flag they
+    // poll) after leaving; SIGHUP asks for a reload.
     let shutdown = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
     let (hup_tx, hup_rx) = crossbeam_channel::bounded::<()>(1);
@@ -368,26 +443,32 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
         signal_hook::consts::SIGHUP,
     ])
     .context("installing signal handlers")?;
-    {
-        let shutdown = shutdown.clone();
-        std::thread::Builder::new().name("xlb-signals".into()).spawn(move || {
-            for sig in signals.forever() {
-                if sig == signal_hook::consts::SIGHUP {
-                    let _ = hup_tx.try_send(());
-                    continue;
-                }
-                tracing::info!(signal = sig, "signal received");
-                shutdown.store(true, Ordering::Relaxed);
-                let _ = stop_tx.try_send(());
-                break;
+    // The workers keep running until the control loop has said goodbye (a last heartbeat, the
+    // Lease deleted): it stops them itself.
+    std::thread::Builder::new().name("xlb-signals".into()).spawn(move || {
+        for sig in signals.forever() {
+            if sig == signal_hook::consts::SIGHUP {
+                let _ = hup_tx.try_send(());
+                continue;
             }
-        })?;
-    }
+            tracing::info!(signal = sig, "signal received");
+            let _ = stop_tx.try_send(());
+            break;
+        }
+    })?;
 
     let mut prog = XdpProgram::load()?;
     let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
     let (conflict_tx, conflict_rx) = crossbeam_channel::bounded::<ConflictReport>(4096);
-    let shared = WorkerShared { snapshot: snapshot.clone(), shutdown: shutdown.clone(), conflicts: conflict_tx };
+    let (heartbeat_tx, heartbeat_rx) = crossbeam_channel::bounded::<Heartbeat>(4096);
+    let fence = Arc::new(Fence::default());
+    let shared = WorkerShared {
+        snapshot: snapshot.clone(),
+        shutdown: shutdown.clone(),
+        conflicts: conflict_tx,
+        heartbeats: heartbeat_tx,
+        fence: fence.clone(),
+    };
 
     // Sockets first, then the program: from the moment it is attached, every queue has a
     // socket to redirect to.
@@ -491,7 +572,11 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     }
 
-    let (announcer, first) = Announcer::new(start.announce, dev.mac, &owned, Instant::now());
+    // With failover, VIPs are taken once the peers have been heard (the first heartbeats
+    // decide); SNAT addresses are this node's own from the start.
+    let first_vips: Vec<IpAddr> = if start.ha.is_some() { start.snat_addrs.clone() } else { owned.clone() };
+    let (announcer, first) = Announcer::new(start.announce, dev.mac, &first_vips, Instant::now());
+    let compiled_vips = start.compiled.vips.clone();
     let mut plane = Plane {
         announcer,
         publisher: Publisher::new(snapshot.clone()),
@@ -520,14 +605,44 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
         batch_times: HashMap::new(),
         leaving: Vec::new(),
         next_drain_end: None,
+        ha: start.ha.map(|h| {
+            let incarnation = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+            let members = h.peers.clone().unwrap_or_else(|| vec![h.node.clone()]);
+            tracing::info!(node = %h.node, members = ?members, interval_ms = h.timings.interval.as_millis(), dead_after = h.timings.dead_after, takeover_ms = h.timings.takeover.as_millis(), "failover: heartbeats on");
+            let candidates = match &h.peers {
+                Some(p) => compiled_vips.iter().map(|v| (*v, rank(*v, p.iter().map(String::as_str)))).collect(),
+                None => BTreeMap::new(),
+            };
+            // Standalone, a two-box set has no third vote: the box left alone takes over
+            // (a cut between the two is settled by rank when they hear each other's claims).
+            let witness = h.peers.as_ref().is_some_and(|p| p.len() == 2);
+            Ha {
+                peers: Peers::new(&h.node, &h.cluster, h.timings, members, Instant::now(), incarnation),
+                static_peers: h.peers,
+                candidates,
+                witness,
+                fence: fence.clone(),
+                yielded: HashMap::new(),
+            }
+        }),
     };
-    let chans = Channels { conflicts: conflict_rx, stop: stop_rx, hup: hup_rx, admin: admin_rx, kube: kube_plans };
+    let chans = Channels {
+        conflicts: conflict_rx,
+        stop: stop_rx,
+        hup: hup_rx,
+        admin: admin_rx,
+        kube: kube_plans,
+        heartbeats: heartbeat_rx,
+    };
     let result = control_loop(&mut plane, first, &prog, &workers, &shutdown, &chans);
 
     // Leave the cluster first (the membership Lease goes, the other nodes take the VIPs),
     // then detach, so that frames arriving while the workers stop go to the kernel rather
     // than to sockets nobody reads; then stop and join the workers, on errors too.
     tracing::info!("stopping");
+    plane.leave(&workers);
     if let Source::Kube { handle, .. } = &mut plane.source {
         if let Some(h) = handle.take() {
             h.stop(Duration::from_secs(4));
@@ -582,6 +697,8 @@ struct Channels {
     admin: Receiver<AdminRequest>,
     /// Plans from the Kubernetes node side (never, without --kubernetes).
     kube: Receiver<xlb::k8s::plan::Plan>,
+    /// Other nodes' heartbeats, from the workers.
+    heartbeats: Receiver<Heartbeat>,
 }
 
 /// Runs until a signal: probing, announcing, conflicts, next hops, health, reloads, queries.
@@ -608,12 +725,30 @@ fn control_loop(
         if let Some(d) = plane.next_drain_end {
             due = due.min(d);
         }
+        if let Some(ha) = &plane.ha {
+            due = due.min(ha.peers.next_deadline());
+        }
         let wait = due.saturating_duration_since(now).min(Duration::from_secs(5));
         crossbeam_channel::select! {
             recv(ch.conflicts) -> report => {
                 let Ok(report) = report else { break };
                 let act = plane.announcer.conflict(report.vip, report.mac, Instant::now());
                 plane.apply(&act, prog, workers)?;
+                plane.ha_conflict(report.vip, report.mac, prog, workers)?;
+            }
+            recv(ch.heartbeats) -> h => {
+                let Ok(h) = h else { break };
+                let now = Instant::now();
+                let mut changed = false;
+                if let Some(ha) = &mut plane.ha {
+                    changed |= ha.peers.heard(&h, now);
+                    while let Ok(more) = ch.heartbeats.try_recv() {
+                        changed |= ha.peers.heard(&more, now);
+                    }
+                }
+                if changed {
+                    plane.refresh_ownership(prog, workers)?;
+                }
             }
             recv(ch.stop) -> _ => break,
             recv(ch.hup) -> _ => {
@@ -643,6 +778,7 @@ fn control_loop(
         }
         let act = plane.announcer.tick(Instant::now());
         plane.apply(&act, prog, workers)?;
+        plane.ha_tick(prog, workers)?;
         if Instant::now() >= plane.next_neigh {
             plane.refresh_neighbours()?;
         }
@@ -716,6 +852,22 @@ struct Plane {
     leaving: Vec<Leaving>,
     /// When the next drain ends (a rebuild is due then).
     next_drain_end: Option<Instant>,
+    /// Failover between xlb nodes (none: this node owns every VIP it serves).
+    ha: Option<Ha>,
+}
+
+/// Failover state: peers heard, each VIP's ranked candidates, the fence.
+struct Ha {
+    peers: Peers,
+    /// Standalone: the configured boxes.
+    static_peers: Option<Vec<String>>,
+    /// VIP -> nodes that may own it, best first.
+    candidates: BTreeMap<IpAddr, Vec<String>>,
+    /// The API server is reachable from here (a two-node set's third vote).
+    witness: bool,
+    fence: Arc<Fence>,
+    /// VIPs left to a better-ranked node after a conflict, until then.
+    yielded: HashMap<IpAddr, Instant>,
 }
 
 /// The service a spec belongs to: `web` of `web/tcp:80`, `ns/web` of `ns/web/tcp:80`.
@@ -852,6 +1004,118 @@ impl Plane {
         Ok(())
     }
 
+    /// The VIPs this node announces at `now`: all it serves without failover; with it, those
+    /// whose first live candidate is this node, and only while it has quorum (without
+    /// quorum nothing is taken over and nothing given up: the fence stops the answers).
+    fn announced(&self, now: Instant) -> Vec<IpAddr> {
+        let Some(ha) = &self.ha else { return self.compiled.vips.clone() };
+        let current: Vec<IpAddr> =
+            self.announcer.vips().iter().map(|(v, _)| *v).filter(|v| !self.snat_addrs.contains(v)).collect();
+        if !ha.peers.quorum(now, ha.witness) {
+            return current.into_iter().filter(|v| ha.candidates.contains_key(v)).collect();
+        }
+        ha.candidates
+            .iter()
+            .filter(|(v, c)| {
+                ha.peers.owner(c, now) == Some(ha.peers.me()) && ha.yielded.get(*v).is_none_or(|t| *t <= now)
+            })
+            .map(|(v, _)| *v)
+            .collect()
+    }
+
+    /// Re-decides which VIPs this node announces (after a heartbeat, an expiry, a conflict).
+    fn refresh_ownership(&mut self, prog: &XdpProgram, workers: &[WorkerHandle]) -> anyhow::Result<()> {
+        let now = Instant::now();
+        let mut want = self.announced(now);
+        want.extend(self.snat_addrs.iter().copied());
+        let have: Vec<IpAddr> = self.announcer.vips().iter().map(|(v, _)| *v).collect();
+        if want.len() == have.len() && want.iter().all(|v| have.contains(v)) {
+            return Ok(());
+        }
+        for v in want.iter().filter(|v| !have.contains(v)) {
+            tracing::info!(vip = %v, "taking the VIP over (its owner's heartbeats stopped, or this node ranks first)");
+        }
+        join_groups(&mut self.memberships, self.dev.ifindex, &want);
+        let act = self.announcer.set_vips(&want, now);
+        for v in &act.withdrawn {
+            tracing::info!(vip = %v, "VIP handed to a better-ranked live node");
+        }
+        self.apply(&act, prog, workers)
+    }
+
+    /// Failover housekeeping: the heartbeat, the fence, peers that died.
+    fn ha_tick(&mut self, prog: &XdpProgram, workers: &[WorkerHandle]) -> anyhow::Result<()> {
+        let now = Instant::now();
+        let mac = self.dev.mac;
+        let Some(ha) = &mut self.ha else { return Ok(()) };
+        if let Some(f) = ha.peers.beat(mac, now, false) {
+            self.send_frames(&[f], workers);
+        }
+        let Some(ha) = &mut self.ha else { return Ok(()) };
+        let was = ha.fence.fenced();
+        match ha.peers.fence_deadline(now, ha.witness) {
+            Some(t) => ha.fence.set(t),
+            None => ha.fence.clear(),
+        }
+        let is = ha.fence.fenced();
+        if was != is {
+            if is {
+                tracing::warn!(alive = ?ha.peers.alive_members(now), "no quorum: this node stops answering for its VIPs (fenced)");
+            } else {
+                tracing::info!("quorum again: answering for its VIPs");
+            }
+        }
+        self.refresh_ownership(prog, workers)?;
+        if was && !is {
+            // Announcements were withheld while fenced: make up for them now.
+            let owned: Vec<IpAddr> = self.announcer.vips().iter().map(|(v, _)| *v).collect();
+            for v in owned {
+                let act = self.announcer.reannounce(v, now);
+                self.apply(&act, prog, workers)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Another MAC claims a VIP this node announces: the better-ranked node keeps it.
+    fn ha_conflict(
+        &mut self,
+        vip: IpAddr,
+        mac: EthernetAddress,
+        prog: &XdpProgram,
+        workers: &[WorkerHandle],
+    ) -> anyhow::Result<()> {
+        let now = Instant::now();
+        let Some(ha) = &mut self.ha else { return Ok(()) };
+        let Some(other) = ha.peers.node_of(mac).map(str::to_string) else { return Ok(()) };
+        let Some(cands) = ha.candidates.get(&vip) else { return Ok(()) };
+        let pos = |n: &str| cands.iter().position(|c| c == n).unwrap_or(usize::MAX);
+        if ha.fence.fenced() || !ha.peers.quorum(now, ha.witness) {
+            // Cut off: the claim is probably the new owner's; say nothing.
+            return Ok(());
+        }
+        if ha.peers.alive(&other, now) && pos(&other) < pos(ha.peers.me()) {
+            tracing::warn!(%vip, node = %other, "conflict: a better-ranked node announces this VIP; withdrawing");
+            ha.yielded.insert(vip, now + ha.peers.timings().dead_time());
+            self.refresh_ownership(prog, workers)
+        } else {
+            tracing::warn!(%vip, node = %other, "conflict: this node ranks first for the VIP; announcing it again");
+            let act = self.announcer.reannounce(vip, now);
+            self.apply(&act, prog, workers)
+        }
+    }
+
+    /// Leaving: a last heartbeat that hands this node's VIPs over at once.
+    fn leave(&mut self, workers: &[WorkerHandle]) {
+        let mac = self.dev.mac;
+        let Some(ha) = &mut self.ha else { return };
+        if let Some(f) = ha.peers.beat(mac, Instant::now(), true) {
+            self.send_frames(&[f], workers);
+            // Let queue 0's worker put it on the wire before it is stopped.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Applies a plan from the Kubernetes node side: its services, and the VIPs this node
     /// announces.
     fn apply_plan(
@@ -860,6 +1124,11 @@ impl Plane {
         prog: &XdpProgram,
         workers: &[WorkerHandle],
     ) -> anyhow::Result<()> {
+        if let Some(ha) = &mut self.ha {
+            ha.peers.set_members(plan.members.clone());
+            ha.witness = plan.api_reachable;
+            ha.candidates = plan.owners.iter().map(|(v, o)| (*v, o.candidates.clone())).collect();
+        }
         if let Source::Kube { plans, members, owners, .. } = &mut self.source {
             *plans += 1;
             *members = plan.members;
@@ -901,7 +1170,14 @@ impl Plane {
         });
         // The compiled specs keep every backend; health applies at rebuild.
         self.compiled = compiled;
-        let owned: Vec<IpAddr> = self.compiled.vips.iter().chain(&self.snat_addrs).copied().collect();
+        if let Some(ha) = &mut self.ha {
+            if let Some(peers) = &ha.static_peers {
+                ha.candidates =
+                    self.compiled.vips.iter().map(|v| (*v, rank(*v, peers.iter().map(String::as_str)))).collect();
+            }
+        }
+        let owned: Vec<IpAddr> =
+            self.announced(Instant::now()).into_iter().chain(self.snat_addrs.iter().copied()).collect();
         join_groups(&mut self.memberships, self.dev.ifindex, &owned);
         let act = self.announcer.set_vips(&owned, Instant::now());
         for v in &act.withdrawn {
@@ -982,21 +1258,31 @@ impl Plane {
             self.publish();
         }
         log_actions(act);
-        // Announcements leave through queue 0's worker: one copy per interface is enough.
-        if let Some(w) = workers.first() {
-            for f in &act.frames {
-                if w.control.try_send(*f).is_err() {
-                    self.frames_dropped += 1;
-                    if self.frames_dropped == 1 {
-                        tracing::warn!("the worker's queue of announcements is full; frames dropped (counted)");
-                    }
-                }
-            }
+        // A fenced node sends no announcements either: another node may own its VIPs.
+        if self.ha.as_ref().is_some_and(|h| h.fence.fenced()) {
             if !act.frames.is_empty() {
-                w.waker.notify();
+                tracing::debug!(frames = act.frames.len(), "fenced: announcements withheld");
             }
+        } else {
+            self.send_frames(&act.frames, workers);
         }
         Ok(())
+    }
+
+    /// Sends frames through queue 0's worker: one copy per interface is enough.
+    fn send_frames(&mut self, frames: &[OutFrame], workers: &[WorkerHandle]) {
+        let Some(w) = workers.first() else { return };
+        for f in frames {
+            if w.control.try_send(*f).is_err() {
+                self.frames_dropped += 1;
+                if self.frames_dropped == 1 {
+                    tracing::warn!("the worker's queue of announcements is full; frames dropped (counted)");
+                }
+            }
+        }
+        if !frames.is_empty() {
+            w.waker.notify();
+        }
     }
 
     /// Finds a datapath service by NAME (all its ports), NAME/PROTO:PORT, or VIP:PORT.
@@ -1052,6 +1338,16 @@ impl Plane {
                     "reload_failures": self.reload_failures, "last_reload_error": self.last_reload_error,
                     "uptime_s": self.started.elapsed().as_secs(),
                     "config": match &self.source { Source::File { path, .. } => Some(path.display().to_string()), Source::Flags | Source::Kube { .. } => None },
+                    "failover": self.ha.as_ref().map(|ha| {
+                        let now = Instant::now();
+                        json!({
+                            "node": ha.peers.me(),
+                            "alive": ha.peers.alive_members(now),
+                            "quorum": ha.peers.quorum(now, ha.witness),
+                            "fenced": ha.fence.fenced(),
+                            "heartbeats_ignored": ha.peers.ignored,
+                        })
+                    }),
                     "kubernetes": match &self.source {
                         Source::Kube { plans, members, owners, .. } => json!({
                             "plans": plans,
@@ -1303,7 +1599,7 @@ fn log_actions(act: &Actions) {
 fn report(
     plane: &Plane,
     finals: &[(u32, worker::BindMode, WorkerStats)],
-    classes: &[u64; 8],
+    classes: &[u64; CLASS_NAMES.len()],
     stats_file: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
     let mut total = WorkerStats::default();

@@ -194,6 +194,17 @@ struct RunArgs {
     /// controller writes the Services' addresses).
     #[arg(long)]
     no_allocator: bool,
+    /// Failover: milliseconds between heartbeats to the other xlb nodes (0: none; with
+    /// --kubernetes, VIPs then move only when a Lease expires). Standalone: the config's `ha`.
+    #[arg(long, default_value_t = 50)]
+    heartbeat_interval_ms: u64,
+    /// Failover: heartbeats missed before a node is dead and its VIPs move.
+    #[arg(long, default_value_t = 5)]
+    heartbeat_dead_after: u32,
+    /// Failover: a node that has not heard a majority for this long stops answering for its
+    /// VIPs (less than interval x dead-after).
+    #[arg(long, default_value_t = 150)]
+    takeover_ms: u64,
     /// With --kubernetes: milliseconds between renewals of this node's membership Lease.
     #[arg(long, default_value_t = 2000)]
     lease_renew_ms: u64,

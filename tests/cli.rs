@@ -144,6 +144,13 @@ fn invalid_configs_name_the_field_with_exit_2() {
             "services[0].mode: snat needs an IPv4 address in snat.addresses",
         ),
         ("ports: [{port: 80}]", "ports: [{port: 80}]\n    colour: blue", "colour"),
+        ("pools:", "ha: {peers: [a, b, a]}\npools:", "ha.peers: a name is given twice"),
+        ("pools:", "ha: {node: c, peers: [a, b]}\npools:", "ha.node: \"c\" is not one of ha.peers"),
+        (
+            "pools:",
+            "ha: {peers: [a, b], takeoverMs: 300}\npools:",
+            "ha.takeoverMs: 300 ms must be less than heartbeatIntervalMs x deadAfter (250 ms)",
+        ),
     ];
     // The port clash needs two services on one VIP and port.
     for (from, to, want) in cases {

@@ -95,6 +95,24 @@ fn verdicts_for_each_kind_of_frame() {
         ("NA claiming a VIP", ndisc(na(VIP6), OTHER6, Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1)), "ndp_advert"),
         ("IPv6 to an owned VIP", udp6(VIP6), "vip_v6"),
         ("IPv6 to another address", udp6(OTHER6), "pass"),
+        (
+            "heartbeat of another xlb node",
+            xlb::lb::heartbeat::build(
+                OTHER,
+                &xlb::lb::heartbeat::Beat {
+                    name: "node-b",
+                    cluster: 1,
+                    incarnation: 1,
+                    seq: 1,
+                    digest: 0,
+                    hears: 0,
+                    flags: 0,
+                },
+            )
+            .bytes()
+            .to_vec(),
+            "heartbeat",
+        ),
         // BPF_PROG_TEST_RUN refuses frames under 14 bytes; a bare header is the shortest.
         ("Ethernet header alone, ARP type", arp(ArpOperation::Request, CLIENT4, VIP4, None)[..14].to_vec(), "pass"),
         ("IPv6 header cut short", udp6(VIP6)[..40].to_vec(), "pass"),

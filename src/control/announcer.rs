@@ -39,6 +39,37 @@ pub struct AnnounceConfig {
     pub garp_count: u32,
     /// Time between those rounds.
     pub garp_interval: Duration,
+    /// Instead of `garp_count` rounds `garp_interval` apart: rounds at these offsets from
+    /// taking the VIP (failover: 0, 50, 250 ms and 1 s, so that a lost first round is made
+    /// up at once and late listeners still hear one).
+    pub garp_offsets: Option<[Duration; 4]>,
+    /// Once owned, one more round every this long (below common switch FDB ageing).
+    pub refresh: Option<Duration>,
+}
+
+/// The failover announcement schedule: rounds at 0, 50, 250 ms and 1 s.
+pub const FAILOVER_GARP_OFFSETS: [Duration; 4] =
+    [Duration::from_millis(0), Duration::from_millis(50), Duration::from_millis(250), Duration::from_millis(1000)];
+
+impl AnnounceConfig {
+    fn rounds(&self) -> u32 {
+        if self.garp_offsets.is_some() {
+            4
+        } else {
+            self.garp_count
+        }
+    }
+
+    /// Time from round `sent` to the next.
+    fn gap(&self, sent: u32) -> Duration {
+        match self.garp_offsets {
+            Some(o) => {
+                let i = usize::try_from(sent).unwrap_or(0).min(3);
+                o[(i + 1).min(3)].saturating_sub(o[i])
+            }
+            None => self.garp_interval,
+        }
+    }
 }
 
 impl Default for AnnounceConfig {
@@ -49,6 +80,8 @@ impl Default for AnnounceConfig {
             probe_wait: Duration::from_millis(200),
             garp_count: 3,
             garp_interval: Duration::from_millis(250),
+            garp_offsets: None,
+            refresh: None,
         }
     }
 }
@@ -137,10 +170,20 @@ pub struct Announcer {
     claims: HashMap<(IpAddr, EthernetAddress), u64>,
     claims_overflow: u64,
     conflicts_in_a_row: HashMap<IpAddr, u32>,
+    /// Owned VIPs' next refresh round.
+    refresh_due: HashMap<IpAddr, Instant>,
 }
 
 /// Most distinct (VIP, MAC) claims remembered.
 pub const MAX_CLAIMS: usize = 1024;
+
+/// What announces a VIP: gratuitous ARP request and reply, or an unsolicited advert.
+fn gratuitous_forms(vip: IpAddr) -> &'static [Announcement] {
+    match vip {
+        IpAddr::V4(_) => &[Announcement::GratuitousRequest, Announcement::GratuitousReply],
+        IpAddr::V6(_) => &[Announcement::UnsolicitedAdvert],
+    }
+}
 
 /// A random number from std's randomly keyed hasher: enough for jitter, no extra crate.
 fn random() -> u64 {
@@ -163,6 +206,7 @@ impl Announcer {
             claims: HashMap::new(),
             claims_overflow: 0,
             conflicts_in_a_row: HashMap::new(),
+            refresh_due: HashMap::new(),
         };
         let map_updates = a.vips.iter().map(|(v, s)| (*v, s.map_flags())).collect();
         let mut actions = Actions { map_updates, vips_changed: true, ..Actions::default() };
@@ -197,6 +241,7 @@ impl Announcer {
             keep
         });
         self.claims.retain(|(v, _), _| vips.contains(v));
+        self.refresh_due.retain(|v, _| vips.contains(v));
         let first = Self::first_status(&self.cfg, now);
         for v in vips {
             if !self.vips.iter().any(|(x, _)| x == v) {
@@ -242,6 +287,7 @@ impl Announcer {
                 VipStatus::Conflict { retry, .. } => Some(*retry),
                 VipStatus::Owned => None,
             })
+            .chain(self.refresh_due.values().copied())
             .min()
     }
 
@@ -272,18 +318,25 @@ impl Announcer {
             }
             if let VipStatus::Announcing { sent, next } = *status {
                 if next <= now {
-                    let forms: &[Announcement] = match vip {
-                        IpAddr::V4(_) => &[Announcement::GratuitousRequest, Announcement::GratuitousReply],
-                        IpAddr::V6(_) => &[Announcement::UnsolicitedAdvert],
-                    };
-                    if sent < cfg.garp_count {
+                    let forms = gratuitous_forms(*vip);
+                    if sent < cfg.rounds() {
                         actions.frames.extend(forms.iter().filter_map(|f| announcement(self.mac, *vip, *f)));
-                        *status = VipStatus::Announcing { sent: sent + 1, next: now + cfg.garp_interval };
+                        *status = VipStatus::Announcing { sent: sent + 1, next: now + cfg.gap(sent) };
                     }
-                    if sent + 1 >= cfg.garp_count {
+                    if sent + 1 >= cfg.rounds() {
                         *status = VipStatus::Owned;
                         self.conflicts_in_a_row.remove(vip);
+                        if let Some(r) = cfg.refresh {
+                            self.refresh_due.insert(*vip, now + r);
+                        }
                     }
+                }
+            } else if let (VipStatus::Owned, Some(r)) = (*status, cfg.refresh) {
+                let due = self.refresh_due.entry(*vip).or_insert(now + r);
+                if *due <= now {
+                    let forms = gratuitous_forms(*vip);
+                    actions.frames.extend(forms.iter().filter_map(|f| announcement(self.mac, *vip, *f)));
+                    *due = now + r;
                 }
             }
             if old.mode() != status.mode() {
@@ -296,6 +349,16 @@ impl Announcer {
         }
         actions.vips_changed = changed;
         actions
+    }
+
+    /// Announces an owned VIP again from the first round (after winning a conflict).
+    pub fn reannounce(&mut self, vip: IpAddr, now: Instant) -> Actions {
+        if let Some((_, s)) = self.vips.iter_mut().find(|(v, _)| *v == vip) {
+            if matches!(s, VipStatus::Owned | VipStatus::Announcing { .. }) {
+                *s = VipStatus::Announcing { sent: 0, next: now };
+            }
+        }
+        self.tick(now)
     }
 
     /// Someone with `mac` claimed `vip` (seen by a worker) at `now`.

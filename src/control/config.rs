@@ -74,6 +74,20 @@ struct File {
     admin: AdminFile,
     #[serde(default)]
     metrics: Option<MetricsFile>,
+    #[serde(default)]
+    ha: Option<HaFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct HaFile {
+    node: Option<String>,
+    peers: Vec<String>,
+    cluster: Option<String>,
+    heartbeat_interval_ms: Option<u64>,
+    dead_after: Option<u32>,
+    takeover_ms: Option<u64>,
+    refresh_seconds: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -290,6 +304,23 @@ pub struct Desired {
     pub admin_socket: PathBuf,
     /// Where `/metrics` is served (none: not served).
     pub metrics: Option<SocketAddr>,
+    /// Failover between xlb boxes (none: this box alone owns every VIP).
+    pub ha: Option<HaConfig>,
+}
+
+/// Standalone HA: the boxes that share the VIPs, and the heartbeat timings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HaConfig {
+    /// This box's name (`ha.node`, else `--node-name` / NODE_NAME, else the host name).
+    pub node: Option<String>,
+    /// Every box's name, this one's included.
+    pub peers: Vec<String>,
+    /// Cluster name (boxes of another cluster on the same LAN are ignored).
+    pub cluster: String,
+    /// Heartbeat timings.
+    pub timings: super::ha::HaTimings,
+    /// Refresh announcement period.
+    pub refresh: Duration,
 }
 
 /// Where the admin socket is unless the file says otherwise.
@@ -503,7 +534,52 @@ fn validate(f: File) -> Result<Desired, ConfigErrors> {
         probe_wait: Duration::from_millis(a.dad_wait_ms.unwrap_or(200)),
         garp_count: a.garp_count.unwrap_or(3),
         garp_interval: Duration::from_millis(a.garp_interval_ms.unwrap_or(250)),
+        garp_offsets: None,
+        refresh: None,
     };
+    let ha = f.ha.as_ref().map(|h| {
+        let d = super::ha::HaTimings::default();
+        let mut peers = h.peers.clone();
+        peers.sort();
+        if peers.windows(2).any(|w| w[0] == w[1]) {
+            errors.push(err("ha.peers", "a name is given twice; each box once"));
+        }
+        if peers.is_empty() || peers.iter().any(|p| p.trim().is_empty() || p.len() > crate::lb::heartbeat::MAX_NAME) {
+            errors.push(err("ha.peers", format!("give every box's name (1-{} bytes), this one's included", crate::lb::heartbeat::MAX_NAME)));
+        }
+        if let Some(n) = &h.node {
+            if !peers.contains(n) {
+                errors.push(err("ha.node", format!("{n:?} is not one of ha.peers")));
+            }
+        }
+        let interval = h.heartbeat_interval_ms.unwrap_or(50);
+        if !(10..=10_000).contains(&interval) {
+            errors.push(err("ha.heartbeatIntervalMs", format!("{interval} is outside 10-10000 ms (default 50)")));
+        }
+        let dead_after = h.dead_after.unwrap_or(d.dead_after);
+        if !(2..=100).contains(&dead_after) {
+            errors.push(err("ha.deadAfter", format!("{dead_after} is outside 2-100 missed heartbeats (default 5)")));
+        }
+        let takeover = Duration::from_millis(h.takeover_ms.unwrap_or(150));
+        let timings = super::ha::HaTimings { interval: Duration::from_millis(interval), dead_after, takeover };
+        if takeover >= timings.dead_time() {
+            errors.push(err(
+                "ha.takeoverMs",
+                format!(
+                    "{} ms must be less than heartbeatIntervalMs x deadAfter ({} ms): a cut-off node must stop answering before the others take over",
+                    takeover.as_millis(),
+                    timings.dead_time().as_millis()
+                ),
+            ));
+        }
+        HaConfig {
+            node: h.node.clone(),
+            peers,
+            cluster: h.cluster.clone().unwrap_or_else(|| "default".into()),
+            timings,
+            refresh: Duration::from_secs(h.refresh_seconds.unwrap_or(30).max(1)),
+        }
+    });
     let conntrack_capacity = f.conntrack.capacity.unwrap_or(1 << 20);
     if conntrack_capacity == 0 {
         errors.push(err("conntrack.capacity", "0 flows; leave it out for the default (1048576)"));
@@ -526,6 +602,7 @@ fn validate(f: File) -> Result<Desired, ConfigErrors> {
             conntrack_capacity,
             admin_socket: f.admin.socket.unwrap_or_else(|| PathBuf::from(DEFAULT_ADMIN_SOCKET)),
             metrics,
+            ha,
         })
     } else {
         Err(ConfigErrors(errors))

@@ -5,6 +5,7 @@
 pub mod announcer;
 pub mod compile;
 pub mod config;
+pub mod ha;
 pub mod health;
 pub mod ipam;
 pub mod services;

@@ -31,6 +31,7 @@ use crate::{
     lb::{
         self,
         conntrack::{Conntrack, ConntrackStats, Entry, Timeouts},
+        heartbeat::{self, Heartbeat},
         neighbor::OutFrame,
         pipeline::Reply,
         snat::SnatTable,
@@ -425,6 +426,44 @@ pub struct WorkerShared {
     pub shutdown: Arc<AtomicBool>,
     /// Where conflicts go.
     pub conflicts: Sender<ConflictReport>,
+    /// Where other nodes' heartbeats go.
+    pub heartbeats: Sender<Heartbeat>,
+    /// When this node's answers to ARP/NDP must stop (self-fencing).
+    pub fence: Arc<Fence>,
+}
+
+/// The self-fencing deadline, set by the control thread and read by the workers before
+/// every batch: past it, VIPs' ARP/NDP requests go unanswered.
+#[derive(Debug)]
+pub struct Fence {
+    epoch: Instant,
+    until_ns: AtomicU64,
+}
+
+impl Default for Fence {
+    fn default() -> Self {
+        Fence { epoch: Instant::now(), until_ns: AtomicU64::new(u64::MAX) }
+    }
+}
+
+impl Fence {
+    /// Answers stop at `t` (unless moved again).
+    pub fn set(&self, t: Instant) {
+        let ns = u64::try_from(t.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
+        self.until_ns.store(ns, Ordering::Relaxed);
+    }
+
+    /// Never fenced (no peers to hear).
+    pub fn clear(&self) {
+        self.until_ns.store(u64::MAX, Ordering::Relaxed);
+    }
+
+    /// Whether answers must stop now.
+    #[inline]
+    pub fn fenced(&self) -> bool {
+        let until = self.until_ns.load(Ordering::Relaxed);
+        until != u64::MAX && u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX) >= until
+    }
 }
 
 /// Lowest and highest batch time the histograms hold, in nanoseconds (values outside are
@@ -597,6 +636,7 @@ impl Worker {
             let n = unsafe { self.xsk.rx.consume(&mut rx_descs) };
             tx_descs.clear();
             let batch_start = clock.elapsed();
+            state.fenced = self.shared.fence.fenced();
             if n > 0 {
                 stats.bump(Counter::Batches);
                 stats.add(Counter::RxFrames, n as u64);
@@ -632,6 +672,15 @@ impl Worker {
                         }
                         Verdict::Drop(reason) => {
                             stats.drop(reason);
+                            free.push(*desc);
+                        }
+                        Verdict::Heartbeat => {
+                            match heartbeat::parse(data.contents()) {
+                                Some(h) if self.shared.heartbeats.try_send(h).is_ok() => {
+                                    stats.bump(Counter::Heartbeats);
+                                }
+                                _ => stats.bump(Counter::HeartbeatsLost),
+                            }
                             free.push(*desc);
                         }
                         Verdict::Conflict(c) => {

@@ -38,8 +38,8 @@ pub const VIP_OWNED: u32 = 1 << 0;
 pub const VIP_PROBING: u32 = 1 << 1;
 
 /// Classes counted by the XDP program, in the order of `enum xlb_class` in `bpf/xlb.h`.
-pub const CLASS_NAMES: [&str; 8] =
-    ["pass", "arp_request", "arp_watch", "ndp_solicit", "ndp_advert", "vip_v4", "vip_v6", "no_socket"];
+pub const CLASS_NAMES: [&str; 9] =
+    ["pass", "arp_request", "arp_watch", "ndp_solicit", "ndp_advert", "vip_v4", "vip_v6", "no_socket", "heartbeat"];
 
 /// Where the program runs, as asked for or as it ended up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -222,8 +222,8 @@ impl XdpProgram {
     }
 
     /// The classification counters, summed over CPUs, in [`CLASS_NAMES`] order.
-    pub fn class_counts(&self) -> [u64; 8] {
-        let mut out = [0u64; 8];
+    pub fn class_counts(&self) -> [u64; CLASS_NAMES.len()] {
+        let mut out = [0u64; CLASS_NAMES.len()];
         for (i, slot) in (0u32..).zip(out.iter_mut()) {
             if let Ok(Some(per_cpu)) = self.skel.maps.stats.lookup_percpu(&i.to_ne_bytes(), MapFlags::ANY) {
                 *slot =

@@ -72,6 +72,9 @@ pub struct Owned {
     pub services: Vec<String>,
     /// The announcing node, if any node is eligible.
     pub owner: Option<String>,
+    /// Every eligible node, best rendezvous score first (the owner first): with heartbeats,
+    /// the first of them that is alive owns the VIP.
+    pub candidates: Vec<String>,
 }
 
 /// What this node does.
@@ -87,6 +90,9 @@ pub struct Plan {
     pub problems: BTreeMap<String, Vec<String>>,
     /// The live members the owners were chosen among.
     pub members: Vec<String>,
+    /// Whether this node reaches the API server (its Lease renews, the Lease watch works):
+    /// the witness of a two-node set.
+    pub api_reachable: bool,
 }
 
 /// The rendezvous score of `node` for `vip`.
@@ -101,9 +107,12 @@ pub fn score(node: &str, vip: IpAddr) -> u64 {
     hash64(RENDEZVOUS_SEED, &data)
 }
 
-/// The owner of `vip` among `eligible`: highest score, then the greater name.
-pub fn owner<'a>(vip: IpAddr, eligible: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    eligible.into_iter().max_by_key(|n| (score(n, vip), *n))
+/// `nodes` ranked for `vip`: highest score first, then the greater name. The first is the
+/// owner.
+pub fn rank<'a>(vip: IpAddr, nodes: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut v: Vec<&str> = nodes.into_iter().collect();
+    v.sort_by_key(|n| std::cmp::Reverse((score(n, vip), *n)));
+    v.into_iter().map(str::to_string).collect()
 }
 
 fn key(svc: &Service) -> String {
@@ -274,7 +283,8 @@ pub fn plan(me: &str, c: &Cluster<'_>, settings: &Settings, snat_families: (bool
                 .filter(|m| c.policies.iter().any(|p| policy_allows(p, svc, *external, m, labels_of(&m.node))))
                 .map(|m| m.node.as_str())
                 .collect();
-            let who = owner(*vip, eligible.iter().copied()).map(str::to_string);
+            let candidates = rank(*vip, eligible.iter().copied());
+            let who = candidates.first().cloned();
             if who.is_none() {
                 let why = if c.policies.is_empty() {
                     "no L2AnnouncementPolicy exists: create one that selects this Service and the ingress nodes"
@@ -285,7 +295,8 @@ pub fn plan(me: &str, c: &Cluster<'_>, settings: &Settings, snat_families: (bool
                 };
                 problem(format!("{vip} is not announced: {why}"));
             }
-            let entry = out.owners.entry(*vip).or_insert(Owned { services: Vec::new(), owner: who.clone() });
+            let entry =
+                out.owners.entry(*vip).or_insert(Owned { services: Vec::new(), owner: who.clone(), candidates });
             entry.services.push(k.clone());
             if who.as_deref() == Some(me) && !out.vips.contains(vip) {
                 out.vips.push(*vip);

@@ -326,7 +326,8 @@ async fn run_node(
         let members = membership.live(Instant::now());
         let (svcs, sls, ns, ps) = (services.state(), slices.state(), nodes.state(), policies.state());
         let cluster = Cluster { services: &svcs, slices: &sls, nodes: &ns, policies: &ps, members: &members };
-        let new = plan(&me, &cluster, &opts.settings, opts.snat_families);
+        let mut new = plan(&me, &cluster, &opts.settings, opts.snat_families);
+        new.api_reachable = renew_ok && lease_watch_ok;
         if last.as_ref() == Some(&new) {
             continue;
         }

@@ -423,3 +423,20 @@ fn arp_reply_bytes_match_a_hand_written_fixture() {
     assert_eq!(process(0, &snapshot(), &mut state(), OURS, &mut req, len), Verdict::Tx { len: 42, reply: Reply::Arp });
     assert_eq!(req, want);
 }
+
+#[test]
+fn a_fenced_worker_answers_no_arp_and_heartbeats_go_to_the_control_thread() {
+    let mut req: Vec<u8> = [
+        &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0, 0, 0, 0, 0x20, 0x08, 0x06][..],
+        &[0, 1, 0x08, 0, 6, 4, 0, 1, 0x02, 0, 0, 0, 0, 0x20, 192, 0, 2, 1, 0, 0, 0, 0, 0, 0, 192, 0, 2, 100][..],
+    ]
+    .concat();
+    let len = req.len();
+    let mut st = state();
+    st.fenced = true;
+    assert_eq!(process(0, &snapshot(), &mut st, OURS, &mut req, len), Verdict::Drop(DropReason::Fenced));
+    let beat = super::heartbeat::Beat { name: "b", cluster: 1, incarnation: 1, seq: 1, digest: 0, hears: 0, flags: 0 };
+    let mut hb = super::heartbeat::build(PEER, &beat).bytes().to_vec();
+    let len = hb.len();
+    assert_eq!(process(0, &snapshot(), &mut st, OURS, &mut hb, len), Verdict::Heartbeat);
+}

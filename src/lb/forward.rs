@@ -32,12 +32,15 @@ pub struct WorkerState {
     pub snat: Option<SnatPorts>,
     /// Its traffic counters by service and backend (read by the control plane).
     pub counters: Arc<ObjectCounters>,
+    /// Fenced: ARP/NDP for VIPs goes unanswered (set by the worker before each batch from
+    /// the control thread's quorum deadline).
+    pub fenced: bool,
 }
 
 impl WorkerState {
     /// State with this flow table, no SNAT, and counters for 256 services and 1024 backends.
     pub fn new(conntrack: Conntrack) -> Self {
-        WorkerState { conntrack, snat: None, counters: Arc::new(ObjectCounters::new(256, 1024)) }
+        WorkerState { conntrack, snat: None, counters: Arc::new(ObjectCounters::new(256, 1024)), fenced: false }
     }
 }
 

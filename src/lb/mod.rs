@@ -7,6 +7,7 @@
 
 pub mod conntrack;
 pub mod forward;
+pub mod heartbeat;
 mod icmp;
 pub mod maglev;
 pub mod neighbor;

@@ -41,6 +41,11 @@ impl OutFrame {
     pub fn bytes(&self) -> &[u8] {
         &self.buf[..self.len]
     }
+
+    /// A frame of the first `len` bytes of `buf` (at most its capacity).
+    pub(crate) fn from_parts(buf: [u8; OUT_FRAME_CAP], len: usize) -> Self {
+        OutFrame { buf, len: len.min(OUT_FRAME_CAP) }
+    }
 }
 
 /// What an outbound neighbour frame says.

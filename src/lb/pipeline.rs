@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use super::{forward, neighbor, DropReason, Snapshot, WorkerState};
+use super::{forward, heartbeat, neighbor, DropReason, Snapshot, WorkerState};
 use crate::wire::{ipv4::Protocol, EtherType, EthernetAddress, EthernetFrame};
 
 /// Another host claiming one of our VIPs.
@@ -49,6 +49,17 @@ pub enum Verdict {
     Drop(DropReason),
     /// Drop it and report the claim to the control thread.
     Conflict(Conflict),
+    /// A heartbeat of another xlb node: the worker hands it to the control thread.
+    Heartbeat,
+}
+
+/// Withholds a neighbour answer while the worker is fenced.
+#[inline]
+fn fence(state: &WorkerState, v: Verdict) -> Verdict {
+    match v {
+        Verdict::Tx { reply: Reply::Arp | Reply::Ndp, .. } if state.fenced => Verdict::Drop(DropReason::Fenced),
+        v => v,
+    }
 }
 
 /// Decides what happens to the frame in `buf[..len]`, received on an interface whose MAC
@@ -75,8 +86,11 @@ pub fn process(
         Err(e) => return Verdict::Drop(e.into()),
     };
     match ethertype {
-        EtherType::ARP => neighbor::arp(snap, mac, buf, len),
-        EtherType::IPV6 if icmpv6 => neighbor::ndp(snap, mac, buf, len),
+        // A fenced node (it has not heard a majority of its peers lately) answers nobody:
+        // another node may own its VIPs by now. Claims are still watched.
+        EtherType::ARP => fence(state, neighbor::arp(snap, mac, buf, len)),
+        EtherType::IPV6 if icmpv6 => fence(state, neighbor::ndp(snap, mac, buf, len)),
+        heartbeat::ETHERTYPE => Verdict::Heartbeat,
         EtherType::IPV6 => forward::ip(now, snap, state, mac, buf, len, true),
         EtherType::IPV4 => forward::ip(now, snap, state, mac, buf, len, false),
         _ => Verdict::Drop(DropReason::Unsupported),

@@ -42,11 +42,14 @@ pub enum DropReason {
     NoSnatAddress,
     /// A new SNAT flow could not be tracked: the worker's flow table is full of live flows.
     ConntrackFull,
+    /// An ARP/NDP request for a VIP left unanswered: this node is fenced (it has not heard a
+    /// majority of its peers within the takeover time).
+    Fenced,
 }
 
 impl DropReason {
     /// Number of reasons.
-    pub const COUNT: usize = DropReason::ConntrackFull as usize + 1;
+    pub const COUNT: usize = DropReason::Fenced as usize + 1;
     /// Every reason, in index order.
     pub const ALL: [DropReason; DropReason::COUNT] = [
         DropReason::Truncated,
@@ -66,6 +69,7 @@ impl DropReason {
         DropReason::NoSnatFlow,
         DropReason::NoSnatAddress,
         DropReason::ConntrackFull,
+        DropReason::Fenced,
     ];
 
     /// Name used in logs, JSON and metrics labels.
@@ -88,6 +92,7 @@ impl DropReason {
             DropReason::NoSnatFlow => "no_snat_flow",
             DropReason::NoSnatAddress => "no_snat_address",
             DropReason::ConntrackFull => "conntrack_full",
+            DropReason::Fenced => "fenced",
         }
     }
 }
@@ -139,11 +144,15 @@ pub enum Counter {
     BusyNanos,
     /// Times the worker went to sleep in poll() after an idle spell.
     Sleeps,
+    /// Heartbeats of other xlb nodes received and handed to the control thread.
+    Heartbeats,
+    /// Heartbeats not handed over: malformed, or the control thread's queue full.
+    HeartbeatsLost,
 }
 
 impl Counter {
     /// Number of counters.
-    pub const COUNT: usize = Counter::Sleeps as usize + 1;
+    pub const COUNT: usize = Counter::HeartbeatsLost as usize + 1;
     /// Every counter, in index order.
     pub const ALL: [Counter; Counter::COUNT] = [
         Counter::RxFrames,
@@ -162,6 +171,8 @@ impl Counter {
         Counter::Batches,
         Counter::BusyNanos,
         Counter::Sleeps,
+        Counter::Heartbeats,
+        Counter::HeartbeatsLost,
     ];
 
     /// Name used in logs, JSON and metrics.
@@ -183,6 +194,8 @@ impl Counter {
             Counter::Batches => "batches",
             Counter::BusyNanos => "busy_ns",
             Counter::Sleeps => "sleeps",
+            Counter::Heartbeats => "heartbeats",
+            Counter::HeartbeatsLost => "heartbeats_lost",
         }
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod frames;
 pub mod kube;
+pub mod neigh;
 pub mod traffic;
 
 pub use xlb::io::packet_socket::enter_netns as enter_netns_for_tests;
@@ -100,6 +101,13 @@ impl Lab {
 
     fn switch(&self) -> &str {
         &self.namespaces[0]
+    }
+
+    /// Runs `nft ARGS` in the switch's namespace (e.g. to drop some frames on the bridge).
+    pub fn switch_nft(&self, args: &[&str]) {
+        let mut full = vec!["netns", "exec", self.switch(), "nft"];
+        full.extend_from_slice(args);
+        run("ip", &full);
     }
 
     /// Adds a host with `eth0` on the switch and these addresses (CIDR notation; IPv6

@@ -1,0 +1,390 @@
+//! Sub-second failover between xlb nodes: heartbeats, liveness, quorum and fencing.
+//!
+//! Every node broadcasts a heartbeat on its interface every `interval` (50 ms by default).
+//! A peer is alive while its last heartbeat is younger than `dead_after` intervals (5). The
+//! owner of a VIP is the first of its candidates (ranked by rendezvous score, best first:
+//! from the API's eligible members in Kubernetes, from the configured peers standalone)
+//! that is alive: every node that hears the same peers computes the same owners, and a dead
+//! node's VIPs, and only those, move.
+//!
+//! Split brain is bounded on two sides:
+//! - a node announces VIPs only while it has quorum: it hears more than half of the members
+//!   (itself included); a two-member set counts a witness (the API server, when this node can
+//!   renew its Lease there) as the third vote;
+//! - a node that has not had quorum for `takeover` (150 ms by default, less than the time
+//!   others need to declare it dead) fences itself: the workers stop answering ARP/NDP for
+//!   its VIPs, checked before every batch, so even a stalled control thread cannot answer
+//!   with stale ownership. Packets that still arrive are forwarded (every node has the same
+//!   Maglev tables).
+//!
+//! Pure: time comes in as arguments.
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
+
+use crate::{
+    lb::{
+        heartbeat::{self, Beat, Heartbeat, FLAG_LEAVING},
+        maglev::hash64,
+        neighbor::OutFrame,
+    },
+    wire::EthernetAddress,
+};
+
+/// Timings of the heartbeats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HaTimings {
+    /// Between two heartbeats.
+    pub interval: Duration,
+    /// Heartbeats missed before a peer is dead.
+    pub dead_after: u32,
+    /// Without quorum for this long, a node stops answering for its VIPs.
+    pub takeover: Duration,
+}
+
+impl Default for HaTimings {
+    fn default() -> Self {
+        HaTimings { interval: Duration::from_millis(50), dead_after: 5, takeover: Duration::from_millis(150) }
+    }
+}
+
+impl HaTimings {
+    /// How long a peer lives after its last heartbeat.
+    pub fn dead_time(&self) -> Duration {
+        self.interval * self.dead_after
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Heard {
+    at: Instant,
+    incarnation: u64,
+    seq: u64,
+    mac: EthernetAddress,
+    digest: u64,
+    hears: u64,
+}
+
+/// This node's view of its peers.
+#[derive(Debug)]
+pub struct Peers {
+    me: String,
+    cluster: u32,
+    timings: HaTimings,
+    incarnation: u64,
+    seq: u64,
+    heard: BTreeMap<String, Heard>,
+    /// The members (all nodes that may own VIPs), this node included.
+    members: Vec<String>,
+    /// The latest fencing deadline given.
+    quorum_at: Option<Instant>,
+    next_beat: Instant,
+    /// Heartbeats from unknown nodes or of old incarnations, ignored.
+    pub ignored: u64,
+}
+
+/// The hash of a cluster name carried in heartbeats.
+pub fn cluster_hash(name: &str) -> u32 {
+    u32::try_from(hash64(0x6861, name.as_bytes()) & 0xffff_ffff).unwrap_or(0)
+}
+
+impl Peers {
+    /// `me` among `members`, starting at `now` (a new incarnation).
+    pub fn new(
+        me: &str,
+        cluster: &str,
+        timings: HaTimings,
+        members: Vec<String>,
+        now: Instant,
+        incarnation: u64,
+    ) -> Self {
+        Peers {
+            me: me.to_string(),
+            cluster: cluster_hash(cluster),
+            timings,
+            incarnation,
+            seq: 0,
+            heard: BTreeMap::new(),
+            members,
+            quorum_at: None,
+            next_beat: now,
+            ignored: 0,
+        }
+    }
+
+    /// This node's name.
+    pub fn me(&self) -> &str {
+        &self.me
+    }
+
+    /// The timings.
+    pub fn timings(&self) -> HaTimings {
+        self.timings
+    }
+
+    /// Makes `members` the member set (from the API or the config).
+    pub fn set_members(&mut self, mut members: Vec<String>) {
+        members.sort();
+        members.dedup();
+        self.members = members;
+    }
+
+    /// A heartbeat arrived at `now`. Returns whether it changed who is alive.
+    pub fn heard(&mut self, h: &Heartbeat, now: Instant) -> bool {
+        let name = h.name();
+        if h.cluster != self.cluster || name == self.me || !self.members.iter().any(|m| m == name) {
+            self.ignored += 1;
+            return false;
+        }
+        let was_alive = self.alive(name, now);
+        if h.leaving() {
+            return self.heard.remove(name).is_some() && was_alive;
+        }
+        match self.heard.get_mut(name) {
+            // An older incarnation, or a replay of an old sequence number: ignored.
+            Some(p) if h.incarnation < p.incarnation || (h.incarnation == p.incarnation && h.seq <= p.seq) => {
+                self.ignored += 1;
+                return false;
+            }
+            _ => {}
+        }
+        self.heard.insert(
+            name.to_string(),
+            Heard { at: now, incarnation: h.incarnation, seq: h.seq, mac: h.mac, digest: h.digest, hears: h.hears },
+        );
+        !was_alive
+    }
+
+    /// Whether `node` is alive at `now` (this node always is).
+    pub fn alive(&self, node: &str, now: Instant) -> bool {
+        node == self.me
+            || self.heard.get(node).is_some_and(|p| now.saturating_duration_since(p.at) < self.timings.dead_time())
+    }
+
+    /// The members alive at `now`.
+    pub fn alive_members(&self, now: Instant) -> Vec<&str> {
+        self.members.iter().map(String::as_str).filter(|m| self.alive(m, now)).collect()
+    }
+
+    /// The node whose heartbeats come from `mac`, if any.
+    pub fn node_of(&self, mac: EthernetAddress) -> Option<&str> {
+        self.heard.iter().find(|(_, p)| p.mac == mac).map(|(n, _)| n.as_str())
+    }
+
+    /// The hash of the member list, carried in heartbeats so that peers know whether their
+    /// `hears` bits index the same list.
+    fn members_digest(&self) -> u64 {
+        hash64(0x6d65_6d62, self.members.join("\0").as_bytes())
+    }
+
+    /// Whether `node`, alive, also hears this node (as its last heartbeat said). A peer with
+    /// another member list cannot say: it counts.
+    fn hears_me(&self, node: &str) -> bool {
+        if node == self.me {
+            return true;
+        }
+        let Some(p) = self.heard.get(node) else { return false };
+        if p.digest != self.members_digest() {
+            return true;
+        }
+        self.members.iter().position(|m| *m == self.me).is_none_or(|i| i >= 64 || p.hears & (1 << i) != 0)
+    }
+
+    /// Whether this node is in touch, both ways, with more than half of the members at `now`;
+    /// `witness`: a third vote for a two-member set (the API server reachable from here).
+    /// A node whose own heartbeats no longer reach the others (a one-way cut) hears them say
+    /// so, and loses quorum.
+    pub fn quorum(&self, now: Instant, witness: bool) -> bool {
+        let n = self.members.len();
+        if n <= 1 {
+            return true;
+        }
+        let both_ways = self.alive_members(now).into_iter().filter(|m| self.hears_me(m)).count();
+        let alive = both_ways + usize::from(n == 2 && witness);
+        let total = n + usize::from(n == 2);
+        2 * alive > total
+    }
+
+    /// The fencing deadline at `now`: `takeover` after the moment this node last heard
+    /// (both ways) enough peers to make a majority with itself. A node cut off from the others
+    /// thus stops answering `takeover` after their last heartbeats, before they, waiting
+    /// `dead_after` intervals, take its VIPs. `None`: no deadline (no peers needed).
+    pub fn fence_deadline(&mut self, now: Instant, witness: bool) -> Option<Instant> {
+        let n = self.members.len();
+        let total = n + usize::from(n == 2);
+        // Votes needed beyond this node's own (and the witness's).
+        let need = (total / 2 + 1).saturating_sub(1 + usize::from(n == 2 && witness));
+        if n <= 1 || need == 0 {
+            return None;
+        }
+        let mut heard: Vec<Instant> = self
+            .members
+            .iter()
+            .filter(|m| **m != self.me && self.alive(m, now) && self.hears_me(m))
+            .filter_map(|m| self.heard.get(m).map(|p| p.at))
+            .collect();
+        heard.sort_unstable_by(|a, b| b.cmp(a));
+        if let Some(t) = heard.get(need - 1) {
+            let deadline = *t + self.timings.takeover;
+            // Never earlier than one already given: the workers read it without a lock.
+            self.quorum_at = Some(self.quorum_at.map_or(deadline, |q| q.max(deadline)));
+        }
+        // Never had a majority: fenced from the start.
+        Some(self.quorum_at.unwrap_or(now))
+    }
+
+    /// The owner of a VIP: the first of `candidates` (best score first) alive at `now`.
+    pub fn owner<'a>(&self, candidates: &'a [String], now: Instant) -> Option<&'a str> {
+        candidates.iter().map(String::as_str).find(|c| self.alive(c, now))
+    }
+
+    /// When the next heartbeat is due, or a peer may die.
+    pub fn next_deadline(&self) -> Instant {
+        let dead = self.timings.dead_time();
+        self.heard.values().map(|p| p.at + dead).fold(self.next_beat, Instant::min)
+    }
+
+    /// The heartbeat to send at `now`, if one is due (`leaving`: the last one).
+    pub fn beat(&mut self, mac: EthernetAddress, now: Instant, leaving: bool) -> Option<OutFrame> {
+        if now < self.next_beat && !leaving {
+            return None;
+        }
+        self.seq += 1;
+        self.next_beat = now + self.timings.interval;
+        let hears = self
+            .members
+            .iter()
+            .take(64)
+            .enumerate()
+            .filter(|(_, m)| self.alive(m, now))
+            .fold(0u64, |bits, (i, _)| bits | (1 << i));
+        let digest = self.members_digest();
+        Some(heartbeat::build(
+            mac,
+            &Beat {
+                name: &self.me,
+                cluster: self.cluster,
+                incarnation: self.incarnation,
+                seq: self.seq,
+                digest,
+                hears,
+                flags: if leaving { FLAG_LEAVING } else { 0 },
+            },
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use super::*;
+
+    const MAC_B: EthernetAddress = EthernetAddress([2, 0, 0, 0, 0, 0xb]);
+
+    fn hb(from: &str, inc: u64, seq: u64, leaving: bool) -> Heartbeat {
+        hb_hearing(from, inc, seq, leaving, 0, u64::MAX)
+    }
+
+    fn hb_hearing(from: &str, inc: u64, seq: u64, leaving: bool, digest: u64, hears: u64) -> Heartbeat {
+        let f = heartbeat::build(
+            MAC_B,
+            &Beat {
+                name: from,
+                cluster: cluster_hash("c"),
+                incarnation: inc,
+                seq,
+                digest,
+                hears,
+                flags: if leaving { FLAG_LEAVING } else { 0 },
+            },
+        );
+        heartbeat::parse(f.bytes()).unwrap()
+    }
+
+    fn three(now: Instant) -> Peers {
+        Peers::new("a", "c", HaTimings::default(), vec!["a".into(), "b".into(), "c".into()], now, 1)
+    }
+
+    #[test]
+    fn liveness_quorum_and_fencing() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut p = three(t0);
+        assert!(!p.quorum(t0, false), "alone of three");
+        assert_eq!(p.fence_deadline(t0, false), Some(t0), "never had a majority: fenced");
+        assert!(p.heard(&hb("b", 1, 1, false), t0), "b comes alive");
+        assert!(p.quorum(t0, false));
+        assert_eq!(p.fence_deadline(t0, false), Some(t0 + ms(150)));
+        // The deadline follows the last heartbeat of the majority, not the 250 ms liveness.
+        assert!(!p.heard(&hb("b", 1, 1, false), t0 + ms(100)), "a replay does not move it");
+        assert_eq!(p.fence_deadline(t0 + ms(100), false), Some(t0 + ms(150)));
+        // A lone member set needs nobody.
+        let mut alone = Peers::new("a", "c", HaTimings::default(), vec!["a".into()], t0, 1);
+        assert_eq!(alone.fence_deadline(t0, false), None);
+        assert_eq!(p.node_of(MAC_B), Some("b"));
+        // Replays and old incarnations are ignored; unknown nodes and other clusters too.
+        assert!(!p.heard(&hb("b", 0, 9, false), t0 + ms(100)));
+        assert!(!p.heard(&hb("x", 1, 1, false), t0));
+        assert_eq!(p.ignored, 3);
+        // b dies after 5 missed heartbeats: quorum lost, the deadline stays where it was.
+        assert!(p.alive("b", t0 + ms(249)));
+        assert!(!p.alive("b", t0 + ms(250)));
+        assert!(!p.quorum(t0 + ms(250), false));
+        assert_eq!(p.fence_deadline(t0 + ms(250), false), Some(t0 + ms(150)));
+        // A restart (new incarnation, seq from 1) is taken; a leaving beat kills at once.
+        assert!(p.heard(&hb("b", 2, 1, false), t0 + ms(300)));
+        assert!(p.heard(&hb("b", 2, 2, true), t0 + ms(310)));
+        assert!(!p.alive("b", t0 + ms(310)));
+    }
+
+    #[test]
+    fn a_node_whose_heartbeats_are_not_heard_loses_quorum() {
+        let t0 = Instant::now();
+        let mut p = three(t0);
+        let d = p.members_digest();
+        // b and c hear each other but not a (bit 0): a hears them, yet has no quorum.
+        p.heard(&hb_hearing("b", 1, 1, false, d, 0b110), t0);
+        p.heard(&hb_hearing("c", 1, 1, false, d, 0b110), t0);
+        assert!(!p.quorum(t0, false), "one-way cut: a must not think it has quorum");
+        // b hears a again: a, b both ways is 2 of 3.
+        p.heard(&hb_hearing("b", 1, 2, false, d, 0b111), t0);
+        assert!(p.quorum(t0, false));
+        // What a sends: the digest of its list and the members it hears.
+        let f = p.beat(EthernetAddress([2, 0, 0, 0, 0, 0xa]), t0, false).unwrap();
+        let h = heartbeat::parse(f.bytes()).unwrap();
+        assert_eq!((h.digest, h.hears), (d, 0b111));
+    }
+
+    #[test]
+    fn owners_follow_rank_and_two_nodes_need_a_witness() {
+        let t0 = Instant::now();
+        let mut p = three(t0);
+        let vip: IpAddr = "192.0.2.1".parse().unwrap();
+        let ranked = crate::k8s::plan::rank(vip, ["a", "b", "c"]);
+        assert_eq!(ranked.len(), 3);
+        // Nobody heard: this node owns what it ranks first among the alive (itself).
+        assert_eq!(p.owner(&ranked, t0), Some("a"));
+        p.heard(&hb("b", 1, 1, false), t0);
+        p.heard(&hb("c", 1, 1, false), t0);
+        assert_eq!(p.owner(&ranked, t0), Some(ranked[0].as_str()));
+        // Two members: one alone has quorum only with the witness.
+        let mut two = Peers::new("a", "c", HaTimings::default(), vec!["a".into(), "b".into()], t0, 1);
+        assert!(!two.quorum(t0, false));
+        assert!(two.quorum(t0, true));
+        two.heard(&hb("b", 1, 1, false), t0);
+        assert!(two.quorum(t0, false));
+        // Beats: one per interval, numbered.
+        let mac = EthernetAddress([2, 0, 0, 0, 0, 0xa]);
+        assert!(p.beat(mac, t0, false).is_some());
+        assert!(p.beat(mac, t0 + Duration::from_millis(10), false).is_none());
+        let f = p.beat(mac, t0 + Duration::from_millis(50), false).unwrap();
+        let h = heartbeat::parse(f.bytes()).unwrap();
+        assert_eq!((h.name(), h.seq, h.leaving()), ("a", 2, false));
+        assert!(heartbeat::parse(p.beat(mac, t0 + Duration::from_millis(51), true).unwrap().bytes())
+            .unwrap()
+            .leaving());
+    }
+}
