@@ -726,7 +726,7 @@ fn control_loop(
             due = due.min(d);
         }
         if let Some(ha) = &plane.ha {
-            due = due.min(ha.peers.next_deadline());
+            due = due.min(ha.peers.next_deadline(now));
         }
         let wait = due.saturating_duration_since(now).min(Duration::from_secs(5));
         crossbeam_channel::select! {
@@ -1017,7 +1017,8 @@ impl Plane {
         ha.candidates
             .iter()
             .filter(|(v, c)| {
-                ha.peers.owner(c, now) == Some(ha.peers.me()) && ha.yielded.get(*v).is_none_or(|t| *t <= now)
+                ha.peers.owner(c, now, ha.witness) == Some(ha.peers.me())
+                    && ha.yielded.get(*v).is_none_or(|t| *t <= now)
             })
             .map(|(v, _)| *v)
             .collect()
@@ -1048,7 +1049,8 @@ impl Plane {
         let now = Instant::now();
         let mac = self.dev.mac;
         let Some(ha) = &mut self.ha else { return Ok(()) };
-        if let Some(f) = ha.peers.beat(mac, now, false) {
+        let quorum = ha.peers.quorum(now, ha.witness) && !ha.fence.fenced();
+        if let Some(f) = ha.peers.beat(mac, now, false, quorum) {
             self.send_frames(&[f], workers);
         }
         let Some(ha) = &mut self.ha else { return Ok(()) };
@@ -1109,7 +1111,9 @@ impl Plane {
     fn leave(&mut self, workers: &[WorkerHandle]) {
         let mac = self.dev.mac;
         let Some(ha) = &mut self.ha else { return };
-        if let Some(f) = ha.peers.beat(mac, Instant::now(), true) {
+        // Stop answering first: the peers take the VIPs as soon as they read the beat.
+        ha.fence.set(Instant::now());
+        if let Some(f) = ha.peers.beat(mac, Instant::now(), true, false) {
             self.send_frames(&[f], workers);
             // Let queue 0's worker put it on the wire before it is stopped.
             std::thread::sleep(Duration::from_millis(20));
@@ -1125,7 +1129,7 @@ impl Plane {
         workers: &[WorkerHandle],
     ) -> anyhow::Result<()> {
         if let Some(ha) = &mut self.ha {
-            ha.peers.set_members(plan.members.clone());
+            ha.peers.set_members(plan.members.clone(), Instant::now());
             ha.witness = plan.api_reachable;
             ha.candidates = plan.owners.iter().map(|(v, o)| (*v, o.candidates.clone())).collect();
         }

@@ -264,7 +264,10 @@ fn three_boxes_fail_over_in_under_a_second_and_fence_when_cut_off() {
     let new = new.unwrap_or_else(|| panic!("nobody took {target} from the cut-off box: {seen_by:?}"));
     let overlap = old.map_or(Duration::ZERO, |o| o.saturating_sub(new));
     println!("one-way cut: {target} answered by another box after {new:?}; both answered for {overlap:?}");
-    assert!(overlap < Duration::from_millis(500), "two boxes answered for {overlap:?}: {seen_by:?}");
+    assert!(
+        overlap <= Duration::from_millis(250),
+        "two boxes answered for {overlap:?} (more than one announcement round): {seen_by:?}"
+    );
     let cut = ask.settled(&vips, Duration::from_secs(5));
     assert!(cut.values().all(|m| *m != a.host.mac), "the cut-off box still answers");
     // Healing: back to the first owners, once, and stable.

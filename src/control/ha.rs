@@ -26,7 +26,7 @@ use std::{
 
 use crate::{
     lb::{
-        heartbeat::{self, Beat, Heartbeat, FLAG_LEAVING},
+        heartbeat::{self, Beat, Heartbeat, FLAG_LEAVING, FLAG_QUORUM},
         maglev::hash64,
         neighbor::OutFrame,
     },
@@ -65,7 +65,16 @@ struct Heard {
     mac: EthernetAddress,
     digest: u64,
     hears: u64,
+    /// Its last heartbeat said it has quorum (it may own VIPs).
+    quorum: bool,
+    /// Since when its member list differs from ours (none: the same).
+    differs_since: Option<Instant>,
 }
+
+/// How long a peer whose member list differs from ours still counts as hearing us: about
+/// the time the nodes' views of a membership change take to agree. Past it, the lists really
+/// differ (e.g. the others dropped this node's expired Lease) and the peer counts no more.
+const DIGEST_GRACE: Duration = Duration::from_secs(2);
 
 /// This node's view of its peers.
 #[derive(Debug)]
@@ -81,6 +90,9 @@ pub struct Peers {
     /// The latest fencing deadline given.
     quorum_at: Option<Instant>,
     next_beat: Instant,
+    /// When this view started: members not heard yet hold their VIPs for one dead time, so a
+    /// starting node does not take VIPs from peers whose heartbeats it has not read yet.
+    started: Instant,
     /// Heartbeats from unknown nodes or of old incarnations, ignored.
     pub ignored: u64,
 }
@@ -110,6 +122,7 @@ impl Peers {
             members,
             quorum_at: None,
             next_beat: now,
+            started: now,
             ignored: 0,
         }
     }
@@ -124,37 +137,68 @@ impl Peers {
         self.timings
     }
 
-    /// Makes `members` the member set (from the API or the config).
-    pub fn set_members(&mut self, mut members: Vec<String>) {
+    /// Makes `members` the member set (from the API or the config) at `now`.
+    pub fn set_members(&mut self, mut members: Vec<String>, now: Instant) {
         members.sort();
         members.dedup();
+        if members == self.members {
+            return;
+        }
         self.members = members;
+        let digest = self.members_digest();
+        self.heard.retain(|n, _| self.members.contains(n));
+        for p in self.heard.values_mut() {
+            p.differs_since = if p.digest == digest { None } else { p.differs_since.or(Some(now)) };
+        }
     }
 
-    /// A heartbeat arrived at `now`. Returns whether it changed who is alive.
+    /// The member whose name a heartbeat carries (names are cut to the heartbeat's limit).
+    fn member_named(&self, name: &str) -> Option<&str> {
+        self.members.iter().map(String::as_str).find(|m| heartbeat::cut_name(m) == name)
+    }
+
+    /// A heartbeat arrived at `now`. Returns whether it changed who is alive or may own VIPs.
     pub fn heard(&mut self, h: &Heartbeat, now: Instant) -> bool {
-        let name = h.name();
-        if h.cluster != self.cluster || name == self.me || !self.members.iter().any(|m| m == name) {
+        let Some(name) = self.member_named(h.name()).map(str::to_string) else {
+            self.ignored += 1;
+            return false;
+        };
+        if h.cluster != self.cluster || name == self.me {
             self.ignored += 1;
             return false;
         }
-        let was_alive = self.alive(name, now);
-        if h.leaving() {
-            return self.heard.remove(name).is_some() && was_alive;
-        }
-        match self.heard.get_mut(name) {
-            // An older incarnation, or a replay of an old sequence number: ignored.
-            Some(p) if h.incarnation < p.incarnation || (h.incarnation == p.incarnation && h.seq <= p.seq) => {
+        let was_alive = self.alive(&name, now);
+        let was_quorum = self.heard.get(&name).is_some_and(|p| p.quorum);
+        // An older incarnation, or a replay of an old sequence number, of a live record is
+        // ignored (leaving beats too); a dead record takes any incarnation (a restart after
+        // the clock stepped back is still heard).
+        if let Some(p) = self.heard.get(&name) {
+            let old = h.incarnation < p.incarnation || (h.incarnation == p.incarnation && h.seq <= p.seq);
+            if old && was_alive {
                 self.ignored += 1;
                 return false;
             }
-            _ => {}
         }
+        if h.leaving() {
+            return self.heard.remove(&name).is_some() && was_alive;
+        }
+        let digest = self.members_digest();
+        let differs_since =
+            if h.digest == digest { None } else { self.heard.get(&name).and_then(|p| p.differs_since).or(Some(now)) };
         self.heard.insert(
-            name.to_string(),
-            Heard { at: now, incarnation: h.incarnation, seq: h.seq, mac: h.mac, digest: h.digest, hears: h.hears },
+            name,
+            Heard {
+                at: now,
+                incarnation: h.incarnation,
+                seq: h.seq,
+                mac: h.mac,
+                digest: h.digest,
+                hears: h.hears,
+                quorum: h.flags & FLAG_QUORUM != 0,
+                differs_since,
+            },
         );
-        !was_alive
+        !was_alive || was_quorum != (h.flags & FLAG_QUORUM != 0)
     }
 
     /// Whether `node` is alive at `now` (this node always is).
@@ -181,13 +225,13 @@ impl Peers {
 
     /// Whether `node`, alive, also hears this node (as its last heartbeat said). A peer with
     /// another member list cannot say: it counts.
-    fn hears_me(&self, node: &str) -> bool {
+    fn hears_me(&self, node: &str, now: Instant) -> bool {
         if node == self.me {
             return true;
         }
         let Some(p) = self.heard.get(node) else { return false };
         if p.digest != self.members_digest() {
-            return true;
+            return p.differs_since.is_none_or(|t| now.saturating_duration_since(t) < DIGEST_GRACE);
         }
         self.members.iter().position(|m| *m == self.me).is_none_or(|i| i >= 64 || p.hears & (1 << i) != 0)
     }
@@ -201,7 +245,7 @@ impl Peers {
         if n <= 1 {
             return true;
         }
-        let both_ways = self.alive_members(now).into_iter().filter(|m| self.hears_me(m)).count();
+        let both_ways = self.alive_members(now).into_iter().filter(|m| self.hears_me(m, now)).count();
         let alive = both_ways + usize::from(n == 2 && witness);
         let total = n + usize::from(n == 2);
         2 * alive > total
@@ -222,7 +266,7 @@ impl Peers {
         let mut heard: Vec<Instant> = self
             .members
             .iter()
-            .filter(|m| **m != self.me && self.alive(m, now) && self.hears_me(m))
+            .filter(|m| **m != self.me && self.alive(m, now) && self.hears_me(m, now))
             .filter_map(|m| self.heard.get(m).map(|p| p.at))
             .collect();
         heard.sort_unstable_by(|a, b| b.cmp(a));
@@ -235,30 +279,56 @@ impl Peers {
         Some(self.quorum_at.unwrap_or(now))
     }
 
-    /// The owner of a VIP: the first of `candidates` (best score first) alive at `now`.
-    pub fn owner<'a>(&self, candidates: &'a [String], now: Instant) -> Option<&'a str> {
-        candidates.iter().map(String::as_str).find(|c| self.alive(c, now))
+    /// Whether `node` may own VIPs at `now`: this node while it has quorum; a peer that is
+    /// alive and said in its last heartbeat that it has quorum (a peer that cannot hear the
+    /// others is fenced, and must not be left VIPs it cannot answer for); a member not heard
+    /// yet, during this view's first dead time.
+    fn may_own(&self, node: &str, now: Instant, witness: bool) -> bool {
+        if node == self.me {
+            return self.quorum(now, witness);
+        }
+        match self.heard.get(node) {
+            Some(p) => p.quorum && self.alive(node, now),
+            None => now.saturating_duration_since(self.started) < self.timings.dead_time(),
+        }
     }
 
-    /// When the next heartbeat is due, or a peer may die.
-    pub fn next_deadline(&self) -> Instant {
+    /// The owner of a VIP: the first of `candidates` (best score first) that may own VIPs.
+    pub fn owner<'a>(&self, candidates: &'a [String], now: Instant, witness: bool) -> Option<&'a str> {
+        candidates.iter().map(String::as_str).find(|c| self.may_own(c, now, witness))
+    }
+
+    /// When the next heartbeat is due, or a peer may die, or the start-up grace ends.
+    pub fn next_deadline(&self, now: Instant) -> Instant {
         let dead = self.timings.dead_time();
-        self.heard.values().map(|p| p.at + dead).fold(self.next_beat, Instant::min)
+        self.heard
+            .values()
+            .map(|p| p.at + dead)
+            .chain(std::iter::once(self.started + dead))
+            .filter(|t| *t > now)
+            .fold(self.next_beat, Instant::min)
     }
 
-    /// The heartbeat to send at `now`, if one is due (`leaving`: the last one).
-    pub fn beat(&mut self, mac: EthernetAddress, now: Instant, leaving: bool) -> Option<OutFrame> {
+    /// The heartbeat to send at `now`, if one is due (`leaving`: the last one); `quorum`:
+    /// whether this node may own VIPs (said in the beat).
+    pub fn beat(&mut self, mac: EthernetAddress, now: Instant, leaving: bool, quorum: bool) -> Option<OutFrame> {
         if now < self.next_beat && !leaving {
             return None;
         }
         self.seq += 1;
         self.next_beat = now + self.timings.interval;
+        // "Hears" only members heard within dead time minus takeover: a node whose beats stop
+        // reaching us loses our vote early enough to fence itself before we take its VIPs.
+        let fresh = self.timings.dead_time().saturating_sub(self.timings.takeover);
         let hears = self
             .members
             .iter()
             .take(64)
             .enumerate()
-            .filter(|(_, m)| self.alive(m, now))
+            .filter(|(_, m)| {
+                **m == self.me
+                    || self.heard.get(m.as_str()).is_some_and(|p| now.saturating_duration_since(p.at) < fresh)
+            })
             .fold(0u64, |bits, (i, _)| bits | (1 << i));
         let digest = self.members_digest();
         Some(heartbeat::build(
@@ -270,7 +340,13 @@ impl Peers {
                 seq: self.seq,
                 digest,
                 hears,
-                flags: if leaving { FLAG_LEAVING } else { 0 },
+                flags: if leaving {
+                    FLAG_LEAVING
+                } else if quorum {
+                    FLAG_QUORUM
+                } else {
+                    0
+                },
             },
         ))
     }
@@ -298,7 +374,7 @@ mod tests {
                 seq,
                 digest,
                 hears,
-                flags: if leaving { FLAG_LEAVING } else { 0 },
+                flags: if leaving { FLAG_LEAVING } else { FLAG_QUORUM },
             },
         );
         heartbeat::parse(f.bytes()).unwrap()
@@ -353,9 +429,19 @@ mod tests {
         p.heard(&hb_hearing("b", 1, 2, false, d, 0b111), t0);
         assert!(p.quorum(t0, false));
         // What a sends: the digest of its list and the members it hears.
-        let f = p.beat(EthernetAddress([2, 0, 0, 0, 0, 0xa]), t0, false).unwrap();
+        let f = p.beat(EthernetAddress([2, 0, 0, 0, 0, 0xa]), t0, false, true).unwrap();
         let h = heartbeat::parse(f.bytes()).unwrap();
-        assert_eq!((h.digest, h.hears), (d, 0b111));
+        assert_eq!((h.digest, h.hears, h.flags & FLAG_QUORUM), (d, 0b111, FLAG_QUORUM));
+        // A peer with another member list counts for a grace time only (the others dropped
+        // this node's Lease, say): then a loses quorum and fences.
+        let t1 = t0 + Duration::from_millis(20);
+        p.heard(&hb_hearing("b", 1, 3, false, d ^ 1, 0), t1);
+        p.heard(&hb_hearing("c", 1, 2, false, d ^ 1, 0), t1);
+        assert!(p.quorum(t1, false));
+        let t2 = t1 + DIGEST_GRACE;
+        p.heard(&hb_hearing("b", 1, 4, false, d ^ 1, 0), t2);
+        p.heard(&hb_hearing("c", 1, 3, false, d ^ 1, 0), t2);
+        assert!(!p.quorum(t2, false));
     }
 
     #[test]
@@ -365,11 +451,30 @@ mod tests {
         let vip: IpAddr = "192.0.2.1".parse().unwrap();
         let ranked = crate::k8s::plan::rank(vip, ["a", "b", "c"]);
         assert_eq!(ranked.len(), 3);
-        // Nobody heard: this node owns what it ranks first among the alive (itself).
-        assert_eq!(p.owner(&ranked, t0), Some("a"));
-        p.heard(&hb("b", 1, 1, false), t0);
-        p.heard(&hb("c", 1, 1, false), t0);
-        assert_eq!(p.owner(&ranked, t0), Some(ranked[0].as_str()));
+        let ms = Duration::from_millis;
+        // At start nobody is heard: peers not heard yet keep their VIPs for one dead time,
+        // and this node, alone of three, has no quorum: it takes nothing.
+        let first_peer = ranked.iter().find(|n| *n != "a").unwrap();
+        assert_eq!(p.owner(&ranked, t0, false), Some(first_peer.as_str()));
+        assert_eq!(p.owner(&ranked, t0 + ms(300), false), None);
+        assert!(p.beat(EthernetAddress([2, 0, 0, 0, 0, 0xa]), t0 + ms(300), false, false).is_some());
+        assert!(p.next_deadline(t0 + ms(300)) > t0 + ms(300), "no deadline in the past (no busy loop)");
+        // Heard, with quorum: the ranking decides.
+        p.heard(&hb("b", 1, 1, false), t0 + ms(300));
+        p.heard(&hb("c", 1, 1, false), t0 + ms(300));
+        assert_eq!(p.owner(&ranked, t0 + ms(300), false), Some(ranked[0].as_str()));
+        // A peer that says it has no quorum (it is fenced) is passed over.
+        let fenced = heartbeat::parse(
+            heartbeat::build(
+                MAC_B,
+                &Beat { name: "b", cluster: cluster_hash("c"), incarnation: 1, seq: 2, digest: 0, hears: 0, flags: 0 },
+            )
+            .bytes(),
+        )
+        .unwrap();
+        assert!(p.heard(&fenced, t0 + ms(310)), "losing quorum is a change");
+        let owner = p.owner(&ranked, t0 + ms(310), false);
+        assert!(owner.is_some() && owner != Some("b"), "{owner:?}");
         // Two members: one alone has quorum only with the witness.
         let mut two = Peers::new("a", "c", HaTimings::default(), vec!["a".into(), "b".into()], t0, 1);
         assert!(!two.quorum(t0, false));
@@ -378,13 +483,17 @@ mod tests {
         assert!(two.quorum(t0, false));
         // Beats: one per interval, numbered.
         let mac = EthernetAddress([2, 0, 0, 0, 0, 0xa]);
-        assert!(p.beat(mac, t0, false).is_some());
-        assert!(p.beat(mac, t0 + Duration::from_millis(10), false).is_none());
-        let f = p.beat(mac, t0 + Duration::from_millis(50), false).unwrap();
+        let t = t0 + ms(400);
+        assert!(p.beat(mac, t, false, true).is_some());
+        assert!(p.beat(mac, t + ms(10), false, true).is_none());
+        let f = p.beat(mac, t + ms(50), false, true).unwrap();
         let h = heartbeat::parse(f.bytes()).unwrap();
-        assert_eq!((h.name(), h.seq, h.leaving()), ("a", 2, false));
-        assert!(heartbeat::parse(p.beat(mac, t0 + Duration::from_millis(51), true).unwrap().bytes())
-            .unwrap()
-            .leaving());
+        assert_eq!((h.name(), h.seq, h.leaving()), ("a", 3, false));
+        assert!(heartbeat::parse(p.beat(mac, t + ms(51), true, false).unwrap().bytes()).unwrap().leaving());
+        // Long names are matched on what a heartbeat carries of them.
+        let long = "n".repeat(80);
+        let mut q = Peers::new("a", "c", HaTimings::default(), vec!["a".into(), long.clone()], t0, 1);
+        assert!(q.heard(&hb(&long, 1, 1, false), t0));
+        assert!(q.alive(&long, t0));
     }
 }

@@ -79,9 +79,13 @@ impl Membership {
     /// The API server answers again at `now`: the time it was away is not counted.
     pub fn api_up(&mut self, now: Instant) {
         if let Some(since) = self.api_down_since.take() {
+            // Only what was last seen before the outage is credited with its length (and
+            // never past now); renewals seen during it keep their own time.
             let away = now.saturating_duration_since(since);
             for s in self.seen.values_mut() {
-                s.changed += away;
+                if s.changed < since {
+                    s.changed = (s.changed + away).min(now);
+                }
             }
         }
     }

@@ -341,6 +341,10 @@ async fn run_node(
             }
             last_problems = new.problems.clone();
         }
+        // The plan first: Events are only news, and a slow API must not hold a takeover up.
+        if tx.send(new.clone()).is_err() {
+            break;
+        }
         let before: BTreeSet<IpAddr> = last.as_ref().map(|p| p.vips.iter().copied().collect()).unwrap_or_default();
         for vip in new.vips.iter().filter(|v| !before.contains(v)) {
             let names = new.owners.get(vip).map(|o| o.services.clone()).unwrap_or_default();
@@ -358,17 +362,16 @@ async fn run_node(
                     action: "Announce".into(),
                     secondary: None,
                 };
-                if let Err(e) = recorder.publish(&ev, &svc.object_ref(&())).await {
-                    tracing::warn!(service = %key, error = %e, "publishing the Event failed");
+                match tokio::time::timeout(Duration::from_secs(2), recorder.publish(&ev, &svc.object_ref(&()))).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(service = %key, error = %e, "publishing the Event failed"),
+                    Err(_) => tracing::warn!(service = %key, "publishing the Event timed out"),
                 }
             }
         }
         for vip in before.iter().filter(|v| !new.vips.contains(v)) {
             let to = new.owners.get(vip).and_then(|o| o.owner.clone()).unwrap_or_else(|| "nobody".into());
             tracing::info!(vip = %vip, to = %to, "the VIP moves to another node");
-        }
-        if tx.send(new.clone()).is_err() {
-            break;
         }
         last = Some(new);
     }

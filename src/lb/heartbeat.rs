@@ -7,7 +7,7 @@
 //! ```text
 //!  0  magic "XLBH"        4
 //!  4  version (1)         1
-//!  5  flags               1   bit 0: leaving (hand my VIPs over now)
+//!  5  flags               1   bit 0: leaving (hand my VIPs over now); bit 1: quorum
 //!  6  name length N       1   1..=64
 //!  7  reserved            1
 //!  8  cluster             4   hash of the cluster name: two clusters on one LAN ignore each other
@@ -31,6 +31,8 @@ pub const MAX_NAME: usize = 64;
 const HEADER: usize = 44;
 /// Flag: the sender is leaving; its VIPs move at once.
 pub const FLAG_LEAVING: u8 = 1;
+/// Flag: the sender has quorum and may own VIPs.
+pub const FLAG_QUORUM: u8 = 2;
 
 /// A heartbeat as received: small and `Copy`, so that workers pass it on without allocating.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -90,18 +92,19 @@ pub struct Beat<'a> {
     pub flags: u8,
 }
 
-/// The longest name prefix of at most [`MAX_NAME`] bytes that ends on a char boundary.
-fn cut(name: &str) -> &[u8] {
+/// The longest prefix of `name` of at most [`MAX_NAME`] bytes that ends on a char boundary:
+/// what a heartbeat carries of it.
+pub fn cut_name(name: &str) -> &str {
     let mut n = name.len().min(MAX_NAME);
     while !name.is_char_boundary(n) {
         n -= 1;
     }
-    &name.as_bytes()[..n]
+    &name[..n]
 }
 
 /// Builds the broadcast heartbeat frame sent from `mac`.
 pub fn build(mac: EthernetAddress, b: &Beat<'_>) -> OutFrame {
-    let name = cut(b.name);
+    let name = cut_name(b.name).as_bytes();
     let mut buf = [0u8; OUT_FRAME_CAP];
     buf[0..6].copy_from_slice(&EthernetAddress::BROADCAST.0);
     buf[6..12].copy_from_slice(&mac.0);

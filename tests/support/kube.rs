@@ -125,14 +125,22 @@ impl Api {
         sh(Command::new("bash").arg(script()).arg("start-apiserver").arg(&self.dir));
     }
 
-    /// The audit log's writes (create, update, patch, delete) by `user` so far.
-    pub fn writes_by(&self, user: &str) -> u64 {
+    /// The audit log's writes (create, update, patch, delete) by `user` so far, by
+    /// "verb resource".
+    pub fn writes_by(&self, user: &str) -> std::collections::BTreeMap<String, u64> {
         let log = std::fs::read_to_string(self.dir.join("audit.log")).unwrap_or_default();
-        log.lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|e| e["stage"] == "ResponseComplete" && e["user"]["username"] == user)
-            .filter(|e| matches!(e["verb"].as_str(), Some("create" | "update" | "patch" | "delete")))
-            .count() as u64
+        let mut out = std::collections::BTreeMap::new();
+        for e in log.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()) {
+            let verb = e["verb"].as_str().unwrap_or_default();
+            if e["stage"] == "ResponseComplete"
+                && e["user"]["username"] == user
+                && matches!(verb, "create" | "update" | "patch" | "delete")
+            {
+                let what = format!("{verb} {}", e["objectRef"]["resource"].as_str().unwrap_or("?"));
+                *out.entry(what).or_insert(0) += 1;
+            }
+        }
+        out
     }
 
     /// Makes the API server reachable at 127.0.0.1:port inside namespace `ns`: a thread
