@@ -989,6 +989,7 @@ impl Plane {
             ("admin", old.admin_socket != new.admin_socket),
             ("metrics", old.metrics != new.metrics),
             ("announce", old.announce != new.announce),
+            ("ha", old.ha != new.ha),
         ];
         for (field, changed) in restart_only {
             if changed {

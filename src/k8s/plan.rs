@@ -201,30 +201,40 @@ fn node_ready(node: &Node) -> bool {
         .is_none_or(|c| c.status == "True")
 }
 
-/// Whether `policy` lets `member` announce `vip` of `svc` (`external`: from spec.externalIPs).
-fn policy_allows(
-    policy: &L2AnnouncementPolicy,
-    svc: &Service,
-    external: bool,
-    member: &Member,
-    node_labels: &BTreeMap<String, String>,
-) -> bool {
-    let p = &policy.spec;
-    let kind = if external { p.external_ips } else { p.load_balancer_ips };
-    kind && selects(p.service_selector.as_ref(), svc.labels())
-        && selects(p.node_selector.as_ref(), node_labels)
-        && (p.interfaces.is_empty()
-            || p.interfaces.iter().any(|re| {
-                // Anchored, as Cilium does: `eth0` does not match `veth0`.
-                regex::Regex::new(&format!("^(?:{re})$")).is_ok_and(|r| r.is_match(&member.interface))
-            }))
+/// A policy with its interface patterns compiled (once per plan, not per check).
+struct Policy<'a> {
+    spec: &'a super::crds::L2AnnouncementPolicySpec,
+    /// Anchored, as Cilium does: `eth0` does not match `veth0`. A pattern that does not
+    /// compile matches nothing.
+    interfaces: Vec<Option<regex::Regex>>,
+}
+
+impl<'a> Policy<'a> {
+    fn new(p: &'a L2AnnouncementPolicy) -> Self {
+        Policy {
+            spec: &p.spec,
+            interfaces: p.spec.interfaces.iter().map(|re| regex::Regex::new(&format!("^(?:{re})$")).ok()).collect(),
+        }
+    }
+
+    /// Whether it lets `member` announce a VIP of `svc` (`external`: from spec.externalIPs).
+    fn allows(&self, svc: &Service, external: bool, member: &Member, node_labels: &BTreeMap<String, String>) -> bool {
+        let p = self.spec;
+        let kind = if external { p.external_ips } else { p.load_balancer_ips };
+        kind && selects(p.service_selector.as_ref(), svc.labels())
+            && selects(p.node_selector.as_ref(), node_labels)
+            && (p.interfaces.is_empty() || self.interfaces.iter().flatten().any(|r| r.is_match(&member.interface)))
+    }
 }
 
 /// The plan of node `me`. `snat_families`: whether a SNAT address exists for (IPv4, IPv6).
 pub fn plan(me: &str, c: &Cluster<'_>, settings: &Settings, snat_families: (bool, bool)) -> Plan {
     let mut out = Plan { members: c.members.keys().cloned().collect(), ..Plan::default() };
     let no_labels = BTreeMap::new();
-    let labels_of = |n: &str| c.nodes.iter().find(|x| x.name_any() == n).map_or(&no_labels, |x| x.labels());
+    let node_labels: BTreeMap<String, &BTreeMap<String, String>> =
+        c.nodes.iter().map(|n| (n.name_any(), n.labels())).collect();
+    let labels_of = |n: &str| node_labels.get(n).copied().unwrap_or(&no_labels);
+    let policies: Vec<Policy<'_>> = c.policies.iter().map(|p| Policy::new(p)).collect();
     let mut services: Vec<&Arc<Service>> = c.services.iter().filter(|s| served(s, settings)).collect();
     services.sort_by_key(|s| key(s));
     for svc in services {
@@ -280,7 +290,7 @@ pub fn plan(me: &str, c: &Cluster<'_>, settings: &Settings, snat_families: (bool
                 .members
                 .values()
                 .filter(|m| !local || local_nodes.contains(m.node.as_str()))
-                .filter(|m| c.policies.iter().any(|p| policy_allows(p, svc, *external, m, labels_of(&m.node))))
+                .filter(|m| policies.iter().any(|p| p.allows(svc, *external, m, labels_of(&m.node))))
                 .map(|m| m.node.as_str())
                 .collect();
             let candidates = rank(*vip, eligible.iter().copied());
@@ -298,7 +308,8 @@ pub fn plan(me: &str, c: &Cluster<'_>, settings: &Settings, snat_families: (bool
             let entry =
                 out.owners.entry(*vip).or_insert(Owned { services: Vec::new(), owner: who.clone(), candidates });
             entry.services.push(k.clone());
-            if who.as_deref() == Some(me) && !out.vips.contains(vip) {
+            // A VIP shared by Services has one owner: the first Service's (all nodes agree).
+            if entry.owner.as_deref() == Some(me) && !out.vips.contains(vip) {
                 out.vips.push(*vip);
             }
             if mode == ForwardMode::Snat && !(if vip.is_ipv4() { snat_families.0 } else { snat_families.1 }) {
