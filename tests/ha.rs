@@ -113,6 +113,27 @@ fn answers(ask: &Asker<'_>, target: Ipv4Addr, how_long: Duration) -> BTreeMap<Et
     out
 }
 
+/// Drops heartbeats on the lab's bridge by these (direction, port) matches, then watches
+/// `target` (owned by `mac`) for 2 s: when another box first answered, and how long both did.
+fn cut(
+    lab: &Lab,
+    ask: &Asker<'_>,
+    target: Ipv4Addr,
+    mac: EthernetAddress,
+    rules: &[(&str, &str)],
+) -> (Duration, Duration) {
+    lab.switch_nft(&["add", "table", "bridge", "cut"]);
+    lab.switch_nft(&["add", "chain", "bridge", "cut", "fw", "{ type filter hook forward priority 0; }"]);
+    for (dir, port) in rules {
+        lab.switch_nft(&["add", "rule", "bridge", "cut", "fw", dir, port, "ether", "type", "0x88b5", "drop"]);
+    }
+    let seen_by = answers(ask, target, Duration::from_secs(2));
+    let old = seen_by.get(&mac).map(|x| x.1);
+    let new = seen_by.iter().filter(|(m, _)| **m != mac).map(|(_, x)| x.0).min();
+    let new = new.unwrap_or_else(|| panic!("nobody took {target} from the cut-off box: {seen_by:?}"));
+    (new, old.map_or(Duration::ZERO, |o| o.saturating_sub(new)))
+}
+
 #[test]
 fn three_boxes_fail_over_in_under_a_second_and_fence_when_cut_off() {
     let Some(mut lab) = Lab::new("three_boxes_fail_over") else { return };
@@ -221,17 +242,9 @@ fn three_boxes_fail_over_in_under_a_second_and_fence_when_cut_off() {
     let a = &boxes[0];
     let target = *owners.iter().find(|(_, m)| **m == a.host.mac).unwrap().0;
     let port = format!("p-{}", a.name);
-    lab.switch_nft(&["add", "table", "bridge", "cut"]);
-    lab.switch_nft(&["add", "chain", "bridge", "cut", "fw", "{ type filter hook forward priority 0; }"]);
-    lab.switch_nft(&["add", "rule", "bridge", "cut", "fw", "iifname", &port, "ether", "type", "0x88b5", "drop"]);
-    lab.switch_nft(&["add", "rule", "bridge", "cut", "fw", "oifname", &port, "ether", "type", "0x88b5", "drop"]);
-    let seen_by = answers(&ask, target, Duration::from_secs(2));
-    let old = seen_by.get(&a.host.mac).map(|x| x.1);
-    let new = seen_by.iter().filter(|(m, _)| **m != a.host.mac).map(|(_, x)| x.0).min();
-    let new = new.unwrap_or_else(|| panic!("nobody took {target} from the cut-off box: {seen_by:?}"));
-    let overlap = old.map_or(Duration::ZERO, |o| o.saturating_sub(new));
+    let (new, overlap) = cut(&lab, &ask, target, a.host.mac, &[("iifname", &port), ("oifname", &port)]);
     println!("two-way cut: {target} answered by another box after {new:?}; both answered for {overlap:?}");
-    assert!(overlap <= Duration::from_millis(50), "two boxes answered for {overlap:?}: {seen_by:?}");
+    assert!(overlap <= Duration::from_millis(50), "two boxes answered for {overlap:?}");
     lab.switch_nft(&["delete", "table", "bridge", "cut"]);
     let end = Instant::now() + Duration::from_secs(10);
     while ask.settled(&vips, Duration::from_secs(10)) != owners {
@@ -239,37 +252,16 @@ fn three_boxes_fail_over_in_under_a_second_and_fence_when_cut_off() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
-    // A one-way cut: box-a's heartbeats dropped by the switch on their way out. The others take its VIPs;
-    // box-a, hearing that they no longer hear it, fences itself.
-    let a = &boxes[0];
-    let target = *owners.iter().find(|(_, m)| **m == a.host.mac).unwrap().0;
-    lab.switch_nft(&["add", "table", "bridge", "cut"]);
-    lab.switch_nft(&["add", "chain", "bridge", "cut", "fw", "{ type filter hook forward priority 0; }"]);
-    lab.switch_nft(&[
-        "add",
-        "rule",
-        "bridge",
-        "cut",
-        "fw",
-        "iifname",
-        &format!("p-{}", a.name),
-        "ether",
-        "type",
-        "0x88b5",
-        "drop",
-    ]);
-    let seen_by = answers(&ask, target, Duration::from_secs(2));
-    let old = seen_by.get(&a.host.mac).map(|x| x.1);
-    let new = seen_by.iter().filter(|(m, _)| **m != a.host.mac).map(|(_, x)| x.0).min();
-    let new = new.unwrap_or_else(|| panic!("nobody took {target} from the cut-off box: {seen_by:?}"));
-    let overlap = old.map_or(Duration::ZERO, |o| o.saturating_sub(new));
+    // A one-way cut: box-a's heartbeats dropped by the switch on their way out. The others
+    // take its VIPs; box-a, hearing that they no longer hear it, fences itself.
+    let (new, overlap) = cut(&lab, &ask, target, a.host.mac, &[("iifname", &port)]);
     println!("one-way cut: {target} answered by another box after {new:?}; both answered for {overlap:?}");
     assert!(
         overlap <= Duration::from_millis(250),
-        "two boxes answered for {overlap:?} (more than one announcement round): {seen_by:?}"
+        "two boxes answered for {overlap:?} (more than one announcement round)"
     );
-    let cut = ask.settled(&vips, Duration::from_secs(5));
-    assert!(cut.values().all(|m| *m != a.host.mac), "the cut-off box still answers");
+    let after_cut = ask.settled(&vips, Duration::from_secs(5));
+    assert!(after_cut.values().all(|m| *m != a.host.mac), "the cut-off box still answers");
     // Healing: back to the first owners, once, and stable.
     lab.switch_nft(&["delete", "table", "bridge", "cut"]);
     let end = Instant::now() + Duration::from_secs(10);
