@@ -404,6 +404,28 @@ mod tests {
     const V4: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 100));
     const V6: IpAddr = IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x64));
 
+    #[test]
+    fn failover_schedule_then_refresh() {
+        let now = Instant::now();
+        let cfg = AnnounceConfig {
+            probes: 0,
+            garp_offsets: Some(FAILOVER_GARP_OFFSETS),
+            refresh: Some(Duration::from_secs(30)),
+            ..AnnounceConfig::default()
+        };
+        let (mut a, first) = Announcer::new(cfg, MAC, &[V4], now);
+        // Round 1 at once (request + reply), then 50, 250 ms and 1 s, then every 30 s.
+        assert_eq!(first.frames.len(), 2);
+        let sent = run(&mut a, now + Duration::from_secs(70));
+        let times: Vec<u128> = sent.iter().step_by(2).map(|(t, _)| t.duration_since(now).as_millis()).collect();
+        assert_eq!(times, [50, 250, 1000, 31_000, 61_000]);
+        assert_eq!(a.vips()[0].1, VipStatus::Owned);
+        // Winning a conflict starts the rounds again.
+        let again = a.reannounce(V4, now + Duration::from_secs(70));
+        assert_eq!(again.frames.len(), 2);
+        assert!(matches!(a.vips()[0].1, VipStatus::Announcing { sent: 1, .. }));
+    }
+
     /// Runs the announcer until `until`, returning every frame sent with its time.
     fn run(a: &mut Announcer, until: Instant) -> Vec<(Instant, OutFrame)> {
         let mut out = Vec::new();
