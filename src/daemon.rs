@@ -198,6 +198,11 @@ struct HaStart {
     refresh: Duration,
 }
 
+/// Standalone HA: each VIP's candidates, the configured boxes ranked for it.
+fn static_candidates(vips: &[IpAddr], peers: &[String]) -> BTreeMap<IpAddr, Vec<String>> {
+    vips.iter().map(|v| (*v, rank(*v, peers.iter().map(String::as_str)))).collect()
+}
+
 /// This host's name, the default node name of standalone HA.
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
@@ -612,7 +617,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
             let members = h.peers.clone().unwrap_or_else(|| vec![h.node.clone()]);
             tracing::info!(node = %h.node, members = ?members, interval_ms = h.timings.interval.as_millis(), dead_after = h.timings.dead_after, takeover_ms = h.timings.takeover.as_millis(), "failover: heartbeats on");
             let candidates = match &h.peers {
-                Some(p) => compiled_vips.iter().map(|v| (*v, rank(*v, p.iter().map(String::as_str)))).collect(),
+                Some(p) => static_candidates(&compiled_vips, p),
                 None => BTreeMap::new(),
             };
             // Standalone, a two-box set has no third vote: the box left alone takes over
@@ -1025,11 +1030,15 @@ impl Plane {
             .collect()
     }
 
+    /// Every address this node announces at `now`: its VIPs and its SNAT addresses.
+    fn wanted(&self, now: Instant) -> Vec<IpAddr> {
+        self.announced(now).into_iter().chain(self.snat_addrs.iter().copied()).collect()
+    }
+
     /// Re-decides which VIPs this node announces (after a heartbeat, an expiry, a conflict).
     fn refresh_ownership(&mut self, prog: &XdpProgram, workers: &[WorkerHandle]) -> anyhow::Result<()> {
         let now = Instant::now();
-        let mut want = self.announced(now);
-        want.extend(self.snat_addrs.iter().copied());
+        let want = self.wanted(now);
         let have: Vec<IpAddr> = self.announcer.vips().iter().map(|(v, _)| *v).collect();
         if want.len() == have.len() && want.iter().all(|v| have.contains(v)) {
             return Ok(());
@@ -1177,12 +1186,10 @@ impl Plane {
         self.compiled = compiled;
         if let Some(ha) = &mut self.ha {
             if let Some(peers) = &ha.static_peers {
-                ha.candidates =
-                    self.compiled.vips.iter().map(|v| (*v, rank(*v, peers.iter().map(String::as_str)))).collect();
+                ha.candidates = static_candidates(&self.compiled.vips, peers);
             }
         }
-        let owned: Vec<IpAddr> =
-            self.announced(Instant::now()).into_iter().chain(self.snat_addrs.iter().copied()).collect();
+        let owned = self.wanted(Instant::now());
         join_groups(&mut self.memberships, self.dev.ifindex, &owned);
         let act = self.announcer.set_vips(&owned, Instant::now());
         for v in &act.withdrawn {

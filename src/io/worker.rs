@@ -636,8 +636,9 @@ impl Worker {
             let n = unsafe { self.xsk.rx.consume(&mut rx_descs) };
             tx_descs.clear();
             let batch_start = clock.elapsed();
-            state.fenced = self.shared.fence.fenced();
             if n > 0 {
+                // Read once per batch, not on every idle pass (it reads the clock).
+                state.fenced = self.shared.fence.fenced();
                 stats.bump(Counter::Batches);
                 stats.add(Counter::RxFrames, n as u64);
                 let now = u64::try_from(batch_start.as_nanos()).unwrap_or(u64::MAX);

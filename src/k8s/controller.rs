@@ -79,7 +79,7 @@ pub fn svc_view(svc: &Service) -> SvcView {
     let ann = svc.annotations();
     let spec = svc.spec.clone().unwrap_or_default();
     let mut view = SvcView {
-        key: format!("{}/{}", svc.namespace().unwrap_or_default(), svc.name_any()),
+        key: super::plan::key(svc),
         labels: svc.labels().clone(),
         sharing: SHARING_ANNOTATIONS.iter().find_map(|k| ann.get(*k)).cloned(),
         families: spec.ip_families.iter().flatten().map(|f| f == "IPv6").collect(),
@@ -272,7 +272,7 @@ impl Allocator {
         });
         let api: Api<Service> = Api::namespaced(self.client.clone(), &svc.namespace().unwrap_or_default());
         api.patch_status(&svc.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
-        let key = format!("{}/{}", svc.namespace().unwrap_or_default(), svc.name_any());
+        let key = super::plan::key(svc);
         let (type_, reason, note) = match result {
             Ok(_) => (EventType::Normal, "IPAllocated", cond.message.clone()),
             Err(e) => (EventType::Warning, "IPAllocationFailed", e.clone()),

@@ -115,7 +115,8 @@ pub fn rank<'a>(vip: IpAddr, nodes: impl IntoIterator<Item = &'a str>) -> Vec<St
     v.into_iter().map(str::to_string).collect()
 }
 
-fn key(svc: &Service) -> String {
+/// A Service's `namespace/name`, the key xlb names it by (logs, Events, IPAM holders).
+pub fn key(svc: &Service) -> String {
     format!("{}/{}", svc.namespace().unwrap_or_default(), svc.name_any())
 }
 

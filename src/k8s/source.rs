@@ -350,9 +350,7 @@ async fn run_node(
             let names = new.owners.get(vip).map(|o| o.services.clone()).unwrap_or_default();
             tracing::info!(vip = %vip, services = ?names, members = members.len(), "this node announces the VIP");
             for key in names {
-                let Some(svc) =
-                    svcs.iter().find(|s| format!("{}/{}", s.namespace().unwrap_or_default(), s.name_any()) == key)
-                else {
+                let Some(svc) = svcs.iter().find(|s| super::plan::key(s) == key) else {
                     continue;
                 };
                 let ev = Event {
