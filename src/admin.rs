@@ -222,11 +222,12 @@ fn render(q: &Query, v: &Value) -> String {
             if let Some(f) = v["failover"].as_object() {
                 let alive: Vec<String> = f["alive"].as_array().map_or_else(Vec::new, |m| m.iter().map(s).collect());
                 out += &format!(
-                    "\nfailover: node {}, alive: {}, quorum {}, fenced {}\n",
+                    "\nfailover: node {}, alive: {}, quorum {}, fenced {}{}\n",
                     s(&f["node"]),
                     alive.join(", "),
                     s(&f["quorum"]),
-                    s(&f["fenced"])
+                    s(&f["fenced"]),
+                    if f["witness"].as_bool() == Some(true) { ", holds the witness" } else { "" }
                 );
             }
             if let Some(k) = v["kubernetes"].as_object() {

@@ -196,6 +196,8 @@ struct HaStart {
     /// (candidates come with each plan).
     peers: Option<Vec<String>>,
     refresh: Duration,
+    /// Kubernetes: the witness Lease a two-member set votes with.
+    witness: Option<Arc<xlb::k8s::witness::Witness>>,
 }
 
 /// Standalone HA: each VIP's candidates, the configured boxes ranked for it.
@@ -275,6 +277,7 @@ fn start_from_kube(args: &RunArgs) -> Result<Start, UsageError> {
         allocate: !args.no_allocator,
         renew: Duration::from_millis(args.lease_renew_ms),
         valid: Duration::from_millis(args.lease_valid_ms),
+        witness: (args.heartbeat_interval_ms > 0).then(xlb::k8s::witness::Witness::new),
     };
     if opts.valid < 2 * opts.renew {
         return Err(UsageError::LeaseTimes(args.lease_renew_ms, args.lease_valid_ms));
@@ -293,6 +296,7 @@ fn start_from_kube(args: &RunArgs) -> Result<Start, UsageError> {
         },
         peers: None,
         refresh: Duration::from_secs(30),
+        witness: opts.witness.clone(),
     });
     if let Some(h) = &ha {
         if h.timings.takeover >= h.timings.dead_time() || h.timings.dead_after < 2 {
@@ -372,6 +376,7 @@ fn start_from_file(path: &Path, args: &RunArgs) -> Result<Start, UsageError> {
         timings: h.timings,
         peers: Some(h.peers.clone()),
         refresh: h.refresh,
+        witness: None,
     });
     if let Some(h) = &ha {
         if !h.peers.as_ref().is_some_and(|p| p.contains(&h.node)) {
@@ -620,14 +625,16 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
                 Some(p) => static_candidates(&compiled_vips, p),
                 None => BTreeMap::new(),
             };
-            // Standalone, a two-box set has no third vote: the box left alone takes over
-            // (a cut between the two is settled by rank when they hear each other's claims).
-            let witness = h.peers.as_ref().is_some_and(|p| p.len() == 2);
+            let vote = match (&h.witness, &h.peers) {
+                (Some(w), _) => Vote::Lease(w.clone()),
+                (None, Some(p)) if p.len() == 2 => Vote::Alone,
+                _ => Vote::Nobody,
+            };
             Ha {
                 peers: Peers::new(&h.node, &h.cluster, h.timings, members, Instant::now(), incarnation),
                 static_peers: h.peers,
                 candidates,
-                witness,
+                vote,
                 fence: fence.clone(),
                 yielded: HashMap::new(),
             }
@@ -868,11 +875,34 @@ struct Ha {
     static_peers: Option<Vec<String>>,
     /// VIP -> nodes that may own it, best first.
     candidates: BTreeMap<IpAddr, Vec<String>>,
-    /// The API server is reachable from here (a two-node set's third vote).
-    witness: bool,
+    /// Where a two-member set's third vote comes from.
+    vote: Vote,
     fence: Arc<Fence>,
     /// VIPs left to a better-ranked node after a conflict, until then.
     yielded: HashMap<IpAddr, Instant>,
+}
+
+/// Where the third vote of a two-member set comes from.
+enum Vote {
+    /// Kubernetes: the `xlb-witness` Lease, which one node at most holds.
+    Lease(Arc<xlb::k8s::witness::Witness>),
+    /// Standalone, two boxes: there is no third party to ask; the box left alone takes over
+    /// (a cut between the two is settled by rank when they hear each other's claims).
+    Alone,
+    /// More than two members: no witness.
+    Nobody,
+}
+
+impl Ha {
+    /// Until when this node has the third vote (see [`Peers::quorum`]).
+    fn witness(&self, now: Instant) -> Option<Instant> {
+        match &self.vote {
+            Vote::Lease(w) => w.held_until(),
+            // Renewed on every tick: a stalled control thread loses it.
+            Vote::Alone => Some(now + self.peers.timings().takeover),
+            Vote::Nobody => None,
+        }
+    }
 }
 
 /// The service a spec belongs to: `web` of `web/tcp:80`, `ns/web` of `ns/web/tcp:80`.
@@ -1017,14 +1047,14 @@ impl Plane {
         let Some(ha) = &self.ha else { return self.compiled.vips.clone() };
         let current: Vec<IpAddr> =
             self.announcer.vips().iter().map(|(v, _)| *v).filter(|v| !self.snat_addrs.contains(v)).collect();
-        if !ha.peers.quorum(now, ha.witness) {
+        let witness = ha.witness(now);
+        if !ha.peers.quorum(now, witness) {
             return current.into_iter().filter(|v| ha.candidates.contains_key(v)).collect();
         }
         ha.candidates
             .iter()
             .filter(|(v, c)| {
-                ha.peers.owner(c, now, ha.witness) == Some(ha.peers.me())
-                    && ha.yielded.get(*v).is_none_or(|t| *t <= now)
+                ha.peers.owner(c, now, witness) == Some(ha.peers.me()) && ha.yielded.get(*v).is_none_or(|t| *t <= now)
             })
             .map(|(v, _)| *v)
             .collect()
@@ -1059,13 +1089,17 @@ impl Plane {
         let now = Instant::now();
         let mac = self.dev.mac;
         let Some(ha) = &mut self.ha else { return Ok(()) };
-        let quorum = ha.peers.quorum(now, ha.witness) && !ha.fence.fenced();
+        if let Vote::Lease(w) = &ha.vote {
+            w.want(ha.peers.wants_witness(now));
+        }
+        let witness = ha.witness(now);
+        let quorum = ha.peers.quorum(now, witness) && !ha.fence.fenced();
         if let Some(f) = ha.peers.beat(mac, now, false, quorum) {
             self.send_frames(&[f], workers);
         }
         let Some(ha) = &mut self.ha else { return Ok(()) };
         let was = ha.fence.fenced();
-        match ha.peers.fence_deadline(now, ha.witness) {
+        match ha.peers.fence_deadline(now, witness) {
             Some(t) => ha.fence.set(t),
             None => ha.fence.clear(),
         }
@@ -1102,7 +1136,7 @@ impl Plane {
         let Some(other) = ha.peers.node_of(mac).map(str::to_string) else { return Ok(()) };
         let Some(cands) = ha.candidates.get(&vip) else { return Ok(()) };
         let pos = |n: &str| cands.iter().position(|c| c == n).unwrap_or(usize::MAX);
-        if ha.fence.fenced() || !ha.peers.quorum(now, ha.witness) {
+        if ha.fence.fenced() || !ha.peers.quorum(now, ha.witness(now)) {
             // Cut off: the claim is probably the new owner's; say nothing.
             return Ok(());
         }
@@ -1140,7 +1174,6 @@ impl Plane {
     ) -> anyhow::Result<()> {
         if let Some(ha) = &mut self.ha {
             ha.peers.set_members(plan.members.clone(), Instant::now());
-            ha.witness = plan.api_reachable;
             ha.candidates = plan.owners.iter().map(|(v, o)| (*v, o.candidates.clone())).collect();
         }
         if let Source::Kube { plans, members, owners, .. } = &mut self.source {
@@ -1355,7 +1388,8 @@ impl Plane {
                         json!({
                             "node": ha.peers.me(),
                             "alive": ha.peers.alive_members(now),
-                            "quorum": ha.peers.quorum(now, ha.witness),
+                            "quorum": ha.peers.quorum(now, ha.witness(now)),
+                            "witness": ha.witness(now).is_some_and(|t| t > now),
                             "fenced": ha.fence.fenced(),
                             "heartbeats_ignored": ha.peers.ignored,
                         })

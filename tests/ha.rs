@@ -26,8 +26,7 @@ use std::{
 
 use support::{
     dsr_backend, enter_netns_for_tests,
-    frames::{arp_request, seen, Seen},
-    neigh::{quantile, Asker},
+    neigh::{overlap, quantile, Asker},
     run, Host, Lab, Xlb,
 };
 use xlb::{io::packet_socket::PacketSocket, wire::EthernetAddress};
@@ -90,29 +89,6 @@ fn traffic(ns: &str, vips: Vec<Ipv4Addr>, stop: Arc<AtomicBool>) -> std::thread:
     })
 }
 
-/// Watches `target` with ARP probes every 10 ms for `how_long`: when each MAC answered.
-fn answers(ask: &Asker<'_>, target: Ipv4Addr, how_long: Duration) -> BTreeMap<EthernetAddress, (Duration, Duration)> {
-    let t0 = Instant::now();
-    let mut out: BTreeMap<EthernetAddress, (Duration, Duration)> = BTreeMap::new();
-    let mut buf = [0u8; 2048];
-    let mut next = Instant::now();
-    while t0.elapsed() < how_long {
-        if Instant::now() >= next {
-            ask.sock.send(&arp_request(ask.mac, ask.ip, target)).unwrap();
-            next += Duration::from_millis(10);
-        }
-        if let Some(n) = ask.sock.recv(&mut buf, next.saturating_duration_since(Instant::now())).unwrap() {
-            if let Seen::ArpReply { spa, sha, tpa } = seen(&buf[..n]) {
-                if spa == target && tpa == ask.ip {
-                    let e = out.entry(sha).or_insert((t0.elapsed(), t0.elapsed()));
-                    e.1 = t0.elapsed();
-                }
-            }
-        }
-    }
-    out
-}
-
 /// Drops heartbeats on the lab's bridge by these (direction, port) matches, then watches
 /// `target` (owned by `mac`) for 2 s: when another box first answered, and how long both did.
 fn cut(
@@ -127,11 +103,10 @@ fn cut(
     for (dir, port) in rules {
         lab.switch_nft(&["add", "rule", "bridge", "cut", "fw", dir, port, "ether", "type", "0x88b5", "drop"]);
     }
-    let seen_by = answers(ask, target, Duration::from_secs(2));
-    let old = seen_by.get(&mac).map(|x| x.1);
+    let seen_by = ask.answers(&[target], Duration::from_secs(2)).remove(&target).unwrap();
     let new = seen_by.iter().filter(|(m, _)| **m != mac).map(|(_, x)| x.0).min();
     let new = new.unwrap_or_else(|| panic!("nobody took {target} from the cut-off box: {seen_by:?}"));
-    (new, old.map_or(Duration::ZERO, |o| o.saturating_sub(new)))
+    (new, overlap(&seen_by, mac))
 }
 
 #[test]
@@ -269,7 +244,8 @@ fn three_boxes_fail_over_in_under_a_second_and_fence_when_cut_off() {
         assert!(Instant::now() < end, "ownership did not return after the cut healed");
         std::thread::sleep(Duration::from_millis(200));
     }
-    let moves: BTreeSet<EthernetAddress> = answers(&ask, target, Duration::from_secs(3)).into_keys().collect();
+    let moves: BTreeSet<EthernetAddress> =
+        ask.answers(&[target], Duration::from_secs(3)).remove(&target).unwrap().into_keys().collect();
     assert_eq!(moves, BTreeSet::from([a.host.mac]), "ownership flapped after healing");
 
     // A graceful stop: the last heartbeat says "leaving", and the others take over at once.

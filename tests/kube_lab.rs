@@ -4,7 +4,8 @@
 //! client), traffic through them to DSR backends, a killed node's VIPs (and only those)
 //! moving with gratuitous ARP within a second (heartbeats), an API server outage of 30 s
 //! that traffic does not notice and during which a killed node still fails over, and xlb's
-//! API write rate with 20 and with 200 VIPs (from the API server's audit log).
+//! API write rate with 20 and with 200 VIPs (from the API server's audit log). Two nodes:
+//! cuts between them settled by the witness Lease, a kill, and a cut with the API away.
 //!
 //! Figures are printed (`cargo test --test kube_lab -- --nocapture`); XLB_FAILOVER_KILLS sets
 //! how many kills are timed (default 3). Needs root and the API server: under CI=true,
@@ -30,7 +31,7 @@ use support::{
 use xlb::{io::packet_socket::PacketSocket, wire::EthernetAddress};
 
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
-const NODES: [&str; 3] = ["node-a", "node-b", "node-c"];
+const NODES: [&str; 5] = ["node-a", "node-b", "node-c", "node-d", "node-e"];
 const XLB_USER: &str = "system:serviceaccount:xlb-system:xlb";
 
 fn vip(i: u8) -> Ipv4Addr {
@@ -53,6 +54,24 @@ struct Node {
     xlb: Option<Xlb>,
 }
 
+/// The lab's hosts: a client (10.77.0.1), the nodes `names` (10.77.0.11 on), and two DSR
+/// backends (10.77.0.21 and .22) serving port 80 on `vips`.
+fn hosts(lab: &mut Lab, names: &[&'static str], vips: &[Ipv4Addr]) -> (Host, Vec<Node>) {
+    let client = lab.host("client", &["10.77.0.1/24"], 1);
+    let nodes = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| Node { name: n, host: lab.host(n, &[&format!("10.77.0.{}/24", 11 + i)], 1), xlb: None })
+        .collect();
+    let vip_strs: Vec<String> = vips.iter().map(ToString::to_string).collect();
+    let vip_refs: Vec<&str> = vip_strs.iter().map(String::as_str).collect();
+    for (i, name) in ["be1", "be2"].into_iter().enumerate() {
+        let be = lab.host(name, &[&format!("10.77.0.{}/24", 21 + i)], 1);
+        dsr_backend(lab, &be, name, &vip_refs, 80);
+    }
+    (client, nodes)
+}
+
 fn start_node(lab: &Lab, api: &Api, name: &str, host: &Host) -> Xlb {
     Xlb::start(lab, host, &["--kubernetes", "--node-name", name, "--kubeconfig", &api.xlb])
 }
@@ -72,22 +91,11 @@ fn write_rate(api: &Api, window: Duration) -> f64 {
 fn three_nodes_share_twenty_vips_fail_over_and_survive_an_api_outage() {
     let Some(mut lab) = Lab::new("three_nodes_share_twenty_vips") else { return };
     let Some(api) = Api::start() else { return };
-    let client = lab.host("client", &["10.77.0.1/24"], 1);
-    let mut nodes: Vec<Node> = NODES
-        .iter()
-        .enumerate()
-        .map(|(i, n)| Node { name: n, host: lab.host(n, &[&format!("10.77.0.{}/24", 11 + i)], 1), xlb: None })
-        .collect();
-    let be1 = lab.host("be1", &["10.77.0.21/24"], 1);
-    let be2 = lab.host("be2", &["10.77.0.22/24"], 1);
     let vips: Vec<Ipv4Addr> = (0..20).map(vip).collect();
-    let vip_strs: Vec<String> = vips.iter().map(ToString::to_string).collect();
-    let vip_refs: Vec<&str> = vip_strs.iter().map(String::as_str).collect();
-    dsr_backend(&lab, &be1, "be1", &vip_refs, 80);
-    dsr_backend(&lab, &be2, "be2", &vip_refs, 80);
+    let (client, mut nodes) = hosts(&mut lab, &NODES[..3], &vips);
 
     // The cluster: Nodes, a pool of exactly 20 addresses, a policy, 20 Services with slices.
-    for (i, n) in NODES.iter().enumerate() {
+    for (i, n) in NODES[..3].iter().enumerate() {
         api.apply(&format!(
             "apiVersion: v1\nkind: Node\nmetadata: {{name: {n}, labels: {{ingress: 'true'}}, annotations: {{xlb.dev/snat-addresses: 10.77.0.{}}}}}\nstatus:\n  addresses: [{{type: InternalIP, address: 10.77.0.{}}}]\n",
             91 + i,
@@ -272,6 +280,148 @@ fn three_nodes_share_twenty_vips_fail_over_and_survive_an_api_outage() {
     println!("xlb API writes per second (3 nodes, idle): {rate20:.2} with 20 VIPs, {rate200:.2} with 200 VIPs");
     assert!(rate20 > 0.0, "no Lease renewals seen in the audit log");
     assert!(rate200 <= rate20 * 1.25 + 0.2, "writes grew with the VIPs: {rate20:.2}/s -> {rate200:.2}/s");
+    for n in &mut nodes {
+        n.xlb.as_mut().unwrap().stop();
+    }
+}
+
+/// Drops heartbeats to and from (`both`) or only from `node` on the lab's bridge.
+fn cut_heartbeats(lab: &Lab, node: &str, both: bool) {
+    let port = format!("p-{node}");
+    lab.switch_nft(&["add", "table", "bridge", "cut"]);
+    lab.switch_nft(&["add", "chain", "bridge", "cut", "fw", "{ type filter hook forward priority 0; }"]);
+    let dirs: &[&str] = if both { &["iifname", "oifname"] } else { &["iifname"] };
+    for dir in dirs {
+        lab.switch_nft(&["add", "rule", "bridge", "cut", "fw", dir, &port, "ether", "type", "0x88b5", "drop"]);
+    }
+}
+
+/// Two nodes have no majority of their own: a cut between them is settled by the witness
+/// Lease, which one node at most holds. The holder takes every VIP, the other fences (the
+/// client never sees two MACs for longer than one announcement round); healing gives the
+/// VIPs back once; a killed node's VIPs move within a second; with the API server away, a
+/// cut fences both nodes rather than letting both answer.
+#[test]
+fn two_nodes_settle_cuts_through_the_witness_lease() {
+    let Some(mut lab) = Lab::new("two_nodes_witness") else { return };
+    let Some(api) = Api::start() else { return };
+    let vips: Vec<Ipv4Addr> = (0..10).map(vip).collect();
+    let (client, mut nodes) = hosts(&mut lab, &NODES[..2], &vips);
+    for (i, n) in NODES[..2].iter().enumerate() {
+        api.apply(&format!(
+            "apiVersion: v1\nkind: Node\nmetadata: {{name: {n}, labels: {{ingress: 'true'}}}}\nstatus:\n  addresses: [{{type: InternalIP, address: 10.77.0.{}}}]\n",
+            11 + i
+        ));
+    }
+    api.apply("apiVersion: xlb.dev/v1alpha1\nkind: LoadBalancerIPPool\nmetadata: {name: lab}\nspec:\n  blocks: [{start: 10.77.0.100, stop: 10.77.0.109}]\n  allowFirstLastIPs: 'Yes'\n  serviceSelector: {matchLabels: {pool: lab}}\n");
+    api.apply("apiVersion: xlb.dev/v1alpha1\nkind: L2AnnouncementPolicy\nmetadata: {name: ingress}\nspec:\n  loadBalancerIPs: true\n  nodeSelector: {matchLabels: {ingress: 'true'}}\n");
+    api.apply(&services_yaml(0..10, "lab"));
+    for n in &mut nodes {
+        api.reach_from(&n.host.ns);
+        n.xlb = Some(start_node(&lab, &api, n.name, &n.host));
+    }
+    let log0 = nodes[0].xlb.as_ref().unwrap().log.clone();
+    api.wait_for("10 addresses allocated", 30, &log0, |api| {
+        (0..10).all(|i| !api.ingress(&format!("svc-{i}")).is_empty())
+    });
+    let sock = PacketSocket::open(Some(&client.ns), "eth0").unwrap();
+    let ask = Asker { sock: &sock, mac: client.mac, ip: CLIENT };
+    let owners = ask.settled(&vips, Duration::from_secs(20));
+    let (a_mac, b_mac) = (nodes[0].host.mac, nodes[1].host.mac);
+    let of = |mac: EthernetAddress| owners.iter().find(|(_, m)| **m == mac).map(|(v, _)| *v);
+    let (Some(va), Some(vb)) = (of(a_mac), of(b_mac)) else {
+        panic!("each of the two nodes should announce some of the 10 VIPs: {owners:?}")
+    };
+    let holder = || {
+        api.kubectl(&[
+            "get",
+            "lease",
+            "-n",
+            "xlb-system",
+            "xlb-witness",
+            "--ignore-not-found",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ])
+        .trim()
+        .to_string()
+    };
+    let mac_of = |name: &str| if name == nodes[0].name { a_mac } else { b_mac };
+    let back_to_first = |what: &str| {
+        let end = Instant::now() + Duration::from_secs(15);
+        while ask.settled(&vips, Duration::from_secs(10)) != owners {
+            assert!(Instant::now() < end, "ownership did not return to its first state after {what}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        // Once, and stable: each node's VIP answered by its first owner only for 3 s.
+        let seen = ask.answers(&[va, vb], Duration::from_secs(3));
+        assert_eq!(seen[&va].keys().copied().collect::<Vec<_>>(), vec![a_mac], "{va} flapped after {what}");
+        assert_eq!(seen[&vb].keys().copied().collect::<Vec<_>>(), vec![b_mac], "{vb} flapped after {what}");
+        let end = Instant::now() + Duration::from_secs(5);
+        while !holder().is_empty() {
+            assert!(Instant::now() < end, "the witness was not released after {what}: held by {}", holder());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    // A node that starts before its peer holds the witness until it hears the peer; a
+    // healthy pair then leaves it free (and writes nothing).
+    let end = Instant::now() + Duration::from_secs(5);
+    while !holder().is_empty() {
+        assert!(Instant::now() < end, "a healthy pair keeps the witness: held by {}", holder());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    for (what, both) in [("two-way cut", true), ("one-way cut", false)] {
+        cut_heartbeats(&lab, nodes[0].name, both);
+        let seen = ask.answers(&[va, vb], Duration::from_secs(2));
+        let winner = holder();
+        assert!(winner == nodes[0].name || winner == nodes[1].name, "{what}: witness held by {winner:?}");
+        let (win, lose) =
+            (mac_of(&winner), mac_of(if winner == nodes[0].name { nodes[1].name } else { nodes[0].name }));
+        let after = ask.settled(&vips, Duration::from_secs(5));
+        assert!(
+            after.values().all(|m| *m == win),
+            "{what}: the witness holder {winner} should answer for all: {after:?}"
+        );
+        // The VIP that moved: both MACs at once for at most one announcement round.
+        let moved = if win == a_mac { vb } else { va };
+        let took = seen[&moved].get(&win).map(|x| x.0);
+        let both_for = support::neigh::overlap(&seen[&moved], lose);
+        println!(
+            "{what}: witness taken by {winner}; {moved} answered by it after {took:?}; both answered for {both_for:?}"
+        );
+        assert!(
+            took.is_some_and(|t| t < Duration::from_secs(1)),
+            "{what}: {moved} not taken within a second: {seen:?}"
+        );
+        assert!(both_for <= Duration::from_millis(250), "{what}: two nodes answered {moved} for {both_for:?}");
+        lab.switch_nft(&["delete", "table", "bridge", "cut"]);
+        back_to_first(what);
+    }
+
+    // A killed node: the survivor takes the free witness and the VIPs within a second.
+    let t0 = Instant::now();
+    nodes[0].xlb.take().unwrap().signal("KILL");
+    let (took, garp) = ask.takeover(va, a_mac, t0);
+    println!("two nodes, node-a killed: {va} answered by node-b after {took:?}");
+    assert!(garp && took < Duration::from_secs(1), "two-node failover took {took:?} (gratuitous ARP: {garp})");
+    assert_eq!(holder(), nodes[1].name);
+    nodes[0].xlb = Some(start_node(&lab, &api, nodes[0].name, &nodes[0].host));
+    back_to_first("node-a's restart");
+
+    // The API server away, and a cut: nobody can hold the witness, so both fence (no answer
+    // is safer than two answers; heartbeats keep a pair that hears itself going).
+    api.stop_apiserver();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(ask.settled(&vips, Duration::from_secs(5)), owners, "VIPs moved when the API went away");
+    cut_heartbeats(&lab, nodes[0].name, true);
+    std::thread::sleep(Duration::from_secs(1));
+    let census = ask.census(&vips);
+    println!("API away and a cut: answers {census:?}");
+    assert!(census.values().all(BTreeSet::is_empty), "with no witness, a cut pair must not answer: {census:?}");
+    lab.switch_nft(&["delete", "table", "bridge", "cut"]);
+    assert_eq!(ask.settled(&vips, Duration::from_secs(5)), owners, "the pair did not come back after the cut healed");
+    api.start_apiserver();
     for n in &mut nodes {
         n.xlb.as_mut().unwrap().stop();
     }

@@ -9,8 +9,9 @@
 //!
 //! Split brain is bounded on two sides:
 //! - a node announces VIPs only while it has quorum: it hears more than half of the members
-//!   (itself included); a two-member set counts a witness (the API server, when this node can
-//!   renew its Lease there) as the third vote;
+//!   (itself included); a two-member set counts a witness as the third vote (Kubernetes: the
+//!   `xlb-witness` Lease, which only one node can hold at a time, see
+//!   [`crate::k8s::witness`]);
 //! - a node that has not had quorum for `takeover` (150 ms by default, less than the time
 //!   others need to declare it dead) fences itself: the workers stop answering ARP/NDP for
 //!   its VIPs, checked before every batch, so even a stalled control thread cannot answer
@@ -237,43 +238,57 @@ impl Peers {
     }
 
     /// Whether this node is in touch, both ways, with more than half of the members at `now`;
-    /// `witness`: a third vote for a two-member set (the API server reachable from here).
+    /// `witness`: until when this node holds the third vote of a two-member set.
     /// A node whose own heartbeats no longer reach the others (a one-way cut) hears them say
     /// so, and loses quorum.
-    pub fn quorum(&self, now: Instant, witness: bool) -> bool {
+    pub fn quorum(&self, now: Instant, witness: Option<Instant>) -> bool {
         let n = self.members.len();
         if n <= 1 {
             return true;
         }
         let both_ways = self.alive_members(now).into_iter().filter(|m| self.hears_me(m, now)).count();
-        let alive = both_ways + usize::from(n == 2 && witness);
+        let alive = both_ways + usize::from(n == 2 && witness.is_some_and(|t| t > now));
         let total = n + usize::from(n == 2);
         2 * alive > total
     }
 
+    /// Whether a two-member set needs the witness at `now`: the peer missed two heartbeats
+    /// in a row, or no longer hears this node. Asked early (well before the peer counts as
+    /// dead) so that the vote is there before the fence would fall.
+    pub fn wants_witness(&self, now: Instant) -> bool {
+        if self.members.len() != 2 {
+            return false;
+        }
+        let Some(peer) = self.members.iter().find(|m| **m != self.me) else { return false };
+        !self.heard.get(peer).is_some_and(|p| {
+            now.saturating_duration_since(p.at) < 2 * self.timings.interval && self.hears_me(peer, now)
+        })
+    }
+
     /// The fencing deadline at `now`: `takeover` after the moment this node last heard
-    /// (both ways) enough peers to make a majority with itself. A node cut off from the others
-    /// thus stops answering `takeover` after their last heartbeats, before they, waiting
-    /// `dead_after` intervals, take its VIPs. `None`: no deadline (no peers needed).
-    pub fn fence_deadline(&mut self, now: Instant, witness: bool) -> Option<Instant> {
+    /// (both ways) enough peers to make a majority with itself, or the end of its hold on
+    /// the witness if that is later. A node cut off from the others thus stops answering
+    /// `takeover` after their last heartbeats, before they, waiting `dead_after` intervals,
+    /// take its VIPs. `None`: no deadline (no peers needed).
+    pub fn fence_deadline(&mut self, now: Instant, witness: Option<Instant>) -> Option<Instant> {
         let n = self.members.len();
-        let total = n + usize::from(n == 2);
-        // Votes needed beyond this node's own (and the witness's).
-        let need = (total / 2 + 1).saturating_sub(1 + usize::from(n == 2 && witness));
-        if n <= 1 || need == 0 {
+        if n <= 1 {
             return None;
         }
-        let mut heard: Vec<Instant> = self
+        let total = n + usize::from(n == 2);
+        // Votes needed beyond this node's own.
+        let need = total / 2;
+        let mut votes: Vec<Instant> = self
             .members
             .iter()
             .filter(|m| **m != self.me && self.alive(m, now) && self.hears_me(m, now))
-            .filter_map(|m| self.heard.get(m).map(|p| p.at))
+            .filter_map(|m| self.heard.get(m).map(|p| p.at + self.timings.takeover))
+            .chain(witness.filter(|_| n == 2))
             .collect();
-        heard.sort_unstable_by(|a, b| b.cmp(a));
-        if let Some(t) = heard.get(need - 1) {
-            let deadline = *t + self.timings.takeover;
+        votes.sort_unstable_by(|a, b| b.cmp(a));
+        if let Some(t) = votes.get(need - 1) {
             // Never earlier than one already given: the workers read it without a lock.
-            self.quorum_at = Some(self.quorum_at.map_or(deadline, |q| q.max(deadline)));
+            self.quorum_at = Some(self.quorum_at.map_or(*t, |q| q.max(*t)));
         }
         // Never had a majority: fenced from the start.
         Some(self.quorum_at.unwrap_or(now))
@@ -283,7 +298,7 @@ impl Peers {
     /// alive and said in its last heartbeat that it has quorum (a peer that cannot hear the
     /// others is fenced, and must not be left VIPs it cannot answer for); a member not heard
     /// yet, during this view's first dead time.
-    fn may_own(&self, node: &str, now: Instant, witness: bool) -> bool {
+    fn may_own(&self, node: &str, now: Instant, witness: Option<Instant>) -> bool {
         if node == self.me {
             return self.quorum(now, witness);
         }
@@ -294,7 +309,7 @@ impl Peers {
     }
 
     /// The owner of a VIP: the first of `candidates` (best score first) that may own VIPs.
-    pub fn owner<'a>(&self, candidates: &'a [String], now: Instant, witness: bool) -> Option<&'a str> {
+    pub fn owner<'a>(&self, candidates: &'a [String], now: Instant, witness: Option<Instant>) -> Option<&'a str> {
         candidates.iter().map(String::as_str).find(|c| self.may_own(c, now, witness))
     }
 
@@ -389,17 +404,17 @@ mod tests {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
         let mut p = three(t0);
-        assert!(!p.quorum(t0, false), "alone of three");
-        assert_eq!(p.fence_deadline(t0, false), Some(t0), "never had a majority: fenced");
+        assert!(!p.quorum(t0, None), "alone of three");
+        assert_eq!(p.fence_deadline(t0, None), Some(t0), "never had a majority: fenced");
         assert!(p.heard(&hb("b", 1, 1, false), t0), "b comes alive");
-        assert!(p.quorum(t0, false));
-        assert_eq!(p.fence_deadline(t0, false), Some(t0 + ms(150)));
+        assert!(p.quorum(t0, None));
+        assert_eq!(p.fence_deadline(t0, None), Some(t0 + ms(150)));
         // The deadline follows the last heartbeat of the majority, not the 250 ms liveness.
         assert!(!p.heard(&hb("b", 1, 1, false), t0 + ms(100)), "a replay does not move it");
-        assert_eq!(p.fence_deadline(t0 + ms(100), false), Some(t0 + ms(150)));
+        assert_eq!(p.fence_deadline(t0 + ms(100), None), Some(t0 + ms(150)));
         // A lone member set needs nobody.
         let mut alone = Peers::new("a", "c", HaTimings::default(), vec!["a".into()], t0, 1);
-        assert_eq!(alone.fence_deadline(t0, false), None);
+        assert_eq!(alone.fence_deadline(t0, None), None);
         assert_eq!(p.node_of(MAC_B), Some("b"));
         // Replays and old incarnations are ignored; unknown nodes and other clusters too.
         assert!(!p.heard(&hb("b", 0, 9, false), t0 + ms(100)));
@@ -408,8 +423,8 @@ mod tests {
         // b dies after 5 missed heartbeats: quorum lost, the deadline stays where it was.
         assert!(p.alive("b", t0 + ms(249)));
         assert!(!p.alive("b", t0 + ms(250)));
-        assert!(!p.quorum(t0 + ms(250), false));
-        assert_eq!(p.fence_deadline(t0 + ms(250), false), Some(t0 + ms(150)));
+        assert!(!p.quorum(t0 + ms(250), None));
+        assert_eq!(p.fence_deadline(t0 + ms(250), None), Some(t0 + ms(150)));
         // A restart (new incarnation, seq from 1) is taken; a leaving beat kills at once.
         assert!(p.heard(&hb("b", 2, 1, false), t0 + ms(300)));
         assert!(p.heard(&hb("b", 2, 2, true), t0 + ms(310)));
@@ -424,10 +439,10 @@ mod tests {
         // b and c hear each other but not a (bit 0): a hears them, yet has no quorum.
         p.heard(&hb_hearing("b", 1, 1, false, d, 0b110), t0);
         p.heard(&hb_hearing("c", 1, 1, false, d, 0b110), t0);
-        assert!(!p.quorum(t0, false), "one-way cut: a must not think it has quorum");
+        assert!(!p.quorum(t0, None), "one-way cut: a must not think it has quorum");
         // b hears a again: a, b both ways is 2 of 3.
         p.heard(&hb_hearing("b", 1, 2, false, d, 0b111), t0);
-        assert!(p.quorum(t0, false));
+        assert!(p.quorum(t0, None));
         // What a sends: the digest of its list and the members it hears.
         let f = p.beat(EthernetAddress([2, 0, 0, 0, 0, 0xa]), t0, false, true).unwrap();
         let h = heartbeat::parse(f.bytes()).unwrap();
@@ -437,11 +452,11 @@ mod tests {
         let t1 = t0 + Duration::from_millis(20);
         p.heard(&hb_hearing("b", 1, 3, false, d ^ 1, 0), t1);
         p.heard(&hb_hearing("c", 1, 2, false, d ^ 1, 0), t1);
-        assert!(p.quorum(t1, false));
+        assert!(p.quorum(t1, None));
         let t2 = t1 + DIGEST_GRACE;
         p.heard(&hb_hearing("b", 1, 4, false, d ^ 1, 0), t2);
         p.heard(&hb_hearing("c", 1, 3, false, d ^ 1, 0), t2);
-        assert!(!p.quorum(t2, false));
+        assert!(!p.quorum(t2, None));
     }
 
     #[test]
@@ -455,14 +470,14 @@ mod tests {
         // At start nobody is heard: peers not heard yet keep their VIPs for one dead time,
         // and this node, alone of three, has no quorum: it takes nothing.
         let first_peer = ranked.iter().find(|n| *n != "a").unwrap();
-        assert_eq!(p.owner(&ranked, t0, false), Some(first_peer.as_str()));
-        assert_eq!(p.owner(&ranked, t0 + ms(300), false), None);
+        assert_eq!(p.owner(&ranked, t0, None), Some(first_peer.as_str()));
+        assert_eq!(p.owner(&ranked, t0 + ms(300), None), None);
         assert!(p.beat(EthernetAddress([2, 0, 0, 0, 0, 0xa]), t0 + ms(300), false, false).is_some());
         assert!(p.next_deadline(t0 + ms(300)) > t0 + ms(300), "no deadline in the past (no busy loop)");
         // Heard, with quorum: the ranking decides.
         p.heard(&hb("b", 1, 1, false), t0 + ms(300));
         p.heard(&hb("c", 1, 1, false), t0 + ms(300));
-        assert_eq!(p.owner(&ranked, t0 + ms(300), false), Some(ranked[0].as_str()));
+        assert_eq!(p.owner(&ranked, t0 + ms(300), None), Some(ranked[0].as_str()));
         // A peer that says it has no quorum (it is fenced) is passed over.
         let fenced = heartbeat::parse(
             heartbeat::build(
@@ -473,14 +488,25 @@ mod tests {
         )
         .unwrap();
         assert!(p.heard(&fenced, t0 + ms(310)), "losing quorum is a change");
-        let owner = p.owner(&ranked, t0 + ms(310), false);
+        let owner = p.owner(&ranked, t0 + ms(310), None);
         assert!(owner.is_some() && owner != Some("b"), "{owner:?}");
         // Two members: one alone has quorum only with the witness.
         let mut two = Peers::new("a", "c", HaTimings::default(), vec!["a".into(), "b".into()], t0, 1);
-        assert!(!two.quorum(t0, false));
-        assert!(two.quorum(t0, true));
+        assert!(!two.quorum(t0, None));
+        assert!(two.quorum(t0, Some(t0 + ms(1))));
         two.heard(&hb("b", 1, 1, false), t0);
-        assert!(two.quorum(t0, false));
+        assert!(two.quorum(t0, None));
+        // It needs no witness while the peer beats, asks for it after two missed beats, and
+        // the fence then follows the hold on the witness (never earlier than once given).
+        assert!(!two.wants_witness(t0 + ms(99)));
+        assert!(two.wants_witness(t0 + ms(100)));
+        assert!(!two.quorum(t0 + ms(250), None));
+        let hold = t0 + ms(1100);
+        assert!(two.quorum(t0 + ms(250), Some(hold)));
+        assert_eq!(two.fence_deadline(t0 + ms(250), Some(hold)), Some(hold));
+        assert_eq!(two.fence_deadline(t0 + ms(300), None), Some(hold));
+        assert!(!two.quorum(hold, Some(hold)), "a hold that has ended is no vote");
+        assert!(!p.wants_witness(t0 + ms(400)), "three members need no witness");
         // Beats: one per interval, numbered.
         let mac = EthernetAddress([2, 0, 0, 0, 0, 0xa]);
         let t = t0 + ms(400);

@@ -8,6 +8,7 @@ pub mod crds;
 pub mod member;
 pub mod plan;
 pub mod source;
+pub mod witness;
 
 use std::{sync::Arc, time::Duration};
 

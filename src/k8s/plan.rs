@@ -90,9 +90,6 @@ pub struct Plan {
     pub problems: BTreeMap<String, Vec<String>>,
     /// The live members the owners were chosen among.
     pub members: Vec<String>,
-    /// Whether this node reaches the API server (its Lease renews, the Lease watch works):
-    /// the witness of a two-node set.
-    pub api_reachable: bool,
 }
 
 /// The rendezvous score of `node` for `vip`.

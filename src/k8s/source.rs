@@ -67,6 +67,8 @@ pub struct NodeOptions {
     pub renew: Duration,
     /// How long a Lease is valid after its last change.
     pub valid: Duration,
+    /// The third vote of a two-member set (with failover on).
+    pub witness: Option<Arc<super::witness::Witness>>,
 }
 
 /// The name of `node`'s membership Lease.
@@ -231,6 +233,9 @@ async fn run_node(
         });
     }
     let leases: Api<Lease> = Api::namespaced(client.clone(), &opts.settings.namespace);
+    if let Some(w) = &opts.witness {
+        tokio::spawn(super::witness::run(leases.clone(), me.clone(), w.clone(), stop.clone()));
+    }
     // Membership depends on this watch: after an outage it retries every 2 s at most.
     let mut lease_events = watcher(leases.clone(), watcher::Config::default().labels(&format!("{MEMBER_LABEL}=node")))
         .backoff(CappedBackoff::new(Duration::from_secs(2)))
@@ -326,8 +331,7 @@ async fn run_node(
         let members = membership.live(Instant::now());
         let (svcs, sls, ns, ps) = (services.state(), slices.state(), nodes.state(), policies.state());
         let cluster = Cluster { services: &svcs, slices: &sls, nodes: &ns, policies: &ps, members: &members };
-        let mut new = plan(&me, &cluster, &opts.settings, opts.snat_families);
-        new.api_reachable = renew_ok && lease_watch_ok;
+        let new = plan(&me, &cluster, &opts.settings, opts.snat_families);
         if last.as_ref() == Some(&new) {
             continue;
         }

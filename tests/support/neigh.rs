@@ -57,6 +57,32 @@ impl Asker<'_> {
         }
     }
 
+    /// Watches `targets` with ARP probes (each every 10 ms) for `how_long`: for each target,
+    /// when each MAC first and last answered.
+    pub fn answers(&self, targets: &[Ipv4Addr], how_long: Duration) -> BTreeMap<Ipv4Addr, Answers> {
+        let t0 = Instant::now();
+        let mut out: BTreeMap<Ipv4Addr, Answers> = targets.iter().map(|t| (*t, BTreeMap::new())).collect();
+        let mut buf = [0u8; 2048];
+        let mut next = Instant::now();
+        while t0.elapsed() < how_long {
+            if Instant::now() >= next {
+                for t in targets {
+                    self.sock.send(&arp_request(self.mac, self.ip, *t)).unwrap();
+                }
+                next += Duration::from_millis(10);
+            }
+            if let Some(n) = self.sock.recv(&mut buf, next.saturating_duration_since(Instant::now())).unwrap() {
+                if let Seen::ArpReply { spa, sha, tpa } = seen(&buf[..n]) {
+                    if let Some(m) = out.get_mut(&spa).filter(|_| tpa == self.ip) {
+                        let e = m.entry(sha).or_insert((t0.elapsed(), t0.elapsed()));
+                        e.1 = t0.elapsed();
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Probes `target` every 10 ms from `t0` (when its owner `old` failed) until another MAC
     /// answers; returns how long that took and whether the new owner sent gratuitous ARP.
     pub fn takeover(&self, target: Ipv4Addr, old: EthernetAddress, t0: Instant) -> (Duration, bool) {
@@ -88,6 +114,19 @@ impl Asker<'_> {
             }
         }
         (took.unwrap_or_else(|| panic!("no node took {target} within 30 s")), garp)
+    }
+}
+
+/// Per answering MAC: when it first and last answered.
+pub type Answers = BTreeMap<EthernetAddress, (Duration, Duration)>;
+
+/// The time `answers` shows two MACs answering at once: from the first answer of a MAC other
+/// than `old` to `old`'s last one (zero when they do not overlap).
+pub fn overlap(answers: &Answers, old: EthernetAddress) -> Duration {
+    let new = answers.iter().filter(|(m, _)| **m != old).map(|(_, x)| x.0).min();
+    match (new, answers.get(&old)) {
+        (Some(n), Some(o)) => o.1.saturating_sub(n),
+        _ => Duration::ZERO,
     }
 }
 
