@@ -157,9 +157,10 @@ int xlb_xdp(struct xdp_md *ctx)
 		if (arp->htype != bpf_htons(1) || arp->ptype != bpf_htons(ETH_P_IP) ||
 		    arp->hlen != 6 || arp->plen != 4)
 			goto pass;
-		if (arp->op == bpf_htons(ARPOP_REQUEST_) && vip_flags(XLB_FAMILY_V4, arp->tpa))
+		if (arp->op == bpf_htons(ARPOP_REQUEST_) &&
+		    (vip_flags(XLB_FAMILY_V4, arp->tpa) & XLB_VIP_NEIGH))
 			return to_socket(ctx, XLB_CLASS_ARP_REQUEST);
-		if (vip_flags(XLB_FAMILY_V4, arp->spa))
+		if (vip_flags(XLB_FAMILY_V4, arp->spa) & XLB_VIP_NEIGH)
 			return to_socket(ctx, XLB_CLASS_ARP_WATCH);
 		goto pass;
 	}
@@ -169,7 +170,7 @@ int xlb_xdp(struct xdp_md *ctx)
 
 		if ((void *)(ip + 1) > data_end)
 			goto pass;
-		if (vip_flags(XLB_FAMILY_V4, ip->daddr) & XLB_VIP_OWNED)
+		if (vip_flags(XLB_FAMILY_V4, ip->daddr) & XLB_VIP_TRAFFIC)
 			return to_socket(ctx, XLB_CLASS_VIP_V4);
 		goto pass;
 	}
@@ -183,13 +184,15 @@ int xlb_xdp(struct xdp_md *ctx)
 			struct nd_min *nd = (void *)(ip6 + 1);
 
 			if ((void *)(nd + 1) <= data_end && nd->code == 0) {
-				if (nd->type == ICMPV6_NS && vip_flags(XLB_FAMILY_V6, nd->target))
+				__u32 f = vip_flags(XLB_FAMILY_V6, nd->target) & XLB_VIP_NEIGH;
+
+				if (nd->type == ICMPV6_NS && f)
 					return to_socket(ctx, XLB_CLASS_NDP_SOLICIT);
-				if (nd->type == ICMPV6_NA && vip_flags(XLB_FAMILY_V6, nd->target))
+				if (nd->type == ICMPV6_NA && f)
 					return to_socket(ctx, XLB_CLASS_NDP_ADVERT);
 			}
 		}
-		if (vip_flags(XLB_FAMILY_V6, ip6->daddr) & XLB_VIP_OWNED)
+		if (vip_flags(XLB_FAMILY_V6, ip6->daddr) & XLB_VIP_TRAFFIC)
 			return to_socket(ctx, XLB_CLASS_VIP_V6);
 		goto pass;
 	}

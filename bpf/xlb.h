@@ -30,6 +30,13 @@ struct xlb_vip_key {
 /* The VIP is being probed (duplicate-address detection) before it is announced: only the
  * neighbour traffic that could reveal a conflict goes to userspace. */
 #define XLB_VIP_PROBING (1u << 1)
+/* Another node announces the VIP; this one forwards what still reaches it (a client that
+ * has not yet learnt the new MAC) without answering ARP/NDP or watching for claims. */
+#define XLB_VIP_FORWARD (1u << 2)
+/* The flags whose VIPs' neighbour traffic goes to userspace. */
+#define XLB_VIP_NEIGH (XLB_VIP_OWNED | XLB_VIP_PROBING)
+/* The flags whose VIPs' traffic goes to userspace. */
+#define XLB_VIP_TRAFFIC (XLB_VIP_OWNED | XLB_VIP_FORWARD)
 
 /* Indexes of the per-CPU classification counters (the `stats` map). */
 enum xlb_class {

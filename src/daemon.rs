@@ -2,7 +2,7 @@
 //! next hops, health, config reloads, admin queries), and the final report.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque},
     net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     sync::{atomic::AtomicBool, atomic::Ordering, Arc},
@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use xlb::{
     control::{
         announcer::Actions,
-        announcer::FAILOVER_GARP_OFFSETS,
+        announcer::Timing,
         compile::{compile, Compiled},
         config::{self, ConfigErrors, Desired, InterfaceConfig},
         ha::{HaTimings, Peers},
@@ -35,12 +35,12 @@ use xlb::{
             self, batch_histogram, ConflictReport, Fence, WorkerConfig, WorkerHandle, WorkerRequest, WorkerShared, Xsk,
             ZeroCopy,
         },
-        xdp::{AttachMode, XdpProgram, CLASS_NAMES},
+        xdp::{AttachMode, XdpProgram, CLASS_NAMES, VIP_FORWARD},
     },
     lb::{
         conntrack::{FlowState, Timeouts},
         heartbeat::Heartbeat,
-        maglev::MaglevError,
+        maglev::{MaglevError, TableCache},
         neighbor::OutFrame,
         snapshot::{ForwardMode, Service},
         snat::SnatTable,
@@ -97,6 +97,8 @@ pub(crate) enum UsageError {
     Kube(String),
     #[error("--takeover-ms {0} must be less than --heartbeat-interval-ms {1} x --heartbeat-dead-after {2} (at least 2): a cut-off node must stop answering before the others take over")]
     HaTimes(u64, u64, u32),
+    #[error("--heartbeat-key-file / ha.keyFile: {0}")]
+    HeartbeatKey(String),
     #[error("{1}: ha: this box's name {0:?} is not one of ha.peers; set ha.node, --node-name or NODE_NAME (default: the host name)")]
     HaNode(String, String),
     /// Every mistake in a config file, one per line.
@@ -131,9 +133,9 @@ fn parse_vips(raw: &[String]) -> Result<Vec<IpAddr>, UsageError> {
 pub(crate) fn check(path: &Path) -> anyhow::Result<()> {
     let desired = config::load(path).map_err(|e| UsageError::Config(e, path.to_path_buf()))?;
     let compiled = compile(&desired, &mut Ipam::default()).map_err(|e| UsageError::Config(e, path.to_path_buf()))?;
-    build_services(&compiled.specs, &HashMap::new(), &mut StatsIds::default()).map_err(|e| {
-        UsageError::Config(ConfigErrors(vec![config_error("services", e.to_string())]), path.to_path_buf())
-    })?;
+    build_services(&compiled.specs, &HashMap::new(), &mut StatsIds::default(), &mut TableCache::default()).map_err(
+        |e| UsageError::Config(ConfigErrors(vec![config_error("services", e.to_string())]), path.to_path_buf()),
+    )?;
     println!(
         "{}: ok: {} service(s), {} VIP(s): {}",
         path.display(),
@@ -195,9 +197,12 @@ struct HaStart {
     /// Standalone: the configured boxes (candidates are ranked from them); Kubernetes: none
     /// (candidates come with each plan).
     peers: Option<Vec<String>>,
-    refresh: Duration,
+    /// How a VIP taken over is announced (Kubernetes: the default; policies may differ).
+    announce: Timing,
     /// Kubernetes: the witness Lease a two-member set votes with.
     witness: Option<Arc<xlb::k8s::witness::Witness>>,
+    /// The key that signs heartbeats.
+    key: Option<Arc<xlb::lb::heartbeat::Key>>,
 }
 
 /// Standalone HA: each VIP's candidates, the configured boxes ranked for it.
@@ -212,11 +217,9 @@ fn hostname() -> String {
 
 /// Announcing for failover: no probing (heartbeats decide who owns a VIP), rounds at 0, 50,
 /// 250 ms and 1 s, then a refresh.
-fn failover_announce(mut a: AnnounceConfig, refresh: Duration) -> AnnounceConfig {
+fn failover_announce(mut a: AnnounceConfig, t: Timing) -> AnnounceConfig {
     a.probes = 0;
-    a.garp_offsets = Some(FAILOVER_GARP_OFFSETS);
-    a.refresh = Some(refresh);
-    a
+    a.with_timing(t)
 }
 
 /// SNAT addresses from --snat-addr, reported under the flag's own name.
@@ -295,14 +298,23 @@ fn start_from_kube(args: &RunArgs) -> Result<Start, UsageError> {
             takeover: Duration::from_millis(args.takeover_ms),
         },
         peers: None,
-        refresh: Duration::from_secs(30),
+        announce: Timing::default(),
         witness: opts.witness.clone(),
+        key: None,
     });
+    let ha = match (ha, &args.heartbeat_key_file) {
+        (Some(mut h), Some(path)) => {
+            let key = xlb::lb::heartbeat::Key::from_file(path).map_err(UsageError::HeartbeatKey)?;
+            h.key = Some(Arc::new(key));
+            Some(h)
+        }
+        (h, _) => h,
+    };
     if let Some(h) = &ha {
         if h.timings.takeover >= h.timings.dead_time() || h.timings.dead_after < 2 {
             return Err(UsageError::HaTimes(args.takeover_ms, args.heartbeat_interval_ms, args.heartbeat_dead_after));
         }
-        announce = failover_announce(announce, h.refresh);
+        announce = failover_announce(announce, h.announce);
     }
     Ok(Start {
         source: Source::Kube { handle: None, plans: 0, members: Vec::new(), owners: Vec::new() },
@@ -329,8 +341,13 @@ fn start_from_flags(args: &RunArgs) -> Result<Start, UsageError> {
             return Err(UsageError::ServiceVip(raw.clone(), spec.key.vip));
         }
         // Build it once now so that a table that cannot be built is a usage error.
-        build_services(std::slice::from_ref(&spec), &HashMap::new(), &mut StatsIds::default())
-            .map_err(|e| UsageError::ServiceTable(raw.clone(), e))?;
+        build_services(
+            std::slice::from_ref(&spec),
+            &HashMap::new(),
+            &mut StatsIds::default(),
+            &mut TableCache::default(),
+        )
+        .map_err(|e| UsageError::ServiceTable(raw.clone(), e))?;
         specs.push(spec);
     }
     // The same rules as for VIPs, reported under the flag's own name.
@@ -375,16 +392,28 @@ fn start_from_file(path: &Path, args: &RunArgs) -> Result<Start, UsageError> {
         cluster: h.cluster.clone(),
         timings: h.timings,
         peers: Some(h.peers.clone()),
-        refresh: h.refresh,
+        announce: h.announce,
         witness: None,
+        key: None,
     });
+    let ha = match ha {
+        Some(mut h) => {
+            let file = desired.ha.as_ref().and_then(|c| c.key_file.clone()).or_else(|| args.heartbeat_key_file.clone());
+            if let Some(path) = file {
+                let key = xlb::lb::heartbeat::Key::from_file(&path).map_err(UsageError::HeartbeatKey)?;
+                h.key = Some(Arc::new(key));
+            }
+            Some(h)
+        }
+        None => None,
+    };
     if let Some(h) = &ha {
         if !h.peers.as_ref().is_some_and(|p| p.contains(&h.node)) {
             return Err(UsageError::HaNode(h.node.clone(), path.display().to_string()));
         }
     }
     let announce = match &ha {
-        Some(h) => failover_announce(desired.announce, h.refresh),
+        Some(h) => failover_announce(desired.announce, h.announce),
         None => desired.announce,
     };
     Ok(Start {
@@ -477,6 +506,8 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
         shutdown: shutdown.clone(),
         conflicts: conflict_tx,
         heartbeats: heartbeat_tx,
+        failover: start.ha.is_some(),
+        heartbeat_key: start.ha.as_ref().and_then(|h| h.key.clone()),
         fence: fence.clone(),
     };
 
@@ -615,12 +646,16 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
         batch_times: HashMap::new(),
         leaving: Vec::new(),
         next_drain_end: None,
+        forwarded: BTreeSet::new(),
+        forward_stale: true,
+        tables: TableCache::default(),
+        outbox: VecDeque::new(),
         ha: start.ha.map(|h| {
             let incarnation = SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
             let members = h.peers.clone().unwrap_or_else(|| vec![h.node.clone()]);
-            tracing::info!(node = %h.node, members = ?members, interval_ms = h.timings.interval.as_millis(), dead_after = h.timings.dead_after, takeover_ms = h.timings.takeover.as_millis(), "failover: heartbeats on");
+            tracing::info!(node = %h.node, members = ?members, interval_ms = h.timings.interval.as_millis(), dead_after = h.timings.dead_after, takeover_ms = h.timings.takeover.as_millis(), signed = h.key.is_some(), "failover: heartbeats on");
             let candidates = match &h.peers {
                 Some(p) => static_candidates(&compiled_vips, p),
                 None => BTreeMap::new(),
@@ -631,12 +666,14 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
                 _ => Vote::Nobody,
             };
             Ha {
-                peers: Peers::new(&h.node, &h.cluster, h.timings, members, Instant::now(), incarnation),
+                peers: Peers::new(&h.node, &h.cluster, h.timings, members, Instant::now(), incarnation)
+                    .with_key(h.key.clone()),
                 static_peers: h.peers,
                 candidates,
                 vote,
                 fence: fence.clone(),
                 yielded: HashMap::new(),
+                last_view: None,
             }
         }),
     };
@@ -740,13 +777,30 @@ fn control_loop(
         if let Some(ha) = &plane.ha {
             due = due.min(ha.peers.next_deadline(now));
         }
+        plane.flush_frames(workers);
+        if !plane.outbox.is_empty() {
+            due = due.min(now + Duration::from_millis(1));
+        }
         let wait = due.saturating_duration_since(now).min(Duration::from_secs(5));
         crossbeam_channel::select! {
             recv(ch.conflicts) -> report => {
                 let Ok(report) = report else { break };
                 let act = plane.announcer.conflict(report.vip, report.mac, Instant::now());
                 plane.apply(&act, prog, workers)?;
-                plane.ha_conflict(report.vip, report.mac, prog, workers)?;
+                let settled = plane.ha_conflict(report.vip, report.mac, prog, workers)?;
+                if let Source::Kube { handle: Some(h), .. } = &plane.source {
+                    let (claimant, outcome) = match settled {
+                        Some(x) => x,
+                        None if !act.new_conflicts.is_empty() => (
+                            format!("MAC {}", report.mac),
+                            "this node keeps announcing it (find the host with that MAC)".to_string(),
+                        ),
+                        None => (String::new(), String::new()),
+                    };
+                    if !claimant.is_empty() {
+                        h.conflict(xlb::k8s::source::Conflict { vip: report.vip, claimant, outcome });
+                    }
+                }
             }
             recv(ch.heartbeats) -> h => {
                 let Ok(h) = h else { break };
@@ -866,7 +920,20 @@ struct Plane {
     next_drain_end: Option<Instant>,
     /// Failover between xlb nodes (none: this node owns every VIP it serves).
     ha: Option<Ha>,
+    /// VIPs in the XDP map as forward-only (served here, announced by another node).
+    forwarded: BTreeSet<IpAddr>,
+    /// The services changed since `forwarded` was computed.
+    forward_stale: bool,
+    /// Maglev tables of the last build, reused for unchanged backends.
+    tables: TableCache,
+    /// Frames waiting for room in queue 0's worker queue.
+    outbox: VecDeque<OutFrame>,
 }
+
+/// Frames at most in queue 0's worker queue at a time (see `Plane::flush_frames`).
+const IN_FLIGHT_FRAMES: usize = 256;
+/// Frames at most waiting to be sent; past it, announcements are dropped (counted).
+const OUTBOX_CAP: usize = 65_536;
 
 /// Failover state: peers heard, each VIP's ranked candidates, the fence.
 struct Ha {
@@ -880,6 +947,8 @@ struct Ha {
     fence: Arc<Fence>,
     /// VIPs left to a better-ranked node after a conflict, until then.
     yielded: HashMap<IpAddr, Instant>,
+    /// What owners were last computed from (quorum, who may own VIPs, yields in force).
+    last_view: Option<(bool, Vec<String>, usize)>,
 }
 
 /// Where the third vote of a two-member set comes from.
@@ -970,7 +1039,7 @@ impl Plane {
                 s
             })
             .collect();
-        match build_services(&specs, &self.macs, &mut self.stats_ids) {
+        match build_services(&specs, &self.macs, &mut self.stats_ids, &mut self.tables) {
             Ok(s) => {
                 self.services = s;
                 self.publish();
@@ -1047,14 +1116,13 @@ impl Plane {
         let Some(ha) = &self.ha else { return self.compiled.vips.clone() };
         let current: Vec<IpAddr> =
             self.announcer.vips().iter().map(|(v, _)| *v).filter(|v| !self.snat_addrs.contains(v)).collect();
-        let witness = ha.witness(now);
-        if !ha.peers.quorum(now, witness) {
+        if !ha.peers.quorum(now, ha.witness(now)) {
             return current.into_iter().filter(|v| ha.candidates.contains_key(v)).collect();
         }
         ha.candidates
             .iter()
             .filter(|(v, c)| {
-                ha.peers.owner(c, now, witness) == Some(ha.peers.me()) && ha.yielded.get(*v).is_none_or(|t| *t <= now)
+                ha.peers.owner(c, now, true) == Some(ha.peers.me()) && ha.yielded.get(*v).is_none_or(|t| *t <= now)
             })
             .map(|(v, _)| *v)
             .collect()
@@ -1069,7 +1137,7 @@ impl Plane {
     fn refresh_ownership(&mut self, prog: &XdpProgram, workers: &[WorkerHandle]) -> anyhow::Result<()> {
         let now = Instant::now();
         let want = self.wanted(now);
-        let have: Vec<IpAddr> = self.announcer.vips().iter().map(|(v, _)| *v).collect();
+        let have: HashSet<IpAddr> = self.announcer.vips().iter().map(|(v, _)| *v).collect();
         if want.len() == have.len() && want.iter().all(|v| have.contains(v)) {
             return Ok(());
         }
@@ -1095,7 +1163,7 @@ impl Plane {
         let witness = ha.witness(now);
         let quorum = ha.peers.quorum(now, witness) && !ha.fence.fenced();
         if let Some(f) = ha.peers.beat(mac, now, false, quorum) {
-            self.send_frames(&[f], workers);
+            self.send_frames(&[f], workers, true);
         }
         let Some(ha) = &mut self.ha else { return Ok(()) };
         let was = ha.fence.fenced();
@@ -1111,43 +1179,63 @@ impl Plane {
                 tracing::info!("quorum again: answering for its VIPs");
             }
         }
-        self.refresh_ownership(prog, workers)?;
+        // Owners change with time only when who may own VIPs does (a peer's expiry, the
+        // start-up grace, quorum) or a yield ends: only then is every VIP looked at again.
+        let q = ha.peers.quorum(now, witness);
+        let view = (
+            q,
+            ha.peers.owners_view(now, q).into_iter().map(str::to_string).collect::<Vec<_>>(),
+            ha.yielded.values().filter(|t| **t > now).count(),
+        );
+        if ha.last_view.as_ref() != Some(&view) {
+            ha.last_view = Some(view);
+            self.refresh_ownership(prog, workers)?;
+        }
         if was && !is {
             // Announcements were withheld while fenced: make up for them now.
             let owned: Vec<IpAddr> = self.announcer.vips().iter().map(|(v, _)| *v).collect();
+            let mut all = Actions::default();
             for v in owned {
                 let act = self.announcer.reannounce(v, now);
-                self.apply(&act, prog, workers)?;
+                all.frames.extend(act.frames);
+                all.map_updates.extend(act.map_updates);
+                all.transitions.extend(act.transitions);
+                all.vips_changed |= act.vips_changed;
             }
+            self.apply(&all, prog, workers)?;
         }
         Ok(())
     }
 
     /// Another MAC claims a VIP this node announces: the better-ranked node keeps it.
+    /// Returns the member that claimed it and what this node did, if it was a member.
     fn ha_conflict(
         &mut self,
         vip: IpAddr,
         mac: EthernetAddress,
         prog: &XdpProgram,
         workers: &[WorkerHandle],
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Option<(String, String)>> {
         let now = Instant::now();
-        let Some(ha) = &mut self.ha else { return Ok(()) };
-        let Some(other) = ha.peers.node_of(mac).map(str::to_string) else { return Ok(()) };
-        let Some(cands) = ha.candidates.get(&vip) else { return Ok(()) };
+        let Some(ha) = &mut self.ha else { return Ok(None) };
+        let Some(other) = ha.peers.node_of(mac).map(str::to_string) else { return Ok(None) };
+        let Some(cands) = ha.candidates.get(&vip) else { return Ok(None) };
         let pos = |n: &str| cands.iter().position(|c| c == n).unwrap_or(usize::MAX);
         if ha.fence.fenced() || !ha.peers.quorum(now, ha.witness(now)) {
             // Cut off: the claim is probably the new owner's; say nothing.
-            return Ok(());
+            return Ok(None);
         }
+        let node = format!("node {other}");
         if ha.peers.alive(&other, now) && pos(&other) < pos(ha.peers.me()) {
             tracing::warn!(%vip, node = %other, "conflict: a better-ranked node announces this VIP; withdrawing");
             ha.yielded.insert(vip, now + ha.peers.timings().dead_time());
-            self.refresh_ownership(prog, workers)
+            self.refresh_ownership(prog, workers)?;
+            Ok(Some((node, format!("{other} ranks first: this node withdrew"))))
         } else {
             tracing::warn!(%vip, node = %other, "conflict: this node ranks first for the VIP; announcing it again");
             let act = self.announcer.reannounce(vip, now);
-            self.apply(&act, prog, workers)
+            self.apply(&act, prog, workers)?;
+            Ok(Some((node, "this node ranks first: it announced the VIP again".to_string())))
         }
     }
 
@@ -1157,8 +1245,11 @@ impl Plane {
         let Some(ha) = &mut self.ha else { return };
         // Stop answering first: the peers take the VIPs as soon as they read the beat.
         ha.fence.set(Instant::now());
+        // Announcements still waiting no longer matter.
+        self.outbox.clear();
+        let Some(ha) = &mut self.ha else { return };
         if let Some(f) = ha.peers.beat(mac, Instant::now(), true, false) {
-            self.send_frames(&[f], workers);
+            self.send_frames(&[f], workers, true);
             // Let queue 0's worker put it on the wire before it is stopped.
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -1176,6 +1267,7 @@ impl Plane {
             ha.peers.set_members(plan.members.clone(), Instant::now());
             ha.candidates = plan.owners.iter().map(|(v, o)| (*v, o.candidates.clone())).collect();
         }
+        self.announcer.set_timings(plan.owners.iter().filter_map(|(v, o)| Some((*v, o.timing?))).collect());
         if let Source::Kube { plans, members, owners, .. } = &mut self.source {
             *plans += 1;
             *members = plan.members;
@@ -1197,8 +1289,9 @@ impl Plane {
     ) -> anyhow::Result<()> {
         // Backends that left a service that stays are drained, not cut.
         let until = Instant::now() + BACKEND_DRAIN;
+        let by_name: HashMap<&str, &ServiceSpec> = compiled.specs.iter().map(|s| (s.name.as_str(), s)).collect();
         for old in &self.compiled.specs {
-            let Some(new) = compiled.specs.iter().find(|n| n.name == old.name) else { continue };
+            let Some(new) = by_name.get(old.name.as_str()) else { continue };
             for (addr, port, _) in &old.backends {
                 let gone = !new.backends.iter().any(|(a, p, _)| a == addr && p == port);
                 let already = self.leaving.iter().any(|l| l.spec == old.name && l.addr == *addr && l.port == *port);
@@ -1210,13 +1303,14 @@ impl Plane {
         }
         // A backend that comes back is no longer leaving.
         self.leaving.retain(|l| {
-            !compiled
-                .specs
-                .iter()
-                .any(|n| n.name == l.spec && n.backends.iter().any(|(a, p, _)| *a == l.addr && *p == l.port))
+            !by_name
+                .get(l.spec.as_str())
+                .is_some_and(|n| n.backends.iter().any(|(a, p, _)| *a == l.addr && *p == l.port))
         });
+        drop(by_name);
         // The compiled specs keep every backend; health applies at rebuild.
         self.compiled = compiled;
+        self.forward_stale = true;
         if let Some(ha) = &mut self.ha {
             if let Some(peers) = &ha.static_peers {
                 ha.candidates = static_candidates(&self.compiled.vips, peers);
@@ -1295,9 +1389,34 @@ impl Plane {
         Ok(())
     }
 
+    /// VIPs this node serves while another node announces them: their packets that still
+    /// reach this node (a client that has not yet learnt the new MAC after a move) are
+    /// forwarded like the owner's, from the same Maglev tables, instead of going to the kernel.
+    fn forward_only(&self) -> BTreeSet<IpAddr> {
+        let announced: HashSet<IpAddr> = self.announcer.vips().iter().map(|(v, _)| *v).collect();
+        self.compiled.specs.iter().map(|s| s.key.vip).filter(|v| !announced.contains(v)).collect()
+    }
+
     fn apply(&mut self, act: &Actions, prog: &XdpProgram, workers: &[WorkerHandle]) -> anyhow::Result<()> {
-        for (vip, flags) in &act.map_updates {
-            prog.set_vip(*vip, *flags)?;
+        // The forward-only set changes only with the VIP map or the services.
+        if !act.map_updates.is_empty() || self.forward_stale {
+            self.forward_stale = false;
+            let forward = self.forward_only();
+            for (vip, flags) in &act.map_updates {
+                // A VIP given up but still served stays in the map, forward-only.
+                let flags = if *flags == 0 && forward.contains(vip) { VIP_FORWARD } else { *flags };
+                prog.set_vip(*vip, flags)?;
+            }
+            for v in forward.difference(&self.forwarded) {
+                prog.set_vip(*v, VIP_FORWARD)?;
+            }
+            let announced: HashSet<IpAddr> = self.announcer.vips().iter().map(|(v, _)| *v).collect();
+            for v in self.forwarded.difference(&forward) {
+                if !announced.contains(v) {
+                    prog.set_vip(*v, 0)?;
+                }
+            }
+            self.forwarded = forward;
         }
         if act.vips_changed {
             self.publish();
@@ -1309,23 +1428,44 @@ impl Plane {
                 tracing::debug!(frames = act.frames.len(), "fenced: announcements withheld");
             }
         } else {
-            self.send_frames(&act.frames, workers);
+            self.send_frames(&act.frames, workers, false);
         }
         Ok(())
     }
 
-    /// Sends frames through queue 0's worker: one copy per interface is enough.
-    fn send_frames(&mut self, frames: &[OutFrame], workers: &[WorkerHandle]) {
-        let Some(w) = workers.first() else { return };
+    /// Sends frames through queue 0's worker (one copy per interface is enough), after
+    /// those already waiting; `urgent` (heartbeats): before them.
+    fn send_frames(&mut self, frames: &[OutFrame], workers: &[WorkerHandle], urgent: bool) {
         for f in frames {
-            if w.control.try_send(*f).is_err() {
+            if self.outbox.len() >= OUTBOX_CAP {
                 self.frames_dropped += 1;
                 if self.frames_dropped == 1 {
-                    tracing::warn!("the worker's queue of announcements is full; frames dropped (counted)");
+                    tracing::warn!("too many announcements waiting to be sent; frames dropped (counted)");
                 }
+            } else if urgent {
+                self.outbox.push_front(*f);
+            } else {
+                self.outbox.push_back(*f);
             }
         }
-        if !frames.is_empty() {
+        self.flush_frames(workers);
+    }
+
+    /// Hands waiting frames to queue 0's worker, keeping at most `IN_FLIGHT_FRAMES` in its
+    /// queue: a burst (a refresh of a thousand VIPs) goes out over a few passes of the worker
+    /// instead of overflowing the queue, and a heartbeat never waits behind more than that.
+    fn flush_frames(&mut self, workers: &[WorkerHandle]) {
+        let Some(w) = workers.first() else { return };
+        let mut sent = false;
+        while w.control.len() < IN_FLIGHT_FRAMES {
+            let Some(f) = self.outbox.pop_front() else { break };
+            if let Err(e) = w.control.try_send(f) {
+                self.outbox.push_front(e.into_inner());
+                break;
+            }
+            sent = true;
+        }
+        if sent {
             w.waker.notify();
         }
     }

@@ -205,6 +205,11 @@ struct RunArgs {
     /// VIPs (less than interval x dead-after).
     #[arg(long, default_value_t = 150)]
     takeover_ms: u64,
+    /// Failover: a file holding the cluster's shared key (at least 16 bytes, the same on
+    /// every node): heartbeats are signed with it, and unsigned or forged ones are dropped.
+    /// Standalone: the config's `ha.keyFile`.
+    #[arg(long, value_name = "PATH")]
+    heartbeat_key_file: Option<PathBuf>,
     /// With --kubernetes: milliseconds between renewals of this node's membership Lease.
     #[arg(long, default_value_t = 2000)]
     lease_renew_ms: u64,

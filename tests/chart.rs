@@ -24,7 +24,8 @@ queues: 4
 logFormat: json
 serviceMonitor: {enabled: true, labels: {release: prometheus}}
 grafanaDashboard: {enabled: true, annotations: {grafana_folder: xlb}}
-l2Policy: {interfaces: ["^eth[0-9]+$"], externalIPs: true}
+l2Policy: {interfaces: ["^eth[0-9]+$"], externalIPs: true, announce: {gratuitousArpMs: [0, 20, 100, 500], refreshSeconds: 10}}
+failover: {keySecret: xlb-heartbeat}
 pools:
   - name: public
     blocks: [{cidr: 192.0.2.0/28}, {start: 198.51.100.10, stop: 198.51.100.20}]

@@ -151,6 +151,12 @@ fn invalid_configs_name_the_field_with_exit_2() {
             "ha: {peers: [a, b], takeoverMs: 300}\npools:",
             "ha.takeoverMs: 300 ms must be less than heartbeatIntervalMs x deadAfter (250 ms)",
         ),
+        (
+            "pools:",
+            "ha: {peers: [a, b], gratuitousArpMs: [0, 50, 250]}\npools:",
+            "ha.gratuitousArpMs: [0, 50, 250]: give four ascending offsets",
+        ),
+        ("pools:", "ha: {peers: [a, b], refreshSeconds: 7200}\npools:", "ha.refreshSeconds: 7200 is over 3600"),
     ];
     // The port clash needs two services on one VIP and port.
     for (from, to, want) in cases {

@@ -4,6 +4,8 @@
 //! - owner failures alternating kill -9 and link down, timed from the client (ARP probes
 //!   every 10 ms) while TCP connections run through every VIP; only the failed box's VIPs
 //!   move, the new owners send gratuitous ARP, and the box takes them back on return;
+//! - heartbeats signed with the cluster's key (`ha.keyFile`): forged ones move nothing;
+//! - a VIP sent to a box that does not announce it is forwarded all the same;
 //! - a one-way cut (one box's heartbeats dropped on its way out): the others take its VIPs,
 //!   it fences itself (its answers stop), and healing moves ownership back once.
 //!
@@ -27,7 +29,9 @@ use std::{
 use support::{
     dsr_backend, enter_netns_for_tests,
     neigh::{overlap, quantile, Asker},
-    run, Host, Lab, Xlb,
+    run,
+    traffic::{in_netns, tcp_connections},
+    Host, Lab, Xlb,
 };
 use xlb::{io::packet_socket::PacketSocket, wire::EthernetAddress};
 
@@ -36,8 +40,11 @@ const BOXES: [&str; 3] = ["box-a", "box-b", "box-c"];
 const VIPS: u8 = 50;
 
 fn config(dir: &std::path::Path) -> std::path::PathBuf {
-    let mut y =
-        String::from("interfaces: [{name: eth0}]\nha: {peers: [box-a, box-b, box-c], cluster: lab}\nservices:\n");
+    std::fs::write(dir.join("ha.key"), "a shared key of the lab's three boxes\n").unwrap();
+    let mut y = format!(
+        "interfaces: [{{name: eth0}}]\nha: {{peers: [box-a, box-b, box-c], cluster: lab, keyFile: {}}}\nservices:\n",
+        dir.join("ha.key").display()
+    );
     for i in 0..VIPS {
         y.push_str(&format!(
             "  - {{name: s{i}, vip: 10.77.0.{}, ports: [{{port: 80}}], backends: [{{address: 10.77.0.21}}, {{address: 10.77.0.22}}]}}\n",
@@ -147,6 +154,53 @@ fn three_boxes_fail_over_in_under_a_second_and_fence_when_cut_off() {
         let logs: Vec<String> = boxes.iter().map(|b| b.xlb.as_ref().unwrap().log_text()).collect();
         panic!("VIPs not spread over the three boxes: {per_box:?}\n{}", logs.join("\n-----\n"));
     }
+
+    // Heartbeats are signed: "leaving" beats forged in box-a's name (from the client, every
+    // 10 ms, with the highest incarnation) are dropped, and box-a keeps its VIPs.
+    let va = *owners.iter().find(|(_, m)| **m == boxes[0].host.mac).unwrap().0;
+    let forged = xlb::lb::heartbeat::build(
+        client.mac,
+        &xlb::lb::heartbeat::Beat {
+            name: "box-a",
+            cluster: xlb::control::ha::cluster_hash("lab"),
+            incarnation: u64::MAX,
+            seq: 1,
+            digest: 0,
+            hears: u64::MAX,
+            flags: xlb::lb::heartbeat::FLAG_LEAVING,
+        },
+    );
+    let forger = {
+        let ns = client.ns.clone();
+        std::thread::spawn(move || {
+            let s = PacketSocket::open(Some(&ns), "eth0").unwrap();
+            for _ in 0..150 {
+                s.send(forged.bytes()).unwrap();
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    let during = ask.answers(&[va], Duration::from_secs(1)).remove(&va).unwrap();
+    forger.join().unwrap();
+    assert_eq!(
+        during.keys().copied().collect::<Vec<_>>(),
+        vec![boxes[0].host.mac],
+        "forged heartbeats moved {va}: {during:?}"
+    );
+
+    // A VIP that box-a announces also works through box-b's MAC: box-b forwards it too
+    // (forward-only), so a client that has not yet learnt a move loses nothing.
+    let (va_s, b_mac) = (va.to_string(), boxes[1].host.mac.to_string());
+    run("ip", &["-n", &client.ns, "neigh", "replace", &va_s, "lladdr", &b_mac, "dev", "eth0", "nud", "permanent"]);
+    let t = SocketAddr::from((va, 80));
+    let through_b = in_netns(&client.ns, move || tcp_connections(t, 20));
+    run("ip", &["-n", &client.ns, "neigh", "del", &va_s, "dev", "eth0"]);
+    assert!(
+        through_b.failures.is_empty() && through_b.by_backend.values().sum::<usize>() == 20,
+        "{va} (announced by box-a) sent to box-b's MAC: {:?} {:?}",
+        through_b.by_backend,
+        through_b.failures
+    );
 
     // Failures, alternating kill -9 and link down, under TCP traffic through every VIP.
     let stop = Arc::new(AtomicBool::new(false));

@@ -34,6 +34,14 @@ const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 const NODES: [&str; 5] = ["node-a", "node-b", "node-c", "node-d", "node-e"];
 const XLB_USER: &str = "system:serviceaccount:xlb-system:xlb";
 
+/// The tests of this file take turns: each runs an API server and several xlb nodes, and
+/// they time failovers on two cores.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn vip(i: u8) -> Ipv4Addr {
     Ipv4Addr::new(10, 77, 0, 100 + i)
 }
@@ -55,7 +63,7 @@ struct Node {
 }
 
 /// The lab's hosts: a client (10.77.0.1), the nodes `names` (10.77.0.11 on), and two DSR
-/// backends (10.77.0.21 and .22) serving port 80 on `vips`.
+/// backends (10.77.0.21 and .22) serving port 80 on `vips` (none: no servers).
 fn hosts(lab: &mut Lab, names: &[&'static str], vips: &[Ipv4Addr]) -> (Host, Vec<Node>) {
     let client = lab.host("client", &["10.77.0.1/24"], 1);
     let nodes = names
@@ -67,13 +75,20 @@ fn hosts(lab: &mut Lab, names: &[&'static str], vips: &[Ipv4Addr]) -> (Host, Vec
     let vip_refs: Vec<&str> = vip_strs.iter().map(String::as_str).collect();
     for (i, name) in ["be1", "be2"].into_iter().enumerate() {
         let be = lab.host(name, &[&format!("10.77.0.{}/24", 21 + i)], 1);
-        dsr_backend(lab, &be, name, &vip_refs, 80);
+        if !vips.is_empty() {
+            dsr_backend(lab, &be, name, &vip_refs, 80);
+        }
     }
     (client, nodes)
 }
 
 fn start_node(lab: &Lab, api: &Api, name: &str, host: &Host) -> Xlb {
     Xlb::start(lab, host, &["--kubernetes", "--node-name", name, "--kubeconfig", &api.xlb])
+}
+
+/// A node running the optimised build (the scale test).
+fn start_release_node(lab: &Lab, api: &Api, name: &str, host: &Host) -> Xlb {
+    Xlb::start_release(lab, host, &["--kubernetes", "--node-name", name, "--kubeconfig", &api.xlb])
 }
 
 /// Writes by xlb per second over `window`, from the audit log (and what they were).
@@ -89,6 +104,7 @@ fn write_rate(api: &Api, window: Duration) -> f64 {
 
 #[test]
 fn three_nodes_share_twenty_vips_fail_over_and_survive_an_api_outage() {
+    let _turn = one_at_a_time();
     let Some(mut lab) = Lab::new("three_nodes_share_twenty_vips") else { return };
     let Some(api) = Api::start() else { return };
     let vips: Vec<Ipv4Addr> = (0..20).map(vip).collect();
@@ -159,6 +175,22 @@ fn three_nodes_share_twenty_vips_fail_over_and_survive_an_api_outage() {
         events.lines().any(|l| l.starts_with("IPAnnounced svc-") && l.contains("announced by node node-")),
         "{events}"
     );
+
+    // A host that is no xlb node claims a VIP (gratuitous ARP from the client): the owner
+    // says so in an Event on the Service.
+    let claimed = vips[0];
+    sock.send(&support::frames::arp_request(client.mac, claimed, claimed)).unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let events = api.events();
+        let want = format!("{claimed} is also claimed by MAC {}", client.mac);
+        if let Some(l) = events.lines().find(|l| l.starts_with("AddressConflict") && l.contains(&want)) {
+            println!("conflict Event: {l}");
+            break;
+        }
+        assert!(Instant::now() < end, "no AddressConflict Event within 10 s:\n{events}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // API write rate with 20 VIPs, idle.
     let rate20 = write_rate(&api, Duration::from_secs(20));
@@ -303,6 +335,7 @@ fn cut_heartbeats(lab: &Lab, node: &str, both: bool) {
 /// cut fences both nodes rather than letting both answer.
 #[test]
 fn two_nodes_settle_cuts_through_the_witness_lease() {
+    let _turn = one_at_a_time();
     let Some(mut lab) = Lab::new("two_nodes_witness") else { return };
     let Some(api) = Api::start() else { return };
     let vips: Vec<Ipv4Addr> = (0..10).map(vip).collect();
@@ -425,4 +458,227 @@ fn two_nodes_settle_cuts_through_the_witness_lease() {
     for n in &mut nodes {
         n.xlb.as_mut().unwrap().stop();
     }
+}
+
+/// Gratuitous ARP (sender address = target address) in a pcap file, by VIP: when each was
+/// seen (seconds from the capture's first frame).
+fn garps_in(pcap: &std::path::Path) -> BTreeMap<Ipv4Addr, Vec<f64>> {
+    let data = std::fs::read(pcap).unwrap_or_else(|e| panic!("{}: {e}", pcap.display()));
+    assert!(data.len() >= 24 && data[..4] == [0xd4, 0xc3, 0xb2, 0xa1], "not a little-endian pcap file");
+    let u32le = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    let mut out: BTreeMap<Ipv4Addr, Vec<f64>> = BTreeMap::new();
+    let (mut at, mut first) = (24, None);
+    while at + 16 <= data.len() {
+        let t = f64::from(u32le(&data[at..])) + f64::from(u32le(&data[at + 4..])) / 1e6;
+        let len = u32le(&data[at + 8..]) as usize;
+        let frame = &data[(at + 16).min(data.len())..(at + 16 + len).min(data.len())];
+        at += 16 + len;
+        let t0 = *first.get_or_insert(t);
+        // Ethernet + ARP: EtherType 0x0806, sender IP at 28, target IP at 38.
+        if frame.len() >= 42 && frame[12..14] == [0x08, 0x06] && frame[28..32] == frame[38..42] {
+            let ip = Ipv4Addr::new(frame[28], frame[29], frame[30], frame[31]);
+            out.entry(ip).or_default().push(t - t0);
+        }
+    }
+    out
+}
+
+/// CPU time (user + system) a process has used so far.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(") ").map_or("", |(_, r)| r);
+    let f: Vec<u64> = after.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
+    // Fields 14 and 15 of stat (utime, stime), in clock ticks of 10 ms.
+    Duration::from_millis((f.get(11).unwrap_or(&0) + f.get(12).unwrap_or(&0)) * 10)
+}
+
+/// 1,000 VIPs on five nodes (the release build: see `release_xlb`): every VIP answered by
+/// exactly one node, xlb's API write rate the same with 10 and with 1,000 VIPs, and over a
+/// soak (XLB_SOAK_SECONDS, default 65: two refresh rounds) a refresh gratuitous ARP for every
+/// VIP every 30 s in a tcpdump capture, xlb's CPU meanwhile; then a kill moves only the
+/// victim's VIPs within a second.
+#[test]
+fn five_nodes_hold_a_thousand_vips_with_a_flat_api_write_rate() {
+    const N: usize = 1000;
+    let _turn = one_at_a_time();
+    let Some(mut lab) = Lab::new("five_nodes_thousand_vips") else { return };
+    let Some(api) = Api::start() else { return };
+    let (client, mut nodes) = hosts(&mut lab, &NODES, &[]);
+    for (i, n) in NODES.iter().enumerate() {
+        api.apply(&format!(
+            "apiVersion: v1\nkind: Node\nmetadata: {{name: {n}, labels: {{ingress: 'true'}}}}\nstatus:\n  addresses: [{{type: InternalIP, address: 10.77.0.{}}}]\n",
+            11 + i
+        ));
+    }
+    api.apply("apiVersion: xlb.dev/v1alpha1\nkind: LoadBalancerIPPool\nmetadata: {name: soak}\nspec:\n  blocks: [{cidr: 10.78.0.0/22}]\n  allowFirstLastIPs: 'Yes'\n  serviceSelector: {matchLabels: {pool: soak}}\n");
+    api.apply("apiVersion: xlb.dev/v1alpha1\nkind: L2AnnouncementPolicy\nmetadata: {name: ingress}\nspec:\n  loadBalancerIPs: true\n  nodeSelector: {matchLabels: {ingress: 'true'}}\n");
+    let create = |range: std::ops::Range<usize>| {
+        let f = lab.dir.join(format!("services-{}.yaml", range.start));
+        std::fs::write(&f, services_yaml(range, "soak")).unwrap();
+        api.kubectl(&["create", "-f", &f.to_string_lossy()]);
+    };
+    let allocated = || {
+        let ips = api.kubectl(&[
+            "get",
+            "svc",
+            "-n",
+            "default",
+            "-o",
+            "jsonpath={.items[*].status.loadBalancer.ingress[*].ip}",
+        ]);
+        ips.split_whitespace().filter_map(|s| s.parse::<Ipv4Addr>().ok()).collect::<Vec<_>>()
+    };
+    let sock = PacketSocket::open(Some(&client.ns), "eth0").unwrap();
+    sock.set_recv_buffer(16 << 20).unwrap();
+    let ask = Asker { sock: &sock, mac: client.mac, ip: CLIENT };
+    // Census in slices, so that the answers of a slice fit the socket's buffer.
+    let settled = |vips: &[Ipv4Addr]| -> BTreeMap<Ipv4Addr, EthernetAddress> {
+        vips.chunks(200).flat_map(|c| ask.settled(c, Duration::from_secs(60))).collect()
+    };
+
+    create(0..10);
+    for n in &mut nodes {
+        api.reach_from(&n.host.ns);
+        n.xlb = Some(start_release_node(&lab, &api, n.name, &n.host));
+    }
+    let log0 = nodes[0].xlb.as_ref().unwrap().log.clone();
+    api.wait_for("10 addresses allocated", 30, &log0, |_| allocated().len() == 10);
+    settled(&allocated());
+    std::thread::sleep(Duration::from_secs(5));
+    let rate10 = write_rate(&api, Duration::from_secs(20));
+
+    let t = Instant::now();
+    create(10..N);
+    let mut last_print = Instant::now();
+    loop {
+        let n = allocated().len();
+        if n == N {
+            break;
+        }
+        if last_print.elapsed() > Duration::from_secs(10) {
+            println!("allocated {n} of {N} after {:?}", t.elapsed());
+            last_print = Instant::now();
+        }
+        if t.elapsed() > Duration::from_secs(300) {
+            let logs: Vec<String> = nodes.iter().map(|n| n.xlb.as_ref().unwrap().log_text()).collect();
+            panic!("only {n} of {N} addresses allocated within 300 s:\n{}", logs.join("\n-----\n"));
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let vips = allocated();
+    let owners = settled(&vips);
+    println!("{N} Services allocated and each VIP answered by one node after {:?}", t.elapsed());
+    let macs: BTreeMap<EthernetAddress, &str> = nodes.iter().map(|n| (n.host.mac, n.name)).collect();
+    let mut per_node: BTreeMap<&str, usize> = BTreeMap::new();
+    for m in owners.values() {
+        *per_node.entry(macs.get(m).unwrap_or_else(|| panic!("{m} is not a node's MAC"))).or_default() += 1;
+    }
+    println!("VIPs per node: {per_node:?}");
+    if per_node.len() != NODES.len() {
+        let logs: Vec<String> = nodes
+            .iter()
+            .map(|n| {
+                let x = n.xlb.as_ref().unwrap();
+                let (_, status, _) = x.cli(&["status"]);
+                let failover: Vec<&str> =
+                    status.lines().filter(|l| l.starts_with("failover") || l.starts_with("kubernetes")).collect();
+                let log = x.log_text();
+                let lines: Vec<&str> =
+                    log.lines().filter(|l| !l.contains("announces the VIP") && !l.contains("taking the VIP")).collect();
+                format!("{}: {failover:?}\n{}", n.name, lines[lines.len().saturating_sub(40)..].join("\n"))
+            })
+            .collect();
+        panic!("every node should announce some VIPs: {per_node:?}\n{}", logs.join("\n-----\n"));
+    }
+
+    // The soak: a capture of ARP on the client's side, API writes and xlb's CPU meanwhile.
+    std::thread::sleep(Duration::from_secs(10));
+    let soak: u64 = std::env::var("XLB_SOAK_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(65);
+    let pcap = lab.dir.join("soak.pcap");
+    let mut dump = std::process::Command::new("ip")
+        .args(["netns", "exec", &client.ns, "tcpdump", "-i", "eth0", "-B", "16384", "-U", "-n", "-w"])
+        .arg(&pcap)
+        .arg("arp")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let cpu0: Vec<Duration> = nodes.iter().map(|n| cpu_time(n.xlb.as_ref().unwrap().pid())).collect();
+    let rate1000 = write_rate(&api, Duration::from_secs(soak));
+    let cpu: Vec<String> = nodes
+        .iter()
+        .zip(&cpu0)
+        .map(|(n, c0)| {
+            let used = cpu_time(n.xlb.as_ref().unwrap().pid()).saturating_sub(*c0);
+            format!("{} {:.2}%", n.name, 100.0 * used.as_secs_f64() / soak as f64)
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    run_kill(dump.id());
+    let _ = dump.wait();
+    println!("xlb's CPU over the {soak} s soak (share of one core): {}", cpu.join(", "));
+    println!("xlb API writes per second (5 nodes, idle): {rate10:.2} with 10 VIPs, {rate1000:.2} with {N} VIPs");
+    assert!(rate10 > 0.0, "no Lease renewals seen in the audit log");
+    assert!(rate1000 <= rate10 * 1.25 + 0.2, "writes grew with the VIPs: {rate10:.2}/s -> {rate1000:.2}/s");
+
+    // Refreshes: for every VIP, rounds of gratuitous ARP (frames within a second of each other
+    // are one round) 30 s apart.
+    let garps = garps_in(&pcap);
+    let mut gaps: Vec<Duration> = Vec::new();
+    let mut too_few = Vec::new();
+    for v in &vips {
+        let times = garps.get(v).cloned().unwrap_or_default();
+        let mut rounds: Vec<f64> = Vec::new();
+        for t in times {
+            if rounds.last().is_none_or(|l| t - l > 1.0) {
+                rounds.push(t);
+            }
+        }
+        if (rounds.len() as u64) < soak / 30 {
+            too_few.push((*v, rounds.clone()));
+        }
+        gaps.extend(rounds.windows(2).map(|w| Duration::from_secs_f64(w[1] - w[0])));
+    }
+    println!(
+        "refresh rounds seen in the capture: {} gaps between rounds of one VIP, min {:?}, median {:?}, max {:?}",
+        gaps.len(),
+        quantile(&gaps, 0.0),
+        quantile(&gaps, 0.5),
+        quantile(&gaps, 1.0)
+    );
+    assert!(
+        too_few.is_empty(),
+        "{} VIPs had fewer than {} refreshes in {soak} s: {:?}",
+        too_few.len(),
+        soak / 30,
+        &too_few[..too_few.len().min(5)]
+    );
+    assert!(
+        quantile(&gaps, 0.0) >= Duration::from_secs(29) && quantile(&gaps, 1.0) <= Duration::from_secs(31),
+        "refreshes should come every 30 s"
+    );
+
+    // A kill with 1,000 VIPs: the victim's VIPs, and only those, move within a second.
+    let victim_mac = nodes[0].host.mac;
+    let target = *owners.iter().find(|(_, m)| **m == victim_mac).unwrap().0;
+    let t0 = Instant::now();
+    nodes[0].xlb.take().unwrap().signal("KILL");
+    let (took, garp) = ask.takeover(target, victim_mac, t0);
+    println!("{N} VIPs: node-a killed, {target} answered by another node after {took:?}");
+    assert!(garp && took < Duration::from_secs(1), "failover with {N} VIPs took {took:?} (gratuitous ARP: {garp})");
+    let after = settled(&vips);
+    for (v, m) in &owners {
+        if *m == victim_mac {
+            assert_ne!(after[v], victim_mac, "{v} still answered by the killed node");
+        } else {
+            assert_eq!(after[v], *m, "{v} moved though its owner lives");
+        }
+    }
+    for n in nodes.iter_mut().filter(|n| n.xlb.is_some()) {
+        n.xlb.as_mut().unwrap().stop();
+    }
+}
+
+fn run_kill(pid: u32) {
+    support::run("kill", &["-INT", &pid.to_string()]);
 }

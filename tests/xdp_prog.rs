@@ -7,7 +7,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use xlb::{
-    io::xdp::{XdpProgram, CLASS_NAMES, VIP_OWNED, VIP_PROBING},
+    io::xdp::{XdpProgram, CLASS_NAMES, VIP_FORWARD, VIP_OWNED, VIP_PROBING},
     wire::{
         build::{self, L2},
         icmpv6::{NdiscRepr, NeighborFlags},
@@ -24,9 +24,11 @@ const CLIENT4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const VIP4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
 const PROBING4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 101);
 const OTHER4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 200);
+const FORWARD4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 102);
 const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
 const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
 const OTHER6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x200);
+const FORWARD6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x102);
 
 fn program() -> Option<XdpProgram> {
     match XdpProgram::load() {
@@ -72,6 +74,8 @@ fn verdicts_for_each_kind_of_frame() {
     prog.set_vip(IpAddr::V4(VIP4), VIP_OWNED).unwrap();
     prog.set_vip(IpAddr::V4(PROBING4), VIP_PROBING).unwrap();
     prog.set_vip(IpAddr::V6(VIP6), VIP_OWNED).unwrap();
+    prog.set_vip(IpAddr::V4(FORWARD4), VIP_FORWARD).unwrap();
+    prog.set_vip(IpAddr::V6(FORWARD6), VIP_FORWARD).unwrap();
 
     let na = |target| NdiscRepr::NeighborAdvert { flags: NeighborFlags::OVERRIDE, target, lladdr: Some(OTHER) };
     let ns = |target| NdiscRepr::NeighborSolicit { target, lladdr: Some(OTHER) };
@@ -90,6 +94,11 @@ fn verdicts_for_each_kind_of_frame() {
         ("IPv4 to an owned VIP", udp4(VIP4), "vip_v4"),
         ("IPv4 to a VIP still probing", udp4(PROBING4), "pass"),
         ("IPv4 to another address", udp4(OTHER4), "pass"),
+        ("ARP request for a VIP another node announces", arp(ArpOperation::Request, CLIENT4, FORWARD4, None), "pass"),
+        ("ARP reply from the node that announces it", arp(ArpOperation::Reply, FORWARD4, CLIENT4, None), "pass"),
+        ("IPv4 to a VIP another node announces", udp4(FORWARD4), "vip_v4"),
+        ("NS for a VIP another node announces", ndisc(ns(FORWARD6), CLIENT6, solicited_node(&FORWARD6)), "pass"),
+        ("IPv6 to a VIP another node announces", udp6(FORWARD6), "vip_v6"),
         ("NS for a VIP", ndisc(ns(VIP6), CLIENT6, solicited_node(&VIP6)), "ndp_solicit"),
         ("NS for another address", ndisc(ns(OTHER6), CLIENT6, solicited_node(&OTHER6)), "pass"),
         ("NA claiming a VIP", ndisc(na(VIP6), OTHER6, Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1)), "ndp_advert"),

@@ -12,7 +12,7 @@
 //! time and return what to do, so every step is testable without a network.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     net::IpAddr,
     time::{Duration, Instant},
 };
@@ -51,7 +51,64 @@ pub struct AnnounceConfig {
 pub const FAILOVER_GARP_OFFSETS: [Duration; 4] =
     [Duration::from_millis(0), Duration::from_millis(50), Duration::from_millis(250), Duration::from_millis(1000)];
 
+/// How a VIP taken over is announced: rounds at `garp_offsets` from the takeover, then one
+/// every `refresh` while owned. Set per L2AnnouncementPolicy in Kubernetes, by `ha` in the
+/// YAML.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// Offsets of the four rounds from the takeover.
+    pub garp_offsets: [Duration; 4],
+    /// Between refresh rounds (none: no refresh).
+    pub refresh: Option<Duration>,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing { garp_offsets: FAILOVER_GARP_OFFSETS, refresh: Some(Duration::from_secs(30)) }
+    }
+}
+
+impl Timing {
+    /// From `gratuitousArpMs` (four ascending offsets, at most 60000 ms) and
+    /// `refreshSeconds` (0: none, at most 3600); defaults for what is left out. The error
+    /// names the field and says what is wanted.
+    pub fn parse(offsets_ms: Option<&[u64]>, refresh_s: Option<u64>) -> Result<Self, (&'static str, String)> {
+        let mut t = Timing::default();
+        if let Some(o) = offsets_ms {
+            let ok = o.len() == 4 && o.windows(2).all(|w| w[0] <= w[1]) && o.iter().all(|x| *x <= 60_000);
+            if !ok {
+                return Err((
+                    "gratuitousArpMs",
+                    format!("{o:?}: give four ascending offsets in ms from the takeover, each at most 60000 (default [0, 50, 250, 1000])"),
+                ));
+            }
+            for (slot, ms) in t.garp_offsets.iter_mut().zip(o) {
+                *slot = Duration::from_millis(*ms);
+            }
+        }
+        match refresh_s {
+            None => {}
+            Some(0) => t.refresh = None,
+            Some(s) if s <= 3600 => t.refresh = Some(Duration::from_secs(s)),
+            Some(s) => {
+                return Err((
+                    "refreshSeconds",
+                    format!("{s} is over 3600; give the seconds between refreshes (default 30, below common switch FDB ageing; 0: none)"),
+                ))
+            }
+        }
+        Ok(t)
+    }
+}
+
 impl AnnounceConfig {
+    /// With `t`'s rounds and refresh.
+    pub fn with_timing(mut self, t: Timing) -> Self {
+        self.garp_offsets = Some(t.garp_offsets);
+        self.refresh = t.refresh;
+        self
+    }
+
     fn rounds(&self) -> u32 {
         if self.garp_offsets.is_some() {
             4
@@ -172,6 +229,8 @@ pub struct Announcer {
     conflicts_in_a_row: HashMap<IpAddr, u32>,
     /// Owned VIPs' next refresh round.
     refresh_due: HashMap<IpAddr, Instant>,
+    /// VIPs announced with timings of their own (an L2AnnouncementPolicy's).
+    timings: HashMap<IpAddr, Timing>,
 }
 
 /// Most distinct (VIP, MAC) claims remembered.
@@ -207,6 +266,7 @@ impl Announcer {
             claims_overflow: 0,
             conflicts_in_a_row: HashMap::new(),
             refresh_due: HashMap::new(),
+            timings: HashMap::new(),
         };
         let map_updates = a.vips.iter().map(|(v, s)| (*v, s.map_flags())).collect();
         let mut actions = Actions { map_updates, vips_changed: true, ..Actions::default() };
@@ -232,19 +292,21 @@ impl Announcer {
     pub fn set_vips(&mut self, vips: &[IpAddr], now: Instant) -> Actions {
         let mut actions = Actions::default();
         let before = self.vips.len();
+        let wanted: HashSet<IpAddr> = vips.iter().copied().collect();
         self.vips.retain(|(v, _)| {
-            let keep = vips.contains(v);
+            let keep = wanted.contains(v);
             if !keep {
                 actions.map_updates.push((*v, 0));
                 actions.withdrawn.push(*v);
             }
             keep
         });
-        self.claims.retain(|(v, _), _| vips.contains(v));
-        self.refresh_due.retain(|v, _| vips.contains(v));
+        self.claims.retain(|(v, _), _| wanted.contains(v));
+        self.refresh_due.retain(|v, _| wanted.contains(v));
         let first = Self::first_status(&self.cfg, now);
+        let mut have: HashSet<IpAddr> = self.vips.iter().map(|(v, _)| *v).collect();
         for v in vips {
-            if !self.vips.iter().any(|(x, _)| x == v) {
+            if have.insert(*v) {
                 self.vips.push((*v, first));
                 actions.map_updates.push((*v, first.map_flags()));
             }
@@ -256,6 +318,11 @@ impl Announcer {
         actions.map_updates.extend(more.map_updates);
         actions.vips_changed |= more.vips_changed;
         actions
+    }
+
+    /// Timings of their own for these VIPs (the others use the configured ones).
+    pub fn set_timings(&mut self, timings: HashMap<IpAddr, Timing>) {
+        self.timings = timings;
     }
 
     /// Every VIP and its status.
@@ -295,8 +362,9 @@ impl Announcer {
     pub fn tick(&mut self, now: Instant) -> Actions {
         let mut actions = Actions::default();
         let mut changed = false;
-        let cfg = self.cfg;
+        let base = self.cfg;
         for (vip, status) in &mut self.vips {
+            let cfg = self.timings.get(vip).map_or(base, |t| base.with_timing(*t));
             let old = *status;
             match *status {
                 VipStatus::Conflict { retry, .. } if retry <= now => {

@@ -87,7 +87,9 @@ struct HaFile {
     heartbeat_interval_ms: Option<u64>,
     dead_after: Option<u32>,
     takeover_ms: Option<u64>,
+    gratuitous_arp_ms: Option<Vec<u64>>,
     refresh_seconds: Option<u64>,
+    key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -319,8 +321,10 @@ pub struct HaConfig {
     pub cluster: String,
     /// Heartbeat timings.
     pub timings: super::ha::HaTimings,
-    /// Refresh announcement period.
-    pub refresh: Duration,
+    /// How a VIP taken over is announced (rounds, refresh).
+    pub announce: super::announcer::Timing,
+    /// The file of the shared key that signs heartbeats (none: unsigned).
+    pub key_file: Option<PathBuf>,
 }
 
 /// Where the admin socket is unless the file says otherwise.
@@ -572,12 +576,23 @@ fn validate(f: File) -> Result<Desired, ConfigErrors> {
                 ),
             ));
         }
+        let announce =
+            super::announcer::Timing::parse(h.gratuitous_arp_ms.as_deref(), h.refresh_seconds).unwrap_or_else(|(field, msg)| {
+                errors.push(err(format!("ha.{field}"), msg));
+                super::announcer::Timing::default()
+            });
+        if let Some(path) = &h.key_file {
+            if let Err(e) = crate::lb::heartbeat::Key::from_file(path) {
+                errors.push(err("ha.keyFile", e));
+            }
+        }
         HaConfig {
+            key_file: h.key_file.clone(),
             node: h.node.clone(),
             peers,
             cluster: h.cluster.clone().unwrap_or_else(|| "default".into()),
             timings,
-            refresh: Duration::from_secs(h.refresh_seconds.unwrap_or(30).max(1)),
+            announce,
         }
     });
     let conntrack_capacity = f.conntrack.capacity.unwrap_or(1 << 20);

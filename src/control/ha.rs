@@ -88,6 +88,8 @@ pub struct Peers {
     heard: BTreeMap<String, Heard>,
     /// The members (all nodes that may own VIPs), this node included.
     members: Vec<String>,
+    /// The hash of `members`, carried in heartbeats.
+    digest: u64,
     /// The latest fencing deadline given.
     quorum_at: Option<Instant>,
     next_beat: Instant,
@@ -96,6 +98,12 @@ pub struct Peers {
     started: Instant,
     /// Heartbeats from unknown nodes or of old incarnations, ignored.
     pub ignored: u64,
+    /// The key this node signs its heartbeats with.
+    key: Option<std::sync::Arc<heartbeat::Key>>,
+}
+
+fn digest_of(members: &[String]) -> u64 {
+    hash64(0x6d65_6d62, members.join("\0").as_bytes())
 }
 
 /// The hash of a cluster name carried in heartbeats.
@@ -120,12 +128,20 @@ impl Peers {
             incarnation,
             seq: 0,
             heard: BTreeMap::new(),
+            digest: digest_of(&members),
             members,
             quorum_at: None,
             next_beat: now,
             started: now,
             ignored: 0,
+            key: None,
         }
+    }
+
+    /// Signs this node's heartbeats with `key`.
+    pub fn with_key(mut self, key: Option<std::sync::Arc<heartbeat::Key>>) -> Self {
+        self.key = key;
+        self
     }
 
     /// This node's name.
@@ -145,8 +161,9 @@ impl Peers {
         if members == self.members {
             return;
         }
+        self.digest = digest_of(&members);
         self.members = members;
-        let digest = self.members_digest();
+        let digest = self.digest;
         self.heard.retain(|n, _| self.members.contains(n));
         for p in self.heard.values_mut() {
             p.differs_since = if p.digest == digest { None } else { p.differs_since.or(Some(now)) };
@@ -221,7 +238,7 @@ impl Peers {
     /// The hash of the member list, carried in heartbeats so that peers know whether their
     /// `hears` bits index the same list.
     fn members_digest(&self) -> u64 {
-        hash64(0x6d65_6d62, self.members.join("\0").as_bytes())
+        self.digest
     }
 
     /// Whether `node`, alive, also hears this node (as its last heartbeat said). A peer with
@@ -294,13 +311,13 @@ impl Peers {
         Some(self.quorum_at.unwrap_or(now))
     }
 
-    /// Whether `node` may own VIPs at `now`: this node while it has quorum; a peer that is
-    /// alive and said in its last heartbeat that it has quorum (a peer that cannot hear the
-    /// others is fenced, and must not be left VIPs it cannot answer for); a member not heard
-    /// yet, during this view's first dead time.
-    fn may_own(&self, node: &str, now: Instant, witness: Option<Instant>) -> bool {
+    /// Whether `node` may own VIPs at `now`: this node while it has quorum (`quorum`); a
+    /// peer that is alive and said in its last heartbeat that it has quorum (a peer that
+    /// cannot hear the others is fenced, and must not be left VIPs it cannot answer for); a
+    /// member not heard yet, during this view's first dead time.
+    fn may_own(&self, node: &str, now: Instant, quorum: bool) -> bool {
         if node == self.me {
-            return self.quorum(now, witness);
+            return quorum;
         }
         match self.heard.get(node) {
             Some(p) => p.quorum && self.alive(node, now),
@@ -308,9 +325,16 @@ impl Peers {
         }
     }
 
-    /// The owner of a VIP: the first of `candidates` (best score first) that may own VIPs.
-    pub fn owner<'a>(&self, candidates: &'a [String], now: Instant, witness: Option<Instant>) -> Option<&'a str> {
-        candidates.iter().map(String::as_str).find(|c| self.may_own(c, now, witness))
+    /// The owner of a VIP: the first of `candidates` (best score first) that may own VIPs;
+    /// `quorum`: whether this node has quorum (see [`Peers::quorum`], asked once for many
+    /// VIPs).
+    pub fn owner<'a>(&self, candidates: &'a [String], now: Instant, quorum: bool) -> Option<&'a str> {
+        candidates.iter().map(String::as_str).find(|c| self.may_own(c, now, quorum))
+    }
+
+    /// Who may own VIPs at `now` (see [`Peers::owner`]): when this changes, owners may.
+    pub fn owners_view(&self, now: Instant, quorum: bool) -> Vec<&str> {
+        self.members.iter().map(String::as_str).filter(|m| self.may_own(m, now, quorum)).collect()
     }
 
     /// When the next heartbeat is due, or a peer may die, or the start-up grace ends.
@@ -346,7 +370,7 @@ impl Peers {
             })
             .fold(0u64, |bits, (i, _)| bits | (1 << i));
         let digest = self.members_digest();
-        Some(heartbeat::build(
+        Some(heartbeat::build_signed(
             mac,
             &Beat {
                 name: &self.me,
@@ -363,6 +387,7 @@ impl Peers {
                     0
                 },
             },
+            self.key.as_deref(),
         ))
     }
 }
@@ -470,14 +495,14 @@ mod tests {
         // At start nobody is heard: peers not heard yet keep their VIPs for one dead time,
         // and this node, alone of three, has no quorum: it takes nothing.
         let first_peer = ranked.iter().find(|n| *n != "a").unwrap();
-        assert_eq!(p.owner(&ranked, t0, None), Some(first_peer.as_str()));
-        assert_eq!(p.owner(&ranked, t0 + ms(300), None), None);
+        assert_eq!(p.owner(&ranked, t0, false), Some(first_peer.as_str()));
+        assert_eq!(p.owner(&ranked, t0 + ms(300), false), None);
         assert!(p.beat(EthernetAddress([2, 0, 0, 0, 0, 0xa]), t0 + ms(300), false, false).is_some());
         assert!(p.next_deadline(t0 + ms(300)) > t0 + ms(300), "no deadline in the past (no busy loop)");
         // Heard, with quorum: the ranking decides.
         p.heard(&hb("b", 1, 1, false), t0 + ms(300));
         p.heard(&hb("c", 1, 1, false), t0 + ms(300));
-        assert_eq!(p.owner(&ranked, t0 + ms(300), None), Some(ranked[0].as_str()));
+        assert_eq!(p.owner(&ranked, t0 + ms(300), p.quorum(t0 + ms(300), None)), Some(ranked[0].as_str()));
         // A peer that says it has no quorum (it is fenced) is passed over.
         let fenced = heartbeat::parse(
             heartbeat::build(
@@ -488,7 +513,7 @@ mod tests {
         )
         .unwrap();
         assert!(p.heard(&fenced, t0 + ms(310)), "losing quorum is a change");
-        let owner = p.owner(&ranked, t0 + ms(310), None);
+        let owner = p.owner(&ranked, t0 + ms(310), true);
         assert!(owner.is_some() && owner != Some("b"), "{owner:?}");
         // Two members: one alone has quorum only with the witness.
         let mut two = Peers::new("a", "c", HaTimings::default(), vec!["a".into(), "b".into()], t0, 1);

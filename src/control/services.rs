@@ -14,7 +14,7 @@ use arc_swap::ArcSwap;
 
 use crate::{
     lb::{
-        maglev::{MaglevError, DEFAULT_TABLE_SIZE},
+        maglev::{MaglevError, TableCache, DEFAULT_TABLE_SIZE},
         snapshot::{Backend, ForwardMode, Service, ServiceKey},
         stats::UNCOUNTED,
         Snapshot, VipMode,
@@ -206,8 +206,9 @@ pub fn build_services(
     specs: &[ServiceSpec],
     macs: &HashMap<IpAddr, EthernetAddress>,
     ids: &mut StatsIds,
+    tables: &mut TableCache,
 ) -> Result<Vec<Service>, MaglevError> {
-    specs
+    let built = specs
         .iter()
         .map(|spec| {
             let backends = spec
@@ -219,11 +220,14 @@ pub fn build_services(
                     ..Backend::new(*addr, *port, *weight)
                 })
                 .collect();
-            let mut svc = Service::new(spec.key, spec.mode, backends, spec.table_size)?.with_affinity(spec.affinity);
+            let mut svc = Service::with_tables(spec.key, spec.mode, backends, spec.table_size, tables)?
+                .with_affinity(spec.affinity);
             svc.stats_id = ids.service(spec.key);
             Ok(svc)
         })
-        .collect()
+        .collect::<Result<Vec<Service>, MaglevError>>()?;
+    tables.finish();
+    Ok(built)
 }
 
 /// Publishes snapshots: numbers them and swaps them in for the workers.
@@ -298,10 +302,14 @@ mod tests {
         let ids_of = |svcs: Vec<Service>| -> Vec<(u32, Vec<u32>)> {
             svcs.iter().map(|s| (s.stats_id, s.backends.iter().map(|b| b.stats_id).collect())).collect()
         };
-        let first = ids_of(build_services(&[a.clone(), b.clone()], &HashMap::new(), &mut ids).unwrap_or_default());
+        let first = ids_of(
+            build_services(&[a.clone(), b.clone()], &HashMap::new(), &mut ids, &mut TableCache::default())
+                .unwrap_or_default(),
+        );
         assert_eq!(first, vec![(0, vec![0, 1]), (1, vec![2])]);
         // Order changed and a service gone: the ids stay with their objects.
-        let again = ids_of(build_services(&[b], &HashMap::new(), &mut ids).unwrap_or_default());
+        let again =
+            ids_of(build_services(&[b], &HashMap::new(), &mut ids, &mut TableCache::default()).unwrap_or_default());
         assert_eq!(again, vec![(1, vec![2])]);
         let mut small: HashMap<u8, u32> = HashMap::new();
         assert_eq!((0..3).map(|k| StatsIds::id(&mut small, k, 2)).collect::<Vec<_>>(), vec![0, 1, UNCOUNTED]);

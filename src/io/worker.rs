@@ -428,6 +428,11 @@ pub struct WorkerShared {
     pub conflicts: Sender<ConflictReport>,
     /// Where other nodes' heartbeats go.
     pub heartbeats: Sender<Heartbeat>,
+    /// Failover is on: heartbeats are taken in (off: dropped here, counted, costing the
+    /// control thread nothing).
+    pub failover: bool,
+    /// Heartbeats must be signed with this key.
+    pub heartbeat_key: Option<Arc<heartbeat::Key>>,
     /// When this node's answers to ARP/NDP must stop (self-fencing).
     pub fence: Arc<Fence>,
 }
@@ -676,7 +681,9 @@ impl Worker {
                             free.push(*desc);
                         }
                         Verdict::Heartbeat => {
-                            match heartbeat::parse(data.contents()) {
+                            let key = self.shared.heartbeat_key.as_deref();
+                            let taken = self.shared.failover.then(|| heartbeat::accept(data.contents(), key));
+                            match taken.flatten() {
                                 Some(h) if self.shared.heartbeats.try_send(h).is_ok() => {
                                     stats.bump(Counter::Heartbeats);
                                 }

@@ -36,6 +36,9 @@ use skel::{XlbSkel, XlbSkelBuilder};
 pub const VIP_OWNED: u32 = 1 << 0;
 /// Value flag of the VIP map: probing, only neighbour traffic (`XLB_VIP_PROBING`).
 pub const VIP_PROBING: u32 = 1 << 1;
+/// Value flag of the VIP map: another node announces it; forward its traffic, answer and
+/// watch nothing (`XLB_VIP_FORWARD`).
+pub const VIP_FORWARD: u32 = 1 << 2;
 
 /// Classes counted by the XDP program, in the order of `enum xlb_class` in `bpf/xlb.h`.
 pub const CLASS_NAMES: [&str; 9] =
@@ -205,7 +208,7 @@ impl XdpProgram {
             .map_err(|source| XdpError::Map { map: "xsks", source })
     }
 
-    /// Sets a VIP's flags ([`VIP_OWNED`], [`VIP_PROBING`]); 0 removes it.
+    /// Sets a VIP's flags ([`VIP_OWNED`], [`VIP_PROBING`], [`VIP_FORWARD`]); 0 removes it.
     pub fn set_vip(&self, addr: IpAddr, flags: u32) -> Result<(), XdpError> {
         let key = vip_key(addr);
         let map = &self.skel.maps.vips;

@@ -112,6 +112,24 @@ pub struct L2AnnouncementPolicySpec {
     /// Announce the addresses in `spec.externalIPs`.
     #[serde(default, rename = "externalIPs")]
     pub external_ips: bool,
+    /// xlb: how a node that takes one of these addresses over announces it (none: the
+    /// defaults).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub announce: Option<AnnounceTimings>,
+}
+
+/// When gratuitous ARP / unsolicited NA go out for an address a node takes over.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AnnounceTimings {
+    /// Four rounds, at these offsets in milliseconds from the takeover, ascending, each at
+    /// most 60000 (default [0, 50, 250, 1000]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gratuitous_arp_ms: Option<Vec<u64>>,
+    /// Then one round every this many seconds while the node owns it, at most 3600; 0:
+    /// none (default 30, below common switch FDB ageing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_seconds: Option<u64>,
 }
 
 /// The definitions of both resources as one YAML stream, as `xlb crds` prints them.

@@ -15,7 +15,7 @@
 //!   (node, VIP). A node that leaves moves only its own VIPs.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     net::IpAddr,
     sync::Arc,
     time::Duration,
@@ -26,7 +26,7 @@ use kube::ResourceExt as _;
 
 use super::{alloc::selects, controller::served, controller::Settings, crds::L2AnnouncementPolicy};
 use crate::{
-    control::services::ServiceSpec,
+    control::{announcer::Timing, services::ServiceSpec},
     lb::{
         maglev::{hash64, DEFAULT_TABLE_SIZE},
         snapshot::{ForwardMode, ServiceKey},
@@ -75,6 +75,9 @@ pub struct Owned {
     /// Every eligible node, best rendezvous score first (the owner first): with heartbeats,
     /// the first of them that is alive owns the VIP.
     pub candidates: Vec<String>,
+    /// Announcement timings of its own, from the first (by name) L2AnnouncementPolicy
+    /// that selects its Service and sets `announce`.
+    pub timing: Option<Timing>,
 }
 
 /// What this node does.
@@ -137,15 +140,22 @@ fn proto_of(p: Option<&str>) -> Option<u8> {
 }
 
 /// The endpoints of a Service, from its slices (deduplicated by address).
-fn endpoints(svc: &Service, slices: &[Arc<EndpointSlice>]) -> Vec<Endpoint> {
-    let ns = svc.namespace().unwrap_or_default();
-    let name = svc.name_any();
+/// EndpointSlices by the `namespace/name` of their Service (once per plan: looking them up
+/// per Service would cost Services x slices).
+fn slices_by_service(slices: &[Arc<EndpointSlice>]) -> HashMap<String, Vec<&EndpointSlice>> {
+    let mut out: HashMap<String, Vec<&EndpointSlice>> = HashMap::new();
+    for s in slices {
+        if let Some(name) = s.labels().get("kubernetes.io/service-name") {
+            out.entry(format!("{}/{name}", s.namespace().unwrap_or_default())).or_default().push(s);
+        }
+    }
+    out
+}
+
+fn endpoints(slices: &[&EndpointSlice]) -> Vec<Endpoint> {
     let mut out: Vec<Endpoint> = Vec::new();
     for s in slices {
-        if s.namespace().as_deref() != Some(ns.as_str())
-            || s.labels().get("kubernetes.io/service-name") != Some(&name)
-            || !matches!(s.address_type.as_str(), "IPv4" | "IPv6")
-        {
+        if !matches!(s.address_type.as_str(), "IPv4" | "IPv6") {
             continue;
         }
         let ports: BTreeMap<(String, u8), u16> = s
@@ -201,7 +211,10 @@ fn node_ready(node: &Node) -> bool {
 
 /// A policy with its interface patterns compiled (once per plan, not per check).
 struct Policy<'a> {
+    name: String,
     spec: &'a super::crds::L2AnnouncementPolicySpec,
+    /// Its `announce` timings, or what is wrong with them.
+    timing: Option<Result<Timing, String>>,
     /// Anchored, as Cilium does: `eth0` does not match `veth0`. A pattern that does not
     /// compile matches nothing.
     interfaces: Vec<Option<regex::Regex>>,
@@ -209,17 +222,30 @@ struct Policy<'a> {
 
 impl<'a> Policy<'a> {
     fn new(p: &'a L2AnnouncementPolicy) -> Self {
+        let timing = p.spec.announce.as_ref().map(|a| {
+            Timing::parse(a.gratuitous_arp_ms.as_deref(), a.refresh_seconds).map_err(|(field, msg)| {
+                format!("L2AnnouncementPolicy {}: announce.{field}: {msg}; the defaults are used", p.name_any())
+            })
+        });
         Policy {
+            name: p.name_any(),
             spec: &p.spec,
+            timing,
             interfaces: p.spec.interfaces.iter().map(|re| regex::Regex::new(&format!("^(?:{re})$")).ok()).collect(),
         }
+    }
+
+    /// Whether it announces VIPs of `svc` (`external`: from spec.externalIPs) at all.
+    fn covers(&self, svc: &Service, external: bool) -> bool {
+        let p = self.spec;
+        let kind = if external { p.external_ips } else { p.load_balancer_ips };
+        kind && selects(p.service_selector.as_ref(), svc.labels())
     }
 
     /// Whether it lets `member` announce a VIP of `svc` (`external`: from spec.externalIPs).
     fn allows(&self, svc: &Service, external: bool, member: &Member, node_labels: &BTreeMap<String, String>) -> bool {
         let p = self.spec;
-        let kind = if external { p.external_ips } else { p.load_balancer_ips };
-        kind && selects(p.service_selector.as_ref(), svc.labels())
+        self.covers(svc, external)
             && selects(p.node_selector.as_ref(), node_labels)
             && (p.interfaces.is_empty() || self.interfaces.iter().flatten().any(|r| r.is_match(&member.interface)))
     }
@@ -232,7 +258,10 @@ pub fn plan(me: &str, c: &Cluster<'_>, settings: &Settings, snat_families: (bool
     let node_labels: BTreeMap<String, &BTreeMap<String, String>> =
         c.nodes.iter().map(|n| (n.name_any(), n.labels())).collect();
     let labels_of = |n: &str| node_labels.get(n).copied().unwrap_or(&no_labels);
-    let policies: Vec<Policy<'_>> = c.policies.iter().map(|p| Policy::new(p)).collect();
+    let mut policies: Vec<Policy<'_>> = c.policies.iter().map(|p| Policy::new(p)).collect();
+    policies.sort_by(|a, b| a.name.cmp(&b.name));
+    let by_service = slices_by_service(c.slices);
+    let mut announced: HashSet<IpAddr> = HashSet::new();
     let mut services: Vec<&Arc<Service>> = c.services.iter().filter(|s| served(s, settings)).collect();
     services.sort_by_key(|s| key(s));
     for svc in services {
@@ -280,7 +309,7 @@ pub fn plan(me: &str, c: &Cluster<'_>, settings: &Settings, snat_families: (bool
                 .unwrap_or(10_800);
             Duration::from_secs(u64::try_from(secs.clamp(1, 86_400)).unwrap_or(10_800))
         });
-        let eps = endpoints(svc, c.slices);
+        let eps = endpoints(by_service.get(&k).map_or(&[][..], Vec::as_slice));
         // Nodes with a ready endpoint of this Service (externalTrafficPolicy Local).
         let local_nodes: BTreeSet<&str> = eps.iter().filter(|e| e.ready).filter_map(|e| e.node.as_deref()).collect();
         for (vip, external) in &vips {
@@ -303,11 +332,23 @@ pub fn plan(me: &str, c: &Cluster<'_>, settings: &Settings, snat_families: (bool
                 };
                 problem(format!("{vip} is not announced: {why}"));
             }
-            let entry =
-                out.owners.entry(*vip).or_insert(Owned { services: Vec::new(), owner: who.clone(), candidates });
+            let timing = match policies.iter().filter(|p| p.covers(svc, *external)).find_map(|p| p.timing.as_ref()) {
+                Some(Ok(t)) => Some(*t),
+                Some(Err(msg)) => {
+                    problem(msg.clone());
+                    None
+                }
+                None => None,
+            };
+            let entry = out.owners.entry(*vip).or_insert(Owned {
+                services: Vec::new(),
+                owner: who.clone(),
+                candidates,
+                timing,
+            });
             entry.services.push(k.clone());
             // A VIP shared by Services has one owner: the first Service's (all nodes agree).
-            if entry.owner.as_deref() == Some(me) && !out.vips.contains(vip) {
+            if entry.owner.as_deref() == Some(me) && announced.insert(*vip) {
                 out.vips.push(*vip);
             }
             if mode == ForwardMode::Snat && !(if vip.is_ipv4() { snat_families.0 } else { snat_families.1 }) {
@@ -551,6 +592,28 @@ mod tests {
         // No policy at all: said plainly.
         let p = plan_of("a", &s, &[], &nodes, &[], &m);
         assert!(p.problems["default/web"][0].contains("no L2AnnouncementPolicy exists"));
+    }
+
+    #[test]
+    fn a_policy_sets_the_announcement_timings_of_its_vips() {
+        let s = [svc("web", "192.0.2.1", json!({}))];
+        let m = members(&[("a", "eth0")]);
+        let timing =
+            |spec| plan_of("a", &s, &[], &[], &[policy(spec)], &m).owners[&"192.0.2.1".parse().unwrap()].timing;
+        assert_eq!(timing(json!({"loadBalancerIPs": true})), None, "no announce: the node's defaults");
+        let t = timing(
+            json!({"loadBalancerIPs": true, "announce": {"gratuitousArpMs": [0, 20, 100, 500], "refreshSeconds": 10}}),
+        )
+        .unwrap();
+        assert_eq!(t.garp_offsets[3], Duration::from_millis(500));
+        assert_eq!(t.refresh, Some(Duration::from_secs(10)));
+        // Wrong values: said, naming the policy and the field; the defaults are used.
+        let bad = policy(json!({"loadBalancerIPs": true, "announce": {"gratuitousArpMs": [100, 0]}}));
+        let p = plan_of("a", &s, &[], &[], &[bad], &m);
+        assert_eq!(p.owners.values().next().unwrap().timing, None);
+        assert!(p.problems["default/web"]
+            .iter()
+            .any(|e| e.contains("L2AnnouncementPolicy p: announce.gratuitousArpMs")));
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use futures::StreamExt as _;
+use futures::{FutureExt as _, StreamExt as _};
 use k8s_openapi::{
     api::{
         coordination::v1::Lease,
@@ -123,15 +123,37 @@ pub fn node_snat_addrs(kubeconfig: Option<&Path>, node: &str) -> anyhow::Result<
     })
 }
 
+/// Another host claimed a VIP this node announces: published as an Event on its Services.
+#[derive(Debug, Clone)]
+pub struct Conflict {
+    /// The VIP.
+    pub vip: IpAddr,
+    /// Who else claims it: a member's name, or a MAC address.
+    pub claimant: String,
+    /// What this node does about it.
+    pub outcome: String,
+}
+
+/// One Event per VIP and claimant at most this often (a flapping claimant would flood the
+/// API).
+const CONFLICT_EVENT_EVERY: Duration = Duration::from_secs(30);
+
 /// The running node side.
 pub struct Handle {
     /// New plans, latest last.
     pub plans: crossbeam_channel::Receiver<Plan>,
+    conflicts: tokio::sync::mpsc::UnboundedSender<Conflict>,
     stop: tokio::sync::watch::Sender<bool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Handle {
+    /// Reports a conflict (an Event on the VIP's Services, at most one per VIP and claimant
+    /// per 30 s).
+    pub fn conflict(&self, c: Conflict) {
+        let _ = self.conflicts.send(c);
+    }
+
     /// Leaves the cluster: the membership Lease is deleted first (the other nodes take this
     /// node's VIPs at once) and the allocator Lease released; waits up to `timeout`.
     pub fn stop(mut self, timeout: Duration) {
@@ -153,6 +175,7 @@ impl Handle {
 pub fn start(kubeconfig: Option<PathBuf>, opts: NodeOptions) -> anyhow::Result<Handle> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
     let (tx, plans) = crossbeam_channel::unbounded();
+    let (conflicts, conflicts_rx) = tokio::sync::mpsc::unbounded_channel();
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let thread = std::thread::Builder::new().name("xlb-kube".into()).spawn(move || {
         let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -174,7 +197,7 @@ pub fn start(kubeconfig: Option<PathBuf>, opts: NodeOptions) -> anyhow::Result<H
             let alloc = opts
                 .allocate
                 .then(|| tokio::spawn(run_allocator(client.clone(), opts.settings.clone(), stop_rx.clone())));
-            if let Err(e) = run_node(client, opts, tx, stop_rx).await {
+            if let Err(e) = run_node(client, opts, tx, conflicts_rx, stop_rx).await {
                 tracing::error!(error = %format!("{e:#}"), "the Kubernetes side stopped");
             }
             if let Some(a) = alloc {
@@ -187,7 +210,7 @@ pub fn start(kubeconfig: Option<PathBuf>, opts: NodeOptions) -> anyhow::Result<H
         });
     })?;
     ready_rx.recv().context("the Kubernetes thread ended before it started")??;
-    Ok(Handle { plans, stop, thread: Some(thread) })
+    Ok(Handle { plans, conflicts, stop, thread: Some(thread) })
 }
 
 /// Renews (creates, the first time) this node's membership Lease.
@@ -207,12 +230,76 @@ async fn renew(api: &Api<Lease>, node: &str, interface: &str, valid: Duration) -
     Ok(())
 }
 
+/// Publishes `ev` on each of the Services `names` (`namespace/name`); a slow or failing API
+/// is logged, never waited on for more than 2 s per Event.
+async fn publish(recorder: &Recorder, ev: &Event, names: &[String], svcs: &[Arc<Service>]) {
+    for key in names {
+        let Some(svc) = svcs.iter().find(|s| super::plan::key(s) == *key) else { continue };
+        match tokio::time::timeout(Duration::from_secs(2), recorder.publish(ev, &svc.object_ref(&()))).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(service = %key, reason = %ev.reason, error = %e, "publishing the Event failed")
+            }
+            Err(_) => tracing::warn!(service = %key, reason = %ev.reason, "publishing the Event timed out"),
+        }
+    }
+}
+
+/// The members' Leases as this node has read them.
+struct LeaseView {
+    membership: Membership,
+    /// Members listed again since the watch restarted.
+    relisted: Vec<String>,
+    /// The first list is in.
+    ready: bool,
+    /// The watch works (not failing, not relisting).
+    watch_ok: bool,
+}
+
+impl LeaseView {
+    fn on_event(&mut self, ev: Option<Result<watcher::Event<Lease>, watcher::Error>>) -> anyhow::Result<()> {
+        let now = Instant::now();
+        let seen = |l: &Lease| {
+            let node = l.spec.as_ref().and_then(|s| s.holder_identity.clone()).unwrap_or_default();
+            let iface = l.annotations().get(INTERFACE_ANNOTATION).cloned().unwrap_or_default();
+            (node, l.resource_version().unwrap_or_default(), iface)
+        };
+        self.watch_ok = !matches!(ev, Some(Err(_)) | Some(Ok(watcher::Event::Init | watcher::Event::InitApply(_))));
+        match ev {
+            Some(Ok(watcher::Event::Apply(l))) => {
+                let (n, v, i) = seen(&l);
+                self.membership.observe(&n, &v, &i, now);
+            }
+            Some(Ok(watcher::Event::InitApply(l))) => {
+                let (n, v, i) = seen(&l);
+                self.membership.observe(&n, &v, &i, now);
+                self.relisted.push(n);
+            }
+            Some(Ok(watcher::Event::Delete(l))) => {
+                let (n, _, _) = seen(&l);
+                tracing::info!(node = %n, "member left (Lease deleted)");
+                self.membership.remove(&n);
+            }
+            Some(Ok(watcher::Event::Init)) => self.relisted.clear(),
+            Some(Ok(watcher::Event::InitDone)) => {
+                self.membership.retain(&self.relisted);
+                self.ready = true;
+            }
+            Some(Err(e)) => tracing::debug!(watch = "leases", error = %e, "watch failed; retrying"),
+            None => anyhow::bail!("the Lease watch ended"),
+        }
+        Ok(())
+    }
+}
+
 async fn run_node(
     client: Client,
     opts: NodeOptions,
     tx: crossbeam_channel::Sender<Plan>,
+    mut conflicts: tokio::sync::mpsc::UnboundedReceiver<Conflict>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    let mut conflict_events: BTreeMap<(IpAddr, String), Instant> = BTreeMap::new();
     let me = opts.settings.identity.clone();
     let notify = Arc::new(tokio::sync::Notify::new());
     let services = reflect(Api::<Service>::all(client.clone()), notify.clone(), "services");
@@ -232,18 +319,18 @@ async fn run_node(
             notify.notify_one();
         });
     }
-    let leases: Api<Lease> = Api::namespaced(client.clone(), &opts.settings.namespace);
+    let lease_api: Api<Lease> = Api::namespaced(client.clone(), &opts.settings.namespace);
     if let Some(w) = &opts.witness {
-        tokio::spawn(super::witness::run(leases.clone(), me.clone(), w.clone(), stop.clone()));
+        tokio::spawn(super::witness::run(lease_api.clone(), me.clone(), w.clone(), stop.clone()));
     }
     // Membership depends on this watch: after an outage it retries every 2 s at most.
-    let mut lease_events = watcher(leases.clone(), watcher::Config::default().labels(&format!("{MEMBER_LABEL}=node")))
-        .backoff(CappedBackoff::new(Duration::from_secs(2)))
-        .boxed();
-    let mut membership = Membership::new(opts.valid);
-    let mut relisted: Vec<String> = Vec::new();
-    let mut leases_ready = false;
-    let (mut renew_ok, mut lease_watch_ok) = (true, true);
+    let mut lease_events =
+        watcher(lease_api.clone(), watcher::Config::default().labels(&format!("{MEMBER_LABEL}=node")))
+            .backoff(CappedBackoff::new(Duration::from_secs(2)))
+            .boxed();
+    let mut leases =
+        LeaseView { membership: Membership::new(opts.valid), relisted: Vec::new(), ready: false, watch_ok: true };
+    let mut renew_ok = true;
     let mut renew_tick = tokio::time::interval(opts.renew);
     renew_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let recorder = Recorder::new(client.clone(), Reporter { controller: "xlb".into(), instance: Some(me.clone()) });
@@ -252,12 +339,15 @@ async fn run_node(
     tracing::info!(node = %me, lease = %lease_name(&me), namespace = %opts.settings.namespace, "joining the xlb members");
     loop {
         let now = Instant::now();
-        let wake =
-            membership.next_expiry(now).unwrap_or(now + Duration::from_secs(1)).min(now + Duration::from_secs(1));
+        let wake = leases
+            .membership
+            .next_expiry(now)
+            .unwrap_or(now + Duration::from_secs(1))
+            .min(now + Duration::from_secs(1));
         tokio::select! {
             _ = stop.changed() => break,
             _ = renew_tick.tick() => {
-                let r = tokio::time::timeout(opts.renew.max(Duration::from_secs(1)), renew(&leases, &me, &opts.interface, opts.valid)).await;
+                let r = tokio::time::timeout(opts.renew.max(Duration::from_secs(1)), renew(&lease_api, &me, &opts.interface, opts.valid)).await;
                 renew_ok = match r {
                     Ok(Ok(())) => true,
                     Ok(Err(e)) => {
@@ -275,36 +365,33 @@ async fn run_node(
                 };
             }
             ev = lease_events.next() => {
-                let now = Instant::now();
-                let seen = |l: &Lease| {
-                    let node = l.spec.as_ref().and_then(|s| s.holder_identity.clone()).unwrap_or_default();
-                    let iface = l.annotations().get(INTERFACE_ANNOTATION).cloned().unwrap_or_default();
-                    (node, l.resource_version().unwrap_or_default(), iface)
-                };
-                lease_watch_ok = !matches!(ev, Some(Err(_)) | Some(Ok(watcher::Event::Init | watcher::Event::InitApply(_))));
-                match ev {
-                    Some(Ok(watcher::Event::Apply(l))) => {
-                        let (n, v, i) = seen(&l);
-                        membership.observe(&n, &v, &i, now);
-                    }
-                    Some(Ok(watcher::Event::InitApply(l))) => {
-                        let (n, v, i) = seen(&l);
-                        membership.observe(&n, &v, &i, now);
-                        relisted.push(n);
-                    }
-                    Some(Ok(watcher::Event::Delete(l))) => {
-                        let (n, _, _) = seen(&l);
-                        tracing::info!(node = %n, "member left (Lease deleted)");
-                        membership.remove(&n);
-                    }
-                    Some(Ok(watcher::Event::Init)) => relisted.clear(),
-                    Some(Ok(watcher::Event::InitDone)) => {
-                        membership.retain(&relisted);
-                        leases_ready = true;
-                    }
-                    Some(Err(e)) => tracing::debug!(watch = "leases", error = %e, "watch failed; retrying"),
-                    None => anyhow::bail!("the Lease watch ended"),
+                leases.on_event(ev)?;
+                // Take in every Lease change already waiting: a busy thread must not judge
+                // members by changes it has not read yet.
+                while let Some(ev) = lease_events.next().now_or_never() {
+                    leases.on_event(ev)?;
                 }
+            }
+            Some(c) = conflicts.recv() => {
+                let now = Instant::now();
+                let k = (c.vip, c.claimant.clone());
+                if conflict_events.get(&k).is_some_and(|t| now.saturating_duration_since(*t) < CONFLICT_EVENT_EVERY) {
+                    continue;
+                }
+                if conflict_events.len() >= 1024 {
+                    conflict_events.retain(|_, t| now.saturating_duration_since(*t) < CONFLICT_EVENT_EVERY);
+                }
+                conflict_events.insert(k, now);
+                let names = last.as_ref().and_then(|p| p.owners.get(&c.vip)).map(|o| o.services.clone()).unwrap_or_default();
+                let ev = Event {
+                    type_: EventType::Warning,
+                    reason: "AddressConflict".into(),
+                    note: Some(format!("{} is also claimed by {} (seen by node {me}); {}", c.vip, c.claimant, c.outcome)),
+                    action: "Announce".into(),
+                    secondary: None,
+                };
+                publish(&recorder, &ev, &names, &services.state()).await;
+                continue;
             }
             _ = notify.notified() => {}
             _ = tokio::time::sleep_until(wake.into()) => {}
@@ -312,23 +399,23 @@ async fn run_node(
         // Liveness is judged only while this node both renews its Lease and watches the
         // others': otherwise nobody's Lease can be seen to change, and expiring them would
         // withdraw every VIP because of the API, not because of the nodes (fail static).
-        match (renew_ok && lease_watch_ok, membership.frozen()) {
+        match (renew_ok && leases.watch_ok, leases.membership.frozen()) {
             (false, false) => {
                 tracing::warn!(
                     "the API server is out of reach: keeping the last known members and VIPs until it answers"
                 );
-                membership.api_down(Instant::now());
+                leases.membership.api_down(Instant::now());
             }
             (true, true) => {
                 tracing::info!("the API server answers again: members judged from now on");
-                membership.api_up(Instant::now());
+                leases.membership.api_up(Instant::now());
             }
             _ => {}
         }
-        if !leases_ready || !stores_ready.load(Ordering::Relaxed) {
+        if !leases.ready || !stores_ready.load(Ordering::Relaxed) {
             continue;
         }
-        let members = membership.live(Instant::now());
+        let members = leases.membership.live(Instant::now());
         let (svcs, sls, ns, ps) = (services.state(), slices.state(), nodes.state(), policies.state());
         let cluster = Cluster { services: &svcs, slices: &sls, nodes: &ns, policies: &ps, members: &members };
         let new = plan(&me, &cluster, &opts.settings, opts.snat_families);
@@ -353,23 +440,14 @@ async fn run_node(
         for vip in new.vips.iter().filter(|v| !before.contains(v)) {
             let names = new.owners.get(vip).map(|o| o.services.clone()).unwrap_or_default();
             tracing::info!(vip = %vip, services = ?names, members = members.len(), "this node announces the VIP");
-            for key in names {
-                let Some(svc) = svcs.iter().find(|s| super::plan::key(s) == key) else {
-                    continue;
-                };
-                let ev = Event {
-                    type_: EventType::Normal,
-                    reason: "IPAnnounced".into(),
-                    note: Some(format!("{vip} announced by node {me} on {}", opts.interface)),
-                    action: "Announce".into(),
-                    secondary: None,
-                };
-                match tokio::time::timeout(Duration::from_secs(2), recorder.publish(&ev, &svc.object_ref(&()))).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::warn!(service = %key, error = %e, "publishing the Event failed"),
-                    Err(_) => tracing::warn!(service = %key, "publishing the Event timed out"),
-                }
-            }
+            let ev = Event {
+                type_: EventType::Normal,
+                reason: "IPAnnounced".into(),
+                note: Some(format!("{vip} announced by node {me} on {}", opts.interface)),
+                action: "Announce".into(),
+                secondary: None,
+            };
+            publish(&recorder, &ev, &names, &svcs).await;
         }
         for vip in before.iter().filter(|v| !new.vips.contains(v)) {
             let to = new.owners.get(vip).and_then(|o| o.owner.clone()).unwrap_or_else(|| "nobody".into());
@@ -380,7 +458,7 @@ async fn run_node(
     // Graceful leave: the Lease goes first, so the others take over without waiting for it
     // to expire.
     let name = lease_name(&me);
-    match tokio::time::timeout(Duration::from_secs(3), leases.delete(&name, &DeleteParams::default())).await {
+    match tokio::time::timeout(Duration::from_secs(3), lease_api.delete(&name, &DeleteParams::default())).await {
         Ok(Ok(_)) => tracing::info!(lease = %name, "membership Lease deleted: the other nodes take this node's VIPs"),
         Ok(Err(e)) => {
             tracing::warn!(lease = %name, error = %e, "deleting the membership Lease failed; it expires on its own")

@@ -9,14 +9,20 @@
 //!  4  version (1)         1
 //!  5  flags               1   bit 0: leaving (hand my VIPs over now); bit 1: quorum
 //!  6  name length N       1   1..=64
-//!  7  reserved            1
+//!  7  signed              1   1: an HMAC-SHA256 tag follows the name
 //!  8  cluster             4   hash of the cluster name: two clusters on one LAN ignore each other
 //! 12  incarnation         8   a restart is a new incarnation
 //! 20  sequence            8
 //! 28  members digest      8   hash of the sender's member list (sorted names)
 //! 36  hears               8   bit i: the sender hears member i of that list (up to 64)
 //! 44  node name           N
+//! 44+N tag                32  (signed only) HMAC-SHA256 over the frame from the source MAC
+//!                             to the end of the name, with the cluster's shared key
 //! ```
+//!
+//! With a key configured, a node sends signed heartbeats and takes in only those whose tag
+//! verifies: a host on the LAN cannot forge a peer's "leaving" or quorum (replays are
+//! stopped by the incarnation and sequence checks).
 
 use super::neighbor::{OutFrame, OUT_FRAME_CAP};
 use crate::wire::{EthernetAddress, EthernetFrame};
@@ -33,6 +39,38 @@ const HEADER: usize = 44;
 pub const FLAG_LEAVING: u8 = 1;
 /// Flag: the sender has quorum and may own VIPs.
 pub const FLAG_QUORUM: u8 = 2;
+const TAG: usize = 32;
+
+/// The cluster's shared secret that signs heartbeats.
+pub struct Key(ring::hmac::Key);
+
+impl Key {
+    /// A key from the secret's bytes (at least 16).
+    pub fn new(secret: &[u8]) -> Self {
+        Key(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret))
+    }
+
+    /// Reads the secret from a file (surrounding whitespace, e.g. a final newline, is not
+    /// part of it); the error says what is wrong.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, String> {
+        let raw = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let secret = raw.trim_ascii();
+        if secret.len() < 16 {
+            return Err(format!(
+                "{}: the key has {} bytes; give at least 16 (e.g. `head -c 32 /dev/urandom | base64 > FILE`), the same on every node",
+                path.display(),
+                secret.len()
+            ));
+        }
+        Ok(Key::new(secret))
+    }
+}
+
+impl core::fmt::Debug for Key {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("Key(..)")
+    }
+}
 
 /// A heartbeat as received: small and `Copy`, so that workers pass it on without allocating.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -102,8 +140,13 @@ pub fn cut_name(name: &str) -> &str {
     &name[..n]
 }
 
-/// Builds the broadcast heartbeat frame sent from `mac`.
+/// Builds the broadcast heartbeat frame sent from `mac`, unsigned.
 pub fn build(mac: EthernetAddress, b: &Beat<'_>) -> OutFrame {
+    build_signed(mac, b, None)
+}
+
+/// Builds the broadcast heartbeat frame sent from `mac`, signed with `key` if given.
+pub fn build_signed(mac: EthernetAddress, b: &Beat<'_>, key: Option<&Key>) -> OutFrame {
     let name = cut_name(b.name).as_bytes();
     let mut buf = [0u8; OUT_FRAME_CAP];
     buf[0..6].copy_from_slice(&EthernetAddress::BROADCAST.0);
@@ -120,11 +163,33 @@ pub fn build(mac: EthernetAddress, b: &Beat<'_>) -> OutFrame {
     p[28..36].copy_from_slice(&b.digest.to_be_bytes());
     p[36..44].copy_from_slice(&b.hears.to_be_bytes());
     p[HEADER..HEADER + name.len()].copy_from_slice(name);
+    let mut end = 14 + HEADER + name.len();
+    if let Some(k) = key {
+        buf[14 + 7] = 1;
+        let tag = ring::hmac::sign(&k.0, &buf[6..end]);
+        buf[end..end + TAG].copy_from_slice(tag.as_ref());
+        end += TAG;
+    }
     // At least the Ethernet minimum (60 bytes without the FCS).
-    OutFrame::from_parts(buf, (14 + HEADER + name.len()).max(60))
+    OutFrame::from_parts(buf, end.max(60))
 }
 
-/// Reads a heartbeat frame; `None` for anything that is not a well-formed one of ours.
+/// Reads a heartbeat frame, taking it only if signed with `key` (when one is given): `None`
+/// for a forged, unsigned or malformed one.
+pub fn accept(frame: &[u8], key: Option<&Key>) -> Option<Heartbeat> {
+    let h = parse(frame)?;
+    if let Some(k) = key {
+        let end = 14 + HEADER + usize::from(h.name_len);
+        let tag = frame.get(end..end + TAG)?;
+        if frame.get(14 + 7) != Some(&1) || ring::hmac::verify(&k.0, &frame[6..end], tag).is_err() {
+            return None;
+        }
+    }
+    Some(h)
+}
+
+/// Reads a heartbeat frame (a tag, if any, is not checked: see [`accept`]); `None` for
+/// anything that is not a well-formed one of ours.
 pub fn parse(frame: &[u8]) -> Option<Heartbeat> {
     let eth = EthernetFrame::new_checked(frame).ok()?;
     if eth.ethertype() != ETHERTYPE {
@@ -203,5 +268,25 @@ mod tests {
         let mut bad_utf8 = good;
         bad_utf8[14 + HEADER] = 0xff;
         assert!(parse(&bad_utf8).is_none());
+    }
+
+    #[test]
+    fn signed_heartbeats_are_taken_only_with_the_right_key() {
+        let b = Beat { name: "node-a", cluster: 7, incarnation: 1, seq: 1, digest: 0, hears: 0, flags: 0 };
+        let (key, other) = (Key::new(b"sixteen byte key!"), Key::new(b"another 16 b key"));
+        let signed = build_signed(MAC, &Beat { name: &"n".repeat(MAX_NAME), ..b }, Some(&key));
+        assert_eq!(signed.bytes().len(), 14 + HEADER + MAX_NAME + TAG, "fits an OutFrame");
+        let f = build_signed(MAC, &b, Some(&key));
+        assert_eq!(accept(f.bytes(), Some(&key)).map(|h| h.seq), Some(1));
+        assert!(accept(f.bytes(), Some(&other)).is_none(), "another key");
+        assert!(accept(build(MAC, &b).bytes(), Some(&key)).is_none(), "unsigned");
+        assert!(accept(f.bytes(), None).is_some(), "no key: tags are not checked");
+        // Any change to what is signed (flags, sender MAC, name) breaks the tag.
+        for at in [6, 14 + 5, 14 + 20, 14 + HEADER] {
+            let mut bad = f.bytes().to_vec();
+            bad[at] ^= 1;
+            assert!(accept(&bad, Some(&key)).is_none(), "byte {at} changed");
+        }
+        assert!(accept(&f.bytes()[..f.bytes().len() - 1], Some(&key)).is_none(), "tag cut short");
     }
 }

@@ -9,7 +9,7 @@
 //! slot (drained: established flows keep it through connection tracking). Tables are built
 //! off the hot path; a lookup is one multiply-shift and one load.
 
-use std::fmt;
+use std::{collections::HashMap, fmt, sync::Arc};
 
 /// The default table size: a prime, M > 100 x N for up to 655 backends.
 pub const DEFAULT_TABLE_SIZE: u32 = 65_537;
@@ -98,9 +98,10 @@ pub fn is_prime(n: u32) -> bool {
 }
 
 /// A built Maglev table: for each slot, the index of a backend in the list it was built from.
+/// Cloning shares the slots (services with the same backends share one table).
 #[derive(Clone, PartialEq, Eq)]
 pub struct MaglevTable {
-    slots: Box<[u32]>,
+    slots: Arc<[u32]>,
 }
 
 impl fmt::Debug for MaglevTable {
@@ -130,7 +131,7 @@ impl MaglevTable {
         }
         let max_weight = order.iter().map(|i| u64::from(backends[*i].1)).max().unwrap_or(0);
         if max_weight == 0 {
-            return Ok(MaglevTable { slots });
+            return Ok(MaglevTable { slots: slots.into() });
         }
         struct Walker {
             index: u32,
@@ -178,7 +179,7 @@ impl MaglevTable {
                 }
             }
         }
-        Ok(MaglevTable { slots })
+        Ok(MaglevTable { slots: slots.into() })
     }
 
     /// Number of slots.
@@ -222,6 +223,46 @@ impl MaglevTable {
     }
 }
 
+/// The tables of the last build, by (backends in order, size): a rebuild computes only the
+/// tables whose backends changed, and services with the same backends share one table (a
+/// thousand Services over the same pods cost one table, not a thousand).
+#[derive(Debug, Default)]
+pub struct TableCache {
+    last: HashMap<(Vec<(BackendId, u32)>, u32), MaglevTable>,
+    this: HashMap<(Vec<(BackendId, u32)>, u32), MaglevTable>,
+}
+
+impl TableCache {
+    /// The table for `backends` at `size`: from this build or the last one, else built.
+    pub fn get(&mut self, backends: &[(BackendId, u32)], size: u32) -> Result<MaglevTable, MaglevError> {
+        let key = (backends.to_vec(), size);
+        if let Some(t) = self.this.get(&key) {
+            return Ok(t.clone());
+        }
+        let t = match self.last.remove(&key) {
+            Some(t) => t,
+            None => MaglevTable::build(backends, size)?,
+        };
+        self.this.insert(key, t.clone());
+        Ok(t)
+    }
+
+    /// Ends a build: tables it did not ask for are dropped.
+    pub fn finish(&mut self) {
+        self.last = std::mem::take(&mut self.this);
+    }
+
+    /// Tables kept.
+    pub fn len(&self) -> usize {
+        self.last.len()
+    }
+
+    /// Whether no table is kept.
+    pub fn is_empty(&self) -> bool {
+        self.last.is_empty()
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::cast_possible_truncation)] // test inputs are small by construction
 mod tests {
@@ -236,6 +277,26 @@ mod tests {
                 (BackendId::new(ip, 8080), weight(i))
             })
             .collect()
+    }
+
+    #[test]
+    fn the_cache_shares_equal_tables_and_drops_unused_ones() -> Result<(), MaglevError> {
+        let mut c = TableCache::default();
+        let (two, three) = (backends(2, |_| 1), backends(3, |_| 1));
+        let a = c.get(&two, 251)?;
+        let b = c.get(&two, 251)?;
+        assert!(Arc::ptr_eq(&a.slots, &b.slots), "the same backends share one table");
+        let other = c.get(&two, 257)?;
+        assert_eq!(other.len(), 257);
+        c.finish();
+        assert_eq!(c.len(), 2);
+        // The next build reuses what did not change, builds what did, drops the rest.
+        let again = c.get(&two, 251)?;
+        assert!(Arc::ptr_eq(&a.slots, &again.slots), "unchanged backends are not rebuilt");
+        assert_eq!(c.get(&three, 251)?, MaglevTable::build(&three, 251)?);
+        c.finish();
+        assert_eq!(c.len(), 2, "the 257-slot table was not asked for: dropped");
+        Ok(())
     }
 
     fn shares(t: &MaglevTable, n: usize) -> Vec<usize> {

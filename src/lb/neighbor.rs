@@ -18,7 +18,7 @@ use crate::wire::{
 };
 
 /// Room in an [`OutFrame`]: an Ethernet header with one tag, IPv6 and an NDP message.
-pub const OUT_FRAME_CAP: usize = 128;
+pub const OUT_FRAME_CAP: usize = 160;
 
 /// IPv6 all-nodes multicast address.
 pub const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);

@@ -5,7 +5,7 @@
 use std::{collections::HashMap, net::IpAddr};
 
 use super::{
-    maglev::{hash64, BackendId, MaglevError, MaglevTable, DEFAULT_TABLE_SIZE},
+    maglev::{hash64, BackendId, MaglevError, MaglevTable, TableCache, DEFAULT_TABLE_SIZE},
     stats::UNCOUNTED,
 };
 use crate::wire::EthernetAddress;
@@ -101,11 +101,23 @@ impl Service {
         backends: Vec<Backend>,
         table_size: u32,
     ) -> Result<Self, MaglevError> {
+        Self::with_tables(key, mode, backends, table_size, &mut TableCache::default())
+    }
+
+    /// Like [`Service::new`], taking its table from `tables` when one with the same backends
+    /// was built before.
+    pub fn with_tables(
+        key: ServiceKey,
+        mode: ForwardMode,
+        backends: Vec<Backend>,
+        table_size: u32,
+        tables: &mut TableCache,
+    ) -> Result<Self, MaglevError> {
         let weights: Vec<(BackendId, u32)> = backends
             .iter()
             .map(|b| (BackendId::new(b.addr, b.port), if b.takes_new_flows() { b.weight } else { 0 }))
             .collect();
-        let table = MaglevTable::build(&weights, table_size)?;
+        let table = tables.get(&weights, table_size)?;
         let by_key = backends.iter().zip(0u32..).map(|(b, i)| (b.key, i)).collect();
         Ok(Service { key, mode, backends, affinity: None, stats_id: UNCOUNTED, table, by_key })
     }

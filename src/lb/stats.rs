@@ -146,7 +146,8 @@ pub enum Counter {
     Sleeps,
     /// Heartbeats of other xlb nodes received and handed to the control thread.
     Heartbeats,
-    /// Heartbeats not handed over: malformed, or the control thread's queue full.
+    /// Heartbeats not taken in: malformed, unsigned or forged (with a key), failover off, or
+    /// the control thread's queue full.
     HeartbeatsLost,
 }
 

@@ -256,6 +256,26 @@ pub fn xlb_bin() -> &'static str {
     env!("CARGO_BIN_EXE_xlb")
 }
 
+/// The optimised xlb binary, built once (`cargo build --release --bin xlb`) for the scale
+/// tests: five unoptimised xlb processes with 1,000 VIPs each, beside an API server on two
+/// cores, measure the debug build's control loop, not xlb.
+#[allow(dead_code)] // only the scale tests use it
+pub fn release_xlb() -> &'static str {
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let st = Command::new(cargo)
+            .args(["build", "--release", "--quiet", "--bin", "xlb"])
+            .current_dir(root)
+            .status()
+            .expect("running cargo build --release");
+        assert!(st.success(), "cargo build --release --bin xlb failed");
+        let target = std::env::var("CARGO_TARGET_DIR").map_or_else(|_| root.join("target"), PathBuf::from);
+        target.join("release/xlb").display().to_string()
+    })
+}
+
 /// A running xlb in a lab host.
 pub struct Xlb {
     child: Option<Child>,
@@ -270,7 +290,15 @@ impl Xlb {
     pub fn start(lab: &Lab, host: &Host, args: &[&str]) -> Xlb {
         let mut all = vec!["-i", "eth0"];
         all.extend_from_slice(args);
-        Self::spawn(lab, host, &all)
+        Self::spawn(lab, host, xlb_bin(), &all)
+    }
+
+    /// Like [`Xlb::start`], with the optimised build ([`release_xlb`]).
+    #[allow(dead_code)] // only the scale tests use it
+    pub fn start_release(lab: &Lab, host: &Host, args: &[&str]) -> Xlb {
+        let mut all = vec!["-i", "eth0"];
+        all.extend_from_slice(args);
+        Self::spawn(lab, host, release_xlb(), &all)
     }
 
     /// Starts `xlb run --config FILE ARGS` in `host` and waits until it logs that it runs.
@@ -279,16 +307,16 @@ impl Xlb {
         let path = config.display().to_string();
         let mut all = vec!["--config", path.as_str()];
         all.extend_from_slice(args);
-        Self::spawn(lab, host, &all)
+        Self::spawn(lab, host, xlb_bin(), &all)
     }
 
-    fn spawn(lab: &Lab, host: &Host, args: &[&str]) -> Xlb {
+    fn spawn(lab: &Lab, host: &Host, bin: &str, args: &[&str]) -> Xlb {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let log = lab.dir.join(format!("xlb-{n}.log"));
         let stats = lab.dir.join(format!("xlb-{n}.json"));
         let admin = lab.dir.join(format!("xlb-{n}.sock"));
         let mut full: Vec<String> =
-            ["netns", "exec", &host.ns, xlb_bin(), "run", "--stats-file"].iter().map(|s| s.to_string()).collect();
+            ["netns", "exec", &host.ns, bin, "run", "--stats-file"].iter().map(|s| s.to_string()).collect();
         full.push(stats.display().to_string());
         full.push("--admin-socket".into());
         full.push(admin.display().to_string());
