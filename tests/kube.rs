@@ -61,6 +61,24 @@ fn allocator_against_a_real_api_server() {
     // Deleting web frees its address: the thief gets it.
     api.kubectl(&["delete", "svc", "web"]);
     wait(&api, "thief's address", |api| api.ingress("thief") == "192.0.2.1");
+    // Each new address is its own Event; the same one again counts up the first (a series).
+    api.kubectl(&["annotate", "--overwrite", "svc", "thief", "lbipam.cilium.io/ips=192.0.2.9"]);
+    wait(&api, "thief's second Event", |api| api.events().contains("IPAllocated thief allocated 192.0.2.9"));
+    api.kubectl(&["annotate", "--overwrite", "svc", "thief", "lbipam.cilium.io/ips=192.0.2.1"]);
+    wait(&api, "thief's first address again", |api| api.ingress("thief") == "192.0.2.1");
+    let count = |api: &Api| {
+        api.kubectl(&[
+            "get",
+            "events.events.k8s.io",
+            "-o",
+            r#"jsonpath={range .items[?(@.regarding.name=="thief")]}{.reason} {.note} {.series.count}{"\n"}{end}"#,
+        ])
+    };
+    wait(&api, "the first Event counted twice", |api| {
+        count(api).lines().any(|l| l == "IPAllocated allocated 192.0.2.1 2")
+    });
+    let events = count(&api);
+    assert_eq!(events.lines().filter(|l| l.starts_with("IPAllocated ")).count(), 2, "{events}");
     // Pool status: counts.
     wait(&api, "pool counts", |api| {
         api.kubectl(&["get", "lbpool", "public", "-o", "jsonpath={.status.counts.used}/{.status.counts.total}"])

@@ -20,7 +20,7 @@ use k8s_openapi::{
 };
 use kube::{
     api::{Patch, PatchParams},
-    runtime::events::{Event, EventType, Recorder, Reporter},
+    runtime::events::{Event, EventType},
     Api, Client, Resource as _, ResourceExt as _,
 };
 use serde_json::json;
@@ -28,6 +28,7 @@ use serde_json::json;
 use super::{
     alloc::{plan, PoolView, SvcView, IP_ANNOTATIONS, SHARING_ANNOTATIONS},
     crds::{LoadBalancerIPPool, PoolCounts, YesNo},
+    events::Recorder,
     reflect,
 };
 use crate::control::ipam::{Block, Ipam, Pool};
@@ -362,10 +363,9 @@ pub async fn run_allocator(
         .await
         .context("setting up the allocator Lease (namespace and RBAC for leases?)")?;
     let (mut leader, lease_task) = lease.watch().await;
-    let reporter = Reporter { controller: "xlb".into(), instance: Some(settings.identity.clone()) };
     let mut alloc = Allocator {
         client: client.clone(),
-        recorder: Recorder::new(client, reporter),
+        recorder: Recorder::new(client, "xlb", &settings.identity),
         settings,
         ipam: Ipam::default(),
         writes: 0,

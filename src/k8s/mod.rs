@@ -5,6 +5,7 @@
 pub mod alloc;
 pub mod controller;
 pub mod crds;
+pub mod events;
 pub mod member;
 pub mod plan;
 pub mod source;

@@ -32,7 +32,7 @@ use k8s_openapi::{
 use kube::{
     api::{DeleteParams, Patch, PatchParams},
     runtime::{
-        events::{Event, EventType, Recorder, Reporter},
+        events::{Event, EventType},
         watcher, WatchStreamExt as _,
     },
     Api, Client, Resource as _, ResourceExt as _,
@@ -42,6 +42,7 @@ use serde_json::json;
 use super::{
     controller::{run_allocator, Settings},
     crds::L2AnnouncementPolicy,
+    events::Recorder,
     member::Membership,
     plan::{plan, Cluster, Plan},
     reflect, CappedBackoff,
@@ -333,7 +334,7 @@ async fn run_node(
     let mut renew_ok = true;
     let mut renew_tick = tokio::time::interval(opts.renew);
     renew_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let recorder = Recorder::new(client.clone(), Reporter { controller: "xlb".into(), instance: Some(me.clone()) });
+    let recorder = Recorder::new(client.clone(), "xlb", &me);
     let mut last: Option<Plan> = None;
     let mut last_problems: BTreeMap<String, Vec<String>> = BTreeMap::new();
     tracing::info!(node = %me, lease = %lease_name(&me), namespace = %opts.settings.namespace, "joining the xlb members");
