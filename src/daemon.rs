@@ -739,6 +739,16 @@ fn stop_workers(workers: Vec<WorkerHandle>, shutdown: &AtomicBool) -> Vec<(u32, 
         .collect()
 }
 
+/// What failover made of another MAC's claim on a VIP.
+enum HaClaim {
+    /// The claimant is no peer (or failover is off): an outside host.
+    NotAPeer,
+    /// This node is cut off (fenced): the claimant is probably the node that took over.
+    Quiet,
+    /// A peer claimed it: who (`node NAME`), and what this node did.
+    Settled(String, String),
+}
+
 struct Channels {
     conflicts: Receiver<ConflictReport>,
     stop: Receiver<()>,
@@ -785,36 +795,29 @@ fn control_loop(
         crossbeam_channel::select! {
             recv(ch.conflicts) -> report => {
                 let Ok(report) = report else { break };
+                // Heartbeats read before the claim: a peer that just took the VIP is known
+                // by its MAC (both are queued; the claim may be picked first).
+                plane.take_heartbeats(None, &ch.heartbeats, prog, workers)?;
                 let act = plane.announcer.conflict(report.vip, report.mac, Instant::now());
                 plane.apply(&act, prog, workers)?;
-                let settled = plane.ha_conflict(report.vip, report.mac, prog, workers)?;
-                if let Source::Kube { handle: Some(h), .. } = &plane.source {
-                    let (claimant, outcome) = match settled {
-                        Some(x) => x,
-                        None if !act.new_conflicts.is_empty() => (
-                            format!("MAC {}", report.mac),
-                            "this node keeps announcing it (find the host with that MAC)".to_string(),
-                        ),
-                        None => (String::new(), String::new()),
-                    };
-                    if !claimant.is_empty() {
-                        h.conflict(xlb::k8s::source::Conflict { vip: report.vip, claimant, outcome });
-                    }
+                let said = match plane.ha_conflict(report.vip, report.mac, prog, workers)? {
+                    HaClaim::Settled(claimant, outcome) => Some((claimant, outcome)),
+                    // Cut off: the claimant is probably the node that took over; this node
+                    // has stopped answering, so there is nothing to tell.
+                    HaClaim::Quiet => None,
+                    HaClaim::NotAPeer if !act.new_conflicts.is_empty() => Some((
+                        format!("MAC {}", report.mac),
+                        "this node keeps announcing it (find the host with that MAC)".to_string(),
+                    )),
+                    HaClaim::NotAPeer => None,
+                };
+                if let (Source::Kube { handle: Some(h), .. }, Some((claimant, outcome))) = (&plane.source, said) {
+                    h.conflict(xlb::k8s::source::Conflict { vip: report.vip, claimant, outcome });
                 }
             }
             recv(ch.heartbeats) -> h => {
                 let Ok(h) = h else { break };
-                let now = Instant::now();
-                let mut changed = false;
-                if let Some(ha) = &mut plane.ha {
-                    changed |= ha.peers.heard(&h, now);
-                    while let Ok(more) = ch.heartbeats.try_recv() {
-                        changed |= ha.peers.heard(&more, now);
-                    }
-                }
-                if changed {
-                    plane.refresh_ownership(prog, workers)?;
-                }
+                plane.take_heartbeats(Some(h), &ch.heartbeats, prog, workers)?;
             }
             recv(ch.stop) -> _ => break,
             recv(ch.hup) -> _ => {
@@ -1207,35 +1210,55 @@ impl Plane {
         Ok(())
     }
 
+    /// Reads `first` and every heartbeat queued in `rx`; owners are decided again if that
+    /// changed who is alive or may own VIPs.
+    fn take_heartbeats(
+        &mut self,
+        first: Option<Heartbeat>,
+        rx: &Receiver<Heartbeat>,
+        prog: &XdpProgram,
+        workers: &[WorkerHandle],
+    ) -> anyhow::Result<()> {
+        let Some(ha) = &mut self.ha else { return Ok(()) };
+        let now = Instant::now();
+        let mut changed = false;
+        for h in first.into_iter().chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+            changed |= ha.peers.heard(&h, now);
+        }
+        if changed {
+            self.refresh_ownership(prog, workers)?;
+        }
+        Ok(())
+    }
+
     /// Another MAC claims a VIP this node announces: the better-ranked node keeps it.
-    /// Returns the member that claimed it and what this node did, if it was a member.
+    /// Says whether the claimant is a peer and what this node did about it.
     fn ha_conflict(
         &mut self,
         vip: IpAddr,
         mac: EthernetAddress,
         prog: &XdpProgram,
         workers: &[WorkerHandle],
-    ) -> anyhow::Result<Option<(String, String)>> {
+    ) -> anyhow::Result<HaClaim> {
         let now = Instant::now();
-        let Some(ha) = &mut self.ha else { return Ok(None) };
-        let Some(other) = ha.peers.node_of(mac).map(str::to_string) else { return Ok(None) };
-        let Some(cands) = ha.candidates.get(&vip) else { return Ok(None) };
-        let pos = |n: &str| cands.iter().position(|c| c == n).unwrap_or(usize::MAX);
+        let Some(ha) = &mut self.ha else { return Ok(HaClaim::NotAPeer) };
         if ha.fence.fenced() || !ha.peers.quorum(now, ha.witness(now)) {
-            // Cut off: the claim is probably the new owner's; say nothing.
-            return Ok(None);
+            return Ok(HaClaim::Quiet);
         }
+        let Some(other) = ha.peers.node_of(mac).map(str::to_string) else { return Ok(HaClaim::NotAPeer) };
+        let Some(cands) = ha.candidates.get(&vip) else { return Ok(HaClaim::NotAPeer) };
+        let pos = |n: &str| cands.iter().position(|c| c == n).unwrap_or(usize::MAX);
         let node = format!("node {other}");
         if ha.peers.alive(&other, now) && pos(&other) < pos(ha.peers.me()) {
             tracing::warn!(%vip, node = %other, "conflict: a better-ranked node announces this VIP; withdrawing");
             ha.yielded.insert(vip, now + ha.peers.timings().dead_time());
             self.refresh_ownership(prog, workers)?;
-            Ok(Some((node, format!("{other} ranks first: this node withdrew"))))
+            Ok(HaClaim::Settled(node, format!("{other} ranks first: this node withdrew")))
         } else {
             tracing::warn!(%vip, node = %other, "conflict: this node ranks first for the VIP; announcing it again");
             let act = self.announcer.reannounce(vip, now);
             self.apply(&act, prog, workers)?;
-            Ok(Some((node, "this node ranks first: it announced the VIP again".to_string())))
+            Ok(HaClaim::Settled(node, "this node ranks first: it announced the VIP again".to_string()))
         }
     }
 

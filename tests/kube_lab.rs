@@ -203,6 +203,12 @@ fn three_nodes_share_twenty_vips_fail_over_and_survive_an_api_outage() {
         let want = format!("{claimed} is also claimed by MAC {}", client.mac);
         if let Some(l) = events.lines().find(|l| l.starts_with("AddressConflict") && l.contains(&want)) {
             println!("conflict Event: {l}");
+            // Nodes know each other by their heartbeats: none took another node for a
+            // stranger while they started (a node announces only once the others list it).
+            for n in &nodes {
+                let stranger = format!("claimed by MAC {}", n.host.mac);
+                assert!(!events.contains(&stranger), "{} was taken for an outside host:\n{events}", n.name);
+            }
             break;
         }
         if Instant::now() >= end {

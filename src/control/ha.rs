@@ -70,11 +70,16 @@ struct Heard {
     quorum: bool,
     /// Since when its member list differs from ours (none: the same).
     differs_since: Option<Instant>,
+    /// Its member list was once the same as ours: a difference now is a change on its way
+    /// (see [`DIGEST_GRACE`]), not a node that has yet to learn of this one.
+    agreed: bool,
 }
 
 /// How long a peer whose member list differs from ours still counts as hearing us: about
 /// the time the nodes' views of a membership change take to agree. Past it, the lists really
 /// differ (e.g. the others dropped this node's expired Lease) and the peer counts no more.
+/// Only a peer that agreed with us before gets it: a joining node counts nobody until the
+/// others list it, so it cannot announce VIPs that they, not knowing it, still announce.
 const DIGEST_GRACE: Duration = Duration::from_secs(2);
 
 /// This node's view of its peers.
@@ -201,8 +206,9 @@ impl Peers {
             return self.heard.remove(&name).is_some() && was_alive;
         }
         let digest = self.members_digest();
-        let differs_since =
-            if h.digest == digest { None } else { self.heard.get(&name).and_then(|p| p.differs_since).or(Some(now)) };
+        let before = self.heard.get(&name);
+        let differs_since = if h.digest == digest { None } else { before.and_then(|p| p.differs_since).or(Some(now)) };
+        let agreed = h.digest == digest || before.is_some_and(|p| p.agreed);
         self.heard.insert(
             name,
             Heard {
@@ -214,6 +220,7 @@ impl Peers {
                 hears: h.hears,
                 quorum: h.flags & FLAG_QUORUM != 0,
                 differs_since,
+                agreed,
             },
         );
         !was_alive || was_quorum != (h.flags & FLAG_QUORUM != 0)
@@ -242,14 +249,14 @@ impl Peers {
     }
 
     /// Whether `node`, alive, also hears this node (as its last heartbeat said). A peer with
-    /// another member list cannot say: it counts.
+    /// another member list cannot say: it counts for [`DIGEST_GRACE`] if it agreed before.
     fn hears_me(&self, node: &str, now: Instant) -> bool {
         if node == self.me {
             return true;
         }
         let Some(p) = self.heard.get(node) else { return false };
         if p.digest != self.members_digest() {
-            return p.differs_since.is_none_or(|t| now.saturating_duration_since(t) < DIGEST_GRACE);
+            return p.agreed && p.differs_since.is_none_or(|t| now.saturating_duration_since(t) < DIGEST_GRACE);
         }
         self.members.iter().position(|m| *m == self.me).is_none_or(|i| i >= 64 || p.hears & (1 << i) != 0)
     }
@@ -401,7 +408,7 @@ mod tests {
     const MAC_B: EthernetAddress = EthernetAddress([2, 0, 0, 0, 0, 0xb]);
 
     fn hb(from: &str, inc: u64, seq: u64, leaving: bool) -> Heartbeat {
-        hb_hearing(from, inc, seq, leaving, 0, u64::MAX)
+        hb_hearing(from, inc, seq, leaving, digest_of(&["a".into(), "b".into(), "c".into()]), u64::MAX)
     }
 
     fn hb_hearing(from: &str, inc: u64, seq: u64, leaving: bool, digest: u64, hears: u64) -> Heartbeat {
@@ -485,6 +492,28 @@ mod tests {
     }
 
     #[test]
+    fn a_joining_node_counts_nobody_until_the_others_list_it() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        // d joins: its list has a, b, c, d; theirs, from before its Lease, only a, b, c.
+        let mut d = Peers::new("d", "c", HaTimings::default(), ["a", "b", "c", "d"].map(String::from).to_vec(), t0, 1);
+        let old = digest_of(&["a".into(), "b".into(), "c".into()]);
+        for (i, n) in ["a", "b", "c"].iter().enumerate() {
+            d.heard(&hb_hearing(n, 1, 1, false, old, 0b111), t0 + ms(i as u64));
+        }
+        // They hear it (a list without d cannot say otherwise), but never agreed with it: d,
+        // announcing now, would answer beside the nodes that still own its VIPs.
+        assert!(!d.quorum(t0 + ms(10), None), "a newcomer must not count peers that do not list it");
+        assert_eq!(d.fence_deadline(t0 + ms(10), None), Some(t0 + ms(10)));
+        // The others read d's Lease: the same list, and d's bit (3) in what they hear.
+        let new = d.members_digest();
+        for (i, n) in ["a", "b", "c"].iter().enumerate() {
+            d.heard(&hb_hearing(n, 1, 2, false, new, 0b1111), t0 + ms(50 + i as u64));
+        }
+        assert!(d.quorum(t0 + ms(60), None));
+    }
+
+    #[test]
     fn owners_follow_rank_and_two_nodes_need_a_witness() {
         let t0 = Instant::now();
         let mut p = three(t0);
@@ -519,7 +548,7 @@ mod tests {
         let mut two = Peers::new("a", "c", HaTimings::default(), vec!["a".into(), "b".into()], t0, 1);
         assert!(!two.quorum(t0, None));
         assert!(two.quorum(t0, Some(t0 + ms(1))));
-        two.heard(&hb("b", 1, 1, false), t0);
+        two.heard(&hb_hearing("b", 1, 1, false, two.members_digest(), u64::MAX), t0);
         assert!(two.quorum(t0, None));
         // It needs no witness while the peer beats, asks for it after two missed beats, and
         // the fence then follows the hold on the witness (never earlier than once given).
@@ -544,7 +573,7 @@ mod tests {
         // Long names are matched on what a heartbeat carries of them.
         let long = "n".repeat(80);
         let mut q = Peers::new("a", "c", HaTimings::default(), vec!["a".into(), long.clone()], t0, 1);
-        assert!(q.heard(&hb(&long, 1, 1, false), t0));
+        assert!(q.heard(&hb_hearing(&long, 1, 1, false, q.members_digest(), u64::MAX), t0));
         assert!(q.alive(&long, t0));
     }
 }
