@@ -233,7 +233,8 @@ struct RunArgs {
     /// Most frames a worker takes from its RX ring at once.
     #[arg(long, default_value_t = 64)]
     batch: usize,
-    /// Microseconds a worker keeps spinning after the last frame before it sleeps in poll().
+    /// Microseconds a worker keeps spinning after the last frame (heartbeats aside) before it
+    /// sleeps in poll().
     #[arg(long, default_value_t = 500)]
     idle_spin_us: u64,
     /// Where the XDP program runs: native (in the driver), generic (skb path, any

@@ -640,6 +640,8 @@ impl Worker {
             // SAFETY: rx_descs only receives descriptors of frames in this socket's UMEM.
             let n = unsafe { self.xsk.rx.consume(&mut rx_descs) };
             tx_descs.clear();
+            // Heartbeats in this batch: they are not traffic to spin for (step 7).
+            let mut beats = 0;
             let batch_start = clock.elapsed();
             if n > 0 {
                 // Read once per batch, not on every idle pass (it reads the clock).
@@ -681,6 +683,7 @@ impl Worker {
                             free.push(*desc);
                         }
                         Verdict::Heartbeat => {
+                            beats += 1;
                             let key = self.shared.heartbeat_key.as_deref();
                             let taken = self.shared.failover.then(|| heartbeat::accept(data.contents(), key));
                             match taken.flatten() {
@@ -771,20 +774,29 @@ impl Worker {
                 let _ = self.xsk.tx.wakeup();
             }
 
-            // 7. Spin while busy, sleep when idle (never with frames still to send).
-            if n > 0 || !tx_descs.is_empty() || in_flight > 0 {
+            // 7. Spin while traffic flows, sleep when idle (never with frames still to
+            // send). Only frames other than heartbeats count as traffic: heartbeats and the
+            // control thread's frames come dozens of times a second, and each would buy a
+            // whole idle spin (with four peers, ~5% of a core spent spinning for nothing).
+            if n > beats {
                 last_traffic = Instant::now();
+            }
+            let sending = !tx_descs.is_empty() || in_flight > 0 || !self.control.is_empty();
+            if n > 0 || sending {
                 self.stats.publish(&stats);
                 self.stats.publish_conntrack(&state.conntrack);
-            } else if last_traffic.elapsed() >= self.cfg.idle_spin {
-                self.stats.publish(&stats);
-                self.stats.publish_conntrack(&state.conntrack);
+            }
+            if !sending && last_traffic.elapsed() >= self.cfg.idle_spin {
+                if n == 0 {
+                    self.stats.publish(&stats);
+                    self.stats.publish_conntrack(&state.conntrack);
+                }
                 stats.bump(Counter::Sleeps);
                 // Completions still due are collected on waking; a sleep never outlasts a
-                // second so shutdown and late completions are seen.
+                // second so shutdown and late completions are seen. What woke it is read
+                // on the next pass: traffic restarts the spin, a heartbeat does not.
                 self.waker.sleep(self.xsk.fd(), 1000);
-                last_traffic = Instant::now();
-            } else {
+            } else if n == 0 && !sending {
                 if self.xsk.fq.needs_wakeup() {
                     let _ = self.xsk.fq.wakeup(self.xsk.rx.fd_mut(), 0);
                 } else if self.cfg.busy_poll {
