@@ -1210,8 +1210,9 @@ impl Plane {
         Ok(())
     }
 
-    /// Reads `first` and every heartbeat queued in `rx`; owners are decided again if that
-    /// changed who is alive or may own VIPs.
+    /// Reads `first` and every heartbeat queued in `rx`. If that changed who is alive or may
+    /// own VIPs, the failover state is brought up to date at once: this node's own heartbeat
+    /// first when what it says changed (quorum), then the fence, then the owners.
     fn take_heartbeats(
         &mut self,
         first: Option<Heartbeat>,
@@ -1226,7 +1227,7 @@ impl Plane {
             changed |= ha.peers.heard(&h, now);
         }
         if changed {
-            self.refresh_ownership(prog, workers)?;
+            self.ha_tick(prog, workers)?;
         }
         Ok(())
     }
@@ -1245,7 +1246,10 @@ impl Plane {
         if ha.fence.fenced() || !ha.peers.quorum(now, ha.witness(now)) {
             return Ok(HaClaim::Quiet);
         }
-        let Some(other) = ha.peers.node_of(mac).map(str::to_string) else { return Ok(HaClaim::NotAPeer) };
+        let Some(other) = ha.peers.node_of(mac).map(str::to_string) else {
+            tracing::info!(%vip, claimant = %mac, alive = ?ha.peers.alive_members(now), "the claimant is no peer this node hears");
+            return Ok(HaClaim::NotAPeer);
+        };
         let Some(cands) = ha.candidates.get(&vip) else { return Ok(HaClaim::NotAPeer) };
         let pos = |n: &str| cands.iter().position(|c| c == n).unwrap_or(usize::MAX);
         let node = format!("node {other}");
@@ -1287,7 +1291,9 @@ impl Plane {
         workers: &[WorkerHandle],
     ) -> anyhow::Result<()> {
         if let Some(ha) = &mut self.ha {
-            ha.peers.set_members(plan.members.clone(), Instant::now());
+            if ha.peers.set_members(plan.members.clone(), Instant::now()) {
+                tracing::info!(members = ?plan.members, "failover: the members changed");
+            }
             ha.candidates = plan.owners.iter().map(|(v, o)| (*v, o.candidates.clone())).collect();
         }
         self.announcer.set_timings(plan.owners.iter().filter_map(|(v, o)| Some((*v, o.timing?))).collect());

@@ -207,7 +207,13 @@ fn three_nodes_share_twenty_vips_fail_over_and_survive_an_api_outage() {
             // stranger while they started (a node announces only once the others list it).
             for n in &nodes {
                 let stranger = format!("claimed by MAC {}", n.host.mac);
-                assert!(!events.contains(&stranger), "{} was taken for an outside host:\n{events}", n.name);
+                if events.contains(&stranger) {
+                    let logs: Vec<String> = nodes
+                        .iter()
+                        .map(|n| format!("{} ({}):\n{}", n.name, n.host.mac, n.xlb.as_ref().unwrap().log_text()))
+                        .collect();
+                    panic!("{} was taken for an outside host:\n{events}\n{}", n.name, logs.join("\n-----\n"));
+                }
             }
             break;
         }

@@ -98,9 +98,13 @@ pub struct Peers {
     /// The latest fencing deadline given.
     quorum_at: Option<Instant>,
     next_beat: Instant,
-    /// When this view started: members not heard yet hold their VIPs for one dead time, so a
-    /// starting node does not take VIPs from peers whose heartbeats it has not read yet.
-    started: Instant,
+    /// When each member entered this view: a member not heard yet holds its VIPs for one
+    /// dead time from then, so a node does not take VIPs from peers whose heartbeats it has
+    /// not read yet (at start, or when the API's member list first names them: heartbeats
+    /// of nodes not in the list are ignored).
+    since: BTreeMap<String, Instant>,
+    /// What the last heartbeat said of this node's quorum.
+    said_quorum: Option<bool>,
     /// Heartbeats from unknown nodes or of old incarnations, ignored.
     pub ignored: u64,
     /// The key this node signs its heartbeats with.
@@ -126,6 +130,7 @@ impl Peers {
         now: Instant,
         incarnation: u64,
     ) -> Self {
+        let since = members.iter().map(|m| (m.clone(), now)).collect();
         Peers {
             me: me.to_string(),
             cluster: cluster_hash(cluster),
@@ -137,7 +142,8 @@ impl Peers {
             members,
             quorum_at: None,
             next_beat: now,
-            started: now,
+            since,
+            said_quorum: None,
             ignored: 0,
             key: None,
         }
@@ -159,20 +165,26 @@ impl Peers {
         self.timings
     }
 
-    /// Makes `members` the member set (from the API or the config) at `now`.
-    pub fn set_members(&mut self, mut members: Vec<String>, now: Instant) {
+    /// Makes `members` the member set (from the API or the config) at `now`; returns whether
+    /// it changed.
+    pub fn set_members(&mut self, mut members: Vec<String>, now: Instant) -> bool {
         members.sort();
         members.dedup();
         if members == self.members {
-            return;
+            return false;
         }
         self.digest = digest_of(&members);
+        self.since.retain(|m, _| members.contains(m));
+        for m in &members {
+            self.since.entry(m.clone()).or_insert(now);
+        }
         self.members = members;
         let digest = self.digest;
         self.heard.retain(|n, _| self.members.contains(n));
         for p in self.heard.values_mut() {
             p.differs_since = if p.digest == digest { None } else { p.differs_since.or(Some(now)) };
         }
+        true
     }
 
     /// The member whose name a heartbeat carries (names are cut to the heartbeat's limit).
@@ -321,14 +333,14 @@ impl Peers {
     /// Whether `node` may own VIPs at `now`: this node while it has quorum (`quorum`); a
     /// peer that is alive and said in its last heartbeat that it has quorum (a peer that
     /// cannot hear the others is fenced, and must not be left VIPs it cannot answer for); a
-    /// member not heard yet, during this view's first dead time.
+    /// member not heard yet, during its first dead time in this view.
     fn may_own(&self, node: &str, now: Instant, quorum: bool) -> bool {
         if node == self.me {
             return quorum;
         }
         match self.heard.get(node) {
             Some(p) => p.quorum && self.alive(node, now),
-            None => now.saturating_duration_since(self.started) < self.timings.dead_time(),
+            None => self.since.get(node).is_some_and(|t| now.saturating_duration_since(*t) < self.timings.dead_time()),
         }
     }
 
@@ -344,13 +356,13 @@ impl Peers {
         self.members.iter().map(String::as_str).filter(|m| self.may_own(m, now, quorum)).collect()
     }
 
-    /// When the next heartbeat is due, or a peer may die, or the start-up grace ends.
+    /// When the next heartbeat is due, or a peer may die, or a new member's grace ends.
     pub fn next_deadline(&self, now: Instant) -> Instant {
         let dead = self.timings.dead_time();
         self.heard
             .values()
             .map(|p| p.at + dead)
-            .chain(std::iter::once(self.started + dead))
+            .chain(self.since.values().map(|t| *t + dead))
             .filter(|t| *t > now)
             .fold(self.next_beat, Instant::min)
     }
@@ -358,9 +370,13 @@ impl Peers {
     /// The heartbeat to send at `now`, if one is due (`leaving`: the last one); `quorum`:
     /// whether this node may own VIPs (said in the beat).
     pub fn beat(&mut self, mac: EthernetAddress, now: Instant, leaving: bool, quorum: bool) -> Option<OutFrame> {
-        if now < self.next_beat && !leaving {
+        // A change of what it says goes out at once: peers learn that this node may own VIPs
+        // before its gratuitous ARPs reach them (not as a stranger's claim), and that it may
+        // not as soon as it fences.
+        if now < self.next_beat && !leaving && self.said_quorum == Some(quorum) {
             return None;
         }
+        self.said_quorum = Some(quorum);
         self.seq += 1;
         self.next_beat = now + self.timings.interval;
         // "Hears" only members heard within dead time minus takeover: a node whose beats stop
@@ -492,6 +508,23 @@ mod tests {
     }
 
     #[test]
+    fn members_named_late_keep_their_vips_for_a_dead_time() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        // Kubernetes: the node starts alone; the API's member list comes seconds later.
+        let mut p = Peers::new("c", "c", HaTimings::default(), vec!["c".into()], t0, 1);
+        let t1 = t0 + Duration::from_secs(3);
+        assert!(p.set_members(["a", "b", "c"].map(String::from).to_vec(), t1));
+        assert!(!p.set_members(["c", "b", "a"].map(String::from).to_vec(), t1), "the same list");
+        let ranked = ["a".to_string(), "c".into(), "b".into()];
+        // a, not heard yet, still owns its VIPs for one dead time from being named (it was
+        // announcing them before this node could hear it), then no longer.
+        assert_eq!(p.owner(&ranked, t1 + ms(100), true), Some("a"));
+        assert!(p.next_deadline(t1 + ms(100)) <= t1 + ms(250));
+        assert_eq!(p.owner(&ranked, t1 + ms(250), true), Some("c"));
+    }
+
+    #[test]
     fn a_joining_node_counts_nobody_until_the_others_list_it() {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
@@ -566,10 +599,15 @@ mod tests {
         let t = t0 + ms(400);
         assert!(p.beat(mac, t, false, true).is_some());
         assert!(p.beat(mac, t + ms(10), false, true).is_none());
-        let f = p.beat(mac, t + ms(50), false, true).unwrap();
+        // Saying something else (quorum lost, then back) does not wait for the interval.
+        assert!(p.beat(mac, t + ms(11), false, false).is_some());
+        assert!(p.beat(mac, t + ms(12), false, false).is_none());
+        assert!(p.beat(mac, t + ms(13), false, true).is_some());
+        assert!(p.beat(mac, t + ms(62), false, true).is_none());
+        let f = p.beat(mac, t + ms(63), false, true).unwrap();
         let h = heartbeat::parse(f.bytes()).unwrap();
-        assert_eq!((h.name(), h.seq, h.leaving()), ("a", 3, false));
-        assert!(heartbeat::parse(p.beat(mac, t + ms(51), true, false).unwrap().bytes()).unwrap().leaving());
+        assert_eq!((h.name(), h.seq, h.leaving()), ("a", 5, false));
+        assert!(heartbeat::parse(p.beat(mac, t + ms(64), true, false).unwrap().bytes()).unwrap().leaving());
         // Long names are matched on what a heartbeat carries of them.
         let long = "n".repeat(80);
         let mut q = Peers::new("a", "c", HaTimings::default(), vec!["a".into(), long.clone()], t0, 1);
