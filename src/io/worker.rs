@@ -782,15 +782,12 @@ impl Worker {
                 last_traffic = Instant::now();
             }
             let sending = !tx_descs.is_empty() || in_flight > 0 || !self.control.is_empty();
-            if n > 0 || sending {
+            let sleep = !sending && last_traffic.elapsed() >= self.cfg.idle_spin;
+            if n > 0 || sending || sleep {
                 self.stats.publish(&stats);
                 self.stats.publish_conntrack(&state.conntrack);
             }
-            if !sending && last_traffic.elapsed() >= self.cfg.idle_spin {
-                if n == 0 {
-                    self.stats.publish(&stats);
-                    self.stats.publish_conntrack(&state.conntrack);
-                }
+            if sleep {
                 stats.bump(Counter::Sleeps);
                 // Completions still due are collected on waking; a sleep never outlasts a
                 // second so shutdown and late completions are seen. What woke it is read
