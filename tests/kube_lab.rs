@@ -62,6 +62,35 @@ struct Node {
     xlb: Option<Xlb>,
 }
 
+/// Kills `node`'s xlb (-9) and times, from the client, until another MAC answers for one of
+/// the VIPs it owned in `owners`: that VIP, how long it took, and whether a gratuitous ARP
+/// came. `None` (and nothing killed) if it owned none.
+fn kill_owner(
+    ask: &Asker,
+    owners: &BTreeMap<Ipv4Addr, EthernetAddress>,
+    node: &mut Node,
+) -> Option<(Ipv4Addr, Duration, bool)> {
+    let mac = node.host.mac;
+    let target = owners.iter().find(|(_, m)| **m == mac).map(|(v, _)| *v)?;
+    let t0 = Instant::now();
+    node.xlb.take().unwrap().signal("KILL");
+    let (took, garp) = ask.takeover(target, mac, t0);
+    Some((target, took, garp))
+}
+
+/// Each node's log, the lines `keep` keeps, for a failure message.
+fn node_logs(nodes: &[Node], keep: impl Fn(&str) -> bool) -> String {
+    let logs: Vec<String> = nodes
+        .iter()
+        .map(|n| {
+            let log = n.xlb.as_ref().map(Xlb::log_text).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().filter(|l| keep(l)).collect();
+            format!("{} ({}):\n{}", n.name, n.host.mac, lines.join("\n"))
+        })
+        .collect();
+    logs.join("\n-----\n")
+}
+
 /// The lab's hosts: a client (10.77.0.1), the nodes `names` (10.77.0.11 on), and two DSR
 /// backends (10.77.0.21 and .22) serving port 80 on `vips` (none: no servers).
 fn hosts(lab: &mut Lab, names: &[&'static str], vips: &[Ipv4Addr]) -> (Host, Vec<Node>) {
@@ -208,25 +237,14 @@ fn three_nodes_share_twenty_vips_fail_over_and_survive_an_api_outage() {
             for n in &nodes {
                 let stranger = format!("claimed by MAC {}", n.host.mac);
                 if events.contains(&stranger) {
-                    let logs: Vec<String> = nodes
-                        .iter()
-                        .map(|n| format!("{} ({}):\n{}", n.name, n.host.mac, n.xlb.as_ref().unwrap().log_text()))
-                        .collect();
-                    panic!("{} was taken for an outside host:\n{events}\n{}", n.name, logs.join("\n-----\n"));
+                    panic!("{} was taken for an outside host:\n{events}\n{}", n.name, node_logs(&nodes, |_| true));
                 }
             }
             break;
         }
         if Instant::now() >= end {
-            let logs: Vec<String> = nodes
-                .iter()
-                .map(|n| {
-                    let log = n.xlb.as_ref().unwrap().log_text();
-                    let lines: Vec<&str> = log.lines().filter(|l| l.contains("claim") || l.contains("Event")).collect();
-                    format!("{} ({}):\n{}", n.name, n.host.mac, lines.join("\n"))
-                })
-                .collect();
-            panic!("no AddressConflict Event for {want} within 10 s:\n{events}\n{}", logs.join("\n-----\n"));
+            let logs = node_logs(&nodes, |l| l.contains("claim") || l.contains("Event"));
+            panic!("no AddressConflict Event for {want} within 10 s:\n{events}\n{logs}");
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -242,10 +260,7 @@ fn three_nodes_share_twenty_vips_fail_over_and_survive_an_api_outage() {
     for k in 0..kills {
         let victim = k % 3;
         let victim_mac = nodes[victim].host.mac;
-        let Some(target) = owners.iter().find(|(_, m)| **m == victim_mac).map(|(v, _)| *v) else { continue };
-        let t0 = Instant::now();
-        nodes[victim].xlb.take().unwrap().signal("KILL");
-        let (took, garp) = ask.takeover(target, victim_mac, t0);
+        let Some((target, took, garp)) = kill_owner(&ask, &owners, &mut nodes[victim]) else { continue };
         assert!(garp, "no gratuitous ARP for {target} from its new owner");
         times.push(took);
         let after = ask.settled(&vips, Duration::from_secs(20));
@@ -295,11 +310,7 @@ fn three_nodes_share_twenty_vips_fail_over_and_survive_an_api_outage() {
     }
     assert_eq!(ask.settled(&vips, Duration::from_secs(5)), owners, "VIPs moved during the outage");
     // An owner killed while the API is away still fails over: heartbeats need no API.
-    let victim_mac = nodes[2].host.mac;
-    let target = *owners.iter().find(|(_, m)| **m == victim_mac).unwrap().0;
-    let t0 = Instant::now();
-    nodes[2].xlb.take().unwrap().signal("KILL");
-    let (took, _) = ask.takeover(target, victim_mac, t0);
+    let (target, took, _) = kill_owner(&ask, &owners, &mut nodes[2]).expect("node-c owns VIPs");
     println!("during the API outage: node-c killed, {target} answered by another node after {took:?}");
     assert!(took < Duration::from_secs(1), "failover during the API outage took {took:?}");
     api.start_apiserver();
@@ -679,10 +690,7 @@ fn five_nodes_hold_a_thousand_vips_with_a_flat_api_write_rate() {
 
     // A kill with 1,000 VIPs: the victim's VIPs, and only those, move within a second.
     let victim_mac = nodes[0].host.mac;
-    let target = *owners.iter().find(|(_, m)| **m == victim_mac).unwrap().0;
-    let t0 = Instant::now();
-    nodes[0].xlb.take().unwrap().signal("KILL");
-    let (took, garp) = ask.takeover(target, victim_mac, t0);
+    let (target, took, garp) = kill_owner(&ask, &owners, &mut nodes[0]).expect("node-a owns VIPs");
     println!("{N} VIPs: node-a killed, {target} answered by another node after {took:?}");
     assert!(garp && took < Duration::from_secs(1), "failover with {N} VIPs took {took:?} (gratuitous ARP: {garp})");
     let after = settled(&vips);
