@@ -14,7 +14,11 @@ build: setup
 demo: build
 	@bash scripts/demo.sh
 
+# Every shell script under scripts/, and the CI entry point, for shellcheck in `lint`.
+SHELL_SCRIPTS = $(sort $(shell find scripts -type f -name '*.sh')) .ci/run
+
 lint: setup
+	shellcheck $(SHELL_SCRIPTS)
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 

@@ -20,7 +20,7 @@ XLB_PID=
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 cli() { "$XLB" "$@" --socket "$SOCK"; }
 cleanup() {
-  [ -n "$XLB_PID" ] && kill -9 "$XLB_PID" 2>/dev/null || true
+  if [ -n "$XLB_PID" ]; then kill -9 "$XLB_PID" 2>/dev/null || true; fi
   for ns in $BACKENDS $SQ $LB $CL $SW; do
     for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
     ip netns del "$ns" 2>/dev/null || true
@@ -53,9 +53,9 @@ host() { # name addresses...
 }
 servers() { # backend number: a DSR server on :80 (VIP 10.77.0.100 on lo) and an IPv6 one on :8080
   local ns=$P-backend$1
-  ip netns exec "$ns" python3 tests/support/servers.py backend$1 80 4 10.77.0.100 >/dev/null 2>&1 &
+  ip netns exec "$ns" python3 tests/support/servers.py "backend$1" 80 4 10.77.0.100 >/dev/null 2>&1 &
   disown
-  ip netns exec "$ns" python3 tests/support/servers.py backend$1 8080 6 >/dev/null 2>&1 &
+  ip netns exec "$ns" python3 tests/support/servers.py "backend$1" 8080 6 >/dev/null 2>&1 &
   disown
 }
 host client 10.77.0.1/24 fd77::1/64

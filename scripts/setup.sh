@@ -5,9 +5,9 @@ set -euo pipefail
 
 # Debian packages: the BPF toolchain (clang, llvm, libelf, zlib, m4, pkg-config for
 # libbpf-sys/libxdp-sys), iproute2, ethtool and nftables for the netns lab (nftables on the
-# lab's bridge cuts links between nodes in the failover tests), and the tools the demo shows
-# traffic with.
-packages=(clang llvm m4 libelf-dev zlib1g-dev pkg-config make iproute2 iputils-ping arping tcpdump ethtool nftables python3 curl)
+# lab's bridge cuts links between nodes in the failover tests), the tools the demo shows
+# traffic with, and shellcheck for `make lint`.
+packages=(clang llvm m4 libelf-dev zlib1g-dev pkg-config make iproute2 iputils-ping arping tcpdump ethtool nftables python3 curl shellcheck)
 # `setup.sh bench` adds trafgen (netsniff-ng), the other generator the benchmark compares.
 if [ "${1:-}" = bench ]; then
   packages+=(netsniff-ng)
@@ -38,7 +38,7 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 for c in rustfmt clippy; do
   if ! cargo "${c/rustfmt/fmt}" --version >/dev/null 2>&1; then
-    command -v rustup >/dev/null 2>&1 && rustup component add "$c" >/dev/null 2>&1 || true
+    if command -v rustup >/dev/null 2>&1; then rustup component add "$c" >/dev/null 2>&1 || true; fi
     cargo "${c/rustfmt/fmt}" --version >/dev/null 2>&1 || { echo "setup: cargo component $c missing" >&2; exit 1; }
   fi
 done

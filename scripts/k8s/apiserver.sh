@@ -255,6 +255,7 @@ save_ports() {
 
 load_ports() {
   ETCD_CLIENT_PORT="" ETCD_PEER_PORT="" APISERVER_PORT=""
+  # DIR/ports is written at run time (save_ports), so there is no file for shellcheck to follow.
   # shellcheck disable=SC1091
   [[ -f $DIR/ports ]] && source "$DIR/ports"
   return 0

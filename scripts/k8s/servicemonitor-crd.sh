@@ -26,7 +26,7 @@ if [[ ! -s $OUT ]]; then
   tmp=$(mktemp -d)
   trap 'rm -rf "$tmp"' EXIT
   # Outside any module (a temporary directory), so no go.mod or go.work is involved.
-  json=$(cd "$tmp" && GOWORK=off GOFLAGS= go mod download -json "$MODULE@$VERSION") ||
+  json=$(cd "$tmp" && GOWORK=off GOFLAGS='' go mod download -json "$MODULE@$VERSION") ||
     die "go mod download $MODULE@$VERSION failed: $json"
   dir=$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p' <<<"$json")
   [[ -n $dir && -f $dir/$FILE ]] || die "no $FILE in $MODULE@$VERSION ($json)"
