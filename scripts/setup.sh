@@ -3,11 +3,26 @@
 # again and again; used by `make demo`, `make test` and .ci/run.
 set -euo pipefail
 
-# Debian packages: the BPF toolchain (clang, llvm, libelf, zlib, m4, pkg-config for
-# libbpf-sys/libxdp-sys), iproute2, ethtool and nftables for the netns lab (nftables on the
-# lab's bridge cuts links between nodes in the failover tests), the tools the demo shows
-# traffic with, and shellcheck for `make lint`.
-packages=(clang llvm m4 libelf-dev zlib1g-dev pkg-config make iproute2 iputils-ping arping tcpdump ethtool nftables python3 curl shellcheck)
+# Debian packages, by what needs them.
+packages=(
+  # The BPF toolchain for libbpf-sys and libxdp-sys: clang, llvm, libelf, zlib, m4, pkg-config.
+  clang llvm m4 libelf-dev zlib1g-dev pkg-config make
+  # libxdp-sys builds libxdp with xdp-tools' configure, which looks for gcc by that name
+  # (clang does not pull it in) and stops with "pcap support: missing - this is required"
+  # without libpcap's headers and library. That is a compile-and-link check only: neither
+  # libxdp nor xlb links libpcap.
+  gcc libpcap-dev
+  # The netns lab: iproute2 (ip, ss), procps (sysctl, and the kill the tests run), ethtool,
+  # and nftables (on the lab's bridge it cuts links between nodes in the failover tests).
+  iproute2 procps ethtool nftables
+  # The tools the demo and the tests send and watch traffic with.
+  iputils-ping arping tcpdump python3 curl
+  # The test API server's certificates (scripts/k8s/apiserver.sh; it installs openssl by
+  # itself too when it runs as root).
+  openssl
+  # `make lint` runs shellcheck over the shell scripts.
+  shellcheck
+)
 # `setup.sh bench` adds trafgen (netsniff-ng), the other generator the benchmark compares.
 if [ "${1:-}" = bench ]; then
   packages+=(netsniff-ng)
