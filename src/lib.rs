@@ -2,9 +2,11 @@
 //!
 //! `wire` reads and writes packet bytes; `lb` decides what happens to a frame, with no I/O;
 //! `io` owns every socket, BPF object and worker thread (and all of the crate's `unsafe`);
-//! `control` turns what the user asked for into snapshots the workers read.
+//! `control` turns what the user asked for into snapshots the workers read; `abi` holds what
+//! Rust shares with the XDP program (a leaf that everything may import).
 #![deny(unsafe_code)]
 
+pub mod abi;
 pub mod control;
 #[allow(unsafe_code)]
 pub mod io;

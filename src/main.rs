@@ -10,8 +10,8 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
 use xlb::{
+    abi::{AttachMode, ZeroCopy},
     control::config::DEFAULT_ADMIN_SOCKET,
-    io::{worker::ZeroCopy, xdp::AttachMode},
 };
 
 #[global_allocator]
@@ -91,7 +91,7 @@ struct KubeArgs {
     #[arg(long, env = "POD_NAMESPACE", default_value = "xlb-system")]
     namespace: String,
     /// Kubernetes: spec.loadBalancerClass that xlb serves.
-    #[arg(long, default_value = xlb::k8s::controller::DEFAULT_CLASS)]
+    #[arg(long, default_value = xlb::k8s::service::DEFAULT_CLASS)]
     class: String,
     /// Kubernetes: also serve LoadBalancer Services that name no class.
     #[arg(long)]
@@ -366,14 +366,14 @@ fn allocator(a: AllocatorArgs) -> anyhow::Result<()> {
     rt.block_on(async move {
         let client = xlb::k8s::source::client(a.kube.kubeconfig.as_deref()).await?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let settings = xlb::k8s::controller::Settings {
+        let settings = xlb::k8s::service::Settings {
             class: a.kube.class,
             unclassed: a.kube.unclassed,
             identity: a.identity,
             namespace: a.kube.namespace,
             lease_seconds: a.lease_seconds,
         };
-        let mut task = tokio::spawn(xlb::k8s::controller::run_allocator(client, settings, stop_rx));
+        let mut task = tokio::spawn(xlb::k8s::controller::run_allocator(client, settings, stop_rx, Default::default()));
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
         tokio::select! {

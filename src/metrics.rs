@@ -21,7 +21,10 @@ use prometheus_client::{
     metrics::{counter::ConstCounter, gauge::ConstGauge, MetricType},
     registry::{Registry, Unit},
 };
-use xlb::lb::{conntrack::ConntrackStats, stats::Traffic, Counter, DropReason, WorkerStats};
+use xlb::{
+    k8s::stats::KubeStats,
+    lb::{conntrack::ConntrackStats, stats::Traffic, Counter, DropReason, WorkerStats},
+};
 
 use crate::admin::{ask, AdminRequest, Query};
 
@@ -123,10 +126,10 @@ pub(crate) struct MetricsInput {
     pub(crate) conntrack: Vec<(u32, ConntrackStats, u64)>,
     /// Per worker: queue, batch times so far.
     pub(crate) batch_times: Vec<(u32, Histogram<u64>)>,
-    /// Per service: name, vip, port, protocol, mode, traffic.
-    pub(crate) services: Vec<(String, String, u16, &'static str, &'static str, Traffic)>,
-    /// Per backend: service name, backend address:port, up, weight, traffic.
-    pub(crate) backends: Vec<(String, String, bool, u32, Traffic)>,
+    /// Per datapath service.
+    pub(crate) services: Vec<ServiceSeries>,
+    /// Per backend of each service.
+    pub(crate) backends: Vec<BackendSeries>,
     /// VIP and its announcement state.
     pub(crate) vips: Vec<(String, &'static str)>,
     /// Snapshot generation, reloads done, reloads refused.
@@ -135,6 +138,45 @@ pub(crate) struct MetricsInput {
     pub(crate) reload_failures: u64,
     /// XDP program classes.
     pub(crate) xdp_classes: Vec<(&'static str, u64)>,
+    /// Failover between xlb nodes (none: off).
+    pub(crate) failover: Option<FailoverState>,
+    /// The Kubernetes side (none: not `--kubernetes`).
+    pub(crate) kubernetes: Option<KubeStats>,
+}
+
+/// One datapath service's labels and traffic.
+#[derive(Debug, Clone)]
+pub(crate) struct ServiceSeries {
+    /// `web/tcp:80`.
+    pub(crate) name: String,
+    pub(crate) vip: String,
+    pub(crate) port: u16,
+    pub(crate) protocol: &'static str,
+    pub(crate) mode: &'static str,
+    pub(crate) traffic: Traffic,
+}
+
+/// One backend of one service.
+#[derive(Debug, Clone)]
+pub(crate) struct BackendSeries {
+    /// The service's spec name.
+    pub(crate) service: String,
+    /// `addr:port`.
+    pub(crate) backend: String,
+    /// Passing its health checks (or unchecked).
+    pub(crate) up: bool,
+    pub(crate) weight: u32,
+    pub(crate) traffic: Traffic,
+}
+
+/// This node's failover state.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FailoverState {
+    pub(crate) quorum: bool,
+    pub(crate) fenced: bool,
+    /// Members alive, this node included.
+    pub(crate) alive: usize,
+    pub(crate) heartbeats_ignored: u64,
 }
 
 /// The OpenMetrics text of one scrape.
@@ -207,16 +249,16 @@ pub(crate) fn render(m: &MetricsInput) -> String {
         series: m
             .services
             .iter()
-            .map(|(name, vip, port, proto, mode, t)| {
+            .map(|s| {
                 (
                     labels(&[
-                        ("service", name),
-                        ("vip", vip),
-                        ("port", &port.to_string()),
-                        ("protocol", proto),
-                        ("mode", mode),
+                        ("service", &s.name),
+                        ("vip", &s.vip),
+                        ("port", &s.port.to_string()),
+                        ("protocol", s.protocol),
+                        ("mode", s.mode),
                     ]),
-                    f(t).into(),
+                    f(&s.traffic).into(),
                 )
             })
             .collect(),
@@ -229,7 +271,7 @@ pub(crate) fn render(m: &MetricsInput) -> String {
         series: m
             .backends
             .iter()
-            .map(|(s, b, _, _, t)| (labels(&[("service", s), ("backend", b)]), f(t).into()))
+            .map(|b| (labels(&[("service", &b.service), ("backend", &b.backend)]), f(&b.traffic).into()))
             .collect(),
     };
     reg.register("backend_packets", "Packets forwarded to the backend", be(&|t| t.packets));
@@ -242,7 +284,7 @@ pub(crate) fn render(m: &MetricsInput) -> String {
             series: m
                 .backends
                 .iter()
-                .map(|(s, b, up, _, _)| (labels(&[("service", s), ("backend", b)]), u64::from(*up).into()))
+                .map(|b| (labels(&[("service", &b.service), ("backend", &b.backend)]), u64::from(b.up).into()))
                 .collect(),
         },
     );
@@ -254,7 +296,7 @@ pub(crate) fn render(m: &MetricsInput) -> String {
             series: m
                 .backends
                 .iter()
-                .map(|(s, b, _, w, _)| (labels(&[("service", s), ("backend", b)]), u64::from(*w).into()))
+                .map(|b| (labels(&[("service", &b.service), ("backend", &b.backend)]), u64::from(b.weight).into()))
                 .collect(),
         },
     );
@@ -304,11 +346,70 @@ pub(crate) fn render(m: &MetricsInput) -> String {
                 .collect(),
         ),
     );
+    if let Some(f) = &m.failover {
+        register_failover(&mut reg, f);
+    }
+    if let Some(k) = &m.kubernetes {
+        register_kubernetes(&mut reg, k);
+    }
     let mut out = String::new();
     if prometheus_client::encoding::text::encode(&mut out, &reg).is_err() {
         return "# encoding the metrics failed\n".into();
     }
     out
+}
+
+fn gauge(v: u64) -> ConstGauge<u64> {
+    ConstGauge::new(v)
+}
+
+fn register_failover(reg: &mut Registry, f: &FailoverState) {
+    reg.register("failover_quorum", "1 while this node hears a majority of its peers", gauge(u64::from(f.quorum)));
+    reg.register(
+        "failover_fenced",
+        "1 while this node has fenced itself (answers for no VIP: no quorum)",
+        gauge(u64::from(f.fenced)),
+    );
+    reg.register("failover_alive_members", "Members heard alive, this node included", gauge(f.alive as u64));
+    reg.register(
+        "failover_heartbeats_ignored",
+        "Heartbeats ignored (unknown nodes, other clusters, replays)",
+        ConstCounter::new(f.heartbeats_ignored),
+    );
+}
+
+fn register_kubernetes(reg: &mut Registry, k: &KubeStats) {
+    reg.register("kubernetes_plans", "Plans computed from the Kubernetes API", ConstCounter::new(k.plans));
+    reg.register(
+        "kubernetes_errors",
+        "Failed calls to the Kubernetes API, by operation and kind",
+        Values {
+            kind: MetricType::Counter,
+            series: k
+                .errors
+                .iter()
+                .map(|((op, kind), n)| (labels(&[("operation", op), ("kind", kind)]), (*n).into()))
+                .collect(),
+        },
+    );
+    reg.register(
+        "allocator_leader",
+        "1 while this node holds the allocator Lease and writes Service status",
+        gauge(u64::from(k.allocator_leader)),
+    );
+    reg.register("allocator_rounds", "Allocation rounds run", ConstCounter::new(k.allocator_rounds));
+    reg.register("allocator_writes", "Service and pool status writes", ConstCounter::new(k.allocator_writes));
+    reg.register(
+        "allocator_services",
+        "Served LoadBalancer Services after the last round, by outcome",
+        Values {
+            kind: MetricType::Gauge,
+            series: [("allocated", k.services_allocated), ("pending", k.services_pending)]
+                .iter()
+                .map(|(o, n)| (labels(&[("outcome", o)]), (*n).into()))
+                .collect(),
+        },
+    );
 }
 
 /// The `/metrics` listener thread.
@@ -403,14 +504,21 @@ mod tests {
         let m = MetricsInput {
             workers: vec![(0, ws)],
             batch_times: vec![(0, h)],
-            backends: vec![(
-                "web".into(),
-                "10.0.0.1:80".into(),
-                true,
-                1,
-                Traffic { packets: 5, bytes: 300, ..Traffic::default() },
-            )],
+            backends: vec![BackendSeries {
+                service: "web".into(),
+                backend: "10.0.0.1:80".into(),
+                up: true,
+                weight: 1,
+                traffic: Traffic { packets: 5, bytes: 300, ..Traffic::default() },
+            }],
             generation: 7,
+            failover: Some(FailoverState { quorum: true, fenced: false, alive: 3, heartbeats_ignored: 2 }),
+            kubernetes: Some(KubeStats {
+                errors: [(("lease_renew", "timeout"), 2)].into(),
+                allocator_leader: true,
+                services_allocated: 5,
+                ..KubeStats::default()
+            }),
             ..MetricsInput::default()
         };
         let text = render(&m);
@@ -419,6 +527,15 @@ mod tests {
         assert!(text.contains("xlb_backend_bytes_total{service=\"web\",backend=\"10.0.0.1:80\"} 300"), "{text}");
         assert!(text.contains("xlb_backend_up{service=\"web\",backend=\"10.0.0.1:80\"} 1"), "{text}");
         assert!(text.contains("xlb_snapshot_generation 7"), "{text}");
+        assert!(text.contains("xlb_failover_quorum 1"), "{text}");
+        assert!(text.contains("xlb_failover_fenced 0"), "{text}");
+        assert!(text.contains("xlb_failover_alive_members 3"), "{text}");
+        assert!(text.contains("xlb_failover_heartbeats_ignored_total 2"), "{text}");
+        assert!(text.contains("xlb_kubernetes_errors_total{operation=\"lease_renew\",kind=\"timeout\"} 2"), "{text}");
+        assert!(text.contains("xlb_allocator_leader 1"), "{text}");
+        assert!(text.contains("xlb_allocator_services{outcome=\"allocated\"} 5"), "{text}");
+        let plain = render(&MetricsInput::default());
+        assert!(!plain.contains("xlb_failover") && !plain.contains("xlb_allocator"), "off, no series");
         assert!(text.contains("xlb_batch_duration_seconds_count{queue=\"0\"} 4"), "{text}");
         assert!(
             text.contains("xlb_batch_duration_seconds_bucket{le=\"+Inf\",queue=\"0\"} 4")

@@ -18,7 +18,7 @@ use std::{
 };
 
 use crate::{
-    io::xdp::{VIP_OWNED, VIP_PROBING},
+    abi::{VIP_OWNED, VIP_PROBING},
     lb::{
         neighbor::{announcement, Announcement, OutFrame},
         VipMode,
@@ -216,6 +216,18 @@ pub struct Actions {
     pub new_conflicts: Vec<(IpAddr, EthernetAddress, VipStatus)>,
     /// VIPs no longer served (removed from the configuration).
     pub withdrawn: Vec<IpAddr>,
+}
+
+impl Actions {
+    /// Adds `other`'s actions after these.
+    pub fn merge(&mut self, other: Actions) {
+        self.frames.extend(other.frames);
+        self.map_updates.extend(other.map_updates);
+        self.vips_changed |= other.vips_changed;
+        self.transitions.extend(other.transitions);
+        self.new_conflicts.extend(other.new_conflicts);
+        self.withdrawn.extend(other.withdrawn);
+    }
 }
 
 /// The VIPs of one interface and their announcement state.

@@ -10,8 +10,7 @@
 //! Split brain is bounded on two sides:
 //! - a node announces VIPs only while it has quorum: it hears more than half of the members
 //!   (itself included); a two-member set counts a witness as the third vote (Kubernetes: the
-//!   `xlb-witness` Lease, which only one node can hold at a time, see
-//!   [`crate::k8s::witness`]);
+//!   `xlb-witness` Lease, which only one node can hold at a time, see `k8s::witness`);
 //! - a node that has not had quorum for `takeover` (150 ms by default, less than the time
 //!   others need to declare it dead) fences itself: the workers stop answering ARP/NDP for
 //!   its VIPs, checked before every batch, so even a stalled control thread cannot answer
@@ -111,7 +110,7 @@ pub struct Peers {
     key: Option<std::sync::Arc<heartbeat::Key>>,
 }
 
-fn digest_of(members: &[String]) -> u64 {
+pub(super) fn digest_of(members: &[String]) -> u64 {
     hash64(0x6d65_6d62, members.join("\0").as_bytes())
 }
 
@@ -551,7 +550,7 @@ mod tests {
         let t0 = Instant::now();
         let mut p = three(t0);
         let vip: IpAddr = "192.0.2.1".parse().unwrap();
-        let ranked = crate::k8s::plan::rank(vip, ["a", "b", "c"]);
+        let ranked = crate::control::rendezvous::rank(vip, ["a", "b", "c"]);
         assert_eq!(ranked.len(), 3);
         let ms = Duration::from_millis;
         // At start nobody is heard: peers not heard yet keep their VIPs for one dead time,

@@ -77,16 +77,7 @@ impl ReportLimiter {
     }
 }
 
-/// Whether to ask the driver for zero-copy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ZeroCopy {
-    /// Zero-copy where the driver has it, copy mode otherwise.
-    Auto,
-    /// Always copy mode.
-    Off,
-    /// Zero-copy or fail.
-    Required,
-}
+pub use crate::abi::ZeroCopy;
 
 /// How a socket ended up bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

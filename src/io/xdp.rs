@@ -32,38 +32,7 @@ mod skel {
 
 use skel::{XlbSkel, XlbSkelBuilder};
 
-/// Value flag of the VIP map: owned, answer and take traffic (`XLB_VIP_OWNED`).
-pub const VIP_OWNED: u32 = 1 << 0;
-/// Value flag of the VIP map: probing, only neighbour traffic (`XLB_VIP_PROBING`).
-pub const VIP_PROBING: u32 = 1 << 1;
-/// Value flag of the VIP map: another node announces it; forward its traffic, answer and
-/// watch nothing (`XLB_VIP_FORWARD`).
-pub const VIP_FORWARD: u32 = 1 << 2;
-
-/// Classes counted by the XDP program, in the order of `enum xlb_class` in `bpf/xlb.h`.
-pub const CLASS_NAMES: [&str; 9] =
-    ["pass", "arp_request", "arp_watch", "ndp_solicit", "ndp_advert", "vip_v4", "vip_v6", "no_socket", "heartbeat"];
-
-/// Where the program runs, as asked for or as it ended up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum AttachMode {
-    /// Native where the driver has it, generic otherwise (only as a request).
-    Auto,
-    /// In the driver (native XDP).
-    Native,
-    /// In the generic (skb) path: works everywhere, costs an skb per packet.
-    Generic,
-}
-
-impl std::fmt::Display for AttachMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            AttachMode::Auto => "auto",
-            AttachMode::Native => "native",
-            AttachMode::Generic => "generic",
-        })
-    }
-}
+pub use crate::abi::{AttachMode, CLASS_NAMES, VIP_FORWARD, VIP_OWNED, VIP_PROBING};
 
 /// The outcome of [`XdpProgram::attach`].
 #[derive(Debug)]

@@ -30,42 +30,17 @@ use super::{
     crds::{LoadBalancerIPPool, PoolCounts, YesNo},
     events::Recorder,
     reflect,
+    service::{key, served, Settings},
+    stats::Stats,
 };
 use crate::control::ipam::{Block, Ipam, Pool};
 
-/// The class xlb serves (`spec.loadBalancerClass`).
-pub const DEFAULT_CLASS: &str = "xlb.dev/xlb";
 /// The Service condition the allocator writes.
 pub const CONDITION: &str = "xlb.dev/IPAllocated";
 /// The pool condition for overlaps.
 pub const POOL_CONFLICT: &str = "xlb.dev/PoolConflict";
 /// The pool condition for blocks that do not parse.
 pub const POOL_INVALID: &str = "xlb.dev/InvalidBlocks";
-
-/// How the allocator runs.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// `spec.loadBalancerClass` served.
-    pub class: String,
-    /// Also serve LoadBalancer Services with no class.
-    pub unclassed: bool,
-    /// This instance's name (the node's), for the Lease and Events.
-    pub identity: String,
-    /// Namespace of the allocator Lease.
-    pub namespace: String,
-    /// Lease duration.
-    pub lease_seconds: u64,
-}
-
-/// Whether xlb serves this Service.
-pub fn served(svc: &Service, s: &Settings) -> bool {
-    let Some(spec) = &svc.spec else { return false };
-    spec.type_.as_deref() == Some("LoadBalancer")
-        && match spec.load_balancer_class.as_deref() {
-            Some(c) => c == s.class,
-            None => s.unclassed,
-        }
-}
 
 fn parse_ips(raw: &str) -> Result<Vec<IpAddr>, String> {
     raw.split(',')
@@ -80,7 +55,7 @@ pub fn svc_view(svc: &Service) -> SvcView {
     let ann = svc.annotations();
     let spec = svc.spec.clone().unwrap_or_default();
     let mut view = SvcView {
-        key: super::plan::key(svc),
+        key: key(svc),
         labels: svc.labels().clone(),
         sharing: SHARING_ANNOTATIONS.iter().find_map(|k| ann.get(*k)).cloned(),
         families: spec.ip_families.iter().flatten().map(|f| f == "IPv6").collect(),
@@ -176,6 +151,7 @@ struct Allocator {
     ipam: Ipam,
     recorder: Recorder,
     writes: u64,
+    stats: Arc<Stats>,
 }
 
 impl Allocator {
@@ -222,22 +198,28 @@ impl Allocator {
             }
             results
         };
+        let writes_before = self.writes;
         for (key, r) in results {
             match r {
                 Ok(wrote) => self.writes += u64::from(wrote),
                 Err(e) => {
                     tracing::warn!(service = %key, error = %e, "writing the Service status failed; retrying next round");
+                    self.stats.failed_any("status_write", &e);
                 }
             }
         }
+        let allocated = outcomes.iter().filter(|o| o.result.is_ok()).count() as u64;
+        let pending = outcomes.len() as u64 - allocated;
         let usage = self.ipam.usage();
         for p in pools {
             let name = p.name_any();
             let u = usage.iter().find(|u| u.name == name);
             if let Err(e) = self.write_pool(p, u, bad_pools.get(&name)).await {
                 tracing::warn!(pool = %name, error = %e, "writing the pool status failed; retrying next round");
+                self.stats.failed_any("pool_status_write", &e);
             }
         }
+        self.stats.round(allocated, pending, self.writes - writes_before);
     }
 
     /// Writes a Service's status, condition and Event if they differ; whether it wrote.
@@ -273,7 +255,7 @@ impl Allocator {
         });
         let api: Api<Service> = Api::namespaced(self.client.clone(), &svc.namespace().unwrap_or_default());
         api.patch_status(&svc.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
-        let key = super::plan::key(svc);
+        let key = key(svc);
         let (type_, reason, note) = match result {
             Ok(_) => (EventType::Normal, "IPAllocated", cond.message.clone()),
             Err(e) => (EventType::Warning, "IPAllocationFailed", e.clone()),
@@ -285,6 +267,7 @@ impl Allocator {
         let ev = Event { type_, reason: reason.into(), note: Some(note), action: "Allocate".into(), secondary: None };
         if let Err(e) = self.recorder.publish(&ev, &svc.object_ref(&())).await {
             tracing::warn!(service = %key, error = %e, "publishing the Event failed");
+            self.stats.failed("event", &super::stats::Error::Kube(e));
         }
         Ok(true)
     }
@@ -350,10 +333,11 @@ pub async fn run_allocator(
     client: Client,
     settings: Settings,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    stats: Arc<Stats>,
 ) -> anyhow::Result<()> {
     let notify = Arc::new(tokio::sync::Notify::new());
-    let svc_store = reflect(Api::<Service>::all(client.clone()), notify.clone(), "services");
-    let pool_store = reflect(Api::<LoadBalancerIPPool>::all(client.clone()), notify.clone(), "pools");
+    let svc_store = reflect(Api::<Service>::all(client.clone()), notify.clone(), "services", stats.clone());
+    let pool_store = reflect(Api::<LoadBalancerIPPool>::all(client.clone()), notify.clone(), "pools", stats.clone());
     let lease = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), "xlb-allocator")
         .with_namespace(&settings.namespace)
         .with_identity(&settings.identity)
@@ -369,6 +353,7 @@ pub async fn run_allocator(
         settings,
         ipam: Ipam::default(),
         writes: 0,
+        stats,
     };
     tokio::select! {
         _ = async { svc_store.wait_until_ready().await.ok(); pool_store.wait_until_ready().await.ok(); } => {}
@@ -381,6 +366,7 @@ pub async fn run_allocator(
             tracing::info!(identity = %alloc.settings.identity, leader = is_leader, "allocator Lease {}", if is_leader { "taken: this instance writes addresses" } else { "not held: another instance writes addresses" });
             // A new leader starts from what the statuses say.
             alloc.ipam = Ipam::default();
+            alloc.stats.set_leader(is_leader);
             was_leader = is_leader;
         }
         if is_leader {

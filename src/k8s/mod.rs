@@ -8,7 +8,9 @@ pub mod crds;
 pub mod events;
 pub mod member;
 pub mod plan;
+pub mod service;
 pub mod source;
+pub mod stats;
 pub mod witness;
 
 use std::{sync::Arc, time::Duration};
@@ -49,8 +51,14 @@ impl kube::runtime::utils::Backoff for CappedBackoff {
     }
 }
 
-/// Keeps a reflector's store filled; wakes `notify` on every change.
-pub(crate) fn reflect<K>(api: Api<K>, notify: Arc<tokio::sync::Notify>, what: &'static str) -> reflector::Store<K>
+/// Keeps a reflector's store filled; wakes `notify` on every change; failures are counted
+/// under `what`.
+pub(crate) fn reflect<K>(
+    api: Api<K>,
+    notify: Arc<tokio::sync::Notify>,
+    what: &'static str,
+    stats: Arc<stats::Stats>,
+) -> reflector::Store<K>
 where
     K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
 {
@@ -60,6 +68,9 @@ where
     tokio::spawn(async move {
         let mut failing = false;
         while let Some(r) = stream.next().await {
+            if r.is_err() {
+                stats.watch_failed(what);
+            }
             match r {
                 Err(e) if !failing => {
                     tracing::warn!(watch = what, error = %e, "watch failed; retrying (said once until it works again)");

@@ -24,11 +24,15 @@ use std::{
 use k8s_openapi::api::{core::v1::Node, core::v1::Service, discovery::v1::EndpointSlice};
 use kube::ResourceExt as _;
 
-use super::{alloc::selects, controller::served, controller::Settings, crds::L2AnnouncementPolicy};
+use super::{
+    alloc::selects,
+    crds::L2AnnouncementPolicy,
+    service::{key, served, Settings},
+};
 use crate::{
-    control::{announcer::Timing, services::ServiceSpec},
+    control::{announcer::Timing, rendezvous::rank, services::ServiceSpec},
     lb::{
-        maglev::{hash64, DEFAULT_TABLE_SIZE},
+        maglev::DEFAULT_TABLE_SIZE,
         snapshot::{ForwardMode, ServiceKey},
     },
     wire::ipv4::Protocol,
@@ -38,8 +42,6 @@ use crate::{
 pub const MODE_ANNOTATION: &str = "xlb.dev/mode";
 /// Annotation choosing the backends: `endpoints` (default) or `nodes`.
 pub const BACKENDS_ANNOTATION: &str = "xlb.dev/backends";
-/// Seed of the rendezvous hash. Pinned: every node must use the same.
-const RENDEZVOUS_SEED: u64 = 0x786c_625f_6f77_6e72;
 
 /// A live member: a node whose membership Lease is valid, and the interface it serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,31 +95,6 @@ pub struct Plan {
     pub problems: BTreeMap<String, Vec<String>>,
     /// The live members the owners were chosen among.
     pub members: Vec<String>,
-}
-
-/// The rendezvous score of `node` for `vip`.
-pub fn score(node: &str, vip: IpAddr) -> u64 {
-    let mut data = Vec::with_capacity(node.len() + 17);
-    data.extend_from_slice(node.as_bytes());
-    data.push(0);
-    match vip {
-        IpAddr::V4(a) => data.extend_from_slice(&a.octets()),
-        IpAddr::V6(a) => data.extend_from_slice(&a.octets()),
-    }
-    hash64(RENDEZVOUS_SEED, &data)
-}
-
-/// `nodes` ranked for `vip`: highest score first, then the greater name. The first is the
-/// owner.
-pub fn rank<'a>(vip: IpAddr, nodes: impl IntoIterator<Item = &'a str>) -> Vec<String> {
-    let mut v: Vec<&str> = nodes.into_iter().collect();
-    v.sort_by_key(|n| std::cmp::Reverse((score(n, vip), *n)));
-    v.into_iter().map(str::to_string).collect()
-}
-
-/// A Service's `namespace/name`, the key xlb names it by (logs, Events, IPAM holders).
-pub fn key(svc: &Service) -> String {
-    format!("{}/{}", svc.namespace().unwrap_or_default(), svc.name_any())
 }
 
 /// One endpoint as the plan uses it.
@@ -432,7 +409,7 @@ mod tests {
 
     fn settings() -> Settings {
         Settings {
-            class: super::super::controller::DEFAULT_CLASS.into(),
+            class: super::super::service::DEFAULT_CLASS.into(),
             unclassed: false,
             identity: "a".into(),
             namespace: "xlb-system".into(),

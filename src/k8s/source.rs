@@ -40,12 +40,15 @@ use kube::{
 use serde_json::json;
 
 use super::{
-    controller::{run_allocator, Settings},
+    controller::run_allocator,
     crds::L2AnnouncementPolicy,
     events::Recorder,
     member::Membership,
     plan::{plan, Cluster, Plan},
-    reflect, CappedBackoff,
+    reflect,
+    service::Settings,
+    stats::{Error, Stats},
+    CappedBackoff,
 };
 
 /// Label on the membership Leases.
@@ -146,6 +149,8 @@ pub struct Handle {
     conflicts: tokio::sync::mpsc::UnboundedSender<Conflict>,
     stop: tokio::sync::watch::Sender<bool>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Failed API calls, plans, the allocator's state.
+    pub stats: Arc<Stats>,
 }
 
 impl Handle {
@@ -178,7 +183,10 @@ pub fn start(kubeconfig: Option<PathBuf>, opts: NodeOptions) -> anyhow::Result<H
     let (tx, plans) = crossbeam_channel::unbounded();
     let (conflicts, conflicts_rx) = tokio::sync::mpsc::unbounded_channel();
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let stats = Arc::new(Stats::default());
+    let counted = stats.clone();
     let thread = std::thread::Builder::new().name("xlb-kube".into()).spawn(move || {
+        let stats = counted;
         let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
             Ok(rt) => rt,
             Err(e) => {
@@ -195,10 +203,10 @@ pub fn start(kubeconfig: Option<PathBuf>, opts: NodeOptions) -> anyhow::Result<H
                 }
             };
             let _ = ready_tx.send(Ok(()));
-            let alloc = opts
-                .allocate
-                .then(|| tokio::spawn(run_allocator(client.clone(), opts.settings.clone(), stop_rx.clone())));
-            if let Err(e) = run_node(client, opts, tx, conflicts_rx, stop_rx).await {
+            let alloc = opts.allocate.then(|| {
+                tokio::spawn(run_allocator(client.clone(), opts.settings.clone(), stop_rx.clone(), stats.clone()))
+            });
+            if let Err(e) = run_node(client, opts, tx, conflicts_rx, stop_rx, stats).await {
                 tracing::error!(error = %format!("{e:#}"), "the Kubernetes side stopped");
             }
             if let Some(a) = alloc {
@@ -211,11 +219,11 @@ pub fn start(kubeconfig: Option<PathBuf>, opts: NodeOptions) -> anyhow::Result<H
         });
     })?;
     ready_rx.recv().context("the Kubernetes thread ended before it started")??;
-    Ok(Handle { plans, conflicts, stop, thread: Some(thread) })
+    Ok(Handle { plans, conflicts, stop, thread: Some(thread), stats })
 }
 
 /// Renews (creates, the first time) this node's membership Lease.
-async fn renew(api: &Api<Lease>, node: &str, interface: &str, valid: Duration) -> anyhow::Result<()> {
+async fn renew(api: &Api<Lease>, node: &str, interface: &str, valid: Duration) -> Result<(), kube::Error> {
     let name = lease_name(node);
     let lease = json!({
         "apiVersion": "coordination.k8s.io/v1",
@@ -233,15 +241,19 @@ async fn renew(api: &Api<Lease>, node: &str, interface: &str, valid: Duration) -
 
 /// Publishes `ev` on each of the Services `names` (`namespace/name`); a slow or failing API
 /// is logged, never waited on for more than 2 s per Event.
-async fn publish(recorder: &Recorder, ev: &Event, names: &[String], svcs: &[Arc<Service>]) {
+async fn publish(recorder: &Recorder, ev: &Event, names: &[String], svcs: &[Arc<Service>], stats: &Stats) {
     for key in names {
-        let Some(svc) = svcs.iter().find(|s| super::plan::key(s) == *key) else { continue };
+        let Some(svc) = svcs.iter().find(|s| super::service::key(s) == *key) else { continue };
         match tokio::time::timeout(Duration::from_secs(2), recorder.publish(ev, &svc.object_ref(&()))).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                tracing::warn!(service = %key, reason = %ev.reason, error = %e, "publishing the Event failed")
+                tracing::warn!(service = %key, reason = %ev.reason, error = %e, "publishing the Event failed");
+                stats.failed("event", &Error::Kube(e));
             }
-            Err(_) => tracing::warn!(service = %key, reason = %ev.reason, "publishing the Event timed out"),
+            Err(_) => {
+                tracing::warn!(service = %key, reason = %ev.reason, "publishing the Event timed out");
+                stats.failed("event", &Error::Timeout(Duration::from_secs(2)));
+            }
         }
     }
 }
@@ -258,7 +270,11 @@ struct LeaseView {
 }
 
 impl LeaseView {
-    fn on_event(&mut self, ev: Option<Result<watcher::Event<Lease>, watcher::Error>>) -> anyhow::Result<()> {
+    fn on_event(
+        &mut self,
+        ev: Option<Result<watcher::Event<Lease>, watcher::Error>>,
+        stats: &Stats,
+    ) -> anyhow::Result<()> {
         let now = Instant::now();
         let seen = |l: &Lease| {
             let node = l.spec.as_ref().and_then(|s| s.holder_identity.clone()).unwrap_or_default();
@@ -286,7 +302,10 @@ impl LeaseView {
                 self.membership.retain(&self.relisted);
                 self.ready = true;
             }
-            Some(Err(e)) => tracing::debug!(watch = "leases", error = %e, "watch failed; retrying"),
+            Some(Err(e)) => {
+                tracing::debug!(watch = "leases", error = %e, "watch failed; retrying");
+                stats.watch_failed("leases");
+            }
             None => anyhow::bail!("the Lease watch ended"),
         }
         Ok(())
@@ -299,14 +318,20 @@ async fn run_node(
     tx: crossbeam_channel::Sender<Plan>,
     mut conflicts: tokio::sync::mpsc::UnboundedReceiver<Conflict>,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    stats: Arc<Stats>,
 ) -> anyhow::Result<()> {
     let mut conflict_events: BTreeMap<(IpAddr, String), Instant> = BTreeMap::new();
     let me = opts.settings.identity.clone();
     let notify = Arc::new(tokio::sync::Notify::new());
-    let services = reflect(Api::<Service>::all(client.clone()), notify.clone(), "services");
-    let slices = reflect(Api::<EndpointSlice>::all(client.clone()), notify.clone(), "endpointslices");
-    let nodes = reflect(Api::<Node>::all(client.clone()), notify.clone(), "nodes");
-    let policies = reflect(Api::<L2AnnouncementPolicy>::all(client.clone()), notify.clone(), "l2announcementpolicies");
+    let services = reflect(Api::<Service>::all(client.clone()), notify.clone(), "services", stats.clone());
+    let slices = reflect(Api::<EndpointSlice>::all(client.clone()), notify.clone(), "endpointslices", stats.clone());
+    let nodes = reflect(Api::<Node>::all(client.clone()), notify.clone(), "nodes", stats.clone());
+    let policies = reflect(
+        Api::<L2AnnouncementPolicy>::all(client.clone()),
+        notify.clone(),
+        "l2announcementpolicies",
+        stats.clone(),
+    );
     let stores_ready = Arc::new(AtomicBool::new(false));
     {
         let (s, e, n, p) = (services.clone(), slices.clone(), nodes.clone(), policies.clone());
@@ -355,22 +380,24 @@ async fn run_node(
                         if renew_ok {
                             tracing::warn!(error = %e, "renewing the membership Lease failed");
                         }
+                        stats.failed("lease_renew", &Error::Kube(e));
                         false
                     }
                     Err(_) => {
                         if renew_ok {
                             tracing::warn!("renewing the membership Lease timed out");
                         }
+                        stats.failed("lease_renew", &Error::Timeout(opts.renew.max(Duration::from_secs(1))));
                         false
                     }
                 };
             }
             ev = lease_events.next() => {
-                leases.on_event(ev)?;
+                leases.on_event(ev, &stats)?;
                 // Take in every Lease change already waiting: a busy thread must not judge
                 // members by changes it has not read yet.
                 while let Some(ev) = lease_events.next().now_or_never() {
-                    leases.on_event(ev)?;
+                    leases.on_event(ev, &stats)?;
                 }
             }
             Some(c) = conflicts.recv() => {
@@ -391,7 +418,7 @@ async fn run_node(
                     action: "Announce".into(),
                     secondary: None,
                 };
-                publish(&recorder, &ev, &names, &services.state()).await;
+                publish(&recorder, &ev, &names, &services.state(), &stats).await;
                 continue;
             }
             _ = notify.notified() => {}
@@ -437,6 +464,7 @@ async fn run_node(
         if tx.send(new.clone()).is_err() {
             break;
         }
+        stats.planned();
         let before: BTreeSet<IpAddr> = last.as_ref().map(|p| p.vips.iter().copied().collect()).unwrap_or_default();
         for vip in new.vips.iter().filter(|v| !before.contains(v)) {
             let names = new.owners.get(vip).map(|o| o.services.clone()).unwrap_or_default();
@@ -448,7 +476,7 @@ async fn run_node(
                 action: "Announce".into(),
                 secondary: None,
             };
-            publish(&recorder, &ev, &names, &svcs).await;
+            publish(&recorder, &ev, &names, &svcs, &stats).await;
         }
         for vip in before.iter().filter(|v| !new.vips.contains(v)) {
             let to = new.owners.get(vip).and_then(|o| o.owner.clone()).unwrap_or_else(|| "nobody".into());
@@ -462,7 +490,8 @@ async fn run_node(
     match tokio::time::timeout(Duration::from_secs(3), lease_api.delete(&name, &DeleteParams::default())).await {
         Ok(Ok(_)) => tracing::info!(lease = %name, "membership Lease deleted: the other nodes take this node's VIPs"),
         Ok(Err(e)) => {
-            tracing::warn!(lease = %name, error = %e, "deleting the membership Lease failed; it expires on its own")
+            tracing::warn!(lease = %name, error = %e, "deleting the membership Lease failed; it expires on its own");
+            stats.failed("lease_delete", &Error::Kube(e));
         }
         Err(_) => tracing::warn!(lease = %name, "deleting the membership Lease timed out; it expires on its own"),
     }

@@ -1,356 +1,30 @@
-//! The standalone source: one YAML file (`xlb run --config xlb.yaml`) read into the desired
-//! state, validated in full before anything is applied. Every mistake is reported with the
-//! path of the field (`services[1].backends[0].weight`) and what would fix it; the file is
-//! refused as a whole if any is found.
-//!
-//! This module knows YAML and the file's shape; what the rest of the control plane sees is
-//! [`Desired`], the same whatever the source.
+//! Validation: the file's shape ([`super::file`]) becomes the desired state, every mistake
+//! reported with its field path and the fix. The whole file is checked before anything is
+//! refused, so a user sees every mistake at once.
 
 use std::{
     collections::{HashMap, HashSet},
-    fmt,
     net::{IpAddr, SocketAddr},
-    path::{Path, PathBuf},
+    path::PathBuf,
     time::Duration,
 };
 
-use serde::Deserialize;
-
 use super::{
-    ipam::{Block, Pool, Request},
-    AnnounceConfig,
+    err,
+    file::{File, HealthFile, ServiceFile},
+    CheckKind, ConfigError, ConfigErrors, Desired, HaConfig, HealthConfig, InterfaceConfig, PortConfig, ServiceConfig,
+    DEFAULT_ADMIN_SOCKET, MAX_WEIGHT,
 };
+use super::{port_range, proto_name};
 use crate::{
-    io::{worker::ZeroCopy, xdp::AttachMode},
+    abi::{AttachMode, ZeroCopy},
+    control::{
+        ipam::{Block, Pool, Request},
+        AnnounceConfig,
+    },
     lb::{maglev::DEFAULT_TABLE_SIZE, snapshot::ForwardMode},
     wire::ipv4::Protocol,
 };
-
-/// One mistake in a config file: where, and what is wrong.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    /// Field path, e.g. `services[1].backends[0].weight` (empty: the file itself).
-    pub path: String,
-    /// What is wrong and how to fix it.
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() {
-            write!(f, "{}", self.message)
-        } else {
-            write!(f, "{}: {}", self.path, self.message)
-        }
-    }
-}
-
-/// All the mistakes found in one file.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
-pub struct ConfigErrors(pub Vec<ConfigError>);
-
-fn err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError { path: path.into(), message: message.into() }
-}
-
-// ---- The file's shape ----------------------------------------------------------------------
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct File {
-    interfaces: Vec<InterfaceFile>,
-    #[serde(default)]
-    pools: Vec<PoolFile>,
-    #[serde(default)]
-    snat: Option<SnatFile>,
-    #[serde(default)]
-    services: Vec<ServiceFile>,
-    #[serde(default)]
-    announce: AnnounceFile,
-    #[serde(default)]
-    conntrack: ConntrackFile,
-    #[serde(default)]
-    admin: AdminFile,
-    #[serde(default)]
-    metrics: Option<MetricsFile>,
-    #[serde(default)]
-    ha: Option<HaFile>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct HaFile {
-    node: Option<String>,
-    peers: Vec<String>,
-    cluster: Option<String>,
-    heartbeat_interval_ms: Option<u64>,
-    dead_after: Option<u32>,
-    takeover_ms: Option<u64>,
-    gratuitous_arp_ms: Option<Vec<u64>>,
-    refresh_seconds: Option<u64>,
-    key_file: Option<PathBuf>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct InterfaceFile {
-    name: String,
-    queues: Option<u32>,
-    #[serde(default)]
-    xdp_mode: Option<String>,
-    #[serde(default)]
-    zero_copy: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct PoolFile {
-    name: String,
-    blocks: Vec<BlockFile>,
-    #[serde(default, rename = "allowFirstLastIPs")]
-    allow_first_last_ips: bool,
-    #[serde(default)]
-    disabled: bool,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BlockFile {
-    cidr: Option<String>,
-    start: Option<String>,
-    stop: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SnatFile {
-    addresses: Vec<String>,
-    #[serde(default)]
-    ports: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct ServiceFile {
-    name: String,
-    vip: Option<String>,
-    pool: Option<String>,
-    ip_family: Option<String>,
-    #[serde(default)]
-    mode: Option<String>,
-    ports: Vec<PortFile>,
-    #[serde(default)]
-    backends: Vec<BackendFile>,
-    maglev_table_size: Option<u32>,
-    session_affinity: Option<String>,
-    session_affinity_timeout_seconds: Option<u64>,
-    health_check: Option<HealthFile>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct PortFile {
-    port: u32,
-    #[serde(default)]
-    protocol: Option<String>,
-    target_port: Option<u32>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BackendFile {
-    address: String,
-    #[serde(default)]
-    weight: Option<u32>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct HealthFile {
-    #[serde(rename = "type")]
-    kind: String,
-    port: Option<u32>,
-    path: Option<String>,
-    expect_status: Option<u16>,
-    interval_ms: Option<u64>,
-    timeout_ms: Option<u64>,
-    rise: Option<u32>,
-    fall: Option<u32>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct AnnounceFile {
-    dad_probes: Option<u32>,
-    dad_interval_ms: Option<u64>,
-    dad_wait_ms: Option<u64>,
-    garp_count: Option<u32>,
-    garp_interval_ms: Option<u64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ConntrackFile {
-    capacity: Option<usize>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AdminFile {
-    socket: Option<PathBuf>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MetricsFile {
-    listen: String,
-}
-
-// ---- The desired state ---------------------------------------------------------------------
-
-/// The interface xlb serves.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InterfaceConfig {
-    /// Name.
-    pub name: String,
-    /// Queues to serve (none: all).
-    pub queues: Option<u32>,
-    /// XDP attach mode.
-    pub xdp_mode: AttachMode,
-    /// AF_XDP zero-copy policy.
-    pub zero_copy: ZeroCopy,
-}
-
-/// How a backend's health is checked.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum CheckKind {
-    /// A TCP connection is accepted.
-    Tcp,
-    /// An HTTP GET of `path` answers `status`.
-    Http {
-        /// Request path.
-        path: String,
-        /// Expected status code.
-        status: u16,
-    },
-}
-
-/// A service's health check.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct HealthConfig {
-    /// What is checked.
-    pub kind: CheckKind,
-    /// Port checked (none: each port's target port, the first one).
-    pub port: Option<u16>,
-    /// Time between checks.
-    pub interval: Duration,
-    /// Time a check may take.
-    pub timeout: Duration,
-    /// Successes in a row that bring a backend up.
-    pub rise: u32,
-    /// Failures in a row that take it down.
-    pub fall: u32,
-}
-
-/// A port of a service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct PortConfig {
-    /// IP protocol (TCP or UDP).
-    pub proto: u8,
-    /// Port on the VIP.
-    pub port: u16,
-    /// Port on the backends.
-    pub target_port: u16,
-}
-
-/// A service as configured (its VIP not yet allocated).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServiceConfig {
-    /// Unique name.
-    pub name: String,
-    /// What address it asks for.
-    pub request: Request,
-    /// Forwarding mode.
-    pub mode: ForwardMode,
-    /// Ports.
-    pub ports: Vec<PortConfig>,
-    /// Backends: address and weight.
-    pub backends: Vec<(IpAddr, u32)>,
-    /// Maglev table size.
-    pub table_size: u32,
-    /// Session affinity by client address, and for how long.
-    pub affinity: Option<Duration>,
-    /// Health check.
-    pub health: Option<HealthConfig>,
-}
-
-/// Everything the file asks for, validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Desired {
-    /// The interface.
-    pub interface: InterfaceConfig,
-    /// Address pools.
-    pub pools: Vec<Pool>,
-    /// SNAT source addresses.
-    pub snat_addrs: Vec<IpAddr>,
-    /// SNAT port range.
-    pub snat_ports: (u16, u16),
-    /// Services.
-    pub services: Vec<ServiceConfig>,
-    /// Probing and announcing.
-    pub announce: AnnounceConfig,
-    /// Flows per worker.
-    pub conntrack_capacity: usize,
-    /// Admin API socket.
-    pub admin_socket: PathBuf,
-    /// Where `/metrics` is served (none: not served).
-    pub metrics: Option<SocketAddr>,
-    /// Failover between xlb boxes (none: this box alone owns every VIP).
-    pub ha: Option<HaConfig>,
-}
-
-/// Standalone HA: the boxes that share the VIPs, and the heartbeat timings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HaConfig {
-    /// This box's name (`ha.node`, else `--node-name` / NODE_NAME, else the host name).
-    pub node: Option<String>,
-    /// Every box's name, this one's included.
-    pub peers: Vec<String>,
-    /// Cluster name (boxes of another cluster on the same LAN are ignored).
-    pub cluster: String,
-    /// Heartbeat timings.
-    pub timings: super::ha::HaTimings,
-    /// How a VIP taken over is announced (rounds, refresh).
-    pub announce: super::announcer::Timing,
-    /// The file of the shared key that signs heartbeats (none: unsigned).
-    pub key_file: Option<PathBuf>,
-}
-
-/// Where the admin socket is unless the file says otherwise.
-pub const DEFAULT_ADMIN_SOCKET: &str = "/run/xlb/xlb.sock";
-
-/// Most weight a backend may have.
-pub const MAX_WEIGHT: u32 = 1000;
-
-/// Reads and validates a config file.
-pub fn load(path: &Path) -> Result<Desired, ConfigErrors> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigErrors(vec![err("", format!("cannot read {}: {e}", path.display()))]))?;
-    parse(&text)
-}
-
-/// Parses and validates config text.
-pub fn parse(text: &str) -> Result<Desired, ConfigErrors> {
-    let file: File = serde_saphyr::from_str(text).map_err(|e| ConfigErrors(vec![yaml_error(&e.to_string())]))?;
-    validate(file)
-}
-
-/// serde-saphyr's message, on one line: the location and what is wrong.
-fn yaml_error(text: &str) -> ConfigError {
-    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-    err("", format!("not a valid config: {}", lines.join(" ")))
-}
 
 fn parse_addr(path: &str, s: &str, errors: &mut Vec<ConfigError>) -> Option<IpAddr> {
     match s.trim().parse::<IpAddr>() {
@@ -376,18 +50,7 @@ fn port(path: &str, p: u32, errors: &mut Vec<ConfigError>) -> u16 {
     }
 }
 
-/// Parses `LOW-HIGH` ports.
-pub fn port_range(s: &str) -> Result<(u16, u16), String> {
-    let (lo, hi) = s.split_once('-').ok_or("expected LOW-HIGH, e.g. 1024-65535")?;
-    let lo: u16 = lo.trim().parse().map_err(|_| "LOW is not a port number")?;
-    let hi: u16 = hi.trim().parse().map_err(|_| "HIGH is not a port number")?;
-    if lo == 0 || lo > hi {
-        return Err("expected 1 <= LOW <= HIGH".into());
-    }
-    Ok((lo, hi))
-}
-
-fn validate(f: File) -> Result<Desired, ConfigErrors> {
+pub(super) fn validate(f: File) -> Result<Desired, ConfigErrors> {
     let mut errors = Vec::new();
     let interface = match f.interfaces.as_slice() {
         [i] => {
@@ -542,7 +205,7 @@ fn validate(f: File) -> Result<Desired, ConfigErrors> {
         refresh: None,
     };
     let ha = f.ha.as_ref().map(|h| {
-        let d = super::ha::HaTimings::default();
+        let d = crate::control::ha::HaTimings::default();
         let mut peers = h.peers.clone();
         peers.sort();
         if peers.windows(2).any(|w| w[0] == w[1]) {
@@ -565,7 +228,7 @@ fn validate(f: File) -> Result<Desired, ConfigErrors> {
             errors.push(err("ha.deadAfter", format!("{dead_after} is outside 2-100 missed heartbeats (default 5)")));
         }
         let takeover = Duration::from_millis(h.takeover_ms.unwrap_or(150));
-        let timings = super::ha::HaTimings { interval: Duration::from_millis(interval), dead_after, takeover };
+        let timings = crate::control::ha::HaTimings { interval: Duration::from_millis(interval), dead_after, takeover };
         if takeover >= timings.dead_time() {
             errors.push(err(
                 "ha.takeoverMs",
@@ -577,9 +240,9 @@ fn validate(f: File) -> Result<Desired, ConfigErrors> {
             ));
         }
         let announce =
-            super::announcer::Timing::parse(h.gratuitous_arp_ms.as_deref(), h.refresh_seconds).unwrap_or_else(|(field, msg)| {
+            crate::control::announcer::Timing::parse(h.gratuitous_arp_ms.as_deref(), h.refresh_seconds).unwrap_or_else(|(field, msg)| {
                 errors.push(err(format!("ha.{field}"), msg));
-                super::announcer::Timing::default()
+                crate::control::announcer::Timing::default()
             });
         if let Some(path) = &h.key_file {
             if let Err(e) = crate::lb::heartbeat::Key::from_file(path) {
@@ -621,15 +284,6 @@ fn validate(f: File) -> Result<Desired, ConfigErrors> {
         })
     } else {
         Err(ConfigErrors(errors))
-    }
-}
-
-/// `tcp` or `udp`.
-pub fn proto_name(p: u8) -> &'static str {
-    if p == Protocol::UDP {
-        "udp"
-    } else {
-        "tcp"
     }
 }
 
@@ -818,144 +472,4 @@ fn validate_health(at: &str, h: &HealthFile, errors: &mut Vec<ConfigError>) -> O
         rise,
         fall,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const GOOD: &str = r#"
-interfaces:
-  - name: eth0
-    queues: 2
-pools:
-  - name: public
-    blocks:
-      - cidr: 192.0.2.0/28
-      - start: 198.51.100.10
-        stop: 198.51.100.20
-snat:
-  addresses: [192.0.2.200]
-  ports: 2000-3000
-services:
-  - name: web
-    vip: 192.0.2.5
-    ports:
-      - port: 80
-        targetPort: 8080
-      - port: 53
-        protocol: UDP
-    backends:
-      - address: 10.0.0.11
-      - address: 10.0.0.12
-        weight: 3
-    sessionAffinity: ClientIP
-    healthCheck:
-      type: http
-      path: /healthz
-      intervalMs: 500
-      rise: 2
-      fall: 2
-  - name: api
-    pool: public
-    mode: snat
-    ports: [{port: 443}]
-    backends: [{address: 10.0.0.21}]
-metrics:
-  listen: 127.0.0.1:9180
-"#;
-
-    #[test]
-    fn a_good_file_becomes_the_desired_state() {
-        let d = parse(GOOD).unwrap();
-        assert_eq!(d.interface.name, "eth0");
-        assert_eq!(d.interface.queues, Some(2));
-        assert_eq!(d.pools[0].blocks.len(), 2);
-        assert_eq!(d.snat_ports, (2000, 3000));
-        let web = &d.services[0];
-        assert_eq!(web.request, Request::Address("192.0.2.5".parse().unwrap()));
-        assert_eq!(web.ports[0], PortConfig { proto: 6, port: 80, target_port: 8080 });
-        assert_eq!(web.ports[1], PortConfig { proto: 17, port: 53, target_port: 53 });
-        assert_eq!(web.backends[1].1, 3);
-        assert_eq!(web.affinity, Some(Duration::from_secs(10_800)));
-        let h = web.health.as_ref().unwrap();
-        assert_eq!(h.kind, CheckKind::Http { path: "/healthz".into(), status: 200 });
-        assert_eq!((h.interval, h.rise, h.fall), (Duration::from_millis(500), 2, 2));
-        assert_eq!(d.services[1].request, Request::Pool { name: "public".into(), v6: false });
-        assert_eq!(d.services[1].mode, ForwardMode::Snat);
-        assert_eq!(d.metrics, Some("127.0.0.1:9180".parse().unwrap()));
-        assert_eq!(d.admin_socket, PathBuf::from(DEFAULT_ADMIN_SOCKET));
-    }
-
-    /// Each broken file yields exactly the message naming its field.
-    #[test]
-    fn each_mistake_names_its_field_and_the_fix() {
-        let cases: &[(&str, &str, &str)] = &[
-            ("bad CIDR", "      - cidr: 192.0.2.0/28", "      - cidr: 192.0.2.0/33"),
-            ("bad address", "    vip: 192.0.2.5", "    vip: 192.0.2.300"),
-            ("duplicate service", "  - name: api", "  - name: web"),
-            ("weight", "        weight: 3", "        weight: 5000"),
-            ("port", "      - port: 80\n", "      - port: 70000\n"),
-            ("protocol", "        protocol: UDP", "        protocol: SCTP"),
-            ("mode", "    mode: snat", "    mode: nat"),
-            ("unknown pool", "    pool: public", "    pool: private"),
-            ("vip and pool", "    vip: 192.0.2.5", "    vip: 192.0.2.5\n    pool: public"),
-            ("health type", "      type: http", "      type: icmp"),
-            ("health timeout", "      intervalMs: 500", "      intervalMs: 500\n      timeoutMs: 900"),
-            (
-                "table size",
-                "    backends: [{address: 10.0.0.21}]",
-                "    backends: [{address: 10.0.0.21}]\n    maglevTableSize: 65536",
-            ),
-            ("backend family", "      - address: 10.0.0.11", "      - address: 2001:db8::11"),
-            ("snat ports", "  ports: 2000-3000", "  ports: 3000-2000"),
-            ("metrics", "  listen: 127.0.0.1:9180", "  listen: localhost"),
-            ("affinity", "    sessionAffinity: ClientIP", "    sessionAffinity: Cookie"),
-            ("unknown field", "    queues: 2", "    queues: 2\n    speed: 100"),
-        ];
-        let want: &[&str] = &[
-            "pools[0].blocks[0].cidr: \"192.0.2.0/33\" is not a CIDR",
-            "services[0].vip: \"192.0.2.300\" is not an IP address",
-            "services[1].name: duplicate service name \"web\"",
-            "services[0].backends[1].weight: 5000 is out of range (0-1000",
-            "services[0].ports[0].port: 70000 is not a port",
-            "services[0].ports[1].protocol: \"sctp\" is not TCP or UDP",
-            "services[1].mode: \"nat\" is not dsr or snat",
-            "services[1].pool: no pool named \"private\"",
-            "services[0]: give vip or pool, not both",
-            "services[0].healthCheck.type: \"icmp\" is not tcp or http",
-            "services[0].healthCheck.timeoutMs: 900 must be at least 1 and at most intervalMs (500)",
-            "services[1].maglevTableSize: 65536 is not a prime",
-            "services[0].backends[0].address: 2001:db8::11 is not of the service's address family",
-            "snat.ports: \"3000-2000\": expected 1 <= LOW <= HIGH",
-            "metrics.listen: \"localhost\" is not ADDRESS:PORT",
-            "services[0].sessionAffinity: \"Cookie\" is not ClientIP or None",
-            "speed",
-        ];
-        for ((what, from, to), want) in cases.iter().zip(want) {
-            assert!(GOOD.contains(from), "{what}: fixture line {from:?} not found");
-            let text = GOOD.replacen(from, to, 1);
-            let e = parse(&text).expect_err(what);
-            let shown = e.to_string();
-            assert!(shown.contains(want), "{what}: {shown:?} does not contain {want:?}");
-            assert!(!shown.contains('\n'), "{what}: not one line: {shown:?}");
-        }
-    }
-
-    #[test]
-    fn shared_vips_must_not_share_a_port() {
-        let text =
-            GOOD.replacen("    pool: public\n", "    vip: 192.0.2.5\n", 1).replacen("[{port: 443}]", "[{port: 80}]", 1);
-        let e = parse(&text).unwrap_err().to_string();
-        assert!(e.contains("services[1].ports[0]: tcp port 80 on 192.0.2.5 is already used by service \"web\""), "{e}");
-        // Another port on the same VIP is fine.
-        let ok = GOOD.replacen("    pool: public\n", "    vip: 192.0.2.5\n", 1);
-        assert!(parse(&ok).is_ok());
-    }
-
-    #[test]
-    fn several_mistakes_are_all_reported() {
-        let text = GOOD.replacen("weight: 3", "weight: 5000", 1).replacen("mode: snat", "mode: nat", 1);
-        assert_eq!(parse(&text).unwrap_err().0.len(), 2);
-    }
 }

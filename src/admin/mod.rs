@@ -22,6 +22,8 @@ use crossbeam_channel::Sender;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub(crate) mod answers;
+
 /// What can be asked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "query", rename_all = "snake_case")]
@@ -121,10 +123,15 @@ impl Drop for AdminServer {
 pub(crate) fn ask(to_control: &Sender<AdminRequest>, query: Query) -> Value {
     let (tx, rx) = crossbeam_channel::bounded(1);
     if to_control.send(AdminRequest { query, reply: tx }).is_err() {
-        return serde_json::json!({"error": "xlb is stopping"});
+        return refusal("xlb is stopping".into());
     }
     rx.recv_timeout(Duration::from_secs(5))
-        .unwrap_or_else(|_| serde_json::json!({"error": "no answer from the control loop within 5 s"}))
+        .unwrap_or_else(|_| refusal("no answer from the control loop within 5 s".into()))
+}
+
+/// A refusal as the socket carries it.
+pub(crate) fn refusal(error: String) -> Value {
+    serde_json::to_value(answers::Refusal { error }).unwrap_or(Value::Null)
 }
 
 fn serve_one(s: UnixStream, to_control: &Sender<AdminRequest>) {
@@ -134,9 +141,9 @@ fn serve_one(s: UnixStream, to_control: &Sender<AdminRequest>) {
     let answer = match reader.read_line(&mut line) {
         Ok(_) => match serde_json::from_str::<Query>(line.trim()) {
             Ok(q) => ask(to_control, q),
-            Err(e) => serde_json::json!({"error": format!("bad request: {e}")}),
+            Err(e) => refusal(format!("bad request: {e}")),
         },
-        Err(e) => serde_json::json!({"error": format!("reading the request: {e}")}),
+        Err(e) => refusal(format!("reading the request: {e}")),
     };
     let mut w = &s;
     let _ = writeln!(w, "{answer}");
@@ -154,14 +161,16 @@ pub(crate) fn client(socket: &Path, json: bool, query: Query) -> anyhow::Result<
     let mut answer = String::new();
     BufReader::new(&s).read_line(&mut answer)?;
     let v: Value = serde_json::from_str(answer.trim()).context("the answer is not JSON")?;
-    if let Some(e) = v.get("error").and_then(Value::as_str) {
-        anyhow::bail!("{e}");
+    if let Ok(r) = serde_json::from_value::<answers::Refusal>(v.clone()) {
+        anyhow::bail!("{}", r.error);
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    print!("{}", render(&query, &v));
+    let text = render(&query, v)
+        .context("the answer is not what this xlb command expects (is the running xlb another version?)")?;
+    print!("{text}");
     Ok(())
 }
 
@@ -184,94 +193,151 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-fn s(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
-    }
-}
-
-fn rows(v: &Value, key: &str, cols: &[&str]) -> Vec<Vec<String>> {
-    v[key].as_array().map_or_else(Vec::new, |a| a.iter().map(|o| cols.iter().map(|c| s(&o[*c])).collect()).collect())
+/// A cell: `-` for nothing.
+fn cell<T: ToString>(v: &Option<T>) -> String {
+    v.as_ref().map_or_else(|| "-".to_string(), ToString::to_string)
 }
 
 /// Human tables of the answers.
-fn render(q: &Query, v: &Value) -> String {
-    match q {
+fn render(q: &Query, v: Value) -> Result<String, serde_json::Error> {
+    Ok(match q {
         Query::Status => {
+            let st: answers::Status = serde_json::from_value(v)?;
             let mut out = format!(
                 "interface {}  mac {}  xdp {}  snapshot generation {}  reloads {}  uptime {}s\n",
-                s(&v["interface"]),
-                s(&v["mac"]),
-                s(&v["xdp_mode"]),
-                s(&v["generation"]),
-                s(&v["reloads"]),
-                s(&v["uptime_s"])
+                st.interface, st.mac, st.xdp_mode, st.generation, st.reloads, st.uptime_s
             );
-            if let Some(e) = v["last_reload_error"].as_str() {
+            if let Some(e) = &st.last_reload_error {
                 out += &format!("last reload refused: {e}\n");
             }
             out += "\n";
-            out += &table(
-                &["QUEUE", "SOCKET", "CORE", "RX", "TX", "DROPS", "FLOWS"],
-                &rows(v, "workers", &["queue", "socket", "core", "rx_frames", "tx_frames", "drops", "flows"]),
-            );
+            let workers: Vec<Vec<String>> = st
+                .workers
+                .iter()
+                .map(|w| {
+                    vec![
+                        w.queue.to_string(),
+                        w.socket.clone(),
+                        cell(&w.core),
+                        w.rx_frames.to_string(),
+                        w.tx_frames.to_string(),
+                        w.drops.to_string(),
+                        w.flows.to_string(),
+                    ]
+                })
+                .collect();
+            out += &table(&["QUEUE", "SOCKET", "CORE", "RX", "TX", "DROPS", "FLOWS"], &workers);
             out += "\n";
-            out += &table(&["VIP", "STATE"], &rows(v, "vips", &["vip", "state"]));
-            if let Some(f) = v["failover"].as_object() {
-                let alive: Vec<String> = f["alive"].as_array().map_or_else(Vec::new, |m| m.iter().map(s).collect());
+            let vips: Vec<Vec<String>> = st.vips.iter().map(|x| vec![x.vip.clone(), x.state.clone()]).collect();
+            out += &table(&["VIP", "STATE"], &vips);
+            if let Some(f) = &st.failover {
                 out += &format!(
                     "\nfailover: node {}, alive: {}, quorum {}, fenced {}{}\n",
-                    s(&f["node"]),
-                    alive.join(", "),
-                    s(&f["quorum"]),
-                    s(&f["fenced"]),
-                    if f["witness"].as_bool() == Some(true) { ", holds the witness" } else { "" }
+                    f.node,
+                    f.alive.join(", "),
+                    f.quorum,
+                    f.fenced,
+                    if f.witness { ", holds the witness" } else { "" }
                 );
             }
-            if let Some(k) = v["kubernetes"].as_object() {
-                let members: Vec<String> = k["members"].as_array().map_or_else(Vec::new, |m| m.iter().map(s).collect());
-                out +=
-                    &format!("\nkubernetes: {} plans applied, live members: {}\n", s(&k["plans"]), members.join(", "));
-                let owners: Vec<Vec<String>> = k["announced_by"].as_object().map_or_else(Vec::new, |o| {
-                    o.iter().map(|(vip, n)| vec![vip.clone(), n.as_str().unwrap_or("nobody").to_string()]).collect()
-                });
+            if let Some(k) = &st.kubernetes {
+                out += &format!("\nkubernetes: {} plans applied, live members: {}\n", k.plans, k.members.join(", "));
+                let owners: Vec<Vec<String>> = k
+                    .announced_by
+                    .iter()
+                    .map(|(vip, n)| vec![vip.clone(), n.clone().unwrap_or_else(|| "nobody".into())])
+                    .collect();
                 out += &table(&["VIP", "ANNOUNCED BY"], &owners);
             }
             out
         }
-        Query::Services => table(
-            &["SERVICE", "VIP", "PORT", "PROTO", "MODE", "BACKENDS", "UP", "PACKETS", "BYTES"],
-            &rows(v, "services", &["name", "vip", "port", "protocol", "mode", "backends", "up", "packets", "bytes"]),
-        ),
-        Query::Backends => table(
-            &["SERVICE", "BACKEND", "HEALTH", "WEIGHT", "SHARE", "MAC", "PACKETS", "BYTES"],
-            &rows(v, "backends", &["service", "backend", "health", "weight", "share", "mac", "packets", "bytes"]),
-        ),
-        Query::Pools => table(
-            &["POOL", "SIZE", "USED", "FREE", "STATE"],
-            &rows(v, "pools", &["name", "size", "used", "free", "state"]),
-        ),
+        Query::Services => {
+            let a: answers::Services = serde_json::from_value(v)?;
+            let rows: Vec<Vec<String>> = a
+                .services
+                .iter()
+                .map(|s| {
+                    vec![
+                        s.name.clone(),
+                        s.vip.clone(),
+                        s.port.to_string(),
+                        s.protocol.clone(),
+                        s.mode.clone(),
+                        s.backends.to_string(),
+                        s.up.to_string(),
+                        s.packets.to_string(),
+                        s.bytes.to_string(),
+                    ]
+                })
+                .collect();
+            table(&["SERVICE", "VIP", "PORT", "PROTO", "MODE", "BACKENDS", "UP", "PACKETS", "BYTES"], &rows)
+        }
+        Query::Backends => {
+            let a: answers::Backends = serde_json::from_value(v)?;
+            let rows: Vec<Vec<String>> = a
+                .backends
+                .iter()
+                .map(|b| {
+                    vec![
+                        b.service.clone(),
+                        b.backend.clone(),
+                        b.health.clone(),
+                        b.weight.to_string(),
+                        b.share.clone(),
+                        cell(&b.mac),
+                        cell(&b.packets),
+                        cell(&b.bytes),
+                    ]
+                })
+                .collect();
+            table(&["SERVICE", "BACKEND", "HEALTH", "WEIGHT", "SHARE", "MAC", "PACKETS", "BYTES"], &rows)
+        }
+        Query::Pools => {
+            let a: answers::Pools = serde_json::from_value(v)?;
+            let rows: Vec<Vec<String>> = a
+                .pools
+                .iter()
+                .map(|p| vec![p.name.clone(), p.size.clone(), p.used.clone(), p.free.clone(), p.state.clone()])
+                .collect();
+            table(&["POOL", "SIZE", "USED", "FREE", "STATE"], &rows)
+        }
         Query::Conntrack { .. } => {
-            let mut out = table(
-                &["WORKER", "PROTO", "CLIENT", "VIP", "BACKEND", "STATE", "SNAT", "EXPIRES_IN_S"],
-                &rows(v, "flows", &["worker", "protocol", "client", "vip", "backend", "state", "snat", "expires_in_s"]),
-            );
-            out += &format!("{} flows shown\n", v["flows"].as_array().map_or(0, Vec::len));
+            let a: answers::Conntrack = serde_json::from_value(v)?;
+            let rows: Vec<Vec<String>> = a
+                .flows
+                .iter()
+                .map(|f| {
+                    vec![
+                        f.worker.to_string(),
+                        f.protocol.clone(),
+                        f.client.clone(),
+                        f.vip.clone(),
+                        cell(&f.backend),
+                        f.state.clone(),
+                        cell(&f.snat),
+                        f.expires_in_s.to_string(),
+                    ]
+                })
+                .collect();
+            let mut out =
+                table(&["WORKER", "PROTO", "CLIENT", "VIP", "BACKEND", "STATE", "SNAT", "EXPIRES_IN_S"], &rows);
+            out += &format!("{} flows shown\n", a.flows.len());
             out
         }
         Query::Maglev { .. } => {
-            let mut out = format!("service {}  table size {}\n\n", s(&v["service"]), s(&v["size"]));
-            out += &table(
-                &["BACKEND", "WEIGHT", "SLOTS", "SHARE"],
-                &rows(v, "backends", &["backend", "weight", "slots", "share"]),
-            );
-            out += &format!("\nfirst slots: {}\n", s(&v["first_slots"]));
+            let a: answers::Maglev = serde_json::from_value(v)?;
+            let mut out = format!("service {}  table size {}\n\n", a.service, a.size);
+            let rows: Vec<Vec<String>> = a
+                .backends
+                .iter()
+                .map(|b| vec![b.backend.clone(), b.weight.to_string(), b.slots.to_string(), b.share.clone()])
+                .collect();
+            out += &table(&["BACKEND", "WEIGHT", "SLOTS", "SHARE"], &rows);
+            out += &format!("\nfirst slots: {}\n", a.first_slots);
             out
         }
-        Query::Metrics => s(v),
-    }
+        Query::Metrics => serde_json::from_value::<String>(v)?,
+    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,157 @@
+//! The config file's shape, as serde reads it: every section and field with the names the
+//! YAML uses. Nothing here checks values; `validate` turns it into the desired state.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct File {
+    pub(super) interfaces: Vec<InterfaceFile>,
+    #[serde(default)]
+    pub(super) pools: Vec<PoolFile>,
+    #[serde(default)]
+    pub(super) snat: Option<SnatFile>,
+    #[serde(default)]
+    pub(super) services: Vec<ServiceFile>,
+    #[serde(default)]
+    pub(super) announce: AnnounceFile,
+    #[serde(default)]
+    pub(super) conntrack: ConntrackFile,
+    #[serde(default)]
+    pub(super) admin: AdminFile,
+    #[serde(default)]
+    pub(super) metrics: Option<MetricsFile>,
+    #[serde(default)]
+    pub(super) ha: Option<HaFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct HaFile {
+    pub(super) node: Option<String>,
+    pub(super) peers: Vec<String>,
+    pub(super) cluster: Option<String>,
+    pub(super) heartbeat_interval_ms: Option<u64>,
+    pub(super) dead_after: Option<u32>,
+    pub(super) takeover_ms: Option<u64>,
+    pub(super) gratuitous_arp_ms: Option<Vec<u64>>,
+    pub(super) refresh_seconds: Option<u64>,
+    pub(super) key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct InterfaceFile {
+    pub(super) name: String,
+    pub(super) queues: Option<u32>,
+    #[serde(default)]
+    pub(super) xdp_mode: Option<String>,
+    #[serde(default)]
+    pub(super) zero_copy: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct PoolFile {
+    pub(super) name: String,
+    pub(super) blocks: Vec<BlockFile>,
+    #[serde(default, rename = "allowFirstLastIPs")]
+    pub(super) allow_first_last_ips: bool,
+    #[serde(default)]
+    pub(super) disabled: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct BlockFile {
+    pub(super) cidr: Option<String>,
+    pub(super) start: Option<String>,
+    pub(super) stop: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SnatFile {
+    pub(super) addresses: Vec<String>,
+    #[serde(default)]
+    pub(super) ports: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct ServiceFile {
+    pub(super) name: String,
+    pub(super) vip: Option<String>,
+    pub(super) pool: Option<String>,
+    pub(super) ip_family: Option<String>,
+    #[serde(default)]
+    pub(super) mode: Option<String>,
+    pub(super) ports: Vec<PortFile>,
+    #[serde(default)]
+    pub(super) backends: Vec<BackendFile>,
+    pub(super) maglev_table_size: Option<u32>,
+    pub(super) session_affinity: Option<String>,
+    pub(super) session_affinity_timeout_seconds: Option<u64>,
+    pub(super) health_check: Option<HealthFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct PortFile {
+    pub(super) port: u32,
+    #[serde(default)]
+    pub(super) protocol: Option<String>,
+    pub(super) target_port: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct BackendFile {
+    pub(super) address: String,
+    #[serde(default)]
+    pub(super) weight: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct HealthFile {
+    #[serde(rename = "type")]
+    pub(super) kind: String,
+    pub(super) port: Option<u32>,
+    pub(super) path: Option<String>,
+    pub(super) expect_status: Option<u16>,
+    pub(super) interval_ms: Option<u64>,
+    pub(super) timeout_ms: Option<u64>,
+    pub(super) rise: Option<u32>,
+    pub(super) fall: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct AnnounceFile {
+    pub(super) dad_probes: Option<u32>,
+    pub(super) dad_interval_ms: Option<u64>,
+    pub(super) dad_wait_ms: Option<u64>,
+    pub(super) garp_count: Option<u32>,
+    pub(super) garp_interval_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ConntrackFile {
+    pub(super) capacity: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AdminFile {
+    pub(super) socket: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct MetricsFile {
+    pub(super) listen: String,
+}

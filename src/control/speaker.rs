@@ -1,0 +1,263 @@
+//! The seam between *which* addresses this node owns and *how* the network is told.
+//!
+//! # Contract
+//!
+//! **Input, from control.** The owned set: every address this node must make reachable
+//! through itself, each with its kind (a VIP, or a SNAT address of this node's own) and its
+//! [`Readiness`] (XDP attached; at least one backend taking new flows, as of the last
+//! snapshot). It is decided above this seam, never below it: without failover every VIP the
+//! node serves; with it, what [`super::ownership::Ownership`] decides (rendezvous rank,
+//! quorum, yields); in Kubernetes, the plan's owners. The daemon hands the whole set to
+//! every speaker each time it changes ([`Speaker::set_owned`]); a speaker diffs it against
+//! what it announces.
+//!
+//! **Output, to the daemon.** [`Actions`]: frames to send on the interface (through the
+//! workers' outbox, behind heartbeats), entries of the XDP program's VIP map, whether the
+//! datapath's per-VIP modes changed (a new snapshot is due), and state changes for the
+//! logs. The daemon carries them out, and withholds frames while the node is fenced.
+//!
+//! **Time.** Speakers are `now`-taking machines: the daemon calls [`Speaker::tick`] by
+//! [`Speaker::next_deadline`], and [`Speaker::reannounce_all`] when the fence lifts (what
+//! was withheld must be said again). A speaker never reads a clock, sleeps or sends.
+//!
+//! **What a speaker must not do.** Decide ownership, touch snapshots or services, or
+//! announce an address that is not in the last owned set. A VIP that the node serves but does
+//! not own stays in the VIP map as forward-only (the daemon sees to it): packets that still
+//! reach this node are forwarded, and no speaker answers for them.
+//!
+//! **The speakers.** [`super::announcer::Announcer`] speaks L2 (duplicate-address probes,
+//! ARP/NDP answers through the VIP map's modes, gratuitous ARP and unsolicited adverts,
+//! refreshes). It announces owned addresses whether or not their backends are ready, as an
+//! L2 owner must (the address is the node's on the link). A routing protocol (BGP through a
+//! routing daemon) is another speaker: it implements [`Speaker`], advertises the ready owned
+//! VIPs as host routes and withdraws the others, and is added to [`Speakers`] at start-up;
+//! the plane and the ownership machine stay as they are.
+
+use std::{net::IpAddr, time::Instant};
+
+use super::announcer::{Actions, Announcer};
+
+/// Whether the node can serve an owned address now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Readiness {
+    /// The XDP program is attached and the workers run.
+    pub attached: bool,
+    /// At least one backend of a service on the address takes new flows (a SNAT address:
+    /// always).
+    pub backends: bool,
+}
+
+impl Readiness {
+    /// Ready to take traffic.
+    pub fn ready(&self) -> bool {
+        self.attached && self.backends
+    }
+}
+
+/// What an owned address is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddrKind {
+    /// A service address.
+    Vip,
+    /// A source address of this node's SNAT services (replies come back to it).
+    Snat,
+}
+
+/// One address this node owns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OwnedAddr {
+    /// The address.
+    pub addr: IpAddr,
+    /// What it is.
+    pub kind: AddrKind,
+    /// Whether it can be served now.
+    pub ready: Readiness,
+}
+
+/// An announcement protocol: one consumer of the owned set.
+pub trait Speaker {
+    /// A short name for logs (`l2`, `bgp`).
+    fn name(&self) -> &'static str;
+    /// The owned set is now `owned` (the whole set).
+    fn set_owned(&mut self, owned: &[OwnedAddr], now: Instant) -> Actions;
+    /// Time has come to `now`.
+    fn tick(&mut self, now: Instant) -> Actions;
+    /// When [`Speaker::tick`] is next due, if ever.
+    fn next_deadline(&self) -> Option<Instant>;
+    /// Say again everything announced (the fence lifted; announcements were withheld).
+    fn reannounce_all(&mut self, now: Instant) -> Actions;
+}
+
+impl Speaker for Announcer {
+    fn name(&self) -> &'static str {
+        "l2"
+    }
+
+    fn set_owned(&mut self, owned: &[OwnedAddr], now: Instant) -> Actions {
+        let addrs: Vec<IpAddr> = owned.iter().map(|o| o.addr).collect();
+        self.set_vips(&addrs, now)
+    }
+
+    fn tick(&mut self, now: Instant) -> Actions {
+        Announcer::tick(self, now)
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        Announcer::next_deadline(self)
+    }
+
+    fn reannounce_all(&mut self, now: Instant) -> Actions {
+        let owned: Vec<IpAddr> = self.vips().iter().map(|(v, _)| *v).collect();
+        let mut all = Actions::default();
+        for v in owned {
+            all.merge(self.reannounce(v, now));
+        }
+        all
+    }
+}
+
+/// Every speaker of this node: L2 (always; its conflicts, states and per-VIP timings are
+/// read through [`Speakers::l2`]) and any others added at start-up.
+pub struct Speakers {
+    /// The L2 announcer.
+    pub l2: Announcer,
+    others: Vec<Box<dyn Speaker + Send>>,
+}
+
+impl std::fmt::Debug for Speakers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Speakers")
+            .field("l2", &self.l2)
+            .field("others", &self.others.iter().map(|s| s.name()).collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Speakers {
+    /// L2 only.
+    pub fn new(l2: Announcer) -> Self {
+        Speakers { l2, others: Vec::new() }
+    }
+
+    /// Adds a speaker; it hears the owned set from the next change on.
+    pub fn add(&mut self, s: Box<dyn Speaker + Send>) {
+        self.others.push(s);
+    }
+
+    fn each(&mut self, mut f: impl FnMut(&mut dyn Speaker) -> Actions) -> Actions {
+        let mut all = f(&mut self.l2);
+        for s in &mut self.others {
+            all.merge(f(s.as_mut()));
+        }
+        all
+    }
+
+    /// Hands the owned set to every speaker.
+    pub fn set_owned(&mut self, owned: &[OwnedAddr], now: Instant) -> Actions {
+        self.each(|s| s.set_owned(owned, now))
+    }
+
+    /// Advances every speaker.
+    pub fn tick(&mut self, now: Instant) -> Actions {
+        self.each(|s| s.tick(now))
+    }
+
+    /// Every speaker says again what it announces.
+    pub fn reannounce_all(&mut self, now: Instant) -> Actions {
+        self.each(|s| s.reannounce_all(now))
+    }
+
+    /// The earliest deadline of any speaker.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        std::iter::once(self.l2.next_deadline()).chain(self.others.iter().map(|s| s.next_deadline())).flatten().min()
+    }
+}
+
+/// The owned set: `vips` and the `snat` addresses, each VIP ready when `ready_vip` says so.
+pub fn owned_set(
+    vips: &[IpAddr],
+    snat: &[IpAddr],
+    attached: bool,
+    ready_vip: impl Fn(IpAddr) -> bool,
+) -> Vec<OwnedAddr> {
+    let vips = vips.iter().map(|v| OwnedAddr {
+        addr: *v,
+        kind: AddrKind::Vip,
+        ready: Readiness { attached, backends: ready_vip(*v) },
+    });
+    let snat = snat.iter().map(|a| OwnedAddr {
+        addr: *a,
+        kind: AddrKind::Snat,
+        ready: Readiness { attached, backends: true },
+    });
+    vips.chain(snat).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::BTreeSet, time::Duration};
+
+    use super::*;
+    use crate::{control::AnnounceConfig, wire::EthernetAddress};
+
+    /// A speaker that records what it was told, as a routing protocol would advertise.
+    #[derive(Default)]
+    struct Routes {
+        advertised: std::sync::Arc<std::sync::Mutex<BTreeSet<IpAddr>>>,
+    }
+
+    impl Speaker for Routes {
+        fn name(&self) -> &'static str {
+            "routes"
+        }
+        fn set_owned(&mut self, owned: &[OwnedAddr], _now: Instant) -> Actions {
+            let ready = owned.iter().filter(|o| o.kind == AddrKind::Vip && o.ready.ready()).map(|o| o.addr);
+            *self.advertised.lock().unwrap() = ready.collect();
+            Actions::default()
+        }
+        fn tick(&mut self, _now: Instant) -> Actions {
+            Actions::default()
+        }
+        fn next_deadline(&self) -> Option<Instant> {
+            None
+        }
+        fn reannounce_all(&mut self, _now: Instant) -> Actions {
+            Actions::default()
+        }
+    }
+
+    #[test]
+    fn every_speaker_hears_the_owned_set_and_l2_announces_ready_or_not() {
+        let t0 = Instant::now();
+        let cfg = AnnounceConfig {
+            probes: 0,
+            probe_interval: Duration::ZERO,
+            probe_wait: Duration::ZERO,
+            garp_count: 1,
+            garp_interval: Duration::from_millis(100),
+            garp_offsets: None,
+            refresh: None,
+        };
+        let (l2, _) = Announcer::new(cfg, EthernetAddress([2, 0, 0, 0, 0, 1]), &[], t0);
+        let mut s = Speakers::new(l2);
+        let routes = Routes::default();
+        let advertised = routes.advertised.clone();
+        s.add(Box::new(routes));
+        let v1: IpAddr = "192.0.2.1".parse().unwrap();
+        let v2: IpAddr = "192.0.2.2".parse().unwrap();
+        let snat: IpAddr = "192.0.2.100".parse().unwrap();
+        let owned = owned_set(&[v1, v2], &[snat], true, |v| v == v1);
+        assert_eq!(owned[2].kind, AddrKind::Snat);
+        let act = s.set_owned(&owned, t0);
+        // L2: all three announced at once (one gratuitous request and reply each for IPv4).
+        assert_eq!(act.frames.len(), 6);
+        assert_eq!(s.l2.vips().len(), 3);
+        // The other speaker: only the ready VIP.
+        assert_eq!(*advertised.lock().unwrap(), BTreeSet::from([v1]));
+        assert_eq!(s.next_deadline(), None, "one round, no refresh: nothing due");
+        // The fence lifts: L2 says it all again.
+        assert_eq!(s.reannounce_all(t0 + Duration::from_secs(1)).frames.len(), 6);
+        // Not attached: nothing is ready.
+        assert!(owned_set(&[v1], &[], false, |_| true).iter().all(|o| !o.ready.ready()));
+    }
+}

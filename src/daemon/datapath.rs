@@ -1,0 +1,208 @@
+//! The datapath as one value: the XDP program, one AF_XDP socket and worker per queue, and
+//! the IPv6 multicast groups of the owned addresses. Dropping it detaches the program and
+//! stops and joins the workers, on every path out of `run` (errors included); [`Datapath::stop`]
+//! does the same and returns the final counters for the report.
+
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use crossbeam_channel::Receiver;
+use xlb::{
+    abi::{AttachMode, CLASS_NAMES},
+    control::services::{MAX_COUNTED_BACKENDS, MAX_COUNTED_SERVICES},
+    io::{
+        netdev::{Membership, NetDev},
+        worker::{self, BindMode, ConflictReport, Fence, WorkerConfig, WorkerHandle, WorkerShared, Xsk},
+        xdp::XdpProgram,
+    },
+    lb::{conntrack::Timeouts, heartbeat::Heartbeat, snat::SnatTable, stats::ObjectCounters, Snapshot, WorkerStats},
+};
+
+use super::start::{Start, UsageError};
+use crate::RunArgs;
+
+/// What the workers say to the control thread.
+pub(super) struct FromWorkers {
+    /// Another MAC claimed a VIP.
+    pub(super) conflicts: Receiver<ConflictReport>,
+    /// Other nodes' heartbeats.
+    pub(super) heartbeats: Receiver<Heartbeat>,
+}
+
+/// Counters at the end: the XDP program's classes, and each queue's.
+pub(super) struct Finals {
+    pub(super) classes: [u64; CLASS_NAMES.len()],
+    pub(super) queues: Vec<(u32, BindMode, WorkerStats)>,
+}
+
+/// The XDP program, sockets and workers of one interface.
+pub(super) struct Datapath {
+    pub(super) dev: NetDev,
+    pub(super) prog: XdpProgram,
+    pub(super) workers: Vec<WorkerHandle>,
+    /// The mode the program runs in.
+    pub(super) mode: AttachMode,
+    /// Each queue's core.
+    pub(super) cores: Vec<Option<usize>>,
+    /// Each worker's traffic counters by service and backend.
+    pub(super) counters: Vec<Arc<ObjectCounters>>,
+    /// The self-fencing deadline the workers read before each batch.
+    pub(super) fence: Arc<Fence>,
+    /// The snapshot the workers read.
+    pub(super) snapshot: Arc<ArcSwap<Snapshot>>,
+    shutdown: Arc<AtomicBool>,
+    memberships: HashMap<IpAddr, Membership>,
+}
+
+impl Datapath {
+    /// Opens a socket per queue (0..`queues`), attaches the program, starts the workers.
+    pub(super) fn open(
+        dev: &NetDev,
+        queues: u32,
+        start: &Start,
+        snat: Option<Arc<SnatTable>>,
+        args: &RunArgs,
+    ) -> anyhow::Result<(Self, FromWorkers)> {
+        let ncores = core_affinity::get_core_ids().map(|c| c.len()).unwrap_or(1).max(1);
+        let prog = XdpProgram::load()?;
+        let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
+        let (conflict_tx, conflicts) = crossbeam_channel::bounded::<ConflictReport>(4096);
+        let (heartbeat_tx, heartbeats) = crossbeam_channel::bounded::<Heartbeat>(4096);
+        let fence = Arc::new(Fence::default());
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let shared = WorkerShared {
+            snapshot: snapshot.clone(),
+            shutdown: shutdown.clone(),
+            conflicts: conflict_tx,
+            heartbeats: heartbeat_tx,
+            failover: start.ha.is_some(),
+            heartbeat_key: start.ha.as_ref().and_then(|h| h.key.clone()),
+            fence: fence.clone(),
+        };
+        let mut dp = Datapath {
+            dev: dev.clone(),
+            prog,
+            workers: Vec::new(),
+            mode: AttachMode::Auto,
+            cores: Vec::new(),
+            counters: Vec::new(),
+            fence,
+            snapshot,
+            shutdown,
+            memberships: HashMap::new(),
+        };
+        // Sockets first, then the program: from the moment it is attached, every queue has a
+        // socket to redirect to.
+        let mut sockets = Vec::new();
+        for q in 0..queues {
+            let qi = usize::try_from(q).unwrap_or(0);
+            let cfg = WorkerConfig {
+                ifname: dev.name.clone(),
+                mac: dev.mac,
+                queue: q,
+                core: Some(args.cores.get(qi).copied().unwrap_or(qi % ncores)),
+                frames: args.frames,
+                ring_size: args.ring_size,
+                batch: args.batch,
+                idle_spin: Duration::from_micros(args.idle_spin_us),
+                zero_copy: start.interface.zero_copy,
+                busy_poll: args.busy_poll,
+                conntrack_capacity: start.conntrack_capacity,
+                timeouts: Timeouts::default(),
+                snat: snat.clone(),
+                counters: Arc::new(ObjectCounters::new(MAX_COUNTED_SERVICES, MAX_COUNTED_BACKENDS)),
+            };
+            dp.counters.push(cfg.counters.clone());
+            dp.cores.push(cfg.core);
+            let xsk = match Xsk::open(&cfg) {
+                Ok(x) => x,
+                Err(e @ worker::WorkerError::Size { .. }) => return Err(UsageError::Size(e.to_string()).into()),
+                Err(e) => return Err(e.into()),
+            };
+            if cfg.busy_poll {
+                if let Err(e) = xsk.set_busy_poll(cfg.batch) {
+                    tracing::warn!(queue = q, error = %e, "busy-poll socket options refused; polling without them");
+                }
+            }
+            dp.prog.set_socket(q, xsk.fd())?;
+            sockets.push((cfg, xsk));
+        }
+        let attached = dp.prog.attach(dev.ifindex, &dev.name, start.interface.xdp_mode)?;
+        if let Some(e) = &attached.native_error {
+            tracing::warn!(interface = %dev.name, error = %e, "native XDP refused; running in generic mode (slower)");
+        }
+        dp.mode = attached.mode;
+        for (cfg, xsk) in sockets {
+            tracing::info!(
+                interface = %dev.name, queue = cfg.queue, xdp = %dp.mode, socket = %xsk.mode,
+                core = %cfg.core.map_or_else(|| "any".to_string(), |c| c.to_string()), busy_poll = cfg.busy_poll, "queue ready"
+            );
+            // On an error, dropping `dp` detaches and stops the workers started so far.
+            dp.workers.push(worker::spawn(cfg, xsk, shared.clone()).context("starting a worker")?);
+        }
+        Ok((dp, FromWorkers { conflicts, heartbeats }))
+    }
+
+    /// Sets a VIP's flags in the program's VIP map (0 removes it).
+    pub(super) fn set_vip(&self, vip: IpAddr, flags: u32) -> anyhow::Result<()> {
+        Ok(self.prog.set_vip(vip, flags)?)
+    }
+
+    /// Joins the solicited-node group of every IPv6 address in `addrs` (and leaves the
+    /// others), so that NICs and MLD-snooping switches pass solicitations for them.
+    pub(super) fn join_groups(&mut self, addrs: &[IpAddr]) {
+        self.memberships.retain(|a, _| addrs.contains(a));
+        for v in addrs {
+            let IpAddr::V6(v6) = v else { continue };
+            if self.memberships.contains_key(v) {
+                continue;
+            }
+            match Membership::join(self.dev.ifindex, xlb::wire::ipv6::solicited_node(v6)) {
+                Ok(m) => {
+                    self.memberships.insert(*v, m);
+                }
+                Err(e) => tracing::warn!(vip = %v, error = %e, "joining the VIP's solicited-node group failed"),
+            }
+        }
+    }
+
+    /// Detaches the program (frames arriving while the workers stop go to the kernel rather
+    /// than to sockets nobody reads), leaves the groups, stops and joins the workers.
+    pub(super) fn stop(&mut self) -> Finals {
+        let classes = self.prog.class_counts();
+        self.prog.detach();
+        self.memberships.clear();
+        self.shutdown.store(true, Ordering::Relaxed);
+        for w in &self.workers {
+            w.waker.notify();
+        }
+        let queues = self
+            .workers
+            .drain(..)
+            .map(|w| {
+                let (queue, mode) = (w.queue, w.mode);
+                (queue, mode, w.join())
+            })
+            .collect();
+        Finals { classes, queues }
+    }
+}
+
+impl Drop for Datapath {
+    fn drop(&mut self) {
+        if !self.workers.is_empty() {
+            self.stop();
+        } else {
+            self.prog.detach();
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! `xlb run`: a folder of owners, each with its own state.
+//!
+//! - `start`: what to serve, from flags, a config file or the Kubernetes API, checked in
+//!   full before anything opens (`UsageError`: the flag or field and the fix, exit 2).
+//! - `datapath`: the XDP program, sockets and workers as one value; dropping it detaches
+//!   everything, on every way out.
+//! - `plane`: desired state -> snapshot (compiled services, health, drains, next hops).
+//! - `node`: the owners wired together; carries out what control decides (the ownership
+//!   machine's fence and owned set, the speakers' announcements, VIP map entries).
+//! - `outbox`: frames on their way to queue 0's worker.
+//! - `views`: admin answers, metrics input, the final report.
+//!
+//! This file starts them in order and runs the control loop: one thread, woken by what
+//! arrives (signals, worker reports, heartbeats, health news, admin queries, Kubernetes
+//! plans) or by the next deadline.
+
+mod datapath;
+mod node;
+mod outbox;
+mod plane;
+mod start;
+mod views;
+
+use std::{
+    net::IpAddr,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use anyhow::Context as _;
+use crossbeam_channel::Receiver;
+use xlb::{
+    control::{
+        announcer::Actions, ha::Peers, health::HealthChecker, ownership::Ownership, services::Publisher,
+        speaker::Speakers, Announcer,
+    },
+    io::netdev::{NetDev, NetDevError},
+    k8s::plan::Plan,
+    lb::snat::SnatTable,
+};
+
+pub(crate) use self::start::{check, UsageError};
+use self::{
+    datapath::{Datapath, FromWorkers},
+    node::Node,
+    plane::Plane,
+    start::{start_from_file, start_from_flags, start_from_kube, Source, Start},
+};
+use crate::{
+    admin::{AdminRequest, AdminServer},
+    metrics::MetricsServer,
+    RunArgs,
+};
+
+/// `xlb run`.
+pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
+    let mut start = match &args.config {
+        Some(path) => start_from_file(path, &args)?,
+        None if args.kubernetes => start_from_kube(&args)?,
+        None => start_from_flags(&args)?,
+    };
+    let dev = NetDev::by_name(&start.interface.name).map_err(|e: NetDevError| {
+        let field = if args.config.is_some() { "interfaces[0].name" } else { "--interface" };
+        UsageError::Interface(format!("{field}: {e}"))
+    })?;
+    let queues = match start.interface.queues {
+        Some(q) if q == 0 || q > dev.rx_queues => {
+            let field = if args.queues.is_some() { "--queues".to_string() } else { "interfaces[0].queues".to_string() };
+            return Err(UsageError::Queues(format!("{field} {q}"), dev.name.clone(), dev.rx_queues).into());
+        }
+        Some(q) => q,
+        None => dev.rx_queues,
+    };
+    // A VIP that is the host's own address would take the host's traffic away from it.
+    let own = xlb::io::netdev::addresses(&dev.name);
+    if let Some(v) = start.compiled.vips.iter().chain(&start.snat_addrs).find(|v| own.contains(v)) {
+        return Err(UsageError::VipIsHost(*v, dev.name.clone()).into());
+    }
+    let snat = snat_table(&start, queues)?;
+
+    // SIGINT/SIGTERM wake the control loop at once, which leaves (a last heartbeat, the
+    // Lease deleted) and then stops the workers; SIGHUP asks for a reload.
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
+    let (hup_tx, hup_rx) = crossbeam_channel::bounded::<()>(1);
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ])
+    .context("installing signal handlers")?;
+    std::thread::Builder::new().name("xlb-signals".into()).spawn(move || {
+        for sig in signals.forever() {
+            if sig == signal_hook::consts::SIGHUP {
+                let _ = hup_tx.try_send(());
+                continue;
+            }
+            tracing::info!(signal = sig, "signal received");
+            let _ = stop_tx.try_send(());
+            break;
+        }
+    })?;
+
+    // From here on, every way out (a `?` included) drops the datapath: detached, workers
+    // stopped and joined.
+    let (mut dp, from_workers) = Datapath::open(&dev, queues, &start, snat, &args)?;
+    let owned: Vec<IpAddr> = start.compiled.vips.iter().chain(&start.snat_addrs).copied().collect();
+    dp.join_groups(&owned);
+    tracing::info!(
+        interface = %dev.name, mac = %dev.mac, vips = ?start.compiled.vips, snat = ?start.snat_addrs, queues,
+        "xlb running; stop with Ctrl-C or SIGTERM{}", if args.config.is_some() { ", reload with SIGHUP" } else { "" }
+    );
+
+    let (admin_tx, admin_rx) = crossbeam_channel::bounded::<AdminRequest>(64);
+    let admin = AdminServer::start(&start.admin_socket, admin_tx.clone())?;
+    let metrics_server = start.metrics.map(|a| MetricsServer::start(a, admin_tx.clone())).transpose()?;
+    let health = HealthChecker::start().context("starting the health checker")?;
+    health.set_targets(start.compiled.health.clone());
+    let mut kube_plans = crossbeam_channel::never();
+    if let (Some(opts), Source::Kube { handle, .. }) = (start.kube.take(), &mut start.source) {
+        let h = xlb::k8s::source::start(args.kube.kubeconfig.clone(), opts)
+            .map_err(|e| UsageError::Kube(format!("{e:#}")))?;
+        kube_plans = h.plans.clone();
+        *handle = Some(h);
+    }
+
+    let (mut node, first) = node_of(start, dp, health);
+    let chans = Channels {
+        from_workers,
+        stop: stop_rx,
+        hup: hup_rx,
+        admin: admin_rx,
+        kube: kube_plans,
+        health: node.plane.health.events.clone(),
+    };
+    let result = control_loop(&mut node, first, &chans);
+
+    // Leave the cluster first (the membership Lease goes, the other nodes take the VIPs),
+    // then stop answering queries, then detach and stop the workers.
+    tracing::info!("stopping");
+    node.leave();
+    if let Source::Kube { handle, .. } = &mut node.plane.source {
+        if let Some(h) = handle.take() {
+            h.stop(Duration::from_secs(4));
+        }
+    }
+    drop(metrics_server);
+    drop(admin);
+    let finals = node.dp.stop();
+    result?;
+    node.report(&finals, args.stats_file.as_deref())
+}
+
+/// The SNAT port table shared by the workers, when the node has SNAT addresses.
+fn snat_table(start: &Start, queues: u32) -> Result<Option<Arc<SnatTable>>, UsageError> {
+    if start.snat_addrs.is_empty() {
+        return Ok(None);
+    }
+    let workers = usize::try_from(queues).unwrap_or(1);
+    let (lo, hi) = start.snat_ports;
+    let table = SnatTable::new(start.snat_addrs.clone(), lo, hi, workers)
+        .map_err(|e| UsageError::SnatPorts(format!("{lo}-{hi}"), e.to_string()))?;
+    tracing::info!(
+        addrs = ?start.snat_addrs, ports = %format!("{lo}-{hi}"), per_worker = (usize::from(hi - lo) + 1) / workers,
+        "SNAT ports split among the workers"
+    );
+    Ok(Some(Arc::new(table)))
+}
+
+/// The node's owners, from the start-up set-up and the running datapath, and what the L2
+/// speaker does first.
+fn node_of(start: Start, dp: Datapath, health: HealthChecker) -> (Node, Actions) {
+    let now = Instant::now();
+    // With failover, VIPs are taken once the peers have been heard (the first heartbeats
+    // decide); SNAT addresses are this node's own from the start.
+    let ownership = start.ha.as_ref().map(|h| {
+        let incarnation = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        let members = h.peers.clone().unwrap_or_else(|| vec![h.node.clone()]);
+        tracing::info!(node = %h.node, members = ?members, interval_ms = h.timings.interval.as_millis(), dead_after = h.timings.dead_after, takeover_ms = h.timings.takeover.as_millis(), signed = h.key.is_some(), "failover: heartbeats on");
+        let peers = Peers::new(&h.node, &h.cluster, h.timings, members, now, incarnation).with_key(h.key.clone());
+        let vote = Ownership::vote_for(h.witness.is_some(), h.peers.as_deref());
+        let mut o = Ownership::new(peers, dp.dev.mac, h.peers.clone(), vote);
+        o.set_vips(&start.compiled.vips);
+        o
+    });
+    let witness = start.ha.as_ref().and_then(|h| h.witness.clone());
+    let first: Vec<IpAddr> = match &ownership {
+        Some(_) => start.snat_addrs.clone(),
+        None => start.compiled.vips.iter().chain(&start.snat_addrs).copied().collect(),
+    };
+    let (announcer, actions) = Announcer::new(start.announce, dp.dev.mac, &first, now);
+    let publisher = Publisher::new(dp.snapshot.clone());
+    let plane = Plane::new(start.source, start.compiled, start.ipam, publisher, health, now);
+    (Node::new(dp, plane, Speakers::new(announcer), ownership, witness, start.snat_addrs), actions)
+}
+
+/// What wakes the control loop.
+struct Channels {
+    from_workers: FromWorkers,
+    stop: Receiver<()>,
+    hup: Receiver<()>,
+    admin: Receiver<AdminRequest>,
+    /// Plans from the Kubernetes node side (never, without --kubernetes).
+    kube: Receiver<Plan>,
+    health: Receiver<xlb::control::health::HealthEvent>,
+}
+
+/// Runs until a signal: probing, announcing, conflicts, next hops, health, reloads, queries.
+fn control_loop(node: &mut Node, first: Actions, ch: &Channels) -> anyhow::Result<()> {
+    node.apply(&first)?;
+    node.rebuild();
+    node.refresh_neighbours();
+    loop {
+        let now = Instant::now();
+        // Sleep until the next probe, announcement, neighbour or file check is due, or
+        // something arrives: an idle xlb with resolved backends wakes about once a second.
+        let mut due = node.plane.next_neigh.min(node.plane.next_file_check);
+        if let Some(d) = node.speakers.next_deadline() {
+            due = due.min(d);
+        }
+        if let Some(d) = node.plane.next_drain_end() {
+            due = due.min(d);
+        }
+        if let Some(o) = &node.ownership {
+            due = due.min(o.next_deadline(now));
+        }
+        node.outbox.flush(&node.dp.workers);
+        if !node.outbox.is_empty() {
+            due = due.min(now + Duration::from_millis(1));
+        }
+        let wait = due.saturating_duration_since(now).min(Duration::from_secs(5));
+        crossbeam_channel::select! {
+            recv(ch.from_workers.conflicts) -> report => {
+                let Ok(report) = report else { break };
+                // Heartbeats read before the claim: a peer that just took the VIP is known
+                // by its MAC (both are queued; the claim may be picked first).
+                node.take_heartbeats(None, &ch.from_workers.heartbeats)?;
+                if let Some(c) = node.conflict(&report)? {
+                    if let Source::Kube { handle: Some(h), .. } = &node.plane.source {
+                        h.conflict(c);
+                    }
+                }
+            }
+            recv(ch.from_workers.heartbeats) -> h => {
+                let Ok(h) = h else { break };
+                node.take_heartbeats(Some(h), &ch.from_workers.heartbeats)?;
+            }
+            recv(ch.stop) -> _ => break,
+            recv(ch.hup) -> _ => {
+                tracing::info!("SIGHUP: reloading the config");
+                node.reload()?;
+            }
+            recv(ch.health) -> ev => {
+                if let Ok(ev) = ev {
+                    node.plane.health_changed(ev, Instant::now());
+                    node.rebuild();
+                }
+            }
+            recv(ch.admin) -> req => {
+                if let Ok(req) = req {
+                    let answer = node.answer(&req.query);
+                    let _ = req.reply.try_send(answer);
+                }
+            }
+            recv(ch.kube) -> p => {
+                // Only the latest plan matters.
+                let Ok(mut p) = p else { break };
+                while let Ok(newer) = ch.kube.try_recv() {
+                    p = newer;
+                }
+                node.apply_plan(p)?;
+            }
+            default(wait) => {}
+        }
+        let act = node.speakers.tick(Instant::now());
+        node.apply(&act)?;
+        node.failover_tick()?;
+        if Instant::now() >= node.plane.next_neigh {
+            node.refresh_neighbours();
+        }
+        if node.plane.next_drain_end().is_some_and(|d| Instant::now() >= d) {
+            node.rebuild();
+        }
+        if node.plane.file_changed(Instant::now()) {
+            node.reload()?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,343 @@
+//! The running node: the owners wired together. It carries out what control decides: the
+//! plane's snapshots, the ownership machine's fence and owned set, the speakers'
+//! announcements (through the outbox, withheld while fenced), and the VIP map entries
+//! (owned VIPs as the L2 speaker says; served VIPs another node announces as forward-only).
+
+use std::{
+    collections::{BTreeSet, HashMap, HashSet},
+    net::IpAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use crossbeam_channel::Receiver;
+use hdrhistogram::Histogram;
+use xlb::{
+    abi::VIP_FORWARD,
+    control::{
+        announcer::Actions,
+        compile::Compiled,
+        ownership::{Claim, OwnedChange, Ownership},
+        speaker::{owned_set, OwnedAddr, Speakers},
+        VipStatus,
+    },
+    io::worker::ConflictReport,
+    k8s::{plan::Plan, source::Conflict, witness::Witness},
+    lb::heartbeat::Heartbeat,
+};
+
+use super::{datapath::Datapath, outbox::Outbox, plane::Plane, start::Source};
+
+/// Everything the control thread owns while xlb runs.
+pub(super) struct Node {
+    pub(super) dp: Datapath,
+    pub(super) plane: Plane,
+    pub(super) speakers: Speakers,
+    /// Failover between xlb nodes (none: this node owns every VIP it serves).
+    pub(super) ownership: Option<Ownership>,
+    /// Kubernetes: the witness Lease a two-member set votes with.
+    pub(super) witness: Option<Arc<Witness>>,
+    pub(super) outbox: Outbox,
+    pub(super) snat_addrs: Vec<IpAddr>,
+    /// VIPs in the XDP map as forward-only (served here, announced by another node).
+    forwarded: BTreeSet<IpAddr>,
+    /// The services changed since `forwarded` was computed.
+    forward_stale: bool,
+    pub(super) started: Instant,
+    /// Per queue: batch times so far (merged from the workers' histograms).
+    pub(super) batch_times: HashMap<u32, Histogram<u64>>,
+}
+
+impl Node {
+    pub(super) fn new(
+        dp: Datapath,
+        plane: Plane,
+        speakers: Speakers,
+        ownership: Option<Ownership>,
+        witness: Option<Arc<Witness>>,
+        snat_addrs: Vec<IpAddr>,
+    ) -> Self {
+        Node {
+            dp,
+            plane,
+            speakers,
+            ownership,
+            witness,
+            outbox: Outbox::default(),
+            snat_addrs,
+            forwarded: BTreeSet::new(),
+            forward_stale: true,
+            started: Instant::now(),
+            batch_times: HashMap::new(),
+        }
+    }
+
+    /// Whether announcements are withheld at `now` (the fence fell).
+    fn fenced(&self, now: Instant) -> bool {
+        self.ownership.as_ref().is_some_and(|o| o.fenced(now))
+    }
+
+    /// Rebuilds and publishes the snapshot.
+    pub(super) fn rebuild(&mut self) {
+        self.plane.rebuild(self.speakers.l2.vip_modes(), Instant::now());
+    }
+
+    /// The owned set at `now`: every served VIP without failover, the ownership machine's
+    /// with it; and the SNAT addresses.
+    fn owned(&self) -> Vec<OwnedAddr> {
+        let vips: Vec<IpAddr> = match &self.ownership {
+            None => self.plane.compiled.vips.clone(),
+            Some(o) => o.owned().iter().copied().collect(),
+        };
+        owned_set(&vips, &self.snat_addrs, true, |v| self.plane.vip_ready(v))
+    }
+
+    /// Hands the owned set to the speakers and carries out what they say; `why`: the log
+    /// line for each address given up.
+    fn announce_owned(&mut self, why: &str) -> anyhow::Result<()> {
+        let now = Instant::now();
+        let owned = self.owned();
+        let addrs: Vec<IpAddr> = owned.iter().map(|o| o.addr).collect();
+        self.dp.join_groups(&addrs);
+        let act = self.speakers.set_owned(&owned, now);
+        for v in &act.withdrawn {
+            tracing::info!(vip = %v, "{why}");
+        }
+        self.apply(&act)
+    }
+
+    /// An owned-set change from the ownership machine.
+    fn owned_changed(&mut self, change: Option<OwnedChange>) -> anyhow::Result<()> {
+        let Some(change) = change else { return Ok(()) };
+        for v in &change.taken {
+            tracing::info!(vip = %v, "taking the VIP over (its owner's heartbeats stopped, or this node ranks first)");
+        }
+        self.announce_owned("VIP handed to a better-ranked live node")
+    }
+
+    /// VIPs this node serves while another node announces them: their packets that still
+    /// reach this node (a client that has not yet learnt the new MAC after a move) are
+    /// forwarded like the owner's, from the same Maglev tables, instead of going to the kernel.
+    fn forward_only(&self) -> BTreeSet<IpAddr> {
+        let announced: HashSet<IpAddr> = self.speakers.l2.vips().iter().map(|(v, _)| *v).collect();
+        self.plane.served_vips().filter(|v| !announced.contains(v)).collect()
+    }
+
+    /// Carries out a speaker's actions: VIP map entries, a new snapshot, logs, frames.
+    pub(super) fn apply(&mut self, act: &Actions) -> anyhow::Result<()> {
+        // The forward-only set changes only with the VIP map or the services.
+        if !act.map_updates.is_empty() || self.forward_stale {
+            self.forward_stale = false;
+            let forward = self.forward_only();
+            for (vip, flags) in &act.map_updates {
+                // A VIP given up but still served stays in the map, forward-only.
+                let flags = if *flags == 0 && forward.contains(vip) { VIP_FORWARD } else { *flags };
+                self.dp.set_vip(*vip, flags)?;
+            }
+            for v in forward.difference(&self.forwarded) {
+                self.dp.set_vip(*v, VIP_FORWARD)?;
+            }
+            let announced: HashSet<IpAddr> = self.speakers.l2.vips().iter().map(|(v, _)| *v).collect();
+            for v in self.forwarded.difference(&forward) {
+                if !announced.contains(v) {
+                    self.dp.set_vip(*v, 0)?;
+                }
+            }
+            self.forwarded = forward;
+        }
+        if act.vips_changed {
+            self.plane.publish(self.speakers.l2.vip_modes());
+        }
+        log_actions(act);
+        // A fenced node sends no announcements either: another node may own its VIPs.
+        if self.fenced(Instant::now()) {
+            if !act.frames.is_empty() {
+                tracing::debug!(frames = act.frames.len(), "fenced: announcements withheld");
+            }
+        } else {
+            self.outbox.send(&act.frames, &self.dp.workers, false);
+        }
+        Ok(())
+    }
+
+    /// Makes `compiled` what runs: backends that leave a service that stays drain, VIPs
+    /// come and go, health checks follow.
+    pub(super) fn apply_compiled(&mut self, compiled: Compiled) -> anyhow::Result<()> {
+        let now = Instant::now();
+        self.plane.set_compiled(compiled, now);
+        self.forward_stale = true;
+        if let Some(o) = &mut self.ownership {
+            o.set_vips(&self.plane.compiled.vips);
+            o.refresh(now);
+        }
+        self.announce_owned("VIP withdrawn")?;
+        self.rebuild();
+        Ok(())
+    }
+
+    /// Re-reads the config file and applies it if it is valid.
+    pub(super) fn reload(&mut self) -> anyhow::Result<()> {
+        let Some(compiled) = self.plane.reload_file() else { return Ok(()) };
+        self.apply_compiled(compiled)?;
+        self.plane.reloads += 1;
+        self.plane.last_reload_error = None;
+        tracing::info!(generation = self.plane.publisher.generation(), reloads = self.plane.reloads, "config reloaded");
+        Ok(())
+    }
+
+    /// Applies a plan from the Kubernetes node side: its services, and the VIPs this node
+    /// announces.
+    pub(super) fn apply_plan(&mut self, plan: Plan) -> anyhow::Result<()> {
+        if let Some(o) = &mut self.ownership {
+            if o.set_members(plan.members.clone(), Instant::now()) {
+                tracing::info!(members = ?plan.members, "failover: the members changed");
+            }
+            o.set_candidates(plan.owners.iter().map(|(v, o)| (*v, o.candidates.clone())).collect());
+        }
+        self.speakers.l2.set_timings(plan.owners.iter().filter_map(|(v, o)| Some((*v, o.timing?))).collect());
+        if let Source::Kube { plans, members, owners, .. } = &mut self.plane.source {
+            *plans += 1;
+            *members = plan.members;
+            *owners = plan.owners.iter().map(|(v, o)| (*v, o.owner.clone())).collect();
+        }
+        let compiled = Compiled { vips: plan.vips, specs: plan.specs, assignments: Vec::new(), health: Vec::new() };
+        self.apply_compiled(compiled)?;
+        tracing::debug!(generation = self.plane.publisher.generation(), vips = ?self.plane.compiled.vips, "plan from Kubernetes applied");
+        Ok(())
+    }
+
+    /// Reads the neighbour table; rebuilds when a backend's MAC appeared or changed.
+    pub(super) fn refresh_neighbours(&mut self) {
+        if self.plane.refresh_neighbours(self.dp.dev.ifindex, Instant::now()) {
+            self.rebuild();
+        }
+    }
+
+    /// Failover housekeeping: the heartbeat, the fence, owners.
+    pub(super) fn failover_tick(&mut self) -> anyhow::Result<()> {
+        let now = Instant::now();
+        let Some(o) = &mut self.ownership else { return Ok(()) };
+        if let Some(w) = &self.witness {
+            o.set_witness_hold(w.held_until());
+        }
+        let t = o.tick(now);
+        if let (Some(w), Some(want)) = (&self.witness, t.want_witness) {
+            w.want(want);
+        }
+        if let Some(f) = t.beat {
+            self.outbox.send(&[f], &self.dp.workers, true);
+        }
+        match t.fence {
+            Some(at) => self.dp.fence.set(at),
+            None => self.dp.fence.clear(),
+        }
+        match t.fenced {
+            Some(true) => {
+                let alive = self.ownership.as_ref().map(|o| o.alive_members(now).join(", ")).unwrap_or_default();
+                tracing::warn!(alive = %alive, "no quorum: this node stops answering for its VIPs (fenced)");
+            }
+            Some(false) => tracing::info!("quorum again: answering for its VIPs"),
+            None => {}
+        }
+        self.owned_changed(t.owned)?;
+        if t.reannounce_all {
+            let act = self.speakers.reannounce_all(now);
+            self.apply(&act)?;
+        }
+        Ok(())
+    }
+
+    /// Reads `first` and every heartbeat queued in `rx`. If that changed who is alive or may
+    /// own VIPs, the failover state is brought up to date at once: this node's own heartbeat
+    /// first when what it says changed (quorum), then the fence, then the owners.
+    pub(super) fn take_heartbeats(&mut self, first: Option<Heartbeat>, rx: &Receiver<Heartbeat>) -> anyhow::Result<()> {
+        let Some(o) = &mut self.ownership else { return Ok(()) };
+        let now = Instant::now();
+        let mut changed = false;
+        for h in first.into_iter().chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+            changed |= o.heard(&h, now);
+        }
+        if changed {
+            self.failover_tick()?;
+        }
+        Ok(())
+    }
+
+    /// Another MAC claims a VIP this node announces: the L2 speaker records it; with
+    /// failover, the better-ranked node keeps it. Returns what to tell the Kubernetes API,
+    /// if anything.
+    pub(super) fn conflict(&mut self, report: &ConflictReport) -> anyhow::Result<Option<Conflict>> {
+        let now = Instant::now();
+        let act = self.speakers.l2.conflict(report.vip, report.mac, now);
+        self.apply(&act)?;
+        let (vip, mac) = (report.vip, report.mac);
+        let claim = match &mut self.ownership {
+            Some(o) => {
+                if let Some(w) = &self.witness {
+                    o.set_witness_hold(w.held_until());
+                }
+                o.conflict(vip, mac, now)
+            }
+            None => Claim::NotAPeer,
+        };
+        let said = match claim {
+            Claim::Yielded { node } => {
+                tracing::warn!(%vip, node = %node, "conflict: a better-ranked node announces this VIP; withdrawing");
+                let change = self.ownership.as_mut().and_then(|o| o.refresh(now));
+                self.owned_changed(change)?;
+                Some((format!("node {node}"), format!("{node} ranks first: this node withdrew")))
+            }
+            Claim::Kept { node } => {
+                tracing::warn!(%vip, node = %node, "conflict: this node ranks first for the VIP; announcing it again");
+                let act = self.speakers.l2.reannounce(vip, now);
+                self.apply(&act)?;
+                Some((format!("node {node}"), "this node ranks first: it announced the VIP again".to_string()))
+            }
+            // Cut off: the claimant is probably the node that took over; this node has
+            // stopped answering, so there is nothing to tell.
+            Claim::Quiet => None,
+            Claim::NotAPeer => {
+                if let Some(o) = &self.ownership {
+                    tracing::info!(%vip, claimant = %mac, alive = ?o.alive_members(now), "the claimant is no peer this node hears");
+                }
+                (!act.new_conflicts.is_empty()).then(|| {
+                    (format!("MAC {mac}"), "this node keeps announcing it (find the host with that MAC)".to_string())
+                })
+            }
+        };
+        Ok(said.map(|(claimant, outcome)| Conflict { vip, claimant, outcome }))
+    }
+
+    /// Leaving: a last heartbeat that hands this node's VIPs over at once.
+    pub(super) fn leave(&mut self) {
+        let now = Instant::now();
+        let Some(o) = &mut self.ownership else { return };
+        // Stop answering first: the peers take the VIPs as soon as they read the beat.
+        let beat = o.leave(now);
+        self.dp.fence.set(now);
+        // Announcements still waiting no longer matter.
+        self.outbox.clear();
+        if let Some(f) = beat {
+            self.outbox.send(&[f], &self.dp.workers, true);
+            // Let queue 0's worker put it on the wire before it is stopped.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn log_actions(act: &Actions) {
+    for (vip, old, new) in &act.transitions {
+        match new {
+            VipStatus::Conflict { mac, retry, attempts } => {
+                let retry_in_s = retry.saturating_duration_since(Instant::now()).as_secs();
+                tracing::warn!(%vip, holder = %mac, attempts, retry_in_s, "VIP is already in use on this link; not announcing it")
+            }
+            _ => tracing::info!(%vip, from = old.name(), to = new.name(), "VIP state"),
+        }
+    }
+    for (vip, mac, status) in &act.new_conflicts {
+        if !matches!(status, VipStatus::Probing { .. }) {
+            tracing::warn!(%vip, claimant = %mac, state = status.name(), "another host claims a VIP we announce");
+        }
+    }
+}
