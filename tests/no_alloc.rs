@@ -20,7 +20,7 @@ use xlb::{
         process,
         snapshot::{Backend, ForwardMode, Service, ServiceKey},
         snat::SnatTable,
-        Snapshot, VipMode, WorkerState,
+        Ctx, Snapshot, VipMode, WorkerState,
     },
     wire::{
         build::{self, L2},
@@ -132,7 +132,9 @@ fn ten_thousand_frames_allocate_nothing() {
         if kind == 5 {
             buf[36..38].copy_from_slice(&(1024 + (i as u16 / 6) % 8).to_be_bytes());
         }
-        if let xlb::lb::Verdict::Tx { .. } = process(i as u64, &snap, &mut state, OURS, &mut buf, f.len()) {
+        if let xlb::lb::Verdict::Tx { .. } =
+            process(&Ctx { now: i as u64, snap: &snap, mac: OURS }, &mut state, &mut buf, f.len())
+        {
             answered[kind] += 1;
         }
     }

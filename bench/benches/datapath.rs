@@ -18,7 +18,7 @@ use xlb::lb::{
     process,
     snapshot::{Backend, ForwardMode, Service, ServiceKey},
     snat::SnatTable,
-    Snapshot, VipMode, WorkerState,
+    Ctx, Snapshot, VipMode, WorkerState,
 };
 use xlb_bench::{tcp_frame, OURS};
 
@@ -63,7 +63,7 @@ fn pipeline(c: &mut Criterion) {
                 let f = &frames[i & 1023];
                 i += 1;
                 buf[..60].copy_from_slice(f);
-                black_box(process(1, &snap, &mut st, OURS, &mut buf, 60))
+                black_box(process(&Ctx { now: 1, snap: &snap, mac: OURS }, &mut st, &mut buf, 60))
             })
         });
     }

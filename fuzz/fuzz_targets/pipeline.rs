@@ -16,7 +16,7 @@ use xlb::{
         process,
         snapshot::{Backend, ForwardMode, Service, ServiceKey},
         snat::SnatTable,
-        Snapshot, Verdict, VipMode, WorkerState,
+        Ctx, Snapshot, Verdict, VipMode, WorkerState,
     },
     wire::EthernetAddress,
 };
@@ -64,10 +64,10 @@ fuzz_target!(|data: &[u8]| {
     let ours = EthernetAddress([2, 0, 0, 0, 0, 1]);
     let mut buf = [0u8; 2048];
     buf[..SNAT_SYN.len()].copy_from_slice(&SNAT_SYN);
-    let _ = process(0, &snap, &mut state, ours, &mut buf, SNAT_SYN.len());
+    let _ = process(&Ctx { now: 0, snap: &snap, mac: ours }, &mut state, &mut buf, SNAT_SYN.len());
     let len = data.len().min(buf.len());
     buf[..len].copy_from_slice(&data[..len]);
-    if let Verdict::Tx { len: out, .. } = process(1, &snap, &mut state, ours, &mut buf, len) {
+    if let Verdict::Tx { len: out, .. } = process(&Ctx { now: 1, snap: &snap, mac: ours }, &mut state, &mut buf, len) {
         assert!((14..=buf.len()).contains(&out));
     }
 });

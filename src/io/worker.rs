@@ -33,10 +33,9 @@ use crate::{
         conntrack::{Conntrack, ConntrackStats, Entry, Timeouts},
         heartbeat::{self, Heartbeat},
         neighbor::OutFrame,
-        pipeline::Reply,
         snat::SnatTable,
         stats::ObjectCounters,
-        Counter, DropReason, Snapshot, Verdict, WorkerState, WorkerStats,
+        Counter, Ctx, DropReason, Reply, Snapshot, Verdict, WorkerState, WorkerStats,
     },
     wire::EthernetAddress,
 };
@@ -649,6 +648,7 @@ impl Worker {
                 stats.bump(Counter::Batches);
                 stats.add(Counter::RxFrames, n as u64);
                 let now = u64::try_from(batch_start.as_nanos()).unwrap_or(u64::MAX);
+                let cx = Ctx { now, snap: &snap, mac };
                 for desc in rx_descs.iter_mut().take(n) {
                     // SAFETY: the frame was just consumed from RX, so the kernel no longer
                     // writes it and we hold the only descriptor to it.
@@ -660,7 +660,7 @@ impl Worker {
                         let mut cur = data.cursor();
                         let cap = cur.buf_len();
                         cur.set_pos(cap);
-                        lb::process(now, &snap, &mut state, mac, data.contents_mut(), len)
+                        lb::process(&cx, &mut state, data.contents_mut(), len)
                     };
                     match verdict {
                         Verdict::Tx { len: out_len, reply } => {

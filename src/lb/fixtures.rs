@@ -7,18 +7,15 @@ use super::{
     conntrack::{Conntrack, Timeouts},
     process,
     snapshot::{Backend, ForwardMode, Service, ServiceKey},
-    Conflict, DropReason, Snapshot, Verdict, VipMode, WorkerState,
+    Conflict, Ctx, DropReason, Reply, Snapshot, Verdict, VipMode, WorkerState,
 };
-use crate::{
-    lb::pipeline::Reply,
-    wire::{
-        build::{self, L2},
-        ethernet::EthernetRepr,
-        icmpv6::{NdiscRepr, NeighborFlags},
-        ipv4::{Ipv4Repr, Protocol},
-        ipv6::{solicited_node, Ipv6Repr},
-        ArpOperation, ArpRepr, EthernetAddress, Result,
-    },
+use crate::wire::{
+    build::{self, L2},
+    ethernet::EthernetRepr,
+    icmpv6::{NdiscRepr, NeighborFlags},
+    ipv4::{Ipv4Repr, Protocol},
+    ipv6::{solicited_node, Ipv6Repr},
+    ArpOperation, ArpRepr, EthernetAddress, Result,
 };
 
 const OURS: EthernetAddress = EthernetAddress([0x02, 0, 0, 0, 0, 0x10]);
@@ -379,7 +376,7 @@ fn pipeline_fixtures() -> Result<()> {
         let mut buf = case.input.clone();
         let len = buf.len();
         buf.resize(2048, 0xee);
-        let verdict = process(0, &snap, &mut state(), OURS, &mut buf, len);
+        let verdict = process(&Ctx { now: 0, snap: &snap, mac: OURS }, &mut state(), &mut buf, len);
         assert_eq!(verdict, case.verdict, "{}", case.what);
         match (&case.output, verdict) {
             (Some(want), Verdict::Tx { len, .. }) => assert_eq!(&buf[..len], &want[..], "{}", case.what),
@@ -402,7 +399,10 @@ fn reply_that_does_not_fit_is_dropped_not_written_past_the_buffer() -> Result<()
         NdiscRepr::NeighborSolicit { target: VIP6, lladdr: None },
     )?;
     let len = buf.len();
-    assert_eq!(process(0, &snapshot(), &mut state(), OURS, &mut buf, len), Verdict::Drop(DropReason::NoRoom));
+    assert_eq!(
+        process(&Ctx { now: 0, snap: &snapshot(), mac: OURS }, &mut state(), &mut buf, len),
+        Verdict::Drop(DropReason::NoRoom)
+    );
     Ok(())
 }
 
@@ -420,7 +420,10 @@ fn arp_reply_bytes_match_a_hand_written_fixture() {
     ]
     .concat();
     let len = req.len();
-    assert_eq!(process(0, &snapshot(), &mut state(), OURS, &mut req, len), Verdict::Tx { len: 42, reply: Reply::Arp });
+    assert_eq!(
+        process(&Ctx { now: 0, snap: &snapshot(), mac: OURS }, &mut state(), &mut req, len),
+        Verdict::Tx { len: 42, reply: Reply::Arp }
+    );
     assert_eq!(req, want);
 }
 
@@ -434,9 +437,12 @@ fn a_fenced_worker_answers_no_arp_and_heartbeats_go_to_the_control_thread() {
     let len = req.len();
     let mut st = state();
     st.fenced = true;
-    assert_eq!(process(0, &snapshot(), &mut st, OURS, &mut req, len), Verdict::Drop(DropReason::Fenced));
+    assert_eq!(
+        process(&Ctx { now: 0, snap: &snapshot(), mac: OURS }, &mut st, &mut req, len),
+        Verdict::Drop(DropReason::Fenced)
+    );
     let beat = super::heartbeat::Beat { name: "b", cluster: 1, incarnation: 1, seq: 1, digest: 0, hears: 0, flags: 0 };
     let mut hb = super::heartbeat::build(PEER, &beat).bytes().to_vec();
     let len = hb.len();
-    assert_eq!(process(0, &snapshot(), &mut st, OURS, &mut hb, len), Verdict::Heartbeat);
+    assert_eq!(process(&Ctx { now: 0, snap: &snapshot(), mac: OURS }, &mut st, &mut hb, len), Verdict::Heartbeat);
 }

@@ -24,7 +24,7 @@
 //! verifies: a host on the LAN cannot forge a peer's "leaving" or quorum (replays are
 //! stopped by the incarnation and sequence checks).
 
-use super::neighbor::{OutFrame, OUT_FRAME_CAP};
+use super::out::{OutFrame, OUT_FRAME_CAP};
 use crate::wire::{EthernetAddress, EthernetFrame};
 
 /// The heartbeat EtherType.

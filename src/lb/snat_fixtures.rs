@@ -11,11 +11,10 @@ use std::{
 
 use super::{
     conntrack::{Conntrack, Timeouts},
-    pipeline::Reply,
     process,
     snapshot::{Backend, ForwardMode, Service, ServiceKey},
     snat::SnatTable,
-    DropReason, Snapshot, Verdict, VipMode, WorkerState,
+    Ctx, DropReason, Reply, Snapshot, Verdict, VipMode, WorkerState,
 };
 use crate::wire::{
     build::{self, L2},
@@ -178,7 +177,7 @@ fn run(snap: &Snapshot, st: &mut WorkerState, steps: Vec<Step>) {
         let mut buf = s.input.clone();
         let len = buf.len();
         buf.resize(2048, 0xee);
-        let verdict = process(s.now, snap, st, OURS, &mut buf, len);
+        let verdict = process(&Ctx { now: s.now, snap, mac: OURS }, st, &mut buf, len);
         assert_eq!(verdict, s.verdict, "{}", s.what);
         match (&s.output, verdict) {
             (Some(want), Verdict::Tx { len, .. }) => assert_eq!(&buf[..len], &want[..], "{}", s.what),
@@ -382,7 +381,7 @@ fn chosen(snap: &Snapshot, st: &mut WorkerState, now: u64, client: Ipv4Addr, spo
     let p = Pkt { src: IpAddr::V4(client), ..client_to_vip(IpAddr::V4(VIP4), Protocol::TCP, sport, 0x02) };
     let mut buf = frame(p);
     let len = buf.len();
-    assert!(matches!(process(now, snap, st, OURS, &mut buf, len), Verdict::Tx { .. }));
+    assert!(matches!(process(&Ctx { now, snap, mac: OURS }, st, &mut buf, len), Verdict::Tx { .. }));
     buf[5]
 }
 
