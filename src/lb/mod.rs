@@ -8,7 +8,9 @@
 //! Layout: leaf files hold what the steps share ([`ctx`], [`verdict`], [`state`], [`out`],
 //! `rewrite`, `select`, [`stats`], and the tables: [`snapshot`], [`conntrack`], [`maglev`],
 //! [`snat`]); the steps ([`neighbor`], `forward`, `icmp`, [`heartbeat`]) depend on leaves
-//! and `wire` only; [`pipeline`] alone calls the steps.
+//! and `wire` only; [`pipeline`] alone calls the steps. `testing` (hidden from the docs) is
+//! the scene and frame builder that the fixtures, `tests/no_alloc.rs`, the fuzz targets
+//! and the benches share.
 
 pub mod conntrack;
 pub mod ctx;
@@ -25,6 +27,8 @@ pub mod snapshot;
 pub mod snat;
 pub mod state;
 pub mod stats;
+#[doc(hidden)]
+pub mod testing;
 pub mod verdict;
 
 #[cfg(test)]
