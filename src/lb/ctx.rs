@@ -1,7 +1,7 @@
 //! The context of one call into the datapath: the time, the snapshot and the interface's
 //! MAC, borrowed, built once per batch. A leaf: every step takes it, none defines it.
 
-use super::Snapshot;
+use super::snapshot::Snapshot;
 use crate::wire::EthernetAddress;
 
 /// What a call of [`process`](super::process) knows besides the worker's state and the

@@ -10,12 +10,14 @@ use std::net::IpAddr;
 
 use super::{
     conntrack::{next_tcp_state, Conntrack, Entry, FlowKey, FlowState},
+    ctx::Ctx,
     rewrite::{set_macs, to16},
     select::choose,
     snapshot::{ForwardMode, Service, ServiceKey},
     snat::{Lease, Mapping, SnatPorts},
-    stats::{ObjectCounters, UNCOUNTED},
-    Ctx, DropReason, Reply, Verdict, WorkerState,
+    state::WorkerState,
+    stats::{DropReason, ObjectCounters, UNCOUNTED},
+    verdict::{Reply, Verdict},
 };
 use crate::wire::{
     checksum::update_bytes, ipv4::Protocol, EthernetAddress, EthernetFrame, Ipv4Packet, Ipv6Packet, TcpPacket,

@@ -18,11 +18,14 @@
 
 use super::{
     conntrack::FlowKey,
+    ctx::Ctx,
     rewrite::{set_macs, to16},
     select::backend_for_icmp,
-    snapshot::{ForwardMode, ServiceKey},
+    snapshot::{ForwardMode, ServiceKey, VipMode},
     snat::Mapping,
-    Ctx, DropReason, Reply, Verdict, VipMode, WorkerState,
+    state::WorkerState,
+    stats::DropReason,
+    verdict::{Reply, Verdict},
 };
 use crate::wire::{
     checksum::{update_bytes, update_u16},

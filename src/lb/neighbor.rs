@@ -5,7 +5,12 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 pub use super::out::{OutFrame, OUT_FRAME_CAP};
-use super::{Conflict, Ctx, DropReason, Reply, Verdict, VipMode};
+use super::{
+    ctx::Ctx,
+    snapshot::VipMode,
+    stats::DropReason,
+    verdict::{Conflict, Reply, Verdict},
+};
 use crate::wire::{
     arp::ArpOperation,
     build::{self, L2},

@@ -3,8 +3,12 @@
 //! others (neighbour, forwarding, ICMP); they share only the leaf types.
 
 use super::{
+    ctx::Ctx,
     forward::{self, Classified},
-    heartbeat, icmp, neighbor, Ctx, DropReason, Reply, Verdict, WorkerState,
+    heartbeat, icmp, neighbor,
+    state::WorkerState,
+    stats::DropReason,
+    verdict::{Reply, Verdict},
 };
 use crate::wire::{ipv4::Protocol, EtherType, EthernetFrame};
 

@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use super::DropReason;
+use super::stats::DropReason;
 use crate::wire::EthernetAddress;
 
 /// Sets the destination and source MAC of the frame.

@@ -7,7 +7,8 @@ use super::{
     maglev::EMPTY,
     snapshot::{Backend, Service},
     snat::Lease,
-    DropReason, WorkerState,
+    state::WorkerState,
+    stats::DropReason,
 };
 
 /// Marks the protocol byte of a session-affinity entry's key, so it never equals a flow's.

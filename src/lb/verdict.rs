@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use super::DropReason;
+use super::stats::DropReason;
 use crate::wire::EthernetAddress;
 
 /// Another host claiming one of our VIPs.
