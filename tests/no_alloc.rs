@@ -6,29 +6,22 @@
 
 use std::{
     alloc::{GlobalAlloc, Layout, System},
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
+    net::{IpAddr, Ipv4Addr},
+    sync::atomic::{AtomicU64, Ordering},
     time::Duration,
 };
 
 use xlb::{
     lb::{
-        conntrack::{Conntrack, Timeouts},
+        maglev::DEFAULT_TABLE_SIZE,
         process,
-        snapshot::{Backend, ForwardMode, Service, ServiceKey},
-        snat::SnatTable,
-        Snapshot, VipMode, WorkerState,
+        testing::{
+            arp, backend, ctx, solicit, PacketBuilder, Scene, BACKEND_MAC, CLIENT4, CLIENT6, CLIENT_MAC, DSR_PORT,
+            SNAT4, SNAT_BACKEND_PORT, SNAT_PORT, VIP4, VIP6,
+        },
+        Verdict,
     },
-    wire::{
-        build::{self, L2},
-        icmpv6::NdiscRepr,
-        ipv4::Ipv4Repr,
-        ipv6::solicited_node,
-        ArpOperation, ArpRepr, EthernetAddress,
-    },
+    wire::{tcp::TcpFlags, ArpOperation, ArpRepr, EthernetAddress},
 };
 
 struct Counting;
@@ -56,91 +49,71 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-const OURS: EthernetAddress = EthernetAddress([2, 0, 0, 0, 0, 0x10]);
-const PEER: EthernetAddress = EthernetAddress([2, 0, 0, 0, 0, 0x20]);
-
 #[test]
 fn ten_thousand_frames_allocate_nothing() {
-    let vip4 = Ipv4Addr::new(192, 0, 2, 100);
-    let vip6 = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
-    let peer6 = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
-    let snat4 = Ipv4Addr::new(192, 0, 2, 200);
-    let backends: Vec<Backend> = (1..=3u8)
-        .map(|i| Backend {
-            mac: Some(EthernetAddress([2, 0, 0, 0, 1, i])),
-            ..Backend::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, i)), 80, 1)
+    // Three backends per service, session affinity, the default Maglev table, every SNAT port.
+    let scene = Scene {
+        backends: 3,
+        affinity: Some(Duration::from_secs(60)),
+        table_size: DEFAULT_TABLE_SIZE,
+        snat_ports: (1024, 65535),
+        conntrack: 4096,
+        ..Scene::default()
+    };
+    let snap = scene.snapshot();
+    let mut state = scene.state();
+    let (vip4, snat4) = (IpAddr::V4(VIP4), IpAddr::V4(SNAT4));
+    let arp = arp(
+        CLIENT_MAC,
+        EthernetAddress::BROADCAST,
+        None,
+        &ArpRepr {
+            operation: ArpOperation::Request,
+            sha: CLIENT_MAC,
+            spa: CLIENT4,
+            tha: EthernetAddress::ZERO,
+            tpa: VIP4,
+        },
+    );
+    let ns = solicit(CLIENT6, VIP6, 255);
+    let garbage = vec![0x86u8; 90];
+    // TCP segments to the DSR and the SNAT service from many clients (a new one every 32
+    // frames): new flows (conntrack inserts) and tracked ones.
+    let client = |i: usize| IpAddr::V4(Ipv4Addr::from(u32::from(CLIENT4) + (i / 32) as u32));
+    let tcp =
+        |i: usize, port| PacketBuilder { src: client(i), ..PacketBuilder::tcp(vip4, port, TcpFlags::SYN) }.build();
+    // A backend's answer to the first SNAT ports (translated when its flow holds the port).
+    let reply = |i: usize| {
+        let syn_ack = PacketBuilder::tcp(snat4, 1024 + (i as u16 / 6) % 8, TcpFlags::SYN | TcpFlags::ACK);
+        PacketBuilder { src_mac: BACKEND_MAC, src: backend(false, 0), sport: SNAT_BACKEND_PORT, ..syn_ack }.build()
+    };
+    // Every frame is built before counting starts.
+    let kinds = 6;
+    let frames: Vec<Vec<u8>> = (0..10_000)
+        .map(|i| match i % kinds {
+            0 => arp.clone(),
+            1 => ns.clone(),
+            2 => garbage.clone(),
+            3 => tcp(i, DSR_PORT),
+            4 => tcp(i, SNAT_PORT),
+            _ => reply(i),
         })
         .collect();
-    let svc = |port, mode, backends| {
-        Service::with_default_table(ServiceKey { vip: IpAddr::V4(vip4), port, proto: 6 }, mode, backends).unwrap()
-    };
-    let snat_svc = svc(81, ForwardMode::Snat, backends.clone()).with_affinity(Some(Duration::from_secs(60)));
-    let owned = [IpAddr::V4(vip4), IpAddr::V6(vip6), IpAddr::V4(snat4)];
-    let snap = Snapshot::new(1, owned.map(|a| (a, VipMode::Answer)))
-        .with_services(vec![svc(80, ForwardMode::Dsr, backends), snat_svc]);
-    let mut state = WorkerState::new(Conntrack::new(4096, Timeouts::default()));
-    let table = Arc::new(SnatTable::new(vec![IpAddr::V4(snat4)], 1024, 65535, 1).unwrap());
-    state.snat = Some(table.worker(0));
-    // TCP segments to the service from many clients: new flows (conntrack inserts) and
-    // tracked ones.
-    let mut tcp = vec![0u8; 128];
-    let ip = Ipv4Repr { src: Ipv4Addr::new(192, 0, 2, 1), dst: vip4, protocol: 6, payload_len: 20, ttl: 64 };
-    let n = build::ipv4(&mut tcp, L2 { src: PEER, dst: OURS, vlan_tci: None }, &ip).unwrap();
-    tcp.truncate(n);
-    tcp[34..38].copy_from_slice(&[0x9c, 0x40, 0x00, 0x50]);
-    tcp[46] = 0x50;
-    tcp[47] = 0x02;
-
-    let mut arp = vec![0u8; 128];
-    let req = ArpRepr {
-        operation: ArpOperation::Request,
-        sha: PEER,
-        spa: Ipv4Addr::new(192, 0, 2, 1),
-        tha: EthernetAddress::ZERO,
-        tpa: vip4,
-    };
-    let n = build::arp(&mut arp, L2 { src: PEER, dst: EthernetAddress::BROADCAST, vlan_tci: None }, &req).unwrap();
-    arp.truncate(n);
-    let dst = solicited_node(&vip6);
-    let nd = NdiscRepr::NeighborSolicit { target: vip6, lladdr: Some(PEER) };
-    let mut ns = vec![0u8; 128];
-    let l2 = L2 { src: PEER, dst: EthernetAddress::ipv6_multicast(&dst), vlan_tci: None };
-    let n = build::ndisc(&mut ns, l2, peer6, dst, 255, &nd).unwrap();
-    ns.truncate(n);
-    let garbage = vec![0x86u8; 90];
-    let mut tcp_snat = tcp.clone();
-    tcp_snat[36..38].copy_from_slice(&81u16.to_be_bytes());
-    // A backend's answer to the first SNAT ports (translated when its flow holds the port).
-    let mut reply = tcp.clone();
-    reply[26..30].copy_from_slice(&[10, 0, 0, 1]);
-    reply[30..34].copy_from_slice(&snat4.octets());
-    reply[34..38].copy_from_slice(&[0x00, 0x50, 0x04, 0x00]);
-    reply[47] = 0x12;
-    let frames = [arp, ns, garbage, tcp, tcp_snat, reply];
 
     let mut buf = vec![0u8; 2048];
     let mut answered = [0usize; 6];
     let before = ALLOCS.load(Ordering::Relaxed);
-    for i in 0..10_000 {
-        let f = &frames[i % frames.len()];
+    for (i, f) in frames.iter().enumerate() {
         buf[..f.len()].copy_from_slice(f);
-        let kind = i % frames.len();
-        // TCP: a new client every few segments; replies to ports 1024-1031.
-        if kind == 3 || kind == 4 {
-            buf[26..30].copy_from_slice(&(i as u32 / 32).to_be_bytes());
-        }
-        if kind == 5 {
-            buf[36..38].copy_from_slice(&(1024 + (i as u16 / 6) % 8).to_be_bytes());
-        }
-        if let xlb::lb::Verdict::Tx { .. } = process(i as u64, &snap, &mut state, OURS, &mut buf, f.len()) {
-            answered[kind] += 1;
+        if let Verdict::Tx { .. } = process(&ctx(i as u64, &snap), &mut state, &mut buf, f.len()) {
+            answered[i % kinds] += 1;
         }
     }
     let after = ALLOCS.load(Ordering::Relaxed);
     assert_eq!(after - before, 0, "the pipeline allocated {} times over 10k frames", after - before);
     // Everything but the garbage is answered or forwarded (replies only where their port
     // is held by a flow to that backend).
-    let per_kind = 10_000 / frames.len();
+    let per_kind = 10_000 / kinds;
     assert!(answered[..2].iter().chain(&answered[3..5]).all(|n| *n >= per_kind), "{answered:?}");
     assert_eq!(answered[2], 0);
     assert!(answered[5] > 0, "no SNAT reply was translated: {answered:?}");

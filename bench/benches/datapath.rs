@@ -7,55 +7,36 @@
 use std::{
     hint::black_box,
     net::{IpAddr, Ipv4Addr},
-    sync::Arc,
     time::Duration,
 };
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use xlb::lb::{
     conntrack::{Conntrack, Entry, FlowKey, FlowState, Timeouts},
-    maglev::{BackendId, MaglevTable},
+    maglev::{BackendId, MaglevTable, DEFAULT_TABLE_SIZE},
     process,
-    snapshot::{Backend, ForwardMode, Service, ServiceKey},
-    snat::SnatTable,
-    Snapshot, VipMode, WorkerState,
+    testing::{ctx, Scene, CLIENT4, DSR_PORT, SNAT_PORT, VIP4},
 };
-use xlb_bench::{tcp_frame, OURS};
+use xlb_bench::tcp_frame;
 
-const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
-
-fn snapshot(mode: ForwardMode, services: u16) -> Snapshot {
-    let backends: Vec<Backend> = (1..=10u8)
-        .map(|i| Backend {
-            mac: Some(xlb::wire::EthernetAddress([2, 0, 0, 0, 1, i])),
-            ..Backend::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, i)), 80, 1)
-        })
-        .collect();
-    let svcs = (0..services)
-        .map(|p| {
-            Service::with_default_table(
-                ServiceKey { vip: IpAddr::V4(VIP), port: 80 + p, proto: 6 },
-                mode,
-                backends.clone(),
-            )
-            .unwrap()
-        })
-        .collect();
-    let owned = [IpAddr::V4(VIP), IpAddr::V4(Ipv4Addr::new(192, 0, 2, 200))];
-    Snapshot::new(1, owned.map(|a| (a, VipMode::Answer))).with_services(svcs)
-}
+const VIP: Ipv4Addr = VIP4;
 
 fn pipeline(c: &mut Criterion) {
     let mut g = c.benchmark_group("pipeline");
     g.throughput(Throughput::Elements(1));
-    for (name, mode) in [("dsr", ForwardMode::Dsr), ("snat", ForwardMode::Snat)] {
-        let snap = snapshot(mode, 1);
-        let mut st = WorkerState::new(Conntrack::new(1 << 16, Timeouts::default()));
-        let table = Arc::new(SnatTable::new(vec![IpAddr::V4(Ipv4Addr::new(192, 0, 2, 200))], 1024, 65535, 1).unwrap());
-        st.snat = Some(table.worker(0));
+    // Ten backends per service, default-size Maglev tables, every SNAT port.
+    let scene = Scene {
+        backends: 10,
+        table_size: DEFAULT_TABLE_SIZE,
+        snat_ports: (1024, 65535),
+        conntrack: 1 << 16,
+        ..Scene::default()
+    };
+    let snap = scene.snapshot();
+    for (name, port) in [("dsr", DSR_PORT), ("snat", SNAT_PORT)] {
+        let mut st = scene.state();
         // 1024 flows, tracked after the first round: the steady state of established traffic.
-        let frames: Vec<Vec<u8>> =
-            (0..1024u16).map(|i| tcp_frame(Ipv4Addr::new(198, 51, 100, 1), 10_000 + i, VIP, 80)).collect();
+        let frames: Vec<Vec<u8>> = (0..1024u16).map(|i| tcp_frame(CLIENT4, 10_000 + i, VIP, port)).collect();
         let mut buf = vec![0u8; 2048];
         let mut i = 0usize;
         g.bench_function(BenchmarkId::new("tracked_tcp_frame", name), |b| {
@@ -63,7 +44,7 @@ fn pipeline(c: &mut Criterion) {
                 let f = &frames[i & 1023];
                 i += 1;
                 buf[..60].copy_from_slice(f);
-                black_box(process(1, &snap, &mut st, OURS, &mut buf, 60))
+                black_box(process(&ctx(1, &snap), &mut st, &mut buf, 60))
             })
         });
     }

@@ -6,43 +6,23 @@
 //! reverse mappings), with checksums updated incrementally. TTLs are left alone in both modes:
 //! xlb delivers on the link it received on, like a bridge, not like a router.
 
-use std::{net::IpAddr, sync::Arc};
+use std::net::IpAddr;
 
 use super::{
     conntrack::{next_tcp_state, Conntrack, Entry, FlowKey, FlowState},
-    icmp,
-    maglev::EMPTY,
-    pipeline::{Reply, Verdict},
-    snapshot::{Backend, ForwardMode, Service, ServiceKey},
+    ctx::Ctx,
+    rewrite::{set_macs, to16},
+    select::choose,
+    snapshot::{ForwardMode, Service, ServiceKey},
     snat::{Lease, Mapping, SnatPorts},
-    stats::{ObjectCounters, UNCOUNTED},
-    DropReason, Snapshot,
+    state::WorkerState,
+    stats::{DropReason, ObjectCounters, UNCOUNTED},
+    verdict::{Reply, Verdict},
 };
 use crate::wire::{
     checksum::update_bytes, ipv4::Protocol, EthernetAddress, EthernetFrame, Ipv4Packet, Ipv6Packet, TcpPacket,
     UdpPacket,
 };
-
-/// A worker's own datapath state.
-#[derive(Debug)]
-pub struct WorkerState {
-    /// Its flow table.
-    pub conntrack: Conntrack,
-    /// Its share of the SNAT ports and the shared reverse table (none: no SNAT address).
-    pub snat: Option<SnatPorts>,
-    /// Its traffic counters by service and backend (read by the control plane).
-    pub counters: Arc<ObjectCounters>,
-    /// Fenced: ARP/NDP for VIPs goes unanswered (set by the worker before each batch from
-    /// the control thread's quorum deadline).
-    pub fenced: bool,
-}
-
-impl WorkerState {
-    /// State with this flow table, no SNAT, and counters for 256 services and 1024 backends.
-    pub fn new(conntrack: Conntrack) -> Self {
-        WorkerState { conntrack, snat: None, counters: Arc::new(ObjectCounters::new(256, 1024)), fenced: false }
-    }
-}
 
 /// A counter id as the SNAT table stores it (16 bits; 0xffff for none).
 fn id16(id: u32) -> u16 {
@@ -60,7 +40,7 @@ fn id32(id: u16) -> u32 {
 
 /// What the forwarding step needs to know about a packet.
 #[derive(Debug, Clone, Copy)]
-struct Flow {
+pub(super) struct Flow {
     key: FlowKey,
     tcp_flags: Option<u8>,
     /// Offset of the IP header in the frame.
@@ -84,14 +64,6 @@ fn ports(proto: u8, l4: &[u8]) -> Result<(u16, u16, Option<u8>), DropReason> {
     }
 }
 
-/// An address in the 16-byte form flow keys use (IPv4 mapped).
-pub(crate) fn to16(a: IpAddr) -> [u8; 16] {
-    match a {
-        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
-        IpAddr::V6(v6) => v6.octets(),
-    }
-}
-
 /// Offset of the layer-3 header in the frame `buf[..len]`, after any VLAN tags.
 fn l3_offset(buf: &[u8], len: usize) -> Result<usize, DropReason> {
     let frame = buf.get(..len).ok_or(DropReason::Truncated)?;
@@ -99,11 +71,20 @@ fn l3_offset(buf: &[u8], len: usize) -> Result<usize, DropReason> {
 }
 
 /// What an IP packet to one of our addresses is.
-enum Classified {
+pub(super) enum Classified {
     /// TCP or UDP: a flow of a service (or a reply to a SNAT address).
     Flow(ServiceKey, Flow),
     /// ICMP: IP header at `l3`, ICMP header at `l4`.
     Icmp { l3: usize, l4: usize },
+}
+
+/// Classifies an IPv4 or IPv6 (`v6`) packet to a VIP or a SNAT address.
+pub(super) fn classify(buf: &[u8], len: usize, v6: bool) -> Result<Classified, DropReason> {
+    if v6 {
+        classify_v6(buf, len)
+    } else {
+        classify_v4(buf, len)
+    }
 }
 
 /// Classifies an IPv4 packet.
@@ -119,7 +100,7 @@ fn classify_v4(buf: &[u8], len: usize) -> Result<Classified, DropReason> {
         return Ok(Classified::Icmp { l3, l4 });
     }
     let src = to16(IpAddr::V4(ip.src_addr()));
-    flow(IpAddr::V4(ip.dst_addr()), src, ip.protocol(), ip.payload(), l3, l4, false)
+    transport(IpAddr::V4(ip.dst_addr()), src, ip.protocol(), ip.payload(), l3, l4, false)
 }
 
 /// Classifies an IPv6 packet (neighbour discovery is handled before).
@@ -130,11 +111,11 @@ fn classify_v6(buf: &[u8], len: usize) -> Result<Classified, DropReason> {
         return Ok(Classified::Icmp { l3, l4: l3 + 40 });
     }
     let src = ip.src_addr().octets();
-    flow(IpAddr::V6(ip.dst_addr()), src, ip.next_header(), ip.payload(), l3, l3 + 40, true)
+    transport(IpAddr::V6(ip.dst_addr()), src, ip.next_header(), ip.payload(), l3, l3 + 40, true)
 }
 
 /// The service key and flow of a transport payload, whichever the IP family.
-fn flow(
+fn transport(
     dst: IpAddr,
     src: [u8; 16],
     proto: u8,
@@ -151,107 +132,34 @@ fn flow(
     ))
 }
 
-/// IPv4 or IPv6 (`v6`) to a VIP or a SNAT address: classify, then forward or translate back.
-pub(super) fn ip(
-    now: u64,
-    snap: &Snapshot,
+/// A TCP/UDP packet to a VIP or a SNAT address (as [`classify`] found it): forwarded to its
+/// backend, or translated back to the client.
+pub(super) fn flow(
+    cx: &Ctx<'_>,
     st: &mut WorkerState,
-    mac: EthernetAddress,
     buf: &mut [u8],
     len: usize,
-    v6: bool,
+    svc: ServiceKey,
+    flow: Flow,
 ) -> Verdict {
-    let classified = if v6 { classify_v6(buf, len) } else { classify_v4(buf, len) };
-    let (svc, flow) = match classified {
-        Ok(Classified::Flow(svc, flow)) => (svc, flow),
-        Ok(Classified::Icmp { l3, l4 }) => {
-            return icmp::icmp(now, snap, st, mac, buf, len, l3, l4, v6).unwrap_or_else(Verdict::Drop)
-        }
-        Err(r) => return Verdict::Drop(r),
-    };
     if let Some(snat) = &st.snat {
         if let Some(addr) = snat.table().addr_index(svc.vip) {
-            return reverse(now, snat, &st.counters, addr, mac, buf, len, &flow).unwrap_or_else(Verdict::Drop);
+            return reverse(cx, snat, &st.counters, addr, buf, len, &flow).unwrap_or_else(Verdict::Drop);
         }
     }
-    let Some(service) = snap.service(&svc) else { return Verdict::Drop(DropReason::NoService) };
-    forward(now, service, st, mac, buf, len, flow).unwrap_or_else(Verdict::Drop)
-}
-
-/// The backend of a new flow (or of a tracked one whose backend left): by client address
-/// for session affinity, else by the flow hash.
-fn choose(now: u64, svc: &Service, ct: &mut Conntrack, flow: &Flow, hash: u64) -> Result<u32, DropReason> {
-    let Some(timeout) = svc.affinity else { return maglev_pick(svc, hash) };
-    let key = FlowKey { src_port: 0, proto: flow.key.proto | AFFINITY, ..flow.key };
-    let akey = key.hash();
-    let until = now.saturating_add(timeout);
-    if let Some(e) = ct.lookup(&key, akey, now) {
-        if let Some(i) = svc.backend_index(e.backend_key, e.backend) {
-            if svc.backends.get(usize::try_from(i).unwrap_or(usize::MAX)).is_some_and(|b| b.takes_new_flows()) {
-                e.backend = i;
-                e.expires = until;
-                return Ok(i);
-            }
-        }
-    }
-    let pick = maglev_pick(svc, akey)?;
-    let backend_key = svc.backends.get(usize::try_from(pick).unwrap_or(usize::MAX)).map_or(0, |b| b.key);
-    let entry = Entry { key, hash: akey, backend: pick, backend_key, state: FlowState::Affinity, ..Entry::default() };
-    if let Ok(e) = ct.insert(entry, now) {
-        e.expires = until;
-    }
-    Ok(pick)
-}
-
-/// The backend of the flow `key` (client side) for a packet that only refers to it (an ICMP
-/// error): tracked here, else the choice any worker makes for it; tracks nothing new. Also
-/// the flow's SNAT port when this worker holds it.
-pub(super) fn backend_for_icmp<'s>(
-    now: u64,
-    svc: &'s Service,
-    st: &mut WorkerState,
-    key: &FlowKey,
-    hash: u64,
-) -> Result<(&'s Backend, Option<Lease>), DropReason> {
-    let by_index = |i: u32| svc.backends.get(usize::try_from(i).unwrap_or(usize::MAX));
-    if let Some(e) = st.conntrack.lookup(key, hash, now) {
-        if let Some(b) = svc.backend_index(e.backend_key, e.backend).and_then(by_index) {
-            return Ok((b, e.snat));
-        }
-    }
-    let pick = match svc.affinity {
-        Some(_) => {
-            let akey = FlowKey { src_port: 0, proto: key.proto | AFFINITY, ..*key };
-            let ahash = akey.hash();
-            match st.conntrack.lookup(&akey, ahash, now) {
-                Some(e) => svc.backend_index(e.backend_key, e.backend).map_or_else(|| maglev_pick(svc, ahash), Ok)?,
-                None => maglev_pick(svc, ahash)?,
-            }
-        }
-        None => maglev_pick(svc, hash)?,
-    };
-    Ok((by_index(pick).ok_or(DropReason::NoBackend)?, None))
-}
-
-/// Marks the protocol byte of a session-affinity entry's key, so it never equals a flow's.
-const AFFINITY: u8 = 0x80;
-
-fn maglev_pick(svc: &Service, hash: u64) -> Result<u32, DropReason> {
-    match svc.table().lookup(hash) {
-        EMPTY => Err(DropReason::NoBackend),
-        pick => Ok(pick),
-    }
+    let Some(service) = cx.snap.service(&svc) else { return Verdict::Drop(DropReason::NoService) };
+    forward(cx, service, st, buf, len, flow).unwrap_or_else(Verdict::Drop)
 }
 
 fn forward(
-    now: u64,
+    cx: &Ctx<'_>,
     svc: &Service,
     st: &mut WorkerState,
-    mac: EthernetAddress,
     buf: &mut [u8],
     len: usize,
     flow: Flow,
 ) -> Result<Verdict, DropReason> {
+    let (now, mac) = (cx.now, cx.mac);
     let hash = flow.key.hash();
     let timeouts = *st.conntrack.timeouts();
     // A tracked flow keeps its backend while that backend is in the service, whatever the
@@ -273,7 +181,7 @@ fn forward(
     let (idx, expires, fresh) = match tracked {
         Some((i, exp)) => (i, exp, false),
         None => {
-            let pick = choose(now, svc, &mut st.conntrack, &flow, hash)?;
+            let pick = choose(now, svc, &mut st.conntrack, &flow.key, hash)?;
             let b = svc.backends.get(usize::try_from(pick).unwrap_or(usize::MAX)).ok_or(DropReason::NoBackend)?;
             let state = match flow.tcp_flags {
                 Some(f) => next_tcp_state(FlowState::Empty, f),
@@ -349,34 +257,24 @@ fn forward(
 }
 
 /// A packet to one of our SNAT addresses: a backend's reply, translated back to VIP -> client.
-#[allow(clippy::too_many_arguments)]
 fn reverse(
-    now: u64,
+    cx: &Ctx<'_>,
     snat: &SnatPorts,
     counters: &ObjectCounters,
     addr: u8,
-    mac: EthernetAddress,
     buf: &mut [u8],
     len: usize,
     flow: &Flow,
 ) -> Result<Verdict, DropReason> {
-    let m = snat.table().lookup(addr, flow.key.proto, flow.key.dst_port, now).ok_or(DropReason::NoSnatFlow)?;
+    let m = snat.table().lookup(addr, flow.key.proto, flow.key.dst_port, cx.now).ok_or(DropReason::NoSnatFlow)?;
     // Only the backend the port was given to may use it.
     if m.backend != flow.key.src || m.backend_port != flow.key.src_port {
         return Err(DropReason::NoSnatFlow);
     }
     nat(buf, len, flow, &m.vip, &m.client, m.vip_port, m.client_port)?;
-    set_macs(buf, m.client_mac, mac)?;
+    set_macs(buf, m.client_mac, cx.mac)?;
     counters.count(id32(m.service_stats), id32(m.backend_stats), len, true);
     Ok(Verdict::Tx { len, reply: Reply::SnatReply { crossed: !snat.owns(flow.key.dst_port) } })
-}
-
-/// Sets the destination and source MAC of the frame.
-pub(super) fn set_macs(buf: &mut [u8], dst: EthernetAddress, src: EthernetAddress) -> Result<(), DropReason> {
-    let out = buf.get_mut(..12).ok_or(DropReason::Truncated)?;
-    out[..6].copy_from_slice(&dst.0);
-    out[6..].copy_from_slice(&src.0);
-    Ok(())
 }
 
 /// Rewrites source and destination address and port of the packet `flow` describes, and

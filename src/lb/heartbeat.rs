@@ -2,44 +2,33 @@
 //! EtherType 0x88B5 (IEEE 802 local experimental) per node per interval, sent and received
 //! by the AF_XDP workers like the ARP they protect.
 //!
-//! Payload, after the Ethernet header (big-endian):
-//!
-//! ```text
-//!  0  magic "XLBH"        4
-//!  4  version (1)         1
-//!  5  flags               1   bit 0: leaving (hand my VIPs over now); bit 1: quorum
-//!  6  name length N       1   1..=64
-//!  7  signed              1   1: an HMAC-SHA256 tag follows the name
-//!  8  cluster             4   hash of the cluster name: two clusters on one LAN ignore each other
-//! 12  incarnation         8   a restart is a new incarnation
-//! 20  sequence            8
-//! 28  members digest      8   hash of the sender's member list (sorted names)
-//! 36  hears               8   bit i: the sender hears member i of that list (up to 64)
-//! 44  node name           N
-//! 44+N tag                32  (signed only) HMAC-SHA256 over the frame from the source MAC
-//!                             to the end of the name, with the cluster's shared key
-//! ```
+//! The frame's layout is [`crate::wire::heartbeat`]'s; this module says what it means: the
+//! flags ([`FLAG_LEAVING`], [`FLAG_QUORUM`]), the cluster hash (two clusters on one LAN
+//! ignore each other), the incarnation (a restart is a new one), the members digest and
+//! hears bitmap, and the tag: HMAC-SHA256 over the frame from the source MAC to the end of
+//! the name, with the cluster's shared key.
 //!
 //! With a key configured, a node sends signed heartbeats and takes in only those whose tag
 //! verifies: a host on the LAN cannot forge a peer's "leaving" or quorum (replays are
 //! stopped by the incarnation and sequence checks).
 
-use super::neighbor::{OutFrame, OUT_FRAME_CAP};
-use crate::wire::{EthernetAddress, EthernetFrame};
+use super::out::{OutFrame, OUT_FRAME_CAP};
+/// The heartbeat EtherType, and the longest node name carried (Kubernetes node names longer
+/// than this are cut: the receiver matches on the full name only up to here).
+pub use crate::wire::heartbeat::{ETHERTYPE, MAX_NAME};
+#[cfg(test)]
+use crate::wire::heartbeat::{HEADER_LEN as HEADER, TAG_LEN as TAG};
+use crate::wire::{
+    build::MIN_FRAME_LEN,
+    ethernet::EthernetRepr,
+    heartbeat::{HeartbeatPacket, Repr},
+    EthernetAddress, EthernetFrame,
+};
 
-/// The heartbeat EtherType.
-pub const ETHERTYPE: u16 = 0x88b5;
-const MAGIC: &[u8; 4] = b"XLBH";
-const VERSION: u8 = 1;
-/// Longest node name carried (Kubernetes node names longer than this are cut: the receiver
-/// matches on the full name only up to here).
-pub const MAX_NAME: usize = 64;
-const HEADER: usize = 44;
 /// Flag: the sender is leaving; its VIPs move at once.
 pub const FLAG_LEAVING: u8 = 1;
 /// Flag: the sender has quorum and may own VIPs.
 pub const FLAG_QUORUM: u8 = 2;
-const TAG: usize = 32;
 
 /// The cluster's shared secret that signs heartbeats.
 pub struct Key(ring::hmac::Key);
@@ -147,31 +136,30 @@ pub fn build(mac: EthernetAddress, b: &Beat<'_>) -> OutFrame {
 
 /// Builds the broadcast heartbeat frame sent from `mac`, signed with `key` if given.
 pub fn build_signed(mac: EthernetAddress, b: &Beat<'_>, key: Option<&Key>) -> OutFrame {
-    let name = cut_name(b.name).as_bytes();
     let mut buf = [0u8; OUT_FRAME_CAP];
-    buf[0..6].copy_from_slice(&EthernetAddress::BROADCAST.0);
-    buf[6..12].copy_from_slice(&mac.0);
-    buf[12..14].copy_from_slice(&ETHERTYPE.to_be_bytes());
-    let p = &mut buf[14..];
-    p[0..4].copy_from_slice(MAGIC);
-    p[4] = VERSION;
-    p[5] = b.flags;
-    p[6] = u8::try_from(name.len()).unwrap_or(0);
-    p[8..12].copy_from_slice(&b.cluster.to_be_bytes());
-    p[12..20].copy_from_slice(&b.incarnation.to_be_bytes());
-    p[20..28].copy_from_slice(&b.seq.to_be_bytes());
-    p[28..36].copy_from_slice(&b.digest.to_be_bytes());
-    p[36..44].copy_from_slice(&b.hears.to_be_bytes());
-    p[HEADER..HEADER + name.len()].copy_from_slice(name);
-    let mut end = 14 + HEADER + name.len();
+    let eth = EthernetRepr { src: mac, dst: EthernetAddress::BROADCAST, vlan_tci: None, ethertype: ETHERTYPE };
+    let repr = Repr {
+        flags: b.flags,
+        signed: key.is_some(),
+        cluster: b.cluster,
+        incarnation: b.incarnation,
+        seq: b.seq,
+        digest: b.digest,
+        hears: b.hears,
+        name: cut_name(b.name),
+    };
+    // The buffer holds an Ethernet header, the longest name and a tag: neither can fail.
+    let at = eth.emit(&mut buf).unwrap_or(0);
+    let mut end = at + buf.get_mut(at..).map_or(0, |p| repr.emit(p).unwrap_or(0));
     if let Some(k) = key {
-        buf[14 + 7] = 1;
         let tag = ring::hmac::sign(&k.0, &buf[6..end]);
-        buf[end..end + TAG].copy_from_slice(tag.as_ref());
-        end += TAG;
+        if let Some(t) = buf.get_mut(end..end + tag.as_ref().len()) {
+            t.copy_from_slice(tag.as_ref());
+            end += t.len();
+        }
     }
     // At least the Ethernet minimum (60 bytes without the FCS).
-    OutFrame::from_parts(buf, end.max(60))
+    OutFrame::from_parts(buf, end.max(MIN_FRAME_LEN))
 }
 
 /// Reads a heartbeat frame, taking it only if signed with `key` (when one is given): `None`
@@ -179,9 +167,10 @@ pub fn build_signed(mac: EthernetAddress, b: &Beat<'_>, key: Option<&Key>) -> Ou
 pub fn accept(frame: &[u8], key: Option<&Key>) -> Option<Heartbeat> {
     let h = parse(frame)?;
     if let Some(k) = key {
-        let end = 14 + HEADER + usize::from(h.name_len);
-        let tag = frame.get(end..end + TAG)?;
-        if frame.get(14 + 7) != Some(&1) || ring::hmac::verify(&k.0, &frame[6..end], tag).is_err() {
+        let eth = EthernetFrame::new_checked(frame).ok()?;
+        let p = HeartbeatPacket::new_checked(eth.payload()).ok()?;
+        let end = eth.header_len() + p.signed_len();
+        if !p.signed() || ring::hmac::verify(&k.0, frame.get(6..end)?, p.tag()?).is_err() {
             return None;
         }
     }
@@ -195,30 +184,20 @@ pub fn parse(frame: &[u8]) -> Option<Heartbeat> {
     if eth.ethertype() != ETHERTYPE {
         return None;
     }
-    let mac = eth.src_addr();
-    let p = eth.payload();
-    if p.len() < HEADER || &p[0..4] != MAGIC || p[4] != VERSION {
-        return None;
-    }
-    let n = usize::from(p[6]);
-    if n == 0 || n > MAX_NAME || p.len() < HEADER + n {
-        return None;
-    }
-    let raw = &p[HEADER..HEADER + n];
-    core::str::from_utf8(raw).ok()?;
+    let p = HeartbeatPacket::new_checked(eth.payload()).ok()?;
+    let r = Repr::parse(&p).ok()?;
     let mut name = [0u8; MAX_NAME];
-    name[..n].copy_from_slice(raw);
-    let u64_at = |i: usize| p.get(i..i + 8).and_then(|s| <[u8; 8]>::try_from(s).ok()).map(u64::from_be_bytes);
+    name.get_mut(..r.name.len())?.copy_from_slice(r.name.as_bytes());
     Some(Heartbeat {
-        mac,
-        flags: p[5],
-        cluster: u32::from_be_bytes([p[8], p[9], p[10], p[11]]),
-        incarnation: u64_at(12)?,
-        seq: u64_at(20)?,
-        digest: u64_at(28)?,
-        hears: u64_at(36)?,
+        mac: eth.src_addr(),
+        flags: r.flags,
+        cluster: r.cluster,
+        incarnation: r.incarnation,
+        seq: r.seq,
+        digest: r.digest,
+        hears: r.hears,
         name,
-        name_len: u8::try_from(n).ok()?,
+        name_len: u8::try_from(r.name.len()).ok()?,
     })
 }
 

@@ -18,11 +18,14 @@
 
 use super::{
     conntrack::FlowKey,
-    forward::{backend_for_icmp, set_macs, to16, WorkerState},
-    pipeline::{Reply, Verdict},
-    snapshot::{ForwardMode, ServiceKey},
+    ctx::Ctx,
+    rewrite::{set_macs, to16},
+    select::backend_for_icmp,
+    snapshot::{ForwardMode, ServiceKey, VipMode},
     snat::Mapping,
-    DropReason, Snapshot, VipMode,
+    state::WorkerState,
+    stats::DropReason,
+    verdict::{Reply, Verdict},
 };
 use crate::wire::{
     checksum::{update_bytes, update_u16},
@@ -69,18 +72,16 @@ fn addrs(buf: &[u8], at: usize, v6: bool) -> Result<([u8; 16], [u8; 16]), DropRe
 }
 
 /// ICMP in the packet whose IP header is at `l3` and ICMP header at `icmp`.
-#[allow(clippy::too_many_arguments)]
 pub(super) fn icmp(
-    now: u64,
-    snap: &Snapshot,
+    cx: &Ctx<'_>,
     st: &mut WorkerState,
-    mac: EthernetAddress,
     buf: &mut [u8],
     len: usize,
     l3: usize,
     icmp: usize,
     v6: bool,
 ) -> Result<Verdict, DropReason> {
+    let (now, snap, mac) = (cx.now, cx.snap, cx.mac);
     let frame = buf.get(..len).ok_or(DropReason::Truncated)?;
     let ty = *frame.get(icmp).ok_or(DropReason::Truncated)?;
     let (echo, error) = if v6 {

@@ -4,9 +4,12 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+pub use super::out::{OutFrame, OUT_FRAME_CAP};
 use super::{
-    pipeline::{Conflict, Verdict},
-    DropReason, Snapshot, VipMode,
+    ctx::Ctx,
+    snapshot::VipMode,
+    stats::DropReason,
+    verdict::{Conflict, Reply, Verdict},
 };
 use crate::wire::{
     arp::ArpOperation,
@@ -17,36 +20,8 @@ use crate::wire::{
     ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, Ipv6Packet,
 };
 
-/// Room in an [`OutFrame`]: an Ethernet header with one tag, IPv6 and an NDP message.
-pub const OUT_FRAME_CAP: usize = 160;
-
 /// IPv6 all-nodes multicast address.
 pub const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
-
-/// A small frame built off the hot path and copied into a UMEM frame by a worker.
-#[derive(Clone, Copy)]
-pub struct OutFrame {
-    buf: [u8; OUT_FRAME_CAP],
-    len: usize,
-}
-
-impl core::fmt::Debug for OutFrame {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "OutFrame({} bytes)", self.len)
-    }
-}
-
-impl OutFrame {
-    /// The frame's bytes.
-    pub fn bytes(&self) -> &[u8] {
-        &self.buf[..self.len]
-    }
-
-    /// A frame of the first `len` bytes of `buf` (at most its capacity).
-    pub(crate) fn from_parts(buf: [u8; OUT_FRAME_CAP], len: usize) -> Self {
-        OutFrame { buf, len: len.min(OUT_FRAME_CAP) }
-    }
-}
 
 /// What an outbound neighbour frame says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,35 +39,35 @@ pub enum Announcement {
 /// Builds the frame for `what` about `vip`, sent from `mac`. `None` for a combination that
 /// does not exist (an ARP form for an IPv6 VIP or the reverse).
 pub fn announcement(mac: EthernetAddress, vip: IpAddr, what: Announcement) -> Option<OutFrame> {
-    let mut out = OutFrame { buf: [0; OUT_FRAME_CAP], len: 0 };
+    let mut buf = [0; OUT_FRAME_CAP];
     let broadcast = L2 { src: mac, dst: EthernetAddress::BROADCAST, vlan_tci: None };
     let to = |dst: &Ipv6Addr| L2 { src: mac, dst: EthernetAddress::ipv6_multicast(dst), vlan_tci: None };
     let len = match (vip, what) {
         (IpAddr::V4(v4), Announcement::GratuitousRequest) => {
-            build::arp(&mut out.buf, broadcast, &ArpRepr::gratuitous(mac, v4, ArpOperation::Request))
+            build::arp(&mut buf, broadcast, &ArpRepr::gratuitous(mac, v4, ArpOperation::Request))
         }
         (IpAddr::V4(v4), Announcement::GratuitousReply) => {
-            build::arp(&mut out.buf, broadcast, &ArpRepr::gratuitous(mac, v4, ArpOperation::Reply))
+            build::arp(&mut buf, broadcast, &ArpRepr::gratuitous(mac, v4, ArpOperation::Reply))
         }
-        (IpAddr::V4(v4), Announcement::Probe) => build::arp(&mut out.buf, broadcast, &ArpRepr::probe(mac, v4)),
+        (IpAddr::V4(v4), Announcement::Probe) => build::arp(&mut buf, broadcast, &ArpRepr::probe(mac, v4)),
         (IpAddr::V6(v6), Announcement::UnsolicitedAdvert) => {
             let na = NdiscRepr::NeighborAdvert { flags: NeighborFlags::OVERRIDE, target: v6, lladdr: Some(mac) };
-            build::ndisc(&mut out.buf, to(&ALL_NODES), v6, ALL_NODES, 255, &na)
+            build::ndisc(&mut buf, to(&ALL_NODES), v6, ALL_NODES, 255, &na)
         }
         (IpAddr::V6(v6), Announcement::Probe) => {
             let dst = ipv6::solicited_node(&v6);
             let ns = NdiscRepr::NeighborSolicit { target: v6, lladdr: None };
-            build::ndisc(&mut out.buf, to(&dst), Ipv6Addr::UNSPECIFIED, dst, 255, &ns)
+            build::ndisc(&mut buf, to(&dst), Ipv6Addr::UNSPECIFIED, dst, 255, &ns)
         }
         _ => return None,
     };
-    out.len = len.ok()?;
-    Some(out)
+    Some(OutFrame::from_parts(buf, len.ok()?))
 }
 
 /// Answers or watches an ARP frame. `buf[..len]` holds the frame; a reply is written in
 /// place, in the same length, keeping any VLAN tags.
-pub(super) fn arp(snap: &Snapshot, mac: EthernetAddress, buf: &mut [u8], len: usize) -> Verdict {
+pub(super) fn arp(cx: &Ctx<'_>, buf: &mut [u8], len: usize) -> Verdict {
+    let (snap, mac) = (cx.snap, cx.mac);
     let Some(frame) = buf.get_mut(..len) else { return Verdict::Drop(DropReason::Truncated) };
     let mut eth = match EthernetFrame::new_checked(frame) {
         Ok(e) => e,
@@ -128,14 +103,15 @@ pub(super) fn arp(snap: &Snapshot, mac: EthernetAddress, buf: &mut [u8], len: us
     eth.set_src_addr(mac);
     let reply = ArpRepr { operation: ArpOperation::Reply, sha: mac, spa: req.tpa, tha: req.sha, tpa: req.spa };
     match reply.emit(eth.payload_mut()) {
-        Ok(_) => Verdict::Tx { len, reply: super::pipeline::Reply::Arp },
+        Ok(_) => Verdict::Tx { len, reply: Reply::Arp },
         Err(e) => Verdict::Drop(e.into()),
     }
 }
 
 /// Answers or watches an IPv6 frame carrying ICMPv6 neighbour discovery; other IPv6
 /// traffic to a VIP is the load balancer's (dropped as `NoService` until services exist).
-pub(super) fn ndp(snap: &Snapshot, mac: EthernetAddress, buf: &mut [u8], len: usize) -> Verdict {
+pub(super) fn ndp(cx: &Ctx<'_>, buf: &mut [u8], len: usize) -> Verdict {
+    let (snap, mac) = (cx.snap, cx.mac);
     let Some(frame) = buf.get(..len) else { return Verdict::Drop(DropReason::Truncated) };
     let eth = match EthernetFrame::new_checked(frame) {
         Ok(e) => e,
@@ -209,7 +185,7 @@ pub(super) fn ndp(snap: &Snapshot, mac: EthernetAddress, buf: &mut [u8], len: us
         return Verdict::Drop(e.into());
     }
     match na.emit(&target, &reply_dst, &mut out[at..]) {
-        Ok(_) => Verdict::Tx { len: new_len, reply: super::pipeline::Reply::Ndp },
+        Ok(_) => Verdict::Tx { len: new_len, reply: Reply::Ndp },
         Err(e) => Verdict::Drop(e.into()),
     }
 }

@@ -1,57 +1,16 @@
 //! One frame in, one verdict out: classify, then answer, forward or drop. Pure: the frame
-//! is rewritten in place and nothing else is touched.
+//! is rewritten in place and nothing else is touched. This is the only step that calls the
+//! others (neighbour, forwarding, ICMP); they share only the leaf types.
 
-use std::net::IpAddr;
-
-use super::{forward, heartbeat, neighbor, DropReason, Snapshot, WorkerState};
-use crate::wire::{ipv4::Protocol, EtherType, EthernetAddress, EthernetFrame};
-
-/// Another host claiming one of our VIPs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Conflict {
-    /// The VIP claimed.
-    pub vip: IpAddr,
-    /// The MAC that claimed it.
-    pub mac: EthernetAddress,
-}
-
-/// Which kind of answer a transmitted frame is (for counting).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reply {
-    /// ARP reply.
-    Arp,
-    /// Neighbour advertisement.
-    Ndp,
-    /// Traffic forwarded to a backend.
-    Forward,
-    /// An ICMP error about one of our flows, sent where the flow goes (translated for SNAT).
-    IcmpError,
-    /// An echo reply to a ping of a VIP or SNAT address.
-    Echo,
-    /// A SNAT backend's reply, translated back and sent to the client.
-    SnatReply {
-        /// The flow's port belongs to another worker's share: the reply crossed workers.
-        crossed: bool,
-    },
-}
-
-/// What to do with a frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// Send the first `len` bytes of the buffer back out of the interface.
-    Tx {
-        /// New length of the frame.
-        len: usize,
-        /// What kind of frame it is.
-        reply: Reply,
-    },
-    /// Drop it, counted under this reason.
-    Drop(DropReason),
-    /// Drop it and report the claim to the control thread.
-    Conflict(Conflict),
-    /// A heartbeat of another xlb node: the worker hands it to the control thread.
-    Heartbeat,
-}
+use super::{
+    ctx::Ctx,
+    forward::{self, Classified},
+    heartbeat, icmp, neighbor,
+    state::WorkerState,
+    stats::DropReason,
+    verdict::{Reply, Verdict},
+};
+use crate::wire::{ipv4::Protocol, EtherType, EthernetFrame};
 
 /// Withholds a neighbour answer while the worker is fenced.
 #[inline]
@@ -62,18 +21,12 @@ fn fence(state: &WorkerState, v: Verdict) -> Verdict {
     }
 }
 
-/// Decides what happens to the frame in `buf[..len]`, received on an interface whose MAC
-/// is `mac`. `buf` may be longer than the frame: the bytes after it are room for a longer
-/// reply. `now` is the monotonic time in nanoseconds (used by connection tracking).
+/// Decides what happens to the frame in `buf[..len]`, received on the interface whose MAC
+/// is `cx.mac`, at `cx.now` (the monotonic time in nanoseconds, used by connection
+/// tracking). `buf` may be longer than the frame: the bytes after it are room for a longer
+/// reply.
 #[inline]
-pub fn process(
-    now: u64,
-    snap: &Snapshot,
-    state: &mut WorkerState,
-    mac: EthernetAddress,
-    buf: &mut [u8],
-    len: usize,
-) -> Verdict {
+pub fn process(cx: &Ctx<'_>, state: &mut WorkerState, buf: &mut [u8], len: usize) -> Verdict {
     let Some(frame) = buf.get(..len) else { return Verdict::Drop(DropReason::Truncated) };
     let (ethertype, icmpv6) = match EthernetFrame::new_checked(frame) {
         // Neighbour solicitations and advertisements (ICMPv6 right after the fixed IPv6
@@ -88,11 +41,22 @@ pub fn process(
     match ethertype {
         // A fenced node (it has not heard a majority of its peers lately) answers nobody:
         // another node may own its VIPs by now. Claims are still watched.
-        EtherType::ARP => fence(state, neighbor::arp(snap, mac, buf, len)),
-        EtherType::IPV6 if icmpv6 => fence(state, neighbor::ndp(snap, mac, buf, len)),
+        EtherType::ARP => fence(state, neighbor::arp(cx, buf, len)),
+        EtherType::IPV6 if icmpv6 => fence(state, neighbor::ndp(cx, buf, len)),
         heartbeat::ETHERTYPE => Verdict::Heartbeat,
-        EtherType::IPV6 => forward::ip(now, snap, state, mac, buf, len, true),
-        EtherType::IPV4 => forward::ip(now, snap, state, mac, buf, len, false),
+        EtherType::IPV6 => ip(cx, state, buf, len, true),
+        EtherType::IPV4 => ip(cx, state, buf, len, false),
         _ => Verdict::Drop(DropReason::Unsupported),
+    }
+}
+
+/// IPv4 or IPv6 (`v6`) to a VIP or a SNAT address: TCP and UDP to forwarding, ICMP to the
+/// ICMP step.
+#[inline]
+fn ip(cx: &Ctx<'_>, state: &mut WorkerState, buf: &mut [u8], len: usize, v6: bool) -> Verdict {
+    match forward::classify(buf, len, v6) {
+        Ok(Classified::Flow(svc, flow)) => forward::flow(cx, state, buf, len, svc, flow),
+        Ok(Classified::Icmp { l3, l4 }) => icmp::icmp(cx, state, buf, len, l3, l4, v6).unwrap_or_else(Verdict::Drop),
+        Err(r) => Verdict::Drop(r),
     }
 }

@@ -1,99 +1,86 @@
 //! Per-worker counters, indexed by enums so that counting is an array increment, and
 //! per-worker traffic counters by service and backend.
+//!
+//! [`DropReason`] and [`Counter`] are each written once, as a list of `Variant => "name"`
+//! entries with their docs: `counted!` makes the `#[repr(u8)]` enum, its `name()`,
+//! its `ALL` array and its `COUNT` from it, so adding one is adding one line (and its doc).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Why the datapath dropped a frame.
-#[repr(u8)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DropReason {
-    /// A header was shorter than it must be, or than a length field says.
-    Truncated = 0,
-    /// A header field held a forbidden value.
-    Malformed,
-    /// A checksum did not match.
-    BadChecksum,
-    /// An EtherType or protocol the datapath does not handle reached it.
-    Unsupported,
-    /// ARP/NDP about an address that is not an owned VIP (probing or unknown).
-    NotOwned,
-    /// An ARP or NDP message that needs no answer (a reply, a non-conflicting claim).
-    NoAnswerNeeded,
-    /// A neighbour-discovery message with a hop limit other than 255 (RFC 4861).
-    NdpHopLimit,
-    /// Traffic to a VIP on which no service listens.
-    NoService,
-    /// A frame that claimed one of our VIPs for another MAC (reported as a conflict).
-    Conflict,
-    /// The frame buffer cannot hold the reply.
-    NoRoom,
-    /// A non-first IPv4 fragment to a VIP: it carries no ports to match a flow with.
-    Fragment,
-    /// The service has no backend that can take new flows (all drained or unresolved).
-    NoBackend,
-    /// The flow's backend has no resolved next-hop MAC yet.
-    NextHopUnresolved,
-    /// A new SNAT flow found no free port on any SNAT address of its family.
-    SnatPortsExhausted,
-    /// A packet to a SNAT address that matches no live translation (or came from another
-    /// host than the backend the port was given to).
-    NoSnatFlow,
-    /// A SNAT service's traffic with no SNAT address of its family configured.
-    NoSnatAddress,
-    /// A new SNAT flow could not be tracked: the worker's flow table is full of live flows.
-    ConntrackFull,
-    /// An ARP/NDP request for a VIP left unanswered: this node is fenced (it has not heard a
-    /// majority of its peers within the takeover time).
-    Fenced,
+/// Makes a `#[repr(u8)]` enum from `Variant => "name"` entries (each with its doc), with
+/// `name()` (the label in logs, JSON and metrics), `ALL` (every variant in index order) and
+/// `COUNT`, all from the one list.
+macro_rules! counted {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident {
+            $( $(#[$vmeta:meta])* $variant:ident => $label:literal, )+
+        }
+    ) => {
+        $(#[$meta])*
+        #[repr(u8)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        $vis enum $name {
+            $( $(#[$vmeta])* $variant, )+
+        }
+
+        impl $name {
+            /// How many there are.
+            pub const COUNT: usize = [$($name::$variant),+].len();
+            /// Every one, in index order.
+            pub const ALL: [$name; $name::COUNT] = [$($name::$variant),+];
+
+            /// Name used in logs, JSON and metrics labels.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $( $name::$variant => $label, )+
+                }
+            }
+        }
+    };
 }
 
-impl DropReason {
-    /// Number of reasons.
-    pub const COUNT: usize = DropReason::Fenced as usize + 1;
-    /// Every reason, in index order.
-    pub const ALL: [DropReason; DropReason::COUNT] = [
-        DropReason::Truncated,
-        DropReason::Malformed,
-        DropReason::BadChecksum,
-        DropReason::Unsupported,
-        DropReason::NotOwned,
-        DropReason::NoAnswerNeeded,
-        DropReason::NdpHopLimit,
-        DropReason::NoService,
-        DropReason::Conflict,
-        DropReason::NoRoom,
-        DropReason::Fragment,
-        DropReason::NoBackend,
-        DropReason::NextHopUnresolved,
-        DropReason::SnatPortsExhausted,
-        DropReason::NoSnatFlow,
-        DropReason::NoSnatAddress,
-        DropReason::ConntrackFull,
-        DropReason::Fenced,
-    ];
-
-    /// Name used in logs, JSON and metrics labels.
-    pub fn name(self) -> &'static str {
-        match self {
-            DropReason::Truncated => "truncated",
-            DropReason::Malformed => "malformed",
-            DropReason::BadChecksum => "bad_checksum",
-            DropReason::Unsupported => "unsupported",
-            DropReason::NotOwned => "not_owned",
-            DropReason::NoAnswerNeeded => "no_answer_needed",
-            DropReason::NdpHopLimit => "ndp_hop_limit",
-            DropReason::NoService => "no_service",
-            DropReason::Conflict => "conflict",
-            DropReason::NoRoom => "no_room",
-            DropReason::Fragment => "fragment",
-            DropReason::NoBackend => "no_backend",
-            DropReason::NextHopUnresolved => "next_hop_unresolved",
-            DropReason::SnatPortsExhausted => "snat_ports_exhausted",
-            DropReason::NoSnatFlow => "no_snat_flow",
-            DropReason::NoSnatAddress => "no_snat_address",
-            DropReason::ConntrackFull => "conntrack_full",
-            DropReason::Fenced => "fenced",
-        }
+counted! {
+    /// Why the datapath dropped a frame.
+    pub enum DropReason {
+        /// A header was shorter than it must be, or than a length field says.
+        Truncated => "truncated",
+        /// A header field held a forbidden value.
+        Malformed => "malformed",
+        /// A checksum did not match.
+        BadChecksum => "bad_checksum",
+        /// An EtherType or protocol the datapath does not handle reached it.
+        Unsupported => "unsupported",
+        /// ARP/NDP about an address that is not an owned VIP (probing or unknown).
+        NotOwned => "not_owned",
+        /// An ARP or NDP message that needs no answer (a reply, a non-conflicting claim).
+        NoAnswerNeeded => "no_answer_needed",
+        /// A neighbour-discovery message with a hop limit other than 255 (RFC 4861).
+        NdpHopLimit => "ndp_hop_limit",
+        /// Traffic to a VIP on which no service listens.
+        NoService => "no_service",
+        /// A frame that claimed one of our VIPs for another MAC (reported as a conflict).
+        Conflict => "conflict",
+        /// The frame buffer cannot hold the reply.
+        NoRoom => "no_room",
+        /// A non-first IPv4 fragment to a VIP: it carries no ports to match a flow with.
+        Fragment => "fragment",
+        /// The service has no backend that can take new flows (all drained or unresolved).
+        NoBackend => "no_backend",
+        /// The flow's backend has no resolved next-hop MAC yet.
+        NextHopUnresolved => "next_hop_unresolved",
+        /// A new SNAT flow found no free port on any SNAT address of its family.
+        SnatPortsExhausted => "snat_ports_exhausted",
+        /// A packet to a SNAT address that matches no live translation (or came from another
+        /// host than the backend the port was given to).
+        NoSnatFlow => "no_snat_flow",
+        /// A SNAT service's traffic with no SNAT address of its family configured.
+        NoSnatAddress => "no_snat_address",
+        /// A new SNAT flow could not be tracked: the worker's flow table is full of live flows.
+        ConntrackFull => "conntrack_full",
+        /// An ARP/NDP request for a VIP left unanswered: this node is fenced (it has not heard a
+        /// majority of its peers within the takeover time).
+        Fenced => "fenced",
     }
 }
 
@@ -107,97 +94,47 @@ impl From<crate::wire::Error> for DropReason {
     }
 }
 
-/// What a worker counts besides drops.
-#[repr(u8)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Counter {
-    /// Frames received from the socket.
-    RxFrames = 0,
-    /// Frames handed to the socket for transmission (replies and announcements).
-    TxFrames,
-    /// ARP replies sent for owned VIPs.
-    ArpReplies,
-    /// Neighbour advertisements sent in answer to solicitations.
-    NdpAdverts,
-    /// Announcement and probe frames sent on the control thread's behalf.
-    ControlFrames,
-    /// Conflicts seen (another MAC claiming a VIP of ours).
-    Conflicts,
-    /// Conflict reports not sent: over the rate limit, or the control thread's queue full.
-    ConflictReportsLost,
-    /// Frames the control thread asked to send that found no free buffer or ring slot.
-    TxNoRoom,
-    /// Frames forwarded to a backend.
-    Forwarded,
-    /// ICMP errors about our flows sent on to a backend or (SNAT) back to the client.
-    IcmpErrors,
-    /// Echo replies to pings of a VIP or SNAT address.
-    EchoReplies,
-    /// SNAT replies translated back and sent to the client.
-    SnatReplies,
-    /// Of those, replies whose flow belongs to another worker (they arrived on another queue
-    /// than the flow's client traffic).
-    SnatRepliesCrossed,
-    /// Batches processed.
-    Batches,
-    /// Nanoseconds spent processing batches (busy time).
-    BusyNanos,
-    /// Times the worker went to sleep in poll() after an idle spell.
-    Sleeps,
-    /// Heartbeats of other xlb nodes received and handed to the control thread.
-    Heartbeats,
-    /// Heartbeats not taken in: malformed, unsigned or forged (with a key), failover off, or
-    /// the control thread's queue full.
-    HeartbeatsLost,
-}
-
-impl Counter {
-    /// Number of counters.
-    pub const COUNT: usize = Counter::HeartbeatsLost as usize + 1;
-    /// Every counter, in index order.
-    pub const ALL: [Counter; Counter::COUNT] = [
-        Counter::RxFrames,
-        Counter::TxFrames,
-        Counter::ArpReplies,
-        Counter::NdpAdverts,
-        Counter::ControlFrames,
-        Counter::Conflicts,
-        Counter::ConflictReportsLost,
-        Counter::TxNoRoom,
-        Counter::Forwarded,
-        Counter::IcmpErrors,
-        Counter::EchoReplies,
-        Counter::SnatReplies,
-        Counter::SnatRepliesCrossed,
-        Counter::Batches,
-        Counter::BusyNanos,
-        Counter::Sleeps,
-        Counter::Heartbeats,
-        Counter::HeartbeatsLost,
-    ];
-
-    /// Name used in logs, JSON and metrics.
-    pub fn name(self) -> &'static str {
-        match self {
-            Counter::RxFrames => "rx_frames",
-            Counter::TxFrames => "tx_frames",
-            Counter::ArpReplies => "arp_replies",
-            Counter::NdpAdverts => "ndp_adverts",
-            Counter::ControlFrames => "control_frames",
-            Counter::Conflicts => "conflicts",
-            Counter::ConflictReportsLost => "conflict_reports_lost",
-            Counter::TxNoRoom => "tx_no_room",
-            Counter::Forwarded => "forwarded",
-            Counter::IcmpErrors => "icmp_errors",
-            Counter::EchoReplies => "echo_replies",
-            Counter::SnatReplies => "snat_replies",
-            Counter::SnatRepliesCrossed => "snat_replies_crossed",
-            Counter::Batches => "batches",
-            Counter::BusyNanos => "busy_ns",
-            Counter::Sleeps => "sleeps",
-            Counter::Heartbeats => "heartbeats",
-            Counter::HeartbeatsLost => "heartbeats_lost",
-        }
+counted! {
+    /// What a worker counts besides drops.
+    pub enum Counter {
+        /// Frames received from the socket.
+        RxFrames => "rx_frames",
+        /// Frames handed to the socket for transmission (replies and announcements).
+        TxFrames => "tx_frames",
+        /// ARP replies sent for owned VIPs.
+        ArpReplies => "arp_replies",
+        /// Neighbour advertisements sent in answer to solicitations.
+        NdpAdverts => "ndp_adverts",
+        /// Announcement and probe frames sent on the control thread's behalf.
+        ControlFrames => "control_frames",
+        /// Conflicts seen (another MAC claiming a VIP of ours).
+        Conflicts => "conflicts",
+        /// Conflict reports not sent: over the rate limit, or the control thread's queue full.
+        ConflictReportsLost => "conflict_reports_lost",
+        /// Frames the control thread asked to send that found no free buffer or ring slot.
+        TxNoRoom => "tx_no_room",
+        /// Frames forwarded to a backend.
+        Forwarded => "forwarded",
+        /// ICMP errors about our flows sent on to a backend or (SNAT) back to the client.
+        IcmpErrors => "icmp_errors",
+        /// Echo replies to pings of a VIP or SNAT address.
+        EchoReplies => "echo_replies",
+        /// SNAT replies translated back and sent to the client.
+        SnatReplies => "snat_replies",
+        /// Of those, replies whose flow belongs to another worker (they arrived on another queue
+        /// than the flow's client traffic).
+        SnatRepliesCrossed => "snat_replies_crossed",
+        /// Batches processed.
+        Batches => "batches",
+        /// Nanoseconds spent processing batches (busy time).
+        BusyNanos => "busy_ns",
+        /// Times the worker went to sleep in poll() after an idle spell.
+        Sleeps => "sleeps",
+        /// Heartbeats of other xlb nodes received and handed to the control thread.
+        Heartbeats => "heartbeats",
+        /// Heartbeats not taken in: malformed, unsigned or forged (with a key), failover off, or
+        /// the control thread's queue full.
+        HeartbeatsLost => "heartbeats_lost",
     }
 }
 

@@ -163,6 +163,32 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
         self.buffer.as_mut()[field::DST..field::DST + 4].copy_from_slice(&a.octets());
     }
 
+    /// Sets the header length in bytes (a multiple of 4, 20 to 60; the buffer must hold it),
+    /// for a header with options (the checksum is the caller's to update).
+    pub fn set_header_len(&mut self, len: usize) {
+        let b = self.buffer.as_mut();
+        b[field::VER_IHL] = (b[field::VER_IHL] & 0xf0) | (u8::try_from(len / 4).unwrap_or(5) & 0x0f);
+    }
+
+    /// Sets the total length (the checksum is the caller's to update).
+    pub fn set_total_len(&mut self, v: u16) {
+        write_u16(self.buffer.as_mut(), field::LENGTH, v);
+    }
+
+    /// Sets the more-fragments flag and the fragment offset in bytes (a multiple of 8),
+    /// keeping don't-fragment (the checksum is the caller's to update).
+    pub fn set_frag(&mut self, more: bool, offset: u16) {
+        let b = self.buffer.as_mut();
+        let v = (read_u16(b, field::FLG_OFF) & 0x4000) | if more { 0x2000 } else { 0 } | ((offset >> 3) & 0x1fff);
+        write_u16(b, field::FLG_OFF, v);
+    }
+
+    /// The options between the fixed header and the header length, writable.
+    pub fn options_mut(&mut self) -> &mut [u8] {
+        let end = self.header_len();
+        &mut self.buffer.as_mut()[HEADER_LEN..end]
+    }
+
     /// Recomputes the header checksum from scratch (for packets xlb builds).
     pub fn fill_checksum(&mut self) {
         self.set_checksum(0);
@@ -283,6 +309,31 @@ mod tests {
         let p = Ipv4Packet::new_checked(&frag[..])?;
         assert!(p.is_fragment());
         assert_eq!(p.frag_offset(), 16);
+        Ok(())
+    }
+
+    #[test]
+    fn builder_setters_write_options_and_fragments() -> Result<()> {
+        let mut b = [0u8; 32];
+        let ip = Ipv4Repr {
+            src: Ipv4Addr::new(10, 0, 0, 1),
+            dst: Ipv4Addr::new(10, 0, 0, 2),
+            protocol: 6,
+            payload_len: 12,
+            ttl: 64,
+        };
+        ip.emit(&mut b)?;
+        let mut p = Ipv4Packet::new_checked(&mut b[..])?;
+        p.set_header_len(24);
+        p.options_mut().copy_from_slice(&[1, 1, 1, 0]);
+        p.set_frag(true, 128);
+        p.set_total_len(30);
+        p.fill_checksum();
+        let p = Ipv4Packet::new_checked(&b[..])?;
+        assert_eq!((p.header_len(), p.total_len(), p.payload().len()), (24, 30, 6));
+        assert_eq!((p.dont_frag(), p.more_frags(), p.frag_offset()), (true, true, 128));
+        assert!(p.verify_checksum());
+        assert_eq!(&b[20..24], &[1, 1, 1, 0]);
         Ok(())
     }
 }

@@ -1,5 +1,5 @@
 //! Typed, zero-copy views over packet bytes: Ethernet (with up to two VLAN tags), ARP, IPv4,
-//! IPv6, TCP, UDP, ICMPv4 and ICMPv6 with neighbour discovery.
+//! IPv6, TCP, UDP, ICMPv4 and ICMPv6 with neighbour discovery, and xlb's own heartbeat.
 //!
 //! Every view follows one contract: `new_checked` validates the lengths once, after which no
 //! accessor can panic, so hostile frames are safe to look at. Getters need `AsRef<[u8]>`,
@@ -11,6 +11,7 @@ pub mod arp;
 pub mod build;
 pub mod checksum;
 pub mod ethernet;
+pub mod heartbeat;
 pub mod icmpv4;
 pub mod icmpv6;
 pub mod ipv4;
@@ -68,6 +69,13 @@ pub(crate) fn read_u16(b: &[u8], at: usize) -> u16 {
 #[inline]
 pub(crate) fn read_u32(b: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+#[inline]
+pub(crate) fn read_u64(b: &[u8], at: usize) -> u64 {
+    let mut v = [0u8; 8];
+    v.copy_from_slice(&b[at..at + 8]);
+    u64::from_be_bytes(v)
 }
 
 #[inline]

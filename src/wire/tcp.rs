@@ -1,6 +1,7 @@
-//! TCP headers (RFC 9293): ports, sequence numbers, flags and the checksum.
+//! TCP headers (RFC 9293): ports, sequence numbers, flags and the checksum; a [`TcpRepr`]
+//! for the segments tests and fixtures build.
 
-use super::{read_u16, read_u32, write_u16, Error, Result};
+use super::{checksum, read_u16, read_u32, write_u16, Error, Result};
 
 mod field {
     pub(super) const SRC_PORT: usize = 0;
@@ -11,6 +12,7 @@ mod field {
     pub(super) const FLAGS: usize = 13;
     pub(super) const WINDOW: usize = 14;
     pub(super) const CHECKSUM: usize = 16;
+    pub(super) const URGENT: usize = 18;
 }
 
 /// Length of a header without options.
@@ -39,6 +41,11 @@ pub struct TcpPacket<T: AsRef<[u8]>> {
 }
 
 impl<T: AsRef<[u8]>> TcpPacket<T> {
+    /// Wraps a buffer whose length the caller has checked (for [`TcpRepr::emit`]).
+    fn new_unchecked(buffer: T) -> Self {
+        TcpPacket { buffer }
+    }
+
     /// Wraps a buffer after checking that the header, options included, fits.
     pub fn new_checked(buffer: T) -> Result<Self> {
         let b = buffer.as_ref();
@@ -112,9 +119,100 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
         write_u16(self.buffer.as_mut(), field::DST_PORT, v);
     }
 
+    /// Sets the sequence number.
+    pub fn set_seq(&mut self, v: u32) {
+        self.buffer.as_mut()[field::SEQ..field::SEQ + 4].copy_from_slice(&v.to_be_bytes());
+    }
+
+    /// Sets the acknowledgement number.
+    pub fn set_ack(&mut self, v: u32) {
+        self.buffer.as_mut()[field::ACK..field::ACK + 4].copy_from_slice(&v.to_be_bytes());
+    }
+
+    /// Sets the header length in bytes (a multiple of 4, 20 to 60); clears the reserved bits.
+    pub fn set_header_len(&mut self, len: usize) {
+        self.buffer.as_mut()[field::OFF] = u8::try_from(len / 4).unwrap_or(5) << 4;
+    }
+
+    /// Sets the flag bits (see [`TcpFlags`]).
+    pub fn set_flags(&mut self, v: u8) {
+        self.buffer.as_mut()[field::FLAGS] = v;
+    }
+
+    /// Sets the receive window.
+    pub fn set_window(&mut self, v: u16) {
+        write_u16(self.buffer.as_mut(), field::WINDOW, v);
+    }
+
+    /// Sets the urgent pointer.
+    pub fn set_urgent(&mut self, v: u16) {
+        write_u16(self.buffer.as_mut(), field::URGENT, v);
+    }
+
     /// Sets the checksum.
     pub fn set_checksum(&mut self, v: u16) {
         write_u16(self.buffer.as_mut(), field::CHECKSUM, v);
+    }
+
+    /// Computes the checksum from scratch over the whole buffer (header and payload: the
+    /// view must end where the segment ends) and `pseudo`, the pseudo-header's running sum
+    /// ([`checksum::pseudo_v4`], [`checksum::pseudo_v6`]).
+    pub fn fill_checksum(&mut self, pseudo: u32) {
+        self.set_checksum(0);
+        let c = checksum::finish(checksum::sum(pseudo, self.buffer.as_ref()));
+        self.set_checksum(c);
+    }
+}
+
+/// A TCP header without options: what tests and fixtures build segments from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpRepr {
+    /// Source port.
+    pub src_port: u16,
+    /// Destination port.
+    pub dst_port: u16,
+    /// Sequence number.
+    pub seq: u32,
+    /// Acknowledgement number.
+    pub ack: u32,
+    /// Flag bits (see [`TcpFlags`]).
+    pub flags: u8,
+    /// Receive window.
+    pub window: u16,
+}
+
+impl TcpRepr {
+    /// Reads a checked segment's header (options are skipped).
+    pub fn parse<T: AsRef<[u8]>>(p: &TcpPacket<T>) -> Self {
+        TcpRepr {
+            src_port: p.src_port(),
+            dst_port: p.dst_port(),
+            seq: p.seq(),
+            ack: p.ack(),
+            flags: p.flags(),
+            window: p.window(),
+        }
+    }
+
+    /// Length of the header it writes.
+    pub fn header_len(&self) -> usize {
+        HEADER_LEN
+    }
+
+    /// Writes the header at the start of `buf` with a zero checksum (fill it with
+    /// [`TcpPacket::fill_checksum`] once the payload is in place); returns its length.
+    pub fn emit(&self, buf: &mut [u8]) -> Result<usize> {
+        let mut p = TcpPacket::new_unchecked(buf.get_mut(..HEADER_LEN).ok_or(Error::Truncated)?);
+        p.set_src_port(self.src_port);
+        p.set_dst_port(self.dst_port);
+        p.set_seq(self.seq);
+        p.set_ack(self.ack);
+        p.set_header_len(HEADER_LEN);
+        p.set_flags(self.flags);
+        p.set_window(self.window);
+        p.set_checksum(0);
+        p.set_urgent(0);
+        Ok(HEADER_LEN)
     }
 }
 
@@ -170,6 +268,21 @@ mod tests {
         p.set_checksum(c);
         let acc = checksum::pseudo_v4(Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 100), 6, 24);
         assert_eq!(checksum::finish(checksum::sum(acc, &b)), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn repr_emits_what_it_parses() -> Result<()> {
+        let r = TcpRepr { src_port: 40000, dst_port: 80, seq: 1, ack: 0, flags: TcpFlags::SYN, window: 64240 };
+        let mut b = [0xffu8; 20];
+        assert_eq!(r.emit(&mut b)?, 20);
+        assert_eq!(b, [0x9c, 0x40, 0x00, 0x50, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xfa, 0xf0, 0, 0, 0, 0]);
+        let mut p = TcpPacket::new_checked(&mut b[..])?;
+        assert_eq!(TcpRepr::parse(&p), r);
+        let acc = checksum::pseudo_v4(Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 100), 6, 20);
+        p.fill_checksum(acc);
+        assert_eq!(checksum::finish(checksum::sum(acc, &b)), 0);
+        assert_eq!(r.emit(&mut [0u8; 19]), Err(Error::Truncated));
         Ok(())
     }
 }

@@ -1,6 +1,6 @@
-//! UDP headers (RFC 768).
+//! UDP headers (RFC 768), and a [`UdpRepr`] for the datagrams tests and fixtures build.
 
-use super::{read_u16, write_u16, Error, Result};
+use super::{checksum, read_u16, write_u16, Error, Result};
 
 mod field {
     pub(super) const SRC_PORT: usize = 0;
@@ -19,6 +19,11 @@ pub struct UdpPacket<T: AsRef<[u8]>> {
 }
 
 impl<T: AsRef<[u8]>> UdpPacket<T> {
+    /// Wraps a buffer whose length the caller has checked (for [`UdpRepr::emit`]).
+    fn new_unchecked(buffer: T) -> Self {
+        UdpPacket { buffer }
+    }
+
     /// Wraps a buffer after checking that the length field is at least 8 and within it.
     pub fn new_checked(buffer: T) -> Result<Self> {
         let b = buffer.as_ref();
@@ -77,9 +82,62 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
         write_u16(self.buffer.as_mut(), field::DST_PORT, v);
     }
 
+    /// Sets the length field (header and payload).
+    pub fn set_len(&mut self, v: u16) {
+        write_u16(self.buffer.as_mut(), field::LENGTH, v);
+    }
+
     /// Sets the checksum.
     pub fn set_checksum(&mut self, v: u16) {
         write_u16(self.buffer.as_mut(), field::CHECKSUM, v);
+    }
+
+    /// Computes the checksum from scratch over the datagram (up to the length field) and
+    /// `pseudo`, the pseudo-header's running sum; a result of 0 is sent as 0xffff (0 means
+    /// "no checksum").
+    pub fn fill_checksum(&mut self, pseudo: u32) {
+        self.set_checksum(0);
+        let len = usize::from(self.len());
+        let c = match checksum::finish(checksum::sum(pseudo, &self.buffer.as_ref()[..len])) {
+            0 => 0xffff,
+            c => c,
+        };
+        self.set_checksum(c);
+    }
+}
+
+/// A UDP header: what tests and fixtures build datagrams from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpRepr {
+    /// Source port.
+    pub src_port: u16,
+    /// Destination port.
+    pub dst_port: u16,
+    /// Payload length (the length field is 8 more).
+    pub payload_len: u16,
+}
+
+impl UdpRepr {
+    /// Reads a checked datagram's header.
+    pub fn parse<T: AsRef<[u8]>>(p: &UdpPacket<T>) -> Self {
+        UdpRepr { src_port: p.src_port(), dst_port: p.dst_port(), payload_len: p.len().saturating_sub(8) }
+    }
+
+    /// Length of the header it writes.
+    pub fn header_len(&self) -> usize {
+        HEADER_LEN
+    }
+
+    /// Writes the header at the start of `buf` with no checksum (0; fill it with
+    /// [`UdpPacket::fill_checksum`] once the payload is in place); returns its length.
+    pub fn emit(&self, buf: &mut [u8]) -> Result<usize> {
+        let len = self.payload_len.checked_add(8).ok_or(Error::Malformed)?;
+        let mut p = UdpPacket::new_unchecked(buf.get_mut(..HEADER_LEN).ok_or(Error::Truncated)?);
+        p.set_src_port(self.src_port);
+        p.set_dst_port(self.dst_port);
+        p.set_len(len);
+        p.set_checksum(0);
+        Ok(HEADER_LEN)
     }
 }
 
@@ -114,6 +172,21 @@ mod tests {
         p.set_dst_port(2);
         p.set_checksum(0xabcd);
         assert_eq!(&b[..8], &[0, 1, 0, 2, 0, 11, 0xab, 0xcd]);
+        Ok(())
+    }
+
+    #[test]
+    fn repr_emits_what_it_parses() -> Result<()> {
+        let r = UdpRepr { src_port: 12345, dst_port: 53, payload_len: 3 };
+        let mut b = DGRAM;
+        b[..8].fill(0xff);
+        assert_eq!(r.emit(&mut b)?, 8);
+        assert_eq!(b, DGRAM);
+        let mut p = UdpPacket::new_checked(&mut b[..])?;
+        assert_eq!(UdpRepr::parse(&p), r);
+        p.fill_checksum(0);
+        assert_eq!(checksum::finish(checksum::sum(0, &b[..11])), 0);
+        assert_eq!(r.emit(&mut [0u8; 7]), Err(Error::Truncated));
         Ok(())
     }
 }

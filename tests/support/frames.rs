@@ -1,33 +1,29 @@
-//! Frames the lab tests send, built with xlb's own `Repr`s, and small readers for replies.
+//! Frames the lab tests send, built with xlb's own `Repr`s through the fixtures' builder
+//! (`xlb::lb::testing`), and small readers for replies.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use xlb::wire::{
-    build::{self, L2},
-    icmpv6::NdiscRepr,
-    ipv6::solicited_node,
-    parse::{Network, Transport},
-    parse_frame, ArpOperation, ArpRepr, EthernetAddress,
+use xlb::{
+    lb::testing,
+    wire::{
+        icmpv6::NdiscRepr,
+        ipv6::solicited_node,
+        parse::{Network, Transport},
+        parse_frame, ArpOperation, ArpRepr, EthernetAddress,
+    },
 };
 
 /// An ARP request from `mac`/`spa` for `tpa`, broadcast.
 pub fn arp_request(mac: EthernetAddress, spa: Ipv4Addr, tpa: Ipv4Addr) -> Vec<u8> {
-    let mut f = vec![0u8; 128];
     let repr = ArpRepr { operation: ArpOperation::Request, sha: mac, spa, tha: EthernetAddress::ZERO, tpa };
-    let n = build::arp(&mut f, L2 { src: mac, dst: EthernetAddress::BROADCAST, vlan_tci: None }, &repr).unwrap();
-    f.truncate(n);
-    f
+    testing::arp(mac, EthernetAddress::BROADCAST, None, &repr)
 }
 
 /// A neighbour solicitation from `mac`/`src` for `target`, to its solicited-node group.
 pub fn neighbor_solicit(mac: EthernetAddress, src: Ipv6Addr, target: Ipv6Addr) -> Vec<u8> {
     let dst = solicited_node(&target);
     let ns = NdiscRepr::NeighborSolicit { target, lladdr: Some(mac) };
-    let mut f = vec![0u8; 128];
-    let l2 = L2 { src: mac, dst: EthernetAddress::ipv6_multicast(&dst), vlan_tci: None };
-    let n = build::ndisc(&mut f, l2, src, dst, 255, &ns).unwrap();
-    f.truncate(n);
-    f
+    testing::ndisc((mac, EthernetAddress::ipv6_multicast(&dst)), src, dst, 255, &ns)
 }
 
 /// What a neighbour frame seen on the wire says: (what, address, MAC it is at).
