@@ -72,6 +72,15 @@ impl Node {
         }
     }
 
+    /// The ownership machine, told the witness Lease's hold as it stands now.
+    fn ownership_now(&mut self) -> Option<&mut Ownership> {
+        let o = self.ownership.as_mut()?;
+        if let Some(w) = &self.witness {
+            o.set_witness_hold(w.held_until());
+        }
+        Some(o)
+    }
+
     /// Whether announcements are withheld at `now` (the fence fell).
     fn fenced(&self, now: Instant) -> bool {
         self.ownership.as_ref().is_some_and(|o| o.fenced(now))
@@ -166,8 +175,9 @@ impl Node {
         let now = Instant::now();
         self.plane.set_compiled(compiled, now);
         self.forward_stale = true;
-        if let Some(o) = &mut self.ownership {
-            o.set_vips(&self.plane.compiled.vips);
+        let vips = self.plane.compiled.vips.clone();
+        if let Some(o) = self.ownership_now() {
+            o.set_vips(&vips);
             o.refresh(now);
         }
         self.announce_owned("VIP withdrawn")?;
@@ -216,10 +226,7 @@ impl Node {
     /// Failover housekeeping: the heartbeat, the fence, owners.
     pub(super) fn failover_tick(&mut self) -> anyhow::Result<()> {
         let now = Instant::now();
-        let Some(o) = &mut self.ownership else { return Ok(()) };
-        if let Some(w) = &self.witness {
-            o.set_witness_hold(w.held_until());
-        }
+        let Some(o) = self.ownership_now() else { return Ok(()) };
         let t = o.tick(now);
         if let (Some(w), Some(want)) = (&self.witness, t.want_witness) {
             w.want(want);
@@ -271,15 +278,7 @@ impl Node {
         let act = self.speakers.l2.conflict(report.vip, report.mac, now);
         self.apply(&act)?;
         let (vip, mac) = (report.vip, report.mac);
-        let claim = match &mut self.ownership {
-            Some(o) => {
-                if let Some(w) = &self.witness {
-                    o.set_witness_hold(w.held_until());
-                }
-                o.conflict(vip, mac, now)
-            }
-            None => Claim::NotAPeer,
-        };
+        let claim = self.ownership_now().map_or(Claim::NotAPeer, |o| o.conflict(vip, mac, now));
         let said = match claim {
             Claim::Yielded { node } => {
                 tracing::warn!(%vip, node = %node, "conflict: a better-ranked node announces this VIP; withdrawing");
