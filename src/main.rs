@@ -1,6 +1,6 @@
 //! The `xlb` command: argument parsing, logging and dispatch. `run` is the daemon
-//! (`daemon.rs`); the other subcommands read a running xlb through its admin socket
-//! (`admin.rs`). No packet code here.
+//! (`daemon/`); the other subcommands read a running xlb through its admin socket
+//! (`admin/`). No packet code here.
 
 mod admin;
 mod daemon;
