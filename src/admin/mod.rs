@@ -1,17 +1,23 @@
 //! The admin API: a unix socket where a running xlb answers queries in JSON, and the client
 //! side of `xlb status`, `xlb service list`, ... that asks it and prints tables (or `-o json`).
 //!
-//! Protocol: one JSON request per connection (a line), one JSON answer, then the connection
-//! closes. The socket thread only carries requests to the control loop, which owns the state
-//! and answers; a query never blocks the datapath.
+//! Protocol: one JSON request per connection (a line of at most 64 KiB, read within 2 s),
+//! one JSON answer, then the connection closes. The socket is made `0600` (root's: it
+//! shows VIPs, backends and flows). Each connection is served on a thread of its own (at
+//! most 16 at once), so a client that connects and says nothing delays nobody else. The
+//! threads only carry requests to the control loop, which owns the state and answers; a
+//! query never blocks the datapath.
 
 use std::{
-    io::{BufRead, BufReader, Write},
+    io::{BufRead, BufReader, Read, Write},
     net::IpAddr,
-    os::unix::net::{UnixListener, UnixStream},
+    os::unix::{
+        fs::PermissionsExt,
+        net::{UnixListener, UnixStream},
+    },
     path::{Path, PathBuf},
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc,
     },
     time::Duration,
@@ -87,8 +93,11 @@ impl AdminServer {
             let _ = std::fs::remove_file(path);
         }
         let listener = UnixListener::bind(path).with_context(|| format!("binding admin socket {}", path.display()))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("making admin socket {} private (0600)", path.display()))?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
+        let busy = Arc::new(AtomicUsize::new(0));
         // Blocks in accept (no wake-ups while idle); Drop connects once to end it.
         let thread = std::thread::Builder::new().name("xlb-admin".into()).spawn(move || {
             for conn in listener.incoming() {
@@ -96,7 +105,7 @@ impl AdminServer {
                     break;
                 }
                 match conn {
-                    Ok(s) => serve_one(s, &to_control),
+                    Ok(s) => serve(s, &to_control, &busy),
                     Err(e) => {
                         tracing::warn!(error = %e, "admin socket accept failed");
                         std::thread::sleep(Duration::from_millis(100));
@@ -134,18 +143,47 @@ pub(crate) fn refusal(error: String) -> Value {
     serde_json::to_value(answers::Refusal { error }).unwrap_or(Value::Null)
 }
 
-fn serve_one(s: UnixStream, to_control: &Sender<AdminRequest>) {
+/// Connections served at once at most; past it, a client is told to come back.
+const MAX_CLIENTS: usize = 16;
+/// The longest request line.
+const MAX_REQUEST: u64 = 64 * 1024;
+
+/// Serves one connection on a thread of its own, or refuses it when too many are open.
+fn serve(s: UnixStream, to_control: &Sender<AdminRequest>, busy: &Arc<AtomicUsize>) {
+    if busy.fetch_add(1, Ordering::AcqRel) >= MAX_CLIENTS {
+        busy.fetch_sub(1, Ordering::AcqRel);
+        let _ = s.set_write_timeout(Some(Duration::from_millis(100)));
+        let mut w = &s;
+        let _ = writeln!(w, "{}", refusal(format!("more than {MAX_CLIENTS} admin clients at once; try again")));
+        return;
+    }
+    let (to_control, busy2) = (to_control.clone(), busy.clone());
+    let spawned = std::thread::Builder::new().name("xlb-admin-conn".into()).spawn(move || {
+        serve_one(&s, &to_control);
+        busy2.fetch_sub(1, Ordering::AcqRel);
+    });
+    if let Err(e) = spawned {
+        busy.fetch_sub(1, Ordering::AcqRel);
+        tracing::warn!(error = %e, "admin socket: no thread for a client");
+    }
+}
+
+fn serve_one(s: &UnixStream, to_control: &Sender<AdminRequest>) {
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = s.set_write_timeout(Some(Duration::from_secs(2)));
     let mut line = String::new();
-    let mut reader = BufReader::new(&s);
+    let mut reader = BufReader::new(s.take(MAX_REQUEST));
     let answer = match reader.read_line(&mut line) {
+        Ok(_) if !line.ends_with('\n') && line.len() as u64 >= MAX_REQUEST => {
+            refusal(format!("request longer than {MAX_REQUEST} bytes"))
+        }
         Ok(_) => match serde_json::from_str::<Query>(line.trim()) {
             Ok(q) => ask(to_control, q),
             Err(e) => refusal(format!("bad request: {e}")),
         },
         Err(e) => refusal(format!("reading the request: {e}")),
     };
-    let mut w = &s;
+    let mut w = s;
     let _ = writeln!(w, "{answer}");
 }
 
@@ -350,6 +388,46 @@ mod tests {
         let text = serde_json::to_string(&q).unwrap();
         assert_eq!(text, r#"{"query":"conntrack","service":"web","client":null,"backend":null,"limit":5}"#);
         assert_eq!(serde_json::from_str::<Query>(&text).unwrap(), q);
+    }
+
+    #[test]
+    fn a_silent_client_delays_nobody_and_the_socket_is_private() {
+        let path = std::env::temp_dir().join(format!("xlb-admin-test-{}.sock", std::process::id()));
+        let (tx, rx) = crossbeam_channel::bounded::<AdminRequest>(4);
+        // The control loop's stand-in: answers every query.
+        std::thread::spawn(move || {
+            for req in rx {
+                let _ = req.reply.send(serde_json::json!({"pools": [], "assignments": []}));
+            }
+        });
+        let server = AdminServer::start(&path, tx).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        // One client connects and says nothing (the server waits 2 s for its line).
+        let silent = UnixStream::connect(&path).unwrap();
+        let ask = |line: &[u8]| {
+            let mut c = UnixStream::connect(&path).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            c.write_all(line).unwrap();
+            let mut answer = String::new();
+            BufReader::new(&c).read_line(&mut answer).unwrap();
+            answer
+        };
+        let answer = ask(b"{\"query\":\"pools\"}\n");
+        assert!(answer.contains("assignments"), "{answer}");
+        // Answered while the silent client's turn is not over: its connection is still open,
+        // with nothing written to it yet.
+        silent.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
+        let r = (&silent).read(&mut [0u8; 1]);
+        assert!(
+            matches!(&r, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
+            "another client was answered only after the silent one was done with: {r:?}"
+        );
+        // A request past the cap is refused, not read on without end.
+        let mut long = vec![b'a'; 70 * 1024];
+        long.push(b'\n');
+        assert!(ask(&long).contains("longer than 65536 bytes"));
+        drop(server);
+        assert!(!path.exists());
     }
 
     #[test]
