@@ -81,6 +81,62 @@ fn snat_mistakes_name_the_flag_and_the_fix() {
     one_line_naming(&run(&["--service", "tcp:192.0.2.10:80=10.0.0.5:8080;mode=nat"]), "dsr or snat");
 }
 
+/// A backend that is xlb's own address (a VIP, a SNAT address) or no host's address at all
+/// would loop or go nowhere: refused at start, from flags and from a file alike.
+#[test]
+fn backends_that_are_not_hosts_are_refused() {
+    let base = ["run", "--interface", "lo", "--vip", "192.0.2.10", "--vip", "192.0.2.11"];
+    let run = |extra: &[&str]| {
+        let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+        let (code, err) = xlb(&args);
+        assert_eq!(code, Some(2), "{extra:?}: {err}");
+        err
+    };
+    one_line_naming(&run(&["--service", "tcp:192.0.2.10:80=192.0.2.11:80"]), "backend 192.0.2.11 is a --vip");
+    one_line_naming(
+        &run(&["--snat-addr", "192.0.2.20", "--service", "tcp:192.0.2.10:80=192.0.2.20:80"]),
+        "backend 192.0.2.20 is a --snat-addr",
+    );
+    one_line_naming(&run(&["--service", "tcp:192.0.2.10:80=255.255.255.255:80"]), "is unspecified or broadcast");
+    one_line_naming(&run(&["--service", "tcp:192.0.2.10:80=224.0.0.5:80"]), "backend 224.0.0.5 is multicast");
+    let cases = [
+        // The fixed VIP of another service.
+        (
+            "address: 10.0.0.21",
+            "address: 192.0.2.5",
+            "services[1].backends[0].address: 192.0.2.5 is the VIP of service \"web\"",
+        ),
+        // The VIP a pool gives another service (api gets the lowest free, 192.0.2.1).
+        (
+            "address: 10.0.0.11",
+            "address: 192.0.2.1",
+            "services[0].backends[0].address: 192.0.2.1 is the VIP of service \"api\"",
+        ),
+        (
+            "address: 10.0.0.21",
+            "address: 255.255.255.255",
+            "services[1].backends[0].address: 255.255.255.255 is not a unicast address",
+        ),
+        (
+            "address: 10.0.0.21",
+            "address: 10.0.0.99",
+            "services[1].backends[0].address: 10.0.0.99 is one of snat.addresses",
+        ),
+    ];
+    for (from, to, want) in cases {
+        let mut text = GOOD_CONFIG.replacen(from, to, 1);
+        if to.ends_with("10.0.0.99") {
+            text = text.replacen("pools:", "snat: {addresses: [10.0.0.99]}\npools:", 1);
+        }
+        assert_ne!(text, GOOD_CONFIG, "{from} not in the fixture");
+        with_config(&text, |p| {
+            let (code, err) = xlb(&["check", "--config", p]);
+            assert_eq!(code, Some(2), "{want}: {err}");
+            one_line_naming(&err, want);
+        });
+    }
+}
+
 const GOOD_CONFIG: &str = r#"interfaces: [{name: lo}]
 pools:
   - name: public

@@ -109,6 +109,20 @@ pub fn compile(desired: &Desired, ipam: &mut Ipam) -> Result<Compiled, ConfigErr
         }
     }
 
+    // A backend that is a VIP of this box would send the traffic back to xlb, forever.
+    let by_vip: HashMap<IpAddr, &str> = vip_of.iter().map(|(n, v)| (*v, *n)).collect();
+    for (i, s) in desired.services.iter().enumerate() {
+        for (j, (b, _)) in s.backends.iter().enumerate() {
+            if let Some(owner) = by_vip.get(b) {
+                errors.push(ConfigError {
+                    path: format!("services[{i}].backends[{j}].address"),
+                    message: format!(
+                        "{b} is the VIP of service {owner:?}: its traffic would loop back to xlb; give the address of a host that serves it"
+                    ),
+                });
+            }
+        }
+    }
     let mut out = Compiled::default();
     let mut taken: HashMap<ServiceKey, &str> = HashMap::new();
     for (i, s) in desired.services.iter().enumerate() {

@@ -48,6 +48,8 @@ pub(crate) enum UsageError {
     Size(String),
     #[error("--service: {0}")]
     Service(#[from] SpecError),
+    #[error("--service {0:?}: backend {1} {2}")]
+    ServiceBackend(String, IpAddr, String),
     #[error("--service {0:?}: its VIP {1} is not one of --vip; add --vip {1}")]
     ServiceVip(String, IpAddr),
     #[error("--service {0:?}: {1}")]
@@ -77,19 +79,23 @@ pub(crate) enum UsageError {
     Config(ConfigErrors, PathBuf),
 }
 
+/// Why `ip` cannot be a host's address on the link (a VIP, a SNAT address, a backend).
+fn unusable(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(a) if a.is_unspecified() || a.is_broadcast() => Some("unspecified or broadcast"),
+        IpAddr::V4(a) if a.is_multicast() => Some("multicast"),
+        IpAddr::V4(a) if a.is_loopback() => Some("loopback"),
+        IpAddr::V6(a) if a.is_unspecified() || a.is_loopback() => Some("unspecified or loopback"),
+        IpAddr::V6(a) if a.is_multicast() => Some("multicast"),
+        _ => None,
+    }
+}
+
 fn parse_vips(raw: &[String]) -> Result<Vec<IpAddr>, UsageError> {
     let mut out: Vec<IpAddr> = Vec::with_capacity(raw.len());
     for s in raw {
         let ip: IpAddr = s.trim().parse().map_err(|_| UsageError::VipSyntax(s.clone()))?;
-        let bad = match ip {
-            IpAddr::V4(a) if a.is_unspecified() || a.is_broadcast() => Some("unspecified or broadcast"),
-            IpAddr::V4(a) if a.is_multicast() => Some("multicast"),
-            IpAddr::V4(a) if a.is_loopback() => Some("loopback"),
-            IpAddr::V6(a) if a.is_unspecified() || a.is_loopback() => Some("unspecified or loopback"),
-            IpAddr::V6(a) if a.is_multicast() => Some("multicast"),
-            _ => None,
-        };
-        if let Some(why) = bad {
+        if let Some(why) = unusable(ip) {
             return Err(UsageError::VipKind(s.clone(), why));
         }
         if out.contains(&ip) {
@@ -324,6 +330,18 @@ pub(super) fn start_from_flags(args: &RunArgs) -> Result<Start, UsageError> {
     for (raw, spec) in args.services.iter().zip(&specs) {
         if spec.mode == ForwardMode::Snat && !snat_addrs.iter().any(|a| a.is_ipv6() == spec.key.vip.is_ipv6()) {
             return Err(UsageError::SnatAddrMissing(raw.clone()));
+        }
+        for (b, _, _) in &spec.backends {
+            let why = if vips.contains(b) {
+                Some("is a --vip: its traffic would loop back to xlb; give the address of a host that serves it".into())
+            } else if snat_addrs.contains(b) {
+                Some("is a --snat-addr, which xlb answers for itself; give the address of a host that serves it".into())
+            } else {
+                unusable(*b).map(|why| format!("is {why}, not the address of a host that can serve it"))
+            };
+            if let Some(why) = why {
+                return Err(UsageError::ServiceBackend(raw.clone(), *b, why));
+            }
         }
     }
     let snat_ports =

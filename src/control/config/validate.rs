@@ -28,7 +28,7 @@ use crate::{
 
 fn parse_addr(path: &str, s: &str, errors: &mut Vec<ConfigError>) -> Option<IpAddr> {
     match s.trim().parse::<IpAddr>() {
-        Ok(a) if a.is_unspecified() || a.is_multicast() || a.is_loopback() => {
+        Ok(a) if a.is_unspecified() || a.is_multicast() || a.is_loopback() || is_broadcast(a) => {
             errors.push(err(path, format!("{s} is not a unicast address a host can use")));
             None
         }
@@ -38,6 +38,10 @@ fn parse_addr(path: &str, s: &str, errors: &mut Vec<ConfigError>) -> Option<IpAd
             None
         }
     }
+}
+
+fn is_broadcast(a: IpAddr) -> bool {
+    matches!(a, IpAddr::V4(v) if v.is_broadcast())
 }
 
 fn port(path: &str, p: u32, errors: &mut Vec<ConfigError>) -> u16 {
@@ -379,6 +383,12 @@ fn validate_service(
         }
         if backends.iter().any(|(x, _)| *x == a) {
             errors.push(err(format!("{bat}.address"), format!("{a} is listed twice")));
+        }
+        if snat_addrs.contains(&a) {
+            errors.push(err(
+                format!("{bat}.address"),
+                format!("{a} is one of snat.addresses, which xlb answers for itself; give the address of a host that serves the service"),
+            ));
         }
         backends.push((a, w));
     }
