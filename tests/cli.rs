@@ -82,9 +82,10 @@ fn snat_mistakes_name_the_flag_and_the_fix() {
 }
 
 /// A backend that is xlb's own address (a VIP, a SNAT address) or no host's address at all
-/// would loop or go nowhere: refused at start, from flags and from a file alike.
+/// would loop or go nowhere, and a flow table that no machine holds would abort the
+/// process: refused at start, from flags and from a file alike.
 #[test]
-fn backends_that_are_not_hosts_are_refused() {
+fn backends_that_are_not_hosts_and_oversized_tables_are_refused() {
     let base = ["run", "--interface", "lo", "--vip", "192.0.2.10", "--vip", "192.0.2.11"];
     let run = |extra: &[&str]| {
         let args: Vec<&str> = base.iter().chain(extra).copied().collect();
@@ -99,6 +100,10 @@ fn backends_that_are_not_hosts_are_refused() {
     );
     one_line_naming(&run(&["--service", "tcp:192.0.2.10:80=255.255.255.255:80"]), "is unspecified or broadcast");
     one_line_naming(&run(&["--service", "tcp:192.0.2.10:80=224.0.0.5:80"]), "backend 224.0.0.5 is multicast");
+    one_line_naming(
+        &run(&["--conntrack-capacity", "99999999999999"]),
+        "--conntrack-capacity 99999999999999: give 1 to",
+    );
     let cases = [
         // The fixed VIP of another service.
         (
@@ -122,6 +127,8 @@ fn backends_that_are_not_hosts_are_refused() {
             "address: 10.0.0.99",
             "services[1].backends[0].address: 10.0.0.99 is one of snat.addresses",
         ),
+        // Not a backend, but refused the same way: a flow table no machine holds.
+        ("pools:", "conntrack: {capacity: 99999999999999}\npools:", "conntrack.capacity: 99999999999999 flows is over"),
     ];
     for (from, to, want) in cases {
         let mut text = GOOD_CONFIG.replacen(from, to, 1);

@@ -76,6 +76,8 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(v) = start.compiled.vips.iter().chain(&start.snat_addrs).find(|v| own.contains(v)) {
         return Err(UsageError::VipIsHost(*v, dev.name.clone()).into());
     }
+    let field = if args.config.is_some() { "conntrack.capacity" } else { "--conntrack-capacity" };
+    start::check_memory(field, start.conntrack_capacity, queues)?;
     let snat = snat_table(&start, queues)?;
 
     // SIGINT/SIGTERM wake the control loop at once, which leaves (a last heartbeat, the

@@ -22,6 +22,7 @@ use xlb::{
         AnnounceConfig,
     },
     lb::{
+        conntrack::{bytes_for, slots_for, MAX_CAPACITY},
         maglev::{MaglevError, TableCache},
         snapshot::ForwardMode,
     },
@@ -46,6 +47,16 @@ pub(crate) enum UsageError {
     VipIsHost(IpAddr, String),
     #[error("{0}")]
     Size(String),
+    #[error("{field} {capacity}: {queues} queue(s) x {per_queue_mib} MiB of flow table = {total_mib} MiB, more than the {available_mib} MiB this machine has available; lower it (each flow slot is {slot} bytes) or serve fewer queues")]
+    Memory {
+        field: &'static str,
+        capacity: usize,
+        queues: u32,
+        per_queue_mib: usize,
+        total_mib: usize,
+        available_mib: usize,
+        slot: usize,
+    },
     #[error("--service: {0}")]
     Service(#[from] SpecError),
     #[error("--service {0:?}: backend {1} {2}")]
@@ -182,6 +193,52 @@ pub(super) struct HaStart {
     pub(super) key: Option<Arc<xlb::lb::heartbeat::Key>>,
 }
 
+/// `--conntrack-capacity`, checked as the config's `conntrack.capacity` is.
+fn capacity_from_flags(args: &RunArgs) -> Result<usize, UsageError> {
+    let c = args.conntrack_capacity;
+    if c == 0 || c > MAX_CAPACITY {
+        return Err(UsageError::Size(format!(
+            "--conntrack-capacity {c}: give 1 to {MAX_CAPACITY} flows per worker (default 1048576)"
+        )));
+    }
+    Ok(c)
+}
+
+/// Refuses flow tables that do not fit the memory this machine has available now (they
+/// are allocated and touched at start: too large a table would be killed, or kill others).
+pub(super) fn check_memory(field: &'static str, capacity: usize, queues: u32) -> Result<(), UsageError> {
+    let per_queue = bytes_for(capacity);
+    let total = per_queue.saturating_mul(usize::try_from(queues).unwrap_or(usize::MAX));
+    tracing::info!(
+        slots = slots_for(capacity),
+        per_queue_mib = per_queue >> 20,
+        queues,
+        total_mib = total >> 20,
+        "conntrack: flow tables allocated at start"
+    );
+    let Some(available) = mem_available() else { return Ok(()) };
+    if total > available {
+        return Err(UsageError::Memory {
+            field,
+            capacity,
+            queues,
+            per_queue_mib: per_queue >> 20,
+            total_mib: total >> 20,
+            available_mib: available >> 20,
+            slot: per_queue / slots_for(capacity),
+        });
+    }
+    Ok(())
+}
+
+/// `MemAvailable` of /proc/meminfo, in bytes.
+fn mem_available() -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
 /// This host's name, the default node name of standalone HA.
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
@@ -296,7 +353,7 @@ pub(super) fn start_from_kube(args: &RunArgs) -> Result<Start, UsageError> {
         announce,
         snat_addrs,
         snat_ports,
-        conntrack_capacity: args.conntrack_capacity,
+        conntrack_capacity: capacity_from_flags(args)?,
         admin_socket: args.admin_socket.clone().unwrap_or_else(|| PathBuf::from(config::DEFAULT_ADMIN_SOCKET)),
         metrics: args.metrics_listen,
         kube: Some(opts),
@@ -354,7 +411,7 @@ pub(super) fn start_from_flags(args: &RunArgs) -> Result<Start, UsageError> {
         announce: announce_from_flags(args),
         snat_addrs,
         snat_ports,
-        conntrack_capacity: args.conntrack_capacity,
+        conntrack_capacity: capacity_from_flags(args)?,
         admin_socket: args.admin_socket.clone().unwrap_or_else(|| PathBuf::from(config::DEFAULT_ADMIN_SOCKET)),
         metrics: args.metrics_listen,
         kube: None,
@@ -414,4 +471,20 @@ pub(super) fn start_from_file(path: &Path, args: &RunArgs) -> Result<Start, Usag
         ha,
         source: Source::File { path: path.to_path_buf(), mtime: mtime(path), desired: Box::new(desired) },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flow_tables_that_do_not_fit_the_machine_are_refused() {
+        // 1,000 queues of the largest table: about 10 TiB, on no machine here.
+        let e = check_memory("conntrack.capacity", MAX_CAPACITY, 1000).unwrap_err();
+        let text = e.to_string();
+        assert!(text.starts_with("conntrack.capacity 67108864: 1000 queue(s) x 10240 MiB"), "{text}");
+        assert!(text.contains("more than the") && text.contains("lower it"), "{text}");
+        // The default on one queue fits.
+        check_memory("--conntrack-capacity", 1 << 20, 1).unwrap();
+    }
 }

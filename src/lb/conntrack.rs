@@ -161,12 +161,27 @@ pub struct Conntrack {
     stats: ConntrackStats,
 }
 
+/// Most flows one worker's table may be sized for (its slots then take 10 GiB).
+pub const MAX_CAPACITY: usize = 1 << 26;
+
+/// The slots of a table for about `capacity` flows: the next power of two at or above
+/// 1.5 x capacity, so probe chains stay short.
+pub fn slots_for(capacity: usize) -> usize {
+    let want = capacity.clamp(16, MAX_CAPACITY).saturating_mul(3) / 2;
+    want.next_power_of_two()
+}
+
+/// The memory a table for about `capacity` flows takes, in bytes (allocated and touched
+/// when the worker starts).
+pub fn bytes_for(capacity: usize) -> usize {
+    slots_for(capacity) * std::mem::size_of::<Entry>()
+}
+
 impl Conntrack {
-    /// A table for about `capacity` flows (slots: the next power of two at or above
-    /// 1.5 x capacity, so probe chains stay short), allocated now.
+    /// A table for about `capacity` flows (at most [`MAX_CAPACITY`]; see [`slots_for`]),
+    /// allocated now.
     pub fn new(capacity: usize, timeouts: Timeouts) -> Self {
-        let want = capacity.max(16).saturating_mul(3) / 2;
-        let slots = want.checked_next_power_of_two().unwrap_or(1 << 30);
+        let slots = slots_for(capacity);
         Conntrack {
             slots: vec![Entry::default(); slots].into_boxed_slice(),
             mask: slots - 1,

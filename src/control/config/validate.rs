@@ -22,7 +22,11 @@ use crate::{
         ipam::{Block, Pool, Request},
         AnnounceConfig,
     },
-    lb::{maglev::DEFAULT_TABLE_SIZE, snapshot::ForwardMode},
+    lb::{
+        conntrack::{bytes_for, MAX_CAPACITY},
+        maglev::DEFAULT_TABLE_SIZE,
+        snapshot::ForwardMode,
+    },
     wire::ipv4::Protocol,
 };
 
@@ -265,6 +269,14 @@ pub(super) fn validate(f: File) -> Result<Desired, ConfigErrors> {
     let conntrack_capacity = f.conntrack.capacity.unwrap_or(1 << 20);
     if conntrack_capacity == 0 {
         errors.push(err("conntrack.capacity", "0 flows; leave it out for the default (1048576)"));
+    } else if conntrack_capacity > MAX_CAPACITY {
+        errors.push(err(
+            "conntrack.capacity",
+            format!(
+                "{conntrack_capacity} flows is over the {MAX_CAPACITY} a worker's table may hold ({} MiB of memory per queue at the most)",
+                bytes_for(MAX_CAPACITY) >> 20
+            ),
+        ));
     }
     let metrics = f.metrics.as_ref().and_then(|m| match m.listen.parse::<SocketAddr>() {
         Ok(a) => Some(a),
