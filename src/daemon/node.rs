@@ -127,8 +127,7 @@ impl Node {
     /// VIPs this node serves while another node announces them: their packets that still
     /// reach this node (a client that has not yet learnt the new MAC after a move) are
     /// forwarded like the owner's, from the same Maglev tables, instead of going to the kernel.
-    fn forward_only(&self) -> BTreeSet<IpAddr> {
-        let announced: HashSet<IpAddr> = self.speakers.l2.vips().iter().map(|(v, _)| *v).collect();
+    fn forward_only(&self, announced: &HashSet<IpAddr>) -> BTreeSet<IpAddr> {
         self.plane.served_vips().filter(|v| !announced.contains(v)).collect()
     }
 
@@ -137,7 +136,8 @@ impl Node {
         // The forward-only set changes only with the VIP map or the services.
         if !act.map_updates.is_empty() || self.forward_stale {
             self.forward_stale = false;
-            let forward = self.forward_only();
+            let announced: HashSet<IpAddr> = self.speakers.l2.vips().iter().map(|(v, _)| *v).collect();
+            let forward = self.forward_only(&announced);
             for (vip, flags) in &act.map_updates {
                 // A VIP given up but still served stays in the map, forward-only.
                 let flags = if *flags == 0 && forward.contains(vip) { VIP_FORWARD } else { *flags };
@@ -146,7 +146,6 @@ impl Node {
             for v in forward.difference(&self.forwarded) {
                 self.dp.set_vip(*v, VIP_FORWARD)?;
             }
-            let announced: HashSet<IpAddr> = self.speakers.l2.vips().iter().map(|(v, _)| *v).collect();
             for v in self.forwarded.difference(&forward) {
                 if !announced.contains(v) {
                     self.dp.set_vip(*v, 0)?;
