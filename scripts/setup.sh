@@ -22,6 +22,9 @@ packages=(
   openssl
   # `make lint` runs shellcheck over the shell scripts.
   shellcheck
+  # scripts/pathcost.sh counts the datapath's instructions per packet under callgrind
+  # (callgrind_annotate, a Perl script, comes in the same package).
+  valgrind
 )
 # `setup.sh bench` adds trafgen (netsniff-ng), the other generator the benchmark compares.
 if [ "${1:-}" = bench ]; then
