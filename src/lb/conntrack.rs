@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use super::{maglev::fmix64, snat::Lease};
+use super::snat::Lease;
 use crate::wire::tcp::TcpFlags;
 
 /// Longest probe sequence: entries live within this many slots of their home.
@@ -35,16 +35,27 @@ pub struct FlowKey {
 
 impl FlowKey {
     /// The flow hash: the same for the same flow on every worker and node (it also picks
-    /// the Maglev slot for flows conntrack does not hold).
+    /// the Maglev slot for flows conntrack does not hold). Folded multiplies (the 128-bit
+    /// product's halves xored) over the four address words, then over the ports and
+    /// protocol: about twenty instructions. Pinned like Maglev's seeds: nodes must agree.
+    /// Not keyed, so it does not hide collisions from a sender who sets out to make them;
+    /// probe chains are bounded by [`MAX_PROBE`] whatever the keys.
     #[inline]
     pub fn hash(&self) -> u64 {
         let w = |b: &[u8]| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
-        let mut h = fmix64(w(&self.src[..8]) ^ 0x9e37_79b9_7f4a_7c15);
-        h = fmix64(h ^ w(&self.src[8..]));
-        h = fmix64(h ^ w(&self.dst[..8]));
-        h = fmix64(h ^ w(&self.dst[8..]));
-        fmix64(h ^ (u64::from(self.src_port) << 24 | u64::from(self.dst_port) << 8 | u64::from(self.proto)))
+        let src = fold(w(&self.src[..8]) ^ 0x243f_6a88_85a3_08d3, w(&self.src[8..]) ^ 0x1319_8a2e_0370_7344);
+        let dst = fold(w(&self.dst[..8]) ^ 0xa409_3822_299f_31d0, w(&self.dst[8..]) ^ 0x082e_fa98_ec4e_6c89);
+        let rest = u64::from(self.src_port) << 24 | u64::from(self.dst_port) << 8 | u64::from(self.proto);
+        fold(src ^ rest ^ 0x4528_21e6_38d0_1377, dst ^ 0xbe54_66cf_34e9_0c6c)
     }
+}
+
+/// The 128-bit product of `a` and `b`, its halves xored.
+#[inline]
+#[allow(clippy::cast_possible_truncation)] // the two halves, on purpose
+fn fold(a: u64, b: u64) -> u64 {
+    let p = u128::from(a) * u128::from(b);
+    (p as u64) ^ ((p >> 64) as u64)
 }
 
 /// Where a flow stands.
@@ -108,6 +119,35 @@ impl Timeouts {
         };
         u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
     }
+
+    /// The same in nanoseconds, by state: what the packet path adds to `now`.
+    pub fn lifetimes(&self) -> Lifetimes {
+        let mut ns = [0u64; 8];
+        for s in [
+            FlowState::Empty,
+            FlowState::SynSent,
+            FlowState::Established,
+            FlowState::Closing,
+            FlowState::Udp,
+            FlowState::Other,
+            FlowState::Affinity,
+        ] {
+            ns[s as usize] = self.for_state(s);
+        }
+        Lifetimes(ns)
+    }
+}
+
+/// Idle lifetimes in nanoseconds, indexed by [`FlowState`]: [`Timeouts`] converted once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifetimes([u64; 8]);
+
+impl Lifetimes {
+    /// How long a flow in state `s` lives idle, in nanoseconds.
+    #[inline]
+    pub fn of(&self, s: FlowState) -> u64 {
+        self.0[s as usize & 7]
+    }
 }
 
 /// One tracked flow.
@@ -158,6 +198,7 @@ pub struct Conntrack {
     slots: Box<[Entry]>,
     mask: usize,
     timeouts: Timeouts,
+    lifetimes: Lifetimes,
     stats: ConntrackStats,
 }
 
@@ -186,6 +227,7 @@ impl Conntrack {
             slots: vec![Entry::default(); slots].into_boxed_slice(),
             mask: slots - 1,
             timeouts,
+            lifetimes: timeouts.lifetimes(),
             stats: ConntrackStats::default(),
         }
     }
@@ -213,6 +255,12 @@ impl Conntrack {
     /// The live entry of `key` at `now`, if any.
     #[inline]
     pub fn lookup(&mut self, key: &FlowKey, hash: u64, now: u64) -> Option<&mut Entry> {
+        self.lookup_with_lifetimes(key, hash, now).map(|(e, _)| e)
+    }
+
+    /// [`Conntrack::lookup`], with the lifetimes to [`Conntrack::touch`] the entry with.
+    #[inline]
+    pub fn lookup_with_lifetimes(&mut self, key: &FlowKey, hash: u64, now: u64) -> Option<(&mut Entry, &Lifetimes)> {
         let home = usize::try_from(hash).unwrap_or(0) & self.mask;
         for i in 0..MAX_PROBE {
             let at = (home + i) & self.mask;
@@ -226,7 +274,7 @@ impl Conntrack {
                     self.remove_at(at);
                     return None;
                 }
-                return Some(&mut self.slots[at]);
+                return Some((&mut self.slots[at], &self.lifetimes));
             }
         }
         None
@@ -235,7 +283,7 @@ impl Conntrack {
     /// Inserts a new flow (or replaces the live entry of the same key); returns the stored
     /// entry. `entry.expires` is set from the state's timeout.
     pub fn insert(&mut self, mut entry: Entry, now: u64) -> Result<&mut Entry, InsertError> {
-        entry.expires = now.saturating_add(self.timeouts.for_state(entry.state));
+        entry.expires = now.saturating_add(self.lifetimes.of(entry.state));
         let home = usize::try_from(entry.hash).unwrap_or(0) & self.mask;
         let mut reuse: Option<usize> = None;
         let mut victim: Option<(usize, u64)> = None;
@@ -305,11 +353,11 @@ impl Conntrack {
 
     /// Moves an entry on after a packet: new state (from TCP flags) and a fresh deadline.
     #[inline]
-    pub fn touch(timeouts: &Timeouts, e: &mut Entry, tcp_flags: Option<u8>, now: u64) {
+    pub fn touch(lifetimes: &Lifetimes, e: &mut Entry, tcp_flags: Option<u8>, now: u64) {
         if let Some(flags) = tcp_flags {
             e.state = next_tcp_state(e.state, flags);
         }
-        e.expires = now.saturating_add(timeouts.for_state(e.state));
+        e.expires = now.saturating_add(lifetimes.of(e.state));
     }
 
     /// The timeouts in force.
@@ -397,7 +445,7 @@ mod tests {
         assert_eq!(next_tcp_state(FlowState::SynSent, F::RST), FlowState::Closing);
         // Picked up mid-flow (after a restart or a failover): established.
         assert_eq!(next_tcp_state(FlowState::Empty, F::ACK), FlowState::Established);
-        let t = Timeouts::default();
+        let t = Timeouts::default().lifetimes();
         let mut e = entry(3, FlowState::Established);
         Conntrack::touch(&t, &mut e, Some(F::FIN | F::ACK), 100);
         assert_eq!((e.state, e.expires), (FlowState::Closing, 100 + 10 * SEC));

@@ -6,14 +6,12 @@
 //! reverse mappings), with checksums updated incrementally. TTLs are left alone in both modes:
 //! xlb delivers on the link it received on, like a bridge, not like a router.
 
-use std::net::IpAddr;
-
 use super::{
     conntrack::{next_tcp_state, Conntrack, Entry, FlowKey, FlowState},
     ctx::Ctx,
     rewrite::{set_macs, to16},
     select::choose,
-    snapshot::{ForwardMode, Service, ServiceKey},
+    snapshot::{ForwardMode, Service},
     snat::{Lease, Mapping, SnatPorts},
     state::WorkerState,
     stats::{DropReason, ObjectCounters, UNCOUNTED},
@@ -50,6 +48,7 @@ pub(super) struct Flow {
     v6: bool,
 }
 
+#[inline]
 fn ports(proto: u8, l4: &[u8]) -> Result<(u16, u16, Option<u8>), DropReason> {
     match proto {
         Protocol::TCP => {
@@ -65,6 +64,7 @@ fn ports(proto: u8, l4: &[u8]) -> Result<(u16, u16, Option<u8>), DropReason> {
 }
 
 /// Offset of the layer-3 header in the frame `buf[..len]`, after any VLAN tags.
+#[inline]
 fn l3_offset(buf: &[u8], len: usize) -> Result<usize, DropReason> {
     let frame = buf.get(..len).ok_or(DropReason::Truncated)?;
     Ok(EthernetFrame::new_checked(frame)?.header_len())
@@ -72,13 +72,15 @@ fn l3_offset(buf: &[u8], len: usize) -> Result<usize, DropReason> {
 
 /// What an IP packet to one of our addresses is.
 pub(super) enum Classified {
-    /// TCP or UDP: a flow of a service (or a reply to a SNAT address).
-    Flow(ServiceKey, Flow),
+    /// TCP or UDP: a flow of a service (or a reply to a SNAT address); the flow key's
+    /// destination, port and protocol name the service.
+    Flow(Flow),
     /// ICMP: IP header at `l3`, ICMP header at `l4`.
     Icmp { l3: usize, l4: usize },
 }
 
 /// Classifies an IPv4 or IPv6 (`v6`) packet to a VIP or a SNAT address.
+#[inline]
 pub(super) fn classify(buf: &[u8], len: usize, v6: bool) -> Result<Classified, DropReason> {
     if v6 {
         classify_v6(buf, len)
@@ -88,6 +90,7 @@ pub(super) fn classify(buf: &[u8], len: usize, v6: bool) -> Result<Classified, D
 }
 
 /// Classifies an IPv4 packet.
+#[inline]
 fn classify_v4(buf: &[u8], len: usize) -> Result<Classified, DropReason> {
     let l3 = l3_offset(buf, len)?;
     let ip = Ipv4Packet::new_checked(buf.get(l3..len).ok_or(DropReason::Truncated)?)?;
@@ -99,24 +102,26 @@ fn classify_v4(buf: &[u8], len: usize) -> Result<Classified, DropReason> {
     if ip.protocol() == Protocol::ICMP {
         return Ok(Classified::Icmp { l3, l4 });
     }
-    let src = to16(IpAddr::V4(ip.src_addr()));
-    transport(IpAddr::V4(ip.dst_addr()), src, ip.protocol(), ip.payload(), l3, l4, false)
+    let (src, dst) = (ip.src_addr().to_ipv6_mapped().octets(), ip.dst_addr().to_ipv6_mapped().octets());
+    transport(dst, src, ip.protocol(), ip.payload(), l3, l4, false)
 }
 
 /// Classifies an IPv6 packet (neighbour discovery is handled before).
+#[inline]
 fn classify_v6(buf: &[u8], len: usize) -> Result<Classified, DropReason> {
     let l3 = l3_offset(buf, len)?;
     let ip = Ipv6Packet::new_checked(buf.get(l3..len).ok_or(DropReason::Truncated)?)?;
     if ip.next_header() == Protocol::ICMPV6 {
         return Ok(Classified::Icmp { l3, l4: l3 + 40 });
     }
-    let src = ip.src_addr().octets();
-    transport(IpAddr::V6(ip.dst_addr()), src, ip.next_header(), ip.payload(), l3, l3 + 40, true)
+    let (src, dst) = (ip.src_addr().octets(), ip.dst_addr().octets());
+    transport(dst, src, ip.next_header(), ip.payload(), l3, l3 + 40, true)
 }
 
 /// The service key and flow of a transport payload, whichever the IP family.
+#[inline]
 fn transport(
-    dst: IpAddr,
+    dst: [u8; 16],
     src: [u8; 16],
     proto: u8,
     l4: &[u8],
@@ -125,55 +130,48 @@ fn transport(
     v6: bool,
 ) -> Result<Classified, DropReason> {
     let (src_port, dst_port, tcp_flags) = ports(proto, l4)?;
-    let key = FlowKey { src, dst: to16(dst), src_port, dst_port, proto };
-    Ok(Classified::Flow(
-        ServiceKey { vip: dst, port: dst_port, proto },
-        Flow { key, tcp_flags, l3: l3_at, l4: l4_at, v6 },
-    ))
+    let key = FlowKey { src, dst, src_port, dst_port, proto };
+    Ok(Classified::Flow(Flow { key, tcp_flags, l3: l3_at, l4: l4_at, v6 }))
 }
 
 /// A TCP/UDP packet to a VIP or a SNAT address (as [`classify`] found it): forwarded to its
 /// backend, or translated back to the client.
-pub(super) fn flow(
-    cx: &Ctx<'_>,
-    st: &mut WorkerState,
-    buf: &mut [u8],
-    len: usize,
-    svc: ServiceKey,
-    flow: Flow,
-) -> Verdict {
+#[inline]
+pub(super) fn flow(cx: &Ctx<'_>, st: &mut WorkerState, buf: &mut [u8], len: usize, flow: &Flow) -> Verdict {
     if let Some(snat) = &st.snat {
-        if let Some(addr) = snat.table().addr_index(svc.vip) {
-            return reverse(cx, snat, &st.counters, addr, buf, len, &flow).unwrap_or_else(Verdict::Drop);
+        if let Some(addr) = snat.table().addr_index16(&flow.key.dst) {
+            return reverse(cx, snat, &st.counters, addr, buf, len, flow).unwrap_or_else(Verdict::Drop);
         }
     }
-    let Some(service) = cx.snap.service(&svc) else { return Verdict::Drop(DropReason::NoService) };
+    let Some(service) = cx.snap.service16(&flow.key.dst, flow.key.dst_port, flow.key.proto) else {
+        return Verdict::Drop(DropReason::NoService);
+    };
     forward(cx, service, st, buf, len, flow).unwrap_or_else(Verdict::Drop)
 }
 
+#[inline]
 fn forward(
     cx: &Ctx<'_>,
     svc: &Service,
     st: &mut WorkerState,
     buf: &mut [u8],
     len: usize,
-    flow: Flow,
+    flow: &Flow,
 ) -> Result<Verdict, DropReason> {
     let (now, mac) = (cx.now, cx.mac);
     let hash = flow.key.hash();
-    let timeouts = *st.conntrack.timeouts();
     // A tracked flow keeps its backend while that backend is in the service, whatever the
     // Maglev table says now; a SYN on a closing flow starts a new connection. A SNAT flow
     // keeps its port either way.
     let mut lease: Option<Lease> = None;
     let mut tracked: Option<(u32, u64)> = None;
-    if let Some(e) = st.conntrack.lookup(&flow.key, hash, now) {
+    if let Some((e, lifetimes)) = st.conntrack.lookup_with_lifetimes(&flow.key, hash, now) {
         lease = e.snat;
         let new_syn = e.state == FlowState::Closing && flow.tcp_flags.is_some_and(is_new_syn);
         if !new_syn {
             if let Some(i) = svc.backend_index(e.backend_key, e.backend) {
                 e.backend = i;
-                Conntrack::touch(&timeouts, e, flow.tcp_flags, now);
+                Conntrack::touch(lifetimes, e, flow.tcp_flags, now);
                 tracked = Some((i, e.expires));
             }
         }
@@ -247,8 +245,8 @@ fn forward(
                     l
                 }
             };
-            let src = to16(snat.table().addrs().get(usize::from(held.addr)).copied().ok_or(DropReason::NoSnatAddress)?);
-            nat(buf, len, &flow, &src, &backend16, held.port, backend.port)?;
+            let src = *snat.table().addr16(held.addr).ok_or(DropReason::NoSnatAddress)?;
+            nat(buf, len, flow, &src, &backend16, held.port, backend.port)?;
             set_macs(buf, next_hop, mac)?;
         }
     }

@@ -17,6 +17,7 @@ pub mod ctx;
 mod forward;
 pub mod heartbeat;
 mod icmp;
+mod index;
 pub mod maglev;
 pub mod neighbor;
 pub mod out;

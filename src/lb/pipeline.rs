@@ -55,7 +55,7 @@ pub fn process(cx: &Ctx<'_>, state: &mut WorkerState, buf: &mut [u8], len: usize
 #[inline]
 fn ip(cx: &Ctx<'_>, state: &mut WorkerState, buf: &mut [u8], len: usize, v6: bool) -> Verdict {
     match forward::classify(buf, len, v6) {
-        Ok(Classified::Flow(svc, flow)) => forward::flow(cx, state, buf, len, svc, flow),
+        Ok(Classified::Flow(flow)) => forward::flow(cx, state, buf, len, &flow),
         Ok(Classified::Icmp { l3, l4 }) => icmp::icmp(cx, state, buf, len, l3, l4, v6).unwrap_or_else(Verdict::Drop),
         Err(r) => Verdict::Drop(r),
     }

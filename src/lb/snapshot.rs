@@ -4,7 +4,9 @@
 
 use std::{collections::HashMap, net::IpAddr};
 
+use super::rewrite::to16;
 use super::{
+    index::{FlatIndex, Key},
     maglev::{hash64, BackendId, MaglevError, MaglevTable, TableCache, DEFAULT_TABLE_SIZE},
     stats::UNCOUNTED,
 };
@@ -155,18 +157,31 @@ pub struct Snapshot {
     pub generation: u64,
     vips: HashMap<IpAddr, VipMode>,
     services: Vec<Service>,
-    by_key: HashMap<ServiceKey, u32>,
+    /// The packet path's lookups: VIP (tag 0) to its mode, and service key to its index.
+    vip_index: FlatIndex,
+    service_index: FlatIndex,
+}
+
+fn mode_code(m: VipMode) -> u32 {
+    match m {
+        VipMode::Answer => 0,
+        VipMode::Watch => 1,
+    }
 }
 
 impl Snapshot {
     /// A snapshot with these VIPs and no services.
     pub fn new(generation: u64, vips: impl IntoIterator<Item = (IpAddr, VipMode)>) -> Self {
-        Snapshot { generation, vips: vips.into_iter().collect(), ..Snapshot::default() }
+        let vips: HashMap<IpAddr, VipMode> = vips.into_iter().collect();
+        let vip_index = FlatIndex::build(vips.iter().map(|(a, m)| (Key::new(&to16(*a), 0), mode_code(*m))));
+        Snapshot { generation, vips, vip_index, ..Snapshot::default() }
     }
 
     /// Adds the services (replacing any of the same key).
     pub fn with_services(mut self, services: Vec<Service>) -> Self {
-        self.by_key = services.iter().zip(0u32..).map(|(s, i)| (s.key, i)).collect();
+        self.service_index = FlatIndex::build(
+            services.iter().zip(0u32..).map(|(s, i)| (Key::service(&to16(s.key.vip), s.key.port, s.key.proto), i)),
+        );
         self.services = services;
         self
     }
@@ -174,7 +189,16 @@ impl Snapshot {
     /// How to treat `addr`, if it is a VIP of ours.
     #[inline]
     pub fn vip(&self, addr: IpAddr) -> Option<VipMode> {
-        self.vips.get(&addr).copied()
+        self.vip16(&to16(addr))
+    }
+
+    /// How to treat the address `addr` (16-byte form: IPv4 mapped), if it is a VIP of ours.
+    #[inline]
+    pub fn vip16(&self, addr: &[u8; 16]) -> Option<VipMode> {
+        match self.vip_index.get(&Key::new(addr, 0))? {
+            0 => Some(VipMode::Answer),
+            _ => Some(VipMode::Watch),
+        }
     }
 
     /// Every VIP and its mode.
@@ -185,7 +209,13 @@ impl Snapshot {
     /// The service for this traffic, if any.
     #[inline]
     pub fn service(&self, key: &ServiceKey) -> Option<&Service> {
-        let i = *self.by_key.get(key)?;
+        self.service16(&to16(key.vip), key.port, key.proto)
+    }
+
+    /// The service on `vip` (16-byte form), `port` and `proto`, if any.
+    #[inline]
+    pub fn service16(&self, vip: &[u8; 16], port: u16, proto: u8) -> Option<&Service> {
+        let i = self.service_index.get(&Key::service(vip, port, proto))?;
         self.services.get(usize::try_from(i).ok()?)
     }
 

@@ -132,6 +132,8 @@ pub enum SnatError {
 #[derive(Debug)]
 pub struct SnatTable {
     addrs: Vec<IpAddr>,
+    /// The same, in the 16-byte form flow keys use (what the packet path compares).
+    addrs16: Vec<[u8; 16]>,
     lo: u16,
     ports: usize,
     workers: usize,
@@ -172,7 +174,8 @@ impl SnatTable {
         }
         let slots = (0..addrs.len() * 2 * ports).map(|_| Slot::default()).collect();
         let by_client = (0..(addrs.len() * 2 * ports).max(1)).map(|_| AtomicU64::new(0)).collect();
-        Ok(SnatTable { addrs, lo, ports, workers, slots, by_client })
+        let addrs16 = addrs.iter().map(|a| super::rewrite::to16(*a)).collect();
+        Ok(SnatTable { addrs, addrs16, lo, ports, workers, slots, by_client })
     }
 
     #[inline]
@@ -207,8 +210,20 @@ impl SnatTable {
     /// The index of `addr` if it is one of our SNAT addresses.
     #[inline]
     pub fn addr_index(&self, addr: IpAddr) -> Option<u8> {
-        let i = self.addrs.iter().position(|a| *a == addr)?;
+        self.addr_index16(&super::rewrite::to16(addr))
+    }
+
+    /// The index of the address `addr` (16-byte form) if it is one of our SNAT addresses.
+    #[inline]
+    pub fn addr_index16(&self, addr: &[u8; 16]) -> Option<u8> {
+        let i = self.addrs16.iter().position(|a| a == addr)?;
         u8::try_from(i).ok()
+    }
+
+    /// The SNAT address of index `i`, in 16-byte form.
+    #[inline]
+    pub fn addr16(&self, i: u8) -> Option<&[u8; 16]> {
+        self.addrs16.get(usize::from(i))
     }
 
     #[inline]

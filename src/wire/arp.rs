@@ -65,6 +65,7 @@ fn ipv4_at(b: &[u8], at: usize) -> Ipv4Addr {
 impl<T: AsRef<[u8]>> ArpPacket<T> {
     /// Wraps a buffer after checking its length and that it is Ethernet/IPv4 ARP
     /// (hardware type 1, protocol 0x0800, lengths 6 and 4); anything else is `Malformed`.
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Self> {
         let b = buffer.as_ref();
         if b.len() < PACKET_LEN {
@@ -81,28 +82,33 @@ impl<T: AsRef<[u8]>> ArpPacket<T> {
     }
 
     /// Operation.
+    #[inline]
     pub fn operation(&self) -> ArpOperation {
         read_u16(self.buffer.as_ref(), field::OPER).into()
     }
 
     /// Sender hardware address.
+    #[inline]
     pub fn sha(&self) -> EthernetAddress {
         let b = &self.buffer.as_ref()[field::SHA];
         EthernetAddress([b[0], b[1], b[2], b[3], b[4], b[5]])
     }
 
     /// Sender protocol address.
+    #[inline]
     pub fn spa(&self) -> Ipv4Addr {
         ipv4_at(self.buffer.as_ref(), field::SPA.start)
     }
 
     /// Target hardware address.
+    #[inline]
     pub fn tha(&self) -> EthernetAddress {
         let b = &self.buffer.as_ref()[field::THA];
         EthernetAddress([b[0], b[1], b[2], b[3], b[4], b[5]])
     }
 
     /// Target protocol address.
+    #[inline]
     pub fn tpa(&self) -> Ipv4Addr {
         ipv4_at(self.buffer.as_ref(), field::TPA.start)
     }
@@ -110,26 +116,31 @@ impl<T: AsRef<[u8]>> ArpPacket<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> ArpPacket<T> {
     /// Sets the operation.
+    #[inline]
     pub fn set_operation(&mut self, op: ArpOperation) {
         write_u16(self.buffer.as_mut(), field::OPER, op.into());
     }
 
     /// Sets the sender hardware address.
+    #[inline]
     pub fn set_sha(&mut self, a: EthernetAddress) {
         self.buffer.as_mut()[field::SHA].copy_from_slice(&a.0);
     }
 
     /// Sets the sender protocol address.
+    #[inline]
     pub fn set_spa(&mut self, a: Ipv4Addr) {
         self.buffer.as_mut()[field::SPA].copy_from_slice(&a.octets());
     }
 
     /// Sets the target hardware address.
+    #[inline]
     pub fn set_tha(&mut self, a: EthernetAddress) {
         self.buffer.as_mut()[field::THA].copy_from_slice(&a.0);
     }
 
     /// Sets the target protocol address.
+    #[inline]
     pub fn set_tpa(&mut self, a: Ipv4Addr) {
         self.buffer.as_mut()[field::TPA].copy_from_slice(&a.octets());
     }
@@ -152,11 +163,13 @@ pub struct ArpRepr {
 
 impl ArpRepr {
     /// Reads a checked packet.
+    #[inline]
     pub fn parse<T: AsRef<[u8]>>(p: &ArpPacket<T>) -> Self {
         ArpRepr { operation: p.operation(), sha: p.sha(), spa: p.spa(), tha: p.tha(), tpa: p.tpa() }
     }
 
     /// Writes the packet at the start of `buf` and returns its length.
+    #[inline]
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize> {
         if buf.len() < PACKET_LEN {
             return Err(Error::Truncated);
@@ -175,6 +188,7 @@ impl ArpRepr {
     }
 
     /// An RFC 5227 probe: who has `vip`, asked from sender address 0.0.0.0.
+    #[inline]
     pub fn probe(mac: EthernetAddress, vip: Ipv4Addr) -> Self {
         ArpRepr {
             operation: ArpOperation::Request,
@@ -187,6 +201,7 @@ impl ArpRepr {
 
     /// A gratuitous ARP for `vip` at `mac`: a request (sender = target = vip), or the reply
     /// form that some switches and hosts only learn from.
+    #[inline]
     pub fn gratuitous(mac: EthernetAddress, vip: Ipv4Addr, operation: ArpOperation) -> Self {
         let tha = match operation {
             ArpOperation::Reply => EthernetAddress::BROADCAST,

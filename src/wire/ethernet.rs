@@ -15,21 +15,25 @@ impl EthernetAddress {
     pub const ZERO: EthernetAddress = EthernetAddress([0; 6]);
 
     /// The address in a 6-byte slice; `None` if the slice is not 6 bytes long.
+    #[inline]
     pub fn from_bytes(b: &[u8]) -> Option<Self> {
         <[u8; 6]>::try_from(b).ok().map(EthernetAddress)
     }
 
     /// Group bit set (broadcast included).
+    #[inline]
     pub fn is_multicast(&self) -> bool {
         self.0[0] & 1 != 0
     }
 
     /// A unicast address other than all zeroes: one a host may own.
+    #[inline]
     pub fn is_unicast(&self) -> bool {
         !self.is_multicast() && *self != Self::ZERO
     }
 
     /// The 33:33:xx:xx:xx:xx multicast MAC of an IPv6 multicast address (RFC 2464).
+    #[inline]
     pub fn ipv6_multicast(ip: &std::net::Ipv6Addr) -> Self {
         let o = ip.octets();
         EthernetAddress([0x33, 0x33, o[12], o[13], o[14], o[15]])
@@ -103,6 +107,7 @@ pub struct EthernetFrame<T: AsRef<[u8]>> {
 impl<T: AsRef<[u8]>> EthernetFrame<T> {
     /// Wraps a buffer after checking that the header and every VLAN tag fit. More than two
     /// tags is `Malformed`.
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Self> {
         let b = buffer.as_ref();
         if b.len() < HEADER_LEN {
@@ -128,28 +133,33 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
     }
 
     /// Gives the buffer back.
+    #[inline]
     pub fn into_inner(self) -> T {
         self.buffer
     }
 
     /// Destination MAC.
+    #[inline]
     pub fn dst_addr(&self) -> EthernetAddress {
         let b = self.buffer.as_ref();
         EthernetAddress([b[0], b[1], b[2], b[3], b[4], b[5]])
     }
 
     /// Source MAC.
+    #[inline]
     pub fn src_addr(&self) -> EthernetAddress {
         let b = self.buffer.as_ref();
         EthernetAddress([b[6], b[7], b[8], b[9], b[10], b[11]])
     }
 
     /// Number of VLAN tags (0 to 2).
+    #[inline]
     pub fn vlan_tags(&self) -> usize {
         usize::from(self.tags)
     }
 
     /// VLAN id of the innermost tag, if tagged.
+    #[inline]
     pub fn vlan_id(&self) -> Option<u16> {
         if self.tags == 0 {
             return None;
@@ -159,16 +169,19 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
     }
 
     /// EtherType of the payload, after any VLAN tags.
+    #[inline]
     pub fn ethertype(&self) -> u16 {
         read_u16(self.buffer.as_ref(), self.header_len() - 2)
     }
 
     /// Length of the header, tags included.
+    #[inline]
     pub fn header_len(&self) -> usize {
         HEADER_LEN + VLAN_TAG_LEN * usize::from(self.tags)
     }
 
     /// The bytes after the header.
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         &self.buffer.as_ref()[self.header_len()..]
     }
@@ -176,22 +189,26 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> EthernetFrame<T> {
     /// Sets the destination MAC.
+    #[inline]
     pub fn set_dst_addr(&mut self, a: EthernetAddress) {
         self.buffer.as_mut()[field::DST].copy_from_slice(&a.0);
     }
 
     /// Sets the source MAC.
+    #[inline]
     pub fn set_src_addr(&mut self, a: EthernetAddress) {
         self.buffer.as_mut()[field::SRC].copy_from_slice(&a.0);
     }
 
     /// Sets the EtherType of the payload (after any tags).
+    #[inline]
     pub fn set_ethertype(&mut self, ty: u16) {
         let at = self.header_len() - 2;
         write_u16(self.buffer.as_mut(), at, ty);
     }
 
     /// The bytes after the header, writable.
+    #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let at = self.header_len();
         &mut self.buffer.as_mut()[at..]
@@ -213,11 +230,13 @@ pub struct EthernetRepr {
 
 impl EthernetRepr {
     /// Length of the header this emits.
+    #[inline]
     pub fn header_len(&self) -> usize {
         HEADER_LEN + if self.vlan_tci.is_some() { VLAN_TAG_LEN } else { 0 }
     }
 
     /// Writes the header at the start of `buf`; `Truncated` if it does not fit.
+    #[inline]
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize> {
         let len = self.header_len();
         if buf.len() < len {

@@ -27,6 +27,7 @@ pub struct Icmpv4Packet<T: AsRef<[u8]>> {
 
 impl<T: AsRef<[u8]>> Icmpv4Packet<T> {
     /// Wraps a buffer after checking that the fixed part fits.
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Self> {
         if buffer.as_ref().len() < HEADER_LEN {
             return Err(Error::Truncated);
@@ -35,46 +36,55 @@ impl<T: AsRef<[u8]>> Icmpv4Packet<T> {
     }
 
     /// Message type.
+    #[inline]
     pub fn msg_type(&self) -> u8 {
         self.buffer.as_ref()[0]
     }
 
     /// Message code.
+    #[inline]
     pub fn msg_code(&self) -> u8 {
         self.buffer.as_ref()[1]
     }
 
     /// Checksum as stored.
+    #[inline]
     pub fn checksum(&self) -> u16 {
         read_u16(self.buffer.as_ref(), 2)
     }
 
     /// Echo identifier (echo messages).
+    #[inline]
     pub fn echo_ident(&self) -> u16 {
         read_u16(self.buffer.as_ref(), 4)
     }
 
     /// Echo sequence number (echo messages).
+    #[inline]
     pub fn echo_seq(&self) -> u16 {
         read_u16(self.buffer.as_ref(), 6)
     }
 
     /// Next-hop MTU of a fragmentation-needed message (RFC 1191).
+    #[inline]
     pub fn next_hop_mtu(&self) -> u16 {
         read_u16(self.buffer.as_ref(), 6)
     }
 
     /// Whether the message is an error that quotes the offending datagram.
+    #[inline]
     pub fn is_error(&self) -> bool {
         matches!(self.msg_type(), Icmpv4Type::DEST_UNREACHABLE | Icmpv4Type::TIME_EXCEEDED | 4 | 5 | 12)
     }
 
     /// The body after the fixed part (echo data, or the quoted datagram of an error).
+    #[inline]
     pub fn data(&self) -> &[u8] {
         &self.buffer.as_ref()[HEADER_LEN..]
     }
 
     /// Whether the checksum over the whole message is right.
+    #[inline]
     pub fn verify_checksum(&self) -> bool {
         checksum::checksum(self.buffer.as_ref()) == 0
     }
@@ -82,6 +92,7 @@ impl<T: AsRef<[u8]>> Icmpv4Packet<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Icmpv4Packet<T> {
     /// Sets the checksum.
+    #[inline]
     pub fn set_checksum(&mut self, v: u16) {
         write_u16(self.buffer.as_mut(), 2, v);
     }

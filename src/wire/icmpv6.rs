@@ -54,6 +54,7 @@ pub struct Icmpv6Packet<T: AsRef<[u8]>> {
 impl<T: AsRef<[u8]>> Icmpv6Packet<T> {
     /// Wraps a buffer after checking that the fixed part fits, and for neighbour
     /// solicitations and advertisements that the target address does too.
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Self> {
         let b = buffer.as_ref();
         if b.len() < HEADER_LEN {
@@ -67,31 +68,37 @@ impl<T: AsRef<[u8]>> Icmpv6Packet<T> {
     }
 
     /// Message type.
+    #[inline]
     pub fn msg_type(&self) -> u8 {
         self.buffer.as_ref()[0]
     }
 
     /// Message code.
+    #[inline]
     pub fn msg_code(&self) -> u8 {
         self.buffer.as_ref()[1]
     }
 
     /// Checksum as stored.
+    #[inline]
     pub fn checksum(&self) -> u16 {
         read_u16(self.buffer.as_ref(), 2)
     }
 
     /// A neighbour solicitation or advertisement.
+    #[inline]
     pub fn is_ndisc(&self) -> bool {
         matches!(self.msg_type(), Icmpv6Type::NEIGHBOR_SOLICIT | Icmpv6Type::NEIGHBOR_ADVERT)
     }
 
     /// Neighbour-advertisement flags (see [`NeighborFlags`]).
+    #[inline]
     pub fn neighbor_flags(&self) -> u8 {
         self.buffer.as_ref()[4]
     }
 
     /// Target address of a neighbour solicitation or advertisement (`::` otherwise).
+    #[inline]
     pub fn target_addr(&self) -> Ipv6Addr {
         if !self.is_ndisc() {
             return Ipv6Addr::UNSPECIFIED;
@@ -102,6 +109,7 @@ impl<T: AsRef<[u8]>> Icmpv6Packet<T> {
     }
 
     /// Whether the checksum is right for this source and destination.
+    #[inline]
     pub fn verify_checksum(&self, src: &Ipv6Addr, dst: &Ipv6Addr) -> bool {
         let b = self.buffer.as_ref();
         let Ok(len) = u32::try_from(b.len()) else { return false };
@@ -110,6 +118,7 @@ impl<T: AsRef<[u8]>> Icmpv6Packet<T> {
     }
 
     /// The body after the fixed part.
+    #[inline]
     pub fn data(&self) -> &[u8] {
         &self.buffer.as_ref()[HEADER_LEN..]
     }
@@ -117,6 +126,7 @@ impl<T: AsRef<[u8]>> Icmpv6Packet<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Icmpv6Packet<T> {
     /// Sets the checksum.
+    #[inline]
     pub fn set_checksum(&mut self, v: u16) {
         write_u16(self.buffer.as_mut(), 2, v);
     }
@@ -148,6 +158,7 @@ impl NdiscRepr {
     /// not be multicast, and every option must have a non-zero length that fits
     /// (RFC 4861 section 7.1.1); otherwise `Malformed`. Hop limit and checksum are the
     /// caller's to check, with the IPv6 header in hand.
+    #[inline]
     pub fn parse<T: AsRef<[u8]>>(p: &Icmpv6Packet<T>) -> Result<Self> {
         if !p.is_ndisc() || p.msg_code() != 0 || p.target_addr().is_multicast() {
             return Err(Error::Malformed);
@@ -177,6 +188,7 @@ impl NdiscRepr {
     }
 
     /// Length of the message this emits.
+    #[inline]
     pub fn buffer_len(&self) -> usize {
         let lladdr = match self {
             NdiscRepr::NeighborSolicit { lladdr, .. } | NdiscRepr::NeighborAdvert { lladdr, .. } => lladdr,
@@ -185,6 +197,7 @@ impl NdiscRepr {
     }
 
     /// Writes the message, checksum included for `src` → `dst`, and returns its length.
+    #[inline]
     pub fn emit(&self, src: &Ipv6Addr, dst: &Ipv6Addr, buf: &mut [u8]) -> Result<usize> {
         let len = self.buffer_len();
         if buf.len() < len {

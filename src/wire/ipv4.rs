@@ -44,6 +44,7 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     /// Wraps a buffer after checking the version, that the header length is at least 20 and
     /// within the total length, and that the buffer holds the total length (bytes past it,
     /// Ethernet padding, are allowed and ignored by [`payload`](Self::payload)).
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Self> {
         let b = buffer.as_ref();
         if b.len() < HEADER_LEN {
@@ -60,83 +61,99 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     }
 
     /// Version field (4 for a checked packet).
+    #[inline]
     pub fn version(&self) -> u8 {
         self.buffer.as_ref()[field::VER_IHL] >> 4
     }
 
     /// Header length in bytes, options included.
+    #[inline]
     pub fn header_len(&self) -> usize {
         usize::from(self.buffer.as_ref()[field::VER_IHL] & 0x0f) * 4
     }
 
     /// DSCP and ECN byte.
+    #[inline]
     pub fn tos(&self) -> u8 {
         self.buffer.as_ref()[field::TOS]
     }
 
     /// Total length, header included.
+    #[inline]
     pub fn total_len(&self) -> u16 {
         read_u16(self.buffer.as_ref(), field::LENGTH)
     }
 
     /// Identification.
+    #[inline]
     pub fn ident(&self) -> u16 {
         read_u16(self.buffer.as_ref(), field::IDENT)
     }
 
     /// Don't-fragment flag.
+    #[inline]
     pub fn dont_frag(&self) -> bool {
         read_u16(self.buffer.as_ref(), field::FLG_OFF) & 0x4000 != 0
     }
 
     /// More-fragments flag.
+    #[inline]
     pub fn more_frags(&self) -> bool {
         read_u16(self.buffer.as_ref(), field::FLG_OFF) & 0x2000 != 0
     }
 
     /// Fragment offset in bytes.
+    #[inline]
     pub fn frag_offset(&self) -> u16 {
         (read_u16(self.buffer.as_ref(), field::FLG_OFF) & 0x1fff) << 3
     }
 
     /// Part of a fragmented datagram (first fragment included).
+    #[inline]
     pub fn is_fragment(&self) -> bool {
         self.more_frags() || self.frag_offset() != 0
     }
 
     /// Time to live.
+    #[inline]
     pub fn ttl(&self) -> u8 {
         self.buffer.as_ref()[field::TTL]
     }
 
     /// Protocol of the payload.
+    #[inline]
     pub fn protocol(&self) -> u8 {
         self.buffer.as_ref()[field::PROTOCOL]
     }
 
     /// Header checksum as stored.
+    #[inline]
     pub fn checksum(&self) -> u16 {
         read_u16(self.buffer.as_ref(), field::CHECKSUM)
     }
 
     /// Source address.
+    #[inline]
     pub fn src_addr(&self) -> Ipv4Addr {
         let b = self.buffer.as_ref();
         Ipv4Addr::new(b[field::SRC], b[field::SRC + 1], b[field::SRC + 2], b[field::SRC + 3])
     }
 
     /// Destination address.
+    #[inline]
     pub fn dst_addr(&self) -> Ipv4Addr {
         let b = self.buffer.as_ref();
         Ipv4Addr::new(b[field::DST], b[field::DST + 1], b[field::DST + 2], b[field::DST + 3])
     }
 
     /// Whether the header checksum is right.
+    #[inline]
     pub fn verify_checksum(&self) -> bool {
         checksum::checksum(&self.buffer.as_ref()[..self.header_len()]) == 0
     }
 
     /// The payload, up to the total length.
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         &self.buffer.as_ref()[self.header_len()..usize::from(self.total_len())]
     }
@@ -144,39 +161,46 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     /// Sets the TTL (the checksum is the caller's to update).
+    #[inline]
     pub fn set_ttl(&mut self, ttl: u8) {
         self.buffer.as_mut()[field::TTL] = ttl;
     }
 
     /// Sets the header checksum.
+    #[inline]
     pub fn set_checksum(&mut self, v: u16) {
         write_u16(self.buffer.as_mut(), field::CHECKSUM, v);
     }
 
     /// Sets the source address (the checksum is the caller's to update).
+    #[inline]
     pub fn set_src_addr(&mut self, a: Ipv4Addr) {
         self.buffer.as_mut()[field::SRC..field::SRC + 4].copy_from_slice(&a.octets());
     }
 
     /// Sets the destination address (the checksum is the caller's to update).
+    #[inline]
     pub fn set_dst_addr(&mut self, a: Ipv4Addr) {
         self.buffer.as_mut()[field::DST..field::DST + 4].copy_from_slice(&a.octets());
     }
 
     /// Sets the header length in bytes (a multiple of 4, 20 to 60; the buffer must hold it),
     /// for a header with options (the checksum is the caller's to update).
+    #[inline]
     pub fn set_header_len(&mut self, len: usize) {
         let b = self.buffer.as_mut();
         b[field::VER_IHL] = (b[field::VER_IHL] & 0xf0) | (u8::try_from(len / 4).unwrap_or(5) & 0x0f);
     }
 
     /// Sets the total length (the checksum is the caller's to update).
+    #[inline]
     pub fn set_total_len(&mut self, v: u16) {
         write_u16(self.buffer.as_mut(), field::LENGTH, v);
     }
 
     /// Sets the more-fragments flag and the fragment offset in bytes (a multiple of 8),
     /// keeping don't-fragment (the checksum is the caller's to update).
+    #[inline]
     pub fn set_frag(&mut self, more: bool, offset: u16) {
         let b = self.buffer.as_mut();
         let v = (read_u16(b, field::FLG_OFF) & 0x4000) | if more { 0x2000 } else { 0 } | ((offset >> 3) & 0x1fff);
@@ -184,12 +208,14 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     }
 
     /// The options between the fixed header and the header length, writable.
+    #[inline]
     pub fn options_mut(&mut self) -> &mut [u8] {
         let end = self.header_len();
         &mut self.buffer.as_mut()[HEADER_LEN..end]
     }
 
     /// Recomputes the header checksum from scratch (for packets xlb builds).
+    #[inline]
     pub fn fill_checksum(&mut self) {
         self.set_checksum(0);
         let len = self.header_len();
@@ -198,6 +224,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     }
 
     /// The payload, writable.
+    #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let (start, end) = (self.header_len(), usize::from(self.total_len()));
         &mut self.buffer.as_mut()[start..end]
@@ -221,6 +248,7 @@ pub struct Ipv4Repr {
 
 impl Ipv4Repr {
     /// Writes the header (DF set, checksum filled) and returns its length.
+    #[inline]
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize> {
         if buf.len() < HEADER_LEN {
             return Err(Error::Truncated);

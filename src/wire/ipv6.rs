@@ -31,6 +31,7 @@ fn addr_at(b: &[u8], at: usize) -> Ipv6Addr {
 
 impl<T: AsRef<[u8]>> Ipv6Packet<T> {
     /// Wraps a buffer after checking the version and that it holds the payload length.
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Self> {
         let b = buffer.as_ref();
         if b.len() < HEADER_LEN {
@@ -47,36 +48,43 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
     }
 
     /// Version field (6 for a checked packet).
+    #[inline]
     pub fn version(&self) -> u8 {
         self.buffer.as_ref()[field::VER_TC_FLOW] >> 4
     }
 
     /// Payload length.
+    #[inline]
     pub fn payload_len(&self) -> u16 {
         read_u16(self.buffer.as_ref(), field::LENGTH)
     }
 
     /// Next header.
+    #[inline]
     pub fn next_header(&self) -> u8 {
         self.buffer.as_ref()[field::NXT_HDR]
     }
 
     /// Hop limit.
+    #[inline]
     pub fn hop_limit(&self) -> u8 {
         self.buffer.as_ref()[field::HOP_LIMIT]
     }
 
     /// Source address.
+    #[inline]
     pub fn src_addr(&self) -> Ipv6Addr {
         addr_at(self.buffer.as_ref(), field::SRC)
     }
 
     /// Destination address.
+    #[inline]
     pub fn dst_addr(&self) -> Ipv6Addr {
         addr_at(self.buffer.as_ref(), field::DST)
     }
 
     /// The payload, up to the payload length.
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         &self.buffer.as_ref()[HEADER_LEN..HEADER_LEN + usize::from(self.payload_len())]
     }
@@ -84,21 +92,25 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv6Packet<T> {
     /// Sets the hop limit.
+    #[inline]
     pub fn set_hop_limit(&mut self, v: u8) {
         self.buffer.as_mut()[field::HOP_LIMIT] = v;
     }
 
     /// Sets the source address.
+    #[inline]
     pub fn set_src_addr(&mut self, a: &Ipv6Addr) {
         self.buffer.as_mut()[field::SRC..field::SRC + 16].copy_from_slice(&a.octets());
     }
 
     /// Sets the destination address.
+    #[inline]
     pub fn set_dst_addr(&mut self, a: &Ipv6Addr) {
         self.buffer.as_mut()[field::DST..field::DST + 16].copy_from_slice(&a.octets());
     }
 
     /// The payload, writable.
+    #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let end = HEADER_LEN + usize::from(self.payload_len());
         &mut self.buffer.as_mut()[HEADER_LEN..end]
@@ -122,6 +134,7 @@ pub struct Ipv6Repr {
 
 impl Ipv6Repr {
     /// Writes the header and returns its length.
+    #[inline]
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize> {
         if buf.len() < HEADER_LEN {
             return Err(Error::Truncated);

@@ -47,6 +47,7 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
     }
 
     /// Wraps a buffer after checking that the header, options included, fits.
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Self> {
         let b = buffer.as_ref();
         if b.len() < HEADER_LEN {
@@ -63,46 +64,55 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
     }
 
     /// Source port.
+    #[inline]
     pub fn src_port(&self) -> u16 {
         read_u16(self.buffer.as_ref(), field::SRC_PORT)
     }
 
     /// Destination port.
+    #[inline]
     pub fn dst_port(&self) -> u16 {
         read_u16(self.buffer.as_ref(), field::DST_PORT)
     }
 
     /// Sequence number.
+    #[inline]
     pub fn seq(&self) -> u32 {
         read_u32(self.buffer.as_ref(), field::SEQ)
     }
 
     /// Acknowledgement number.
+    #[inline]
     pub fn ack(&self) -> u32 {
         read_u32(self.buffer.as_ref(), field::ACK)
     }
 
     /// Header length in bytes, options included.
+    #[inline]
     pub fn header_len(&self) -> usize {
         usize::from(self.buffer.as_ref()[field::OFF] >> 4) * 4
     }
 
     /// Flag bits (see [`TcpFlags`]).
+    #[inline]
     pub fn flags(&self) -> u8 {
         self.buffer.as_ref()[field::FLAGS]
     }
 
     /// Receive window.
+    #[inline]
     pub fn window(&self) -> u16 {
         read_u16(self.buffer.as_ref(), field::WINDOW)
     }
 
     /// Checksum as stored.
+    #[inline]
     pub fn checksum(&self) -> u16 {
         read_u16(self.buffer.as_ref(), field::CHECKSUM)
     }
 
     /// The payload after the header.
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         &self.buffer.as_ref()[self.header_len()..]
     }
@@ -110,46 +120,55 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
     /// Sets the source port.
+    #[inline]
     pub fn set_src_port(&mut self, v: u16) {
         write_u16(self.buffer.as_mut(), field::SRC_PORT, v);
     }
 
     /// Sets the destination port.
+    #[inline]
     pub fn set_dst_port(&mut self, v: u16) {
         write_u16(self.buffer.as_mut(), field::DST_PORT, v);
     }
 
     /// Sets the sequence number.
+    #[inline]
     pub fn set_seq(&mut self, v: u32) {
         self.buffer.as_mut()[field::SEQ..field::SEQ + 4].copy_from_slice(&v.to_be_bytes());
     }
 
     /// Sets the acknowledgement number.
+    #[inline]
     pub fn set_ack(&mut self, v: u32) {
         self.buffer.as_mut()[field::ACK..field::ACK + 4].copy_from_slice(&v.to_be_bytes());
     }
 
     /// Sets the header length in bytes (a multiple of 4, 20 to 60); clears the reserved bits.
+    #[inline]
     pub fn set_header_len(&mut self, len: usize) {
         self.buffer.as_mut()[field::OFF] = u8::try_from(len / 4).unwrap_or(5) << 4;
     }
 
     /// Sets the flag bits (see [`TcpFlags`]).
+    #[inline]
     pub fn set_flags(&mut self, v: u8) {
         self.buffer.as_mut()[field::FLAGS] = v;
     }
 
     /// Sets the receive window.
+    #[inline]
     pub fn set_window(&mut self, v: u16) {
         write_u16(self.buffer.as_mut(), field::WINDOW, v);
     }
 
     /// Sets the urgent pointer.
+    #[inline]
     pub fn set_urgent(&mut self, v: u16) {
         write_u16(self.buffer.as_mut(), field::URGENT, v);
     }
 
     /// Sets the checksum.
+    #[inline]
     pub fn set_checksum(&mut self, v: u16) {
         write_u16(self.buffer.as_mut(), field::CHECKSUM, v);
     }
@@ -157,6 +176,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
     /// Computes the checksum from scratch over the whole buffer (header and payload: the
     /// view must end where the segment ends) and `pseudo`, the pseudo-header's running sum
     /// ([`checksum::pseudo_v4`], [`checksum::pseudo_v6`]).
+    #[inline]
     pub fn fill_checksum(&mut self, pseudo: u32) {
         self.set_checksum(0);
         let c = checksum::finish(checksum::sum(pseudo, self.buffer.as_ref()));
@@ -183,6 +203,7 @@ pub struct TcpRepr {
 
 impl TcpRepr {
     /// Reads a checked segment's header (options are skipped).
+    #[inline]
     pub fn parse<T: AsRef<[u8]>>(p: &TcpPacket<T>) -> Self {
         TcpRepr {
             src_port: p.src_port(),
@@ -195,12 +216,14 @@ impl TcpRepr {
     }
 
     /// Length of the header it writes.
+    #[inline]
     pub fn header_len(&self) -> usize {
         HEADER_LEN
     }
 
     /// Writes the header at the start of `buf` with a zero checksum (fill it with
     /// [`TcpPacket::fill_checksum`] once the payload is in place); returns its length.
+    #[inline]
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize> {
         let mut p = TcpPacket::new_unchecked(buf.get_mut(..HEADER_LEN).ok_or(Error::Truncated)?);
         p.set_src_port(self.src_port);

@@ -25,6 +25,7 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
     }
 
     /// Wraps a buffer after checking that the length field is at least 8 and within it.
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Self> {
         let b = buffer.as_ref();
         if b.len() < HEADER_LEN {
@@ -41,31 +42,37 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
     }
 
     /// Source port.
+    #[inline]
     pub fn src_port(&self) -> u16 {
         read_u16(self.buffer.as_ref(), field::SRC_PORT)
     }
 
     /// Destination port.
+    #[inline]
     pub fn dst_port(&self) -> u16 {
         read_u16(self.buffer.as_ref(), field::DST_PORT)
     }
 
     /// Length field: header and payload.
+    #[inline]
     pub fn len(&self) -> u16 {
         read_u16(self.buffer.as_ref(), field::LENGTH)
     }
 
     /// True when the datagram carries no payload.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         usize::from(self.len()) == HEADER_LEN
     }
 
     /// Checksum as stored (0: none, IPv4 only).
+    #[inline]
     pub fn checksum(&self) -> u16 {
         read_u16(self.buffer.as_ref(), field::CHECKSUM)
     }
 
     /// The payload, up to the length field.
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         &self.buffer.as_ref()[HEADER_LEN..usize::from(self.len())]
     }
@@ -73,21 +80,25 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
     /// Sets the source port.
+    #[inline]
     pub fn set_src_port(&mut self, v: u16) {
         write_u16(self.buffer.as_mut(), field::SRC_PORT, v);
     }
 
     /// Sets the destination port.
+    #[inline]
     pub fn set_dst_port(&mut self, v: u16) {
         write_u16(self.buffer.as_mut(), field::DST_PORT, v);
     }
 
     /// Sets the length field (header and payload).
+    #[inline]
     pub fn set_len(&mut self, v: u16) {
         write_u16(self.buffer.as_mut(), field::LENGTH, v);
     }
 
     /// Sets the checksum.
+    #[inline]
     pub fn set_checksum(&mut self, v: u16) {
         write_u16(self.buffer.as_mut(), field::CHECKSUM, v);
     }
@@ -95,6 +106,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
     /// Computes the checksum from scratch over the datagram (up to the length field) and
     /// `pseudo`, the pseudo-header's running sum; a result of 0 is sent as 0xffff (0 means
     /// "no checksum").
+    #[inline]
     pub fn fill_checksum(&mut self, pseudo: u32) {
         self.set_checksum(0);
         let len = usize::from(self.len());
@@ -119,17 +131,20 @@ pub struct UdpRepr {
 
 impl UdpRepr {
     /// Reads a checked datagram's header.
+    #[inline]
     pub fn parse<T: AsRef<[u8]>>(p: &UdpPacket<T>) -> Self {
         UdpRepr { src_port: p.src_port(), dst_port: p.dst_port(), payload_len: p.len().saturating_sub(8) }
     }
 
     /// Length of the header it writes.
+    #[inline]
     pub fn header_len(&self) -> usize {
         HEADER_LEN
     }
 
     /// Writes the header at the start of `buf` with no checksum (0; fill it with
     /// [`UdpPacket::fill_checksum`] once the payload is in place); returns its length.
+    #[inline]
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize> {
         let len = self.payload_len.checked_add(8).ok_or(Error::Malformed)?;
         let mut p = UdpPacket::new_unchecked(buf.get_mut(..HEADER_LEN).ok_or(Error::Truncated)?);
