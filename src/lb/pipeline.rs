@@ -27,6 +27,11 @@ fn fence(state: &WorkerState, v: Verdict) -> Verdict {
 /// reply.
 #[inline]
 pub fn process(cx: &Ctx<'_>, state: &mut WorkerState, buf: &mut [u8], len: usize) -> Verdict {
+    // Most frames are IPv4 TCP or UDP: one pass over fixed offsets. The rest (and any frame
+    // it does not take) goes the general way below.
+    if let Some(flow) = forward::fast_v4(buf, len) {
+        return forward::flow(cx, state, buf, len, &flow);
+    }
     let Some(frame) = buf.get(..len) else { return Verdict::Drop(DropReason::Truncated) };
     let (ethertype, icmpv6) = match EthernetFrame::new_checked(frame) {
         // Neighbour solicitations and advertisements (ICMPv6 right after the fixed IPv6

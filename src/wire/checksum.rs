@@ -69,6 +69,25 @@ pub fn update_bytes(check: u16, old: &[u8], new: &[u8]) -> u16 {
     finish(acc)
 }
 
+/// What changing `old` to `new` (equal, even lengths of at most 64 bytes, 16-bit aligned in
+/// the header) adds to a ones'-complement sum: computed once when the same bytes are
+/// covered by two checksums (the IPv4 header's and the TCP/UDP pseudo-header's), then
+/// given to [`apply`] for each.
+#[inline]
+pub fn delta(old: &[u8], new: &[u8]) -> u32 {
+    let mut acc = 0u32;
+    for (o, n) in old.chunks_exact(2).zip(new.chunks_exact(2)) {
+        acc += u32::from(!u16::from_be_bytes([o[0], o[1]])) + u32::from(u16::from_be_bytes([n[0], n[1]]));
+    }
+    acc
+}
+
+/// The checksum `check` updated by a [`delta`] (RFC 1624 eqn. 3).
+#[inline]
+pub fn apply(check: u16, delta: u32) -> u16 {
+    finish(u32::from(!check) + delta)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,6 +102,14 @@ mod tests {
     #[test]
     fn odd_length_is_zero_padded() {
         assert_eq!(checksum(&[0xab]), checksum(&[0xab, 0x00]));
+    }
+
+    #[test]
+    fn delta_then_apply_is_update_bytes() {
+        let (old, new) = ([10, 0, 0, 1, 0x1f, 0x90], [192, 168, 7, 9, 0xff, 0xfe]);
+        for check in [0u16, 1, 0x1234, 0xfffe, 0xffff] {
+            assert_eq!(apply(check, delta(&old, &new)), update_bytes(check, &old, &new));
+        }
     }
 
     #[test]
