@@ -1,6 +1,6 @@
 //! Micro-benchmarks of the datapath's parts: a frame through the whole pipeline (parse,
-//! conntrack, rewrite) in DSR and SNAT, Maglev lookup and build, conntrack at a million
-//! flows. `cargo bench -p xlb-bench`.
+//! conntrack, rewrite) in DSR and SNAT, Maglev lookup and build, conntrack at a thousand and a million
+//! flows, one lookup at a time and a batch prefetched as workers do. `cargo bench -p xlb-bench`.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::cast_possible_truncation)]
 
@@ -82,37 +82,58 @@ fn key(i: u32) -> FlowKey {
 }
 
 fn conntrack(c: &mut Criterion) {
-    const N: u32 = 1_000_000;
-    let mut g = c.benchmark_group("conntrack_1m");
-    let mut ct = Conntrack::new(N as usize, Timeouts::default());
-    let keys: Vec<(FlowKey, u64)> = (0..N).map(|i| (key(i), key(i).hash())).collect();
-    for (k, h) in &keys {
-        let _ = ct.insert(Entry { key: *k, hash: *h, state: FlowState::Established, ..Entry::default() }, 1);
-    }
-    assert_eq!(ct.stats().live, u64::from(N));
-    let mut i = 0usize;
-    g.bench_function("lookup_hit", |b| {
-        b.iter(|| {
-            // A stride through the table, so lookups do not stay in one cache line.
+    const BATCH: usize = 64;
+    let mut g = c.benchmark_group("conntrack");
+    for n in [1_000u32, 1_000_000] {
+        let mut ct = Conntrack::new(n as usize, Timeouts::default());
+        let keys: Vec<(FlowKey, u64)> = (0..n).map(|i| (key(i), key(i).hash())).collect();
+        for (k, h) in &keys {
+            let _ = ct.insert(Entry { key: *k, hash: *h, state: FlowState::Established, ..Entry::default() }, 1);
+        }
+        assert_eq!(ct.stats().live, u64::from(n));
+        // A stride through the keys, so that lookups do not follow the table's order.
+        let mut i = 0usize;
+        let mut next = || {
             i = (i + 7919) % keys.len();
-            let (k, h) = &keys[i];
-            black_box(ct.lookup(k, *h, 2).is_some())
-        })
-    });
-    g.bench_function("insert_replace", |b| {
-        b.iter_batched(
-            || {
-                i = (i + 7919) % keys.len();
-                keys[i]
-            },
-            |(k, h)| {
-                black_box(
-                    ct.insert(Entry { key: k, hash: h, state: FlowState::Established, ..Entry::default() }, 3).is_ok(),
-                )
-            },
-            BatchSize::SmallInput,
-        )
-    });
+            keys[i]
+        };
+        g.throughput(Throughput::Elements(1));
+        g.bench_function(BenchmarkId::new("lookup_hit", n), |b| {
+            b.iter(|| {
+                let (k, h) = next();
+                black_box(ct.lookup(&k, h, 2).is_some())
+            })
+        });
+        // As a worker does it: the slots of a whole RX batch prefetched, then looked up.
+        g.throughput(Throughput::Elements(BATCH as u64));
+        g.bench_function(BenchmarkId::new("lookup_hit_batch64_prefetched", n), |b| {
+            let mut batch = [(FlowKey::default(), 0u64); BATCH];
+            b.iter(|| {
+                for slot in batch.iter_mut() {
+                    *slot = next();
+                    xlb::io::prefetch(ct.home_of(slot.1));
+                }
+                let mut hits = 0;
+                for (k, h) in &batch {
+                    hits += usize::from(ct.lookup(k, *h, 2).is_some());
+                }
+                black_box(hits)
+            })
+        });
+        g.throughput(Throughput::Elements(1));
+        g.bench_function(BenchmarkId::new("insert_replace", n), |b| {
+            b.iter_batched(
+                &mut next,
+                |(k, h)| {
+                    black_box(
+                        ct.insert(Entry { key: k, hash: h, state: FlowState::Established, ..Entry::default() }, 3)
+                            .is_ok(),
+                    )
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
     g.finish();
 }
 

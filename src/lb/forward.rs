@@ -40,7 +40,7 @@ fn id32(id: u16) -> u32 {
 /// What the forwarding step needs to know about a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Flow {
-    key: FlowKey,
+    pub(super) key: FlowKey,
     tcp_flags: Option<u8>,
     /// Offset of the IP header in the frame.
     l3: usize,

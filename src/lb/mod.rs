@@ -38,7 +38,7 @@ mod fixtures;
 mod snat_fixtures;
 
 pub use ctx::Ctx;
-pub use pipeline::process;
+pub use pipeline::{flow_home, process};
 pub use snapshot::{Snapshot, VipMode};
 pub use state::WorkerState;
 pub use stats::{Counter, DropReason, WorkerStats};

@@ -55,6 +55,15 @@ pub fn process(cx: &Ctx<'_>, state: &mut WorkerState, buf: &mut [u8], len: usize
     }
 }
 
+/// Where [`process`] will look for the frame's flow in the flow table (the fast path's
+/// frames only: IPv4 TCP and UDP), for the worker to prefetch before it processes the
+/// batch. Reads the frame, changes nothing.
+#[inline]
+pub fn flow_home(state: &WorkerState, buf: &[u8], len: usize) -> Option<(*const u8, usize)> {
+    let flow = forward::fast_v4(buf, len)?;
+    Some(state.conntrack.home_of(flow.key.hash()))
+}
+
 /// IPv4 or IPv6 (`v6`) to a VIP or a SNAT address: TCP and UDP to forwarding, ICMP to the
 /// ICMP step.
 #[inline]
