@@ -277,7 +277,7 @@ struct RunArgs {
     #[arg(long, value_name = "LOW-HIGH", default_value = "1024-65535")]
     snat_ports: String,
     /// Flows each worker's connection table is sized for, at most 67108864 (slots: the next
-    /// power of two at or above 1.5 x N, 80 bytes each: 160 MiB per queue by default).
+    /// power of two at or above 1.5 x N, 64 bytes each: 128 MiB per queue by default).
     #[arg(long, default_value_t = 1 << 20)]
     conntrack_capacity: usize,
     /// Admin socket for `xlb status`, `xlb service list`, ... (default: the config's

@@ -479,10 +479,10 @@ mod tests {
 
     #[test]
     fn flow_tables_that_do_not_fit_the_machine_are_refused() {
-        // 1,000 queues of the largest table: about 10 TiB, on no machine here.
+        // 1,000 queues of the largest table: about 8 TiB, on no machine here.
         let e = check_memory("conntrack.capacity", MAX_CAPACITY, 1000).unwrap_err();
         let text = e.to_string();
-        assert!(text.starts_with("conntrack.capacity 67108864: 1000 queue(s) x 10240 MiB"), "{text}");
+        assert!(text.starts_with("conntrack.capacity 67108864: 1000 queue(s) x 8192 MiB"), "{text}");
         assert!(text.contains("more than the") && text.contains("lower it"), "{text}");
         // The default on one queue fits.
         check_memory("--conntrack-capacity", 1 << 20, 1).unwrap();

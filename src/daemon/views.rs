@@ -352,7 +352,7 @@ impl Node {
                     state: format!("{:?}", e.state).to_lowercase(),
                     snat: e.snat.map(|l| {
                         let addr = self.snat_addrs.get(usize::from(l.addr)).map_or("?".into(), ToString::to_string);
-                        format!("{addr}:{}", l.port)
+                        format!("{addr}:{}", l.port())
                     }),
                     expires_in_s: e.expires.saturating_sub(worker_now) / 1_000_000_000,
                 });

@@ -150,13 +150,14 @@ impl Lifetimes {
     }
 }
 
-/// One tracked flow.
+/// One tracked flow: 64 bytes, one cache line, so a lookup at a million flows costs one
+/// miss. The flow's hash is not stored (it would not fit): moving an entry on removal
+/// recomputes it from the key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(align(64))]
 pub struct Entry {
     /// The flow.
     pub key: FlowKey,
-    /// Its hash (kept to move entries without rehashing).
-    pub hash: u64,
     /// Deadline in `now` nanoseconds.
     pub expires: u64,
     /// Backend index within its service, as of the last packet (a hint: snapshots may
@@ -169,6 +170,8 @@ pub struct Entry {
     /// The SNAT port the flow holds, for a SNAT service.
     pub snat: Option<Lease>,
 }
+
+const _: () = assert!(std::mem::size_of::<Entry>() == 64, "a flow-table entry is one cache line");
 
 /// Why an insert did not take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -202,7 +205,7 @@ pub struct Conntrack {
     stats: ConntrackStats,
 }
 
-/// Most flows one worker's table may be sized for (its slots then take 10 GiB).
+/// Most flows one worker's table may be sized for (its slots then take 8 GiB).
 pub const MAX_CAPACITY: usize = 1 << 26;
 
 /// The slots of a table for about `capacity` flows: the next power of two at or above
@@ -278,7 +281,7 @@ impl Conntrack {
             if e.state == FlowState::Empty {
                 return None;
             }
-            if e.hash == hash && e.key == *key {
+            if e.key == *key {
                 if e.expires <= now {
                     self.stats.expired += 1;
                     self.remove_at(at);
@@ -292,9 +295,17 @@ impl Conntrack {
 
     /// Inserts a new flow (or replaces the live entry of the same key); returns the stored
     /// entry. `entry.expires` is set from the state's timeout.
-    pub fn insert(&mut self, mut entry: Entry, now: u64) -> Result<&mut Entry, InsertError> {
+    pub fn insert(&mut self, entry: Entry, now: u64) -> Result<&mut Entry, InsertError> {
+        let hash = entry.key.hash();
+        self.insert_hashed(entry, hash, now)
+    }
+
+    /// [`Conntrack::insert`] for a caller that has the key's hash (`entry.key.hash()`).
+    #[inline]
+    pub fn insert_hashed(&mut self, mut entry: Entry, hash: u64, now: u64) -> Result<&mut Entry, InsertError> {
+        debug_assert_eq!(hash, entry.key.hash(), "the hash of the entry's key");
         entry.expires = now.saturating_add(self.lifetimes.of(entry.state));
-        let home = usize::try_from(entry.hash).unwrap_or(0) & self.mask;
+        let home = usize::try_from(hash).unwrap_or(0) & self.mask;
         let mut reuse: Option<usize> = None;
         let mut victim: Option<(usize, u64)> = None;
         for i in 0..MAX_PROBE {
@@ -304,7 +315,7 @@ impl Conntrack {
                 reuse.get_or_insert(at);
                 break;
             }
-            if e.hash == entry.hash && e.key == entry.key {
+            if e.key == entry.key {
                 if e.expires <= now {
                     self.stats.expired += 1;
                 } else {
@@ -354,7 +365,7 @@ impl Conntrack {
             if e.state == FlowState::Empty {
                 return;
             }
-            if e.hash == hash && e.key == *key {
+            if e.key == *key {
                 self.remove_at(at);
                 return;
             }
@@ -387,7 +398,7 @@ impl Conntrack {
             if e.state == FlowState::Empty {
                 break;
             }
-            let home = usize::try_from(e.hash).unwrap_or(0) & self.mask;
+            let home = usize::try_from(e.key.hash()).unwrap_or(0) & self.mask;
             // The entry may fill the hole if its home is not between the hole and it.
             if self.dist(home, j) >= self.dist(hole, j) {
                 self.slots[hole] = self.slots[j];
@@ -428,7 +439,7 @@ mod tests {
 
     fn entry(i: u32, state: FlowState) -> Entry {
         let key = key(i);
-        Entry { key, hash: key.hash(), backend: i % 7, state, ..Entry::default() }
+        Entry { key, backend: i % 7, state, ..Entry::default() }
     }
 
     #[test]
@@ -436,10 +447,10 @@ mod tests {
         let mut ct = Conntrack::new(1000, Timeouts::default());
         let e = entry(1, FlowState::Established);
         assert!(ct.insert(e, 0).is_ok());
-        assert_eq!(ct.lookup(&e.key, e.hash, 5 * SEC).map(|x| x.backend), Some(1));
+        assert_eq!(ct.lookup(&e.key, e.key.hash(), 5 * SEC).map(|x| x.backend), Some(1));
         // Established lives 6 h; a UDP flow 60 s.
-        assert!(ct.lookup(&e.key, e.hash, 6 * 3600 * SEC - 1).is_some());
-        assert!(ct.lookup(&e.key, e.hash, 6 * 3600 * SEC).is_none());
+        assert!(ct.lookup(&e.key, e.key.hash(), 6 * 3600 * SEC - 1).is_some());
+        assert!(ct.lookup(&e.key, e.key.hash(), 6 * 3600 * SEC).is_none());
         assert_eq!(ct.stats().expired, 1);
         assert_eq!(ct.stats().live, 0);
     }
@@ -481,17 +492,17 @@ mod tests {
         assert_eq!(ct.insert(extra, 1).err(), Some(InsertError::Full));
         assert_eq!(ct.stats().full, 1);
         for e in &inserted {
-            assert!(ct.lookup(&e.key, e.hash, 2).is_some(), "established flow lost");
+            assert!(ct.lookup(&e.key, e.key.hash(), 2).is_some(), "established flow lost");
         }
         // Make one of them embryonic: the next insert evicts it, not the others.
         let victim = inserted[5];
         assert!(ct.insert(Entry { state: FlowState::SynSent, ..victim }, 3).is_ok());
         assert!(ct.insert(extra, 4).is_ok());
         assert_eq!(ct.stats().evictions, 1);
-        assert!(ct.lookup(&victim.key, victim.hash, 5).is_none());
-        assert!(ct.lookup(&extra.key, extra.hash, 5).is_some());
+        assert!(ct.lookup(&victim.key, victim.key.hash(), 5).is_none());
+        assert!(ct.lookup(&extra.key, extra.key.hash(), 5).is_some());
         for e in inserted.iter().filter(|e| e.key != victim.key) {
-            assert!(ct.lookup(&e.key, e.hash, 5).is_some(), "established flow lost");
+            assert!(ct.lookup(&e.key, e.key.hash(), 5).is_some(), "established flow lost");
         }
     }
 
@@ -507,11 +518,11 @@ mod tests {
         }
         for i in (0..2000).step_by(2) {
             let e = entry(i, FlowState::Udp);
-            assert!(ct.lookup(&e.key, e.hash, 100).is_none());
+            assert!(ct.lookup(&e.key, e.key.hash(), 100).is_none());
         }
         for i in (1..2000).step_by(2) {
             let e = entry(i, FlowState::Established);
-            assert_eq!(ct.lookup(&e.key, e.hash, 100).map(|x| x.backend), Some(i % 7), "flow {i}");
+            assert_eq!(ct.lookup(&e.key, e.key.hash(), 100).map(|x| x.backend), Some(i % 7), "flow {i}");
         }
         assert_eq!(ct.stats().live, 1000);
     }

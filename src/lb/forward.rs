@@ -243,17 +243,10 @@ fn forward(
                 None if flow.key.proto == Protocol::UDP => FlowState::Udp,
                 None => FlowState::Other,
             };
-            let entry = Entry {
-                key: flow.key,
-                hash,
-                backend: pick,
-                backend_key: b.key,
-                state,
-                snat: lease,
-                ..Entry::default()
-            };
+            let entry =
+                Entry { key: flow.key, backend: pick, backend_key: b.key, state, snat: lease, ..Entry::default() };
             // A full table is counted there; a DSR flow is then served from Maglev alone.
-            match st.conntrack.insert(entry, now) {
+            match st.conntrack.insert_hashed(entry, hash, now) {
                 Ok(e) => (pick, e.expires, true),
                 Err(_) if svc.mode == ForwardMode::Dsr => (pick, 0, false),
                 // SNAT cannot translate replies of a flow it does not track.
@@ -303,7 +296,7 @@ fn forward(
                 }
             };
             let src = *snat.table().addr16(held.addr).ok_or(DropReason::NoSnatAddress)?;
-            nat(buf, len, flow, &src, &backend16, held.port, backend.port)?;
+            nat(buf, len, flow, &src, &backend16, held.port(), backend.port)?;
             set_macs(buf, next_hop, mac)?;
         }
     }

@@ -162,7 +162,7 @@ pub(super) fn icmp(
         };
         let snat_addr = to16(*snat.table().addrs().get(usize::from(lease.addr)).ok_or(DropReason::NoSnatAddress)?);
         let b16 = to16(backend.addr);
-        rewrite(buf, &at, &b16, (&b16, backend.port), (&snat_addr, lease.port))?;
+        rewrite(buf, &at, &b16, (&b16, backend.port), (&snat_addr, lease.port()))?;
     }
     set_macs(buf, next_hop, mac)?;
     Ok(Verdict::Tx { len, reply: Reply::IcmpError })

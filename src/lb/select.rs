@@ -32,8 +32,8 @@ pub(super) fn choose(now: u64, svc: &Service, ct: &mut Conntrack, key: &FlowKey,
     }
     let pick = maglev_pick(svc, akey)?;
     let backend_key = svc.backends.get(usize::try_from(pick).unwrap_or(usize::MAX)).map_or(0, |b| b.key);
-    let entry = Entry { key, hash: akey, backend: pick, backend_key, state: FlowState::Affinity, ..Entry::default() };
-    if let Ok(e) = ct.insert(entry, now) {
+    let entry = Entry { key, backend: pick, backend_key, state: FlowState::Affinity, ..Entry::default() };
+    if let Ok(e) = ct.insert_hashed(entry, akey, now) {
         e.expires = until;
     }
     Ok(pick)

@@ -22,6 +22,7 @@
 
 use std::{
     net::IpAddr,
+    num::NonZeroU16,
     sync::{
         atomic::{fence, AtomicU64, Ordering},
         Arc,
@@ -199,7 +200,11 @@ impl SnatTable {
             && found.client_port == m.client_port
             && found.vip == m.vip
             && found.vip_port == m.vip_port;
-        same.then_some((Lease { addr, port }, found))
+        if same {
+            Some((Lease::new(addr, port)?, found))
+        } else {
+            None
+        }
     }
 
     /// The SNAT addresses, in index order.
@@ -284,13 +289,28 @@ pub struct SnatPorts {
     cursors: Vec<usize>,
 }
 
-/// Where a SNAT flow's replies are addressed.
+/// Where a SNAT flow's replies are addressed. Ports are never 0 (the range starts at 1 or
+/// above), which lets `Option<Lease>` take no more room than a `Lease`: it keeps a flow-table
+/// entry within one cache line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lease {
     /// SNAT address index.
     pub addr: u8,
-    /// Port.
-    pub port: u16,
+    port: NonZeroU16,
+}
+
+impl Lease {
+    /// Port `port` of address `addr` (none for port 0, which is never leased).
+    #[inline]
+    pub fn new(addr: u8, port: u16) -> Option<Self> {
+        Some(Lease { addr, port: NonZeroU16::new(port)? })
+    }
+
+    /// The port.
+    #[inline]
+    pub fn port(&self) -> u16 {
+        self.port.get()
+    }
 }
 
 impl SnatPorts {
@@ -337,7 +357,7 @@ impl SnatPorts {
                 if let Some(w) = self.table.index_at(hash) {
                     w.store(index_word(hash, addr, pi, port), Ordering::Relaxed);
                 }
-                return Some(Lease { addr, port });
+                return Lease::new(addr, port);
             }
         }
         None
@@ -345,7 +365,7 @@ impl SnatPorts {
 
     /// Rewrites the mapping of a port this worker holds (the flow moved to another backend).
     pub fn rewrite(&self, lease: Lease, proto: u8, mapping: &Mapping, expires: u64) {
-        if let Some(slot) = self.table.slot(lease.addr, proto, lease.port) {
+        if let Some(slot) = self.table.slot(lease.addr, proto, lease.port()) {
             write(slot, mapping, expires);
         }
     }
@@ -360,7 +380,7 @@ impl SnatPorts {
     /// Moves a held port's deadline with its flow's.
     #[inline]
     pub fn touch(&self, lease: Lease, proto: u8, expires: u64) {
-        if let Some(slot) = self.table.slot(lease.addr, proto, lease.port) {
+        if let Some(slot) = self.table.slot(lease.addr, proto, lease.port()) {
             slot.expires.store(expires, Ordering::Relaxed);
         }
     }
@@ -413,7 +433,7 @@ mod tests {
         for w in 0..3 {
             let mut p = t.worker(w);
             while let Some(l) = p.allocate(false, Protocol::TCP, 0, &mapping(1), 0, 100) {
-                assert!(seen.insert(l.port), "port {} handed to two workers", l.port);
+                assert!(seen.insert(l.port()), "port {} handed to two workers", l.port());
             }
         }
         assert_eq!(seen.into_iter().collect::<Vec<_>>(), (1000..=1009).collect::<Vec<_>>());
@@ -436,12 +456,12 @@ mod tests {
         p.touch(leases[2], Protocol::TCP, 500);
         let mut again = Vec::new();
         while let Some(l) = p.allocate(false, Protocol::TCP, 0, &mapping(8), 200, 300) {
-            again.push(l.port);
+            again.push(l.port());
         }
         again.sort_unstable();
         assert_eq!(again, vec![2000, 2001, 2003]);
         // Replies find the mapping of the live flow, and nothing for a free port.
-        assert_eq!(t.lookup(0, Protocol::TCP, leases[2].port, 250), Some(mapping(2)));
+        assert_eq!(t.lookup(0, Protocol::TCP, leases[2].port(), 250), Some(mapping(2)));
         assert_eq!(t.lookup(0, Protocol::TCP, 2000, 250), Some(mapping(8)));
         assert_eq!(t.lookup(0, Protocol::TCP, 2000, 300), None);
         assert_eq!(t.lookup(0, Protocol::TCP, 1999, 0), None);
@@ -452,9 +472,9 @@ mod tests {
     fn only_addresses_of_the_flows_family_are_used() {
         let t = Arc::new(SnatTable::new(vec![v4("10.0.0.1"), v4("2001:db8::1")], 3000, 3000, 1).unwrap());
         let mut p = t.worker(0);
-        assert_eq!(p.allocate(true, Protocol::TCP, 0, &mapping(1), 0, 10), Some(Lease { addr: 1, port: 3000 }));
+        assert_eq!(p.allocate(true, Protocol::TCP, 0, &mapping(1), 0, 10), Lease::new(1, 3000));
         assert_eq!(p.allocate(true, Protocol::TCP, 0, &mapping(1), 0, 10), None);
-        assert_eq!(p.allocate(false, Protocol::TCP, 1, &mapping(1), 0, 10), Some(Lease { addr: 0, port: 3000 }));
+        assert_eq!(p.allocate(false, Protocol::TCP, 1, &mapping(1), 0, 10), Lease::new(0, 3000));
         assert_eq!(t.in_use(5), vec![1, 1]);
     }
 
@@ -465,7 +485,7 @@ mod tests {
             let t = t.clone();
             std::thread::spawn(move || {
                 let p = t.worker(0);
-                let lease = Lease { addr: 0, port: 5000 };
+                let lease = Lease::new(0, 5000).unwrap();
                 for i in 0..200_000u32 {
                     let b = u8::try_from(i % 251).unwrap_or(0);
                     p.rewrite(lease, Protocol::UDP, &mapping(b), u64::MAX);
