@@ -3,7 +3,7 @@
 CARGO ?= cargo
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: demo test bench setup build lint unit lab clean-lab
+.PHONY: demo test bench pathcost setup build lint unit lab clean-lab
 
 setup:
 	@bash scripts/setup.sh
@@ -24,6 +24,14 @@ lint: setup
 
 test: lint
 	bash scripts/test-summary.sh
+	@echo
+	bash scripts/pathcost.sh
+
+# Instructions per packet on each datapath path (callgrind; exact, so `make test` prints it
+# as a report). `scripts/pathcost.sh --publish` also writes the table into
+# docs/benchmarks.md.
+pathcost: setup
+	bash scripts/pathcost.sh
 
 # The end-to-end benchmark: xlb against the AF_XDP ceiling and nftables, pktgen against
 # trafgen, on the netns lab (results in target/bench/). Not part of `make test`.

@@ -7,6 +7,7 @@
 #
 #   scripts/pathcost.sh            # every path; table on stdout and in target/pathcost/
 #   scripts/pathcost.sh dsr syn    # some paths
+#   scripts/pathcost.sh --publish  # every path, and the table into docs/benchmarks.md
 #   PATHCOST_TOP=8 scripts/pathcost.sh   # more functions per path
 #
 # Figures count instructions retired by the datapath (Ir), not time: a cache miss costs one
@@ -25,6 +26,11 @@ command -v valgrind >/dev/null || { echo "pathcost: valgrind is missing (scripts
 cargo build --release -q -p xlb-bench --bin pathcost
 bin=target/release/pathcost
 
+publish=
+if [ "${1:-}" = --publish ]; then
+  publish=${PATHCOST_DOC:-docs/benchmarks.md}
+  shift
+fi
 if [ $# -gt 0 ]; then
   paths=("$@")
 else
@@ -95,4 +101,31 @@ cat "$table"
 echo
 cat "$tops"
 echo "(tables in $table and $tops; profiles in $out/callgrind.*: callgrind_annotate FILE)"
+
+# Between the markers of docs/benchmarks.md: the table, and what it was measured on.
+if [ -n "$publish" ]; then
+  if [ "$failed" -ne 0 ]; then
+    echo "pathcost: a path failed; $publish left as it was" >&2
+    exit 1
+  fi
+  if ! grep -q '^<!-- pathcost -->$' "$publish" || ! grep -q '^<!-- /pathcost -->$' "$publish"; then
+    echo "pathcost: $publish lacks the <!-- pathcost --> and <!-- /pathcost --> lines" >&2
+    exit 1
+  fi
+  block="$out/block.md"
+  {
+    echo "<!-- pathcost -->"
+    echo "Measured $(date -u +%Y-%m-%d) at commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src bench || echo " with uncommitted changes") with $(valgrind --version)," \
+      "by \`scripts/pathcost.sh --publish\` (N = $N1 and $N2 frames; the figure is the difference per frame)."
+    echo
+    cat "$table"
+    echo "<!-- /pathcost -->"
+  } >"$block"
+  awk -v block="$block" '
+    /^<!-- pathcost -->$/ { while ((getline line < block) > 0) print line; skip = 1; next }
+    /^<!-- \/pathcost -->$/ { skip = 0; next }
+    !skip' "$publish" >"$publish.new"
+  mv "$publish.new" "$publish"
+  echo "pathcost: table written into $publish"
+fi
 exit "$failed"
