@@ -9,6 +9,29 @@
 //! slot (drained: established flows keep it through connection tracking). Tables are built
 //! off the hot path; a lookup is one multiply-shift and one load.
 //!
+//! # Size: a pure function of the backend count
+//!
+//! Maglev balances well when the table has more than 100 slots per backend (M > 100 N), and
+//! a table costs memory on every node for every service (10,000 Services at 65,537 four-byte
+//! slots would be 2.6 GB). So a table is sized to its service ([`TableSize::Auto`], the
+//! default): the smallest rung of [`LADDER`], a fixed list of primes about doubling from
+//! 1,021 to [`MAX_TABLE_SIZE`], with M > 100 N. N counts every backend of the service,
+//! weighted or not: drained, unhealthy, terminating and not yet resolved backends have weight
+//! 0 and no slot, but they still count, so that a drain, a health flap or a neighbour entry
+//! that one node resolves before another never resizes the table (which would move nearly
+//! every slot); only a backend joining or leaving the service can, and only when the count
+//! crosses a rung. A service of up to 10 backends has 1,021 slots.
+//!
+//! The size must be a pure function of the backend set, because every node must build the
+//! same table: hysteresis (grow at one count, shrink at a lower one) would depend on the
+//! history each node saw, and two nodes would disagree on the table, so there is none.
+//! When the count crosses a rung, the table is rebuilt at the new size and most slots change
+//! backend. Connection tracking covers it as it covers any backend change: a tracked flow is
+//! pinned to its backend's identity (conntrack's `Entry::backend_key`), not to a slot, and
+//! stays on its backend; only untracked flows (a flow met mid-way, as after a failover to
+//! another node) are hashed afresh and can move. An explicit prime ([`TableSize::Fixed`],
+//! `maglevTableSize` in the config) overrides the ladder for a service.
+//!
 //! # Slots: the narrowest width that holds the backends
 //!
 //! A slot holds a backend's index in the service's list: one byte per slot for up to 255
@@ -20,10 +43,30 @@
 
 use std::{collections::HashMap, fmt, sync::Arc};
 
-/// The default table size: a prime, M > 100 x N for up to 655 backends.
-pub const DEFAULT_TABLE_SIZE: u32 = 65_537;
-/// Largest table size accepted.
+/// The automatic table sizes, smallest first: primes, each about twice the last. A service
+/// of N backends gets the first with M > 100 N. Fixed: every node must pick the same size
+/// from the same backends, and changing a rung reshuffles the tables of a cluster.
+pub const LADDER: [u32; 15] = [
+    1_021,
+    2_039,
+    4_093,
+    8_191,
+    16_381,
+    32_749,
+    65_537,
+    131_071,
+    262_139,
+    524_287,
+    1_048_573,
+    2_097_143,
+    4_194_301,
+    8_388_593,
+    MAX_TABLE_SIZE,
+];
+/// Largest table size accepted (the last rung of [`LADDER`]).
 pub const MAX_TABLE_SIZE: u32 = 16_777_213;
+/// Most backends for which an automatic table keeps M > 100 N; more get [`MAX_TABLE_SIZE`].
+pub const MAX_BALANCED_BACKENDS: usize = 167_772;
 
 /// Seeds of the two permutation hashes. Changing them reshuffles every table in a cluster:
 /// they are part of the wire protocol between xlb nodes.
@@ -35,17 +78,53 @@ const SEED_SKIP: u64 = 0x786c_625f_736b_6970; // "xlb_skip"
 pub enum MaglevError {
     /// The table size is not a prime, or out of range.
     #[error(
-        "Maglev table size {0} must be a prime between 3 and {MAX_TABLE_SIZE} (the default is {DEFAULT_TABLE_SIZE})"
+        "Maglev table size {0} is not a prime between 3 and {MAX_TABLE_SIZE}: give one (e.g. 1021, 16381 or 65537), or none to size the table to the backends"
     )]
     BadSize(u32),
     /// More backends than the table can hold.
-    #[error("{backends} backends do not fit a Maglev table of {size} slots; use a larger prime size")]
+    #[error(
+        "{backends} backends do not fit a Maglev table of {size} slots: give a prime over 100 per backend, or none to size the table to the backends"
+    )]
     TooManyBackends {
         /// Backends given.
         backends: usize,
         /// Table size.
         size: u32,
     },
+}
+
+/// How many slots a service's table has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum TableSize {
+    /// Sized to the service's backends: the first rung of [`LADDER`] with M > 100 N.
+    #[default]
+    Auto,
+    /// This prime, whatever the backends (a configured override).
+    Fixed(u32),
+}
+
+impl TableSize {
+    /// The size of the table of a service with `backends` backends (weighted or not).
+    pub fn slots_for(self, backends: usize) -> u32 {
+        match self {
+            TableSize::Fixed(size) => size,
+            TableSize::Auto => {
+                let least = u64::try_from(backends).unwrap_or(u64::MAX).saturating_mul(100);
+                LADDER.into_iter().find(|m| u64::from(*m) > least).unwrap_or(MAX_TABLE_SIZE)
+            }
+        }
+    }
+
+    /// The size of the table of `backends` backends, if one can be built whatever their
+    /// weights: a prime from 3 to [`MAX_TABLE_SIZE`] with a slot for every backend.
+    pub fn check(self, backends: usize) -> Result<u32, MaglevError> {
+        let size = self.slots_for(backends);
+        check_prime(size)?;
+        if backends > usize::try_from(size).unwrap_or(usize::MAX) {
+            return Err(MaglevError::TooManyBackends { backends, size });
+        }
+        Ok(size)
+    }
 }
 
 /// Refuses a size that is not a prime from 3 to [`MAX_TABLE_SIZE`].
@@ -324,8 +403,10 @@ pub struct TableCache {
 }
 
 impl TableCache {
-    /// The table for `backends` at `size`: from this build or the last one, else built.
-    pub fn get(&mut self, backends: &[(BackendId, u32)], size: u32) -> Result<MaglevTable, MaglevError> {
+    /// The table for `backends` at `size` (resolved against the number of backends): from
+    /// this build or the last one, else built.
+    pub fn get(&mut self, backends: &[(BackendId, u32)], size: TableSize) -> Result<MaglevTable, MaglevError> {
+        let size = size.slots_for(backends.len());
         let key = (backends.to_vec(), size);
         if let Some(t) = self.this.get(&key) {
             return Ok(t.clone());
@@ -361,7 +442,9 @@ mod tests {
 
     use super::*;
 
-    const M: u32 = DEFAULT_TABLE_SIZE;
+    /// The size most tests build at: the one every table had before they were sized to their
+    /// backends (a rung of the ladder).
+    const M: u32 = 65_537;
 
     fn backends(n: usize, weight: impl Fn(usize) -> u32) -> Vec<(BackendId, u32)> {
         (0..n)
@@ -376,17 +459,17 @@ mod tests {
     fn the_cache_shares_equal_tables_and_drops_unused_ones() -> Result<(), MaglevError> {
         let mut c = TableCache::default();
         let (two, three) = (backends(2, |_| 1), backends(3, |_| 1));
-        let a = c.get(&two, 251)?;
-        let b = c.get(&two, 251)?;
+        let a = c.get(&two, TableSize::Fixed(251))?;
+        let b = c.get(&two, TableSize::Fixed(251))?;
         assert!(same_slots(&a, &b), "the same backends share one table");
-        let other = c.get(&two, 257)?;
+        let other = c.get(&two, TableSize::Fixed(257))?;
         assert_eq!(other.len(), 257);
         c.finish();
         assert_eq!(c.len(), 2);
         // The next build reuses what did not change, builds what did, drops the rest.
-        let again = c.get(&two, 251)?;
+        let again = c.get(&two, TableSize::Fixed(251))?;
         assert!(same_slots(&a, &again), "unchanged backends are not rebuilt");
-        assert_eq!(c.get(&three, 251)?, MaglevTable::build(&three, 251)?);
+        assert_eq!(c.get(&three, TableSize::Fixed(251))?, MaglevTable::build(&three, 251)?);
         c.finish();
         assert_eq!(c.len(), 2, "the 257-slot table was not asked for: dropped");
         Ok(())
@@ -404,6 +487,56 @@ mod tests {
     /// `n` backends on distinct addresses (any `n`), all of weight `w`.
     fn many(n: u32, w: u32) -> Vec<(BackendId, u32)> {
         (0..n).map(|i| (BackendId::new(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)), 80), w)).collect()
+    }
+
+    #[test]
+    fn the_ladder_is_prime_doubling_and_ends_at_the_largest_size() {
+        assert_eq!(LADDER.last(), Some(&MAX_TABLE_SIZE));
+        for m in LADDER {
+            assert!(is_prime(m), "{m} is not a prime");
+        }
+        for pair in LADDER.windows(2) {
+            assert!(pair[0] < pair[1] && u64::from(pair[1]) < 21 * u64::from(pair[0]) / 10, "{pair:?}");
+        }
+        assert_eq!(MAX_BALANCED_BACKENDS, usize::try_from((MAX_TABLE_SIZE - 1) / 100).unwrap_or(0));
+    }
+
+    #[test]
+    fn auto_size_is_the_first_rung_over_100_slots_a_backend() {
+        // Every count the ladder balances: M > 100 N, and the rung below would not be.
+        for n in 0..=MAX_BALANCED_BACKENDS {
+            let m = TableSize::Auto.slots_for(n);
+            let rung = LADDER.iter().position(|r| *r == m).unwrap_or(usize::MAX);
+            assert!(rung < LADDER.len(), "n={n}: {m} is not a rung");
+            assert!(u64::from(m) > 100 * n as u64, "n={n}: {m} slots");
+            assert!(rung == 0 || u64::from(LADDER[rung - 1]) <= 100 * n as u64, "n={n}: {m} is not the first rung");
+        }
+        // Where it crosses rungs: 10 backends fit 1,021 slots, 11 take 2,039, and so on.
+        let crossings = [(0, 1_021), (10, 1_021), (11, 2_039), (20, 2_039), (21, 4_093), (40, 4_093), (41, 8_191)];
+        let more = [(81, 8_191), (82, 16_381), (163, 16_381), (164, 32_749), (327, 32_749), (328, 65_537)];
+        let most = [(655, 65_537), (656, 131_071), (MAX_BALANCED_BACKENDS, MAX_TABLE_SIZE), (1 << 20, MAX_TABLE_SIZE)];
+        for (n, m) in crossings.into_iter().chain(more).chain(most) {
+            assert_eq!(TableSize::Auto.slots_for(n), m, "n={n}");
+        }
+        assert_eq!(TableSize::Fixed(251).slots_for(10_000), 251, "an explicit size is kept whatever the backends");
+    }
+
+    #[test]
+    fn auto_size_counts_every_backend_weighted_or_not() -> Result<(), MaglevError> {
+        let mut c = TableCache::default();
+        let ten = backends(10, |_| 1);
+        // Drained and unresolved backends (weight 0) count: draining does not resize.
+        let drained = backends(10, |i| u32::from(i % 3 != 0));
+        let mut reordered = drained.clone();
+        reordered.reverse();
+        for b in [&ten, &drained, &reordered] {
+            let t = c.get(b, TableSize::Auto)?;
+            assert_eq!((t.len(), t.slot_bytes()), (1_021, 1), "ten backends: 1,021 one-byte slots");
+        }
+        let (a, r) = (c.get(&drained, TableSize::Auto)?, c.get(&reordered, TableSize::Auto)?);
+        assert!(a.slots().zip(r.slots()).all(|(x, y)| drained[x as usize].0 == reordered[y as usize].0));
+        assert_eq!(c.get(&backends(11, |_| 1), TableSize::Auto)?.len(), 2_039);
+        Ok(())
     }
 
     #[test]
@@ -447,6 +580,8 @@ mod tests {
             assert!((0..1_000u64).all(|h| t.lookup(fmix64(h)) == EMPTY), "n={n}");
             assert!((0..t.len()).all(|k| t.slot(k).is_none()) && t.slots_of(0) == 0, "n={n}");
         }
+        let t = TableCache::default().get(&many(4, 0), TableSize::Auto)?;
+        assert_eq!((t.len(), t.lookup(1 << 40)), (1_021, EMPTY), "automatic size, no weight");
         Ok(())
     }
 

@@ -5,7 +5,8 @@
 //! then 10, backends (so no two services share a Maglev table), and counts the heap bytes
 //! live afterwards with a counting global allocator. It prints a markdown table: bytes per
 //! service for the snapshot alone (what the workers read) and with the control plane's
-//! table cache (kept between builds, so also resident on every node).
+//! table cache (kept between builds, so also resident on every node). Tables are sized to
+//! their backends, as a service without `maglevTableSize` has them.
 
 #![allow(clippy::print_stdout)]
 
@@ -18,7 +19,7 @@ use std::{
 use anyhow::Context;
 use xlb::{
     lb::{
-        maglev::{TableCache, DEFAULT_TABLE_SIZE},
+        maglev::{TableCache, TableSize},
         snapshot::{Backend, ForwardMode, Service, ServiceKey},
         Snapshot, VipMode,
     },
@@ -67,12 +68,21 @@ fn service(i: u32, per: u32, tables: &mut TableCache) -> anyhow::Result<Service>
         })
         .collect();
     let key = ServiceKey { vip, port: 80, proto: 6 };
-    Service::with_tables(key, ForwardMode::Dsr, backends, DEFAULT_TABLE_SIZE, tables)
+    Service::with_tables(key, ForwardMode::Dsr, backends, TableSize::Auto, tables)
         .with_context(|| format!("service {i}"))
 }
 
-/// Bytes per service of `n` services of `per` backends each: (snapshot alone, with the cache).
-fn measure(n: u32, per: u32) -> anyhow::Result<(usize, usize)> {
+/// What `n` services of `per` backends each cost.
+struct Cost {
+    /// Heap bytes per service, snapshot alone.
+    alone: usize,
+    /// Heap bytes per service, with the table cache.
+    with_cache: usize,
+    /// A table's slots and bytes per slot.
+    table: (usize, usize),
+}
+
+fn measure(n: u32, per: u32) -> anyhow::Result<Cost> {
     let before = live();
     let mut tables = TableCache::default();
     let services = (0..n).map(|i| service(i, per, &mut tables)).collect::<anyhow::Result<Vec<_>>>()?;
@@ -83,18 +93,21 @@ fn measure(n: u32, per: u32) -> anyhow::Result<(usize, usize)> {
     drop(tables);
     let alone = live() - before;
     anyhow::ensure!(snap.services().len() == usize::try_from(n)?, "services lost");
+    let table = snap.services().first().map(|s| (s.table().len(), s.table().slot_bytes())).unwrap_or_default();
     drop(snap);
     let n = usize::try_from(n)?;
-    Ok((alone / n, with_cache / n))
+    Ok(Cost { alone: alone / n, with_cache: with_cache / n, table })
 }
 
 fn main() -> anyhow::Result<()> {
-    println!("| services | backends each | bytes per service (snapshot) | with the table cache |");
-    println!("| ---: | ---: | ---: | ---: |");
+    println!(
+        "| services | backends each | table (slots x bytes) | bytes per service (snapshot) | with the table cache |"
+    );
+    println!("| ---: | ---: | ---: | ---: | ---: |");
     for n in [10u32, 1_000, 10_000] {
         for per in [2u32, 10] {
-            let (alone, with_cache) = measure(n, per)?;
-            println!("| {n} | {per} | {alone} | {with_cache} |");
+            let Cost { alone, with_cache, table: (slots, bytes) } = measure(n, per)?;
+            println!("| {n} | {per} | {slots} x {bytes} | {alone} | {with_cache} |");
         }
     }
     Ok(())
