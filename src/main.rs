@@ -263,9 +263,10 @@ struct RunArgs {
     #[arg(long, default_value_t = 250)]
     garp_interval_ms: u64,
     /// A service: PROTO:VIP:PORT=BACKEND:PORT[*WEIGHT],...[;mode=dsr|snat][;affinity=SECONDS]
-    /// [;table=PRIME] (IPv6 in brackets); repeat for more. The VIP must be one of --vip.
+    /// [;table=PRIME|auto] (IPv6 in brackets); repeat for more. The VIP must be one of --vip.
     /// mode: direct server return (default) or source NAT (needs --snat-addr); affinity:
-    /// a client's new connections go to its previous backend for that long (ClientIP).
+    /// a client's new connections go to its previous backend for that long (ClientIP);
+    /// table: Maglev table size, by default sized to the backends (over 100 slots each).
     #[arg(long = "service", value_name = "SPEC")]
     services: Vec<String>,
     /// A source address for SNAT services (`;mode=snat`): backends see connections from it

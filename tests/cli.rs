@@ -81,6 +81,18 @@ fn snat_mistakes_name_the_flag_and_the_fix() {
     one_line_naming(&run(&["--service", "tcp:192.0.2.10:80=10.0.0.5:8080;mode=nat"]), "dsr or snat");
 }
 
+/// A Maglev table size is a prime, or `auto` (the default: sized to the backends).
+#[test]
+fn table_sizes_name_the_option_and_the_fix() {
+    for (table, why) in [("1000", "Maglev table size 1000 is not a prime"), ("2", "between 3 and"), ("big", "or auto")]
+    {
+        let svc = format!("tcp:192.0.2.10:80=10.0.0.5:8080;table={table}");
+        let (code, err) = xlb(&["run", "--interface", "lo", "--vip", "192.0.2.10", "--service", &svc]);
+        assert_eq!(code, Some(2), "{table}: {err}");
+        one_line_naming(&err, why);
+    }
+}
+
 /// A backend that is xlb's own address (a VIP, a SNAT address) or no host's address at all
 /// would loop or go nowhere, and a flow table that no machine holds would abort the
 /// process: refused at start (the config file's cases are in the table below).
@@ -205,6 +217,11 @@ fn invalid_configs_name_the_field_with_exit_2() {
             "services[1].backends[0].address: 10.0.0.21 is one of snat.addresses",
         ),
         ("pools:", "conntrack: {capacity: 99999999999999}\npools:", "conntrack.capacity: 99999999999999 flows is over"),
+        (
+            "backends: [{address: 10.0.0.21}]",
+            "backends: [{address: 10.0.0.21}]\n    maglevTableSize: 1000",
+            "services[1].maglevTableSize: 1000 is not a prime",
+        ),
     ];
     // The port clash needs two services on one VIP and port.
     for (from, to, want) in cases {

@@ -359,7 +359,7 @@ fn metrics_and_the_cli_agree_under_traffic() {
     let (ok, table, _) = xlb.cli(&["pool", "list"]);
     assert!(ok && table.contains("lab") && table.contains("14"), "{table}");
     let (ok, table, _) = xlb.cli(&["maglev", "show", "web/tcp:80"]);
-    assert!(ok && table.contains("65537") && table.contains("10.79.0.13:80"), "{table}");
+    assert!(ok && table.contains("table size 1021 (auto)") && table.contains("10.79.0.13:80"), "{table}");
     let (ok, table, _) = xlb.cli(&["status"]);
     assert!(ok && table.contains("eth0") && table.contains("10.79.0.100") && table.contains("owned"), "{table}");
     let (ok, json, err) = xlb.cli(&["conntrack", "list", "-o", "json", "--service", "web"]);

@@ -13,7 +13,7 @@ use std::{
 
 use xlb::{
     lb::{
-        maglev::DEFAULT_TABLE_SIZE,
+        maglev::TableSize,
         process,
         testing::{
             arp, backend, ctx, solicit, PacketBuilder, Scene, BACKEND_MAC, CLIENT4, CLIENT6, CLIENT_MAC, DSR_PORT,
@@ -55,7 +55,7 @@ fn ten_thousand_frames_allocate_nothing() {
     let scene = Scene {
         backends: 3,
         affinity: Some(Duration::from_secs(60)),
-        table_size: DEFAULT_TABLE_SIZE,
+        table_size: TableSize::Auto,
         snat_ports: (1024, 65535),
         conntrack: 4096,
         ..Scene::default()

@@ -1,6 +1,7 @@
 //! Micro-benchmarks of the datapath's parts: a frame through the whole pipeline (parse,
-//! conntrack, rewrite) in DSR and SNAT, Maglev lookup and build, conntrack at a thousand and a million
-//! flows, one lookup at a time and a batch prefetched as workers do. `cargo bench -p xlb-bench`.
+//! conntrack, rewrite) in DSR and SNAT, Maglev lookup and build (at the sizes automatic
+//! sizing gives), conntrack at a thousand and a million flows, one lookup at a time and a
+//! batch prefetched as workers do. `cargo bench -p xlb-bench`.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::cast_possible_truncation)]
 
@@ -13,7 +14,7 @@ use std::{
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use xlb::lb::{
     conntrack::{Conntrack, Entry, FlowKey, FlowState, Timeouts},
-    maglev::{BackendId, MaglevTable, DEFAULT_TABLE_SIZE},
+    maglev::{BackendId, MaglevTable, TableSize},
     process,
     testing::{ctx, Scene, CLIENT4, DSR_PORT, SNAT_PORT, VIP4},
 };
@@ -24,10 +25,11 @@ const VIP: Ipv4Addr = VIP4;
 fn pipeline(c: &mut Criterion) {
     let mut g = c.benchmark_group("pipeline");
     g.throughput(Throughput::Elements(1));
-    // Ten backends per service, default-size Maglev tables, every SNAT port.
+    // Ten backends per service, Maglev tables sized to them (1,021 one-byte slots), every
+    // SNAT port.
     let scene = Scene {
         backends: 10,
-        table_size: DEFAULT_TABLE_SIZE,
+        table_size: TableSize::Auto,
         snat_ports: (1024, 65535),
         conntrack: 1 << 16,
         ..Scene::default()
@@ -60,11 +62,12 @@ fn maglev(c: &mut Criterion) {
     g.sample_size(20).measurement_time(Duration::from_secs(5));
     for n in [10u32, 100, 1000] {
         let b = ids(n);
-        g.bench_with_input(BenchmarkId::new("build_65537", n), &b, |bench, b| {
-            bench.iter(|| black_box(MaglevTable::build(b, 65_537).unwrap()))
+        let size = TableSize::Auto.slots_for(b.len());
+        g.bench_with_input(BenchmarkId::new("build_auto", n), &b, |bench, b| {
+            bench.iter(|| black_box(MaglevTable::build(b, size).unwrap()))
         });
     }
-    let t = MaglevTable::build(&ids(100), 65_537).unwrap();
+    let t = MaglevTable::build(&ids(100), TableSize::Auto.slots_for(100)).unwrap();
     let mut h = 0x9e37_79b9_7f4a_7c15u64;
     g.bench_function("lookup", |b| {
         b.iter(|| {

@@ -1,8 +1,11 @@
 //! xlb's benchmarks. Micro-benchmarks (criterion) are in `benches/datapath.rs`:
 //! `cargo bench -p xlb-bench`. The end-to-end harness, which runs xlb, the AF_XDP ceiling and
 //! the kernel's nftables DNAT side by side on the netns lab with pktgen and trafgen, is
-//! `bench/harness.py` (`make bench`). This library holds what both share: the frames the
-//! benchmarks feed the datapath.
+//! `bench/harness.py` (`make bench`). Two binaries count rather than time: `pathcost`
+//! (instructions per packet under callgrind, run by `scripts/pathcost.sh`) and `svcmem`
+//! (heap bytes per service at 10, 1,000 and 10,000 services: `cargo run --release -p
+//! xlb-bench --bin svcmem`). This library holds what the benchmarks share: the frames they
+//! feed the datapath.
 
 use std::net::{IpAddr, Ipv4Addr};
 

@@ -163,6 +163,10 @@ pub(crate) struct Flow {
 pub(crate) struct Maglev {
     pub(crate) service: String,
     pub(crate) size: usize,
+    /// How the size was chosen: `auto` (sized to the backends) or `configured`.
+    pub(crate) sizing: String,
+    /// Bytes per slot: 1, 2 or 4 (the narrowest that holds the backends' indexes).
+    pub(crate) slot_bytes: usize,
     pub(crate) backends: Vec<MaglevBackend>,
     /// The first 32 slots' backend indexes (`-` for empty).
     pub(crate) first_slots: String,

@@ -364,7 +364,10 @@ fn render(q: &Query, v: Value) -> Result<String, serde_json::Error> {
         }
         Query::Maglev { .. } => {
             let a: answers::Maglev = serde_json::from_value(v)?;
-            let mut out = format!("service {}  table size {}\n\n", a.service, a.size);
+            let mut out = format!(
+                "service {}  table size {} ({}), {} byte(s) a slot\n\n",
+                a.service, a.size, a.sizing, a.slot_bytes
+            );
             let rows: Vec<Vec<String>> = a
                 .backends
                 .iter()

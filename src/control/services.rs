@@ -14,7 +14,7 @@ use arc_swap::ArcSwap;
 
 use crate::{
     lb::{
-        maglev::{MaglevError, TableCache, DEFAULT_TABLE_SIZE},
+        maglev::{MaglevError, TableCache, TableSize},
         snapshot::{Backend, ForwardMode, Service, ServiceKey},
         stats::UNCOUNTED,
         Snapshot, VipMode,
@@ -66,8 +66,8 @@ pub struct ServiceSpec {
     pub backends: Vec<(IpAddr, u16, u32)>,
     /// Forwarding mode.
     pub mode: ForwardMode,
-    /// Maglev table size.
-    pub table_size: u32,
+    /// Maglev table size: sized to the backends, or a configured prime.
+    pub table_size: TableSize,
     /// Session affinity by client address, and for how long.
     pub affinity: Option<Duration>,
 }
@@ -120,14 +120,14 @@ impl FromStr for ServiceSpec {
             key: ServiceKey { vip: front.ip(), port: front.port(), proto },
             backends,
             mode: ForwardMode::Dsr,
-            table_size: DEFAULT_TABLE_SIZE,
+            table_size: TableSize::Auto,
             affinity: None,
         };
         for opt in parts.map(str::trim).filter(|p| !p.is_empty()) {
             let bad = |why| SpecError::Option(text.to_string(), opt.to_string(), why);
             let (k, v) = opt
                 .split_once('=')
-                .ok_or_else(|| bad("expected KEY=VALUE: mode=dsr|snat, affinity=SECONDS, table=PRIME"))?;
+                .ok_or_else(|| bad("expected KEY=VALUE: mode=dsr|snat, affinity=SECONDS, table=PRIME|auto"))?;
             match k.trim() {
                 "mode" => {
                     spec.mode = match v.trim() {
@@ -147,10 +147,14 @@ impl FromStr for ServiceSpec {
                     spec.affinity = Some(Duration::from_secs(secs));
                 }
                 "table" => {
-                    spec.table_size =
-                        v.trim().parse().map_err(|_| bad("table is a prime Maglev table size, e.g. 65537"))?;
+                    spec.table_size = match v.trim() {
+                        "auto" => TableSize::Auto,
+                        p => TableSize::Fixed(p.parse().map_err(|_| {
+                            bad("table is a prime Maglev table size (e.g. 16381), or auto (sized to the backends, the default)")
+                        })?),
+                    }
                 }
-                _ => return Err(bad("known options: mode=dsr|snat, affinity=SECONDS, table=PRIME")),
+                _ => return Err(bad("known options: mode=dsr|snat, affinity=SECONDS, table=PRIME|auto")),
             }
         }
         Ok(spec)
@@ -321,7 +325,11 @@ mod tests {
         let s: ServiceSpec = "tcp:192.0.2.10:80=10.0.0.5:8080; mode=snat; affinity=600; table=251".parse()?;
         assert_eq!(s.mode, ForwardMode::Snat);
         assert_eq!(s.affinity, Some(Duration::from_secs(600)));
-        assert_eq!(s.table_size, 251);
+        assert_eq!(s.table_size, TableSize::Fixed(251));
+        let s: ServiceSpec = "tcp:192.0.2.10:80=10.0.0.5:8080".parse()?;
+        assert_eq!(s.table_size, TableSize::Auto, "sized to the backends unless told");
+        let s: ServiceSpec = "tcp:192.0.2.10:80=10.0.0.5:8080;table=auto".parse()?;
+        assert_eq!(s.table_size, TableSize::Auto);
         Ok(())
     }
 }

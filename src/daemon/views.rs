@@ -15,6 +15,7 @@ use xlb::{
     io::worker::{batch_histogram, WorkerRequest},
     lb::{
         conntrack::FlowState,
+        maglev::TableSize,
         snapshot::{ForwardMode, Service},
         stats::{ObjectCounters, Traffic},
         Counter, DropReason, WorkerStats,
@@ -290,7 +291,18 @@ impl Node {
             .collect();
         let first: Vec<String> =
             (0..t.size().min(32)).map(|k| t.slot(k).map_or("-".into(), |b| b.to_string())).collect();
-        Some(answers::Maglev { service: self.plane.name_of(i), size: t.size(), backends, first_slots: first.join(" ") })
+        let sizing = match self.plane.compiled.specs.get(i).map(|spec| spec.table_size) {
+            Some(TableSize::Fixed(_)) => "configured",
+            _ => "auto",
+        };
+        Some(answers::Maglev {
+            service: self.plane.name_of(i),
+            size: t.size(),
+            sizing: sizing.into(),
+            slot_bytes: t.slot_bytes(),
+            backends,
+            first_slots: first.join(" "),
+        })
     }
 
     fn conntrack(

@@ -32,7 +32,7 @@ use super::{
 use crate::{
     control::{announcer::Timing, rendezvous::rank, services::ServiceSpec},
     lb::{
-        maglev::DEFAULT_TABLE_SIZE,
+        maglev::TableSize,
         snapshot::{ForwardMode, ServiceKey},
     },
     wire::ipv4::Protocol,
@@ -389,7 +389,7 @@ pub fn plan(me: &str, c: &Cluster<'_>, settings: &Settings, snat_families: (bool
                     key: ServiceKey { vip: *vip, port, proto },
                     backends,
                     mode,
-                    table_size: DEFAULT_TABLE_SIZE,
+                    table_size: TableSize::Auto,
                     affinity,
                 });
             }

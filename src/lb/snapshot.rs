@@ -7,7 +7,7 @@ use std::{collections::HashMap, net::IpAddr};
 use super::rewrite::to16;
 use super::{
     index::{FlatIndex, Key},
-    maglev::{hash64, BackendId, MaglevError, MaglevTable, TableCache, DEFAULT_TABLE_SIZE},
+    maglev::{hash64, BackendId, MaglevError, MaglevTable, TableCache, TableSize},
     stats::UNCOUNTED,
 };
 use crate::wire::EthernetAddress;
@@ -95,13 +95,14 @@ pub struct Service {
 }
 
 impl Service {
-    /// Builds a service and its table. Backends with no resolved next hop get no new
-    /// flows (weight 0 in the table) until they resolve.
+    /// Builds a service and its table of `table_size` ([`TableSize::Auto`]: sized to the
+    /// backends, all of them counted). Backends with no resolved next hop get no new flows
+    /// (weight 0 in the table) until they resolve.
     pub fn new(
         key: ServiceKey,
         mode: ForwardMode,
         backends: Vec<Backend>,
-        table_size: u32,
+        table_size: TableSize,
     ) -> Result<Self, MaglevError> {
         Self::with_tables(key, mode, backends, table_size, &mut TableCache::default())
     }
@@ -112,7 +113,7 @@ impl Service {
         key: ServiceKey,
         mode: ForwardMode,
         backends: Vec<Backend>,
-        table_size: u32,
+        table_size: TableSize,
         tables: &mut TableCache,
     ) -> Result<Self, MaglevError> {
         let weights: Vec<(BackendId, u32)> = backends
@@ -130,9 +131,9 @@ impl Service {
         self
     }
 
-    /// With the default table size.
+    /// With a table sized to its backends.
     pub fn with_default_table(key: ServiceKey, mode: ForwardMode, backends: Vec<Backend>) -> Result<Self, MaglevError> {
-        Self::new(key, mode, backends, DEFAULT_TABLE_SIZE)
+        Self::new(key, mode, backends, TableSize::Auto)
     }
 
     /// The Maglev table.

@@ -15,6 +15,7 @@ use std::{
 
 use super::{
     conntrack::{Conntrack, Timeouts},
+    maglev::TableSize,
     snapshot::{Backend, ForwardMode, Service, ServiceKey},
     snat::SnatTable,
     Ctx, Snapshot, VipMode, WorkerState,
@@ -110,7 +111,7 @@ pub struct Scene {
     /// Session affinity on every service (none: off).
     pub affinity: Option<Duration>,
     /// Maglev table size of every service.
-    pub table_size: u32,
+    pub table_size: TableSize,
     /// SNAT ports, first and last.
     pub snat_ports: (u16, u16),
     /// Workers sharing the SNAT ports.
@@ -122,7 +123,14 @@ pub struct Scene {
 impl Default for Scene {
     /// One backend per service, no affinity, small tables, four SNAT ports, one worker.
     fn default() -> Self {
-        Scene { backends: 1, affinity: None, table_size: 251, snat_ports: (1024, 1027), workers: 1, conntrack: 1024 }
+        Scene {
+            backends: 1,
+            affinity: None,
+            table_size: TableSize::Fixed(251),
+            snat_ports: (1024, 1027),
+            workers: 1,
+            conntrack: 1024,
+        }
     }
 }
 

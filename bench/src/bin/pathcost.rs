@@ -17,7 +17,7 @@ use std::{
 
 use xlb::{
     lb::{
-        maglev::DEFAULT_TABLE_SIZE,
+        maglev::TableSize,
         process,
         testing::{
             arp, backend_mac, ctx, icmp, PacketBuilder, Scene, CLIENT4, CLIENT_MAC, DSR_PORT, OURS, ROUTER4,
@@ -80,7 +80,7 @@ fn round(p: &mut Path) -> Vec<Vec<u8>> {
 fn prepare(name: &str, n: usize) -> Result<Path, String> {
     let scene = Scene {
         backends: 10,
-        table_size: DEFAULT_TABLE_SIZE,
+        table_size: TableSize::Auto,
         snat_ports: (1024, 65535),
         conntrack: (n + usize::from(FLOWS)).max(1 << 16),
         ..Scene::default()

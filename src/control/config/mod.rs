@@ -23,7 +23,7 @@ use super::{
 };
 use crate::{
     abi::{AttachMode, ZeroCopy},
-    lb::snapshot::ForwardMode,
+    lb::{maglev::TableSize, snapshot::ForwardMode},
     wire::ipv4::Protocol,
 };
 
@@ -125,8 +125,8 @@ pub struct ServiceConfig {
     pub ports: Vec<PortConfig>,
     /// Backends: address and weight.
     pub backends: Vec<(IpAddr, u32)>,
-    /// Maglev table size.
-    pub table_size: u32,
+    /// Maglev table size: sized to the backends (`maglevTableSize` left out), or a prime.
+    pub table_size: TableSize,
     /// Session affinity by client address, and for how long.
     pub affinity: Option<Duration>,
     /// Health check.
@@ -283,6 +283,7 @@ metrics:
         assert_eq!((h.interval, h.rise, h.fall), (Duration::from_millis(500), 2, 2));
         assert_eq!(d.services[1].request, Request::Pool { name: "public".into(), v6: false });
         assert_eq!(d.services[1].mode, ForwardMode::Snat);
+        assert_eq!(d.services[1].table_size, TableSize::Auto, "no maglevTableSize: sized to the backends");
         assert_eq!(d.metrics, Some("127.0.0.1:9180".parse().unwrap()));
         assert_eq!(d.admin_socket, PathBuf::from(DEFAULT_ADMIN_SOCKET));
     }
@@ -307,6 +308,12 @@ metrics:
                 "    backends: [{address: 10.0.0.21}]",
                 "    backends: [{address: 10.0.0.21}]\n    maglevTableSize: 65536",
             ),
+            ("table size range", "    backends: [{address: 10.0.0.21}]", "    backends: [{address: 10.0.0.21}]\n    maglevTableSize: 2"),
+            (
+                "table size too small",
+                "    backends: [{address: 10.0.0.21}]",
+                "    backends: [{address: 10.0.0.21}, {address: 10.0.0.22}, {address: 10.0.0.23}, {address: 10.0.0.24}]\n    maglevTableSize: 3",
+            ),
             ("backend family", "      - address: 10.0.0.11", "      - address: 2001:db8::11"),
             ("snat ports", "  ports: 2000-3000", "  ports: 3000-2000"),
             ("metrics", "  listen: 127.0.0.1:9180", "  listen: localhost"),
@@ -325,7 +332,9 @@ metrics:
             "services[0]: give vip or pool, not both",
             "services[0].healthCheck.type: \"icmp\" is not tcp or http",
             "services[0].healthCheck.timeoutMs: 900 must be at least 1 and at most intervalMs (500)",
-            "services[1].maglevTableSize: 65536 is not a prime",
+            "services[1].maglevTableSize: 65536 is not a prime between 3 and 16777213: give one (e.g. 1021, 16381, 65537), or leave maglevTableSize out to size the table to the backends",
+            "services[1].maglevTableSize: 2 is not a prime between 3 and 16777213",
+            "services[1].maglevTableSize: 3 slots cannot hold 4 backends: give a prime over 100 x 4 (e.g. 1021), or leave maglevTableSize out",
             "services[0].backends[0].address: 2001:db8::11 is not of the service's address family",
             "snat.ports: \"3000-2000\": expected 1 <= LOW <= HIGH",
             "metrics.listen: \"localhost\" is not ADDRESS:PORT",

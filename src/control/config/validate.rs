@@ -24,7 +24,7 @@ use crate::{
     },
     lb::{
         conntrack::{bytes_for, MAX_CAPACITY},
-        maglev::DEFAULT_TABLE_SIZE,
+        maglev::{MaglevError, TableSize, MAX_TABLE_SIZE},
         snapshot::ForwardMode,
     },
     wire::ipv4::Protocol,
@@ -303,10 +303,6 @@ pub(super) fn validate(f: File) -> Result<Desired, ConfigErrors> {
     }
 }
 
-fn is_prime(n: u32) -> bool {
-    n >= 2 && (2..).take_while(|d: &u32| d.saturating_mul(*d) <= n).all(|d| !n.is_multiple_of(d))
-}
-
 fn validate_service(
     at: &str,
     s: &ServiceFile,
@@ -414,12 +410,21 @@ fn validate_service(
             }
         }
     }
-    let table_size = s.maglev_table_size.unwrap_or(DEFAULT_TABLE_SIZE);
-    if !is_prime(table_size) {
-        errors.push(err(
+    let table_size = s.maglev_table_size.map_or(TableSize::Auto, TableSize::Fixed);
+    let fix = "or leave maglevTableSize out to size the table to the backends (over 100 slots each)";
+    match table_size.check(backends.len()) {
+        Ok(_) => {}
+        Err(MaglevError::BadSize(m)) => errors.push(err(
             format!("{at}.maglevTableSize"),
-            format!("{table_size} is not a prime (e.g. 65537, 251, 131071)"),
-        ));
+            format!("{m} is not a prime between 3 and {MAX_TABLE_SIZE}: give one (e.g. 1021, 16381, 65537), {fix}"),
+        )),
+        Err(MaglevError::TooManyBackends { backends: n, size }) => errors.push(err(
+            format!("{at}.maglevTableSize"),
+            format!(
+                "{size} slots cannot hold {n} backends: give a prime over 100 x {n} (e.g. {}), {fix}",
+                TableSize::Auto.slots_for(n)
+            ),
+        )),
     }
     let affinity = match s.session_affinity.as_deref() {
         None | Some("None") => None,
