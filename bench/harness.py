@@ -1051,9 +1051,10 @@ def body_md(results, place, a, level="##"):
           "that time too, so this is an upper bound (the workers' on-CPU share is in results.json).",
           "- kernel, receive: the lb eth0's NAPI thread: XDP and the copy into the UMEM (ceiling, xlb), or the "
           "whole DNAT, forwarding and transmit path (nftables).",
-          "- kernel, transmit: the load balancer's system time: for AF_XDP the copy of each frame into an skb and "
-          "the veth transmit, and also the sendto() wake-ups a worker makes while transmitted frames wait for "
-          "completion, which it does whenever it has nothing else to do: an upper bound as well.",
+          "- kernel, transmit: the load balancer's system time: for AF_XDP the sendto() calls that kick "
+          "transmission, in which the kernel copies each frame into an skb and transmits it on the veth. A worker "
+          "also kicks while sent frames wait for completion, with nothing new to send, so this is an upper bound "
+          "as well.",
           "- user (polling): user time; beyond busy_ns it is spinning on empty rings, not counted as cost.", ""]
     md += variant_table(results["variants"])
     cc = copy_cost(results)
@@ -1121,11 +1122,11 @@ def svg_plot(path, results):
 
     def bars(x0):
         rows = [r for r in ok(results["variants"])]
-        s = frame(x0, "CPU per delivered packet (one LB core)", "ns per packet", "variant")
+        s = frame(x0, "Load balancer CPU per packet (one core)", "ns per packet", "variant")
         if not rows:
             return s
         vals = [(r["variant"], r["cpu"]["ns_per_packet"]["own"] or 0, r["cpu"]["ns_per_packet"]["kernel"] or 0) for r in rows]
-        ymax = max(o + k for _, o, k in vals) * 1.15 or 1
+        ymax = max(o + k for _, o, k in vals) * 1.45 or 1
         bw = (w - pad - 20) / len(vals)
 
         def Y(v):
