@@ -14,9 +14,8 @@ One load-balancer core each: the load balancer under test gets its own CPUs (on 
 and the generator and the sinks share the others (CPU 0). xlb's workers and pktgen forward are
 pinned there (--cores), and so is the kernel's receive work for the lb's eth0: veth runs XDP and
 the copy into an AF_XDP socket's UMEM in its NAPI poll, on the CPU that transmitted the frame,
-so the lb's eth0 gets threaded NAPI (its NAPI kthread pinned to the LB CPUs, at nice -20 as a
-softirq would have priority) and the bridge ports get RPS to the lab CPUs (what leaves the lb
-is bridged and received on the lab's side).
+so the lb's eth0 gets threaded NAPI (its NAPI kthread pinned to the LB CPUs) and the bridge
+ports get RPS to the lab CPUs (what leaves the lb is bridged and received on the lab's side).
 nftables' whole path (DNAT, forwarding, transmit) runs in that same NAPI thread. Every variant
 records per-CPU time and NET_RX softirqs, so the placement is checked, not assumed.
 
@@ -58,10 +57,6 @@ SNAT = "10.88.0.250"
 PORT = 9000
 VARIANTS = ("ceiling", "xlb-dsr", "xlb-snat", "nftables")
 TICK = os.sysconf("SC_CLK_TCK")
-# The lb eth0's NAPI thread runs at this nice value: with a NIC its work would be a softirq that
-# interrupts the load balancer's polling thread at once; as an ordinary thread sharing the core
-# with a spinning poller it waits its turn, and veth's 256-frame ring into the lb overflows.
-NAPI_NICE = -20
 # /proc/stat's per-CPU columns, in order.
 CPU_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
 
@@ -263,7 +258,6 @@ class Lab:
         sh("ip", "netns", "exec", self.sw, "ethtool", "-K", "p-lb", "tso", "off")
         self.lb_napi = self.thread_napi(self.lb, set())
         self.steering["lb_eth0_napi_threads"] = sorted(self.lb_napi.values())
-        self.steering["napi_nice"] = NAPI_NICE
         if not self.lb_napi:
             self.steering["warning"] = ("the lb's eth0 got no NAPI thread: its receive work runs on the generator's "
                                         "CPU and is missing from the LB's kernel time")
@@ -291,7 +285,6 @@ class Lab:
             threads, cpus = self.lb_napi, self.place.lb
         for pid in threads:
             sh("taskset", "-pc", cpu_list(cpus), str(pid), check=False)
-            sh("renice", "-n", str(NAPI_NICE), "-p", str(pid), check=False)
 
     def release(self, timeout=15):
         """Waits until the previous variant has let go: its processes gone, no XDP program on a
@@ -960,6 +953,19 @@ def variant_table(rows):
     return md
 
 
+def loss_table(rows):
+    md = ["| variant | sent | lost before the lb (veth ring full) | dropped in the lb's eth0 | the lb sent on | delivered |",
+          "| --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        if r["status"] != "ok":
+            continue
+        ln = r["cpu"]["links"]
+        md.append(f"| {r['label']} | {r['sent']:,} | {ln.get('bridge_port', {}).get('tx_dropped', 0):,} | "
+                  f"{ln.get('lb_eth0', {}).get('rx_dropped', 0):,} | {ln.get('lb_eth0', {}).get('tx', 0):,} | "
+                  f"{r['delivered']:,} |")
+    return md
+
+
 def latency_table(rows, rate):
     md = [f"At an offered {rate:,} pps (below every variant's saturation):", "",
           "| variant | sent Mpps | delivered Mpps | loss | p50 us | p99 us | p99.9 us | max us | kernel ns/pkt | xlb own ns/pkt |",
@@ -1064,6 +1070,10 @@ def body_md(results, place, a, level="##"):
                f"{fmt(cc['kernel_process'], 0)} transmit and wake-ups), which every AF_XDP variant pays and a "
                "zero-copy NIC would not."
            if cc is not None else "veth copy-mode cost: not measured (the ceiling failed)."]
+    md += ["", "Where the packets that were not delivered went (counters of the lb's eth0 and its bridge port over the "
+               "run; \"dropped in the lb's eth0\" are veth's receive drops: for the AF_XDP variants, frames XDP could not "
+               "redirect, as into a full AF_XDP ring):", ""]
+    md += loss_table(results["variants"])
     md += ["", "| ratio | value |", "| --- | --- |"]
     for k, val in results["ratios"].items():
         md.append(f"| {k} | {fmt(val, 2)} |")
@@ -1092,8 +1102,9 @@ def body_md(results, place, a, level="##"):
     md += ["", f"{level} How the cores were split (checked)", "",
            f"{place.describe()}. Steering: RPS on the bridge ports to CPU mask {results['steering'].get('bridge_ports_rps_cpus')}; "
            f"the lb's eth0 in threaded NAPI ({', '.join(results['steering'].get('lb_eth0_napi_threads') or ['none'])}) "
-           f"pinned to CPU {cpu_list(place.lb)} at nice {NAPI_NICE} (a NIC's softirq would interrupt the polling "
-           "thread at once; a thread at nice 0 waits its turn and veth's ring into the lb overflows)." + (f" Warning: {results['steering']['warning']}." if results['steering'].get('warning') else ""),
+           f"pinned to CPU {cpu_list(place.lb)}, at nice 0 like ksoftirqd: a polling load balancer shares its core "
+           "with it (at nice -20 it starved the poller, and frames it had copied were dropped at the full AF_XDP "
+           "ring); frames that find veth's 256-frame ring into the lb full are lost before the load balancer." + (f" Warning: {results['steering']['warning']}." if results['steering'].get('warning') else ""),
            "Per CPU over each measured run: busy time, softirq time, NET_RX softirqs raised (threaded NAPI runs "
            "outside softirqs, so the LB CPU's receive work shows as busy time, not NET_RX).", ""]
     md += placement_table(results["variants"] + results.get("variants_fixed_rate", []), place)

@@ -24,7 +24,7 @@ packages=(
   shellcheck
 )
 # `setup.sh bench` adds what bench/harness.py uses beyond the lab's tools: trafgen
-# (netsniff-ng), the other generator it compares; taskset and renice (util-linux, normally
+# (netsniff-ng), the other generator it compares; taskset (util-linux, normally
 # there already) to pin the generator, the sinks and the load balancer to their cores.
 if [ "${1:-}" = bench ]; then
   packages+=(netsniff-ng util-linux)
