@@ -1036,6 +1036,45 @@ def copy_cost(results):
     return None
 
 
+def copy_mode_md(results):
+    """The measured kernel cost of veth's copy-mode AF_XDP: the AF_XDP variants' kernel time."""
+    v = {r["variant"]: r for r in ok(results["variants"])}
+    xdp = [(k, v[k]["cpu"]["ns_per_packet"]) for k in ("ceiling", "xlb-dsr", "xlb-snat") if k in v]
+    xdp = [(k, n) for k, n in xdp if n["kernel"] is not None]
+    if not xdp:
+        return ["", "veth copy-mode AF_XDP cost: not measured (no AF_XDP variant ran)."]
+    lo, hi = min(n["kernel"] for _, n in xdp), max(n["kernel"] for _, n in xdp)
+    rx = [n["kernel_receive"] for _, n in xdp if n["kernel_receive"] is not None]
+    each = ", ".join(f"{k} {fmt(n['kernel'], 0)}" for k, n in xdp)
+    return ["", "veth has no zero-copy AF_XDP: in copy mode the kernel copies every frame into the UMEM on receive "
+                "(after running XDP) and into a new skb on transmit, work a zero-copy NIC would not do. Measured here "
+                f"as the AF_XDP variants' kernel time: **{fmt(lo, 0)} to {fmt(hi, 0)} ns per packet** ({each}), of "
+                f"which the receive side, in the NAPI thread, is {fmt(min(rx), 0)} to {fmt(max(rx), 0)} ns."]
+
+
+def xlb_vs_ceiling_md(results):
+    """Says, from the run's own figures, why the ceiling forwarded less than xlb where it did."""
+    v = {r["variant"]: r for r in ok(results["variants"])}
+    md = []
+    shares = [(k, v[k]["cpu"]["worker_on_cpu_share"]) for k in ("xlb-dsr", "xlb-snat") if k in v]
+    shares = [(k, x) for k, x in shares if x is not None]
+    if shares:
+        md.append("xlb's workers had their CPU " + " and ".join(f"{100 * x:.0f}% ({k})" for k, x in shares) +
+                  " of the time they were runnable; the NAPI thread and anything else on the core had it the rest.")
+    if "ceiling" in v and any(x in v and v[x]["delivered_pps"] > v["ceiling"]["delivered_pps"] for x in ("xlb-dsr", "xlb-snat")):
+        c = v["ceiling"]
+        x = max((v[k] for k in ("xlb-dsr", "xlb-snat") if k in v), key=lambda r: r["delivered_pps"])
+
+        def lost(r):
+            return r["cpu"]["links"].get("bridge_port", {}).get("tx_dropped", 0)
+        md.append(f"The ceiling delivered less than {x['variant']} here: pktgen forward polls its rings without pause "
+                  f"({fmt(c['cpu']['ns_per_packet']['user'], 0)} ns of user time per packet against "
+                  f"{fmt(x['cpu']['ns_per_packet']['user'], 0)} for {x['variant']}) on the core it shares with the "
+                  f"NAPI thread that feeds it, and more frames were lost in veth's ring before it ({lost(c):,} against "
+                  f"{lost(x):,}).")
+    return ["", " ".join(md)] if md else []
+
+
 def results_md(results, place, a):
     md = [f"# xlb benchmark {results['started']}", "",
           f"{results['cpus']} CPUs, {a.queues} queue(s) per host, {a.backends} sink(s), {a.size}-byte UDP frames, "
@@ -1063,13 +1102,8 @@ def body_md(results, place, a, level="##"):
           "as well.",
           "- user (polling): user time; beyond busy_ns it is spinning on empty rings, not counted as cost.", ""]
     md += variant_table(results["variants"])
-    cc = copy_cost(results)
-    md += ["", f"veth has no zero-copy AF_XDP: in copy mode the kernel copies every frame into the UMEM on receive "
-               f"(after running XDP) and into a new skb on transmit. Measured here as the ceiling's kernel time: "
-               f"**{fmt(cc['kernel'], 0)} ns per packet** ({fmt(cc['kernel_receive'], 0)} receive + "
-               f"{fmt(cc['kernel_process'], 0)} transmit and wake-ups), which every AF_XDP variant pays and a "
-               "zero-copy NIC would not."
-           if cc is not None else "veth copy-mode cost: not measured (the ceiling failed)."]
+    md += copy_mode_md(results)
+    md += xlb_vs_ceiling_md(results)
     md += ["", "Where the packets that were not delivered went (counters of the lb's eth0 and its bridge port over the "
                "run; \"dropped in the lb's eth0\" are veth's receive drops: for the AF_XDP variants, frames XDP could not "
                "redirect, as into a full AF_XDP ring):", ""]
@@ -1079,6 +1113,10 @@ def body_md(results, place, a, level="##"):
         md.append(f"| {k} | {fmt(val, 2)} |")
     if results.get("variants_fixed_rate"):
         md += ["", f"{level} Latency at a fixed rate", ""] + latency_table(results["variants_fixed_rate"], a.fixed_rate)
+        md += ["", "Latency is the sink's receive time less the generator's timestamp in the frame (one clock). The "
+                   "sinks share the lab's CPU(s) with the generator and the bridge's softirqs, so the tail may include "
+                   "their waits for it. Kernel time per packet is higher at this rate than at full load: each wake-up of "
+                   "the NAPI thread and of the load balancer carries fewer frames."]
     md += ["", f"{level} Generators: pktgen and trafgen", "",
            "Each alone on one CPU, straight at one sink (whose thread and NAPI run on the other CPUs).", ""]
     md += generator_table(results["generators"])
