@@ -1234,9 +1234,11 @@ def svg_plot(path, results):
 # docs/benchmarks.md
 
 PATHCOST_HEAD = "## Instructions per packet"
+# scripts/pathcost.sh --publish replaces what lies between the two markers.
 PATHCOST_DEFAULT = [PATHCOST_HEAD, "",
-                    "Filled by scripts/pathcost.sh (callgrind over the datapath); `make bench-publish` keeps this "
-                    "section as it finds it.", "", "<!-- pathcost -->"]
+                    "Filled by `scripts/pathcost.sh --publish` (callgrind over the datapath) between the markers below; "
+                    "`make bench-publish` keeps this section as it finds it.", "",
+                    "<!-- pathcost -->", "Not filled in yet.", "<!-- /pathcost -->"]
 
 
 def kept_pathcost(path):
