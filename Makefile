@@ -3,7 +3,7 @@
 CARGO ?= cargo
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: demo test bench pathcost setup build lint unit lab clean-lab
+.PHONY: demo test bench bench-publish pathcost setup build lint unit lab clean-lab
 
 setup:
 	@bash scripts/setup.sh
@@ -33,11 +33,19 @@ test: lint
 pathcost: setup
 	bash scripts/pathcost.sh
 
-# The end-to-end benchmark: xlb against the AF_XDP ceiling and nftables, pktgen against
-# trafgen, on the netns lab (results in target/bench/). Not part of `make test`.
+# The end-to-end benchmark: xlb against the AF_XDP ceiling and nftables, one load-balancer
+# core each, pktgen against trafgen, on the netns lab (results in target/bench/). Not part of
+# `make test`; about 5 minutes on 2 cores.
 bench: build
 	@bash scripts/setup.sh bench
 	python3 bench/harness.py $(BENCH_ARGS)
+
+# The same run, published: it also rewrites docs/benchmarks.md and docs/bench.svg (keeping
+# the "Instructions per packet" section that scripts/pathcost.sh fills). Commit both.
+bench-publish: build
+	@bash scripts/setup.sh bench
+	python3 bench/harness.py --publish $(BENCH_ARGS)
+	bash scripts/pathcost.sh --publish
 
 # Removes lab namespaces left behind by a killed test run (names start with xl-).
 clean-lab:

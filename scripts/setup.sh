@@ -26,9 +26,11 @@ packages=(
   # (callgrind_annotate, a Perl script, comes in the same package).
   valgrind
 )
-# `setup.sh bench` adds trafgen (netsniff-ng), the other generator the benchmark compares.
+# `setup.sh bench` adds what bench/harness.py uses beyond the lab's tools: trafgen
+# (netsniff-ng), the other generator it compares; taskset (util-linux, normally
+# there already) to pin the generator, the sinks and the load balancer to their cores.
 if [ "${1:-}" = bench ]; then
-  packages+=(netsniff-ng)
+  packages+=(netsniff-ng util-linux)
 fi
 
 missing=()
