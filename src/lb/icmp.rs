@@ -21,7 +21,7 @@ use super::{
     ctx::Ctx,
     rewrite::{set_macs, to16},
     select::backend_for_icmp,
-    snapshot::{ForwardMode, ServiceKey, VipMode},
+    snapshot::{ForwardMode, VipMode},
     snat::Mapping,
     state::WorkerState,
     stats::DropReason,
@@ -66,7 +66,7 @@ fn addrs(buf: &[u8], at: usize, v6: bool) -> Result<([u8; 16], [u8; 16]), DropRe
     if v6 {
         Ok((get::<16>(buf, at + 8)?, get::<16>(buf, at + 24)?))
     } else {
-        let m = |a: [u8; 4]| to16(std::net::IpAddr::from(a));
+        let m = |a: [u8; 4]| std::net::Ipv4Addr::from(a).to_ipv6_mapped().octets();
         Ok((m(get::<4>(buf, at + 12)?), m(get::<4>(buf, at + 16)?)))
     }
 }
@@ -90,9 +90,8 @@ pub(super) fn icmp(
         (ty == Icmpv4Type::ECHO_REQUEST, matches!(ty, Icmpv4Type::DEST_UNREACHABLE | Icmpv4Type::TIME_EXCEEDED | 12))
     };
     let (_, outer_dst) = addrs(frame, l3, v6)?;
-    let dst_ip = if v6 { std::net::IpAddr::from(outer_dst) } else { std::net::IpAddr::from(get::<4>(frame, l3 + 16)?) };
     if echo {
-        if snap.vip(dst_ip) != Some(VipMode::Answer) {
+        if snap.vip16(&outer_dst) != Some(VipMode::Answer) {
             return Err(DropReason::NotOwned);
         }
         return echo_reply(buf, len, l3, icmp, v6, mac);
@@ -129,7 +128,7 @@ pub(super) fn icmp(
     }
 
     if let Some(snat) = &st.snat {
-        if let Some(addr) = snat.table().addr_index(dst_ip) {
+        if let Some(addr) = snat.table().addr_index16(&outer_dst) {
             // Quoted: SNAT:port -> backend. Back to the client as VIP:vport -> client.
             let m = snat.table().lookup(addr, proto, inner_sport, now).ok_or(DropReason::NoSnatFlow)?;
             if m.backend != inner_dst || m.backend_port != inner_dport {
@@ -143,7 +142,7 @@ pub(super) fn icmp(
 
     // Quoted: VIP:vport -> client:cport. The flow, seen from the client's side:
     let key = FlowKey { src: inner_dst, dst: inner_src, src_port: inner_dport, dst_port: inner_sport, proto };
-    let svc = snap.service(&ServiceKey { vip: dst_ip, port: inner_sport, proto }).ok_or(DropReason::NoService)?;
+    let svc = snap.service16(&outer_dst, inner_sport, proto).ok_or(DropReason::NoService)?;
     let hash = key.hash();
     let (backend, lease) = backend_for_icmp(now, svc, st, &key, hash)?;
     let next_hop = backend.mac.ok_or(DropReason::NextHopUnresolved)?;
@@ -160,7 +159,7 @@ pub(super) fn icmp(
             Some(l) => l,
             None => snat.table().find_by_client(hash, proto, &probe, now).ok_or(DropReason::NoSnatFlow)?.0,
         };
-        let snat_addr = to16(*snat.table().addrs().get(usize::from(lease.addr)).ok_or(DropReason::NoSnatAddress)?);
+        let snat_addr = *snat.table().addr16(lease.addr).ok_or(DropReason::NoSnatAddress)?;
         let b16 = to16(backend.addr);
         rewrite(buf, &at, &b16, (&b16, backend.port), (&snat_addr, lease.port()))?;
     }

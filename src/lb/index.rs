@@ -10,7 +10,8 @@
 /// A key: an address (16-byte form) and a tag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Key {
-    addr: u128,
+    lo: u64,
+    hi: u64,
     tag: u32,
 }
 
@@ -18,7 +19,10 @@ impl Key {
     /// The key of `addr` (16-byte form) with `tag`.
     #[inline]
     pub(crate) fn new(addr: &[u8; 16], tag: u32) -> Self {
-        Key { addr: u128::from_le_bytes(*addr), tag }
+        // Two eight-byte loads (one u128 from bytes was assembled byte by byte where this
+        // was not inlined).
+        let half = |b: &[u8]| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+        Key { lo: half(&addr[..8]), hi: half(&addr[8..]), tag }
     }
 
     /// The key of a service: VIP, port and protocol.
@@ -28,12 +32,10 @@ impl Key {
     }
 
     #[inline]
-    #[allow(clippy::cast_possible_truncation)] // the two halves, on purpose
     fn fold(&self) -> u64 {
         // An IPv4-mapped address lives in the upper half (bytes 8..16) and the tag in the low
         // 24 bits, so they never overlap.
-        let (lo, hi) = (self.addr as u64, (self.addr >> 64) as u64);
-        lo.rotate_left(17) ^ hi ^ u64::from(self.tag)
+        self.lo.rotate_left(17) ^ self.hi ^ u64::from(self.tag)
     }
 }
 
@@ -65,7 +67,7 @@ impl FlatIndex {
         let entries: Vec<(Key, u32)> = entries.into_iter().collect();
         // At most half full, at least 8 slots.
         let len = (entries.len() * 2).max(8).next_power_of_two();
-        let free = Slot { key: Key { addr: 0, tag: 0 }, value: FREE };
+        let free = Slot { key: Key { lo: 0, hi: 0, tag: 0 }, value: FREE };
         let mut index = FlatIndex { slots: vec![free; len].into_boxed_slice(), shift: 64 - len.trailing_zeros() };
         for (key, value) in entries {
             debug_assert!(value != FREE, "u32::MAX marks a free slot");
