@@ -217,7 +217,8 @@ struct RunArgs {
     /// clock) is gone, and its VIPs move.
     #[arg(long, default_value_t = 10_000)]
     lease_valid_ms: u64,
-    /// Queues to serve, from 0 (default: every RX queue of the interface).
+    /// Queues to serve, from 0 (default: every RX queue of the interface). Fewer than the
+    /// interface has is refused: the NIC spreads flows over all of them.
     #[arg(long)]
     queues: Option<u32>,
     /// Cores to pin workers to, in queue order, comma-separated (default: queue i on core

@@ -383,6 +383,32 @@ fn every_queue_of_a_multi_queue_interface_gets_a_worker() {
     let Some(mut lab) = Lab::new("every_queue_of_a_multi_queue_interface_gets_a_worker") else { return };
     let client = lab.host("client", &["10.77.0.1/24"], 4);
     let lb = lab.host("lb", &["10.77.0.2/24"], 4);
+    // Fewer workers than queues would leave the NIC's other queues unread: refused, with
+    // the fix, before anything is attached.
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lb.ns,
+            support::xlb_bin(),
+            "run",
+            "-i",
+            "eth0",
+            "--vip",
+            "10.77.0.100",
+            "--queues",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "xlb served 2 of 4 queues: {err}");
+    assert!(
+        err.contains("--queues 2: interface eth0 has 4 RX queues") && err.contains("queues 2..3 would be dropped"),
+        "{err}"
+    );
+    assert!(err.contains("ethtool -L eth0 combined 2"), "{err}");
+    assert!(!support::xdp_attached(&lb.ns, "eth0"), "a refused start left XDP attached");
     let mut xlb = Xlb::start(&lab, &lb, &["--vip", "10.77.0.100", "--dad-probes", "0"]);
     xlb.wait_log("to=\"owned\"", Duration::from_secs(5));
     for q in 0..4 {

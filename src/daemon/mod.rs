@@ -63,10 +63,18 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
         let field = if args.config.is_some() { "interfaces[0].name" } else { "--interface" };
         UsageError::Interface(format!("{field}: {e}"))
     })?;
+    let field = if args.queues.is_some() { "--queues" } else { "interfaces[0].queues" };
     let queues = match start.interface.queues {
         Some(q) if q == 0 || q > dev.rx_queues => {
-            let field = if args.queues.is_some() { "--queues".to_string() } else { "interfaces[0].queues".to_string() };
             return Err(UsageError::Queues(format!("{field} {q}"), dev.name.clone(), dev.rx_queues).into());
+        }
+        // The NIC hashes flows over every RX queue; a queue without a worker would drop its
+        // share of the VIPs' traffic without a word. Refuse rather than drop.
+        Some(q) if q < dev.rx_queues => {
+            let (dev, rx) = (dev.name.clone(), dev.rx_queues);
+            return Err(
+                UsageError::UnservedQueues { field: field.to_string(), queues: q, dev, rx, last: rx - 1 }.into()
+            );
         }
         Some(q) => q,
         None => dev.rx_queues,

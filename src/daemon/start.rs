@@ -43,6 +43,23 @@ pub(crate) enum UsageError {
     Interface(String),
     #[error("{0}: interface {1} has {2} RX queue(s)")]
     Queues(String, String, u32),
+    #[error(
+        "{field} {queues}: interface {dev} has {rx} RX queues and spreads flows over all of them, so the VIPs' \
+         traffic on queues {queues}..{last} would be dropped (no worker reads them); leave {field} out to serve \
+         every queue, or first give the NIC {queues} queue(s): ethtool -L {dev} combined {queues}"
+    )]
+    UnservedQueues {
+        /// The flag or field.
+        field: String,
+        /// Queues asked for.
+        queues: u32,
+        /// The interface.
+        dev: String,
+        /// Its RX queues.
+        rx: u32,
+        /// Its last queue.
+        last: u32,
+    },
     #[error("{0} is an address of {1} itself; a VIP must be an address no host on the link has")]
     VipIsHost(IpAddr, String),
     #[error("{0}")]
