@@ -92,7 +92,7 @@ sleep 0.5
 sed 's/^[0-9T:.-]*Z *//' "$WORK/xlb.log"
 
 say "What the client saw on the wire at start-up (probes, then gratuitous ARP and NA from $LB_MAC)"
-grep "^[0-9:.]* $LB_MAC" "$WORK/wire.txt" | head -10 | sed -E 's/^[0-9:.]+ //; s/, ethertype [^,]*, length [0-9]+:/:/'
+grep -m 10 "^[0-9:.]* $LB_MAC" "$WORK/wire.txt" | sed -E 's/^[0-9:.]+ //; s/, ethertype [^,]*, length [0-9]+:/:/'
 
 say "Client: arping 10.77.0.100 (a VIP: answered by xlb from userspace)"
 ip netns exec $CL arping -c 2 -w 2 -I eth0 10.77.0.100 || true
@@ -140,12 +140,12 @@ cli backend list
 say "xlb pool list"
 cli pool list
 say "xlb maglev show web"
-cli maglev show web/tcp:80 | head -8
+cli maglev show web/tcp:80 | sed -n '1,8p'
 say "xlb conntrack list --service web6 --limit 3"
 cli conntrack list --service web6 --limit 3
 say "Prometheus: curl http://127.0.0.1:9180/metrics (a few of the series)"
 ip netns exec $LB curl -s http://127.0.0.1:9180/metrics \
-  | grep -E '^xlb_(forwarded_packets_total|snat_reply_packets_total|backend_packets_total\{service="web/tcp:80"|conntrack_entries|batch_duration_seconds_count|vip_owned|snapshot_generation)' | head -14
+  | grep -E '^xlb_(forwarded_packets_total|snat_reply_packets_total|backend_packets_total\{service="web/tcp:80"|conntrack_entries|batch_duration_seconds_count|vip_owned|snapshot_generation)' | sed -n '1,14p'
 
 say "Reload: backend3 drained (weight 0) in xlb.yaml, then SIGHUP: no new flows to it, nothing cut"
 python3 - "$WORK/xlb.yaml" <<'PY'
@@ -168,11 +168,11 @@ print("300 new connections to web:", dict(sorted(c.items())))'
 say "Health: backend2's servers killed; the HTTP check (500 ms x fall 2) takes it out"
 for pid in $(ip netns pids $P-backend2); do kill -9 "$pid"; done
 for _ in $(seq 40); do cli backend list | grep -q 'web/tcp:80 *10.77.0.12:80 *down' && break; sleep 0.1; done
-grep "backend is down" "$WORK/xlb.log" | head -1 | sed 's/^[0-9T:.-]*Z *//'
+grep -m 1 "backend is down" "$WORK/xlb.log" | sed 's/^[0-9T:.-]*Z *//'
 cli backend list | grep -E 'SERVICE|web/'
 servers 2
 for _ in $(seq 40); do grep -q "backend is up again" "$WORK/xlb.log" && break; sleep 0.1; done
-grep "backend is up again" "$WORK/xlb.log" | head -1 | sed 's/^[0-9T:.-]*Z *//'
+grep -m 1 "backend is up again" "$WORK/xlb.log" | sed 's/^[0-9T:.-]*Z *//'
 
 say "Idle cost: xlb's CPU time over 3 s with no traffic"
 ticks() { awk '{print $14+$15}' "/proc/$XLB_PID/stat"; }

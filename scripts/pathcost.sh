@@ -90,7 +90,7 @@ for p in "${paths[@]}"; do
           cost[fn] += ir
         }
         END { for (f in cost) printf "%d\t%s\n", cost[f], f }' |
-      sort -rn | head -n "$TOP" |
+      sort -rn | sed -n "1,${TOP}p" |
       awk -F'\t' -v n="$N2" '{ printf "| `%s` | %.0f |\n", $2, $1 / n }'
     echo
   } >>"$tops"
