@@ -282,6 +282,11 @@ struct RunArgs {
     /// power of two at or above 1.5 x N, 64 bytes each: 128 MiB per queue by default).
     #[arg(long, default_value_t = 1 << 20)]
     conntrack_capacity: usize,
+    /// How long an idle flow is kept, NAME=SECONDS; repeat for more. Names: tcpSyn (60),
+    /// tcpSynSnat (5: an unanswered SNAT SYN's port), tcpEstablished (21600), tcpClosing
+    /// (10), udp (60), other (60).
+    #[arg(long = "conntrack-timeout", value_name = "NAME=SECONDS")]
+    conntrack_timeouts: Vec<String>,
     /// Admin socket for `xlb status`, `xlb service list`, ... (default: the config's
     /// admin.socket, else /run/xlb/xlb.sock).
     #[arg(long, value_name = "PATH")]

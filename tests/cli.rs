@@ -116,6 +116,15 @@ fn backends_that_are_not_hosts_and_oversized_tables_are_refused() {
         &run(&["--conntrack-capacity", "99999999999999"]),
         "--conntrack-capacity 99999999999999: give 1 to",
     );
+    one_line_naming(
+        &run(&["--conntrack-timeout", "tcpSynSnat=0"]),
+        "--conntrack-timeout tcpSynSnat=0: 0 s is out of range: give 1 to 2592000 seconds",
+    );
+    one_line_naming(
+        &run(&["--conntrack-timeout", "syn=5"]),
+        "--conntrack-timeout syn=5: \"syn\" is not a timeout: give one of tcpSyn, tcpSynSnat,",
+    );
+    one_line_naming(&run(&["--conntrack-timeout", "tcpSyn"]), "--conntrack-timeout tcpSyn: expected NAME=SECONDS");
 }
 
 const GOOD_CONFIG: &str = r#"interfaces: [{name: lo}]

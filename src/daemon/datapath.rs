@@ -24,7 +24,9 @@ use xlb::{
         worker::{self, BindMode, ConflictReport, Fence, WorkerConfig, WorkerHandle, WorkerShared, Xsk},
         xdp::XdpProgram,
     },
-    lb::{conntrack::Timeouts, heartbeat::Heartbeat, snat::SnatTable, stats::ObjectCounters, Snapshot, WorkerStats},
+    lb::{
+        conntrack::ConntrackStats, heartbeat::Heartbeat, snat::SnatTable, stats::ObjectCounters, Snapshot, WorkerStats,
+    },
 };
 
 use super::start::{Start, UsageError};
@@ -42,6 +44,8 @@ pub(super) struct FromWorkers {
 pub(super) struct Finals {
     pub(super) classes: [u64; CLASS_NAMES.len()],
     pub(super) queues: Vec<(u32, BindMode, WorkerStats)>,
+    /// The flow tables' counters, summed over the workers.
+    pub(super) conntrack: ConntrackStats,
 }
 
 /// The XDP program, sockets and workers of one interface.
@@ -117,7 +121,7 @@ impl Datapath {
                 zero_copy: start.interface.zero_copy,
                 busy_poll: args.busy_poll,
                 conntrack_capacity: start.conntrack_capacity,
-                timeouts: Timeouts::default(),
+                timeouts: start.conntrack_timeouts,
                 snat: snat.clone(),
                 counters: Arc::new(ObjectCounters::new(MAX_COUNTED_SERVICES, MAX_COUNTED_BACKENDS)),
             };
@@ -185,15 +189,23 @@ impl Datapath {
         for w in &self.workers {
             w.waker.notify();
         }
+        let mut conntrack = ConntrackStats::default();
         let queues = self
             .workers
             .drain(..)
             .map(|w| {
-                let (queue, mode) = (w.queue, w.mode);
-                (queue, mode, w.join())
+                let (queue, mode, shared) = (w.queue, w.mode, w.stats.clone());
+                let last = w.join();
+                let (s, _) = shared.conntrack();
+                conntrack.inserts += s.inserts;
+                conntrack.evictions += s.evictions;
+                conntrack.full += s.full;
+                conntrack.expired += s.expired;
+                conntrack.live += s.live;
+                (queue, mode, last)
             })
             .collect();
-        Finals { classes, queues }
+        Finals { classes, queues, conntrack }
     }
 }
 

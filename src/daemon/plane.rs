@@ -157,7 +157,10 @@ impl Plane {
         let restart_only = [
             ("interfaces", old.interface != new.interface),
             ("snat", old.snat_addrs != new.snat_addrs || old.snat_ports != new.snat_ports),
-            ("conntrack", old.conntrack_capacity != new.conntrack_capacity),
+            (
+                "conntrack",
+                old.conntrack_capacity != new.conntrack_capacity || old.conntrack_timeouts != new.conntrack_timeouts,
+            ),
             ("admin", old.admin_socket != new.admin_socket),
             ("metrics", old.metrics != new.metrics),
             ("announce", old.announce != new.announce),

@@ -22,7 +22,7 @@ use xlb::{
         AnnounceConfig,
     },
     lb::{
-        conntrack::{bytes_for, slots_for, MAX_CAPACITY},
+        conntrack::{bytes_for, slots_for, Timeouts, MAX_CAPACITY},
         maglev::{MaglevError, TableCache},
         snapshot::ForwardMode,
     },
@@ -64,6 +64,8 @@ pub(crate) enum UsageError {
     VipIsHost(IpAddr, String),
     #[error("{0}")]
     Size(String),
+    #[error("{0}")]
+    Timeout(String),
     #[error("{field} {capacity}: {queues} queue(s) x {per_queue_mib} MiB of flow table = {total_mib} MiB, more than the {available_mib} MiB this machine has available; lower it (each flow slot is {slot} bytes) or serve fewer queues")]
     Memory {
         field: &'static str,
@@ -186,6 +188,7 @@ pub(super) struct Start {
     pub(super) snat_addrs: Vec<IpAddr>,
     pub(super) snat_ports: (u16, u16),
     pub(super) conntrack_capacity: usize,
+    pub(super) conntrack_timeouts: Timeouts,
     pub(super) admin_socket: PathBuf,
     pub(super) metrics: Option<SocketAddr>,
     /// The node side to start once the datapath runs (`--kubernetes`).
@@ -219,6 +222,22 @@ fn capacity_from_flags(args: &RunArgs) -> Result<usize, UsageError> {
         )));
     }
     Ok(c)
+}
+
+/// `--conntrack-timeout NAME=SECONDS`, each checked as the config's `conntrack.timeouts`.
+fn timeouts_from_flags(args: &RunArgs) -> Result<Timeouts, UsageError> {
+    let mut t = Timeouts::default();
+    for raw in &args.conntrack_timeouts {
+        let set = match raw.split_once('=') {
+            Some((name, secs)) => match secs.trim().parse::<u64>() {
+                Ok(secs) => t.set_secs(name.trim(), secs),
+                Err(_) => Err(format!("{secs:?} is not a whole number of seconds")),
+            },
+            None => Err("expected NAME=SECONDS, e.g. tcpSynSnat=5".to_string()),
+        };
+        set.map_err(|e| UsageError::Timeout(format!("--conntrack-timeout {raw}: {e}")))?;
+    }
+    Ok(t)
 }
 
 /// Refuses flow tables that do not fit the memory this machine has available now (they
@@ -371,6 +390,7 @@ pub(super) fn start_from_kube(args: &RunArgs) -> Result<Start, UsageError> {
         snat_addrs,
         snat_ports,
         conntrack_capacity: capacity_from_flags(args)?,
+        conntrack_timeouts: timeouts_from_flags(args)?,
         admin_socket: args.admin_socket.clone().unwrap_or_else(|| PathBuf::from(config::DEFAULT_ADMIN_SOCKET)),
         metrics: args.metrics_listen,
         kube: Some(opts),
@@ -429,6 +449,7 @@ pub(super) fn start_from_flags(args: &RunArgs) -> Result<Start, UsageError> {
         snat_addrs,
         snat_ports,
         conntrack_capacity: capacity_from_flags(args)?,
+        conntrack_timeouts: timeouts_from_flags(args)?,
         admin_socket: args.admin_socket.clone().unwrap_or_else(|| PathBuf::from(config::DEFAULT_ADMIN_SOCKET)),
         metrics: args.metrics_listen,
         kube: None,
@@ -482,6 +503,7 @@ pub(super) fn start_from_file(path: &Path, args: &RunArgs) -> Result<Start, Usag
         snat_addrs: desired.snat_addrs.clone(),
         snat_ports: desired.snat_ports,
         conntrack_capacity: desired.conntrack_capacity,
+        conntrack_timeouts: desired.conntrack_timeouts,
         admin_socket: args.admin_socket.clone().unwrap_or_else(|| desired.admin_socket.clone()),
         metrics: args.metrics_listen.or(desired.metrics),
         kube: None,

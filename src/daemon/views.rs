@@ -460,6 +460,7 @@ impl Node {
             DropReason::ALL.iter().map(|r| (r.name().to_string(), json!(total.dropped(*r)))).collect();
         let xdp: serde_json::Map<String, Value> =
             CLASS_NAMES.iter().zip(finals.classes.iter()).map(|(n, v)| (n.to_string(), json!(v))).collect();
+        let flows = &finals.conntrack;
         let l2 = &self.speakers.l2;
         let vips: Vec<Value> = l2
             .vips()
@@ -527,6 +528,10 @@ impl Node {
             "counters": counters,
             "drops": drops,
             "xdp_classes": xdp,
+            "conntrack": {
+                "inserts": flows.inserts, "evictions": flows.evictions, "full": flows.full,
+                "expired": flows.expired, "live": flows.live,
+            },
             "vips": vips,
             "conflicts": claims,
             "conflict_claimants_not_listed": l2.claims_overflow(),

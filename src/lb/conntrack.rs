@@ -4,10 +4,12 @@
 //! A fixed-capacity open-addressing table (linear probing, probes bounded by `MAX_PROBE`,
 //! backward-shift deletion, no tombstones), allocated once at start-up. Expiry is lazy and
 //! driven by the `now` argument: an entry past its deadline counts as absent and its slot is
-//! reused. When a new flow finds no free slot within its probe window, the embryonic entry
-//! (TCP SYN seen, nothing else) with the nearest deadline is evicted; established flows are
-//! never evicted, so their lookups never fail. If no embryonic entry is there either, the
-//! insert fails, is counted, and the caller serves the flow statelessly from Maglev.
+//! reused. When a new flow finds no free slot within its probe window, the evictable entry
+//! with the nearest deadline goes: an embryonic flow (TCP SYN seen, nothing else) or a
+//! session-affinity record, the two kinds a spoofed-source flood makes. Established flows are
+//! never evicted, so their lookups never fail. If nothing evictable is there either, the
+//! insert fails, is counted, and the caller serves the flow statelessly from Maglev. An
+//! evicted SNAT flow's port is handed back (see [`Conntrack::insert_evicting`]).
 
 use std::time::Duration;
 
@@ -76,15 +78,32 @@ pub enum FlowState {
     /// ICMP echo, and any other protocol.
     Other,
     /// Not a flow: a client's session-affinity record (its deadline is the service's
-    /// affinity timeout).
+    /// affinity timeout). Evictable like an embryonic flow: a flood of spoofed sources
+    /// makes one per source.
     Affinity,
 }
 
-/// How long an idle flow is kept, by state.
+impl FlowState {
+    /// Whether a new flow may take this entry's slot while it lives.
+    #[inline]
+    fn evictable(self) -> bool {
+        matches!(self, FlowState::SynSent | FlowState::Affinity)
+    }
+}
+
+/// How long an idle flow is kept, by state. `xlb run --conntrack-timeout NAME=SECONDS`, the
+/// config's `conntrack.timeouts` and the chart's `conntrack.timeouts` set them; README.md
+/// lists them beside the Linux kernel's own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
-    /// Embryonic TCP.
+    /// Embryonic TCP (SYN seen, no ACK from the client yet), DSR: it holds only a slot of
+    /// the flow table, which a new flow may take.
     pub syn: Duration,
+    /// Embryonic TCP in SNAT: it also holds a port of a SNAT address, which a spoofed SYN
+    /// flood would otherwise keep for `syn`. Short, like the kernel's lifetime for
+    /// unreplied entries: a client whose handshake takes longer retransmits its SYN, and
+    /// that SYN takes a port again.
+    pub syn_snat: Duration,
     /// Established TCP.
     pub established: Duration,
     /// TCP after FIN or RST.
@@ -96,10 +115,12 @@ pub struct Timeouts {
 }
 
 impl Default for Timeouts {
-    /// Close to Cilium's defaults: SYN 60 s, established 6 h, FIN/RST 10 s, others 60 s.
+    /// Close to Cilium's defaults: SYN 60 s, established 6 h, FIN/RST 10 s, others 60 s;
+    /// an embryonic SNAT flow 5 s.
     fn default() -> Self {
         Timeouts {
             syn: Duration::from_secs(60),
+            syn_snat: Duration::from_secs(5),
             established: Duration::from_secs(6 * 3600),
             closing: Duration::from_secs(10),
             udp: Duration::from_secs(60),
@@ -108,7 +129,51 @@ impl Default for Timeouts {
     }
 }
 
+/// The names `--conntrack-timeout` and the config's `conntrack.timeouts` know, with the
+/// field each sets and what the Linux kernel's conntrack keeps (sysctl
+/// `net.netfilter.nf_conntrack_*`), for the docs and the error messages.
+pub const TIMEOUT_NAMES: [(&str, &str); 6] = [
+    ("tcpSyn", "tcp_timeout_syn_sent 120 s"),
+    ("tcpSynSnat", "tcp_timeout_syn_sent 120 s"),
+    ("tcpEstablished", "tcp_timeout_established 5 days"),
+    ("tcpClosing", "tcp_timeout_fin_wait 120 s, tcp_timeout_close 10 s"),
+    ("udp", "udp_timeout 30 s unreplied, udp_timeout_stream 120 s"),
+    ("other", "generic_timeout 600 s, icmp_timeout 30 s"),
+];
+
+/// Longest timeout that may be set, in seconds: 30 days.
+pub const MAX_TIMEOUT_SECS: u64 = 30 * 86_400;
+
 impl Timeouts {
+    /// Sets the timeout called `name` (one of [`TIMEOUT_NAMES`]) to `secs` seconds, checked:
+    /// the error says what is wrong and what would do.
+    pub fn set_secs(&mut self, name: &str, secs: u64) -> Result<(), String> {
+        if !(1..=MAX_TIMEOUT_SECS).contains(&secs) {
+            return Err(format!("{secs} s is out of range: give 1 to {MAX_TIMEOUT_SECS} seconds"));
+        }
+        if !self.set(name, Duration::from_secs(secs)) {
+            let names: Vec<&str> = TIMEOUT_NAMES.iter().map(|(n, _)| *n).collect();
+            return Err(format!("{name:?} is not a timeout: give one of {}", names.join(", ")));
+        }
+        Ok(())
+    }
+
+    /// Sets the timeout called `name` (one of [`TIMEOUT_NAMES`]) to `d`; `false`: no such
+    /// timeout.
+    pub fn set(&mut self, name: &str, d: Duration) -> bool {
+        let field = match name {
+            "tcpSyn" => &mut self.syn,
+            "tcpSynSnat" => &mut self.syn_snat,
+            "tcpEstablished" => &mut self.established,
+            "tcpClosing" => &mut self.closing,
+            "udp" => &mut self.udp,
+            "other" => &mut self.other,
+            _ => return false,
+        };
+        *field = d;
+        true
+    }
+
     fn for_state(&self, s: FlowState) -> u64 {
         let d = match s {
             FlowState::SynSent => self.syn,
@@ -120,9 +185,10 @@ impl Timeouts {
         u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
     }
 
-    /// The same in nanoseconds, by state: what the packet path adds to `now`.
+    /// The same in nanoseconds, by state and by whether the flow holds a SNAT port: what
+    /// the packet path adds to `now`.
     pub fn lifetimes(&self) -> Lifetimes {
-        let mut ns = [0u64; 8];
+        let mut ns = [0u64; 16];
         for s in [
             FlowState::Empty,
             FlowState::SynSent,
@@ -133,20 +199,36 @@ impl Timeouts {
             FlowState::Affinity,
         ] {
             ns[s as usize] = self.for_state(s);
+            ns[s as usize | 8] = self.for_state(s);
         }
+        ns[FlowState::SynSent as usize | 8] = u64::try_from(self.syn_snat.as_nanos()).unwrap_or(u64::MAX);
         Lifetimes(ns)
     }
 }
 
-/// Idle lifetimes in nanoseconds, indexed by [`FlowState`]: [`Timeouts`] converted once.
+/// Idle lifetimes in nanoseconds, indexed by [`FlowState`] and by whether the flow holds a
+/// SNAT port (+8): [`Timeouts`] converted once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Lifetimes([u64; 8]);
+pub struct Lifetimes([u64; 16]);
 
 impl Lifetimes {
-    /// How long a flow in state `s` lives idle, in nanoseconds.
+    /// How long a flow in state `s` that holds no SNAT port lives idle, in nanoseconds.
     #[inline]
     pub fn of(&self, s: FlowState) -> u64 {
         self.0[s as usize & 7]
+    }
+
+    /// How long a flow in state `s` lives idle, in nanoseconds, with a SNAT port (`snat`)
+    /// or without.
+    #[inline]
+    pub fn of_flow(&self, s: FlowState, snat: bool) -> u64 {
+        self.0[(s as usize & 7) | usize::from(snat) << 3]
+    }
+
+    /// How long the entry `e` lives idle from now on, in nanoseconds.
+    #[inline]
+    pub fn of_entry(&self, e: &Entry) -> u64 {
+        self.of_flow(e.state, e.snat.is_some())
     }
 }
 
@@ -173,10 +255,13 @@ pub struct Entry {
 
 const _: () = assert!(std::mem::size_of::<Entry>() == 64, "a flow-table entry is one cache line");
 
+/// The SNAT port, and its protocol, of a live entry evicted to make room for another.
+pub type Evicted = (Lease, u8);
+
 /// Why an insert did not take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InsertError {
-    /// No free, expired or embryonic slot within the probe window.
+    /// No free, expired or evictable slot within the probe window.
     Full,
 }
 
@@ -185,7 +270,8 @@ pub enum InsertError {
 pub struct ConntrackStats {
     /// Flows inserted.
     pub inserts: u64,
-    /// Embryonic flows evicted to make room.
+    /// Evictable entries (embryonic flows, session-affinity records) evicted to make room
+    /// for a new flow, and embryonic SNAT flows whose port was taken back for a new flow.
     pub evictions: u64,
     /// Inserts that found no room (served statelessly).
     pub full: u64,
@@ -300,11 +386,33 @@ impl Conntrack {
         self.insert_hashed(entry, hash, now)
     }
 
-    /// [`Conntrack::insert`] for a caller that has the key's hash (`entry.key.hash()`).
+    /// [`Conntrack::insert`] for a caller that has the key's hash (`entry.key.hash()`). A
+    /// SNAT port held by an entry it evicts stays taken until that entry's deadline: where
+    /// the table holds SNAT flows, use [`Conntrack::insert_evicting`].
     #[inline]
-    pub fn insert_hashed(&mut self, mut entry: Entry, hash: u64, now: u64) -> Result<&mut Entry, InsertError> {
+    pub fn insert_hashed(&mut self, entry: Entry, hash: u64, now: u64) -> Result<&mut Entry, InsertError> {
+        let (at, _) = self.place(entry, hash, now)?;
+        Ok(&mut self.slots[at])
+    }
+
+    /// [`Conntrack::insert_hashed`], also giving the SNAT port (and its protocol) of the
+    /// live entry it evicted to make room, for the caller to free at once.
+    #[inline]
+    pub fn insert_evicting(
+        &mut self,
+        entry: Entry,
+        hash: u64,
+        now: u64,
+    ) -> Result<(&mut Entry, Option<Evicted>), InsertError> {
+        let (at, evicted) = self.place(entry, hash, now)?;
+        Ok((&mut self.slots[at], evicted))
+    }
+
+    /// Stores `entry` and says where, with the SNAT port of the live entry evicted for it.
+    #[inline]
+    fn place(&mut self, mut entry: Entry, hash: u64, now: u64) -> Result<(usize, Option<Evicted>), InsertError> {
         debug_assert_eq!(hash, entry.key.hash(), "the hash of the entry's key");
-        entry.expires = now.saturating_add(self.lifetimes.of(entry.state));
+        entry.expires = now.saturating_add(self.lifetimes.of_entry(&entry));
         let home = usize::try_from(hash).unwrap_or(0) & self.mask;
         let mut reuse: Option<usize> = None;
         let mut victim: Option<(usize, u64)> = None;
@@ -324,26 +432,29 @@ impl Conntrack {
                 self.stats.live += 1;
                 self.stats.inserts += 1;
                 self.slots[at] = entry;
-                return Ok(&mut self.slots[at]);
+                return Ok((at, None));
             }
             if e.expires <= now {
                 reuse.get_or_insert(at);
-            } else if e.state == FlowState::SynSent && victim.is_none_or(|(_, exp)| e.expires < exp) {
+            } else if e.state.evictable() && victim.is_none_or(|(_, exp)| e.expires < exp) {
                 victim = Some((at, e.expires));
             }
         }
-        let at = match (reuse, victim) {
+        let (at, evicted) = match (reuse, victim) {
             (Some(at), _) => {
+                // An expired entry's SNAT port expired with it (their deadlines move
+                // together), and may be another flow's by now: nothing to free.
                 if self.slots[at].state != FlowState::Empty {
                     self.stats.expired += 1;
                     self.stats.live = self.stats.live.saturating_sub(1);
                 }
-                at
+                (at, None)
             }
             (None, Some((at, _))) => {
                 self.stats.evictions += 1;
                 self.stats.live = self.stats.live.saturating_sub(1);
-                at
+                let old = &self.slots[at];
+                (at, old.snat.map(|l| (l, old.key.proto)))
             }
             (None, None) => {
                 self.stats.full += 1;
@@ -353,7 +464,17 @@ impl Conntrack {
         self.slots[at] = entry;
         self.stats.inserts += 1;
         self.stats.live += 1;
-        Ok(&mut self.slots[at])
+        Ok((at, evicted))
+    }
+
+    /// Evicts the live entry of `key` (an embryonic SNAT flow whose port is taken back for a
+    /// new flow): removed and counted as an eviction.
+    pub fn evict(&mut self, key: &FlowKey, hash: u64) {
+        let live = self.stats.live;
+        self.remove(key, hash);
+        if self.stats.live < live {
+            self.stats.evictions += 1;
+        }
     }
 
     /// Removes the entry of `key`, if there is one.
@@ -378,12 +499,18 @@ impl Conntrack {
         if let Some(flags) = tcp_flags {
             e.state = next_tcp_state(e.state, flags);
         }
-        e.expires = now.saturating_add(lifetimes.of(e.state));
+        e.expires = now.saturating_add(lifetimes.of_entry(e));
     }
 
     /// The timeouts in force.
     pub fn timeouts(&self) -> &Timeouts {
         &self.timeouts
+    }
+
+    /// The same, in nanoseconds by state.
+    #[inline]
+    pub fn lifetimes(&self) -> &Lifetimes {
+        &self.lifetimes
     }
 
     /// Removes the entry at `at`, shifting later members of its probe chain back so that
@@ -494,16 +621,46 @@ mod tests {
         for e in &inserted {
             assert!(ct.lookup(&e.key, e.key.hash(), 2).is_some(), "established flow lost");
         }
-        // Make one of them embryonic: the next insert evicts it, not the others.
+        // Make one of them embryonic, holding a SNAT port: the next insert evicts it, not
+        // the others, and hands its port back.
         let victim = inserted[5];
-        assert!(ct.insert(Entry { state: FlowState::SynSent, ..victim }, 3).is_ok());
-        assert!(ct.insert(extra, 4).is_ok());
+        let lease = Lease::new(0, 4242);
+        assert!(ct.insert(Entry { state: FlowState::SynSent, snat: lease, ..victim }, 3).is_ok());
+        let (_, freed) = ct.insert_evicting(extra, extra.key.hash(), 4).unwrap();
+        assert_eq!(freed, lease.map(|l| (l, 6)));
         assert_eq!(ct.stats().evictions, 1);
         assert!(ct.lookup(&victim.key, victim.key.hash(), 5).is_none());
         assert!(ct.lookup(&extra.key, extra.key.hash(), 5).is_some());
-        for e in inserted.iter().filter(|e| e.key != victim.key) {
-            assert!(ct.lookup(&e.key, e.key.hash(), 5).is_some(), "established flow lost");
+        // A session-affinity record is evictable too (a spoofed-source flood makes one per
+        // source); it holds no port. (Renewed at 3, it has the nearest deadline.)
+        let affinity = inserted[9];
+        assert!(ct.insert(Entry { state: FlowState::Affinity, ..affinity }, 3).is_ok());
+        let more = entry(10_001, FlowState::SynSent);
+        assert_eq!(ct.insert_evicting(more, more.key.hash(), 6).map(|(_, f)| f), Ok(None));
+        assert_eq!(ct.stats().evictions, 2);
+        assert!(ct.lookup(&affinity.key, affinity.key.hash(), 7).is_none());
+        for e in inserted.iter().filter(|e| e.key != victim.key && e.key != affinity.key) {
+            assert!(ct.lookup(&e.key, e.key.hash(), 7).is_some(), "established flow lost");
         }
+    }
+
+    #[test]
+    fn an_embryonic_flow_with_a_snat_port_lives_its_own_short_lifetime() {
+        let t = Timeouts::default().lifetimes();
+        assert_eq!(t.of_flow(FlowState::SynSent, false), 60 * SEC);
+        assert_eq!(t.of_flow(FlowState::SynSent, true), 5 * SEC);
+        assert_eq!(t.of_flow(FlowState::Established, true), 6 * 3600 * SEC);
+        let mut ct = Conntrack::new(100, Timeouts::default());
+        let e = ct.insert(Entry { snat: Lease::new(0, 1024), ..entry(1, FlowState::SynSent) }, 0).unwrap();
+        assert_eq!(e.expires, 5 * SEC);
+        // Its handshake done, it lives as long as any established flow.
+        Conntrack::touch(&t, e, Some(TcpFlags::ACK), SEC);
+        assert_eq!(e.expires, SEC + 6 * 3600 * SEC);
+        // Set by name, as the flags and the config do.
+        let mut custom = Timeouts::default();
+        assert!(custom.set("tcpSynSnat", Duration::from_secs(2)));
+        assert!(!custom.set("tcp-syn", Duration::from_secs(2)));
+        assert_eq!(custom.lifetimes().of_flow(FlowState::SynSent, true), 2 * SEC);
     }
 
     #[test]

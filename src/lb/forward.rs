@@ -12,7 +12,7 @@ use super::{
     rewrite::{set_macs, to16},
     select::choose,
     snapshot::{ForwardMode, Service},
-    snat::{Lease, Mapping, SnatPorts},
+    snat::{Hold, Lease, Mapping, SnatPorts},
     state::WorkerState,
     stats::{DropReason, ObjectCounters, UNCOUNTED},
     verdict::{Reply, Verdict},
@@ -221,7 +221,7 @@ fn forward(
     // Maglev table says now; a SYN on a closing flow starts a new connection. A SNAT flow
     // keeps its port either way.
     let mut lease: Option<Lease> = None;
-    let mut tracked: Option<(u32, u64)> = None;
+    let mut tracked: Option<(u32, u64, FlowState)> = None;
     if let Some((e, lifetimes)) = st.conntrack.lookup_with_lifetimes(&flow.key, hash, now) {
         lease = e.snat;
         let new_syn = e.state == FlowState::Closing && flow.tcp_flags.is_some_and(is_new_syn);
@@ -229,14 +229,14 @@ fn forward(
             if let Some(i) = svc.backend_index(e.backend_key, e.backend) {
                 e.backend = i;
                 Conntrack::touch(lifetimes, e, flow.tcp_flags, now);
-                tracked = Some((i, e.expires));
+                tracked = Some((i, e.expires, e.state));
             }
         }
     }
-    let (idx, expires, fresh) = match tracked {
-        Some((i, exp)) => (i, exp, false),
+    let (idx, expires, state, fresh) = match tracked {
+        Some((i, exp, state)) => (i, exp, state, false),
         None => {
-            let pick = choose(now, svc, &mut st.conntrack, &flow.key, hash)?;
+            let pick = choose(now, svc, st, &flow.key, hash)?;
             let b = svc.backends.get(usize::try_from(pick).unwrap_or(usize::MAX)).ok_or(DropReason::NoBackend)?;
             let state = match flow.tcp_flags {
                 Some(f) => next_tcp_state(FlowState::Empty, f),
@@ -246,9 +246,9 @@ fn forward(
             let entry =
                 Entry { key: flow.key, backend: pick, backend_key: b.key, state, snat: lease, ..Entry::default() };
             // A full table is counted there; a DSR flow is then served from Maglev alone.
-            match st.conntrack.insert_hashed(entry, hash, now) {
-                Ok(e) => (pick, e.expires, true),
-                Err(_) if svc.mode == ForwardMode::Dsr => (pick, 0, false),
+            match st.track(entry, hash, now) {
+                Ok(e) => (pick, e.expires, state, true),
+                Err(_) if svc.mode == ForwardMode::Dsr => (pick, 0, state, false),
                 // SNAT cannot translate replies of a flow it does not track.
                 Err(_) => return Err(DropReason::ConntrackFull),
             }
@@ -274,23 +274,39 @@ fn forward(
                 service_stats: id16(svc.stats_id),
                 backend_stats: id16(backend.stats_id),
             };
+            let embryonic = state == FlowState::SynSent;
             let held = match (lease, fresh) {
                 (Some(l), false) => {
-                    snat.touch(l, flow.key.proto, expires);
+                    snat.touch(l, flow.key.proto, Hold { now, expires, embryonic });
                     l
                 }
                 (Some(l), true) => {
                     // Same client 5-tuple, new backend or new connection: same port, new mapping.
-                    snat.rewrite(l, flow.key.proto, &mapping, expires);
+                    snat.rewrite(l, flow.key.proto, &mapping, Hold { now, expires, embryonic });
                     l
                 }
                 (None, _) => {
-                    let Some(l) = snat.allocate(flow.v6, flow.key.proto, hash, &mapping, now, expires) else {
+                    // A port held by a flow: the flow's lifetime with a SNAT port from now on.
+                    let expires = now.saturating_add(st.conntrack.lifetimes().of_flow(state, true));
+                    let hold = Hold { now, expires, embryonic };
+                    let Some((l, reclaimed)) = snat.allocate(flow.v6, flow.key.proto, hash, &mapping, hold) else {
                         st.conntrack.remove(&flow.key, hash);
                         return Err(DropReason::SnatPortsExhausted);
                     };
+                    if let Some(old) = reclaimed {
+                        // The port's embryonic flow (on this worker: the port is from its share).
+                        let key = FlowKey {
+                            src: old.client,
+                            dst: old.vip,
+                            src_port: old.client_port,
+                            dst_port: old.vip_port,
+                            proto: flow.key.proto,
+                        };
+                        st.conntrack.evict(&key, key.hash());
+                    }
                     if let Some(e) = st.conntrack.lookup(&flow.key, hash, now) {
                         e.snat = Some(l);
+                        e.expires = expires;
                     }
                     l
                 }

@@ -3,7 +3,7 @@
 //! flows) and ICMP (errors that only refer to a flow and track nothing new).
 
 use super::{
-    conntrack::{Conntrack, Entry, FlowKey, FlowState},
+    conntrack::{Entry, FlowKey, FlowState},
     maglev::EMPTY,
     snapshot::{Backend, Service},
     snat::Lease,
@@ -16,12 +16,18 @@ const AFFINITY: u8 = 0x80;
 
 /// The backend of a new flow (or of a tracked one whose backend left): by client address
 /// for session affinity, else by the flow hash.
-pub(super) fn choose(now: u64, svc: &Service, ct: &mut Conntrack, key: &FlowKey, hash: u64) -> Result<u32, DropReason> {
+pub(super) fn choose(
+    now: u64,
+    svc: &Service,
+    st: &mut WorkerState,
+    key: &FlowKey,
+    hash: u64,
+) -> Result<u32, DropReason> {
     let Some(timeout) = svc.affinity else { return maglev_pick(svc, hash) };
     let key = FlowKey { src_port: 0, proto: key.proto | AFFINITY, ..*key };
     let akey = key.hash();
     let until = now.saturating_add(timeout);
-    if let Some(e) = ct.lookup(&key, akey, now) {
+    if let Some(e) = st.conntrack.lookup(&key, akey, now) {
         if let Some(i) = svc.backend_index(e.backend_key, e.backend) {
             if svc.backends.get(usize::try_from(i).unwrap_or(usize::MAX)).is_some_and(|b| b.takes_new_flows()) {
                 e.backend = i;
@@ -33,7 +39,7 @@ pub(super) fn choose(now: u64, svc: &Service, ct: &mut Conntrack, key: &FlowKey,
     let pick = maglev_pick(svc, akey)?;
     let backend_key = svc.backends.get(usize::try_from(pick).unwrap_or(usize::MAX)).map_or(0, |b| b.key);
     let entry = Entry { key, backend: pick, backend_key, state: FlowState::Affinity, ..Entry::default() };
-    if let Ok(e) = ct.insert_hashed(entry, akey, now) {
+    if let Ok(e) = st.track(entry, akey, now) {
         e.expires = until;
     }
     Ok(pick)

@@ -16,15 +16,19 @@
 //!   flow's conntrack deadline and moves with it, so a port frees itself when its flow expires
 //!   and can never be handed out while its flow lives.
 //!
-//! When a worker finds no free port within `MAX_SCAN` slots of its cursor, for any SNAT
-//! address of the family, the new flow is dropped and counted (`snat_ports_exhausted`);
-//! established flows are untouched.
+//! A flow whose TCP handshake is not done (the client has not acknowledged) holds its port
+//! as *embryonic*: for a short lifetime (`Timeouts::syn_snat`), and only until a new flow
+//! needs the port. When a worker finds no free port within `MAX_SCAN` slots of its cursor,
+//! it takes back the embryonic port with the nearest deadline among them (the caller evicts
+//! its flow), so a spoofed SYN flood cannot starve real clients of ports. With no embryonic
+//! port either, for any SNAT address of the family, the new flow is dropped and counted
+//! (`snat_ports_exhausted`); established flows are untouched.
 
 use std::{
     net::IpAddr,
     num::NonZeroU16,
     sync::{
-        atomic::{fence, AtomicU64, Ordering},
+        atomic::{fence, AtomicBool, AtomicU64, Ordering},
         Arc,
     },
 };
@@ -60,12 +64,25 @@ pub struct Mapping {
     pub backend_stats: u16,
 }
 
-/// One reverse-translation slot: a sequence word, a deadline and the mapping in 8 words.
+/// One reverse-translation slot: a sequence word, a deadline, whether its flow is
+/// embryonic, and the mapping in 8 words. Only the owning worker reads `embryonic`.
 #[derive(Debug, Default)]
 struct Slot {
     seq: AtomicU64,
     expires: AtomicU64,
+    embryonic: AtomicBool,
     words: [AtomicU64; 8],
+}
+
+/// How long a port is held, from the owning flow's conntrack entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hold {
+    /// The time now.
+    pub now: u64,
+    /// The flow's deadline: the port frees itself then.
+    pub expires: u64,
+    /// The flow is embryonic: its port may be taken back for a new flow.
+    pub embryonic: bool,
 }
 
 fn split16(a: &[u8; 16]) -> (u64, u64) {
@@ -319,23 +336,26 @@ impl SnatPorts {
         &self.table
     }
 
-    /// Allocates a port on a SNAT address of `family_v6`'s family for a new flow, starting
-    /// with the address that `hash` picks; writes the mapping with deadline `expires`.
-    /// `None`: every address's share is in use (within the scan bound).
+    /// Allocates a port on a SNAT address of `v6`'s family for a new flow, starting with the
+    /// address that `hash` picks; writes the mapping, held as `hold` says. When every port
+    /// scanned is in use, takes back the embryonic one with the nearest deadline: its old
+    /// mapping comes back with the lease, and the caller evicts that flow. `None`: every
+    /// address's share is in use by flows past their handshake (within the scan bound).
     pub fn allocate(
         &mut self,
         v6: bool,
         proto: u8,
         hash: u64,
         mapping: &Mapping,
-        now: u64,
-        expires: u64,
-    ) -> Option<Lease> {
+        hold: Hold,
+    ) -> Option<(Lease, Option<Mapping>)> {
         let pi = proto_index(proto)?;
         let n = self.table.addrs.len();
         if n == 0 || self.len == 0 {
             return None;
         }
+        // The embryonic port with the nearest deadline seen so far: (address, offset, deadline).
+        let mut victim: Option<(usize, usize, u64)> = None;
         let first = usize::try_from(hash % n as u64).unwrap_or(0);
         for k in 0..n {
             let a = (first + k) % n;
@@ -343,30 +363,62 @@ impl SnatPorts {
                 continue;
             }
             let ci = a * 2 + pi;
-            let base = (a * 2 + pi) * self.table.ports + self.start;
             for _ in 0..self.len.min(MAX_SCAN) {
                 let off = self.cursors[ci];
                 self.cursors[ci] = if off + 1 == self.len { 0 } else { off + 1 };
-                let Some(slot) = self.table.slots.get(base + off) else { break };
-                if slot.expires.load(Ordering::Relaxed) > now {
+                let Some(slot) = self.share_slot(a, pi, off) else { break };
+                let expires = slot.expires.load(Ordering::Relaxed);
+                if expires > hold.now {
+                    if slot.embryonic.load(Ordering::Relaxed) && victim.is_none_or(|(_, _, e)| expires < e) {
+                        victim = Some((a, off, expires));
+                    }
                     continue;
                 }
-                write(slot, mapping, expires);
-                let port = u16::try_from(usize::from(self.table.lo) + self.start + off).ok()?;
-                let addr = u8::try_from(a).ok()?;
-                if let Some(w) = self.table.index_at(hash) {
-                    w.store(index_word(hash, addr, pi, port), Ordering::Relaxed);
-                }
-                return Lease::new(addr, port);
+                return Some((self.take(a, pi, off, hash, mapping, hold)?, None));
             }
         }
-        None
+        let (a, off, _) = victim?;
+        let slot = self.share_slot(a, pi, off)?;
+        // This worker wrote the slot: no other writer, so the words are read whole.
+        let mut w = [0u64; 8];
+        for (d, s) in w.iter_mut().zip(slot.words.iter()) {
+            *d = s.load(Ordering::Relaxed);
+        }
+        let old = Mapping::unpack(&w);
+        Some((self.take(a, pi, off, hash, mapping, hold)?, Some(old)))
+    }
+
+    /// The slot of port `off` of this worker's share of address `a`, protocol index `pi`.
+    #[inline]
+    fn share_slot(&self, a: usize, pi: usize, off: usize) -> Option<&Slot> {
+        self.table.slots.get((a * 2 + pi) * self.table.ports + self.start + off)
+    }
+
+    /// Gives port `off` of this worker's share of address `a`, protocol index `pi`, to the
+    /// flow `mapping` with client-side hash `hash`.
+    fn take(&self, a: usize, pi: usize, off: usize, hash: u64, mapping: &Mapping, hold: Hold) -> Option<Lease> {
+        let slot = self.share_slot(a, pi, off)?;
+        write(slot, mapping, hold);
+        let port = u16::try_from(usize::from(self.table.lo) + self.start + off).ok()?;
+        let addr = u8::try_from(a).ok()?;
+        if let Some(w) = self.table.index_at(hash) {
+            w.store(index_word(hash, addr, pi, port), Ordering::Relaxed);
+        }
+        Lease::new(addr, port)
     }
 
     /// Rewrites the mapping of a port this worker holds (the flow moved to another backend).
-    pub fn rewrite(&self, lease: Lease, proto: u8, mapping: &Mapping, expires: u64) {
+    pub fn rewrite(&self, lease: Lease, proto: u8, mapping: &Mapping, hold: Hold) {
         if let Some(slot) = self.table.slot(lease.addr, proto, lease.port()) {
-            write(slot, mapping, expires);
+            write(slot, mapping, hold);
+        }
+    }
+
+    /// Frees a port this worker holds at once (its flow was evicted from the flow table).
+    pub fn release(&self, lease: Lease, proto: u8) {
+        if let Some(slot) = self.table.slot(lease.addr, proto, lease.port()) {
+            slot.expires.store(0, Ordering::Relaxed);
+            slot.embryonic.store(false, Ordering::Relaxed);
         }
     }
 
@@ -377,24 +429,26 @@ impl SnatPorts {
         off >= self.start && off < self.start + self.len
     }
 
-    /// Moves a held port's deadline with its flow's.
+    /// Moves a held port's deadline, and whether it is embryonic, with its flow's.
     #[inline]
-    pub fn touch(&self, lease: Lease, proto: u8, expires: u64) {
+    pub fn touch(&self, lease: Lease, proto: u8, hold: Hold) {
         if let Some(slot) = self.table.slot(lease.addr, proto, lease.port()) {
-            slot.expires.store(expires, Ordering::Relaxed);
+            slot.expires.store(hold.expires, Ordering::Relaxed);
+            slot.embryonic.store(hold.embryonic, Ordering::Relaxed);
         }
     }
 }
 
 /// Writes a slot under its sequence lock. Only the worker owning the port calls this.
-fn write(slot: &Slot, mapping: &Mapping, expires: u64) {
+fn write(slot: &Slot, mapping: &Mapping, hold: Hold) {
     let seq = slot.seq.load(Ordering::Relaxed);
     slot.seq.store(seq.wrapping_add(1), Ordering::Relaxed);
     fence(Ordering::Release);
     for (d, s) in slot.words.iter().zip(mapping.pack()) {
         d.store(s, Ordering::Relaxed);
     }
-    slot.expires.store(expires, Ordering::Relaxed);
+    slot.expires.store(hold.expires, Ordering::Relaxed);
+    slot.embryonic.store(hold.embryonic, Ordering::Relaxed);
     slot.seq.store(seq.wrapping_add(2), Ordering::Release);
 }
 
@@ -416,6 +470,11 @@ mod tests {
         }
     }
 
+    /// Held until `expires`, past the handshake.
+    fn held(now: u64, expires: u64) -> Hold {
+        Hold { now, expires, embryonic: false }
+    }
+
     fn v4(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
@@ -432,7 +491,7 @@ mod tests {
         let mut seen = std::collections::BTreeSet::new();
         for w in 0..3 {
             let mut p = t.worker(w);
-            while let Some(l) = p.allocate(false, Protocol::TCP, 0, &mapping(1), 0, 100) {
+            while let Some(l) = p.allocate(false, Protocol::TCP, 0, &mapping(1), held(0, 100)).map(|(l, _)| l) {
                 assert!(seen.insert(l.port()), "port {} handed to two workers", l.port());
             }
         }
@@ -447,15 +506,16 @@ mod tests {
     fn a_port_in_use_is_never_handed_out_and_frees_itself_at_expiry() {
         let t = Arc::new(SnatTable::new(vec![v4("10.0.0.1")], 2000, 2003, 1).unwrap());
         let mut p = t.worker(0);
-        let leases: Vec<Lease> =
-            (0..4).map(|i| p.allocate(false, Protocol::TCP, 0, &mapping(i), 10, 100).unwrap()).collect();
+        let leases: Vec<Lease> = (0..4)
+            .map(|i| p.allocate(false, Protocol::TCP, 0, &mapping(i), held(10, 100)).map(|(l, _)| l).unwrap())
+            .collect();
         // Exhausted while every flow lives; the other protocol has its own ports.
-        assert_eq!(p.allocate(false, Protocol::TCP, 0, &mapping(9), 50, 150), None);
-        assert!(p.allocate(false, Protocol::UDP, 0, &mapping(9), 50, 150).is_some());
+        assert_eq!(p.allocate(false, Protocol::TCP, 0, &mapping(9), held(50, 150)).map(|(l, _)| l), None);
+        assert!(p.allocate(false, Protocol::UDP, 0, &mapping(9), held(50, 150)).map(|(l, _)| l).is_some());
         // One flow is kept alive, the others expire at 100.
-        p.touch(leases[2], Protocol::TCP, 500);
+        p.touch(leases[2], Protocol::TCP, held(0, 500));
         let mut again = Vec::new();
-        while let Some(l) = p.allocate(false, Protocol::TCP, 0, &mapping(8), 200, 300) {
+        while let Some(l) = p.allocate(false, Protocol::TCP, 0, &mapping(8), held(200, 300)).map(|(l, _)| l) {
             again.push(l.port());
         }
         again.sort_unstable();
@@ -469,12 +529,43 @@ mod tests {
     }
 
     #[test]
+    fn under_pressure_the_oldest_embryonic_port_is_taken_back_never_an_established_one() {
+        let t = Arc::new(SnatTable::new(vec![v4("10.0.0.1")], 2000, 2003, 1).unwrap());
+        let mut p = t.worker(0);
+        let embryonic = |now, expires| Hold { now, expires, embryonic: true };
+        // Two flows past their handshake, two embryonic ones (deadlines 40 and 30).
+        let est: Vec<Lease> =
+            (0..2).map(|i| p.allocate(false, Protocol::TCP, 0, &mapping(i), held(0, 1000)).unwrap().0).collect();
+        let syn40 = p.allocate(false, Protocol::TCP, 0, &mapping(2), embryonic(0, 40)).unwrap().0;
+        let syn30 = p.allocate(false, Protocol::TCP, 0, &mapping(3), embryonic(1, 30)).unwrap().0;
+        // Full: the next flow gets the port of the nearest embryonic deadline, and the
+        // mapping of the flow it belonged to, for the caller to evict.
+        let (l, old) = p.allocate(false, Protocol::TCP, 0, &mapping(4), embryonic(2, 50)).unwrap();
+        assert_eq!((l, old), (syn30, Some(mapping(3))));
+        assert_eq!(t.lookup(0, Protocol::TCP, l.port(), 3), Some(mapping(4)));
+        let (l, old) = p.allocate(false, Protocol::TCP, 0, &mapping(5), held(3, 60)).unwrap();
+        assert_eq!((l, old), (syn40, Some(mapping(2))));
+        // The embryonic one of deadline 50 goes next; then only established flows remain.
+        assert_eq!(p.allocate(false, Protocol::TCP, 0, &mapping(6), held(4, 70)).unwrap().1, Some(mapping(4)));
+        assert_eq!(p.allocate(false, Protocol::TCP, 0, &mapping(7), held(5, 70)), None);
+        for (i, l) in est.iter().enumerate() {
+            assert_eq!(t.lookup(0, Protocol::TCP, l.port(), 6), Some(mapping(u8::try_from(i).unwrap())));
+        }
+        // A flow that finishes its handshake is no longer taken back; a released port is free.
+        p.touch(syn40, Protocol::TCP, held(6, 80));
+        p.release(est[0], Protocol::TCP);
+        assert_eq!(t.lookup(0, Protocol::TCP, est[0].port(), 7), None);
+        assert_eq!(p.allocate(false, Protocol::TCP, 0, &mapping(8), held(7, 90)), Some((est[0], None)));
+        assert_eq!(p.allocate(false, Protocol::TCP, 0, &mapping(9), embryonic(8, 90)), None);
+    }
+
+    #[test]
     fn only_addresses_of_the_flows_family_are_used() {
         let t = Arc::new(SnatTable::new(vec![v4("10.0.0.1"), v4("2001:db8::1")], 3000, 3000, 1).unwrap());
         let mut p = t.worker(0);
-        assert_eq!(p.allocate(true, Protocol::TCP, 0, &mapping(1), 0, 10), Lease::new(1, 3000));
-        assert_eq!(p.allocate(true, Protocol::TCP, 0, &mapping(1), 0, 10), None);
-        assert_eq!(p.allocate(false, Protocol::TCP, 1, &mapping(1), 0, 10), Lease::new(0, 3000));
+        assert_eq!(p.allocate(true, Protocol::TCP, 0, &mapping(1), held(0, 10)).map(|(l, _)| l), Lease::new(1, 3000));
+        assert_eq!(p.allocate(true, Protocol::TCP, 0, &mapping(1), held(0, 10)).map(|(l, _)| l), None);
+        assert_eq!(p.allocate(false, Protocol::TCP, 1, &mapping(1), held(0, 10)).map(|(l, _)| l), Lease::new(0, 3000));
         assert_eq!(t.in_use(5), vec![1, 1]);
     }
 
@@ -488,7 +579,7 @@ mod tests {
                 let lease = Lease::new(0, 5000).unwrap();
                 for i in 0..200_000u32 {
                     let b = u8::try_from(i % 251).unwrap_or(0);
-                    p.rewrite(lease, Protocol::UDP, &mapping(b), u64::MAX);
+                    p.rewrite(lease, Protocol::UDP, &mapping(b), held(0, u64::MAX));
                 }
             })
         };
@@ -509,7 +600,7 @@ mod tests {
     fn a_flow_is_found_by_its_client_side_until_it_expires() {
         let t = Arc::new(SnatTable::new(vec![v4("10.0.0.1")], 4000, 4100, 1).unwrap());
         let mut p = t.worker(0);
-        let l = p.allocate(false, Protocol::TCP, 0xabcd_0123_4567, &mapping(1), 0, 100).unwrap();
+        let l = p.allocate(false, Protocol::TCP, 0xabcd_0123_4567, &mapping(1), held(0, 100)).map(|(l, _)| l).unwrap();
         assert_eq!(t.find_by_client(0xabcd_0123_4567, Protocol::TCP, &mapping(1), 50), Some((l, mapping(1))));
         // Another client tuple with the same hash, another protocol, or an expired flow: no.
         assert_eq!(t.find_by_client(0xabcd_0123_4567, Protocol::TCP, &mapping(2), 50), None);

@@ -189,9 +189,45 @@ fn snat_both_directions_v4_v6_udp_and_exhaustion() {
             output: Some(to_backend(more(40003), snat4, 1027, b4, SNAT_BACKEND_PORT).build()),
         },
         Step {
-            what: "SNAT: a fifth flow finds every port in use: dropped and counted",
+            what: "SNAT: a fifth flow finds every port held, three by embryonic flows: it takes back \
+                   the oldest one's (1025, the second flow's), and that flow is evicted",
             now: 3 * SEC,
             input: more(40004).build(),
+            verdict: tx(&more(40004).build(), Reply::Forward),
+            output: Some(to_backend(more(40004), snat4, 1025, b4, SNAT_BACKEND_PORT).build()),
+        },
+        Step {
+            what: "SNAT: the third flow completes its handshake",
+            now: 3 * SEC,
+            input: Pkt { flags: TcpFlags::ACK, ..more(40002) }.build(),
+            verdict: tx(&more(40002).build(), Reply::Forward),
+            output: Some(
+                to_backend(Pkt { flags: TcpFlags::ACK, ..more(40002) }, snat4, 1026, b4, SNAT_BACKEND_PORT).build(),
+            ),
+        },
+        Step {
+            what: "SNAT: so does the fourth",
+            now: 3 * SEC,
+            input: Pkt { flags: TcpFlags::ACK, ..more(40003) }.build(),
+            verdict: tx(&more(40003).build(), Reply::Forward),
+            output: Some(
+                to_backend(Pkt { flags: TcpFlags::ACK, ..more(40003) }, snat4, 1027, b4, SNAT_BACKEND_PORT).build(),
+            ),
+        },
+        Step {
+            what: "SNAT: and the fifth",
+            now: 3 * SEC,
+            input: Pkt { flags: TcpFlags::ACK, ..more(40004) }.build(),
+            verdict: tx(&more(40004).build(), Reply::Forward),
+            output: Some(
+                to_backend(Pkt { flags: TcpFlags::ACK, ..more(40004) }, snat4, 1025, b4, SNAT_BACKEND_PORT).build(),
+            ),
+        },
+        Step {
+            what: "SNAT: the evicted second flow retries its SYN: every port is held by a flow past its \
+                   handshake, so it is dropped and counted",
+            now: 3 * SEC,
+            input: more(40001).build(),
             verdict: Verdict::Drop(DropReason::SnatPortsExhausted),
             output: None,
         },
@@ -203,22 +239,39 @@ fn snat_both_directions_v4_v6_udp_and_exhaustion() {
             output: Some(to_backend(ack, snat4, 1024, b4, SNAT_BACKEND_PORT).build()),
         },
         Step {
-            what: "SNAT: once the embryonic flows time out (60 s), their ports are free again",
-            now: 64 * SEC,
-            input: more(40004).build(),
-            verdict: tx(&more(40004).build(), Reply::Forward),
-            output: Some(to_backend(more(40004), snat4, 1025, b4, SNAT_BACKEND_PORT).build()),
+            what: "SNAT: the third flow ends (RST): its port is held for the closing timeout (10 s)",
+            now: 4 * SEC,
+            input: Pkt { flags: TcpFlags::RST, ..more(40002) }.build(),
+            verdict: tx(&more(40002).build(), Reply::Forward),
+            output: Some(
+                to_backend(Pkt { flags: TcpFlags::RST, ..more(40002) }, snat4, 1026, b4, SNAT_BACKEND_PORT).build(),
+            ),
         },
         Step {
-            what: "SNAT: and the old flow's replies no longer reach anyone",
-            now: 64 * SEC,
+            what: "SNAT: and free again after it; a new flow takes it",
+            now: 15 * SEC,
+            input: more(40005).build(),
+            verdict: tx(&more(40005).build(), Reply::Forward),
+            output: Some(to_backend(more(40005), snat4, 1026, b4, SNAT_BACKEND_PORT).build()),
+        },
+        Step {
+            what: "SNAT: an embryonic flow holds its port for 5 s only (not the 60 s of a DSR SYN): \
+                   a SYN-ACK 6 s later reaches nobody",
+            now: 21 * SEC,
             input: backend_reply(
-                to_backend(more(40002), snat4, 1026, b4, SNAT_BACKEND_PORT),
+                to_backend(more(40005), snat4, 1026, b4, SNAT_BACKEND_PORT),
                 TcpFlags::SYN | TcpFlags::ACK,
             )
             .build(),
             verdict: Verdict::Drop(DropReason::NoSnatFlow),
             output: None,
+        },
+        Step {
+            what: "SNAT: and the port is free for the next flow",
+            now: 21 * SEC,
+            input: more(40001).build(),
+            verdict: tx(&more(40001).build(), Reply::Forward),
+            output: Some(to_backend(more(40001), snat4, 1026, b4, SNAT_BACKEND_PORT).build()),
         },
     ];
     let scene = Scene::default();

@@ -3,7 +3,11 @@
 
 use std::sync::Arc;
 
-use super::{conntrack::Conntrack, snat::SnatPorts, stats::ObjectCounters};
+use super::{
+    conntrack::{Conntrack, Entry, InsertError},
+    snat::SnatPorts,
+    stats::ObjectCounters,
+};
 
 /// A worker's own datapath state.
 #[derive(Debug)]
@@ -23,5 +27,16 @@ impl WorkerState {
     /// State with this flow table, no SNAT, and counters for 256 services and 1024 backends.
     pub fn new(conntrack: Conntrack) -> Self {
         WorkerState { conntrack, snat: None, counters: Arc::new(ObjectCounters::new(256, 1024)), fenced: false }
+    }
+
+    /// Tracks a new flow (or record) in the flow table; when that evicts a flow holding a
+    /// SNAT port, the port is freed at once rather than at the evicted flow's deadline.
+    #[inline]
+    pub fn track(&mut self, entry: Entry, hash: u64, now: u64) -> Result<&mut Entry, InsertError> {
+        let (e, evicted) = self.conntrack.insert_evicting(entry, hash, now)?;
+        if let (Some((lease, proto)), Some(snat)) = (evicted, &self.snat) {
+            snat.release(lease, proto);
+        }
+        Ok(e)
     }
 }

@@ -262,18 +262,31 @@ pub fn xlb_bin() -> &'static str {
 #[allow(dead_code)] // only the scale tests use it
 pub fn release_xlb() -> &'static str {
     static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    BIN.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let st = Command::new(cargo)
-            .args(["build", "--release", "--quiet", "--bin", "xlb"])
-            .current_dir(root)
-            .status()
-            .expect("running cargo build --release");
-        assert!(st.success(), "cargo build --release --bin xlb failed");
-        let target = std::env::var("CARGO_TARGET_DIR").map_or_else(|_| root.join("target"), PathBuf::from);
-        target.join("release/xlb").display().to_string()
-    })
+    BIN.get_or_init(|| cargo_build(&["--release", "--bin", "xlb"], "release/xlb"))
+}
+
+/// The workspace's pktgen, built once (debug: the tests pace it, so it sleeps most of the
+/// time).
+#[allow(dead_code)] // only the flood tests use it
+pub fn pktgen() -> &'static str {
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| cargo_build(&["-p", "pktgen", "--bin", "pktgen"], "debug/pktgen"))
+}
+
+/// Runs `cargo build --quiet ARGS` in the workspace; the path of `target/BIN`.
+fn cargo_build(args: &[&str], bin: &str) -> String {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let st = Command::new(cargo)
+        .arg("build")
+        .arg("--quiet")
+        .args(args)
+        .current_dir(root)
+        .status()
+        .unwrap_or_else(|e| panic!("running cargo build {}: {e}", args.join(" ")));
+    assert!(st.success(), "cargo build {} failed", args.join(" "));
+    let target = std::env::var("CARGO_TARGET_DIR").map_or_else(|_| root.join("target"), PathBuf::from);
+    target.join(bin).display().to_string()
 }
 
 /// A running xlb in a lab host.

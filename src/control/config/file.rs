@@ -142,6 +142,9 @@ pub(super) struct AnnounceFile {
 #[serde(deny_unknown_fields)]
 pub(super) struct ConntrackFile {
     pub(super) capacity: Option<usize>,
+    /// Seconds, by timeout name (`tcpSyn`, `tcpSynSnat`, ...): checked by name in validate.
+    #[serde(default)]
+    pub(super) timeouts: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

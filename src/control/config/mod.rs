@@ -150,6 +150,8 @@ pub struct Desired {
     pub announce: AnnounceConfig,
     /// Flows per worker.
     pub conntrack_capacity: usize,
+    /// How long idle flows are kept, by state.
+    pub conntrack_timeouts: crate::lb::conntrack::Timeouts,
     /// Admin API socket.
     pub admin_socket: PathBuf,
     /// Where `/metrics` is served (none: not served).
@@ -261,6 +263,8 @@ services:
     mode: snat
     ports: [{port: 443}]
     backends: [{address: 10.0.0.21}]
+conntrack:
+  timeouts: {tcpSynSnat: 3, udp: 30}
 metrics:
   listen: 127.0.0.1:9180
 "#;
@@ -285,6 +289,15 @@ metrics:
         assert_eq!(d.services[1].mode, ForwardMode::Snat);
         assert_eq!(d.services[1].table_size, TableSize::Auto, "no maglevTableSize: sized to the backends");
         assert_eq!(d.metrics, Some("127.0.0.1:9180".parse().unwrap()));
+        let t = crate::lb::conntrack::Timeouts::default();
+        assert_eq!(
+            d.conntrack_timeouts,
+            crate::lb::conntrack::Timeouts {
+                syn_snat: std::time::Duration::from_secs(3),
+                udp: std::time::Duration::from_secs(30),
+                ..t
+            }
+        );
         assert_eq!(d.admin_socket, PathBuf::from(DEFAULT_ADMIN_SOCKET));
     }
 
@@ -317,6 +330,8 @@ metrics:
             ("backend family", "      - address: 10.0.0.11", "      - address: 2001:db8::11"),
             ("snat ports", "  ports: 2000-3000", "  ports: 3000-2000"),
             ("metrics", "  listen: 127.0.0.1:9180", "  listen: localhost"),
+            ("timeout name", "{tcpSynSnat: 3, udp: 30}", "{tcpSynSnat: 3, udpStream: 30}"),
+            ("timeout range", "{tcpSynSnat: 3, udp: 30}", "{tcpSynSnat: 0, udp: 30}"),
             ("affinity", "    sessionAffinity: ClientIP", "    sessionAffinity: Cookie"),
             ("unknown field", "    queues: 2", "    queues: 2\n    speed: 100"),
         ];
@@ -338,6 +353,8 @@ metrics:
             "services[0].backends[0].address: 2001:db8::11 is not of the service's address family",
             "snat.ports: \"3000-2000\": expected 1 <= LOW <= HIGH",
             "metrics.listen: \"localhost\" is not ADDRESS:PORT",
+            "conntrack.timeouts.udpStream: \"udpStream\" is not a timeout: give one of tcpSyn, tcpSynSnat, tcpEstablished, tcpClosing, udp, other",
+            "conntrack.timeouts.tcpSynSnat: 0 s is out of range: give 1 to 2592000 seconds",
             "services[0].sessionAffinity: \"Cookie\" is not ClientIP or None",
             "speed",
         ];

@@ -23,7 +23,7 @@ use crate::{
         AnnounceConfig,
     },
     lb::{
-        conntrack::{bytes_for, MAX_CAPACITY},
+        conntrack::{bytes_for, Timeouts, MAX_CAPACITY},
         maglev::{MaglevError, TableSize, MAX_TABLE_SIZE},
         snapshot::ForwardMode,
     },
@@ -278,6 +278,12 @@ pub(super) fn validate(f: File) -> Result<Desired, ConfigErrors> {
             ),
         ));
     }
+    let mut conntrack_timeouts = Timeouts::default();
+    for (name, secs) in &f.conntrack.timeouts {
+        if let Err(e) = conntrack_timeouts.set_secs(name, *secs) {
+            errors.push(err(format!("conntrack.timeouts.{name}"), e));
+        }
+    }
     let metrics = f.metrics.as_ref().and_then(|m| match m.listen.parse::<SocketAddr>() {
         Ok(a) => Some(a),
         Err(_) => {
@@ -294,6 +300,7 @@ pub(super) fn validate(f: File) -> Result<Desired, ConfigErrors> {
             services,
             announce,
             conntrack_capacity,
+            conntrack_timeouts,
             admin_socket: f.admin.socket.unwrap_or_else(|| PathBuf::from(DEFAULT_ADMIN_SOCKET)),
             metrics,
             ha,
