@@ -11,7 +11,12 @@
 //! no more than one scrape after another, and the loop never waits on a scraper: it drops
 //! its answer into a channel and goes on.
 
-use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    convert::Infallible,
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::Duration,
+};
 
 use anyhow::Context;
 use crossbeam_channel::Sender;
@@ -65,6 +70,14 @@ impl MetricsServer {
             rt.shutdown_timeout(Duration::from_millis(100));
         })?;
         tracing::info!(%addr, "serving Prometheus metrics at /metrics");
+        if !is_loopback(addr.ip()) {
+            tracing::warn!(
+                %addr,
+                "/metrics exposes VIPs, backends and counters unauthenticated to anyone who can reach {addr}; \
+                 to restrict it, listen on 127.0.0.1 (metrics.listen or --metrics-listen) or filter the port \
+                 (a host firewall, or a NetworkPolicy where the network plugin applies it to host ports)"
+            );
+        }
         Ok(MetricsServer { addr, stop: Some(stop), thread: Some(thread) })
     }
 
@@ -85,6 +98,11 @@ impl Drop for MetricsServer {
         }
         tracing::debug!(addr = %self.addr, "stopped serving /metrics");
     }
+}
+
+/// Only the host itself can reach it (an IPv4-mapped loopback address included).
+fn is_loopback(ip: IpAddr) -> bool {
+    ip.to_canonical().is_loopback()
 }
 
 /// Accepts until told to stop; each connection is served by a task of its own.
@@ -305,5 +323,15 @@ mod tests {
         let answer = exchange(server.addr(), b"GET /metrics HTTP/1.1\r\n\r\n");
         assert!(answer.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{answer}");
         assert!(answer.contains("xlb is stopping"), "{answer}");
+    }
+
+    #[test]
+    fn only_loopback_listeners_go_unwarned() {
+        for (ip, loopback) in
+            [("127.0.0.1", true), ("::1", true), ("::ffff:127.0.0.1", true), ("0.0.0.0", false), ("::", false)]
+        {
+            assert_eq!(is_loopback(ip.parse().unwrap()), loopback, "{ip}");
+        }
+        assert!(!is_loopback("10.0.0.1".parse().unwrap()));
     }
 }
