@@ -267,6 +267,39 @@ mod tests {
     }
 
     #[test]
+    fn slow_clients_are_let_go_at_the_header_timeout() {
+        let server = server();
+        let addr = server.addr();
+        let t0 = Instant::now();
+        // Each client's thread reads until the server closes, and says when that was.
+        let silent = std::thread::spawn(move || {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(HEADER_TIMEOUT * 3)).unwrap();
+            let _ = s.read_to_end(&mut Vec::new());
+            t0.elapsed()
+        });
+        let dripping = std::thread::spawn(move || {
+            let mut s = TcpStream::connect(addr).unwrap();
+            let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nX-Slow: ");
+            // A byte every 250 ms until the server is gone (15 s at most).
+            for _ in 0..60 {
+                if s.write_all(b"a").is_err() {
+                    break;
+                }
+                s.set_read_timeout(Some(Duration::from_millis(250))).unwrap();
+                // An answer or the end: the server is done with it.
+                if s.read(&mut [0u8; 512]).is_ok() {
+                    break;
+                }
+            }
+            t0.elapsed()
+        });
+        for (who, t) in [("silent", silent.join().unwrap()), ("dripping", dripping.join().unwrap())] {
+            assert!(t >= HEADER_TIMEOUT && t < HEADER_TIMEOUT + Duration::from_secs(2), "{who} let go after {t:?}");
+        }
+    }
+
+    #[test]
     fn the_answer_carries_the_exposition_as_before() {
         let server = server();
         let answer = exchange(server.addr(), b"GET /metrics?name[]=x HTTP/1.1\r\nHost: x\r\n\r\n");
