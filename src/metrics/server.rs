@@ -23,7 +23,7 @@ use crossbeam_channel::Sender;
 use http_body_util::Full;
 use hyper::{
     body::{Bytes, Incoming},
-    header::{ALLOW, CONTENT_TYPE},
+    header::{HeaderValue, ALLOW, CONTENT_TYPE},
     server::conn::http1,
     service::service_fn,
     Method, Request, Response, StatusCode,
@@ -60,9 +60,8 @@ impl MetricsServer {
         let listener = std::net::TcpListener::bind(addr).with_context(|| format!("listening for metrics on {addr}"))?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
-        // Blocking threads carry the asks to the control loop: one at a time (see `answer`),
-        // and one more for an ask whose scrape ended before its answer came.
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().max_blocking_threads(2).build()?;
+        // One blocking thread carries the asks to the control loop, one at a time (see `answer`).
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().max_blocking_threads(1).build()?;
         let (stop, stopped) = oneshot::channel();
         let thread = std::thread::Builder::new().name("xlb-metrics".into()).spawn(move || {
             rt.block_on(serve(listener, to_control, stopped));
@@ -156,12 +155,10 @@ async fn serve(listener: std::net::TcpListener, to_control: Sender<AdminRequest>
 }
 
 /// A response with a body of text.
-fn text(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
-    if let Ok(v) = content_type.parse() {
-        r.headers_mut().insert(CONTENT_TYPE, v);
-    }
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
 }
 
@@ -177,7 +174,7 @@ async fn answer(
     }
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
         let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "/metrics answers GET and HEAD\n".into());
-        r.headers_mut().insert(ALLOW, hyper::header::HeaderValue::from_static("GET, HEAD"));
+        r.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         return Ok(r);
     }
     // The permit goes with the ask: one ask is in flight at a time, even when the scrape
