@@ -1,20 +1,8 @@
-//! Prometheus `/metrics`: a small HTTP listener on its own thread that asks the control loop
-//! for the numbers at each scrape, and the rendering of those numbers with prometheus-client
-//! (OpenMetrics text). Counters are read from the workers' own counters at scrape time;
+//! Prometheus `/metrics`: the rendering of the numbers the control loop gathers at each
+//! scrape, with prometheus-client (OpenMetrics text), and the HTTP listener that asks for
+//! them (`server`). Counters are read from the workers' own counters at scrape time;
 //! nothing is counted twice.
 
-use std::{
-    io::{BufRead, BufReader, Write},
-    net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener},
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
-
-use anyhow::Context;
-use crossbeam_channel::Sender;
 use hdrhistogram::Histogram;
 use prometheus_client::{
     encoding::{EncodeMetric, MetricEncoder, NoLabelSet},
@@ -26,7 +14,9 @@ use xlb::{
     lb::{conntrack::ConntrackStats, stats::Traffic, Counter, DropReason, WorkerStats},
 };
 
-use crate::admin::{ask, AdminRequest, Query};
+mod server;
+
+pub(crate) use server::MetricsServer;
 
 type Labels = Vec<(String, String)>;
 
@@ -410,82 +400,6 @@ fn register_kubernetes(reg: &mut Registry, k: &KubeStats) {
                 .collect(),
         },
     );
-}
-
-/// The `/metrics` listener thread.
-pub(crate) struct MetricsServer {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl MetricsServer {
-    /// Serves `http://addr/metrics` until dropped.
-    pub(crate) fn start(addr: SocketAddr, to_control: Sender<AdminRequest>) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(addr).with_context(|| format!("listening for metrics on {addr}"))?;
-        let addr = listener.local_addr()?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = stop.clone();
-        // Blocks in accept (no wake-ups while idle); Drop connects once to end it.
-        let thread = std::thread::Builder::new().name("xlb-metrics".into()).spawn(move || {
-            for conn in listener.incoming() {
-                if stop2.load(Ordering::Relaxed) {
-                    break;
-                }
-                match conn {
-                    Ok(s) => {
-                        let _ = serve_one(s, &to_control);
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
-                }
-            }
-        })?;
-        tracing::info!(%addr, "serving Prometheus metrics at /metrics");
-        Ok(MetricsServer { addr, stop, thread: Some(thread) })
-    }
-}
-
-impl Drop for MetricsServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        // An unspecified listen address is reached through loopback.
-        let mut to = self.addr;
-        if to.ip().is_unspecified() {
-            to.set_ip(if to.is_ipv4() { Ipv4Addr::LOCALHOST.into() } else { Ipv6Addr::LOCALHOST.into() });
-        }
-        let _ = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(1));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn serve_one(s: std::net::TcpStream, to_control: &Sender<AdminRequest>) -> std::io::Result<()> {
-    s.set_read_timeout(Some(Duration::from_secs(2)))?;
-    let mut reader = BufReader::new(&s);
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    // Read the headers away (the request has no body).
-    let mut h = String::new();
-    while reader.read_line(&mut h)? > 2 {
-        h.clear();
-    }
-    let path = line.split_whitespace().nth(1).unwrap_or("");
-    let (status, ctype, body) = if line.starts_with("GET ") && (path == "/metrics" || path.starts_with("/metrics?")) {
-        let v = ask(to_control, Query::Metrics);
-        match v.as_str() {
-            Some(text) => ("200 OK", "application/openmetrics-text; version=1.0.0; charset=utf-8", text.to_string()),
-            None => ("503 Service Unavailable", "text/plain", format!("{v}\n")),
-        }
-    } else {
-        ("404 Not Found", "text/plain", "xlb serves /metrics only\n".to_string())
-    };
-    let mut w = &s;
-    write!(
-        w,
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
 }
 
 #[cfg(test)]

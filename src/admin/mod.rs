@@ -20,11 +20,11 @@ use std::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::Context;
-use crossbeam_channel::Sender;
+use crossbeam_channel::{SendTimeoutError, Sender};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -128,14 +128,24 @@ impl Drop for AdminServer {
     }
 }
 
-/// Asks the control loop and waits (bounded) for its answer.
+/// How long an asker waits for the control loop, queueing included.
+const ANSWER_WITHIN: Duration = Duration::from_secs(5);
+
+/// Asks the control loop and waits (bounded) for its answer. One deadline covers both the
+/// queue and the answer: with the queue full (a stuck loop, a flood of askers) the asker
+/// gives up like one that was queued and never answered, instead of waiting without end.
 pub(crate) fn ask(to_control: &Sender<AdminRequest>, query: Query) -> Value {
+    ask_until(to_control, query, Instant::now() + ANSWER_WITHIN)
+}
+
+fn ask_until(to_control: &Sender<AdminRequest>, query: Query, deadline: Instant) -> Value {
+    let late = || refusal(format!("no answer from the control loop within {} s", ANSWER_WITHIN.as_secs()));
     let (tx, rx) = crossbeam_channel::bounded(1);
-    if to_control.send(AdminRequest { query, reply: tx }).is_err() {
-        return refusal("xlb is stopping".into());
+    match to_control.send_deadline(AdminRequest { query, reply: tx }, deadline) {
+        Ok(()) => rx.recv_deadline(deadline).unwrap_or_else(|_| late()),
+        Err(SendTimeoutError::Timeout(_)) => late(),
+        Err(SendTimeoutError::Disconnected(_)) => refusal("xlb is stopping".into()),
     }
-    rx.recv_timeout(Duration::from_secs(5))
-        .unwrap_or_else(|_| refusal("no answer from the control loop within 5 s".into()))
 }
 
 /// A refusal as the socket carries it.
@@ -391,6 +401,24 @@ mod tests {
         let text = serde_json::to_string(&q).unwrap();
         assert_eq!(text, r#"{"query":"conntrack","service":"web","client":null,"backend":null,"limit":5}"#);
         assert_eq!(serde_json::from_str::<Query>(&text).unwrap(), q);
+    }
+
+    #[test]
+    fn an_asker_gives_up_at_the_deadline_even_when_the_queue_is_full() {
+        // A control loop that never reads: its queue holds one request, already taken.
+        let (tx, rx) = crossbeam_channel::bounded::<AdminRequest>(1);
+        let (reply, _never) = crossbeam_channel::bounded(1);
+        tx.send(AdminRequest { query: Query::Status, reply }).unwrap();
+        let t0 = Instant::now();
+        let v = ask_until(&tx, Query::Metrics, t0 + Duration::from_millis(100));
+        assert!(v["error"].as_str().unwrap().contains("no answer from the control loop"), "{v}");
+        assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+        // Queued but not answered: the same.
+        let _ = rx.recv().unwrap();
+        let v = ask_until(&tx, Query::Metrics, Instant::now() + Duration::from_millis(100));
+        assert!(v["error"].as_str().unwrap().contains("no answer from the control loop"), "{v}");
+        drop(rx);
+        assert!(ask(&tx, Query::Metrics)["error"].as_str().unwrap().contains("stopping"));
     }
 
     #[test]

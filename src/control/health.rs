@@ -1,5 +1,6 @@
-//! Active health checks of backends: a TCP connect or an HTTP GET, every interval, with a
-//! timeout; `fall` failures in a row take a backend down, `rise` successes bring it back.
+//! Active health checks of backends: a TCP connect or an HTTP GET (hyper's HTTP/1 client),
+//! every interval, with a timeout; `fall` failures in a row take a backend down, `rise`
+//! successes bring it back.
 //! Backends start up (a restart does not black-hole traffic while the first checks run).
 //!
 //! Runs on its own thread with a single-threaded tokio runtime, one task per target; the
@@ -8,7 +9,13 @@
 use std::{collections::HashMap, net::SocketAddr};
 
 use crossbeam_channel::{Receiver, Sender};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use http_body_util::Empty;
+use hyper::{
+    body::Bytes,
+    header::{CONNECTION, HOST, USER_AGENT},
+    Request,
+};
+use hyper_util::rt::TokioIo;
 
 use super::{
     compile::HealthTarget,
@@ -36,34 +43,14 @@ pub struct HealthChecker {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-/// One check: `Ok` or what went wrong.
+/// One check: `Ok` or what went wrong, all of it within the check's timeout.
 async fn check_once(addr: SocketAddr, cfg: &HealthConfig) -> Result<(), String> {
     let io = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+        let s = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
         if let CheckKind::Http { path, status } = &cfg.kind {
-            let host = match addr {
-                SocketAddr::V4(a) => a.to_string(),
-                SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
-            };
-            let req =
-                format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: xlb-health\r\nConnection: close\r\n\r\n");
-            s.write_all(req.as_bytes()).await.map_err(|e| format!("send: {e}"))?;
-            let mut buf = vec![0u8; 256];
-            let mut got = 0;
-            // The status line is all that is needed.
-            while !buf[..got].contains(&b'\n') && got < buf.len() {
-                let n = s.read(&mut buf[got..]).await.map_err(|e| format!("read: {e}"))?;
-                if n == 0 {
-                    break;
-                }
-                got += n;
-            }
-            let line = String::from_utf8_lossy(&buf[..got]);
-            let code = line.split_whitespace().nth(1).and_then(|c| c.parse::<u16>().ok());
-            match code {
-                Some(c) if c == *status => {}
-                Some(c) => return Err(format!("HTTP status {c}, expected {status}")),
-                None => return Err("no HTTP status line".into()),
+            match http_status(s, addr, path).await? {
+                c if c == *status => {}
+                c => return Err(format!("HTTP status {c}, expected {status}")),
             }
         }
         Ok(())
@@ -72,6 +59,49 @@ async fn check_once(addr: SocketAddr, cfg: &HealthConfig) -> Result<(), String> 
         Ok(r) => r,
         Err(_) => Err(format!("timed out after {} ms", cfg.timeout.as_millis())),
     }
+}
+
+/// `GET path` on the connection `s` to `addr`, with hyper's HTTP/1 client: the status of the
+/// answer. Only the answer's head is read. The connection is driven here, not by a task of
+/// its own, so that it closes when this returns or when the check's timeout drops it.
+async fn http_status(s: tokio::net::TcpStream, addr: SocketAddr, path: &str) -> Result<u16, String> {
+    let host = match addr {
+        SocketAddr::V4(a) => a.to_string(),
+        SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
+    };
+    let req = Request::get(path)
+        .header(HOST, host)
+        .header(USER_AGENT, "xlb-health")
+        .header(CONNECTION, "close")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| format!("HTTP request for {path:?}: {e}"))?;
+    // Title-case header names, as the hand-written checks sent: some health endpoints are
+    // hand-written too.
+    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+        .title_case_headers(true)
+        .handshake(TokioIo::new(s))
+        .await
+        .map_err(http_error)?;
+    let (mut conn, mut answer) = (std::pin::pin!(conn), std::pin::pin!(sender.send_request(req)));
+    tokio::select! {
+        biased;
+        a = &mut answer => return a.map(|a| a.status().as_u16()).map_err(http_error),
+        end = &mut conn => end.map_err(http_error)?,
+    }
+    // The connection ended first, as it does once it has read an answer to `Connection:
+    // close`: the answer (or why there is none) is ready now.
+    answer.await.map(|a| a.status().as_u16()).map_err(http_error)
+}
+
+/// hyper's error with its causes (hyper's own text alone says "connection error", not which).
+fn http_error(e: hyper::Error) -> String {
+    let mut out = format!("HTTP: {e}");
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        out += &format!(": {c}");
+        cause = c.source();
+    }
+    out
 }
 
 /// Checks one target forever, reporting changes.
@@ -203,6 +233,25 @@ mod tests {
     }
 
     #[test]
+    fn an_http_check_of_a_backend_that_never_answers_times_out() {
+        // Accepts, and neither reads nor answers: the connections are held until the test ends.
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let _held: Vec<_> = l.incoming().collect();
+        });
+        let checker = HealthChecker::start().unwrap();
+        let t0 = Instant::now();
+        checker.set_targets(vec![target(port, CheckKind::Http { path: "/healthz".into(), status: 200 })]);
+        let down = checker.events.recv_timeout(Duration::from_secs(5)).unwrap();
+        let took = t0.elapsed();
+        assert!(!down.up, "{down:?}");
+        assert_eq!(down.detail, "timed out after 200 ms");
+        // fall 2, each check cut at its 200 ms timeout.
+        assert!(took >= Duration::from_millis(400) && took < Duration::from_secs(2), "{took:?}");
+    }
+
+    #[test]
     fn http_checks_compare_the_status() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
@@ -212,20 +261,32 @@ mod tests {
                 let mut buf = [0u8; 512];
                 let n = s.read(&mut buf).unwrap_or(0);
                 let req = String::from_utf8_lossy(&buf[..n]).to_string();
-                let status = if req.starts_with("GET /healthz ") { "200 OK" } else { "404 Not Found" };
-                let _ = s.write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").as_bytes());
+                // The request as the hand-written checks sent it: path, Host, User-Agent.
+                let expected = format!("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n");
+                let answer = if req.starts_with("GET /garbage ") {
+                    "hello\r\n\r\n".to_string()
+                } else if req.starts_with(&expected) && req.contains("\r\nUser-Agent: xlb-health\r\n") {
+                    // A body the check does not read.
+                    format!("HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n{}", "x".repeat(5000))
+                } else {
+                    "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_string()
+                };
+                let _ = s.write_all(answer.as_bytes());
             }
         });
         let checker = HealthChecker::start().unwrap();
-        let good = target(port, CheckKind::Http { path: "/healthz".into(), status: 200 });
-        let bad = HealthTarget {
-            service: "other".into(),
-            ..target(port, CheckKind::Http { path: "/nope".into(), status: 200 })
+        let check = |service: &str, path: &str| HealthTarget {
+            service: service.into(),
+            ..target(port, CheckKind::Http { path: path.into(), status: 200 })
         };
-        checker.set_targets(vec![good, bad]);
-        let ev = checker.events.recv_timeout(Duration::from_secs(5)).unwrap();
-        assert_eq!(ev.target.service, "other");
-        assert!(!ev.up && ev.detail.contains("404"), "{ev:?}");
+        checker.set_targets(vec![check("web", "/healthz"), check("other", "/nope"), check("junk", "/garbage")]);
+        let mut down: Vec<HealthEvent> =
+            (0..2).map(|_| checker.events.recv_timeout(Duration::from_secs(5)).unwrap()).collect();
+        down.sort_by(|a, b| a.target.service.cmp(&b.target.service));
+        assert_eq!(down[0].target.service, "junk", "{down:?}");
+        assert!(!down[0].up && down[0].detail.starts_with("HTTP: "), "{down:?}");
+        assert_eq!(down[1].target.service, "other", "{down:?}");
+        assert!(!down[1].up && down[1].detail == "HTTP status 404, expected 200", "{down:?}");
         // The good one never changes.
         assert!(checker.events.recv_timeout(Duration::from_millis(400)).is_err());
     }

@@ -316,6 +316,7 @@ metrics:
             ("vip and pool", "    vip: 192.0.2.5", "    vip: 192.0.2.5\n    pool: public"),
             ("health type", "      type: http", "      type: icmp"),
             ("health timeout", "      intervalMs: 500", "      intervalMs: 500\n      timeoutMs: 900"),
+            ("health path", "      path: /healthz", "      path: /a<b>"),
             (
                 "table size",
                 "    backends: [{address: 10.0.0.21}]",
@@ -347,6 +348,7 @@ metrics:
             "services[0]: give vip or pool, not both",
             "services[0].healthCheck.type: \"icmp\" is not tcp or http",
             "services[0].healthCheck.timeoutMs: 900 must be at least 1 and at most intervalMs (500)",
+            "services[0].healthCheck.path: \"/a<b>\" is not an absolute URL path like /healthz (percent-encode spaces, control characters, <, > and `)",
             "services[1].maglevTableSize: 65536 is not a prime between 3 and 16777213: give one (e.g. 1021, 16381, 65537), or leave maglevTableSize out to size the table to the backends",
             "services[1].maglevTableSize: 2 is not a prime between 3 and 16777213",
             "services[1].maglevTableSize: 3 slots cannot hold 4 backends: give a prime over 100 x 4 (e.g. 1021), or leave maglevTableSize out",

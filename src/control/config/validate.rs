@@ -466,8 +466,15 @@ fn validate_health(at: &str, h: &HealthFile, errors: &mut Vec<ConfigError>) -> O
         "tcp" => CheckKind::Tcp,
         "http" => {
             let path = h.path.clone().unwrap_or_else(|| "/".into());
-            if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                errors.push(err(format!("{at}.path"), format!("{path:?} is not an absolute URL path like /healthz")));
+            // Judged by the parser of the HTTP client that sends it.
+            if !path.starts_with('/') || path.parse::<hyper::Uri>().is_err() {
+                errors.push(err(
+                    format!("{at}.path"),
+                    format!(
+                        "{path:?} is not an absolute URL path like /healthz (percent-encode spaces, control \
+                         characters, <, > and `)"
+                    ),
+                ));
             }
             let status = h.expect_status.unwrap_or(200);
             if !(100..=599).contains(&status) {
