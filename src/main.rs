@@ -226,7 +226,7 @@ struct RunArgs {
     #[arg(long, value_delimiter = ',', value_name = "CPU,...")]
     cores: Vec<usize>,
     /// UMEM frames per queue (2048 bytes each; at least twice --ring-size).
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = xlb::io::worker::DEFAULT_FRAMES)]
     frames: u32,
     /// Size of each AF_XDP ring (power of two).
     #[arg(long, default_value_t = 2048)]

@@ -11,6 +11,11 @@ use std::{collections::BTreeSet, path::Path, process::Command};
 
 use serde_json::Value;
 use support::kube::{sh, Api};
+use xlb::{
+    io::worker::DEFAULT_FRAMES,
+    lb::{conntrack::MAX_CAPACITY, snat::DEFAULT_PORTS},
+    memory::{Memory, Sizes},
+};
 
 const NS: &str = "xlb-system";
 /// The capabilities the DaemonSet adds (after dropping ALL), and no others.
@@ -38,7 +43,9 @@ nodeSelector: {node-role.kubernetes.io/ingress: ""}
 tolerations: [{key: dedicated, operator: Equal, value: ingress, effect: NoSchedule}]
 priorityClassName: system-node-critical
 imagePullSecrets: [{name: regcred}]
-extraArgs: [--conntrack-capacity, "262144"]
+conntrack: {capacity: 262144, timeouts: {tcpSynSnat: 3, udp: 30}}
+memory: {queues: 8, snatAddresses: 2, headroomMiB: 128}
+extraArgs: [--xdp-mode, native]
 extraEnv: [{name: RUST_LOG, value: debug}]
 podAnnotations: {example.com/a: b}
 podLabels: {team: net}
@@ -256,6 +263,88 @@ fn daemonset_flags_are_flags_of_xlb_run() {
     }
 }
 
+/// The memory the DaemonSet requests is what xlb prints at start and checks before it
+/// allocates (xlb::memory), for the flow table's capacity, the queues (`queues`, else
+/// `memory.queues`) and the SNAT addresses counted; the limit is the request plus
+/// `memory.headroomMiB`; what the user sets in `resources` stays.
+#[test]
+fn memory_request_is_what_xlb_computes() {
+    let Some(bin) = support::kube::binaries() else { return };
+    // `helm template` of the DaemonSet with `--set` of each of `set` (`--set-string` of
+    // `strings`).
+    let render_strings = |set: &[String], strings: &[&str]| -> Result<Value, String> {
+        let mut cmd = Command::new(bin.join("helm"));
+        cmd.args(["template", "xlb", CHART, "--namespace", NS, "--show-only", "templates/daemonset.yaml"]);
+        cmd.args(["--set", "interface=eth0"]);
+        for s in set {
+            cmd.args(["--set", s]);
+        }
+        for s in strings {
+            cmd.args(["--set-string", s]);
+        }
+        let (ok, out, err) = run(&mut cmd);
+        if ok {
+            Ok(docs(&out).remove(0))
+        } else {
+            Err(err)
+        }
+    };
+    let render = |set: &[String]| render_strings(set, &[]);
+    let memory = |ds: &Value, which: &str| {
+        ds.pointer(&format!("/spec/template/spec/containers/0/resources/{which}/memory"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    // (conntrack.capacity, queues, memory.queues, memory.snatAddresses); None: the default.
+    let cases = [
+        (1usize << 20, None::<u32>, None::<u32>, None::<usize>),
+        (1 << 20, Some(2), None, Some(0)),
+        (262_144, Some(1), None, Some(0)),
+        (262_144, None, Some(16), Some(1)),
+        (1, Some(7), Some(3), Some(2)),
+        (16, Some(64), None, Some(3)),
+        (1_000_000, Some(12), None, Some(255)),
+        (MAX_CAPACITY, Some(1), None, Some(1)),
+    ];
+    for (capacity, queues, counted, snat) in cases {
+        let mut set = vec![format!("conntrack.capacity={capacity}")];
+        set.extend(queues.map(|q| format!("queues={q}")));
+        set.extend(counted.map(|q| format!("memory.queues={q}")));
+        set.extend(snat.map(|n| format!("memory.snatAddresses={n}")));
+        let ds = render(&set).unwrap_or_else(|e| panic!("{set:?}: {e}"));
+        // The chart's defaults: 4 queues counted, one SNAT address, 256 MiB of headroom.
+        let sizes = Sizes {
+            queues: queues.or(counted).unwrap_or(4),
+            conntrack_capacity: capacity,
+            frames: DEFAULT_FRAMES,
+            snat_addrs: snat.unwrap_or(1),
+            snat_ports: DEFAULT_PORTS,
+        };
+        let want = Memory::new(sizes).total_mib();
+        assert_eq!(memory(&ds, "requests"), Some(format!("{want}Mi")), "{set:?}: xlb prints {}", Memory::new(sizes));
+        assert_eq!(memory(&ds, "limits"), Some(format!("{}Mi", want + 256)), "{set:?}");
+        let args = strings(&ds, "/spec/template/spec/containers/0/args");
+        assert!(has_pair(&args, "--conntrack-capacity", &capacity.to_string()), "{set:?}: {args:?}");
+    }
+    // The defaults: 4 queues of 141 MiB, one SNAT address (12 MiB) and the base (24 MiB), as
+    // values.yaml says.
+    let ds = render(&[]).unwrap();
+    assert_eq!(memory(&ds, "requests").as_deref(), Some("600Mi"));
+    assert_eq!(memory(&ds, "limits").as_deref(), Some("856Mi"));
+    // What the user sets stays: a request of theirs leaves the limit to them.
+    let ds = render(&["resources.requests.memory=1Gi".into()]).unwrap();
+    assert_eq!((memory(&ds, "requests").as_deref(), memory(&ds, "limits")), (Some("1Gi"), None));
+    let ds = render(&["resources.limits.memory=4Gi".into(), "memory.headroomMiB=0".into()]).unwrap();
+    assert_eq!((memory(&ds, "requests").as_deref(), memory(&ds, "limits").as_deref()), (Some("600Mi"), Some("4Gi")));
+    let ds = render(&["memory.headroomMiB=0".into()]).unwrap();
+    assert_eq!(memory(&ds, "limits").as_deref(), Some("600Mi"));
+    // The capacity is a value, so that the request follows it: not a flag among extraArgs.
+    let e = render_strings(&[], &["extraArgs={--conntrack-capacity,262144}"]).unwrap_err();
+    assert!(e.contains("give --conntrack-capacity as conntrack.capacity"), "{e}");
+    let e = render(&["conntrack.capacity=0".into()]).unwrap_err();
+    assert!(e.contains("schema") && e.contains("/conntrack/capacity"), "{e}");
+}
+
 #[test]
 fn chart_against_a_real_api_server() {
     // With deploy/crds.yaml and deploy/rbac.yaml applied (the Namespace xlb-system and the
@@ -299,6 +388,8 @@ fn chart_against_a_real_api_server() {
     assert!(args.contains(&"--unclassed".to_string()), "{args:?}");
     assert!(has_pair(&args, "--queues", "4"), "{args:?}");
     assert!(has_pair(&args, "--log-format", "json"), "{args:?}");
+    assert!(has_pair(&args, "--conntrack-timeout", "tcpSynSnat=3"), "{args:?}");
+    assert!(has_pair(&args, "--conntrack-timeout", "udp=30"), "{args:?}");
     assert_eq!(str_at(the(&full, "Service"), "/spec/clusterIP"), "None", "the metrics Service is headless");
     let cm = the(&full, "ConfigMap");
     assert_eq!(str_at(cm, "/metadata/labels/grafana_dashboard"), "1");
@@ -317,6 +408,11 @@ fn chart_against_a_real_api_server() {
         ("an unknown top-level key", &["--set", "interface=eth0", "--set", "bogus=1"][..], "'bogus'"),
         ("an unknown nested key", &["--set", "interface=eth0", "--set", "serviceMonitor.enbled=true"][..], "'enbled'"),
         ("a string port", &["--set", "interface=eth0", "--set-string", "metrics.port=9180"][..], "/metrics/port"),
+        (
+            "an unknown timeout",
+            &["--set", "interface=eth0", "--set", "conntrack.timeouts.tcpSynSent=5"][..],
+            "'tcpSynSent'",
+        ),
         ("a bare Yes (a boolean)", &["--set", "interface=eth0", "-f", &bare_yes][..], "/pools/0/allowFirstLastIPs"),
     ] {
         let mut cmd = template(&api, set);

@@ -127,6 +127,14 @@ fn backends_that_are_not_hosts_and_oversized_tables_are_refused() {
     one_line_naming(&run(&["--conntrack-timeout", "tcpSyn"]), "--conntrack-timeout tcpSyn: expected NAME=SECONDS");
 }
 
+/// `xlb check --config PATH`, which must succeed: what it prints.
+fn check_ok(path: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_xlb")).args(["check", "--config", path]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text} {}", String::from_utf8_lossy(&out.stderr));
+    text
+}
+
 const GOOD_CONFIG: &str = r#"interfaces: [{name: lo}]
 pools:
   - name: public
@@ -157,11 +165,41 @@ fn with_config(text: &str, f: impl FnOnce(&str)) {
 #[test]
 fn check_accepts_a_good_config_and_shows_the_vips() {
     with_config(GOOD_CONFIG, |p| {
-        let out = Command::new(env!("CARGO_BIN_EXE_xlb")).args(["check", "--config", p]).output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{text} {}", String::from_utf8_lossy(&out.stderr));
+        let text = check_ok(p);
         // The explicit VIP, and the lowest free one of the pool for the other.
         assert!(text.contains("web=192.0.2.5") && text.contains("api=192.0.2.1"), "{text}");
+    });
+    // And what it takes, counting the interface's RX queues (lo has one) when the config
+    // gives none, else one queue when the interface is not on this machine.
+    let elsewhere = GOOD_CONFIG.replacen("name: lo", "name: nosuch0", 1);
+    for (config, counted) in
+        [(GOOD_CONFIG, "(every RX queue of lo here)"), (&elsewhere, "(1 queue counted: nosuch0 is not on this machine")]
+    {
+        with_config(config, |p| {
+            let text = check_ok(p);
+            let memory = "\nmemory: 1 queue(s) x 141 MiB (conntrack 2,097,152 slots 128 MiB + UMEM 8 MiB";
+            assert!(text.contains(memory) && text.contains(counted), "{text}");
+        });
+    }
+}
+
+/// `xlb check` refuses a config whose tables no machine holds, naming the field and the fix,
+/// as `xlb run` would before opening anything.
+#[test]
+fn check_refuses_tables_that_do_not_fit_the_machine() {
+    let text = GOOD_CONFIG
+        .replacen("interfaces: [{name: lo}]", "interfaces: [{name: nosuch0, queues: 64}]", 1)
+        .replacen("pools:", "conntrack: {capacity: 67108864}\nsnat: {addresses: [10.0.0.99]}\npools:", 1);
+    with_config(&text, |p| {
+        let (code, err) = xlb(&["check", "--config", p]);
+        assert_eq!(code, Some(2), "{err}");
+        one_line_naming(
+            &err,
+            "conntrack.capacity 67108864: 64 queue(s) x 8205 MiB (conntrack 134,217,728 slots 8192 MiB",
+        );
+        for fix in ["lower conntrack.capacity", "narrow snat.ports", "or serve fewer queues"] {
+            assert!(err.contains(fix), "{fix}: {err}");
+        }
     });
 }
 

@@ -15,7 +15,9 @@ use support::{
     xdp_attached, Host, Lab, Xlb,
 };
 use xlb::{
-    io::packet_socket::PacketSocket,
+    io::{packet_socket::PacketSocket, worker::DEFAULT_FRAMES},
+    lb::snat::DEFAULT_PORTS,
+    memory::{Memory, Sizes},
     wire::{icmpv6::NeighborFlags, ArpOperation, ArpRepr, EthernetAddress},
 };
 
@@ -33,6 +35,19 @@ fn client_and_lb(lab: &mut Lab) -> (Host, Host) {
     let client = lab.host("client", &["10.77.0.1/24", "fd77::1/64"], 1);
     let lb = lab.host("lb", &["10.77.0.2/24", "fd77::2/64"], 1);
     (client, lb)
+}
+
+/// An empty UDP datagram from `client`'s CLIENT4:`sport` to VIP4:`dport`, addressed to `lb`.
+fn udp_to_vip(client: &Host, lb: &Host, sport: u16, dport: u16) -> Vec<u8> {
+    let mut f = vec![0u8; 128];
+    let ip = xlb::wire::ipv4::Ipv4Repr { src: CLIENT4, dst: VIP4, protocol: 17, payload_len: 8, ttl: 64 };
+    let l2 = xlb::wire::build::L2 { src: client.mac, dst: lb.mac, vlan_tci: None };
+    let n = xlb::wire::build::ipv4(&mut f, l2, &ip).unwrap();
+    f.truncate(n);
+    f[n - 8..n - 6].copy_from_slice(&sport.to_be_bytes());
+    f[n - 6..n - 4].copy_from_slice(&dport.to_be_bytes());
+    f[n - 4..n - 2].copy_from_slice(&8u16.to_be_bytes());
+    f
 }
 
 /// Collects neighbour frames on `sock` for at most `max`, stopping early once `done` holds.
@@ -430,15 +445,7 @@ fn every_queue_of_a_multi_queue_interface_gets_a_worker() {
     // ARP hashes to one queue; UDP flows to the VIP from many source ports spread over
     // several (no service listens: each is counted as no_service by its queue).
     for port in 0..256u16 {
-        let mut f = vec![0u8; 128];
-        let ip = xlb::wire::ipv4::Ipv4Repr { src: CLIENT4, dst: VIP4, protocol: 17, payload_len: 8, ttl: 64 };
-        let l2 = xlb::wire::build::L2 { src: client.mac, dst: lb.mac, vlan_tci: None };
-        let n = xlb::wire::build::ipv4(&mut f, l2, &ip).unwrap();
-        f.truncate(n);
-        f[n - 8..n - 6].copy_from_slice(&(20000 + port).to_be_bytes());
-        f[n - 6..n - 4].copy_from_slice(&9u16.to_be_bytes());
-        f[n - 4..n - 2].copy_from_slice(&8u16.to_be_bytes());
-        sock.send(&f).unwrap();
+        sock.send(&udp_to_vip(&client, &lb, 20000 + port, 9)).unwrap();
     }
     std::thread::sleep(Duration::from_millis(300));
     let stats = xlb.stop();
@@ -466,4 +473,111 @@ fn generic_mode_answers_and_leaves_nothing_behind() {
     assert!(got.iter().any(|s| arp_reply_from(s, VIP4, lb.mac)), "no ARP reply in generic mode: {got:?}");
     xlb.stop();
     assert!(!xdp_attached(&lb.ns, "eth0"), "XDP program left on the interface after SIGTERM (generic mode)");
+}
+
+/// Resident memory of a process, in KiB (/proc/PID/status): the whole and its parts.
+struct Rss {
+    total: u64,
+    anon: u64,
+    file: u64,
+    shmem: u64,
+}
+
+impl Rss {
+    fn of(pid: u32) -> Rss {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let kib = |key: &str| -> u64 {
+            let line = status.lines().find(|l| l.starts_with(key)).unwrap_or_else(|| panic!("no {key}: {status}"));
+            line.split_whitespace().nth(1).unwrap().parse().unwrap()
+        };
+        Rss { total: kib("VmRSS:"), anon: kib("RssAnon:"), file: kib("RssFile:"), shmem: kib("RssShmem:") }
+    }
+
+    fn show(&self) -> String {
+        format!("{} KiB: anonymous {}, file {}, shared {}", self.total, self.anon, self.file, self.shmem)
+    }
+}
+
+/// The total of xlb's `memory: ... = N MiB` line at start, in MiB.
+fn printed_total_mib(log: &str) -> usize {
+    let line = log.lines().find(|l| l.contains("memory: ")).unwrap_or_else(|| panic!("no memory line:\n{log}"));
+    let field = line.split_whitespace().find_map(|w| w.strip_prefix("total_mib=")).unwrap_or_else(|| panic!("{line}"));
+    field.parse().unwrap()
+}
+
+/// What xlb prints at start as its memory is what it holds: the process's resident memory
+/// (VmRSS) is within 10% of the printed total once it runs, on one queue and on two; and on
+/// one queue, still after 40,000 flows have gone into the flow table (its pages were touched
+/// when it was allocated: filling it takes nothing more). The printed total is what
+/// `xlb::memory` computes, which is also what the chart requests.
+#[test]
+fn resident_memory_is_what_xlb_prints_at_start() {
+    let Some(mut lab) = Lab::new("resident_memory_is_what_xlb_prints_at_start") else { return };
+    let client = lab.host("client", &["10.77.0.1/24"], 1);
+    let one = lab.host("lb", &["10.77.0.2/24"], 1);
+    let two = lab.host("lb2", &["10.77.0.3/24"], 2);
+    let _backend = lab.host("backend-1", &["10.77.0.11/24"], 1);
+    let within = |what: &str, rss: &Rss, printed: usize| {
+        let printed_kib = printed as u64 * 1024;
+        eprintln!("{what}: printed {printed} MiB, resident {} MiB ({})", rss.total / 1024, rss.show());
+        assert!(
+            rss.total.abs_diff(printed_kib) <= printed_kib / 10,
+            "{what}: resident {} is not within 10% of the {printed} MiB xlb printed",
+            rss.show()
+        );
+    };
+    for (lb, queues, capacity) in [(&one, 1u32, 262_144usize), (&two, 2, 1_048_576)] {
+        let cap = capacity.to_string();
+        let mut xlb = Xlb::start(
+            &lab,
+            lb,
+            &[
+                "--vip",
+                "10.77.0.100",
+                "--dad-probes",
+                "0",
+                "--conntrack-capacity",
+                &cap,
+                "--service",
+                "udp:10.77.0.100:53=10.77.0.11:53",
+            ],
+        );
+        xlb.wait_log("to=\"owned\"", Duration::from_secs(10));
+        let printed = printed_total_mib(&xlb.log_text());
+        let sizes = Sizes {
+            queues,
+            conntrack_capacity: capacity,
+            frames: DEFAULT_FRAMES,
+            snat_addrs: 0,
+            snat_ports: DEFAULT_PORTS,
+        };
+        let memory = Memory::new(sizes);
+        assert_eq!(printed, memory.total_mib(), "{}", xlb.log_text());
+        std::thread::sleep(Duration::from_millis(300));
+        let what = format!("{queues} queue(s) of {capacity} flows");
+        let rss = Rss::of(xlb.pid());
+        // The UMEM is a shared mapping, pinned whole when the socket binds.
+        let umem_kib = u64::from(queues) * (memory.per_queue.umem as u64 / 1024);
+        assert!(rss.shmem >= umem_kib && rss.shmem < umem_kib + 1024, "{what}: UMEM {umem_kib} KiB, {}", rss.show());
+        within(&format!("{what}, at start"), &rss, printed);
+        if queues == 1 {
+            let sock = PacketSocket::open(Some(&client.ns), "eth0").unwrap();
+            const FLOWS: u16 = 40_000;
+            for i in 0..FLOWS {
+                sock.send(&udp_to_vip(&client, lb, 1024 + i, 53)).unwrap();
+                // Paced, so that neither the veth's backlog nor the RX ring overflows.
+                if i % 500 == 499 {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(500));
+            let (ok, out, err) = xlb.cli(&["status", "-o", "json"]);
+            assert!(ok, "xlb status: {err}");
+            let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+            let flows = status["workers"][0]["flows"].as_u64().unwrap();
+            assert!(flows >= u64::from(FLOWS) * 3 / 4, "only {flows} of {FLOWS} flows tracked: {status}");
+            within(&format!("{what}, with {flows} flows"), &Rss::of(xlb.pid()), printed);
+        }
+        xlb.stop();
+    }
 }

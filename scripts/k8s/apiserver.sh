@@ -4,6 +4,7 @@
 #
 #   apiserver.sh build               build kube-apiserver, kubectl, etcd and helm at pinned
 #                                    versions into the cache (once; later calls are no-ops)
+#   apiserver.sh bin                 build (as above), then print the binaries' directory
 #   apiserver.sh start DIR           start etcd + kube-apiserver on 127.0.0.1 with all state
 #                                    under DIR, wait for /readyz, write kubeconfigs and DIR/env
 #   apiserver.sh stop DIR            stop both (waits for them to exit); DIR keeps the data
@@ -568,6 +569,7 @@ cmd_stop() {
 
 case ${1:-} in
   build) cmd_build ;;
+  bin) cmd_build >&2 && echo "$BIN" ;;
   start) cmd_start "${2:-}" ;;
   stop) cmd_stop "${2:-}" ;;
   start-apiserver) cmd_start_apiserver "${2:-}" ;;

@@ -37,6 +37,7 @@ use xlb::{
     io::netdev::{NetDev, NetDevError},
     k8s::plan::Plan,
     lb::snat::SnatTable,
+    memory::{Memory, Sizes},
 };
 
 pub(crate) use self::start::{check, UsageError};
@@ -84,8 +85,14 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(v) = start.compiled.vips.iter().chain(&start.snat_addrs).find(|v| own.contains(v)) {
         return Err(UsageError::VipIsHost(*v, dev.name.clone()).into());
     }
-    let field = if args.config.is_some() { "conntrack.capacity" } else { "--conntrack-capacity" };
-    start::check_memory(field, start.conntrack_capacity, queues)?;
+    let memory = Memory::new(Sizes {
+        queues,
+        conntrack_capacity: start.conntrack_capacity,
+        frames: args.frames,
+        snat_addrs: start.snat_addrs.len(),
+        snat_ports: start.snat_ports,
+    });
+    start::check_memory(&memory, if args.config.is_some() { start::FILE_FIELDS } else { start::FLAG_FIELDS })?;
     let snat = snat_table(&start, queues)?;
 
     // SIGINT/SIGTERM wake the control loop at once, which leaves (a last heartbeat, the

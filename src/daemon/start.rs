@@ -21,11 +21,13 @@ use xlb::{
         services::{build_services, ServiceSpec, SpecError, StatsIds},
         AnnounceConfig,
     },
+    io::{netdev::rx_queues, worker::DEFAULT_FRAMES},
     lb::{
-        conntrack::{bytes_for, slots_for, Timeouts, MAX_CAPACITY},
+        conntrack::{Entry, Timeouts, MAX_CAPACITY},
         maglev::{MaglevError, TableCache},
         snapshot::ForwardMode,
     },
+    memory::{Memory, Sizes, MIB, SNAT_INDEX, SNAT_SLOT},
 };
 
 use crate::RunArgs;
@@ -66,15 +68,20 @@ pub(crate) enum UsageError {
     Size(String),
     #[error("{0}")]
     Timeout(String),
-    #[error("{field} {capacity}: {queues} queue(s) x {per_queue_mib} MiB of flow table = {total_mib} MiB, more than the {available_mib} MiB this machine has available; lower it (each flow slot is {slot} bytes) or serve fewer queues")]
+    #[error("{capacity_field} {capacity}: {memory}, more than the {room_mib} MiB {limit}; lower {capacity_field} (each flow slot is {slot} bytes, on every queue){snat_fix} or serve fewer queues")]
     Memory {
-        field: &'static str,
+        /// The flag or field of the flow table's capacity.
+        capacity_field: &'static str,
         capacity: usize,
-        queues: u32,
-        per_queue_mib: usize,
-        total_mib: usize,
-        available_mib: usize,
+        /// The memory of the set-up, as printed at start.
+        memory: Box<Memory>,
+        /// What this process may still take.
+        room_mib: usize,
+        /// What limits it.
+        limit: &'static str,
         slot: usize,
+        /// How to make the SNAT table smaller, when there is one.
+        snat_fix: String,
     },
     #[error("--service: {0}")]
     Service(#[from] SpecError),
@@ -143,6 +150,15 @@ pub(crate) fn check(path: &Path) -> anyhow::Result<()> {
     build_services(&compiled.specs, &HashMap::new(), &mut StatsIds::default(), &mut TableCache::default()).map_err(
         |e| UsageError::Config(ConfigErrors(vec![config_error("services", e.to_string())]), path.to_path_buf()),
     )?;
+    let (queues, counted) = queues_to_count(&desired.interface);
+    let memory = Memory::new(Sizes {
+        queues,
+        conntrack_capacity: desired.conntrack_capacity,
+        frames: DEFAULT_FRAMES,
+        snat_addrs: desired.snat_addrs.len(),
+        snat_ports: desired.snat_ports,
+    });
+    fits(&memory, FILE_FIELDS)?;
     println!(
         "{}: ok: {} service(s), {} VIP(s): {}",
         path.display(),
@@ -150,7 +166,26 @@ pub(crate) fn check(path: &Path) -> anyhow::Result<()> {
         compiled.vips.len(),
         compiled.assignments.iter().map(|(n, a)| format!("{n}={a}")).collect::<Vec<_>>().join(" ")
     );
+    println!("memory: {memory} ({counted})");
     Ok(())
+}
+
+/// The queues `xlb check` counts, and why: the config's, else every RX queue of the interface
+/// when it is on this machine, else one.
+fn queues_to_count(interface: &InterfaceConfig) -> (u32, String) {
+    if let Some(q) = interface.queues {
+        return (q, "interfaces[0].queues".into());
+    }
+    match rx_queues(&interface.name) {
+        Some(rx) => (rx, format!("every RX queue of {} here", interface.name)),
+        None => (
+            1,
+            format!(
+                "1 queue counted: {} is not on this machine; set interfaces[0].queues to count its RX queues",
+                interface.name
+            ),
+        ),
+    }
 }
 
 pub(super) fn config_error(path: &str, message: String) -> config::ConfigError {
@@ -240,31 +275,102 @@ fn timeouts_from_flags(args: &RunArgs) -> Result<Timeouts, UsageError> {
     Ok(t)
 }
 
-/// Refuses flow tables that do not fit the memory this machine has available now (they
-/// are allocated and touched at start: too large a table would be killed, or kill others).
-pub(super) fn check_memory(field: &'static str, capacity: usize, queues: u32) -> Result<(), UsageError> {
-    let per_queue = bytes_for(capacity);
-    let total = per_queue.saturating_mul(usize::try_from(queues).unwrap_or(usize::MAX));
-    tracing::info!(
-        slots = slots_for(capacity),
-        per_queue_mib = per_queue >> 20,
-        queues,
-        total_mib = total >> 20,
-        "conntrack: flow tables allocated at start"
-    );
-    let Some(available) = mem_available() else { return Ok(()) };
-    if total > available {
-        return Err(UsageError::Memory {
-            field,
-            capacity,
-            queues,
-            per_queue_mib: per_queue >> 20,
-            total_mib: total >> 20,
-            available_mib: available >> 20,
-            slot: per_queue / slots_for(capacity),
-        });
+/// The flags or config fields a memory refusal names.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct MemoryFields {
+    /// The flow table's capacity.
+    pub(super) capacity: &'static str,
+    /// The SNAT port range.
+    pub(super) snat_ports: &'static str,
+}
+
+/// The config file's fields.
+pub(super) const FILE_FIELDS: MemoryFields = MemoryFields { capacity: "conntrack.capacity", snat_ports: "snat.ports" };
+
+/// The flags of `xlb run`.
+pub(super) const FLAG_FIELDS: MemoryFields =
+    MemoryFields { capacity: "--conntrack-capacity", snat_ports: "--snat-ports" };
+
+/// Logs what the set-up takes (`memory: ...`) and refuses it when it does not fit the memory
+/// this process may take now: the tables are allocated and touched at start, and too large
+/// a set-up would be killed, or kill others.
+pub(super) fn check_memory(memory: &Memory, fields: MemoryFields) -> Result<(), UsageError> {
+    tracing::info!(total_mib = memory.total_mib(), "memory: {memory}");
+    fits(memory, fields)
+}
+
+/// Refuses `memory` when it is more than [`room`].
+fn fits(memory: &Memory, fields: MemoryFields) -> Result<(), UsageError> {
+    let Some((room, limit)) = room() else { return Ok(()) };
+    refuse_over(memory, fields, room, limit)
+}
+
+fn refuse_over(memory: &Memory, fields: MemoryFields, room: usize, limit: &'static str) -> Result<(), UsageError> {
+    if memory.total_mib() <= room / MIB {
+        return Ok(());
     }
-    Ok(())
+    let snat_fix = if memory.snat > 0 {
+        format!(
+            ", narrow {} ({} bytes per port of each SNAT address),",
+            fields.snat_ports,
+            2 * (SNAT_SLOT + SNAT_INDEX)
+        )
+    } else {
+        ",".into()
+    };
+    Err(UsageError::Memory {
+        capacity_field: fields.capacity,
+        capacity: memory.sizes.conntrack_capacity,
+        memory: Box::new(*memory),
+        room_mib: room / MIB,
+        limit,
+        slot: std::mem::size_of::<Entry>(),
+        snat_fix,
+    })
+}
+
+/// What this process may still take, in bytes, and what says so: the machine's
+/// `MemAvailable`, or the room left under the memory limit of its cgroup or of a parent (a
+/// container's memory limit), whichever is less.
+fn room() -> Option<(usize, &'static str)> {
+    let machine = mem_available().map(|m| (m, "this machine has available (MemAvailable)"));
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup").ok().and_then(|text| {
+        // "0::PATH" (cgroup v2), "N:memory:PATH" (v1); a hybrid system lists both.
+        text.lines().find_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
+            if controllers.is_empty() {
+                cgroup_room(Path::new("/sys/fs/cgroup"), path, CGROUP_V2)
+            } else if controllers.split(',').any(|c| c == "memory") {
+                cgroup_room(Path::new("/sys/fs/cgroup/memory"), path, CGROUP_V1)
+            } else {
+                None
+            }
+        })
+    });
+    let cgroup = cgroup.map(|c| (c, "left under its cgroup's memory limit (the container's limit)"));
+    [machine, cgroup].into_iter().flatten().min_by_key(|(r, _)| *r)
+}
+
+/// A cgroup's memory limit and usage files: v2, v1.
+const CGROUP_V2: (&str, &str) = ("memory.max", "memory.current");
+const CGROUP_V1: (&str, &str) = ("memory.limit_in_bytes", "memory.usage_in_bytes");
+
+/// The least room (limit less usage, read from `files`) of cgroup `path` under `root` and of
+/// its parents; none where no level has a limit.
+fn cgroup_room(root: &Path, path: &str, (limit, usage): (&str, &str)) -> Option<usize> {
+    let mut dir = root.join(path.trim_start_matches('/'));
+    let mut least: Option<usize> = None;
+    loop {
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).ok().and_then(|s| s.trim().parse::<usize>().ok());
+        if let (Some(max), Some(current)) = (read(limit), read(usage)) {
+            let here = max.saturating_sub(current);
+            least = Some(least.map_or(here, |l| l.min(here)));
+        }
+        if dir == root || !dir.pop() || !dir.starts_with(root) {
+            return least;
+        }
+    }
 }
 
 /// `MemAvailable` of /proc/meminfo, in bytes.
@@ -517,13 +623,68 @@ mod tests {
     use super::*;
 
     #[test]
-    fn flow_tables_that_do_not_fit_the_machine_are_refused() {
+    fn set_ups_that_do_not_fit_are_refused_naming_the_field_and_the_fix() {
+        let sizes = |queues, capacity, snat_addrs| Sizes {
+            queues,
+            conntrack_capacity: capacity,
+            frames: DEFAULT_FRAMES,
+            snat_addrs,
+            snat_ports: (1024, 65535),
+        };
+        let limit = "this machine has available (MemAvailable)";
         // 1,000 queues of the largest table: about 8 TiB, on no machine here.
-        let e = check_memory("conntrack.capacity", MAX_CAPACITY, 1000).unwrap_err();
+        let e = check_memory(&Memory::new(sizes(1000, MAX_CAPACITY, 0)), FILE_FIELDS).unwrap_err();
         let text = e.to_string();
-        assert!(text.starts_with("conntrack.capacity 67108864: 1000 queue(s) x 8192 MiB"), "{text}");
-        assert!(text.contains("more than the") && text.contains("lower it"), "{text}");
+        assert!(
+            text.starts_with("conntrack.capacity 67108864: 1000 queue(s) x 8205 MiB (conntrack 134,217,728 slots"),
+            "{text}"
+        );
+        assert!(text.contains("more than the"), "{text}");
+        assert!(
+            text.ends_with(
+                "lower conntrack.capacity (each flow slot is 64 bytes, on every queue), or serve fewer queues"
+            ),
+            "{text}"
+        );
+        // Two default queues and one SNAT address: 318 MiB.
+        let m = Memory::new(sizes(2, 1 << 20, 1));
+        refuse_over(&m, FLAG_FIELDS, 318 * MIB, limit).unwrap();
+        let text = refuse_over(&m, FLAG_FIELDS, 317 * MIB + MIB / 2, limit).unwrap_err().to_string();
+        assert_eq!(
+            text,
+            "--conntrack-capacity 1048576: 2 queue(s) x 141 MiB (conntrack 2,097,152 slots 128 MiB + UMEM 8 MiB + \
+             counters 2.2 MiB + worker 2.2 MiB) + SNAT 12 MiB + base 24 MiB = 318 MiB, more than the 317 MiB this \
+             machine has available (MemAvailable); lower --conntrack-capacity (each flow slot is 64 bytes, on every \
+             queue), narrow --snat-ports (192 bytes per port of each SNAT address), or serve fewer queues"
+        );
         // The default on one queue fits.
-        check_memory("--conntrack-capacity", 1 << 20, 1).unwrap();
+        check_memory(&Memory::new(sizes(1, 1 << 20, 0)), FLAG_FIELDS).unwrap();
+    }
+
+    #[test]
+    fn the_tightest_cgroup_limit_up_the_tree_counts() {
+        let root = std::env::temp_dir().join(format!("xlb-cgroup-test-{}", std::process::id()));
+        let pod = root.join("kubepods/pod1");
+        let container = pod.join("c1");
+        std::fs::create_dir_all(&container).unwrap();
+        let write = |dir: &Path, max: &str, current: &str| {
+            std::fs::write(dir.join("memory.max"), max).unwrap();
+            std::fs::write(dir.join("memory.current"), current).unwrap();
+        };
+        assert_eq!(cgroup_room(&root, "/kubepods/pod1/c1", CGROUP_V2), None, "no limit anywhere");
+        write(&container, "max\n", "1000\n");
+        assert_eq!(cgroup_room(&root, "/kubepods/pod1/c1", CGROUP_V2), None, "max is no limit");
+        write(&pod, "5000\n", "1000\n");
+        assert_eq!(cgroup_room(&root, "/kubepods/pod1/c1", CGROUP_V2), Some(4000), "the pod's limit");
+        write(&container, "3000\n", "1000\n");
+        assert_eq!(cgroup_room(&root, "/kubepods/pod1/c1", CGROUP_V2), Some(2000), "the container's, tighter");
+        assert_eq!(cgroup_room(&root, "/", CGROUP_V2), None, "the root has no limit");
+        // cgroup v1's files; a container that sees its own cgroup as the root (no cgroup
+        // namespace) finds its limit there, walking up from a path that is not.
+        std::fs::write(root.join("memory.limit_in_bytes"), "8000\n").unwrap();
+        std::fs::write(root.join("memory.usage_in_bytes"), "500\n").unwrap();
+        assert_eq!(cgroup_room(&root, "/kubepods/pod1/c1", CGROUP_V1), Some(7500));
+        assert_eq!(cgroup_room(&root, "/elsewhere/c9", CGROUP_V1), Some(7500));
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

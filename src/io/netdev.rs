@@ -38,12 +38,17 @@ impl NetDev {
             .and_then(|s| s.trim().parse::<EthernetAddress>().ok())
             .filter(EthernetAddress::is_unicast)
             .ok_or_else(|| NetDevError::NoMac(name.to_string()))?;
-        let rx_queues = fs::read_dir(sys.join("queues"))
-            .map(|d| d.filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().starts_with("rx-")).count())
-            .unwrap_or(1);
-        let rx_queues = u32::try_from(rx_queues.max(1)).unwrap_or(1);
-        Ok(NetDev { name: name.to_string(), ifindex, mac, rx_queues })
+        Ok(NetDev { name: name.to_string(), ifindex, mac, rx_queues: rx_queues(name).unwrap_or(1) })
     }
+}
+
+/// The receive queues of interface `name` (at least 1), if it exists.
+pub fn rx_queues(name: &str) -> Option<u32> {
+    ifindex(name)?;
+    let rx = fs::read_dir(Path::new("/sys/class/net").join(name).join("queues"))
+        .map(|d| d.filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().starts_with("rx-")).count())
+        .unwrap_or(1);
+    Some(u32::try_from(rx.max(1)).unwrap_or(1))
 }
 
 /// The index of interface `name`, if it exists.

@@ -74,6 +74,13 @@ struct Slot {
     words: [AtomicU64; 8],
 }
 
+/// Bytes of one reverse-translation slot (what the table takes per address, protocol and
+/// port, with [`INDEX_BYTES`]).
+pub const SLOT_BYTES: usize = std::mem::size_of::<Slot>();
+
+/// Bytes of one client-side index word (one per slot).
+pub const INDEX_BYTES: usize = std::mem::size_of::<AtomicU64>();
+
 /// How long a port is held, from the owning flow's conntrack entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hold {
@@ -190,8 +197,17 @@ impl SnatTable {
         if ports < workers {
             return Err(SnatError::TooFewPorts(lo, hi, workers));
         }
-        let slots = (0..addrs.len() * 2 * ports).map(|_| Slot::default()).collect();
-        let by_client = (0..(addrs.len() * 2 * ports).max(1)).map(|_| AtomicU64::new(0)).collect();
+        let slots: Box<[Slot]> = (0..addrs.len() * 2 * ports).map(|_| Slot::default()).collect();
+        let by_client: Box<[AtomicU64]> = (0..(addrs.len() * 2 * ports).max(1)).map(|_| AtomicU64::new(0)).collect();
+        // Touched now, like the flow tables: the allocator may hand out fresh zeroed pages
+        // that would otherwise become resident only as ports are leased, and the memory
+        // xlb prints and checks at start is what the table takes.
+        for s in &slots {
+            s.seq.store(0, Ordering::Relaxed);
+        }
+        for w in &by_client {
+            w.store(0, Ordering::Relaxed);
+        }
         let addrs16 = addrs.iter().map(|a| super::rewrite::to16(*a)).collect();
         Ok(SnatTable { addrs, addrs16, lo, ports, workers, slots, by_client })
     }

@@ -237,6 +237,11 @@ impl ObjectCounters {
         ObjectCounters { services: cells(services), backends: cells(backends) }
     }
 
+    /// The bytes [`ObjectCounters::new`] allocates for this many ids.
+    pub fn bytes_for(services: usize, backends: usize) -> usize {
+        services.saturating_add(backends).saturating_mul(std::mem::size_of::<Cell>())
+    }
+
     /// Counts a frame of `bytes` for a service and a backend; `reply`: a SNAT reply.
     #[inline]
     pub fn count(&self, service: u32, backend: u32, bytes: usize, reply: bool) {

@@ -36,18 +36,25 @@ fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/k8s/apiserver.sh")
 }
 
+/// The directory of the binaries scripts/k8s/apiserver.sh builds (kubectl, helm, ...), built
+/// first if need be; `None` outside CI when they cannot be built.
+pub fn binaries() -> Option<PathBuf> {
+    let out = Command::new("bash").arg(script()).arg("bin").output().ok().filter(|o| o.status.success());
+    let Some(out) = out else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI: the Kubernetes binaries could not be built (scripts/k8s/apiserver.sh bin)"
+        );
+        eprintln!("skipping: the Kubernetes binaries could not be built here");
+        return None;
+    };
+    Some(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
 impl Api {
     /// Builds (cached) and starts the API server, or `None` outside CI when it cannot be built.
     pub fn start() -> Option<Api> {
-        let built = Command::new("bash").arg(script()).arg("build").status().is_ok_and(|s| s.success());
-        if !built {
-            assert!(
-                std::env::var("CI").is_err(),
-                "CI: the API server could not be built (scripts/k8s/apiserver.sh build)"
-            );
-            eprintln!("skipping: the API server could not be built here");
-            return None;
-        }
+        binaries()?;
         let dir = std::env::temp_dir().join(format!("xlb-kube-test-{}-{}", std::process::id(), super::next_id()));
         sh(Command::new("bash").arg(script()).arg("start").arg(&dir));
         let env = std::fs::read_to_string(dir.join("env")).unwrap_or_default();

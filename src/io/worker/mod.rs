@@ -43,6 +43,16 @@ use crate::{
 
 pub use crate::abi::ZeroCopy;
 
+/// Bytes of one UMEM frame.
+pub const FRAME_SIZE: u32 = 2048;
+
+/// UMEM frames per queue unless told otherwise (`xlb run --frames`): 8 MiB of UMEM.
+pub const DEFAULT_FRAMES: u32 = 4096;
+
+/// Frames the control thread may queue for a worker to send (announcements, probes,
+/// heartbeats): the channel is allocated whole when the worker starts.
+pub const CONTROL_QUEUE: usize = 1024;
+
 /// How a socket ended up bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BindMode {
@@ -72,7 +82,7 @@ pub struct WorkerConfig {
     pub queue: u32,
     /// Core to pin to (none: not pinned).
     pub core: Option<usize>,
-    /// UMEM frames (each 2048 bytes).
+    /// UMEM frames (each [`FRAME_SIZE`] bytes).
     pub frames: u32,
     /// Size of each of the four rings (power of two).
     pub ring_size: u32,
@@ -312,7 +322,7 @@ impl WorkerHandle {
 pub fn spawn(cfg: WorkerConfig, xsk: Xsk, shared: WorkerShared) -> Result<WorkerHandle, WorkerError> {
     let stats = Arc::new(SharedStats::default());
     let waker = Arc::new(Waker::new().map_err(WorkerError::Thread)?);
-    let (control_tx, control_rx) = crossbeam_channel::bounded(1024);
+    let (control_tx, control_rx) = crossbeam_channel::bounded(CONTROL_QUEUE);
     let (requests_tx, requests_rx) = crossbeam_channel::bounded(16);
     let (queue, mode) = (cfg.queue, xsk.mode);
     let (ready_tx, ready_rx) = crossbeam_channel::bounded::<()>(1);

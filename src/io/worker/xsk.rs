@@ -11,7 +11,7 @@ use xsk_rs::{
     CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem,
 };
 
-use super::{BindMode, WorkerConfig, WorkerError, ZeroCopy};
+use super::{BindMode, WorkerConfig, WorkerError, ZeroCopy, FRAME_SIZE};
 
 /// What an AF_XDP socket is bound with.
 #[derive(Debug, Clone, Copy)]
@@ -20,7 +20,7 @@ pub struct XskParams<'a> {
     pub ifname: &'a str,
     /// Queue id.
     pub queue: u32,
-    /// UMEM frames (2048 bytes each; at least twice `ring_size`).
+    /// UMEM frames ([`FRAME_SIZE`] bytes each; at least twice `ring_size`).
     pub frames: u32,
     /// Size of each ring (power of two).
     pub ring_size: u32,
@@ -110,7 +110,7 @@ impl Xsk {
             queue: cfg.queue,
             source,
         };
-        let frame_size = FrameSize::new(2048).map_err(|e| umem_err(Box::new(e)))?;
+        let frame_size = FrameSize::new(FRAME_SIZE).map_err(|e| umem_err(Box::new(e)))?;
         let umem_cfg = UmemConfig::builder()
             .frame_size(frame_size)
             .fill_queue_size(ring)
