@@ -609,8 +609,9 @@ def start_lb(lab, name, services, out, tag, duration):
                            "XDP program on the lb's eth0", lambda: xdp_attached(lab.lb), 20)
     if name.startswith("xlb-"):
         cfg = xlb_config(lab, name.split("-")[1], services, out, tag)
+        # --no-state: each variant starts with empty tables, not the previous variant's flows.
         args = [XLB, "run", "--config", cfg, "--admin-socket", f"{out}/{tag}.sock", "--queues", q,
-                "--cores", cores, "--stats-file", f"{out}/{tag}-stats.json"]
+                "--cores", cores, "--stats-file", f"{out}/{tag}-stats.json", "--no-state"]
         log = [None]
 
         def make(k):

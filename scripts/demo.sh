@@ -15,6 +15,8 @@ SW=$P-switch CL=$P-client LB=$P-lb SQ=$P-squatter
 BACKENDS="$P-backend1 $P-backend2 $P-backend3"
 WORK=$(mktemp -d /tmp/xlb-demo.XXXXXX)
 SOCK=$WORK/xlb.sock
+# xlb's flow and SNAT tables live here (tmpfs), where a restarted xlb would take them over.
+STATE=/dev/shm/xlb-demo.$$
 XLB_PID=
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -25,7 +27,7 @@ cleanup() {
     for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
     ip netns del "$ns" 2>/dev/null || true
   done
-  rm -rf "$WORK"
+  rm -rf "$WORK" "$STATE"
 }
 trap cleanup EXIT
 
@@ -81,7 +83,7 @@ say "Starting xlb on lb/eth0: xlb run --config xlb.yaml"
 ip netns exec $CL tcpdump -l -n -e -i eth0 'arp or (icmp6 and ip6[40] >= 135 and ip6[40] <= 136)' >"$WORK/wire.txt" 2>/dev/null &
 sleep 1
 ip netns exec $LB "$XLB" run --config "$WORK/xlb.yaml" --admin-socket "$SOCK" \
-  --stats-file "$WORK/stats.json" 2>"$WORK/xlb.log" &
+  --state-dir "$STATE" --stats-file "$WORK/stats.json" 2>"$WORK/xlb.log" &
 XLB_PID=$!
 for _ in $(seq 100); do
   [ "$(grep -c 'to="owned"' "$WORK/xlb.log" 2>/dev/null)" -ge 5 ] && grep -q "resolved backend=fd77::13" "$WORK/xlb.log" && break

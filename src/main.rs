@@ -287,6 +287,14 @@ struct RunArgs {
     /// (10), udp (60), other (60).
     #[arg(long = "conntrack-timeout", value_name = "NAME=SECONDS")]
     conntrack_timeouts: Vec<String>,
+    /// Where the flow tables and the SNAT table live (files on tmpfs, held by one xlb at a
+    /// time), so that the next xlb on the interface takes over every flow and SNAT port:
+    /// a restart, a kill -9 or an upgrade loses no connection. Default: /run/xlb/state/IFACE.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Keep the tables in this process only (a restart loses every SNAT connection).
+    #[arg(long, conflicts_with = "state_dir")]
+    no_state: bool,
     /// Admin socket for `xlb status`, `xlb service list`, ... (default: the config's
     /// admin.socket, else /run/xlb/xlb.sock).
     #[arg(long, value_name = "PATH")]

@@ -136,6 +136,10 @@ fn check_daemonset(ds: &Value) -> Vec<String> {
     // The admin socket's directory (config::DEFAULT_ADMIN_SOCKET) is writable.
     assert_eq!(str_at(c, "/volumeMounts/0/mountPath"), "/run/xlb");
     assert!(pod.pointer("/volumes/0/emptyDir").is_some(), "/run/xlb is an emptyDir: {pod:#}");
+    // The tables live on the node (daemon::DEFAULT_STATE_DIR), for the next pod to take over.
+    assert_eq!(str_at(c, "/volumeMounts/1/mountPath"), "/run/xlb/state");
+    assert_eq!(str_at(pod, "/volumes/1/hostPath/path"), "/run/xlb/state");
+    assert_eq!(str_at(pod, "/volumes/1/hostPath/type"), "DirectoryOrCreate");
     let args = strings(c, "/args");
     let run = args.iter().position(|a| a == "run").unwrap_or_else(|| panic!("no `run` in {args:?}"));
     let after = &args[run..];

@@ -14,7 +14,7 @@
 mod support;
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
+    io::{BufRead, Read, Write},
     net::{SocketAddr, TcpStream},
     process::Command,
     sync::{
@@ -25,12 +25,12 @@ use std::{
 };
 
 use support::{
-    traffic::{in_netns, wait_ready},
-    Lab, Xlb,
+    traffic::{hold, in_netns, wait_ready},
+    Xlb,
 };
 
 const VIP: &str = "10.79.0.100";
-/// DSR on VIP:80, SNAT on VIP:81 (backends serve SNAT on 8080).
+/// DSR on VIP:80, SNAT on VIP:81 (support::dsr_and_snat_lab).
 const DSR_PORT: u16 = 80;
 const SNAT_PORT: u16 = 81;
 const FLOOD_SECONDS: u64 = 20;
@@ -59,34 +59,12 @@ fn connect_once(addr: SocketAddr) -> std::io::Result<String> {
     }
 }
 
-/// A long-lived connection: the backend's name and the stream, after the "hold" line.
-fn hold(addr: SocketAddr) -> (String, TcpStream, BufReader<TcpStream>) {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    s.write_all(b"hold\n").unwrap();
-    let mut r = BufReader::new(s.try_clone().unwrap());
-    let mut first = String::new();
-    r.read_line(&mut first).unwrap();
-    (first.split_whitespace().next().unwrap().to_string(), s, r)
-}
-
 #[test]
 fn a_spoofed_syn_flood_starves_neither_dsr_nor_snat() {
-    let Some(mut lab) = Lab::new("a_spoofed_syn_flood") else { return };
-    let client = lab.host("client", &["10.79.0.1/24"], 1);
-    let lb = lab.host("lb", &["10.79.0.2/24"], 1);
+    let Some((mut lab, client, lb, [dsr, snat])) = support::dsr_and_snat_lab("a_spoofed_syn_flood", 79, VIP) else {
+        return;
+    };
     let attacker = lab.host("attacker", &["10.79.0.3/24"], 1);
-    let mut pool_dsr = Vec::new();
-    let mut pool_snat = Vec::new();
-    for i in 1..=3 {
-        let b = lab.host(&format!("backend-{i}"), &[&format!("10.79.0.{}/24", 10 + i)], 1);
-        support::dsr_backend(&lab, &b, &format!("backend-{i}"), &[VIP], DSR_PORT);
-        support::snat_backend(&lab, &b, &format!("backend-{i}-snat"), 8080, false);
-        pool_dsr.push(format!("10.79.0.{}:{DSR_PORT}", 10 + i));
-        pool_snat.push(format!("10.79.0.{}:8080", 10 + i));
-    }
-    let dsr = format!("tcp:{VIP}:{DSR_PORT}={}", pool_dsr.join(","));
-    let snat = format!("tcp:{VIP}:{SNAT_PORT}={};mode=snat", pool_snat.join(","));
     let args = [
         "--vip",
         VIP,
@@ -118,7 +96,9 @@ fn a_spoofed_syn_flood_starves_neither_dsr_nor_snat() {
         let (stop, ns) = (stop.clone(), client.ns.clone());
         std::thread::spawn(move || {
             support::enter_netns_for_tests(&ns).unwrap();
-            let mut conns: Vec<_> = (0..LONG_LIVED).flat_map(|_| [hold(dsr_addr), hold(snat_addr)]).collect::<Vec<_>>();
+            let mut conns: Vec<_> = (0..LONG_LIVED)
+                .flat_map(|_| [hold(dsr_addr, Duration::from_secs(3)), hold(snat_addr, Duration::from_secs(3))])
+                .collect::<Vec<_>>();
             let mut pings = 0u32;
             while !stop.load(Ordering::Relaxed) {
                 pings += 1;

@@ -21,11 +21,17 @@ use xlb::{
     control::services::{MAX_COUNTED_BACKENDS, MAX_COUNTED_SERVICES},
     io::{
         netdev::{Membership, NetDev},
+        state::{Found, StateDir},
         worker::{self, BindMode, ConflictReport, Fence, WorkerConfig, WorkerHandle, WorkerShared, Xsk},
         xdp::XdpProgram,
     },
     lb::{
-        conntrack::ConntrackStats, heartbeat::Heartbeat, snat::SnatTable, stats::ObjectCounters, Snapshot, WorkerStats,
+        conntrack::{slots_for, ConntrackStats, Entry, FlowState},
+        heartbeat::Heartbeat,
+        snat::SnatTable,
+        stats::ObjectCounters,
+        store::Store,
+        Snapshot, WorkerStats,
     },
 };
 
@@ -65,6 +71,26 @@ pub(super) struct Datapath {
     pub(super) snapshot: Arc<ArcSwap<Snapshot>>,
     shutdown: Arc<AtomicBool>,
     memberships: HashMap<IpAddr, Membership>,
+    /// The state directory, held while the datapath runs (its tables are the workers').
+    _state: Option<StateDir>,
+}
+
+/// Queue `q`'s flow table in the state directory: the previous xlb's, if it made one of
+/// this size.
+fn flow_table(state: &StateDir, q: u32, capacity: usize) -> anyhow::Result<Store<Entry>> {
+    let slots = slots_for(capacity);
+    let name = format!("conntrack-{q}");
+    let (store, found) =
+        state.table::<Entry>(&name, slots, &[slots as u64]).with_context(|| format!("state file {name}"))?;
+    match found {
+        Found::Fresh => tracing::info!(queue = q, slots, "state: a new flow table"),
+        Found::Adopted { repaired } => {
+            let now = xlb::io::port::monotonic_ns();
+            let live = store.iter().filter(|e| e.state != FlowState::Empty && e.expires > now).count();
+            tracing::info!(queue = q, slots, live, repaired, "state: the previous xlb's flow table taken over");
+        }
+    }
+    Ok(store)
 }
 
 impl Datapath {
@@ -75,6 +101,7 @@ impl Datapath {
         start: &Start,
         snat: Option<Arc<SnatTable>>,
         args: &RunArgs,
+        state: Option<StateDir>,
     ) -> anyhow::Result<(Self, FromWorkers)> {
         let ncores = core_affinity::get_core_ids().map(|c| c.len()).unwrap_or(1).max(1);
         let prog = XdpProgram::load()?;
@@ -103,6 +130,7 @@ impl Datapath {
             snapshot,
             shutdown,
             memberships: HashMap::new(),
+            _state: None,
         };
         // Sockets first, then the program: from the moment it is attached, every queue has a
         // socket to redirect to.
@@ -138,21 +166,26 @@ impl Datapath {
                 }
             }
             dp.prog.set_socket(q, xsk.fd())?;
-            sockets.push((cfg, xsk));
+            let table = match &state {
+                Some(st) => Some(flow_table(st, q, start.conntrack_capacity)?),
+                None => None,
+            };
+            sockets.push((cfg, xsk, table));
         }
         let attached = dp.prog.attach(dev.ifindex, &dev.name, start.interface.xdp_mode)?;
         if let Some(e) = &attached.native_error {
             tracing::warn!(interface = %dev.name, error = %e, "native XDP refused; running in generic mode (slower)");
         }
         dp.mode = attached.mode;
-        for (cfg, xsk) in sockets {
+        for (cfg, xsk, table) in sockets {
             tracing::info!(
                 interface = %dev.name, queue = cfg.queue, xdp = %dp.mode, socket = %xsk.mode,
                 core = %cfg.core.map_or_else(|| "any".to_string(), |c| c.to_string()), busy_poll = cfg.busy_poll, "queue ready"
             );
             // On an error, dropping `dp` detaches and stops the workers started so far.
-            dp.workers.push(worker::spawn(cfg, xsk, shared.clone()).context("starting a worker")?);
+            dp.workers.push(worker::spawn(cfg, xsk, shared.clone(), table).context("starting a worker")?);
         }
+        dp._state = state;
         Ok((dp, FromWorkers { conflicts, heartbeats }))
     }
 

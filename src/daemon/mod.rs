@@ -21,9 +21,14 @@ mod plane;
 mod start;
 mod views;
 
+/// Where the tables live by default (a directory per interface), so that the next xlb
+/// takes over every flow: /run is tmpfs on most hosts.
+pub(crate) const DEFAULT_STATE_DIR: &str = "/run/xlb/state";
+
 use std::{
     net::IpAddr,
-    sync::Arc,
+    path::Path,
+    sync::{atomic::AtomicU64, Arc},
     time::{Duration, Instant, SystemTime},
 };
 
@@ -34,9 +39,12 @@ use xlb::{
         announcer::Actions, ha::Peers, health::HealthChecker, ownership::Ownership, services::Publisher,
         speaker::Speakers, Announcer,
     },
-    io::netdev::{NetDev, NetDevError},
+    io::{
+        netdev::{NetDev, NetDevError},
+        state::{addresses_word, Found, StateDir},
+    },
     k8s::plan::Plan,
-    lb::snat::SnatTable,
+    lb::snat::{Slot, SnatTable},
     memory::{Memory, Sizes},
 };
 
@@ -93,7 +101,8 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
         snat_ports: start.snat_ports,
     });
     start::check_memory(&memory, if args.config.is_some() { start::FILE_FIELDS } else { start::FLAG_FIELDS })?;
-    let snat = snat_table(&start, queues)?;
+    let state = state_dir(&args, &dev.name)?;
+    let snat = snat_table(&start, queues, state.as_ref())?;
 
     // SIGINT/SIGTERM wake the control loop at once, which leaves (a last heartbeat, the
     // Lease deleted) and then stops the workers; SIGHUP asks for a reload.
@@ -119,7 +128,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
 
     // From here on, every way out (a `?` included) drops the datapath: detached, workers
     // stopped and joined.
-    let (mut dp, from_workers) = Datapath::open(&dev, queues, &start, snat, &args)?;
+    let (mut dp, from_workers) = Datapath::open(&dev, queues, &start, snat, &args, state)?;
     let owned: Vec<IpAddr> = start.compiled.vips.iter().chain(&start.snat_addrs).copied().collect();
     dp.join_groups(&owned);
     tracing::info!(
@@ -167,15 +176,53 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
     node.report(&finals, args.stats_file.as_deref())
 }
 
-/// The SNAT port table shared by the workers, when the node has SNAT addresses.
-fn snat_table(start: &Start, queues: u32) -> Result<Option<Arc<SnatTable>>, UsageError> {
+/// The state directory (`--state-dir`, else /run/xlb/state/IFACE), held: the tables live
+/// there, so that the next xlb takes over every flow. None with `--no-state`.
+fn state_dir(args: &RunArgs, ifname: &str) -> Result<Option<StateDir>, UsageError> {
+    if args.no_state {
+        tracing::info!(
+            "state: none (--no-state): a restart loses every SNAT flow, and DSR flows whose backends changed"
+        );
+        return Ok(None);
+    }
+    let dir = args.state_dir.clone().unwrap_or_else(|| Path::new(DEFAULT_STATE_DIR).join(ifname));
+    let state = StateDir::open(&dir, Duration::from_secs(30))
+        .map_err(|e| UsageError::State(format!("--state-dir {}: {e}", dir.display())))?;
+    if !state.tmpfs {
+        tracing::warn!(dir = %dir.display(), "the state directory is not on tmpfs: the flow tables will be written back to a disk; give --state-dir on tmpfs (e.g. under /run or /dev/shm)");
+    }
+    Ok(Some(state))
+}
+
+/// The SNAT port table shared by the workers, when the node has SNAT addresses: in the
+/// state directory when there is one (with the ports the previous xlb leased).
+fn snat_table(start: &Start, queues: u32, state: Option<&StateDir>) -> Result<Option<Arc<SnatTable>>, UsageError> {
     if start.snat_addrs.is_empty() {
         return Ok(None);
     }
     let workers = usize::try_from(queues).unwrap_or(1);
     let (lo, hi) = start.snat_ports;
-    let table = SnatTable::new(start.snat_addrs.clone(), lo, hi, workers)
-        .map_err(|e| UsageError::SnatPorts(format!("{lo}-{hi}"), e.to_string()))?;
+    let bad = |e: String| UsageError::SnatPorts(format!("{lo}-{hi}"), e);
+    let table = match state {
+        None => SnatTable::new(start.snat_addrs.clone(), lo, hi, workers).map_err(|e| bad(e.to_string()))?,
+        Some(st) => {
+            let n = SnatTable::slots_len(start.snat_addrs.len(), lo, hi).map_err(|e| bad(e.to_string()))?;
+            let setup = [addresses_word(&start.snat_addrs), u64::from(lo), u64::from(hi), workers as u64];
+            let state_err = |e: std::io::Error| UsageError::State(format!("state file snat: {e}"));
+            let (slots, found) = st.table::<Slot>("snat", n, &setup).map_err(state_err)?;
+            let (index, _) = st.table::<AtomicU64>("snat-index", n.max(1), &setup).map_err(state_err)?;
+            let t = SnatTable::with_store(start.snat_addrs.clone(), lo, hi, workers, slots, index)
+                .map_err(|e| bad(e.to_string()))?;
+            match found {
+                Found::Fresh => tracing::info!("state: a new SNAT table"),
+                Found::Adopted { repaired } => {
+                    let held: usize = t.in_use(xlb::io::port::monotonic_ns()).iter().sum();
+                    tracing::info!(held, repaired, "state: the previous xlb's SNAT table taken over");
+                }
+            }
+            t
+        }
+    };
     tracing::info!(
         addrs = ?start.snat_addrs, ports = %format!("{lo}-{hi}"), per_worker = (usize::from(hi - lo) + 1) / workers,
         "SNAT ports split among the workers"

@@ -13,7 +13,7 @@ use std::{
 use crossbeam_channel::Receiver;
 use hdrhistogram::Histogram;
 use xlb::{
-    abi::VIP_FORWARD,
+    abi::{VIP_FORWARD, VIP_PROBING},
     control::{
         announcer::Actions,
         compile::Compiled,
@@ -138,9 +138,20 @@ impl Node {
             self.forward_stale = false;
             let announced: HashSet<IpAddr> = self.speakers.l2.vips().iter().map(|(v, _)| *v).collect();
             let forward = self.forward_only(&announced);
+            // What this node serves: the services' VIPs and its SNAT addresses (their
+            // replies carry the SNAT flows).
+            let served: HashSet<IpAddr> = self.plane.served_vips().chain(self.snat_addrs.iter().copied()).collect();
             for (vip, flags) in &act.map_updates {
-                // A VIP given up but still served stays in the map, forward-only.
-                let flags = if *flags == 0 && forward.contains(vip) { VIP_FORWARD } else { *flags };
+                // A VIP given up but still served stays in the map, forward-only. A served
+                // address being probed (at start, after a conflict) is forwarded meanwhile:
+                // its traffic reaches this MAC only from hosts that learnt it from this node,
+                // which is what a restart looks like, and it is not dropped for the probes'
+                // duration.
+                let flags = match *flags {
+                    0 if forward.contains(vip) => VIP_FORWARD,
+                    f if f & VIP_PROBING != 0 && served.contains(vip) => f | VIP_FORWARD,
+                    f => f,
+                };
                 self.dp.set_vip(*vip, flags)?;
             }
             for v in forward.difference(&self.forwarded) {

@@ -68,6 +68,8 @@ pub(crate) enum UsageError {
     Size(String),
     #[error("{0}")]
     Timeout(String),
+    #[error("{0}")]
+    State(String),
     #[error("{capacity_field} {capacity}: {memory}, more than the {room_mib} MiB {limit}; lower {capacity_field} (each flow slot is {slot} bytes, on every queue){snat_fix} or serve fewer queues")]
     Memory {
         /// The flag or field of the flow table's capacity.

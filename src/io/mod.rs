@@ -7,6 +7,7 @@ pub mod netdev;
 pub mod netlink;
 pub mod packet_socket;
 pub mod port;
+pub mod state;
 pub mod wake;
 pub mod worker;
 pub mod xdp;

@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use super::snat::Lease;
+use super::{snat::Lease, store::Store};
 use crate::wire::tcp::TcpFlags;
 
 /// Longest probe sequence: entries live within this many slots of their home.
@@ -284,7 +284,7 @@ pub struct ConntrackStats {
 /// A worker's flow table.
 #[derive(Debug)]
 pub struct Conntrack {
-    slots: Box<[Entry]>,
+    slots: Store<Entry>,
     mask: usize,
     timeouts: Timeouts,
     lifetimes: Lifetimes,
@@ -313,12 +313,30 @@ impl Conntrack {
     pub fn new(capacity: usize, timeouts: Timeouts) -> Self {
         let slots = slots_for(capacity);
         Conntrack {
-            slots: vec![Entry::default(); slots].into_boxed_slice(),
+            slots: Store::Heap(vec![Entry::default(); slots].into_boxed_slice()),
             mask: slots - 1,
             timeouts,
             lifetimes: timeouts.lifetimes(),
             stats: ConntrackStats::default(),
         }
+    }
+
+    /// A table in `store`, which may hold the flows a previous xlb left there (a state
+    /// file): those live at `now` are counted and kept. `None` unless the store's length is
+    /// a power of two of at least 16 slots.
+    pub fn with_store(store: Store<Entry>, timeouts: Timeouts, now: u64) -> Option<Self> {
+        let n = store.len();
+        if n < 16 || !n.is_power_of_two() {
+            return None;
+        }
+        let live = store.iter().filter(|e| e.state != FlowState::Empty && e.expires > now).count() as u64;
+        Some(Conntrack {
+            slots: store,
+            mask: n - 1,
+            timeouts,
+            lifetimes: timeouts.lifetimes(),
+            stats: ConntrackStats { live, ..ConntrackStats::default() },
+        })
     }
 
     /// Number of slots.

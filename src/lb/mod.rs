@@ -6,7 +6,7 @@
 //! and never builds snapshots (`control` does).
 //!
 //! Layout: leaf files hold what the steps share ([`ctx`], [`verdict`], [`state`], [`out`],
-//! `rewrite`, `select`, [`stats`], and the tables: [`snapshot`], [`conntrack`], [`maglev`],
+//! `rewrite`, `select`, [`stats`], [`store`], and the tables: [`snapshot`], [`conntrack`], [`maglev`],
 //! [`snat`]); the steps ([`neighbor`], `forward`, `icmp`, [`heartbeat`]) depend on leaves
 //! and `wire` only; [`pipeline`] alone calls the steps. `testing` (hidden from the docs) is
 //! the scene and frame builder that the fixtures, `tests/no_alloc.rs`, the fuzz targets
@@ -28,6 +28,7 @@ pub mod snapshot;
 pub mod snat;
 pub mod state;
 pub mod stats;
+pub mod store;
 #[doc(hidden)]
 pub mod testing;
 pub mod verdict;

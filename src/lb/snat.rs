@@ -33,6 +33,7 @@ use std::{
     },
 };
 
+use super::store::Store;
 use crate::wire::{ipv4::Protocol, EthernetAddress};
 
 /// Most slots a worker inspects for one allocation before it declares the ports exhausted.
@@ -65,9 +66,12 @@ pub struct Mapping {
 }
 
 /// One reverse-translation slot: a sequence word, a deadline, whether its flow is
-/// embryonic, and the mapping in 8 words. Only the owning worker reads `embryonic`.
+/// embryonic, and the mapping in 8 words. Only the owning worker reads `embryonic`. Every
+/// bit pattern is a valid slot (atomics and a bool written only as 0 or 1), and all zeros
+/// is a free one: what a fresh state file holds.
 #[derive(Debug, Default)]
-struct Slot {
+#[repr(C)]
+pub struct Slot {
     seq: AtomicU64,
     expires: AtomicU64,
     embryonic: AtomicBool,
@@ -77,6 +81,9 @@ struct Slot {
 /// Bytes of one reverse-translation slot (what the table takes per address, protocol and
 /// port, with [`INDEX_BYTES`]).
 pub const SLOT_BYTES: usize = std::mem::size_of::<Slot>();
+
+/// Where in a slot its one byte that is not part of a word is (the embryonic flag: 0 or 1).
+pub const SLOT_FLAG_AT: usize = std::mem::offset_of!(Slot, embryonic);
 
 /// Bytes of one client-side index word (one per slot).
 pub const INDEX_BYTES: usize = std::mem::size_of::<AtomicU64>();
@@ -151,6 +158,9 @@ pub enum SnatError {
     /// More addresses than the table indexes.
     #[error("at most 255 SNAT addresses are supported, {0} given")]
     TooManyAddresses(usize),
+    /// Memory of the wrong size for the table.
+    #[error("a SNAT table store of {0} slots where {1} are needed")]
+    Store(usize, usize),
 }
 
 /// The reverse-translation table: every SNAT address, both protocols, every port of the range.
@@ -162,12 +172,12 @@ pub struct SnatTable {
     lo: u16,
     ports: usize,
     workers: usize,
-    slots: Box<[Slot]>,
+    slots: Store<Slot>,
     /// Client-side index, for the rare packet that names a flow by its client side on a
     /// worker that does not track it (an ICMP error quoting VIP -> client): by flow hash, the
     /// last (address, protocol, port) given to a flow with that hash. Lossy by design: a
     /// collision overwrites, and every hit is verified against the slot's mapping.
-    by_client: Box<[AtomicU64]>,
+    by_client: Store<AtomicU64>,
 }
 
 /// Packs an index entry: valid bit, 31 bits of the flow hash, address, protocol, port.
@@ -186,19 +196,9 @@ fn proto_index(proto: u8) -> Option<usize> {
 impl SnatTable {
     /// A table for `addrs`, ports `lo..=hi`, shared by `workers` workers.
     pub fn new(addrs: Vec<IpAddr>, lo: u16, hi: u16, workers: usize) -> Result<Self, SnatError> {
-        if lo > hi || lo == 0 {
-            return Err(SnatError::Range(lo, hi));
-        }
-        if addrs.len() > 255 {
-            return Err(SnatError::TooManyAddresses(addrs.len()));
-        }
-        let ports = usize::from(hi - lo) + 1;
-        let workers = workers.max(1);
-        if ports < workers {
-            return Err(SnatError::TooFewPorts(lo, hi, workers));
-        }
-        let slots: Box<[Slot]> = (0..addrs.len() * 2 * ports).map(|_| Slot::default()).collect();
-        let by_client: Box<[AtomicU64]> = (0..(addrs.len() * 2 * ports).max(1)).map(|_| AtomicU64::new(0)).collect();
+        let n = Self::slots_len(addrs.len(), lo, hi)?;
+        let slots: Box<[Slot]> = (0..n).map(|_| Slot::default()).collect();
+        let by_client: Box<[AtomicU64]> = (0..n.max(1)).map(|_| AtomicU64::new(0)).collect();
         // Touched now, like the flow tables: the allocator may hand out fresh zeroed pages
         // that would otherwise become resident only as ports are leased, and the memory
         // xlb prints and checks at start is what the table takes.
@@ -207,6 +207,49 @@ impl SnatTable {
         }
         for w in &by_client {
             w.store(0, Ordering::Relaxed);
+        }
+        Self::with_store(addrs, lo, hi, workers, Store::Heap(slots), Store::Heap(by_client))
+    }
+
+    /// Slots (and index words, at least one) a table for `addrs` addresses and ports
+    /// `lo..=hi` takes; the range checked.
+    pub fn slots_len(addrs: usize, lo: u16, hi: u16) -> Result<usize, SnatError> {
+        if lo > hi || lo == 0 {
+            return Err(SnatError::Range(lo, hi));
+        }
+        if addrs > 255 {
+            return Err(SnatError::TooManyAddresses(addrs));
+        }
+        Ok(addrs * 2 * (usize::from(hi - lo) + 1))
+    }
+
+    /// A table in these stores, which may hold the ports a previous xlb of the same set-up
+    /// leased (a state file): they stay leased to their flows. A slot left half-written
+    /// (its writer killed under the sequence lock) is freed. The stores must have
+    /// [`SnatTable::slots_len`] slots (the index at least one word).
+    pub fn with_store(
+        addrs: Vec<IpAddr>,
+        lo: u16,
+        hi: u16,
+        workers: usize,
+        slots: Store<Slot>,
+        by_client: Store<AtomicU64>,
+    ) -> Result<Self, SnatError> {
+        let n = Self::slots_len(addrs.len(), lo, hi)?;
+        let ports = usize::from(hi - lo) + 1;
+        let workers = workers.max(1);
+        if ports < workers {
+            return Err(SnatError::TooFewPorts(lo, hi, workers));
+        }
+        if slots.len() != n || by_client.len() != n.max(1) {
+            return Err(SnatError::Store(slots.len(), n));
+        }
+        for s in slots.iter() {
+            let seq = s.seq.load(Ordering::Relaxed);
+            if seq & 1 == 1 {
+                s.expires.store(0, Ordering::Relaxed);
+                s.seq.store(seq.wrapping_add(1), Ordering::Relaxed);
+            }
         }
         let addrs16 = addrs.iter().map(|a| super::rewrite::to16(*a)).collect();
         Ok(SnatTable { addrs, addrs16, lo, ports, workers, slots, by_client })

@@ -103,6 +103,11 @@ impl Lab {
         &self.namespaces[0]
     }
 
+    /// The state directory of the xlb started in `host` (tmpfs; removed with the lab).
+    pub fn state_dir(&self, host: &Host) -> PathBuf {
+        Path::new("/dev/shm").join(&self.prefix).join(&host.ns)
+    }
+
     /// Runs `nft ARGS` in the switch's namespace (e.g. to drop some frames on the bridge).
     pub fn switch_nft(&self, args: &[&str]) {
         let mut full = vec!["netns", "exec", self.switch(), "nft"];
@@ -180,6 +185,7 @@ impl Drop for Lab {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
         let _ = fs::remove_dir_all(&self.dir);
+        let _ = fs::remove_dir_all(Path::new("/dev/shm").join(&self.prefix));
     }
 }
 
@@ -204,6 +210,27 @@ pub fn dsr_backend(lab: &Lab, host: &Host, name: &str, vips: &[&str], port: u16)
 #[allow(dead_code)]
 pub fn dsr_servers(lab: &Lab, host: &Host, name: &str, vip: &str, port: u16) {
     start_servers(lab, host, name, port, vip.contains(':'), Some(vip));
+}
+
+/// A lab with a client and an lb host on 10.N.0.0/24 and three backends (10.N.0.11-13) that
+/// serve a DSR service on VIP:80 (the VIP on their loopback) and a SNAT one on their own
+/// address:8080; with the two `--service` specs (DSR on VIP:80, SNAT on VIP:81).
+#[allow(dead_code)] // not every test binary serves both modes
+pub fn dsr_and_snat_lab(test: &str, net: u8, vip: &str) -> Option<(Lab, Host, Host, [String; 2])> {
+    let mut lab = Lab::new(test)?;
+    let client = lab.host("client", &[&format!("10.{net}.0.1/24")], 1);
+    let lb = lab.host("lb", &[&format!("10.{net}.0.2/24")], 1);
+    let (mut dsr, mut snat) = (Vec::new(), Vec::new());
+    for i in 1..=3 {
+        let addr = format!("10.{net}.0.{}", 10 + i);
+        let b = lab.host(&format!("backend-{i}"), &[&format!("{addr}/24")], 1);
+        dsr_backend(&lab, &b, &format!("backend-{i}"), &[vip], 80);
+        snat_backend(&lab, &b, &format!("backend-{i}-snat"), 8080, false);
+        dsr.push(format!("{addr}:80"));
+        snat.push(format!("{addr}:8080"));
+    }
+    let services = [format!("tcp:{vip}:80={}", dsr.join(",")), format!("tcp:{vip}:81={};mode=snat", snat.join(","))];
+    Some((lab, client, lb, services))
 }
 
 /// Kills every process running in namespace `ns` (a backend's servers).
@@ -333,6 +360,12 @@ impl Xlb {
         full.push(stats.display().to_string());
         full.push("--admin-socket".into());
         full.push(admin.display().to_string());
+        // The host's own state directory (the next xlb started in it takes the tables
+        // over), on tmpfs, removed with the lab.
+        if !args.iter().any(|a| *a == "--no-state" || *a == "--state-dir") {
+            full.push("--state-dir".into());
+            full.push(lab.state_dir(host).display().to_string());
+        }
         full.extend(args.iter().map(|s| s.to_string()));
         let child = Command::new("ip")
             .args(&full)
@@ -388,8 +421,6 @@ impl Xlb {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
     }
 
-    /// Sends `signal` (e.g. "TERM", "KILL") and waits for the exit; returns the exit code
-    /// (None when killed by a signal).
     /// Sends SIGHUP (a config reload) and returns at once.
     #[allow(dead_code)]
     pub fn hup(&self) {
@@ -398,6 +429,8 @@ impl Xlb {
         }
     }
 
+    /// Sends `signal` (e.g. "TERM", "KILL") and waits for the exit; returns the exit code
+    /// (None when killed by a signal).
     pub fn signal(&mut self, signal: &str) -> Option<i32> {
         let mut child = self.child.take().expect("xlb already stopped");
         run("kill", &[&format!("-{signal}"), &child.id().to_string()]);

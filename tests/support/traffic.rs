@@ -3,7 +3,7 @@
 
 use std::{
     collections::{BTreeSet, HashMap},
-    io::{Read, Write},
+    io::{BufRead, BufReader, Read, Write},
     net::{SocketAddr, TcpStream, UdpSocket},
     time::{Duration, Instant},
 };
@@ -108,4 +108,17 @@ pub fn udp_echo(ns: &str, to: SocketAddr, n: usize) -> Vec<(SocketAddr, String)>
 
 pub fn total_drops(stats: &serde_json::Value) -> u64 {
     stats["drops"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum()
+}
+
+/// A long-lived connection to `addr` (the servers' "hold" mode): the backend's name, the
+/// stream and a reader of its lines. Each line written is echoed after the name.
+#[allow(dead_code)] // not every test binary holds connections
+pub fn hold(addr: SocketAddr, read_timeout: Duration) -> (String, TcpStream, BufReader<TcpStream>) {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).unwrap();
+    s.set_read_timeout(Some(read_timeout)).unwrap();
+    s.write_all(b"hold\n").unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut first = String::new();
+    r.read_line(&mut first).unwrap();
+    (first.split_whitespace().next().unwrap().to_string(), s, r)
 }

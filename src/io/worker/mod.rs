@@ -36,6 +36,7 @@ use crate::{
         neighbor::OutFrame,
         snat::SnatTable,
         stats::ObjectCounters,
+        store::Store,
         Counter, DropReason, Snapshot, WorkerStats,
     },
     wire::EthernetAddress,
@@ -319,7 +320,14 @@ impl WorkerHandle {
 }
 
 /// Starts the worker thread for a bound socket.
-pub fn spawn(cfg: WorkerConfig, xsk: Xsk, shared: WorkerShared) -> Result<WorkerHandle, WorkerError> {
+/// `table`: the memory of the worker's flow table (a state file's, which may hold the flows
+/// a previous xlb left), or none for a table of its own on the heap.
+pub fn spawn(
+    cfg: WorkerConfig,
+    xsk: Xsk,
+    shared: WorkerShared,
+    table: Option<Store<Entry>>,
+) -> Result<WorkerHandle, WorkerError> {
     let stats = Arc::new(SharedStats::default());
     let waker = Arc::new(Waker::new().map_err(WorkerError::Thread)?);
     let (control_tx, control_rx) = crossbeam_channel::bounded(CONTROL_QUEUE);
@@ -330,6 +338,7 @@ pub fn spawn(cfg: WorkerConfig, xsk: Xsk, shared: WorkerShared) -> Result<Worker
         cfg,
         xsk,
         shared,
+        table,
         stats: stats.clone(),
         waker: waker.clone(),
         control: control_rx,

@@ -15,10 +15,14 @@ use super::{
     batch_histogram, ConflictReport, SharedStats, WorkerConfig, WorkerRequest, WorkerShared, Xsk, BATCH_NS_RANGE,
 };
 use crate::{
-    io::wake::Waker,
+    io::{port::monotonic_ns, wake::Waker},
     lb::{
-        self, conntrack::Conntrack, heartbeat, neighbor::OutFrame, Counter, Ctx, DropReason, Reply, Verdict,
-        WorkerState, WorkerStats,
+        self,
+        conntrack::{Conntrack, Entry},
+        heartbeat,
+        neighbor::OutFrame,
+        store::Store,
+        Counter, Ctx, DropReason, Reply, Verdict, WorkerState, WorkerStats,
     },
 };
 
@@ -66,6 +70,8 @@ pub(super) struct Worker {
     pub(super) waker: Arc<Waker>,
     pub(super) control: Receiver<OutFrame>,
     pub(super) requests: Receiver<WorkerRequest>,
+    /// The flow table's memory from a state file (none: allocated here).
+    pub(super) table: Option<Store<Entry>>,
 }
 
 impl Worker {
@@ -75,8 +81,19 @@ impl Worker {
                 tracing::warn!(queue = self.cfg.queue, core, "could not pin the worker to its core");
             }
         }
-        // Allocated here, on the worker's own core, once.
-        let mut state = WorkerState::new(Conntrack::new(self.cfg.conntrack_capacity, self.cfg.timeouts));
+        // Allocated here, on the worker's own core, once; or the state file's table, with
+        // the flows the previous xlb left in it.
+        let conntrack = match self.table.take() {
+            Some(store) => {
+                let slots = store.len();
+                Conntrack::with_store(store, self.cfg.timeouts, monotonic_ns()).unwrap_or_else(|| {
+                    tracing::warn!(queue = self.cfg.queue, slots, "state table of a wrong size; using one of its own");
+                    Conntrack::new(self.cfg.conntrack_capacity, self.cfg.timeouts)
+                })
+            }
+            None => Conntrack::new(self.cfg.conntrack_capacity, self.cfg.timeouts),
+        };
+        let mut state = WorkerState::new(conntrack);
         state.snat = self.cfg.snat.as_ref().map(|t| t.worker(usize::try_from(self.cfg.queue).unwrap_or(0)));
         state.counters = self.cfg.counters.clone();
         let batch = self.cfg.batch.max(1);
@@ -92,7 +109,9 @@ impl Worker {
         let mut in_flight: usize = 0;
         let mut limiter = ReportLimiter::default();
         let mac = self.cfg.mac;
-        let clock = Instant::now();
+        // Deadlines in the tables are CLOCK_MONOTONIC nanoseconds: the same clock on every
+        // worker (the SNAT table is shared) and in the next xlb (the tables may outlive
+        // this process in a state file).
         // Frames kept back from the fill ring so that replies and announcements always find
         // a buffer.
         let reserve = batch * 2;
@@ -137,13 +156,13 @@ impl Worker {
             tx_descs.clear();
             // Heartbeats in this batch: they are not traffic to spin for (step 7).
             let mut beats = 0;
-            let batch_start = clock.elapsed();
+            let batch_start = monotonic_ns();
             if n > 0 {
                 // Read once per batch, not on every idle pass (it reads the clock).
                 state.fenced = self.shared.fence.fenced();
                 stats.bump(Counter::Batches);
                 stats.add(Counter::RxFrames, n as u64);
-                let now = u64::try_from(batch_start.as_nanos()).unwrap_or(u64::MAX);
+                let now = batch_start;
                 let cx = Ctx { now, snap: &snap, mac };
                 // Prefetch every frame's flow-table slot first: at a million flows each
                 // lookup misses the cache, and issued together the misses overlap.
@@ -221,7 +240,7 @@ impl Worker {
             }
             drop(snap);
             if n > 0 {
-                let took = u64::try_from((clock.elapsed() - batch_start).as_nanos()).unwrap_or(u64::MAX);
+                let took = monotonic_ns().saturating_sub(batch_start);
                 stats.add(Counter::BusyNanos, took);
                 batch_times.saturating_record(took.clamp(BATCH_NS_RANGE.0, BATCH_NS_RANGE.1));
             }
@@ -230,7 +249,7 @@ impl Worker {
             if let Ok(req) = self.requests.try_recv() {
                 match req {
                     WorkerRequest::Conntrack { max, reply } => {
-                        let now = u64::try_from(clock.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                        let now = monotonic_ns();
                         let _ = reply.try_send((now, state.conntrack.iter_live(now).take(max).copied().collect()));
                     }
                     WorkerRequest::Histogram { mut fresh, reply } => {
