@@ -556,9 +556,15 @@ fn resident_memory_is_what_xlb_prints_at_start() {
         std::thread::sleep(Duration::from_millis(300));
         let what = format!("{queues} queue(s) of {capacity} flows");
         let rss = Rss::of(xlb.pid());
-        // The UMEM is a shared mapping, pinned whole when the socket binds.
-        let umem_kib = u64::from(queues) * (memory.per_queue.umem as u64 / 1024);
-        assert!(rss.shmem >= umem_kib && rss.shmem < umem_kib + 1024, "{what}: UMEM {umem_kib} KiB, {}", rss.show());
+        // The UMEM is a shared mapping, pinned whole when the socket binds; so is each flow
+        // table, a file of the state directory mapped whole at start.
+        let shared = memory.per_queue.umem + memory.per_queue.conntrack;
+        let shared_kib = u64::from(queues) * (shared as u64 / 1024);
+        assert!(
+            rss.shmem >= shared_kib && rss.shmem < shared_kib + 1024,
+            "{what}: UMEM and flow table {shared_kib} KiB, {}",
+            rss.show()
+        );
         within(&format!("{what}, at start"), &rss, printed);
         if queues == 1 {
             let sock = PacketSocket::open(Some(&client.ns), "eth0").unwrap();

@@ -27,7 +27,7 @@ pub(crate) const DEFAULT_STATE_DIR: &str = "/run/xlb/state";
 
 use std::{
     net::IpAddr,
-    path::Path,
+    path::{Path, PathBuf},
     sync::{atomic::AtomicU64, Arc},
     time::{Duration, Instant, SystemTime},
 };
@@ -100,7 +100,8 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
         snat_addrs: start.snat_addrs.len(),
         snat_ports: start.snat_ports,
     });
-    start::check_memory(&memory, if args.config.is_some() { start::FILE_FIELDS } else { start::FLAG_FIELDS })?;
+    let fields = if args.config.is_some() { start::FILE_FIELDS } else { start::FLAG_FIELDS };
+    start::check_memory(&memory, fields, state_held(&args, &dev.name))?;
     let state = state_dir(&args, &dev.name)?;
     let snat = snat_table(&start, queues, state.as_ref())?;
 
@@ -174,6 +175,18 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
     let finals = node.dp.stop();
     result?;
     node.report(&finals, args.stats_file.as_deref())
+}
+
+/// The state directory of `ifname`'s xlb.
+fn state_path(args: &RunArgs, ifname: &str) -> Option<PathBuf> {
+    (!args.no_state).then(|| args.state_dir.clone().unwrap_or_else(|| Path::new(DEFAULT_STATE_DIR).join(ifname)))
+}
+
+/// Bytes the state directory's files take now (tmpfs pages in use), which this xlb reuses.
+fn state_held(args: &RunArgs, ifname: &str) -> usize {
+    let Some(dir) = state_path(args, ifname) else { return 0 };
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries.filter_map(|e| e.ok()?.metadata().ok()).map(|m| usize::try_from(m.len()).unwrap_or(0)).sum()
 }
 
 /// The state directory (`--state-dir`, else /run/xlb/state/IFACE), held: the tables live

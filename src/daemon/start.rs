@@ -160,7 +160,7 @@ pub(crate) fn check(path: &Path) -> anyhow::Result<()> {
         snat_addrs: desired.snat_addrs.len(),
         snat_ports: desired.snat_ports,
     });
-    fits(&memory, FILE_FIELDS)?;
+    fits(&memory, FILE_FIELDS, 0)?;
     println!(
         "{}: ok: {} service(s), {} VIP(s): {}",
         path.display(),
@@ -295,16 +295,18 @@ pub(super) const FLAG_FIELDS: MemoryFields =
 
 /// Logs what the set-up takes (`memory: ...`) and refuses it when it does not fit the memory
 /// this process may take now: the tables are allocated and touched at start, and too large
-/// a set-up would be killed, or kill others.
-pub(super) fn check_memory(memory: &Memory, fields: MemoryFields) -> Result<(), UsageError> {
-    tracing::info!(total_mib = memory.total_mib(), "memory: {memory}");
-    fits(memory, fields)
+/// a set-up would be killed, or kill others. `held`: bytes the state directory's files
+/// already take (the previous xlb's tables, taken over in place or replaced), which count
+/// as used memory now and are not taken again.
+pub(super) fn check_memory(memory: &Memory, fields: MemoryFields, held: usize) -> Result<(), UsageError> {
+    tracing::info!(total_mib = memory.total_mib(), held_by_state_mib = held / MIB, "memory: {memory}");
+    fits(memory, fields, held)
 }
 
-/// Refuses `memory` when it is more than [`room`].
-fn fits(memory: &Memory, fields: MemoryFields) -> Result<(), UsageError> {
+/// Refuses `memory` when it is more than [`room`] and `held`.
+fn fits(memory: &Memory, fields: MemoryFields, held: usize) -> Result<(), UsageError> {
     let Some((room, limit)) = room() else { return Ok(()) };
-    refuse_over(memory, fields, room, limit)
+    refuse_over(memory, fields, room.saturating_add(held), limit)
 }
 
 fn refuse_over(memory: &Memory, fields: MemoryFields, room: usize, limit: &'static str) -> Result<(), UsageError> {
@@ -635,7 +637,7 @@ mod tests {
         };
         let limit = "this machine has available (MemAvailable)";
         // 1,000 queues of the largest table: about 8 TiB, on no machine here.
-        let e = check_memory(&Memory::new(sizes(1000, MAX_CAPACITY, 0)), FILE_FIELDS).unwrap_err();
+        let e = check_memory(&Memory::new(sizes(1000, MAX_CAPACITY, 0)), FILE_FIELDS, 0).unwrap_err();
         let text = e.to_string();
         assert!(
             text.starts_with("conntrack.capacity 67108864: 1000 queue(s) x 8205 MiB (conntrack 134,217,728 slots"),
@@ -660,7 +662,7 @@ mod tests {
              queue), narrow --snat-ports (192 bytes per port of each SNAT address), or serve fewer queues"
         );
         // The default on one queue fits.
-        check_memory(&Memory::new(sizes(1, 1 << 20, 0)), FLAG_FIELDS).unwrap();
+        check_memory(&Memory::new(sizes(1, 1 << 20, 0)), FLAG_FIELDS, 0).unwrap();
     }
 
     #[test]
