@@ -3,7 +3,7 @@
 CARGO ?= cargo
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: demo test bench bench-publish pathcost setup build lint unit lab clean-lab
+.PHONY: demo test fuzz bench bench-publish pathcost setup build lint unit lab clean-lab
 
 setup:
 	@bash scripts/setup.sh
@@ -17,15 +17,29 @@ demo: build
 # Every shell script under scripts/, and the CI entry point, for shellcheck in `lint`.
 SHELL_SCRIPTS = $(sort $(shell find scripts -type f -name '*.sh')) .ci/run
 
+# fuzz/ is a crate outside the workspace (scripts/fuzz.sh builds it): its formatting is
+# checked on its own.
 lint: setup
 	shellcheck $(SHELL_SCRIPTS)
 	$(CARGO) fmt --all -- --check
+	$(CARGO) fmt --manifest-path fuzz/Cargo.toml -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 test: lint
 	bash scripts/test-summary.sh
 	@echo
+	bash scripts/fuzz.sh
+	@echo
 	bash scripts/pathcost.sh
+
+# The fuzz targets of fuzz/ (any bytes as a frame, through the datapath, as a config file
+# through what `xlb check` runs) on the stable toolchain, FUZZ_SECONDS each (default 55:
+# about 3 minutes for the three, after a first build of about 6 minutes on 2 idle cores).
+# A crash fails it with the reproducer's path and the stack (inputs in
+# target/fuzz-artifacts/). `make test` runs it after the tests; `FUZZ_SECONDS=600 make fuzz`
+# fuzzes longer.
+fuzz: setup
+	bash scripts/fuzz.sh
 
 # Instructions per packet on each datapath path (callgrind; exact, so `make test` prints it
 # as a report). `scripts/pathcost.sh --publish` also writes the table into

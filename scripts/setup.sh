@@ -17,6 +17,10 @@ packages=(
   iproute2 procps ethtool nftables
   # The tools the demo and the tests send and watch traffic with.
   iputils-ping arping tcpdump python3 curl
+  # Debian's CA bundle, for HTTPS: cargo fetching from crates.io (scripts/fuzz.sh resolves
+  # libfuzzer-sys there on its first run), curl, Go's module proxy. A minimal Debian lacks
+  # it (curl only recommends it); scripts/fresh-root.sh found the fuzz build failing there.
+  ca-certificates
   # The test API server's certificates (scripts/k8s/apiserver.sh; it installs openssl by
   # itself too when it runs as root).
   openssl

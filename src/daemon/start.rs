@@ -145,7 +145,8 @@ fn parse_vips(raw: &[String]) -> Result<Vec<IpAddr>, UsageError> {
     Ok(out)
 }
 
-/// `xlb check --config FILE`.
+/// `xlb check --config FILE`. The fuzz target fuzz/fuzz_targets/config.rs runs the same steps
+/// on any bytes: keep the two alike.
 pub(crate) fn check(path: &Path) -> anyhow::Result<()> {
     let desired = config::load(path).map_err(|e| UsageError::Config(e, path.to_path_buf()))?;
     let compiled = compile(&desired, &mut Ipam::default()).map_err(|e| UsageError::Config(e, path.to_path_buf()))?;

@@ -252,6 +252,9 @@ pub(super) fn validate(f: File) -> Result<Desired, ConfigErrors> {
                 errors.push(err(format!("ha.{field}"), msg));
                 crate::control::announcer::Timing::default()
             });
+        // A fuzzed file (`--cfg fuzzing`: scripts/fuzz.sh) names paths at random; it must not
+        // make the fuzzer read them (a device that never ends, a FIFO that never answers).
+        #[cfg(not(fuzzing))]
         if let Some(path) = &h.key_file {
             if let Err(e) = crate::lb::heartbeat::Key::from_file(path) {
                 errors.push(err("ha.keyFile", e));

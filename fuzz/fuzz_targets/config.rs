@@ -1,0 +1,27 @@
+//! Any bytes as a config file, through everything `xlb check` runs on one (`daemon::start::check`):
+//! the YAML parse and validation (`config::parse`, what `config::load` does after reading the
+//! file), compile with a fresh IPAM, and the datapath services with their Maglev tables. It
+//! must return a result or the errors, never panic. Bytes that are not UTF-8 are skipped, as
+//! `config::load` refuses them before parsing. Nothing here touches the filesystem or the
+//! network: `keyFile` and `admin.socket` are paths kept as they are, never opened.
+#![no_main]
+
+use std::collections::HashMap;
+
+use libfuzzer_sys::fuzz_target;
+use xlb::{
+    control::{
+        compile::compile,
+        config,
+        ipam::Ipam,
+        services::{build_services, StatsIds},
+    },
+    lb::maglev::TableCache,
+};
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(desired) = config::parse(text) else { return };
+    let Ok(compiled) = compile(&desired, &mut Ipam::default()) else { return };
+    let _ = build_services(&compiled.specs, &HashMap::new(), &mut StatsIds::default(), &mut TableCache::default());
+});
