@@ -10,7 +10,7 @@
 #                  root of the runtime stage, with only the packages that stage names, that must
 #                  run the binary built (`xlb --version`, `xlb check` of examples/demo.yaml).
 #
-#   scripts/fresh-root.sh                    # both (root only; about 30 minutes on 2 cores)
+#   scripts/fresh-root.sh                    # both (root only; about 35 minutes on 2 cores)
 #   scripts/fresh-root.sh containerfile      # one
 #   FRESH_BUILD_ONLY=1 scripts/fresh-root.sh setup   # setup mode without lint and fuzz
 #
