@@ -26,7 +26,7 @@ use xlb::{
         xdp::XdpProgram,
     },
     lb::{
-        conntrack::{slots_for, ConntrackStats, Entry, FlowState},
+        conntrack::{slots_for, ConntrackStats, Entry},
         heartbeat::Heartbeat,
         snat::SnatTable,
         stats::ObjectCounters,
@@ -84,10 +84,9 @@ fn flow_table(state: &StateDir, q: u32, capacity: usize) -> anyhow::Result<Store
         state.table::<Entry>(&name, slots, &[slots as u64]).with_context(|| format!("state file {name}"))?;
     match found {
         Found::Fresh => tracing::info!(queue = q, slots, "state: a new flow table"),
+        // The worker counts the live flows it finds (Conntrack::with_store) and logs them.
         Found::Adopted { repaired } => {
-            let now = xlb::io::port::monotonic_ns();
-            let live = store.iter().filter(|e| e.state != FlowState::Empty && e.expires > now).count();
-            tracing::info!(queue = q, slots, live, repaired, "state: the previous xlb's flow table taken over");
+            tracing::info!(queue = q, slots, repaired, "state: the previous xlb's flow table taken over");
         }
     }
     Ok(store)

@@ -287,10 +287,7 @@ pub fn addresses_word(addrs: &[std::net::IpAddr]) -> u64 {
     let words: Vec<u64> = addrs
         .iter()
         .flat_map(|a| {
-            let o = match a {
-                std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
-                std::net::IpAddr::V6(v6) => v6.octets(),
-            };
+            let o = crate::lb::rewrite::to16(*a);
             let (hi, lo) = o.split_at(8);
             [
                 u64::from_le_bytes(hi.try_into().unwrap_or_default()),

@@ -129,17 +129,9 @@ impl Default for Timeouts {
     }
 }
 
-/// The names `--conntrack-timeout` and the config's `conntrack.timeouts` know, with the
-/// field each sets and what the Linux kernel's conntrack keeps (sysctl
-/// `net.netfilter.nf_conntrack_*`), for the docs and the error messages.
-pub const TIMEOUT_NAMES: [(&str, &str); 6] = [
-    ("tcpSyn", "tcp_timeout_syn_sent 120 s"),
-    ("tcpSynSnat", "tcp_timeout_syn_sent 120 s"),
-    ("tcpEstablished", "tcp_timeout_established 5 days"),
-    ("tcpClosing", "tcp_timeout_fin_wait 120 s, tcp_timeout_close 10 s"),
-    ("udp", "udp_timeout 30 s unreplied, udp_timeout_stream 120 s"),
-    ("other", "generic_timeout 600 s, icmp_timeout 30 s"),
-];
+/// The names `--conntrack-timeout` and the config's `conntrack.timeouts` know (README.md
+/// lists them beside the Linux kernel's own timeouts).
+pub const TIMEOUT_NAMES: [&str; 6] = ["tcpSyn", "tcpSynSnat", "tcpEstablished", "tcpClosing", "udp", "other"];
 
 /// Longest timeout that may be set, in seconds: 30 days.
 pub const MAX_TIMEOUT_SECS: u64 = 30 * 86_400;
@@ -152,8 +144,7 @@ impl Timeouts {
             return Err(format!("{secs} s is out of range: give 1 to {MAX_TIMEOUT_SECS} seconds"));
         }
         if !self.set(name, Duration::from_secs(secs)) {
-            let names: Vec<&str> = TIMEOUT_NAMES.iter().map(|(n, _)| *n).collect();
-            return Err(format!("{name:?} is not a timeout: give one of {}", names.join(", ")));
+            return Err(format!("{name:?} is not a timeout: give one of {}", TIMEOUT_NAMES.join(", ")));
         }
         Ok(())
     }
@@ -488,27 +479,27 @@ impl Conntrack {
     /// Evicts the live entry of `key` (an embryonic SNAT flow whose port is taken back for a
     /// new flow): removed and counted as an eviction.
     pub fn evict(&mut self, key: &FlowKey, hash: u64) {
-        let live = self.stats.live;
-        self.remove(key, hash);
-        if self.stats.live < live {
+        if self.remove(key, hash) {
             self.stats.evictions += 1;
         }
     }
 
     /// Removes the entry of `key`, if there is one.
-    pub fn remove(&mut self, key: &FlowKey, hash: u64) {
+    /// Whether there was one.
+    pub fn remove(&mut self, key: &FlowKey, hash: u64) -> bool {
         let home = usize::try_from(hash).unwrap_or(0) & self.mask;
         for i in 0..MAX_PROBE {
             let at = (home + i) & self.mask;
             let e = &self.slots[at];
             if e.state == FlowState::Empty {
-                return;
+                return false;
             }
             if e.key == *key {
                 self.remove_at(at);
-                return;
+                return true;
             }
         }
+        false
     }
 
     /// Moves an entry on after a packet: new state (from TCP flags) and a fresh deadline.

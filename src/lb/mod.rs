@@ -22,7 +22,7 @@ pub mod maglev;
 pub mod neighbor;
 pub mod out;
 pub mod pipeline;
-mod rewrite;
+pub(crate) mod rewrite;
 mod select;
 pub mod snapshot;
 pub mod snat;

@@ -86,10 +86,25 @@ impl Worker {
         let conntrack = match self.table.take() {
             Some(store) => {
                 let slots = store.len();
-                Conntrack::with_store(store, self.cfg.timeouts, monotonic_ns()).unwrap_or_else(|| {
-                    tracing::warn!(queue = self.cfg.queue, slots, "state table of a wrong size; using one of its own");
-                    Conntrack::new(self.cfg.conntrack_capacity, self.cfg.timeouts)
-                })
+                match Conntrack::with_store(store, self.cfg.timeouts, monotonic_ns()) {
+                    Some(ct) => {
+                        tracing::info!(
+                            queue = self.cfg.queue,
+                            slots,
+                            live = ct.stats().live,
+                            "flow table: live flows found"
+                        );
+                        ct
+                    }
+                    None => {
+                        tracing::warn!(
+                            queue = self.cfg.queue,
+                            slots,
+                            "state table of a wrong size; using one of its own"
+                        );
+                        Conntrack::new(self.cfg.conntrack_capacity, self.cfg.timeouts)
+                    }
+                }
             }
             None => Conntrack::new(self.cfg.conntrack_capacity, self.cfg.timeouts),
         };
