@@ -427,3 +427,27 @@ fn a_drained_or_removed_backend_keeps_its_flows_and_file_edits_reload() {
     drop(s);
     let _ = xlb.stop();
 }
+
+#[test]
+fn source_ranges_let_one_client_in_and_keep_another_out() {
+    let Some((mut lab, client, lb, _backends)) = lab("source_ranges", 2) else { return };
+    let outsider = lab.host("outsider", &["10.79.0.3/24"], 1);
+    let ranges = "    sourceRanges: [10.79.0.1/32, 2001:db8::/32]";
+    let (mut xlb, path) = start(&lab, &lb, &config(&[(1, 1), (2, 1)], ranges, ""));
+    let addr: SocketAddr = format!("{VIP}:80").parse().unwrap();
+    let inside = in_netns(&client.ns, move || tcp_connections(addr, 10));
+    assert!(inside.failures.is_empty(), "the admitted client: {:?}", inside.failures);
+    let outside = in_netns(&outsider.ns, move || tcp_connections(addr, 3));
+    assert_eq!(outside.failures.len(), 3, "the other client got in: {outside:?}");
+    // The ranges come out of the file and the outsider is let in.
+    write_config(&path, &config(&[(1, 1), (2, 1)], "", ""));
+    xlb.hup();
+    xlb.wait_log("config reloaded", Duration::from_secs(5));
+    let after = in_netns(&outsider.ns, move || tcp_connections(addr, 5));
+    assert!(after.failures.is_empty(), "without ranges: {:?}", after.failures);
+    let stats = xlb.stop();
+    // Each refused connection is a SYN and its retransmissions, every one counted.
+    let refused = stats["drops"]["source_range"].as_u64().unwrap();
+    println!("source_range drops: {refused} (3 refused connections)");
+    assert!(refused >= 3, "{}", stats["drops"]);
+}

@@ -46,11 +46,13 @@ fn vip(i: u8) -> Ipv4Addr {
     Ipv4Addr::new(10, 77, 0, 100 + i)
 }
 
+/// Services whose backends are the lab's DSR hosts (on the LAN, holding the VIPs): the
+/// endpoints path in DSR, chosen by annotation (the default path goes through worker nodes).
 fn services_yaml(range: std::ops::Range<usize>, pool_label: &str) -> String {
     let mut y = String::new();
     for i in range {
         y.push_str(&format!(
-            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: svc-{i}, namespace: default, labels: {{pool: {pool_label}}}}}\nspec:\n  type: LoadBalancer\n  loadBalancerClass: xlb.dev/xlb\n  ports: [{{port: 80, protocol: TCP}}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: svc-{i}-1\n  namespace: default\n  labels: {{kubernetes.io/service-name: svc-{i}}}\naddressType: IPv4\nports: [{{name: '', port: 80, protocol: TCP}}]\nendpoints:\n  - {{addresses: [10.77.0.21], nodeName: node-a, conditions: {{ready: true}}}}\n  - {{addresses: [10.77.0.22], nodeName: node-b, conditions: {{ready: true}}}}\n"
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: svc-{i}, namespace: default, labels: {{pool: {pool_label}}}, annotations: {{xlb.dev/backends: endpoints, xlb.dev/mode: dsr}}}}\nspec:\n  type: LoadBalancer\n  loadBalancerClass: xlb.dev/xlb\n  ports: [{{port: 80, protocol: TCP}}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: svc-{i}-1\n  namespace: default\n  labels: {{kubernetes.io/service-name: svc-{i}}}\naddressType: IPv4\nports: [{{name: '', port: 80, protocol: TCP}}]\nendpoints:\n  - {{addresses: [10.77.0.21], nodeName: node-a, conditions: {{ready: true}}}}\n  - {{addresses: [10.77.0.22], nodeName: node-b, conditions: {{ready: true}}}}\n"
         ));
     }
     y
@@ -171,7 +173,7 @@ fn three_nodes_share_twenty_vips_fail_over_and_survive_an_api_outage() {
     cluster(&api, &NODES[..3], "lab", "{start: 10.77.0.100, stop: 10.77.0.119}", true);
     api.apply(&services_yaml(0..20, "lab"));
     // One of them in SNAT mode: each node has its own SNAT address (its Node's annotation).
-    api.kubectl(&["annotate", "svc", "svc-19", "xlb.dev/mode=snat"]);
+    api.kubectl(&["annotate", "--overwrite", "svc", "svc-19", "xlb.dev/mode=snat"]);
     start_all(&lab, &api, &mut nodes, false);
     let log0 = nodes[0].xlb.as_ref().unwrap().log.clone();
     api.wait_for("20 addresses allocated", 30, &log0, |api| {

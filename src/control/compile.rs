@@ -160,6 +160,7 @@ pub fn compile(desired: &Desired, ipam: &mut Ipam) -> Result<Compiled, ConfigErr
                 mode: s.mode,
                 table_size: s.table_size,
                 affinity: s.affinity,
+                source_ranges: s.source_ranges.clone(),
             });
         }
         if let Some(h) = &s.health {

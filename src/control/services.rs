@@ -15,7 +15,7 @@ use arc_swap::ArcSwap;
 use crate::{
     lb::{
         maglev::{MaglevError, TableCache, TableSize},
-        snapshot::{Backend, ForwardMode, Service, ServiceKey},
+        snapshot::{Backend, ForwardMode, Service, ServiceKey, SourceRanges},
         stats::UNCOUNTED,
         Snapshot, VipMode,
     },
@@ -70,6 +70,8 @@ pub struct ServiceSpec {
     pub table_size: TableSize,
     /// Session affinity by client address, and for how long.
     pub affinity: Option<Duration>,
+    /// The client prefixes it admits (empty: all).
+    pub source_ranges: Vec<ipnet::IpNet>,
 }
 
 impl FromStr for ServiceSpec {
@@ -122,6 +124,7 @@ impl FromStr for ServiceSpec {
             mode: ForwardMode::Dsr,
             table_size: TableSize::Auto,
             affinity: None,
+            source_ranges: Vec::new(),
         };
         for opt in parts.map(str::trim).filter(|p| !p.is_empty()) {
             let bad = |why| SpecError::Option(text.to_string(), opt.to_string(), why);
@@ -225,7 +228,8 @@ pub fn build_services(
                 })
                 .collect();
             let mut svc = Service::with_tables(spec.key, spec.mode, backends, spec.table_size, tables)?
-                .with_affinity(spec.affinity);
+                .with_affinity(spec.affinity)
+                .with_sources(SourceRanges::new(&spec.source_ranges));
             svc.stats_id = ids.service(spec.key);
             Ok(svc)
         })

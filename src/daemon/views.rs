@@ -16,7 +16,7 @@ use xlb::{
     lb::{
         conntrack::FlowState,
         maglev::TableSize,
-        snapshot::{ForwardMode, Service},
+        snapshot::Service,
         stats::{ObjectCounters, Traffic},
         Counter, DropReason, WorkerStats,
     },
@@ -31,13 +31,6 @@ use crate::{
 /// `proto:vip:port`.
 fn service_key_name(s: &Service) -> String {
     format!("{}:{}", config::proto_name(s.key.proto), SocketAddr::new(s.key.vip, s.key.port))
-}
-
-fn mode_name(m: ForwardMode) -> &'static str {
-    match m {
-        ForwardMode::Snat => "snat",
-        ForwardMode::Dsr => "dsr",
-    }
 }
 
 fn ip16(a: &[u8; 16]) -> IpAddr {
@@ -179,7 +172,7 @@ impl Node {
                     vip: s.key.vip.to_string(),
                     port: s.key.port,
                     protocol: config::proto_name(s.key.proto).to_string(),
-                    mode: mode_name(s.mode).to_string(),
+                    mode: s.mode.name().to_string(),
                     backends: self.plane.compiled.specs.get(i).map_or(0, |sp| sp.backends.len()),
                     up: s.backends.iter().filter(|b| b.takes_new_flows()).count(),
                     affinity_s: s.affinity.map(|a| a / 1_000_000_000),
@@ -421,7 +414,7 @@ impl Node {
                 vip: s.key.vip.to_string(),
                 port: s.key.port,
                 protocol: config::proto_name(s.key.proto),
-                mode: mode_name(s.mode),
+                mode: s.mode.name(),
                 traffic: self.traffic(|c| c.service(s.stats_id)),
             });
         }
@@ -504,7 +497,7 @@ impl Node {
                     json!({
                         "service": service_key_name(s),
                         "name": plane.name_of(i),
-                        "mode": mode_name(s.mode),
+                        "mode": s.mode.name(),
                         "packets": t.packets, "bytes": t.bytes,
                         "reply_packets": t.reply_packets, "reply_bytes": t.reply_bytes,
                     })

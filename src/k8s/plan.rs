@@ -4,11 +4,18 @@
 //!
 //! - Datapath services: one per (Service, VIP, port), for every served Service with an
 //!   address, whether this node owns the VIP or not (a takeover then only flips the VIP map).
-//!   Backends come from the Service's EndpointSlices (ready endpoints weight 1; serving but
-//!   terminating ones weight 0, so they keep their flows and take no new ones; if every
-//!   endpoint is terminating, those are used) or, with the annotation `xlb.dev/backends:
-//!   nodes`, from the nodes' addresses (with the NodePort in SNAT mode; in DSR the packet
-//!   keeps its port, which kube-proxy on the node serves for the Service's address).
+//!   The path to the pods ([`Path`], annotation `xlb.dev/backends`):
+//!   - `nodes` (the default): the backends are the cluster's worker nodes and the packet keeps
+//!     its destination (DSR), so the node's service proxy (kube-proxy, or an eBPF
+//!     replacement), which serves the Service's load-balancer address, maps it to a pod. This
+//!     works on any CNI, routed or tunnelled, because xlb needs to reach only the nodes. Nodes
+//!     that run xlb, nodes labelled `node.kubernetes.io/exclude-from-external-load-balancers`
+//!     and nodes not Ready are not backends; with `externalTrafficPolicy: Local`, only nodes
+//!     with a ready endpoint are. With `xlb.dev/mode: snat`, the NodePort instead.
+//!   - `endpoints`: the EndpointSlices' addresses, straight to the pods (ready endpoints weight
+//!     1; serving but terminating ones weight 0, so they keep their flows and take no new
+//!     ones; if every endpoint is terminating, those are used), in SNAT by default; DSR
+//!     (`xlb.dev/mode: dsr`) where the pods sit on xlb's segment and hold the VIP.
 //! - Owner of a VIP: among the live members that an L2AnnouncementPolicy selecting the
 //!   Service selects (node labels, interface regexes) and, for `externalTrafficPolicy:
 //!   Local`, that have a ready local endpoint, the one with the highest rendezvous hash of
@@ -38,10 +45,32 @@ use crate::{
     wire::ipv4::Protocol,
 };
 
-/// Annotation choosing the forwarding mode: `dsr` (default) or `snat`.
+/// Annotation choosing the forwarding mode: `dsr` or `snat` (the default depends on the path).
 pub const MODE_ANNOTATION: &str = "xlb.dev/mode";
-/// Annotation choosing the backends: `endpoints` (default) or `nodes`.
+/// Annotation choosing the path to the pods: `nodes` (default) or `endpoints`.
 pub const BACKENDS_ANNOTATION: &str = "xlb.dev/backends";
+/// The well-known label that keeps a node out of every load balancer's backends.
+pub const EXCLUDE_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
+
+/// How a Service's packets reach its pods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// Through the worker nodes' service proxy (the default: works on every cluster network).
+    Nodes,
+    /// Straight to the EndpointSlices' addresses (pods xlb can reach itself).
+    Endpoints,
+}
+
+impl Path {
+    /// The forwarding mode when the Service does not choose one: the nodes' proxy serves the
+    /// VIP itself, so DSR; pods do not hold the VIP, so SNAT.
+    fn default_mode(self) -> ForwardMode {
+        match self {
+            Path::Nodes => ForwardMode::Dsr,
+            Path::Endpoints => ForwardMode::Snat,
+        }
+    }
+}
 
 /// A live member: a node whose membership Lease is valid, and the interface it serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,6 +215,79 @@ fn node_ready(node: &Node) -> bool {
         .is_none_or(|c| c.status == "True")
 }
 
+/// The annotation older Services limit their clients with (the spec field wins when set).
+pub const SOURCE_RANGES_ANNOTATION: &str = "service.beta.kubernetes.io/load-balancer-source-ranges";
+
+/// The client prefixes a Service admits: `spec.loadBalancerSourceRanges`, or else the
+/// annotation's comma-separated list, as kube-proxy reads them (host bits ignored). `None`
+/// when one does not parse: the Service is then not served, because serving it would open
+/// to every client what its owner meant to close.
+fn source_ranges(
+    spec: &k8s_openapi::api::core::v1::ServiceSpec,
+    ann: &BTreeMap<String, String>,
+    problem: &mut impl FnMut(String),
+) -> Option<Vec<ipnet::IpNet>> {
+    let (field, list): (&str, Vec<&str>) = match spec.load_balancer_source_ranges.as_deref() {
+        Some(l) if !l.is_empty() => ("spec.loadBalancerSourceRanges", l.iter().map(String::as_str).collect()),
+        _ => match ann.get(SOURCE_RANGES_ANNOTATION) {
+            Some(a) => (SOURCE_RANGES_ANNOTATION, a.split(',').map(str::trim).filter(|s| !s.is_empty()).collect()),
+            None => return Some(Vec::new()),
+        },
+    };
+    let mut out = Vec::new();
+    for t in list {
+        match t.parse::<ipnet::IpNet>() {
+            Ok(n) => out.push(n.trunc()),
+            Err(_) => {
+                problem(format!(
+                    "{field}: {t:?} is not a CIDR (like 203.0.113.0/24); not served until it is fixed, so that it is never open to everyone"
+                ));
+                return None;
+            }
+        }
+    }
+    Some(out)
+}
+
+/// A node that can take a Service's traffic on the nodes path.
+struct Worker {
+    name: String,
+    addrs: Vec<IpAddr>,
+}
+
+/// The nodes a Service's traffic may go through: Ready, not labelled [`EXCLUDE_LABEL`], and
+/// not running xlb. An xlb node is never a backend: its own XDP program would take the packet
+/// for the VIP again instead of handing it to its service proxy.
+fn workers(me: &str, c: &Cluster<'_>) -> Vec<Worker> {
+    c.nodes
+        .iter()
+        .filter(|n| node_ready(n) && !n.labels().contains_key(EXCLUDE_LABEL))
+        .map(|n| (n.name_any(), n))
+        .filter(|(name, _)| name != me && !c.members.contains_key(name))
+        .map(|(name, n)| Worker { name, addrs: node_addresses(n) })
+        .filter(|w| !w.addrs.is_empty())
+        .collect()
+}
+
+/// Why a Service on the nodes path has no backend for `vip`, and what to do about it.
+fn no_node_backend(workers: &[Worker], nodes: usize, local: bool, vip: IpAddr) -> String {
+    let family = if vip.is_ipv4() { "IPv4" } else { "IPv6" };
+    let why = if nodes == 0 {
+        "no Node objects exist".to_string()
+    } else if workers.is_empty() {
+        format!(
+            "none of the {nodes} nodes can take it (not Ready, labelled {EXCLUDE_LABEL}, or running xlb, whose nodes are never backends)"
+        )
+    } else if local {
+        "externalTrafficPolicy is Local and no worker node has a ready endpoint of it".to_string()
+    } else {
+        format!("no worker node has an {family} address (InternalIP or ExternalIP)")
+    };
+    format!(
+        "{vip}: no backend on the nodes path: {why}; run the pods on nodes without xlb, or set {BACKENDS_ANNOTATION}: endpoints to reach the pods directly"
+    )
+}
+
 /// A policy with its interface patterns compiled (once per plan, not per check).
 struct Policy<'a> {
     name: String,
@@ -238,6 +340,7 @@ pub fn plan(me: &str, c: &Cluster<'_>, settings: &Settings, snat_families: (bool
     let mut policies: Vec<Policy<'_>> = c.policies.iter().map(|p| Policy::new(p)).collect();
     policies.sort_by(|a, b| a.name.cmp(&b.name));
     let by_service = slices_by_service(c.slices);
+    let workers = workers(me, c);
     let mut announced: HashSet<IpAddr> = HashSet::new();
     let mut services: Vec<&Arc<Service>> = c.services.iter().filter(|s| served(s, settings)).collect();
     services.sort_by_key(|s| key(s));
@@ -258,22 +361,22 @@ pub fn plan(me: &str, c: &Cluster<'_>, settings: &Settings, snat_families: (bool
         if vips.is_empty() {
             continue;
         }
-        let mode = match ann.get(MODE_ANNOTATION).map(String::as_str) {
-            None | Some("dsr") => ForwardMode::Dsr,
-            Some("snat") => ForwardMode::Snat,
+        let path = match ann.get(BACKENDS_ANNOTATION).map(String::as_str) {
+            None | Some("nodes") => Path::Nodes,
+            Some("endpoints") => Path::Endpoints,
             Some(other) => {
-                problem(format!("annotation {MODE_ANNOTATION}: {other:?} is not dsr or snat; using dsr"));
-                ForwardMode::Dsr
+                problem(format!("annotation {BACKENDS_ANNOTATION}: {other:?} is not nodes or endpoints; using nodes"));
+                Path::Nodes
             }
         };
-        let by_nodes = match ann.get(BACKENDS_ANNOTATION).map(String::as_str) {
-            None | Some("endpoints") => false,
-            Some("nodes") => true,
+        let mode = match ann.get(MODE_ANNOTATION).map(String::as_str) {
+            None => path.default_mode(),
+            Some("dsr") => ForwardMode::Dsr,
+            Some("snat") => ForwardMode::Snat,
             Some(other) => {
-                problem(format!(
-                    "annotation {BACKENDS_ANNOTATION}: {other:?} is not endpoints or nodes; using endpoints"
-                ));
-                false
+                let d = path.default_mode();
+                problem(format!("annotation {MODE_ANNOTATION}: {other:?} is not dsr or snat; using {}", d.name()));
+                d
             }
         };
         let local = spec.external_traffic_policy.as_deref() == Some("Local");
@@ -286,6 +389,7 @@ pub fn plan(me: &str, c: &Cluster<'_>, settings: &Settings, snat_families: (bool
                 .unwrap_or(10_800);
             Duration::from_secs(u64::try_from(secs.clamp(1, 86_400)).unwrap_or(10_800))
         });
+        let Some(sources) = source_ranges(&spec, ann, &mut problem) else { continue };
         let eps = endpoints(by_service.get(&k).map_or(&[][..], Vec::as_slice));
         // Nodes with a ready endpoint of this Service (externalTrafficPolicy Local).
         let local_nodes: BTreeSet<&str> = eps.iter().filter(|e| e.ready).filter_map(|e| e.node.as_deref()).collect();
@@ -293,7 +397,9 @@ pub fn plan(me: &str, c: &Cluster<'_>, settings: &Settings, snat_families: (bool
             let eligible: Vec<&str> = c
                 .members
                 .values()
-                .filter(|m| !local || local_nodes.contains(m.node.as_str()))
+                // Straight to the pods with Local: only a node with a pod of its own keeps the
+                // client's address. Through the nodes, the worker nodes do that.
+                .filter(|m| path == Path::Nodes || !local || local_nodes.contains(m.node.as_str()))
                 .filter(|m| policies.iter().any(|p| p.allows(svc, *external, m, labels_of(&m.node))))
                 .map(|m| m.node.as_str())
                 .collect();
@@ -302,7 +408,7 @@ pub fn plan(me: &str, c: &Cluster<'_>, settings: &Settings, snat_families: (bool
             if who.is_none() {
                 let why = if c.policies.is_empty() {
                     "no L2AnnouncementPolicy exists: create one that selects this Service and the ingress nodes"
-                } else if local && local_nodes.is_empty() {
+                } else if path == Path::Endpoints && local && local_nodes.is_empty() {
                     "externalTrafficPolicy is Local and no xlb node has a ready endpoint of it"
                 } else {
                     "no live xlb node is selected for it by an L2AnnouncementPolicy (serviceSelector, nodeSelector, interfaces, loadBalancerIPs/externalIPs)"
@@ -337,22 +443,25 @@ pub fn plan(me: &str, c: &Cluster<'_>, settings: &Settings, snat_families: (bool
                 let Ok(port) = u16::try_from(p.port) else { continue };
                 let pname = p.name.clone().unwrap_or_default();
                 let mut backends: Vec<(IpAddr, u16, u32)> = Vec::new();
-                if by_nodes {
+                if path == Path::Nodes {
                     let node_port = p.node_port.and_then(|n| u16::try_from(n).ok());
                     let target = if mode == ForwardMode::Dsr { Some(port) } else { node_port };
                     let Some(target) = target else {
                         problem(format!("port {port}: backends are nodes in snat mode but it has no nodePort"));
                         continue;
                     };
-                    for n in c.nodes.iter().filter(|n| node_ready(n)) {
-                        if local && !local_nodes.contains(n.name_any().as_str()) {
+                    for n in &workers {
+                        if local && !local_nodes.contains(n.name.as_str()) {
                             continue;
                         }
-                        for a in node_addresses(n).into_iter().filter(|a| a.is_ipv4() == vip.is_ipv4()) {
-                            if !backends.iter().any(|b| b.0 == a) {
-                                backends.push((a, target, 1));
+                        for a in n.addrs.iter().filter(|a| a.is_ipv4() == vip.is_ipv4()) {
+                            if !backends.iter().any(|b| b.0 == *a) {
+                                backends.push((*a, target, 1));
                             }
                         }
+                    }
+                    if backends.is_empty() {
+                        problem(no_node_backend(&workers, c.nodes.len(), local, *vip));
                     }
                 } else {
                     for e in eps.iter().filter(|e| e.serving && e.addr.is_ipv4() == vip.is_ipv4()) {
@@ -391,6 +500,7 @@ pub fn plan(me: &str, c: &Cluster<'_>, settings: &Settings, snat_families: (bool
                     mode,
                     table_size: TableSize::Auto,
                     affinity,
+                    source_ranges: sources.clone(),
                 });
             }
         }
@@ -520,7 +630,7 @@ mod tests {
 
     #[test]
     fn backends_from_slices_with_terminating_ones_draining() {
-        let s = [svc("web", "192.0.2.1", json!({}))];
+        let s = [svc("web", "192.0.2.1", json!({"metadata": {"annotations": {"xlb.dev/backends": "endpoints"}}}))];
         let sl = [slice(
             "web",
             json!([
@@ -535,7 +645,15 @@ mod tests {
         assert_eq!(p.specs[0].backends, vec![(ip("10.0.0.1"), 8080, 1), (ip("10.0.0.2"), 8080, 0)]);
         assert_eq!(p.specs[0].name, "default/web/tcp:80");
         assert_eq!(p.vips, vec![ip("192.0.2.1")]);
+        assert_eq!(p.specs[0].mode, ForwardMode::Snat, "straight to pods: SNAT unless told otherwise");
+        assert!(p.problems.is_empty(), "{:?}", p.problems);
         // DSR with targetPort 8080 != 80 is reported.
+        let dsr = [svc(
+            "web",
+            "192.0.2.1",
+            json!({"metadata": {"annotations": {"xlb.dev/backends": "endpoints", "xlb.dev/mode": "dsr"}}}),
+        )];
+        let p = plan_of("a", &dsr, &sl, &[], &[policy(json!({"loadBalancerIPs": true}))], &members(&[("a", "eth0")]));
         assert!(p.problems["default/web"].iter().any(|m| m.contains("dsr delivers")), "{:?}", p.problems);
         // All terminating: they are used.
         let sl = [slice(
@@ -598,7 +716,8 @@ mod tests {
         let s = [svc(
             "web",
             "192.0.2.1",
-            json!({"spec": {"externalTrafficPolicy": "Local", "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]}}),
+            json!({"metadata": {"annotations": {"xlb.dev/backends": "endpoints", "xlb.dev/mode": "dsr"}},
+                   "spec": {"externalTrafficPolicy": "Local", "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]}}),
         )];
         let sl = [slice(
             "web",
@@ -618,23 +737,98 @@ mod tests {
     }
 
     #[test]
-    fn node_backends_snat_and_unserved_services() {
+    fn by_default_traffic_goes_through_the_worker_nodes_never_through_xlb_nodes() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let unready = Arc::new({
+            let mut n = (*node("w4", "10.1.0.14", json!({}))).clone();
+            n.status.as_mut().unwrap().conditions.as_mut().unwrap()[0].status = "False".into();
+            n
+        });
+        let nodes = [
+            node("a", "10.1.0.1", json!({})),
+            node("b", "10.1.0.2", json!({})),
+            node("w1", "10.1.0.11", json!({})),
+            node("w2", "10.1.0.12", json!({})),
+            node("w3", "10.1.0.13", json!({EXCLUDE_LABEL: ""})),
+            unready,
+        ];
+        let m = members(&[("a", "eth0"), ("b", "eth0")]);
+        let pol = [policy(json!({"loadBalancerIPs": true}))];
+        // Cluster: every worker that can take it, in DSR with the port kept; not the xlb
+        // nodes (a, b), the excluded one (w3) nor the one not Ready (w4).
+        let s = [svc("web", "192.0.2.1", json!({}))];
+        let p = plan_of("a", &s, &[], &nodes, &pol, &m);
+        assert_eq!(p.specs[0].backends, vec![(ip("10.1.0.11"), 80, 1), (ip("10.1.0.12"), 80, 1)]);
+        assert_eq!(p.specs[0].mode, ForwardMode::Dsr);
+        assert!(p.problems.is_empty(), "{:?}", p.problems);
+        // Local: only the workers with a ready endpoint; any xlb node may own the VIP (the
+        // workers keep the client's address), whether it has an endpoint or not.
+        let s = [svc("web", "192.0.2.1", json!({"spec": {"externalTrafficPolicy": "Local"}}))];
+        let sl = [slice(
+            "web",
+            json!([
+                {"addresses": ["10.244.2.7"], "nodeName": "w2", "conditions": {"ready": true}},
+                {"addresses": ["10.244.1.7"], "nodeName": "w1", "conditions": {"ready": false}}
+            ]),
+        )];
+        let p = plan_of("a", &s, &sl, &nodes, &pol, &m);
+        assert_eq!(p.specs[0].backends, vec![(ip("10.1.0.12"), 80, 1)]);
+        assert!(p.owners[&ip("192.0.2.1")].owner.is_some());
+        // No worker at all: said, with the way out.
+        let p = plan_of("a", &s, &sl, &nodes[..2], &pol, &m);
+        assert!(p.specs.is_empty());
+        let why = &p.problems["default/web"][0];
+        assert!(
+            why.contains("none of the 2 nodes can take it") && why.contains("xlb.dev/backends: endpoints"),
+            "{why}"
+        );
+        // With SNAT: the NodePort.
+        let s = [svc("web", "192.0.2.1", json!({"metadata": {"annotations": {"xlb.dev/mode": "snat"}}}))];
+        let p = plan_of("a", &s, &[], &nodes, &pol, &m);
+        assert_eq!(p.specs[0].backends, vec![(ip("10.1.0.11"), 30080, 1), (ip("10.1.0.12"), 30080, 1)]);
+        assert_eq!(p.specs[0].mode, ForwardMode::Snat);
+    }
+
+    #[test]
+    fn unserved_services_and_bad_annotations() {
         let s = [
-            svc(
-                "web",
-                "192.0.2.1",
-                json!({"metadata": {"annotations": {"xlb.dev/backends": "nodes", "xlb.dev/mode": "snat"}}}),
-            ),
             svc("other", "192.0.2.2", json!({"spec": {"loadBalancerClass": "someone.else/lb"}})),
             svc("v6", "2001:db8::1", json!({"metadata": {"annotations": {"xlb.dev/mode": "snat"}}})),
+            svc(
+                "odd",
+                "192.0.2.3",
+                json!({"metadata": {"annotations": {"xlb.dev/backends": "pods", "xlb.dev/mode": "nat"}}}),
+            ),
         ];
-        let nodes = [node("a", "10.1.0.1", json!({})), node("b", "10.1.0.2", json!({}))];
+        let nodes = [node("w1", "10.1.0.11", json!({}))];
         let p = plan_of("a", &s, &[], &nodes, &[policy(json!({"loadBalancerIPs": true}))], &members(&[("a", "eth0")]));
-        assert_eq!(p.specs.len(), 1, "{:?}", p.specs);
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        assert_eq!(p.specs[0].backends, vec![(ip("10.1.0.1"), 30080, 1), (ip("10.1.0.2"), 30080, 1)]);
-        assert_eq!(p.specs[0].mode, ForwardMode::Snat);
         assert!(!p.owners.contains_key(&ip("192.0.2.2")), "another class's Service");
         assert!(p.problems["default/v6"].iter().any(|m| m.contains("needs a SNAT address")));
+        let odd = &p.problems["default/odd"];
+        assert!(odd.iter().any(|m| m.contains("\"pods\" is not nodes or endpoints; using nodes")), "{odd:?}");
+        assert!(odd.iter().any(|m| m.contains("\"nat\" is not dsr or snat; using dsr")), "{odd:?}");
+        assert_eq!(p.specs.len(), 1);
+        assert_eq!(p.specs[0].backends, vec![(ip("10.1.0.11"), 80, 1)]);
+    }
+
+    #[test]
+    fn source_ranges_from_the_spec_or_the_annotation_and_never_open_by_mistake() {
+        let nodes = [node("w1", "10.1.0.11", json!({}))];
+        let pol = [policy(json!({"loadBalancerIPs": true}))];
+        let m = members(&[("a", "eth0")]);
+        let ranges = |extra| {
+            let p = plan_of("a", &[svc("web", "192.0.2.1", extra)], &[], &nodes, &pol, &m);
+            (p.specs.first().map(|s| s.source_ranges.iter().map(ToString::to_string).collect::<Vec<_>>()), p.problems)
+        };
+        assert_eq!(ranges(json!({})).0, Some(vec![]));
+        let spec = json!({"spec": {"loadBalancerSourceRanges": ["203.0.113.0/24", "2001:db8::1/48"]},
+                          "metadata": {"annotations": {SOURCE_RANGES_ANNOTATION: "10.0.0.0/8"}}});
+        assert_eq!(ranges(spec).0, Some(vec!["203.0.113.0/24".into(), "2001:db8::/48".into()]), "the spec wins");
+        let ann = json!({"metadata": {"annotations": {SOURCE_RANGES_ANNOTATION: "10.0.0.0/8, 192.168.1.0/24"}}});
+        assert_eq!(ranges(ann).0, Some(vec!["10.0.0.0/8".into(), "192.168.1.0/24".into()]));
+        let (served, problems) = ranges(json!({"spec": {"loadBalancerSourceRanges": ["203.0.113.0/24", "office"]}}));
+        assert_eq!(served, None, "a range that does not parse: not served at all");
+        assert!(problems["default/web"][0].contains("\"office\" is not a CIDR"), "{problems:?}");
     }
 }

@@ -312,3 +312,37 @@ fn a_fenced_worker_answers_no_arp_and_heartbeats_go_to_the_control_thread() {
     let len = hb.len();
     assert_eq!(process(&ctx(0, &snap), &mut st, &mut hb, len), Verdict::Heartbeat);
 }
+
+#[test]
+fn clients_outside_the_source_ranges_are_dropped_before_tracking() {
+    let (vip4, vip6) = (IpAddr::V4(VIP4), IpAddr::V6(VIP6));
+    let net = |s: &str| s.parse::<ipnet::IpNet>().expect("a prefix");
+    // The client's own /24 and /64 admit it; other prefixes of both families do not; an
+    // IPv4 prefix never admits an IPv6 client, nor the other way round.
+    let cases = [
+        (vec![], true),
+        (vec![net("198.51.100.0/24"), net("2001:db8:c::/64")], true),
+        (vec![net("0.0.0.0/0"), net("::/0")], true),
+        (vec![net("203.0.113.0/24"), net("2001:db8:d::/48")], false),
+        (vec![net("198.51.100.8/29"), net("2001:db8:c::8/125")], false),
+    ];
+    for (sources, admitted) in cases {
+        let scene = Scene { sources: sources.clone(), ..Scene::default() };
+        let snap = scene.snapshot();
+        let mut st = scene.bare_state();
+        for input in [Pkt::tcp(vip4, DSR_PORT, TcpFlags::SYN).build(), Pkt::tcp(vip6, DSR_PORT, TcpFlags::SYN).build()]
+        {
+            let mut buf = input.clone();
+            buf.resize(2048, 0);
+            let v = process(&ctx(0, &snap), &mut st, &mut buf, input.len());
+            if admitted {
+                assert!(matches!(v, Verdict::Tx { reply: Reply::Forward, .. }), "{sources:?}: {v:?}");
+            } else {
+                assert_eq!(v, Verdict::Drop(DropReason::SourceRange), "{sources:?}");
+                assert_eq!(&buf[..input.len()], &input[..], "a dropped frame is left alone");
+            }
+        }
+        // Only an admitted flow takes a slot in the flow table.
+        assert_eq!(st.conntrack.iter_live(0).count(), if admitted { 2 } else { 0 }, "{sources:?}");
+    }
+}

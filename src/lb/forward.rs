@@ -203,6 +203,9 @@ pub(super) fn flow(cx: &Ctx<'_>, st: &mut WorkerState, buf: &mut [u8], len: usiz
     let Some(service) = cx.snap.service16(&flow.key.dst, flow.key.dst_port, flow.key.proto) else {
         return Verdict::Drop(DropReason::NoService);
     };
+    if !service.sources.admits(&flow.key.src) {
+        return Verdict::Drop(DropReason::SourceRange);
+    }
     forward(cx, service, st, buf, len, flow).unwrap_or_else(Verdict::Drop)
 }
 

@@ -34,6 +34,57 @@ pub enum ForwardMode {
     Snat,
 }
 
+impl ForwardMode {
+    /// Its name in configuration and annotations: `dsr` or `snat`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ForwardMode::Dsr => "dsr",
+            ForwardMode::Snat => "snat",
+        }
+    }
+}
+
+/// The client addresses a service admits (Kubernetes `loadBalancerSourceRanges`, the
+/// config's `sourceRanges`), as (network, mask) pairs over the 16-byte addresses the
+/// datapath keys on (IPv4 mapped into IPv6). Empty admits every client.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceRanges(Vec<(u128, u128)>);
+
+impl SourceRanges {
+    /// From prefixes of either family.
+    pub fn new(nets: &[ipnet::IpNet]) -> Self {
+        let mut out: Vec<(u128, u128)> = nets
+            .iter()
+            .map(|n| {
+                let (addr, len) = match n {
+                    ipnet::IpNet::V4(n) => (n.network().to_ipv6_mapped(), 96 + n.prefix_len()),
+                    ipnet::IpNet::V6(n) => (n.network(), n.prefix_len()),
+                };
+                let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+                (u128::from(addr) & mask, mask)
+            })
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        SourceRanges(out)
+    }
+
+    /// Whether it admits the client `src` (16-byte form).
+    #[inline]
+    pub fn admits(&self, src: &[u8; 16]) -> bool {
+        if self.0.is_empty() {
+            return true;
+        }
+        let a = u128::from_be_bytes(*src);
+        self.0.iter().any(|&(net, mask)| a & mask == net)
+    }
+
+    /// Whether it admits everyone.
+    pub fn is_open(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// A backend as the datapath sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Backend {
@@ -88,6 +139,8 @@ pub struct Service {
     /// Session affinity by client address (Kubernetes `ClientIP`): how long, in nanoseconds,
     /// a client's new connections keep going to the backend its last one went to.
     pub affinity: Option<u64>,
+    /// The clients it admits; others are dropped before connection tracking.
+    pub sources: SourceRanges,
     /// Index of its traffic counters (`stats::UNCOUNTED`: none).
     pub stats_id: u32,
     table: MaglevTable,
@@ -122,7 +175,22 @@ impl Service {
             .collect();
         let table = tables.get(&weights, table_size)?;
         let by_key = backends.iter().zip(0u32..).map(|(b, i)| (b.key, i)).collect();
-        Ok(Service { key, mode, backends, affinity: None, stats_id: UNCOUNTED, table, by_key })
+        Ok(Service {
+            key,
+            mode,
+            backends,
+            affinity: None,
+            sources: SourceRanges::default(),
+            stats_id: UNCOUNTED,
+            table,
+            by_key,
+        })
+    }
+
+    /// Admitting only the clients in `sources` (empty: all).
+    pub fn with_sources(mut self, sources: SourceRanges) -> Self {
+        self.sources = sources;
+        self
     }
 
     /// With session affinity by client address for `timeout`.

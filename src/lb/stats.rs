@@ -59,6 +59,8 @@ counted! {
         NdpHopLimit => "ndp_hop_limit",
         /// Traffic to a VIP on which no service listens.
         NoService => "no_service",
+        /// A client outside the service's source ranges (`loadBalancerSourceRanges`).
+        SourceRange => "source_range",
         /// A frame that claimed one of our VIPs for another MAC (reported as a conflict).
         Conflict => "conflict",
         /// The frame buffer cannot hold the reply.

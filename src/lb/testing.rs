@@ -16,7 +16,7 @@ use std::{
 use super::{
     conntrack::{Conntrack, Timeouts},
     maglev::TableSize,
-    snapshot::{Backend, ForwardMode, Service, ServiceKey},
+    snapshot::{Backend, ForwardMode, Service, ServiceKey, SourceRanges},
     snat::SnatTable,
     Ctx, Snapshot, VipMode, WorkerState,
 };
@@ -118,6 +118,8 @@ pub struct Scene {
     pub workers: usize,
     /// Each worker's flow-table capacity.
     pub conntrack: usize,
+    /// The clients every service admits (empty: all).
+    pub sources: Vec<ipnet::IpNet>,
 }
 
 impl Default for Scene {
@@ -130,6 +132,7 @@ impl Default for Scene {
             snat_ports: (1024, 1027),
             workers: 1,
             conntrack: 1024,
+            sources: Vec::new(),
         }
     }
 }
@@ -173,7 +176,9 @@ impl Scene {
             (IpAddr::V4(SNAT4), VipMode::Answer),
             (IpAddr::V6(SNAT6), VipMode::Answer),
         ];
-        let services = self.services().into_iter().map(|s| s.with_affinity(self.affinity)).collect();
+        let sources = SourceRanges::new(&self.sources);
+        let services =
+            self.services().into_iter().map(|s| s.with_affinity(self.affinity).with_sources(sources.clone())).collect();
         Snapshot::new(1, vips).with_services(services)
     }
 

@@ -94,6 +94,8 @@ pub(super) struct ServiceFile {
     pub(super) maglev_table_size: Option<u32>,
     pub(super) session_affinity: Option<String>,
     pub(super) session_affinity_timeout_seconds: Option<u64>,
+    #[serde(default)]
+    pub(super) source_ranges: Vec<String>,
     pub(super) health_check: Option<HealthFile>,
 }
 

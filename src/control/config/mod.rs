@@ -129,6 +129,8 @@ pub struct ServiceConfig {
     pub table_size: TableSize,
     /// Session affinity by client address, and for how long.
     pub affinity: Option<Duration>,
+    /// The client prefixes it admits (`sourceRanges`; empty: all).
+    pub source_ranges: Vec<ipnet::IpNet>,
     /// Health check.
     pub health: Option<HealthConfig>,
 }
@@ -252,6 +254,7 @@ services:
       - address: 10.0.0.12
         weight: 3
     sessionAffinity: ClientIP
+    sourceRanges: [198.51.100.0/24, 2001:db8:c::/64, 203.0.113.9]
     healthCheck:
       type: http
       path: /healthz
@@ -282,6 +285,9 @@ metrics:
         assert_eq!(web.ports[1], PortConfig { proto: 17, port: 53, target_port: 53 });
         assert_eq!(web.backends[1].1, 3);
         assert_eq!(web.affinity, Some(Duration::from_secs(10_800)));
+        let nets: Vec<String> = web.source_ranges.iter().map(ToString::to_string).collect();
+        assert_eq!(nets, ["198.51.100.0/24", "2001:db8:c::/64", "203.0.113.9/32"], "a bare address is its own prefix");
+        assert!(d.services[1].source_ranges.is_empty(), "none given: every client");
         let h = web.health.as_ref().unwrap();
         assert_eq!(h.kind, CheckKind::Http { path: "/healthz".into(), status: 200 });
         assert_eq!((h.interval, h.rise, h.fall), (Duration::from_millis(500), 2, 2));
@@ -334,6 +340,8 @@ metrics:
             ("timeout name", "{tcpSynSnat: 3, udp: 30}", "{tcpSynSnat: 3, udpStream: 30}"),
             ("timeout range", "{tcpSynSnat: 3, udp: 30}", "{tcpSynSnat: 0, udp: 30}"),
             ("affinity", "    sessionAffinity: ClientIP", "    sessionAffinity: Cookie"),
+            ("source range host bits", "198.51.100.0/24,", "198.51.100.7/24,"),
+            ("source range", "198.51.100.0/24,", "198.51.100.0/33,"),
             ("unknown field", "    queues: 2", "    queues: 2\n    speed: 100"),
         ];
         let want: &[&str] = &[
@@ -358,6 +366,8 @@ metrics:
             "conntrack.timeouts.udpStream: \"udpStream\" is not a timeout: give one of tcpSyn, tcpSynSnat, tcpEstablished, tcpClosing, udp, other",
             "conntrack.timeouts.tcpSynSnat: 0 s is out of range: give 1 to 2592000 seconds",
             "services[0].sessionAffinity: \"Cookie\" is not ClientIP or None",
+            "services[0].sourceRanges[0]: \"198.51.100.7/24\" has host bits set; write the network, 198.51.100.0/24",
+            "services[0].sourceRanges[0]: \"198.51.100.0/33\" is not a prefix; write one like 203.0.113.0/24 or 2001:db8::/48",
             "speed",
         ];
         for ((what, from, to), want) in cases.iter().zip(want) {

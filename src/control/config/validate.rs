@@ -451,6 +451,7 @@ fn validate_service(
             None
         }
     };
+    let source_ranges = source_ranges(at, &s.source_ranges, errors);
     let health = s.health_check.as_ref().map(|h| validate_health(&format!("{at}.healthCheck"), h, errors));
     (errors.len() == before).then(|| ServiceConfig {
         name,
@@ -460,8 +461,30 @@ fn validate_service(
         backends,
         table_size,
         affinity,
+        source_ranges,
         health: health.flatten(),
     })
+}
+
+/// A service's `sourceRanges`: prefixes of either family (a bare address is its own /32 or
+/// /128). Host bits set are refused: `10.0.0.1/8` is more likely a typo than a wish.
+fn source_ranges(at: &str, list: &[String], errors: &mut Vec<ConfigError>) -> Vec<ipnet::IpNet> {
+    let mut out = Vec::new();
+    for (j, text) in list.iter().enumerate() {
+        let path = format!("{at}.sourceRanges[{j}]");
+        let t = text.trim();
+        let net = t.parse::<ipnet::IpNet>().or_else(|_| t.parse::<IpAddr>().map(ipnet::IpNet::from));
+        match net {
+            Ok(n) if n.network() != n.addr() => {
+                errors.push(err(path, format!("{t:?} has host bits set; write the network, {}", n.trunc())))
+            }
+            Ok(n) => out.push(n),
+            Err(_) => {
+                errors.push(err(path, format!("{t:?} is not a prefix; write one like 203.0.113.0/24 or 2001:db8::/48")))
+            }
+        }
+    }
+    out
 }
 
 fn validate_health(at: &str, h: &HealthFile, errors: &mut Vec<ConfigError>) -> Option<HealthConfig> {
