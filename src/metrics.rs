@@ -126,6 +126,10 @@ pub(crate) struct MetricsInput {
     pub(crate) generation: u64,
     pub(crate) reloads: u64,
     pub(crate) reload_failures: u64,
+    /// Backends by path (`on_link`, `gateway`, `unreachable`, `unknown`: not looked up yet).
+    pub(crate) backend_paths: Vec<(&'static str, u64)>,
+    /// How many times a backend's path became unreachable.
+    pub(crate) backends_unreachable: u64,
     /// XDP program classes.
     pub(crate) xdp_classes: Vec<(&'static str, u64)>,
     /// Failover between xlb nodes (none: off).
@@ -314,6 +318,19 @@ pub(crate) fn render(m: &MetricsInput) -> String {
             kind: MetricType::Counter,
             series: m.xdp_classes.iter().map(|(c, v)| (labels(&[("class", c)]), (*v).into())).collect(),
         },
+    );
+    reg.register(
+        "backend_paths",
+        "Backends by how they are reached: on_link, gateway (a router on the segment), unreachable",
+        Values {
+            kind: MetricType::Gauge,
+            series: m.backend_paths.iter().map(|(p, n)| (labels(&[("path", p)]), (*n).into())).collect(),
+        },
+    );
+    reg.register(
+        "backend_unreachable",
+        "Times a backend's path became unreachable (no route through xlb's interface)",
+        ConstCounter::new(m.backends_unreachable),
     );
     reg.register("snapshot_generation", "Generation of the snapshot the workers read", ConstGauge::new(m.generation));
     reg.register("config_reloads", "Config reloads applied", ConstCounter::new(m.reloads));

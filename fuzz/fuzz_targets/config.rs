@@ -6,14 +6,13 @@
 //! network: `keyFile` and `admin.socket` are paths kept as they are, never opened.
 #![no_main]
 
-use std::collections::HashMap;
-
 use libfuzzer_sys::fuzz_target;
 use xlb::{
     control::{
         compile::compile,
         config,
         ipam::Ipam,
+        nexthop::NextHops,
         services::{build_services, StatsIds},
     },
     lb::maglev::TableCache,
@@ -23,5 +22,5 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let Ok(desired) = config::parse(text) else { return };
     let Ok(compiled) = compile(&desired, &mut Ipam::default()) else { return };
-    let _ = build_services(&compiled.specs, &HashMap::new(), &mut StatsIds::default(), &mut TableCache::default());
+    let _ = build_services(&compiled.specs, &NextHops::default(), &mut StatsIds::default(), &mut TableCache::default());
 });

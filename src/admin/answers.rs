@@ -108,6 +108,11 @@ pub(crate) struct Backend {
     /// Share of the Maglev table, `12.5%`.
     pub(crate) share: String,
     pub(crate) slots: usize,
+    /// How it is reached: `on-link`, `via GATEWAY` or `unreachable` (none: not looked up yet).
+    pub(crate) path: Option<String>,
+    /// Why its path keeps new flows from it, and the fix.
+    pub(crate) path_problem: Option<String>,
+    /// Its next hop's MAC.
     pub(crate) mac: Option<String>,
     /// Traffic (none for a draining backend).
     pub(crate) packets: Option<u64>,

@@ -332,13 +332,14 @@ fn render(q: &Query, v: Value) -> Result<String, serde_json::Error> {
                         b.health.clone(),
                         b.weight.to_string(),
                         b.share.clone(),
+                        cell(&b.path),
                         cell(&b.mac),
                         cell(&b.packets),
                         cell(&b.bytes),
                     ]
                 })
                 .collect();
-            table(&["SERVICE", "BACKEND", "HEALTH", "WEIGHT", "SHARE", "MAC", "PACKETS", "BYTES"], &rows)
+            table(&["SERVICE", "BACKEND", "HEALTH", "WEIGHT", "SHARE", "PATH", "MAC", "PACKETS", "BYTES"], &rows)
         }
         Query::Pools => {
             let a: answers::Pools = serde_json::from_value(v)?;

@@ -5,7 +5,8 @@
 //!
 //! - Desired state: `config` (the YAML), `compile` (desired state -> service specs, with
 //!   `ipam`), `services` (specs -> datapath services, publication), `backends` (drains and
-//!   health merged into the specs), `health` (active checks).
+//!   health merged into the specs), `health` (active checks), `nexthop` (the path to each
+//!   backend and its next hop's MAC).
 //! - Who owns what: `rendezvous` (ranking nodes for a VIP), `ha` (heartbeats, liveness,
 //!   quorum), `ownership` (the owned set, the fence, claims between nodes).
 //! - Telling the network: `speaker` (the seam: the owned set in, announcements out) and
@@ -18,6 +19,7 @@ pub mod config;
 pub mod ha;
 pub mod health;
 pub mod ipam;
+pub mod nexthop;
 pub mod ownership;
 pub mod rendezvous;
 pub mod services;

@@ -1,6 +1,6 @@
 //! Services as the user gives them (`--service tcp:VIP:PORT=BACKEND:PORT*WEIGHT,...`), the
-//! next-hop MACs of their backends (from the kernel's neighbour table), and the snapshots
-//! that combine both with the announcer's VIP modes.
+//! datapath services built from them with their backends' next hops, and the snapshots that
+//! combine those with the announcer's VIP modes.
 
 use std::{
     collections::HashMap,
@@ -12,6 +12,7 @@ use std::{
 
 use arc_swap::ArcSwap;
 
+use super::nexthop::NextHops;
 use crate::{
     lb::{
         maglev::{MaglevError, TableCache, TableSize},
@@ -19,7 +20,7 @@ use crate::{
         stats::UNCOUNTED,
         Snapshot, VipMode,
     },
-    wire::{ipv4::Protocol, EthernetAddress},
+    wire::ipv4::Protocol,
 };
 
 /// A mistake in a service definition, naming the part that is wrong and the fix.
@@ -208,10 +209,10 @@ impl StatsIds {
     }
 }
 
-/// Builds the datapath's services from the specs and the MACs known so far.
+/// Builds the datapath's services from the specs and the next hops known so far.
 pub fn build_services(
     specs: &[ServiceSpec],
-    macs: &HashMap<IpAddr, EthernetAddress>,
+    hops: &NextHops,
     ids: &mut StatsIds,
     tables: &mut TableCache,
 ) -> Result<Vec<Service>, MaglevError> {
@@ -222,7 +223,7 @@ pub fn build_services(
                 .backends
                 .iter()
                 .map(|(addr, port, weight)| Backend {
-                    mac: macs.get(addr).copied(),
+                    mac: hops.mac_for(*addr, spec.mode),
                     stats_id: ids.backend(spec.key, *addr, *port),
                     ..Backend::new(*addr, *port, *weight)
                 })
@@ -311,13 +312,14 @@ mod tests {
             svcs.iter().map(|s| (s.stats_id, s.backends.iter().map(|b| b.stats_id).collect())).collect()
         };
         let first = ids_of(
-            build_services(&[a.clone(), b.clone()], &HashMap::new(), &mut ids, &mut TableCache::default())
+            build_services(&[a.clone(), b.clone()], &NextHops::default(), &mut ids, &mut TableCache::default())
                 .unwrap_or_default(),
         );
         assert_eq!(first, vec![(0, vec![0, 1]), (1, vec![2])]);
         // Order changed and a service gone: the ids stay with their objects.
-        let again =
-            ids_of(build_services(&[b], &HashMap::new(), &mut ids, &mut TableCache::default()).unwrap_or_default());
+        let again = ids_of(
+            build_services(&[b], &NextHops::default(), &mut ids, &mut TableCache::default()).unwrap_or_default(),
+        );
         assert_eq!(again, vec![(1, vec![2])]);
         let mut small: HashMap<u8, u32> = HashMap::new();
         assert_eq!((0..3).map(|k| StatsIds::id(&mut small, k, 2)).collect::<Vec<_>>(), vec![0, 1, UNCOUNTED]);

@@ -150,8 +150,18 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
         *handle = Some(h);
     }
 
+    // Route and neighbour changes wake the control loop, which then looks at every
+    // backend's path again (a moved pod CIDR, a router's new MAC) without waiting for the
+    // 5 s poll. One pending wake is enough: they coalesce.
+    let (routes_tx, routes_rx) = crossbeam_channel::bounded::<()>(1);
+    if let Err(e) = xlb::io::netlink::watch_changes(move || {
+        !matches!(routes_tx.try_send(()), Err(crossbeam_channel::TrySendError::Disconnected(_)))
+    }) {
+        tracing::warn!(error = %e, "cannot watch the kernel's route and neighbour changes; backends' paths are polled every 5 s");
+    }
     let (mut node, first) = node_of(start, dp, health);
     let chans = Channels {
+        routes: routes_rx,
         from_workers,
         stop: stop_rx,
         hup: hup_rx,
@@ -281,6 +291,8 @@ struct Channels {
     /// Plans from the Kubernetes node side (never, without --kubernetes).
     kube: Receiver<Plan>,
     health: Receiver<xlb::control::health::HealthEvent>,
+    /// A route or neighbour changed in the kernel.
+    routes: Receiver<()>,
 }
 
 /// Runs until a signal: probing, announcing, conflicts, next hops, health, reloads, queries.
@@ -339,6 +351,12 @@ fn control_loop(node: &mut Node, first: Actions, ch: &Channels) -> anyhow::Resul
                     let answer = node.answer(&req.query);
                     let _ = req.reply.try_send(answer);
                 }
+            }
+            recv(ch.routes) -> _ => {
+                // Bursts of changes (a link flap, our own resolution requests) are looked
+                // at once, shortly after, and at most five times a second.
+                let soon = (Instant::now() + Duration::from_millis(20)).max(node.plane.last_neigh + Duration::from_millis(200));
+                node.plane.next_neigh = node.plane.next_neigh.min(soon);
             }
             recv(ch.kube) -> p => {
                 // Only the latest plan matters.

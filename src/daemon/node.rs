@@ -16,13 +16,19 @@ use xlb::{
     abi::{VIP_FORWARD, VIP_PROBING},
     control::{
         announcer::Actions,
+        backends::service_of_spec,
         compile::Compiled,
+        nexthop::Path,
         ownership::{Claim, OwnedChange, Ownership},
         speaker::{owned_set, OwnedAddr, Speakers},
         VipStatus,
     },
     io::worker::ConflictReport,
-    k8s::{plan::Plan, source::Conflict, witness::Witness},
+    k8s::{
+        plan::Plan,
+        source::{Conflict, PathProblems},
+        witness::Witness,
+    },
     lb::heartbeat::Heartbeat,
 };
 
@@ -223,13 +229,38 @@ impl Node {
         let compiled = Compiled { vips: plan.vips, specs: plan.specs, assignments: Vec::new(), health: Vec::new() };
         self.apply_compiled(compiled)?;
         tracing::debug!(generation = self.plane.publisher.generation(), vips = ?self.plane.compiled.vips, "plan from Kubernetes applied");
+        self.report_paths();
         Ok(())
+    }
+
+    /// Tells the Kubernetes side which backends their paths keep from new flows, by Service,
+    /// so that the Services this node announces say it (nothing to do standalone).
+    fn report_paths(&self) {
+        let Source::Kube { handle: Some(h), .. } = &self.plane.source else { return };
+        let mut out = PathProblems::new();
+        for spec in &self.plane.compiled.specs {
+            for (addr, _, _) in &spec.backends {
+                let Some(why) = self.plane.hops.problem(*addr, spec.mode) else { continue };
+                let fix = if matches!(self.plane.hops.paths.get(addr), Some(Path::Unreachable(_))) {
+                    "; reach the pods through the nodes (leave xlb.dev/backends out), or route their network to this node"
+                } else {
+                    ""
+                };
+                let list = out.entry(service_of_spec(&spec.name).to_string()).or_default();
+                let line = format!("backend {addr}: {why}{fix}");
+                if !list.contains(&line) {
+                    list.push(line);
+                }
+            }
+        }
+        h.path_problems(out);
     }
 
     /// Reads the neighbour table; rebuilds when a backend's MAC appeared or changed.
     pub(super) fn refresh_neighbours(&mut self) {
-        if self.plane.refresh_neighbours(self.dp.dev.ifindex, Instant::now()) {
+        if self.plane.refresh_neighbours(&self.dp.dev, Instant::now()) {
             self.rebuild();
+            self.report_paths();
         }
     }
 

@@ -4,7 +4,7 @@
 //! nor decides who announces what.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashSet,
     net::{IpAddr, SocketAddr},
     time::{Duration, Instant},
 };
@@ -16,14 +16,46 @@ use xlb::{
         config,
         health::{HealthChecker, HealthEvent},
         ipam::Ipam,
+        nexthop::{NextHops, Path},
         services::{build_services, Publisher, StatsIds},
     },
-    io::netlink,
+    io::{
+        netdev::NetDev,
+        netlink::{self, RouteKind},
+    },
     lb::{maglev::TableCache, snapshot::Service, VipMode},
-    wire::EthernetAddress,
 };
 
 use super::start::{mtime, Source};
+
+/// The path the kernel's route `r` gives to a backend through xlb's interface `dev`.
+fn path_of(r: &netlink::Route, dev: &NetDev) -> Path {
+    match r.kind {
+        RouteKind::Local => Path::Unreachable("it is one of this host's own addresses".into()),
+        RouteKind::Refused => {
+            Path::Unreachable("the kernel's route to it refuses it (blackhole, unreachable or prohibit)".into())
+        }
+        RouteKind::Unicast if r.oif != dev.ifindex => Path::Unreachable(format!(
+            "the kernel routes it through {} (ifindex {}), not {}, which xlb serves",
+            ifname(r.oif).unwrap_or_else(|| "another interface".into()),
+            r.oif,
+            dev.name
+        )),
+        RouteKind::Unicast => r.gateway.map_or(Path::OnLink, Path::Via),
+    }
+}
+
+/// The name of interface `ifindex`.
+fn ifname(ifindex: u32) -> Option<String> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: if_indextoname writes at most IF_NAMESIZE bytes (NUL included) into `buf`.
+    let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: on success `buf` holds a NUL-terminated name.
+    Some(unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned())
+}
 
 /// Desired state and the snapshots built from it.
 pub(super) struct Plane {
@@ -34,8 +66,8 @@ pub(super) struct Plane {
     pub(super) services: Vec<Service>,
     /// Backends draining and down.
     pub(super) backends: Backends,
-    /// Backends' next-hop MACs, from the kernel's neighbour table.
-    pub(super) macs: HashMap<IpAddr, EthernetAddress>,
+    /// Backends' paths and next-hop MACs, from the kernel's routes and neighbour table.
+    pub(super) hops: NextHops,
     pub(super) stats_ids: StatsIds,
     /// Maglev tables of the last build, reused for unchanged backends.
     tables: TableCache,
@@ -44,8 +76,12 @@ pub(super) struct Plane {
     pub(super) reloads: u64,
     pub(super) reload_failures: u64,
     pub(super) last_reload_error: Option<String>,
-    /// When the neighbour table is read next.
+    /// When the routes and neighbour table are read next.
     pub(super) next_neigh: Instant,
+    /// When they were last read.
+    pub(super) last_neigh: Instant,
+    /// How many times a backend's path became unreachable.
+    pub(super) unreachable_events: u64,
     /// When the config file's mtime is looked at next.
     pub(super) next_file_check: Instant,
 }
@@ -65,7 +101,7 @@ impl Plane {
             ipam,
             services: Vec::new(),
             backends: Backends::default(),
-            macs: HashMap::new(),
+            hops: NextHops::default(),
             stats_ids: StatsIds::default(),
             tables: TableCache::default(),
             publisher,
@@ -74,6 +110,8 @@ impl Plane {
             reload_failures: 0,
             last_reload_error: None,
             next_neigh: now,
+            last_neigh: now,
+            unreachable_events: 0,
             next_file_check: now + Duration::from_secs(1),
         }
     }
@@ -89,7 +127,7 @@ impl Plane {
     pub(super) fn rebuild(&mut self, modes: impl IntoIterator<Item = (IpAddr, VipMode)>, now: Instant) {
         self.backends.expire(now);
         let specs = self.backends.merge(&self.compiled.specs);
-        match build_services(&specs, &self.macs, &mut self.stats_ids, &mut self.tables) {
+        match build_services(&specs, &self.hops, &mut self.stats_ids, &mut self.tables) {
             Ok(s) => {
                 self.services = s;
                 self.publish(modes);
@@ -191,20 +229,24 @@ impl Plane {
         changed
     }
 
-    /// Reads the kernel's neighbour table for the backends on `ifindex`, asks it to resolve
-    /// those it does not know; returns whether a MAC appeared or changed (a rebuild is due).
-    pub(super) fn refresh_neighbours(&mut self, ifindex: u32, now: Instant) -> bool {
+    /// Looks up the kernel's route to each backend and its next hop's MAC on `dev`, asks the
+    /// kernel to resolve next hops it does not know; returns whether a path or MAC changed
+    /// (a rebuild is due).
+    pub(super) fn refresh_neighbours(&mut self, dev: &NetDev, now: Instant) -> bool {
         let wanted: Vec<IpAddr> = {
             let mut w: Vec<IpAddr> = self.compiled.specs.iter().flat_map(|s| s.backends.iter().map(|b| b.0)).collect();
             w.sort();
             w.dedup();
             w
         };
+        self.last_neigh = now;
+        self.hops.paths.retain(|a, _| wanted.binary_search(a).is_ok());
+        self.hops.macs.retain(|a, _| wanted.binary_search(a).is_ok());
         if wanted.is_empty() {
             self.next_neigh = now + Duration::from_secs(3600);
             return false;
         }
-        let table = match netlink::neighbours(ifindex) {
+        let table = match netlink::neighbours(dev.ifindex) {
             Ok(t) => t,
             Err(e) => {
                 tracing::warn!(error = %e, "reading the neighbour table failed; retrying");
@@ -215,29 +257,55 @@ impl Plane {
         let mut changed = false;
         let mut unresolved = 0;
         for addr in &wanted {
-            let found = table.iter().find(|n| n.addr == *addr && n.usable()).and_then(|n| n.mac);
-            match (found, self.macs.get(addr).copied()) {
+            let path = match netlink::route_to(*addr) {
+                Ok(r) => path_of(&r, dev),
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENETUNREACH | libc::EHOSTUNREACH)) => {
+                    Path::Unreachable(format!("the kernel has no route to it (no route on {})", dev.name))
+                }
+                Err(e) => {
+                    tracing::warn!(backend = %addr, error = %e, "looking up the route to a backend failed; retrying");
+                    unresolved += 1;
+                    continue;
+                }
+            };
+            let old = self.hops.paths.insert(*addr, path.clone());
+            if old.as_ref() != Some(&path) {
+                changed = true;
+                self.unreachable_events += u64::from(matches!(path, Path::Unreachable(_)));
+                match &path {
+                    Path::Unreachable(why) => {
+                        tracing::warn!(backend = %addr, "backend unreachable, no new flows go to it: {why}");
+                    }
+                    p => tracing::info!(backend = %addr, path = %p, "backend path"),
+                }
+            }
+            let Some(hop) = path.hop(*addr) else {
+                changed |= self.hops.macs.remove(addr).is_some();
+                continue;
+            };
+            let found = table.iter().find(|n| n.addr == hop && n.usable()).and_then(|n| n.mac);
+            match (found, self.hops.macs.get(addr).copied()) {
                 (Some(mac), old) if old != Some(mac) => {
-                    tracing::info!(backend = %addr, %mac, "backend next hop resolved");
-                    self.macs.insert(*addr, mac);
+                    tracing::info!(backend = %addr, %mac, path = %path, "backend next hop resolved");
+                    self.hops.macs.insert(*addr, mac);
                     changed = true;
                 }
                 (Some(_), _) => {}
                 (None, old) => {
                     unresolved += 1;
                     if old.is_some() {
-                        tracing::warn!(backend = %addr, "backend next hop lost; no new flows go to it");
-                        self.macs.remove(addr);
+                        tracing::warn!(backend = %addr, path = %path, "backend next hop lost; no new flows go to it");
+                        self.hops.macs.remove(addr);
                         changed = true;
                     }
-                    if let Err(e) = netlink::solicit(ifindex, *addr) {
-                        tracing::warn!(backend = %addr, error = %e, "asking the kernel to resolve a backend failed");
+                    if let Err(e) = netlink::solicit(dev.ifindex, hop) {
+                        tracing::warn!(backend = %addr, next_hop = %hop, error = %e, "asking the kernel to resolve a next hop failed");
                     }
                 }
             }
         }
-        // Unresolved backends are asked for again soon; resolved ones are re-read to follow
-        // MAC changes.
+        // Unresolved next hops are asked for again soon; the others are looked at again
+        // when the kernel says its routes or neighbours changed, and every 5 s besides.
         let next = if unresolved > 0 { Duration::from_millis(200) } else { Duration::from_secs(5) };
         self.next_neigh = now + next;
         changed

@@ -3,7 +3,6 @@
 //! the field and the fix (exit code 2).
 
 use std::{
-    collections::HashMap,
     net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     sync::Arc,
@@ -18,6 +17,7 @@ use xlb::{
         config::{self, ConfigErrors, Desired, InterfaceConfig},
         ha::HaTimings,
         ipam::Ipam,
+        nexthop::NextHops,
         services::{build_services, ServiceSpec, SpecError, StatsIds},
         AnnounceConfig,
     },
@@ -150,9 +150,10 @@ fn parse_vips(raw: &[String]) -> Result<Vec<IpAddr>, UsageError> {
 pub(crate) fn check(path: &Path) -> anyhow::Result<()> {
     let desired = config::load(path).map_err(|e| UsageError::Config(e, path.to_path_buf()))?;
     let compiled = compile(&desired, &mut Ipam::default()).map_err(|e| UsageError::Config(e, path.to_path_buf()))?;
-    build_services(&compiled.specs, &HashMap::new(), &mut StatsIds::default(), &mut TableCache::default()).map_err(
-        |e| UsageError::Config(ConfigErrors(vec![config_error("services", e.to_string())]), path.to_path_buf()),
-    )?;
+    build_services(&compiled.specs, &NextHops::default(), &mut StatsIds::default(), &mut TableCache::default())
+        .map_err(|e| {
+            UsageError::Config(ConfigErrors(vec![config_error("services", e.to_string())]), path.to_path_buf())
+        })?;
     let (queues, counted) = queues_to_count(&desired.interface);
     let memory = Memory::new(Sizes {
         queues,
@@ -520,7 +521,7 @@ pub(super) fn start_from_flags(args: &RunArgs) -> Result<Start, UsageError> {
         // Build it once now so that a table that cannot be built is a usage error.
         build_services(
             std::slice::from_ref(&spec),
-            &HashMap::new(),
+            &NextHops::default(),
             &mut StatsIds::default(),
             &mut TableCache::default(),
         )

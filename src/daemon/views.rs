@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use serde_json::{json, Value};
 use xlb::{
     abi::CLASS_NAMES,
-    control::{backends::Health, config, services::ServiceSpec, VipStatus},
+    control::{backends::Health, config, nexthop::Path, services::ServiceSpec, VipStatus},
     io::worker::{batch_histogram, WorkerRequest},
     lb::{
         conntrack::FlowState,
@@ -31,6 +31,15 @@ use crate::{
 /// `proto:vip:port`.
 fn service_key_name(s: &Service) -> String {
     format!("{}:{}", config::proto_name(s.key.proto), SocketAddr::new(s.key.vip, s.key.port))
+}
+
+/// A path as the backend table shows it: `on-link`, `via GATEWAY`, `unreachable` (the
+/// reason is in the JSON's `path_problem`).
+fn path_word(p: &Path) -> String {
+    match p {
+        Path::Unreachable(_) => "unreachable".into(),
+        p => p.to_string(),
+    }
 }
 
 fn ip16(a: &[u8; 16]) -> IpAddr {
@@ -210,7 +219,9 @@ impl Node {
                     weight: *weight,
                     share: format!("{:.1}%", 100.0 * slots as f64 / size.max(1) as f64),
                     slots,
-                    mac: plane.macs.get(addr).map(ToString::to_string),
+                    path: plane.hops.paths.get(addr).map(path_word),
+                    path_problem: plane.hops.problem(*addr, spec.mode),
+                    mac: plane.hops.mac_for(*addr, spec.mode).map(|m| m.to_string()),
                     packets: Some(t.packets),
                     bytes: Some(t.bytes),
                 });
@@ -229,7 +240,9 @@ impl Node {
                 weight: 0,
                 share: "0.0%".into(),
                 slots: 0,
-                mac: plane.macs.get(&l.addr).map(ToString::to_string),
+                path: plane.hops.paths.get(&l.addr).map(path_word),
+                path_problem: None,
+                mac: plane.hops.macs.get(&l.addr).map(ToString::to_string),
                 packets: None,
                 bytes: None,
             });
@@ -394,6 +407,11 @@ impl Node {
             generation: self.plane.publisher.generation(),
             reloads: self.plane.reloads,
             reload_failures: self.plane.reload_failures,
+            backend_paths: ["on_link", "gateway", "unreachable"]
+                .into_iter()
+                .map(|p| (p, self.plane.hops.paths.values().filter(|x| x.name() == p).count() as u64))
+                .collect(),
+            backends_unreachable: self.plane.unreachable_events,
             xdp_classes: CLASS_NAMES.iter().copied().zip(self.dp.prog.class_counts()).collect(),
             vips: self.speakers.l2.vips().iter().map(|(v, s)| (v.to_string(), s.name())).collect(),
             failover: self.ownership.as_ref().map(|o| metrics::FailoverState {

@@ -1,6 +1,8 @@
-//! The kernel's neighbour table over rtnetlink: read it (RTM_GETNEIGH dump) and ask the
-//! kernel to resolve an address it does not know yet (RTM_NEWNEIGH with NTF_USE, what
-//! `ip neigh replace ADDR dev IF use` sends). xlb never guesses a MAC: it uses the kernel's.
+//! The kernel's routing and neighbour tables over rtnetlink: the route to a backend (what
+//! `ip route get ADDR` asks: interface and gateway), the neighbour table (RTM_GETNEIGH dump),
+//! a request to resolve an address it does not know yet (RTM_NEWNEIGH with NTF_USE, what
+//! `ip neigh replace ADDR dev IF use` sends), and a watch on changes to both. xlb never
+//! guesses a next hop or a MAC: it uses the kernel's.
 
 use std::{
     io,
@@ -216,5 +218,166 @@ pub fn solicit(ifindex: u32, addr: IpAddr) -> io::Result<()> {
             let err = i32::from_ne_bytes(u32_at(&buf, NLMSG_HDR).to_ne_bytes());
             return if err == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(-err)) };
         }
+    }
+}
+
+/// The kernel's route to an address, as far as xlb uses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// The interface it leaves through (0: none, for a local or unreachable route).
+    pub oif: u32,
+    /// The router it goes through; `None` on the segment.
+    pub gateway: Option<IpAddr>,
+    /// What kind of route the kernel found.
+    pub kind: RouteKind,
+}
+
+/// The kinds of route that matter to a next hop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteKind {
+    /// Forwarded: through a gateway or on the segment.
+    Unicast,
+    /// One of this host's own addresses.
+    Local,
+    /// Blackhole, unreachable, prohibit, throw: the kernel drops it.
+    Refused,
+}
+
+/// The route the kernel takes to `addr` (RTM_GETROUTE, one lookup, not a dump). A missing
+/// route is an error: `ENETUNREACH` or `EHOSTUNREACH`.
+pub fn route_to(addr: IpAddr) -> io::Result<Route> {
+    use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_REQUEST as REQUEST};
+    use netlink_packet_route::{
+        route::{RouteAttribute, RouteMessage, RouteType},
+        AddressFamily, RouteNetlinkMessage,
+    };
+    let mut rm = RouteMessage::default();
+    rm.header.address_family = if addr.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+    rm.header.destination_prefix_length = if addr.is_ipv4() { 32 } else { 128 };
+    rm.attributes.push(RouteAttribute::Destination(addr.into()));
+    let mut hdr = NetlinkHeader::default();
+    hdr.flags = REQUEST;
+    hdr.sequence_number = SEQ.fetch_add(1, Ordering::Relaxed);
+    let seq = hdr.sequence_number;
+    let mut msg = NetlinkMessage::new(hdr, NetlinkPayload::from(RouteNetlinkMessage::GetRoute(rm)));
+    msg.finalize();
+    let mut out = vec![0u8; msg.buffer_len()];
+    msg.serialize(&mut out);
+    let fd = socket()?;
+    send(&fd, &out)?;
+    let mut buf = vec![0u8; 8192];
+    loop {
+        let n = recv(&fd, &mut buf)?;
+        let mut at = 0;
+        while at + NLMSG_HDR <= n {
+            let len = usize::try_from(u32_at(&buf, at)).unwrap_or(0);
+            if len < NLMSG_HDR || at + len > n {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "truncated netlink message"));
+            }
+            let one = &buf[at..at + len];
+            at += (len + 3) & !3;
+            let Ok(m) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(one) else { continue };
+            if m.header.sequence_number != seq {
+                continue;
+            }
+            match m.payload {
+                NetlinkPayload::Error(e) => {
+                    return Err(e.code.map_or_else(
+                        || io::Error::other("empty answer to a route lookup"),
+                        |c| io::Error::from_raw_os_error(-c.get()),
+                    ));
+                }
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(r)) => {
+                    let mut route = Route {
+                        oif: 0,
+                        gateway: None,
+                        kind: match r.header.kind {
+                            RouteType::Unicast => RouteKind::Unicast,
+                            RouteType::Local | RouteType::Broadcast | RouteType::Anycast => RouteKind::Local,
+                            _ => RouteKind::Refused,
+                        },
+                    };
+                    for a in r.attributes {
+                        match a {
+                            RouteAttribute::Oif(i) => route.oif = i,
+                            RouteAttribute::Gateway(g) => route.gateway = route_address(&g),
+                            RouteAttribute::Via(v) => {
+                                route.gateway = match v {
+                                    netlink_packet_route::route::RouteVia::Inet(a) => Some(IpAddr::V4(a)),
+                                    netlink_packet_route::route::RouteVia::Inet6(a) => Some(IpAddr::V6(a)),
+                                    _ => None,
+                                };
+                            }
+                            _ => {}
+                        }
+                    }
+                    return Ok(route);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn route_address(a: &netlink_packet_route::route::RouteAddress) -> Option<IpAddr> {
+    use netlink_packet_route::route::RouteAddress;
+    match a {
+        RouteAddress::Inet(a) => Some(IpAddr::V4(*a)),
+        RouteAddress::Inet6(a) => Some(IpAddr::V6(*a)),
+        _ => None,
+    }
+}
+
+/// Multicast groups (the RTMGRP_* bits) of neighbour and route changes, both families.
+const WATCHED_GROUPS: u32 = 0x4 /* NEIGH */ | 0x40 /* IPV4_ROUTE */ | 0x400 /* IPV6_ROUTE */;
+
+/// Calls `changed` each time the kernel's routes or neighbours change (once per batch of
+/// notifications read), on a thread of its own, until `changed` returns false.
+pub fn watch_changes(mut changed: impl FnMut() -> bool + Send + 'static) -> io::Result<()> {
+    let fd = socket()?;
+    // SAFETY: a zeroed sockaddr_nl is a valid value; the fields set are plain integers.
+    let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    sa.nl_family = u16::try_from(libc::AF_NETLINK).unwrap_or(16);
+    sa.nl_groups = WATCHED_GROUPS;
+    let len = u32::try_from(std::mem::size_of::<libc::sockaddr_nl>()).unwrap_or(12);
+    // SAFETY: binds our own socket to a live sockaddr_nl of the given size.
+    let rc = unsafe { libc::bind(fd.as_raw_fd(), (&sa as *const libc::sockaddr_nl).cast(), len) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    std::thread::Builder::new().name("xlb-route-watch".into()).spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match recv(&fd, &mut buf) {
+                // A batch: one call, whatever it held.
+                Ok(_) => {
+                    if !changed() {
+                        return;
+                    }
+                }
+                // The receive timeout (nothing changed) or an overrun (ENOBUFS: changes
+                // were lost, so say something changed).
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut => {}
+                Err(_) => {
+                    if !changed() {
+                        return;
+                    }
+                }
+            }
+        }
+    })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_route_to_loopback_is_local() {
+        // Looks the route up; sends nothing anywhere.
+        let r = route_to(IpAddr::V4(Ipv4Addr::LOCALHOST)).expect("the kernel answers a route lookup");
+        assert_eq!(r.kind, RouteKind::Local, "{r:?}");
+        assert_eq!(r.gateway, None);
     }
 }

@@ -8,6 +8,7 @@ pub mod crds;
 pub mod events;
 pub mod member;
 pub mod plan;
+pub mod reach;
 pub mod service;
 pub mod source;
 pub mod stats;

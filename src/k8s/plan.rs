@@ -122,6 +122,9 @@ pub struct Plan {
     pub owners: BTreeMap<IpAddr, Owned>,
     /// Things the user should fix, by Service (`namespace/name`): said in the log.
     pub problems: BTreeMap<String, Vec<String>>,
+    /// Of those, the ones that leave a Service's traffic without a backend: also said on
+    /// the Service (condition `xlb.dev/BackendsReachable`, see `reach`).
+    pub backend_problems: BTreeMap<String, Vec<String>>,
     /// The live members the owners were chosen among.
     pub members: Vec<String>,
 }
@@ -461,7 +464,9 @@ pub fn plan(me: &str, c: &Cluster<'_>, settings: &Settings, snat_families: (bool
                         }
                     }
                     if backends.is_empty() {
-                        problem(no_node_backend(&workers, c.nodes.len(), local, *vip));
+                        let why = no_node_backend(&workers, c.nodes.len(), local, *vip);
+                        out.backend_problems.entry(k.clone()).or_default().push(why.clone());
+                        problem(why);
                     }
                 } else {
                     for e in eps.iter().filter(|e| e.serving && e.addr.is_ipv4() == vip.is_ipv4()) {
@@ -505,7 +510,7 @@ pub fn plan(me: &str, c: &Cluster<'_>, settings: &Settings, snat_families: (bool
             }
         }
     }
-    for list in out.problems.values_mut() {
+    for list in out.problems.values_mut().chain(out.backend_problems.values_mut()) {
         list.dedup();
     }
     out

@@ -142,11 +142,15 @@ pub struct Conflict {
 /// API).
 const CONFLICT_EVENT_EVERY: Duration = Duration::from_secs(30);
 
+/// Backend path problems by Service (`namespace/name`), one line each.
+pub type PathProblems = BTreeMap<String, Vec<String>>;
+
 /// The running node side.
 pub struct Handle {
     /// New plans, latest last.
     pub plans: crossbeam_channel::Receiver<Plan>,
     conflicts: tokio::sync::mpsc::UnboundedSender<Conflict>,
+    paths: tokio::sync::watch::Sender<PathProblems>,
     stop: tokio::sync::watch::Sender<bool>,
     thread: Option<std::thread::JoinHandle<()>>,
     /// Failed API calls, plans, the allocator's state.
@@ -158,6 +162,16 @@ impl Handle {
     /// per 30 s).
     pub fn conflict(&self, c: Conflict) {
         let _ = self.conflicts.send(c);
+    }
+
+    /// Reports what keeps backends from new flows on this node's interface, by Service
+    /// (`namespace/name`): said on the Services this node announces (see [`super::reach`]).
+    pub fn path_problems(&self, p: PathProblems) {
+        self.paths.send_if_modified(|old| {
+            let changed = *old != p;
+            *old = p;
+            changed
+        });
     }
 
     /// Leaves the cluster: the membership Lease is deleted first (the other nodes take this
@@ -182,6 +196,7 @@ pub fn start(kubeconfig: Option<PathBuf>, opts: NodeOptions) -> anyhow::Result<H
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
     let (tx, plans) = crossbeam_channel::unbounded();
     let (conflicts, conflicts_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (paths, paths_rx) = tokio::sync::watch::channel(PathProblems::new());
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let stats = Arc::new(Stats::default());
     let counted = stats.clone();
@@ -206,7 +221,7 @@ pub fn start(kubeconfig: Option<PathBuf>, opts: NodeOptions) -> anyhow::Result<H
             let alloc = opts.allocate.then(|| {
                 tokio::spawn(run_allocator(client.clone(), opts.settings.clone(), stop_rx.clone(), stats.clone()))
             });
-            if let Err(e) = run_node(client, opts, tx, conflicts_rx, stop_rx, stats).await {
+            if let Err(e) = run_node(client, opts, tx, conflicts_rx, paths_rx, stop_rx, stats).await {
                 tracing::error!(error = %format!("{e:#}"), "the Kubernetes side stopped");
             }
             if let Some(a) = alloc {
@@ -219,7 +234,7 @@ pub fn start(kubeconfig: Option<PathBuf>, opts: NodeOptions) -> anyhow::Result<H
         });
     })?;
     ready_rx.recv().context("the Kubernetes thread ended before it started")??;
-    Ok(Handle { plans, conflicts, stop, thread: Some(thread), stats })
+    Ok(Handle { plans, conflicts, paths, stop, thread: Some(thread), stats })
 }
 
 /// Renews (creates, the first time) this node's membership Lease.
@@ -317,6 +332,7 @@ async fn run_node(
     opts: NodeOptions,
     tx: crossbeam_channel::Sender<Plan>,
     mut conflicts: tokio::sync::mpsc::UnboundedReceiver<Conflict>,
+    mut paths: tokio::sync::watch::Receiver<PathProblems>,
     mut stop: tokio::sync::watch::Receiver<bool>,
     stats: Arc<Stats>,
 ) -> anyhow::Result<()> {
@@ -360,8 +376,8 @@ async fn run_node(
     let mut renew_tick = tokio::time::interval(opts.renew);
     renew_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let recorder = Recorder::new(client.clone(), "xlb", &me);
+    let mut reporter = super::reach::Reporter::new(client.clone(), &me);
     let mut last: Option<Plan> = None;
-    let mut last_problems: BTreeMap<String, Vec<String>> = BTreeMap::new();
     tracing::info!(node = %me, lease = %lease_name(&me), namespace = %opts.settings.namespace, "joining the xlb members");
     loop {
         let now = Instant::now();
@@ -421,6 +437,7 @@ async fn run_node(
                 publish(&recorder, &ev, &names, &services.state(), &stats).await;
                 continue;
             }
+            Ok(()) = paths.changed() => {}
             _ = notify.notified() => {}
             _ = tokio::time::sleep_until(wake.into()) => {}
         }
@@ -447,10 +464,9 @@ async fn run_node(
         let (svcs, sls, ns, ps) = (services.state(), slices.state(), nodes.state(), policies.state());
         let cluster = Cluster { services: &svcs, slices: &sls, nodes: &ns, policies: &ps, members: &members };
         let new = plan(&me, &cluster, &opts.settings, opts.snat_families);
-        if last.as_ref() == Some(&new) {
-            continue;
-        }
-        if new.problems != last_problems {
+        if last.as_ref() != Some(&new) {
+            let no_problems = BTreeMap::new();
+            let last_problems = last.as_ref().map_or(&no_problems, |p| &p.problems);
             for (svc, list) in &new.problems {
                 if last_problems.get(svc) != Some(list) {
                     for p in list {
@@ -458,31 +474,36 @@ async fn run_node(
                     }
                 }
             }
-            last_problems = new.problems.clone();
+            // The plan first: Events are only news, and a slow API must not hold a takeover up.
+            if tx.send(new.clone()).is_err() {
+                break;
+            }
+            stats.planned();
+            let before: BTreeSet<IpAddr> = last.as_ref().map(|p| p.vips.iter().copied().collect()).unwrap_or_default();
+            for vip in new.vips.iter().filter(|v| !before.contains(v)) {
+                let names = new.owners.get(vip).map(|o| o.services.clone()).unwrap_or_default();
+                tracing::info!(vip = %vip, services = ?names, members = members.len(), "this node announces the VIP");
+                let ev = Event {
+                    type_: EventType::Normal,
+                    reason: "IPAnnounced".into(),
+                    note: Some(format!("{vip} announced by node {me} on {}", opts.interface)),
+                    action: "Announce".into(),
+                    secondary: None,
+                };
+                publish(&recorder, &ev, &names, &svcs, &stats).await;
+            }
+            for vip in before.iter().filter(|v| !new.vips.contains(v)) {
+                let to = new.owners.get(vip).and_then(|o| o.owner.clone()).unwrap_or_else(|| "nobody".into());
+                tracing::info!(vip = %vip, to = %to, "the VIP moves to another node");
+            }
+            last = Some(new);
         }
-        // The plan first: Events are only news, and a slow API must not hold a takeover up.
-        if tx.send(new.clone()).is_err() {
-            break;
+        // The Services this node announces say whether their backends can be reached.
+        let Some(current) = &last else { continue };
+        let want = super::reach::desired(current, &paths.borrow_and_update());
+        for (k, ev) in reporter.reconcile(&want, &svcs, &stats).await {
+            publish(&recorder, &ev, &[k], &svcs, &stats).await;
         }
-        stats.planned();
-        let before: BTreeSet<IpAddr> = last.as_ref().map(|p| p.vips.iter().copied().collect()).unwrap_or_default();
-        for vip in new.vips.iter().filter(|v| !before.contains(v)) {
-            let names = new.owners.get(vip).map(|o| o.services.clone()).unwrap_or_default();
-            tracing::info!(vip = %vip, services = ?names, members = members.len(), "this node announces the VIP");
-            let ev = Event {
-                type_: EventType::Normal,
-                reason: "IPAnnounced".into(),
-                note: Some(format!("{vip} announced by node {me} on {}", opts.interface)),
-                action: "Announce".into(),
-                secondary: None,
-            };
-            publish(&recorder, &ev, &names, &svcs, &stats).await;
-        }
-        for vip in before.iter().filter(|v| !new.vips.contains(v)) {
-            let to = new.owners.get(vip).and_then(|o| o.owner.clone()).unwrap_or_else(|| "nobody".into());
-            tracing::info!(vip = %vip, to = %to, "the VIP moves to another node");
-        }
-        last = Some(new);
     }
     // Graceful leave: the Lease goes first, so the others take over without waiting for it
     // to expire.
