@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# A real Kubernetes API server (kube-apiserver + etcd) on loopback, for xlb's tests. No
-# mocks: the same binaries as a cluster's control plane, minus the controllers and nodes.
+# A real Kubernetes API server (kube-apiserver + etcd) on loopback, for xlb's tests, and a
+# real kube-proxy for the lab's worker nodes. No mocks: the same binaries as a cluster's
+# control plane and nodes, minus the controllers and kubelets.
 #
-#   apiserver.sh build               build kube-apiserver, kubectl, etcd and helm at pinned
-#                                    versions into the cache (once; later calls are no-ops)
+#   apiserver.sh build               build kube-apiserver, kube-proxy, kubectl, etcd and helm
+#                                    at pinned versions into the cache (once; later: no-ops)
 #   apiserver.sh bin                 build (as above), then print the binaries' directory
 #   apiserver.sh start DIR           start etcd + kube-apiserver on 127.0.0.1 with all state
 #                                    under DIR, wait for /readyz, write kubeconfigs and DIR/env
@@ -15,7 +16,12 @@
 # stopped DIR brings the same cluster (same CA, tokens, data, ports when still free) back,
 # `stop` on a stopped DIR does nothing.
 #
-# What is NOT there: no kube-controller-manager, scheduler, kubelet or kube-proxy. So nothing
+# kube-proxy is only built here, never started: tests/support/cluster.rs runs one per worker
+# node of the netns lab (nftables mode, inside the worker's namespace, as the admin through
+# the kubeconfig this script writes). It runs the nft binary (Debian's nftables, which
+# scripts/setup.sh installs).
+#
+# What is NOT there: no kube-controller-manager, scheduler or kubelet. So nothing
 # reconciles objects: no EndpointSlices are derived from Services (create them yourself), no
 # garbage collection of owned objects, a deleted namespace stays Terminating forever, no
 # ServiceAccount tokens are minted (the ServiceAccount admission plugin is disabled; the xlb
@@ -48,8 +54,14 @@
 # module cache and an empty Go build cache: 9 min wall clock (8 min 59 s; 807 s user CPU),
 #   kube-apiserver 348 s (including most of the module downloads), kubectl 34 s,
 #   etcd 45 s, helm 111 s; peak RSS of the compiler/linker 1.8 GB.
-# Binaries (stripped, static): kube-apiserver 103 MB, helm 62 MB, kubectl 59 MB, etcd 27 MB,
-# 240 MB in all. Go's caches after it: module cache 1.2 GB, build cache 3.1 GB. Later
+# kube-proxy, added later to the same module (go.mod's tool block; its go.sum entries by
+# `go mod tidy`), measured alone on that VM with the module cache filled and an empty build
+# cache: 193 s wall clock (230 s user CPU, peak RSS 1.2 GB); on top of a build cache that
+# already holds kube-apiserver's packages, 9 s. Adding it changed go.mod/go.sum, so the next
+# `build` rebuilt kube-apiserver and kubectl too: 29 s for the three with a warm build cache.
+# Binaries (stripped, static): kube-apiserver 103 MB, kube-proxy 70 MB, helm 62 MB, kubectl
+# 59 MB, etcd 27 MB, 320 MB in all. Go's caches after it: module cache 1.2 GB, build cache
+# 3.1 GB. Later
 # `build`s are a no-op (~0.05 s); `start` then takes ~5 s (first time, with key generation)
 # and ~2.5 s on an existing DIR.
 set -euo pipefail
@@ -78,7 +90,7 @@ log() { echo "k8s: $*" >&2; }
 die() { echo "k8s: error: $*" >&2; exit 1; }
 
 usage() {
-  sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -139,6 +151,7 @@ cmd_build() {
     # non-debug builds, grpcnotrace).
     local ktags=selinux,notest,grpcnotrace
     build_binary kube-apiserver k8s.io/kubernetes "$K8S_VERSION" "$HERE/build" k8s.io/kubernetes/cmd/kube-apiserver "$ktags" "$kv"
+    build_binary kube-proxy k8s.io/kubernetes "$K8S_VERSION" "$HERE/build" k8s.io/kubernetes/cmd/kube-proxy "$ktags" "$kv"
     build_binary kubectl k8s.io/kubernetes "$K8S_VERSION" "$HERE/build" k8s.io/kubernetes/cmd/kubectl "$ktags" "$kv"
     build_binary etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION" "$HERE/build-etcd" go.etcd.io/etcd/server/v3 "" ""
     local hv="-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"

@@ -7,6 +7,7 @@
 
 #![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
 
+pub mod cluster;
 pub mod frames;
 pub mod kube;
 pub mod neigh;
