@@ -65,6 +65,12 @@ static __always_inline __u32 vip_flags(__u8 family, const void *addr)
 	return flags ? *flags : 0;
 }
 
+/* Whether the VIP's traffic (not its neighbour traffic) goes to userspace. */
+static __always_inline int takes_traffic(__u32 flags)
+{
+	return (flags & XLB_VIP_TRAFFIC) && !(flags & XLB_VIP_LOCAL);
+}
+
 static __always_inline int to_socket(struct xdp_md *ctx, __u32 class)
 {
 	__u32 queue = ctx->rx_queue_index;
@@ -170,7 +176,7 @@ int xlb_xdp(struct xdp_md *ctx)
 
 		if ((void *)(ip + 1) > data_end)
 			goto pass;
-		if (vip_flags(XLB_FAMILY_V4, ip->daddr) & XLB_VIP_TRAFFIC)
+		if (takes_traffic(vip_flags(XLB_FAMILY_V4, ip->daddr)))
 			return to_socket(ctx, XLB_CLASS_VIP_V4);
 		goto pass;
 	}
@@ -192,7 +198,7 @@ int xlb_xdp(struct xdp_md *ctx)
 					return to_socket(ctx, XLB_CLASS_NDP_ADVERT);
 			}
 		}
-		if (vip_flags(XLB_FAMILY_V6, ip6->daddr) & XLB_VIP_TRAFFIC)
+		if (takes_traffic(vip_flags(XLB_FAMILY_V6, ip6->daddr)))
 			return to_socket(ctx, XLB_CLASS_VIP_V6);
 		goto pass;
 	}

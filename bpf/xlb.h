@@ -33,9 +33,12 @@ struct xlb_vip_key {
 /* Another node announces the VIP; this one forwards what still reaches it (a client that
  * has not yet learnt the new MAC) without answering ARP/NDP or watching for claims. */
 #define XLB_VIP_FORWARD (1u << 2)
+/* The VIP's traffic is this node's own: its service proxy (kube-proxy) serves the VIP, so
+ * the kernel gets its packets; xlb only answers ARP/NDP for it (with XLB_VIP_OWNED). */
+#define XLB_VIP_LOCAL (1u << 3)
 /* The flags whose VIPs' neighbour traffic goes to userspace. */
 #define XLB_VIP_NEIGH (XLB_VIP_OWNED | XLB_VIP_PROBING)
-/* The flags whose VIPs' traffic goes to userspace. */
+/* The flags whose VIPs' traffic goes to userspace (unless XLB_VIP_LOCAL is set too). */
 #define XLB_VIP_TRAFFIC (XLB_VIP_OWNED | XLB_VIP_FORWARD)
 
 /* Indexes of the per-CPU classification counters (the `stats` map). */

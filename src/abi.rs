@@ -15,6 +15,10 @@ pub const VIP_PROBING: u32 = 1 << 1;
 /// watch nothing (`XLB_VIP_FORWARD`).
 pub const VIP_FORWARD: u32 = 1 << 2;
 
+/// Value flag of the VIP map: the VIP's traffic is this node's own service proxy's, so it
+/// goes to the kernel; only its ARP/NDP comes to xlb (`XLB_VIP_LOCAL`).
+pub const VIP_LOCAL: u32 = 1 << 3;
+
 /// Classes counted by the XDP program, in the order of `enum xlb_class` in `bpf/xlb.h`.
 pub const CLASS_NAMES: [&str; 9] =
     ["pass", "arp_request", "arp_watch", "ndp_solicit", "ndp_advert", "vip_v4", "vip_v6", "no_socket", "heartbeat"];

@@ -10,8 +10,9 @@
 //!   externalTrafficPolicy Cluster the pods of both workers answer and see a worker's
 //!   address (masquerade); with Local only worker-1's pods answer, and they see the client.
 //! - with xlb: one xlb node (10.77.0.2) announces the VIP (ARP) and forwards every flow in DSR
-//!   to a worker (Service annotation `xlb.dev/backends: nodes`), whose kube-proxy maps VIP:80
-//!   to a pod. No static route on the client.
+//!   to a worker (the default path, no xlb annotation on the Service), whose kube-proxy maps
+//!   VIP:80 to a pod. No static route on the client. With Local, only the workers with a
+//!   ready pod get flows, and the pods see the client's address.
 //!
 //! Figures are printed (`cargo test --test kube_proxy -- --nocapture --test-threads=1`). Needs
 //! root and the Kubernetes binaries: under CI=true, missing either is a failure.
@@ -37,6 +38,8 @@ use support::{
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 const XLB_NODE: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 200);
+/// The address the gateway-style Service asks for.
+const GATEWAY_VIP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 201);
 /// The pods' port (the Service's targetPort).
 const POD_PORT: u16 = 8080;
 const CONNECTIONS: usize = 20;
@@ -171,62 +174,66 @@ fn kube_proxy_alone_serves_a_load_balancer_ip_with_cluster_and_local_policies() 
 
 /// The lab of the xlb tests: client, workers (kube-proxy running, the Service's rules in
 /// place) and one xlb node (`xlb-1`, 10.77.0.2) announcing the VIP; the Service `web` in the
-/// pool of the VIP, with `xlb.dev/backends: nodes`.
+/// pool of the VIP, as a user writes it (no xlb annotation).
 struct XlbLab {
     lab: Lab,
     api: Api,
     client: Host,
+    xlb_host: Host,
     workers: Vec<Worker>,
     xlb: Xlb,
 }
 
 fn xlb_lab(test: &str) -> Option<XlbLab> {
+    let mut l = xlb_lab_with(test, "  labels: {pool: lab}\n", "  loadBalancerClass: xlb.dev/xlb\n", &[])?;
+    wait_resolved(&l.xlb, &l.workers.iter().map(|w| w.ip).collect::<Vec<_>>());
+    l.xlb.wait_log("to=\"owned\"", Duration::from_secs(20));
+    Some(l)
+}
+
+/// Waits until xlb has resolved the next hop of every one of `hops` (the log says it).
+fn wait_resolved(xlb: &Xlb, hops: &[Ipv4Addr]) {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = xlb.log_text();
+        let done = |h: &Ipv4Addr| log.lines().any(|l| l.contains("next hop resolved") && l.contains(&format!("={h}")));
+        if hops.iter().all(done) {
+            return;
+        }
+        assert!(Instant::now() < end, "xlb did not resolve {hops:?}:\n{log}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// [`xlb_lab`] with the Service's `metadata` and `spec` lines and xlb's extra `args`; the
+/// VIP allocated and the workers' rules in place, nothing more waited for.
+fn xlb_lab_with(test: &str, metadata: &str, spec: &str, args: &[&str]) -> Option<XlbLab> {
     let mut lab = Lab::new(test)?;
     let api = Api::start()?;
     let t0 = Instant::now();
     let (client, mut workers) = client_and_workers(&mut lab, &api);
     let xlb_host = lab.host("xlb", &[&format!("{XLB_NODE}/24")], 1);
     // The xlb node's Node object: selected by the announcement policy (ingress=true), with
-    // its InternalIP as a real node has, and marked as no backend of external load
-    // balancers (the well-known label). xlb forwards everything that reaches it for the VIP,
-    // so it must never pick itself as a backend; today's src/k8s/plan.rs does list it (see
-    // `own_address_carries_nothing`), and only the kernel never resolving a neighbour entry
-    // for a local address keeps flows off it. Excluding xlb's own nodes is under way.
-    node_object(
-        &api,
-        "xlb-1",
-        XLB_NODE,
-        None,
-        &[("ingress", "true"), ("node.kubernetes.io/exclude-from-external-load-balancers", "")],
-    );
-    api.apply(&format!("apiVersion: xlb.dev/v1alpha1\nkind: LoadBalancerIPPool\nmetadata: {{name: lab}}\nspec:\n  blocks: [{{start: {VIP}, stop: {VIP}}}]\n  allowFirstLastIPs: 'Yes'\n  serviceSelector: {{matchLabels: {{pool: lab}}}}\n"));
+    // its InternalIP as a real node has. xlb takes every packet for the VIP into its own
+    // XDP program, so it must never be one of its backends (`own_address_is_no_backend`).
+    node_object(&api, "xlb-1", XLB_NODE, None, &[("ingress", "true")]);
+    // The pool as the homelab of seed 001 writes its Cilium one: a block, every Service.
+    api.apply(&format!("apiVersion: xlb.dev/v1alpha1\nkind: LoadBalancerIPPool\nmetadata: {{name: lab}}\nspec:\n  blocks: [{{start: {VIP}, stop: {GATEWAY_VIP}}}]\n  allowFirstLastIPs: 'Yes'\n"));
     api.apply("apiVersion: xlb.dev/v1alpha1\nkind: L2AnnouncementPolicy\nmetadata: {name: ingress}\nspec:\n  loadBalancerIPs: true\n  interfaces: ['eth[0-9]+']\n  nodeSelector: {matchLabels: {ingress: 'true'}}\n");
-    // `xlb.dev/backends: nodes`: xlb forwards to the nodes and their kube-proxy picks the pod.
-    // Opt-in today; once src/k8s/plan.rs makes nodes the default backends, this annotation
-    // is redundant (and can go).
-    web_service(
-        &api,
-        &workers,
-        "  labels: {pool: lab}\n  annotations: {xlb.dev/backends: nodes}\n",
-        "  loadBalancerClass: xlb.dev/xlb\n",
-    );
+    web_service(&api, &workers, metadata, spec);
     for w in &mut workers {
         w.start_kube_proxy(&lab, &api);
     }
     api.reach_from(&xlb_host.ns);
-    let mut xlb = Xlb::start(&lab, &xlb_host, &["--kubernetes", "--node-name", "xlb-1", "--kubeconfig", &api.xlb]);
+    let mut all = vec!["--kubernetes", "--node-name", "xlb-1", "--kubeconfig", &api.xlb];
+    all.extend_from_slice(args);
+    let xlb = Xlb::start(&lab, &xlb_host, &all);
     api.wait_for("the VIP allocated", 30, &xlb.log, |api| api.ingress("web").trim() == VIP.to_string());
     for w in &mut workers {
         w.kube_proxy().wait_rules(&format!("{VIP} . tcp . 80"), Duration::from_secs(20));
     }
-    xlb.wait_log("to=\"owned\"", Duration::from_secs(20));
-    let end = Instant::now() + Duration::from_secs(10);
-    while xlb.log_text().matches("backend next hop resolved").count() < workers.len() {
-        assert!(Instant::now() < end, "xlb did not resolve the workers as next hops:\n{}", xlb.log_text());
-        std::thread::sleep(Duration::from_millis(50));
-    }
     println!("lab, API server, 2 kube-proxies and xlb ready after {:?}", t0.elapsed());
-    Some(XlbLab { lab, api, client, workers, xlb })
+    Some(XlbLab { lab, api, client, xlb_host, workers, xlb })
 }
 
 /// xlb's backends of `web` (`xlb backend list`): (service, address:port, weight, packets),
@@ -235,12 +242,7 @@ fn xlb_backends(xlb: &Xlb, what: Option<&str>) -> Vec<(String, String, u64, u64)
     if let Some(what) = what {
         println!("{what}: xlb backend list:\n{}", xlb.cli(&["backend", "list"]).1);
     }
-    let (ok, json, err) = xlb.cli(&["backend", "list", "-o", "json"]);
-    assert!(ok, "xlb backend list: {err}");
-    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
-    v["backends"]
-        .as_array()
-        .unwrap()
+    backend_rows(xlb)
         .iter()
         .map(|b| {
             let s = |k: &str| b[k].as_str().unwrap_or_default().to_string();
@@ -250,23 +252,17 @@ fn xlb_backends(xlb: &Xlb, what: Option<&str>) -> Vec<(String, String, u64, u64)
         .collect()
 }
 
-/// The xlb node's own address carries no traffic, whether or not xlb lists it as a backend
-/// (the report says which).
-fn own_address_carries_nothing(backends: &[(String, String, u64, u64)]) {
+/// The xlb node is not among its own backends.
+fn own_address_is_no_backend(backends: &[(String, String, u64, u64)]) {
     let own = format!("{XLB_NODE}:");
     let mine: Vec<_> = backends.iter().filter(|(_, b, ..)| b.starts_with(&own)).collect();
-    println!(
-        "xlb's own node {XLB_NODE} among its backends: {} (packets {:?})",
-        if mine.is_empty() { "no" } else { "YES" },
-        mine.iter().map(|m| m.3).collect::<Vec<_>>()
-    );
-    assert!(mine.iter().all(|(.., p)| *p == 0), "xlb sent traffic to itself: {mine:?}");
+    assert!(mine.is_empty(), "xlb lists its own node as a backend: {mine:?}");
 }
 
 #[test]
 fn xlb_forwards_to_workers_whose_kube_proxy_reaches_the_pods() {
     let _turn = one_at_a_time();
-    let Some(XlbLab { lab: _lab, api: _api, client, workers, mut xlb }) = xlb_lab("xlb_and_kube_proxy") else {
+    let Some(XlbLab { lab: _lab, api: _api, client, workers, mut xlb, .. }) = xlb_lab("xlb_and_kube_proxy") else {
         return;
     };
     let t0 = Instant::now();
@@ -296,7 +292,7 @@ fn xlb_forwards_to_workers_whose_kube_proxy_reaches_the_pods() {
         let p = backends.iter().filter(|(_, b, ..)| *b == addr).map(|b| b.3).sum::<u64>();
         assert!(p > 0, "xlb sent nothing to {} ({addr}): {backends:?}", w.name);
     }
-    own_address_carries_nothing(&backends);
+    own_address_is_no_backend(&backends);
     xlb.stop();
     println!("test done after {:?}", t0.elapsed());
 }
@@ -304,20 +300,12 @@ fn xlb_forwards_to_workers_whose_kube_proxy_reaches_the_pods() {
 /// With externalTrafficPolicy Local, a worker without a ready pod of the Service drops its
 /// traffic (kube-proxy keeps no rule to other nodes' pods): xlb must send every flow to
 /// the workers that have one.
-///
-/// Ignored: today's src/k8s/plan.rs elects a VIP's owner only among xlb nodes with a ready
-/// local endpoint of a Local Service, even when the backends are the nodes. An xlb node
-/// with no pods of its own then announces nobody (`xlb status`: "10.77.0.200  nobody"; its
-/// log: "10.77.0.200 is not announced: no live xlb node is selected for it by an
-/// L2AnnouncementPolicy ...", as some node, worker-1, does have a ready endpoint), and the
-/// VIP is withdrawn. Its backends are right meanwhile (worker-1 only; the others drain).
-/// Run it with `-- --ignored` once the plan lets any selected xlb node announce a Local
-/// Service whose backends are nodes.
+/// The xlb node has no pod of its own and still announces the VIP: through the nodes, the
+/// workers keep the client's address.
 #[test]
-#[ignore = "src/k8s/plan.rs: a Local Service with backends=nodes is announced only by xlb nodes that host a ready pod"]
 fn xlb_sends_local_traffic_only_to_workers_with_a_ready_pod() {
     let _turn = one_at_a_time();
-    let Some(XlbLab { lab: _lab, api, client, mut workers, mut xlb }) = xlb_lab("xlb_and_kube_proxy_local") else {
+    let Some(XlbLab { lab: _lab, api, client, mut workers, mut xlb, .. }) = xlb_lab("xlb_and_kube_proxy_local") else {
         return;
     };
     let t0 = Instant::now();
@@ -351,7 +339,239 @@ fn xlb_sends_local_traffic_only_to_workers_with_a_ready_pod() {
     let out = connect(&client, "xlb + kube-proxy, Local (ready pods on worker-1 only)");
     assert_eq!(workers_used(&out, &workers), BTreeSet::from([workers[0].name.clone()]), "Local: worker-1's pods only");
     assert_eq!(out.peers, BTreeSet::from([CLIENT.to_string()]), "Local: pods see the client");
-    own_address_carries_nothing(&xlb_backends(&xlb, Some("Local")));
+    own_address_is_no_backend(&xlb_backends(&xlb, Some("Local")));
     xlb.stop();
+    println!("test done after {:?}", t0.elapsed());
+}
+
+/// The Service's `xlb.dev/BackendsReachable` condition: "STATUS|MESSAGE".
+fn reachable(api: &Api) -> String {
+    api.kubectl(&[
+        "get",
+        "svc",
+        "web",
+        "-o",
+        r#"jsonpath={.status.conditions[?(@.type=="xlb.dev/BackendsReachable")].status}|{.status.conditions[?(@.type=="xlb.dev/BackendsReachable")].message}"#,
+    ])
+}
+
+/// The rows of `xlb backend list -o json`.
+fn backend_rows(xlb: &Xlb) -> Vec<serde_json::Value> {
+    let (ok, json, err) = xlb.cli(&["backend", "list", "-o", "json"]);
+    assert!(ok, "xlb backend list: {err}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    v["backends"].as_array().unwrap().clone()
+}
+
+/// xlb's backends of `web/tcp:80` from `xlb backend list -o json`: address -> (path, problem).
+fn paths(xlb: &Xlb) -> BTreeMap<String, (String, String)> {
+    backend_rows(xlb)
+        .iter()
+        .filter(|b| b["service"] == "default/web/tcp:80")
+        .map(|b| {
+            let s = |k: &str| b[k].as_str().unwrap_or_default().to_string();
+            (s("backend"), (s("path"), s("path_problem")))
+        })
+        .collect()
+}
+
+/// Straight to routed pods, as a cluster whose pod CIDRs the ingress node's kernel routes
+/// (native routing, host-gw, BGP CNIs): `xlb.dev/backends: endpoints`, SNAT (the default on
+/// that path), next hops from the kernel's routes. Worker-2's pod CIDR has no route on the
+/// xlb node at first: its pods are unreachable, said on the Service (condition and Warning
+/// Event) and in `xlb backend list`, and worker-1's pods take every connection. Once the
+/// route is added, xlb follows it (route notifications) and the condition turns True.
+#[test]
+fn routed_pods_direct_in_snat_and_an_unreachable_pod_said_on_the_service() {
+    let _turn = one_at_a_time();
+    let meta = "  labels: {pool: lab}\n  annotations: {xlb.dev/backends: endpoints}\n";
+    let Some(XlbLab { lab: _lab, api, client, xlb_host, workers, mut xlb }) =
+        xlb_lab_with("routed_pods_snat", meta, "  loadBalancerClass: xlb.dev/xlb\n", &["--snat-addr", "10.77.0.91"])
+    else {
+        return;
+    };
+    // The xlb node's kernel routes worker-1's pod CIDR (as a BGP CNI would), not worker-2's.
+    let (w1, w2) = (&workers[0], &workers[1]);
+    run("ip", &["-n", &xlb_host.ns, "route", "add", &w1.pod_cidr, "via", &w1.ip.to_string()]);
+    wait_resolved(&xlb, &w1.pods.iter().map(|p| p.ip).collect::<Vec<_>>());
+    xlb.wait_log("to=\"owned\"", Duration::from_secs(20));
+    let log = xlb.log.clone();
+    api.wait_for("the condition False, naming worker-2's pods", 20, &log, |api| {
+        let c = reachable(api);
+        c.starts_with("False|")
+            && w2.pods.iter().all(|p| c.contains(&format!("backend {}:", p.ip)))
+            && !w1.pods.iter().any(|p| c.contains(&format!("backend {}:", p.ip)))
+    });
+    let cond = reachable(&api);
+    println!("condition with worker-2's pod CIDR unrouted: {cond}");
+    assert!(cond.contains("no route leads to it") && cond.contains("reach the pods through the nodes"), "{cond}");
+    api.wait_for("the Warning Event", 10, &log, |api| api.events().contains("BackendUnreachable web "));
+    let p = paths(&xlb);
+    println!("paths: {p:#?}");
+    for pod in &w1.pods {
+        assert_eq!(p[&format!("{}:{POD_PORT}", pod.ip)].0, format!("via {}", w1.ip), "{p:?}");
+    }
+    for pod in &w2.pods {
+        let (path, problem) = &p[&format!("{}:{POD_PORT}", pod.ip)];
+        assert_eq!(path, "unreachable", "{p:?}");
+        assert!(problem.contains("not on eth0's segment and no route leads to it"), "{p:?}");
+    }
+    // Worker-1's pods take every connection, and see the node's SNAT address.
+    let out = connect(&client, "straight to routed pods (worker-2's unreachable)");
+    assert_eq!(workers_used(&out, &workers), BTreeSet::from([w1.name.clone()]));
+    assert_eq!(out.peers, BTreeSet::from(["10.77.0.91".to_string()]), "SNAT: pods see xlb's SNAT address");
+
+    // The route appears: xlb follows it without a restart or a config change.
+    let t0 = Instant::now();
+    run("ip", &["-n", &xlb_host.ns, "route", "add", &w2.pod_cidr, "via", &w2.ip.to_string()]);
+    let end = Instant::now() + Duration::from_secs(10);
+    while !w2.pods.iter().all(|pod| paths(&xlb)[&format!("{}:{POD_PORT}", pod.ip)].0 == format!("via {}", w2.ip)) {
+        assert!(Instant::now() < end, "xlb did not follow the new route: {:#?}", paths(&xlb));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!("new route followed after {:?}", t0.elapsed());
+    wait_resolved(&xlb, &w2.pods.iter().map(|p| p.ip).collect::<Vec<_>>());
+    api.wait_for("the condition True", 20, &log, |api| reachable(api).starts_with("True|"));
+    api.wait_for("the recovery Event", 10, &log, |api| api.events().contains("BackendsReachable web "));
+    let out = connect(&client, "straight to routed pods (all routed)");
+    assert_eq!(workers_used(&out, &workers), all_names(&workers));
+    xlb.stop();
+}
+
+/// The homelab flow of a gateway controller (seed 001: Envoy Gateway copies
+/// `lbipam.cilium.io/ips` from the Gateway's infrastructure annotations onto the Service it
+/// makes, which names no class and maps 443 to the proxy's 10443), served by an xlb that
+/// also serves unclassed Services; and `loadBalancerSourceRanges` letting one client in and
+/// keeping another out, at xlb (counted as `source_range`), before any node sees it.
+#[test]
+fn a_gateway_style_service_and_source_ranges() {
+    let _turn = one_at_a_time();
+    let spec = "  loadBalancerClass: xlb.dev/xlb\n  loadBalancerSourceRanges: [10.77.0.1/32]\n";
+    let Some(XlbLab { mut lab, api, client, workers, mut xlb, .. }) =
+        xlb_lab_with("gateway_and_source_ranges", "  labels: {pool: lab}\n", spec, &["--unclassed"])
+    else {
+        return;
+    };
+    let outsider = lab.host("outsider", &["10.77.0.5/24"], 1);
+    wait_resolved(&xlb, &workers.iter().map(|w| w.ip).collect::<Vec<_>>());
+    xlb.wait_log("to=\"owned\"", Duration::from_secs(20));
+    // The client in the range gets in; the outsider does not, and xlb counts why.
+    connect(&client, "source range: the admitted client");
+    let addr = SocketAddr::from((VIP, 80));
+    let out = in_netns(&outsider.ns, move || tcp_connections(addr, 3));
+    assert_eq!(out.failures.len(), 3, "the outsider got in: {out:?}");
+
+    // The gateway's Service, as Envoy Gateway writes it.
+    let gw_vip = GATEWAY_VIP;
+    api.apply(&format!("apiVersion: v1\nkind: Service\nmetadata:\n  name: envoy-gateway\n  namespace: default\n  annotations: {{lbipam.cilium.io/ips: '{gw_vip}'}}\nspec:\n  type: LoadBalancer\n  externalTrafficPolicy: Cluster\n  ports:\n  - {{name: https, port: 443, targetPort: 10443, protocol: TCP}}\n"));
+    let endpoints: Vec<_> = workers.iter().flat_map(|w| w.endpoints(true)).collect();
+    endpoint_slice(&api, "envoy-gateway", &[("https", 10443, "TCP")], &endpoints);
+    for w in &workers {
+        for pod in &w.pods {
+            support::snat_backend(&lab, &Host { ns: pod.ns.clone(), mac: w.host.mac }, &pod.name, 10443, false);
+        }
+    }
+    api.wait_for("the gateway's requested address", 20, &xlb.log, |api| {
+        api.ingress("envoy-gateway") == gw_vip.to_string()
+    });
+    let mut ws = workers;
+    for w in &mut ws {
+        w.kube_proxy().wait_rules(&format!("{gw_vip} . tcp . 443"), Duration::from_secs(20));
+    }
+    let end = Instant::now() + Duration::from_secs(20);
+    while !xlb.cli(&["status"]).1.contains(&format!("{gw_vip}  owned")) {
+        assert!(Instant::now() < end, "xlb does not own {gw_vip}:\n{}", xlb.cli(&["status"]).1);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let gw = SocketAddr::from((gw_vip, 443));
+    let out = in_netns(&client.ns, move || tcp_connections(gw, CONNECTIONS));
+    println!("gateway-style Service {gw}: {:?}, failures {:?}", out.by_backend, out.failures);
+    assert!(out.failures.is_empty(), "{:?}", out.failures);
+    assert_eq!(workers_used(&out, &ws), all_names(&ws));
+    let stats = xlb.stop();
+    let refused = stats["drops"]["source_range"].as_u64().unwrap();
+    println!("source_range drops: {refused} (3 refused connections)");
+    assert!(refused >= 3, "{}", stats["drops"]);
+}
+
+/// Whether `xlb status` says it owns `vip`.
+fn owns(xlb: &Xlb, vip: Ipv4Addr) -> bool {
+    xlb.cli(&["status"]).1.contains(&format!("{vip}  owned"))
+}
+
+/// The small cluster of seed 001: no dedicated ingress nodes, xlb on every node (as Cilium's
+/// L2 announcements run on "all Linux nodes"), the pool and the policy as that homelab
+/// writes them, a Service with no class. The node that announces the VIP hands its packets
+/// to its own kube-proxy (XDP passes them to the kernel), as MetalLB's and Cilium's L2 modes
+/// do. Cluster: every pod answers; Local: only a node with a ready pod announces it, and the
+/// pod sees the client.
+#[test]
+fn xlb_on_every_node_hands_traffic_to_the_announcing_nodes_proxy() {
+    let _turn = one_at_a_time();
+    let Some(mut lab) = Lab::new("xlb_on_every_node") else { return };
+    let Some(api) = Api::start() else { return };
+    let t0 = Instant::now();
+    let client = lab.host("client", &[&format!("{CLIENT}/24")], 1);
+    let mut workers: Vec<Worker> =
+        (1..=2).map(|i| Worker::new(&mut lab, i, Ipv4Addr::new(10, 77, 0, 30 + i), 2, POD_PORT)).collect();
+    route_pod_cidrs(&workers.iter().collect::<Vec<_>>(), &[]);
+    for w in &workers {
+        w.register(&api, &[("kubernetes.io/os", "linux")]);
+    }
+    api.apply(&format!("apiVersion: xlb.dev/v1alpha1\nkind: LoadBalancerIPPool\nmetadata: {{name: pool}}\nspec:\n  allowFirstLastIPs: 'Yes'\n  blocks: [{{start: {VIP}, stop: {GATEWAY_VIP}}}]\n"));
+    api.apply("apiVersion: xlb.dev/v1alpha1\nkind: L2AnnouncementPolicy\nmetadata: {name: policy}\nspec:\n  loadBalancerIPs: true\n  nodeSelector: {matchLabels: {kubernetes.io/os: linux}}\n");
+    web_service(&api, &workers, "", "");
+    let mut xlbs = Vec::new();
+    for w in &mut workers {
+        w.start_kube_proxy(&lab, &api);
+        xlbs.push(Xlb::start(
+            &lab,
+            &w.host,
+            &["--kubernetes", "--node-name", &w.name, "--kubeconfig", &api.xlb, "--unclassed"],
+        ));
+    }
+    api.wait_for("the VIP allocated", 30, &xlbs[0].log, |api| api.ingress("web").trim() == VIP.to_string());
+    for w in &mut workers {
+        w.kube_proxy().wait_rules(&format!("{VIP} . tcp . 80"), Duration::from_secs(20));
+    }
+    let end = Instant::now() + Duration::from_secs(20);
+    while xlbs.iter().filter(|x| owns(x, VIP)).count() != 1 {
+        assert!(Instant::now() < end, "not exactly one owner of {VIP}:\n{}", xlbs[0].cli(&["status"]).1);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!("lab, API server, 2 nodes with kube-proxy and xlb ready after {:?}", t0.elapsed());
+
+    // Cluster: the announcing node's kube-proxy spreads over every pod of both nodes.
+    let out = connect(&client, "xlb on every node, Cluster");
+    assert_eq!(workers_used(&out, &workers), all_names(&workers), "Cluster: both nodes' pods answer");
+    for x in &xlbs {
+        let (_, list, _) = x.cli(&["backend", "list"]);
+        assert!(list.lines().count() <= 1, "xlb's datapath has no backend here, the kernel has the traffic:\n{list}");
+    }
+
+    // Local: worker-2 alone has ready pods, so it announces the VIP, and its pods see the
+    // client.
+    let endpoints: Vec<_> = workers[0].endpoints(false).into_iter().chain(workers[1].endpoints(true)).collect();
+    endpoint_slice(&api, "web", &[("http", POD_PORT, "TCP"), ("udp", POD_PORT, "UDP")], &endpoints);
+    set_policy(&api, &mut workers, "Local");
+    let end = Instant::now() + Duration::from_secs(20);
+    while !owns(&xlbs[1], VIP) || owns(&xlbs[0], VIP) {
+        assert!(Instant::now() < end, "worker-2 does not own {VIP}:\n{}", xlbs[1].cli(&["status"]).1);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    run("ip", &["-n", &client.ns, "neigh", "flush", "all"]);
+    let out = connect(&client, "xlb on every node, Local (ready pods on worker-2 only)");
+    assert_eq!(workers_used(&out, &workers), BTreeSet::from([workers[1].name.clone()]));
+    assert_eq!(out.peers, BTreeSet::from([CLIENT.to_string()]), "Local: pods see the client");
+    // The XDP programs took the ARP requests for the VIP and passed its packets.
+    let mut arp = 0;
+    for x in &mut xlbs {
+        let stats = x.stop();
+        let c = &stats["xdp_classes"];
+        println!("xlb's XDP classes: {c}");
+        assert_eq!(c["vip_v4"], 0, "a VIP packet went to userspace instead of the kernel: {c}");
+        arp += c["arp_request"].as_u64().unwrap();
+    }
+    assert!(arp > 0, "no ARP request for the VIP reached xlb");
     println!("test done after {:?}", t0.elapsed());
 }

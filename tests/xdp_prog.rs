@@ -7,7 +7,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use xlb::{
-    io::xdp::{XdpProgram, CLASS_NAMES, VIP_FORWARD, VIP_OWNED, VIP_PROBING},
+    io::xdp::{XdpProgram, CLASS_NAMES, VIP_FORWARD, VIP_LOCAL, VIP_OWNED, VIP_PROBING},
     wire::{
         build::{self, L2},
         icmpv6::{NdiscRepr, NeighborFlags},
@@ -29,6 +29,9 @@ const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
 const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
 const OTHER6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x200);
 const FORWARD6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x102);
+/// VIPs whose traffic this node's own service proxy serves (owned, neighbour traffic only).
+const LOCAL4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 103);
+const LOCAL6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x103);
 
 fn program() -> Option<XdpProgram> {
     match XdpProgram::load() {
@@ -76,6 +79,8 @@ fn verdicts_for_each_kind_of_frame() {
     prog.set_vip(IpAddr::V6(VIP6), VIP_OWNED).unwrap();
     prog.set_vip(IpAddr::V4(FORWARD4), VIP_FORWARD).unwrap();
     prog.set_vip(IpAddr::V6(FORWARD6), VIP_FORWARD).unwrap();
+    prog.set_vip(IpAddr::V4(LOCAL4), VIP_OWNED | VIP_LOCAL).unwrap();
+    prog.set_vip(IpAddr::V6(LOCAL6), VIP_OWNED | VIP_LOCAL).unwrap();
 
     let na = |target| NdiscRepr::NeighborAdvert { flags: NeighborFlags::OVERRIDE, target, lladdr: Some(OTHER) };
     let ns = |target| NdiscRepr::NeighborSolicit { target, lladdr: Some(OTHER) };
@@ -99,6 +104,18 @@ fn verdicts_for_each_kind_of_frame() {
         ("IPv4 to a VIP another node announces", udp4(FORWARD4), "vip_v4"),
         ("NS for a VIP another node announces", ndisc(ns(FORWARD6), CLIENT6, solicited_node(&FORWARD6)), "pass"),
         ("IPv6 to a VIP another node announces", udp6(FORWARD6), "vip_v6"),
+        (
+            "ARP request for a VIP whose traffic is the kernel's",
+            arp(ArpOperation::Request, CLIENT4, LOCAL4, None),
+            "arp_request",
+        ),
+        ("IPv4 to a VIP whose traffic is the kernel's", udp4(LOCAL4), "pass"),
+        (
+            "NS for a VIP whose traffic is the kernel's",
+            ndisc(ns(LOCAL6), CLIENT6, solicited_node(&LOCAL6)),
+            "ndp_solicit",
+        ),
+        ("IPv6 to a VIP whose traffic is the kernel's", udp6(LOCAL6), "pass"),
         ("NS for a VIP", ndisc(ns(VIP6), CLIENT6, solicited_node(&VIP6)), "ndp_solicit"),
         ("NS for another address", ndisc(ns(OTHER6), CLIENT6, solicited_node(&OTHER6)), "pass"),
         ("NA claiming a VIP", ndisc(na(VIP6), OTHER6, Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1)), "ndp_advert"),

@@ -4,7 +4,7 @@
 //! does the same and returns the final counters for the report.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     net::IpAddr,
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -17,7 +17,7 @@ use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use crossbeam_channel::Receiver;
 use xlb::{
-    abi::{AttachMode, CLASS_NAMES},
+    abi::{AttachMode, CLASS_NAMES, VIP_LOCAL},
     control::services::{MAX_COUNTED_BACKENDS, MAX_COUNTED_SERVICES},
     io::{
         netdev::{Membership, NetDev},
@@ -71,6 +71,10 @@ pub(super) struct Datapath {
     pub(super) snapshot: Arc<ArcSwap<Snapshot>>,
     shutdown: Arc<AtomicBool>,
     memberships: HashMap<IpAddr, Membership>,
+    /// Each VIP's flags as last set (before [`VIP_LOCAL`] is added).
+    vip_flags: HashMap<IpAddr, u32>,
+    /// VIPs whose traffic this node's own service proxy takes: [`VIP_LOCAL`] added.
+    local: HashSet<IpAddr>,
     /// The state directory, held while the datapath runs (its tables are the workers').
     _state: Option<StateDir>,
 }
@@ -129,6 +133,8 @@ impl Datapath {
             snapshot,
             shutdown,
             memberships: HashMap::new(),
+            vip_flags: HashMap::new(),
+            local: HashSet::new(),
             _state: None,
         };
         // Sockets first, then the program: from the moment it is attached, every queue has a
@@ -188,9 +194,29 @@ impl Datapath {
         Ok((dp, FromWorkers { conflicts, heartbeats }))
     }
 
-    /// Sets a VIP's flags in the program's VIP map (0 removes it).
-    pub(super) fn set_vip(&self, vip: IpAddr, flags: u32) -> anyhow::Result<()> {
-        Ok(self.prog.set_vip(vip, flags)?)
+    /// Sets a VIP's flags in the program's VIP map (0 removes it); [`VIP_LOCAL`] is added
+    /// for the VIPs of [`Datapath::set_local`].
+    pub(super) fn set_vip(&mut self, vip: IpAddr, flags: u32) -> anyhow::Result<()> {
+        if flags == 0 {
+            self.vip_flags.remove(&vip);
+        } else {
+            self.vip_flags.insert(vip, flags);
+        }
+        let local = if flags != 0 && self.local.contains(&vip) { VIP_LOCAL } else { 0 };
+        Ok(self.prog.set_vip(vip, flags | local)?)
+    }
+
+    /// The VIPs whose traffic goes to the kernel (this node's service proxy serves them):
+    /// their entries in the VIP map change at once.
+    pub(super) fn set_local(&mut self, local: HashSet<IpAddr>) -> anyhow::Result<()> {
+        let changed: Vec<IpAddr> = local.symmetric_difference(&self.local).copied().collect();
+        self.local = local;
+        for v in changed {
+            if let Some(f) = self.vip_flags.get(&v).copied() {
+                self.set_vip(v, f)?;
+            }
+        }
+        Ok(())
     }
 
     /// Joins the solicited-node group of every IPv6 address in `addrs` (and leaves the

@@ -226,6 +226,12 @@ impl Node {
             *members = plan.members;
             *owners = plan.owners.iter().map(|(v, o)| (*v, o.owner.clone())).collect();
         }
+        let local: HashSet<IpAddr> = plan.local_vips.iter().copied().collect();
+        if local != self.plane.local_vips {
+            tracing::info!(vips = ?plan.local_vips, "VIPs whose traffic this node's own service proxy takes (every node runs xlb)");
+        }
+        self.dp.set_local(local.clone())?;
+        self.plane.local_vips = local;
         let compiled = Compiled { vips: plan.vips, specs: plan.specs, assignments: Vec::new(), health: Vec::new() };
         self.apply_compiled(compiled)?;
         tracing::debug!(generation = self.plane.publisher.generation(), vips = ?self.plane.compiled.vips, "plan from Kubernetes applied");

@@ -78,6 +78,9 @@ pub(super) struct Plane {
     pub(super) last_reload_error: Option<String>,
     /// When the routes and neighbour table are read next.
     pub(super) next_neigh: Instant,
+    /// VIPs whose traffic this node's own service proxy takes (Kubernetes, every node
+    /// running xlb): ready without a service of xlb's.
+    pub(super) local_vips: HashSet<IpAddr>,
     /// When they were last read.
     pub(super) last_neigh: Instant,
     /// How many times a backend's path became unreachable.
@@ -111,6 +114,7 @@ impl Plane {
             last_reload_error: None,
             next_neigh: now,
             last_neigh: now,
+            local_vips: HashSet::new(),
             unreachable_events: 0,
             next_file_check: now + Duration::from_secs(1),
         }
@@ -233,8 +237,11 @@ impl Plane {
     /// kernel to resolve next hops it does not know; returns whether a path or MAC changed
     /// (a rebuild is due).
     pub(super) fn refresh_neighbours(&mut self, dev: &NetDev, now: Instant) -> bool {
+        // Every configured backend (down ones too: they may come back at any time) and the
+        // draining ones, whose flows still go to them.
         let wanted: Vec<IpAddr> = {
             let mut w: Vec<IpAddr> = self.compiled.specs.iter().flat_map(|s| s.backends.iter().map(|b| b.0)).collect();
+            w.extend(self.backends.leaving().iter().map(|l| l.addr));
             w.sort();
             w.dedup();
             w
@@ -260,7 +267,7 @@ impl Plane {
             let path = match netlink::route_to(*addr) {
                 Ok(r) => path_of(&r, dev),
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ENETUNREACH | libc::EHOSTUNREACH)) => {
-                    Path::Unreachable(format!("the kernel has no route to it (no route on {})", dev.name))
+                    Path::Unreachable(format!("it is not on {}'s segment and no route leads to it", dev.name))
                 }
                 Err(e) => {
                     tracing::warn!(backend = %addr, error = %e, "looking up the route to a backend failed; retrying");
@@ -318,7 +325,8 @@ impl Plane {
 
     /// Whether a service on `vip` has a backend that takes new flows (last build).
     pub(super) fn vip_ready(&self, vip: IpAddr) -> bool {
-        self.services.iter().any(|s| s.key.vip == vip && s.backends.iter().any(|b| b.takes_new_flows()))
+        self.local_vips.contains(&vip)
+            || self.services.iter().any(|s| s.key.vip == vip && s.backends.iter().any(|b| b.takes_new_flows()))
     }
 
     /// The spec name of a datapath service (its index in `services` matches `compiled.specs`).

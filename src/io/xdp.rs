@@ -32,7 +32,7 @@ mod skel {
 
 use skel::{XlbSkel, XlbSkelBuilder};
 
-pub use crate::abi::{AttachMode, CLASS_NAMES, VIP_FORWARD, VIP_OWNED, VIP_PROBING};
+pub use crate::abi::{AttachMode, CLASS_NAMES, VIP_FORWARD, VIP_LOCAL, VIP_OWNED, VIP_PROBING};
 
 /// The outcome of [`XdpProgram::attach`].
 #[derive(Debug)]
@@ -177,7 +177,8 @@ impl XdpProgram {
             .map_err(|source| XdpError::Map { map: "xsks", source })
     }
 
-    /// Sets a VIP's flags ([`VIP_OWNED`], [`VIP_PROBING`], [`VIP_FORWARD`]); 0 removes it.
+    /// Sets a VIP's flags ([`VIP_OWNED`], [`VIP_PROBING`], [`VIP_FORWARD`], [`VIP_LOCAL`]); 0
+    /// removes it.
     pub fn set_vip(&self, addr: IpAddr, flags: u32) -> Result<(), XdpError> {
         let key = vip_key(addr);
         let map = &self.skel.maps.vips;

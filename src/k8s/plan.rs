@@ -127,6 +127,9 @@ pub struct Plan {
     pub backend_problems: BTreeMap<String, Vec<String>>,
     /// The live members the owners were chosen among.
     pub members: Vec<String>,
+    /// Of `vips`, those whose traffic this node's own service proxy takes (every node runs
+    /// xlb): xlb answers ARP/NDP for them and hands their packets to the kernel.
+    pub local_vips: Vec<IpAddr>,
 }
 
 /// One endpoint as the plan uses it.
@@ -344,6 +347,14 @@ pub fn plan(me: &str, c: &Cluster<'_>, settings: &Settings, snat_families: (bool
     policies.sort_by(|a, b| a.name.cmp(&b.name));
     let by_service = slices_by_service(c.slices);
     let workers = workers(me, c);
+    // Nodes whose own service proxy may take a VIP's traffic (see `own` below).
+    let proxies: BTreeSet<String> = c
+        .nodes
+        .iter()
+        .filter(|n| node_ready(n) && !n.labels().contains_key(EXCLUDE_LABEL))
+        .map(|n| n.name_any())
+        .collect();
+    let mut own_vips: BTreeMap<IpAddr, bool> = BTreeMap::new();
     let mut announced: HashSet<IpAddr> = HashSet::new();
     let mut services: Vec<&Arc<Service>> = c.services.iter().filter(|s| served(s, settings)).collect();
     services.sort_by_key(|s| key(s));
@@ -396,13 +407,23 @@ pub fn plan(me: &str, c: &Cluster<'_>, settings: &Settings, snat_families: (bool
         let eps = endpoints(by_service.get(&k).map_or(&[][..], Vec::as_slice));
         // Nodes with a ready endpoint of this Service (externalTrafficPolicy Local).
         let local_nodes: BTreeSet<&str> = eps.iter().filter(|e| e.ready).filter_map(|e| e.node.as_deref()).collect();
+        // Every node that could take it runs xlb (a small cluster with xlb everywhere, as
+        // Cilium's L2 announcements run): the node that announces the VIP hands its packets
+        // to its own service proxy, as MetalLB's and Cilium's L2 modes do.
+        let own = path == Path::Nodes && mode == ForwardMode::Dsr && workers.is_empty() && !c.nodes.is_empty();
         for (vip, external) in &vips {
             let eligible: Vec<&str> = c
                 .members
                 .values()
                 // Straight to the pods with Local: only a node with a pod of its own keeps the
                 // client's address. Through the nodes, the worker nodes do that.
-                .filter(|m| path == Path::Nodes || !local || local_nodes.contains(m.node.as_str()))
+                .filter(|m| match (path, own) {
+                    (Path::Endpoints, _) => !local || local_nodes.contains(m.node.as_str()),
+                    (Path::Nodes, false) => true,
+                    (Path::Nodes, true) => {
+                        proxies.contains(m.node.as_str()) && (!local || local_nodes.contains(m.node.as_str()))
+                    }
+                })
                 .filter(|m| policies.iter().any(|p| p.allows(svc, *external, m, labels_of(&m.node))))
                 .map(|m| m.node.as_str())
                 .collect();
@@ -413,6 +434,8 @@ pub fn plan(me: &str, c: &Cluster<'_>, settings: &Settings, snat_families: (bool
                     "no L2AnnouncementPolicy exists: create one that selects this Service and the ingress nodes"
                 } else if path == Path::Endpoints && local && local_nodes.is_empty() {
                     "externalTrafficPolicy is Local and no xlb node has a ready endpoint of it"
+                } else if own {
+                    "every node runs xlb, so the node that announces it must hand it to its own service proxy, and no live xlb node can (Ready, not labelled node.kubernetes.io/exclude-from-external-load-balancers, with Local a ready endpoint of its own)"
                 } else {
                     "no live xlb node is selected for it by an L2AnnouncementPolicy (serviceSelector, nodeSelector, interfaces, loadBalancerIPs/externalIPs)"
                 };
@@ -436,6 +459,22 @@ pub fn plan(me: &str, c: &Cluster<'_>, settings: &Settings, snat_families: (bool
             // A VIP shared by Services has one owner: the first Service's (all nodes agree).
             if entry.owner.as_deref() == Some(me) && announced.insert(*vip) {
                 out.vips.push(*vip);
+            }
+            // Through this node's own proxy: nothing for xlb's datapath, the VIP's packets
+            // go to the kernel. Every Service of a VIP must agree (the XDP program passes or
+            // takes a VIP's traffic as a whole).
+            match (own, own_vips.insert(*vip, own)) {
+                (_, None) => {}
+                (now, Some(before)) if now == before => {}
+                _ => {
+                    problem(format!(
+                        "{vip} is shared with a Service on another path; all Services of an address must take the same path ({BACKENDS_ANNOTATION}, {MODE_ANNOTATION})"
+                    ));
+                    own_vips.insert(*vip, false);
+                }
+            }
+            if own {
+                continue;
             }
             if mode == ForwardMode::Snat && !(if vip.is_ipv4() { snat_families.0 } else { snat_families.1 }) {
                 problem(format!("{vip}: mode snat needs a SNAT address of its family (--snat-addr); not served"));
@@ -513,6 +552,7 @@ pub fn plan(me: &str, c: &Cluster<'_>, settings: &Settings, snat_families: (bool
     for list in out.problems.values_mut().chain(out.backend_problems.values_mut()) {
         list.dedup();
     }
+    out.local_vips = out.vips.iter().copied().filter(|v| own_vips.get(v) == Some(&true)).collect();
     out
 }
 
@@ -779,10 +819,12 @@ mod tests {
         let p = plan_of("a", &s, &sl, &nodes, &pol, &m);
         assert_eq!(p.specs[0].backends, vec![(ip("10.1.0.12"), 80, 1)]);
         assert!(p.owners[&ip("192.0.2.1")].owner.is_some());
-        // No worker at all: said, with the way out.
-        let p = plan_of("a", &s, &sl, &nodes[..2], &pol, &m);
+        // No worker at all, in SNAT (so not through the xlb nodes' own proxies): said, with
+        // the way out.
+        let snat = [svc("web", "192.0.2.1", json!({"metadata": {"annotations": {"xlb.dev/mode": "snat"}}}))];
+        let p = plan_of("a", &snat, &sl, &nodes[..2], &pol, &m);
         assert!(p.specs.is_empty());
-        let why = &p.problems["default/web"][0];
+        let why = &p.backend_problems["default/web"][0];
         assert!(
             why.contains("none of the 2 nodes can take it") && why.contains("xlb.dev/backends: endpoints"),
             "{why}"
@@ -835,5 +877,39 @@ mod tests {
         let (served, problems) = ranges(json!({"spec": {"loadBalancerSourceRanges": ["203.0.113.0/24", "office"]}}));
         assert_eq!(served, None, "a range that does not parse: not served at all");
         assert!(problems["default/web"][0].contains("\"office\" is not a CIDR"), "{problems:?}");
+    }
+
+    #[test]
+    fn with_xlb_on_every_node_the_announcing_node_hands_traffic_to_its_own_proxy() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let nodes = [node("a", "10.1.0.1", json!({})), node("b", "10.1.0.2", json!({}))];
+        let m = members(&[("a", "eth0"), ("b", "eth0")]);
+        let pol = [policy(json!({"loadBalancerIPs": true}))];
+        let s = [svc("web", "192.0.2.1", json!({}))];
+        let plans: Vec<Plan> = ["a", "b"].iter().map(|me| plan_of(me, &s, &[], &nodes, &pol, &m)).collect();
+        let owner = plans[0].owners[&ip("192.0.2.1")].owner.clone().unwrap();
+        for (me, p) in ["a", "b"].iter().zip(&plans) {
+            assert!(p.specs.is_empty(), "nothing for xlb's datapath: {:?}", p.specs);
+            assert!(p.problems.is_empty(), "{:?}", p.problems);
+            let mine = owner == *me;
+            assert_eq!(p.local_vips, if mine { vec![ip("192.0.2.1")] } else { vec![] }, "{me}");
+        }
+        // Local: only a node with a ready endpoint may announce it.
+        let local = [svc("web", "192.0.2.1", json!({"spec": {"externalTrafficPolicy": "Local"}}))];
+        let sl = [slice("web", json!([{"addresses": ["10.244.2.7"], "nodeName": "b", "conditions": {"ready": true}}]))];
+        let p = plan_of("a", &local, &sl, &nodes, &pol, &m);
+        assert_eq!(p.owners[&ip("192.0.2.1")].owner.as_deref(), Some("b"));
+        assert!(p.local_vips.is_empty());
+        // An excluded node never announces it; with none left, said.
+        let excluded =
+            [node("a", "10.1.0.1", json!({EXCLUDE_LABEL: ""})), node("b", "10.1.0.2", json!({EXCLUDE_LABEL: ""}))];
+        let p = plan_of("a", &s, &[], &excluded, &pol, &m);
+        assert_eq!(p.owners[&ip("192.0.2.1")].owner, None);
+        assert!(p.problems["default/web"][0].contains("own service proxy"), "{:?}", p.problems);
+        // A worker without xlb appears: traffic goes to it instead, through xlb's datapath.
+        let three = [nodes[0].clone(), nodes[1].clone(), node("w", "10.1.0.9", json!({}))];
+        let p = plan_of("a", &s, &[], &three, &pol, &m);
+        assert!(p.local_vips.is_empty());
+        assert_eq!(p.specs[0].backends, vec![(ip("10.1.0.9"), 80, 1)]);
     }
 }
