@@ -23,7 +23,8 @@ mod support;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::{Ipv4Addr, SocketAddr},
+    io::{BufRead as _, Write as _},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     time::{Duration, Instant},
 };
 
@@ -31,7 +32,7 @@ use support::{
     cluster::{endpoint_slice, node_object, route_pod_cidrs, Worker},
     kube::Api,
     run,
-    traffic::{in_netns, tcp_connections, udp_echo, Outcome},
+    traffic::{hold, in_netns, tcp_connections, udp_echo, Outcome},
     Host, Lab, Xlb,
 };
 
@@ -40,6 +41,11 @@ const XLB_NODE: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 200);
 /// The address the gateway-style Service asks for.
 const GATEWAY_VIP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 201);
+/// The client's and the IPv6 Service's addresses in the dual-stack lab.
+const CLIENT6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 1);
+const VIP6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 0x200);
+/// The pods' IPv6 port (the IPv6 Service's targetPort).
+const POD_PORT6: u16 = 8086;
 /// The pods' port (the Service's targetPort).
 const POD_PORT: u16 = 8080;
 const CONNECTIONS: usize = 20;
@@ -53,11 +59,20 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
 }
 
 /// The client and two workers with two pods each, routed to each other's pod CIDRs, their
-/// Node objects written (label role=worker).
-fn client_and_workers(lab: &mut Lab, api: &Api) -> (Host, Vec<Worker>) {
-    let client = lab.host("client", &[&format!("{CLIENT}/24")], 1);
-    let workers: Vec<Worker> =
+/// Node objects written (label role=worker); with `v6`, all of it dual-stack (the client
+/// at fd77::1, worker i at fd77::3i, its pods serving IPv6 on [`POD_PORT6`]).
+fn client_and_workers(lab: &mut Lab, api: &Api, v6: bool) -> (Host, Vec<Worker>) {
+    let client6 = format!("{CLIENT6}/64");
+    let client4 = format!("{CLIENT}/24");
+    let client_addrs: Vec<&str> = if v6 { vec![&client4, &client6] } else { vec![&client4] };
+    let client = lab.host("client", &client_addrs, 1);
+    let mut workers: Vec<Worker> =
         (1..=2).map(|i| Worker::new(lab, i, Ipv4Addr::new(10, 77, 0, 30 + i), 2, POD_PORT)).collect();
+    if v6 {
+        for (i, w) in (1..).zip(workers.iter_mut()) {
+            w.add_ipv6(lab, i, Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 0x30 + u16::from(i)), POD_PORT6);
+        }
+    }
     route_pod_cidrs(&workers.iter().collect::<Vec<_>>(), &[]);
     for w in &workers {
         w.register(api, &[("role", "worker")]);
@@ -127,7 +142,7 @@ fn kube_proxy_alone_serves_a_load_balancer_ip_with_cluster_and_local_policies() 
     let Some(mut lab) = Lab::new("kube_proxy_alone") else { return };
     let Some(api) = Api::start() else { return };
     let t0 = Instant::now();
-    let (client, mut workers) = client_and_workers(&mut lab, &api);
+    let (client, mut workers) = client_and_workers(&mut lab, &api, false);
     web_service(&api, &workers, "", "");
     // No load balancer here: the admin writes the address, as a cloud's controller would.
     let status = format!("{{\"status\": {{\"loadBalancer\": {{\"ingress\": [{{\"ip\": \"{VIP}\"}}]}}}}}}");
@@ -185,7 +200,7 @@ struct XlbLab {
 }
 
 fn xlb_lab(test: &str) -> Option<XlbLab> {
-    let mut l = xlb_lab_with(test, "  labels: {pool: lab}\n", "  loadBalancerClass: xlb.dev/xlb\n", &[])?;
+    let mut l = xlb_lab_with(test, "  labels: {pool: lab}\n", "  loadBalancerClass: xlb.dev/xlb\n", &[], false)?;
     wait_resolved(&l.xlb, &l.workers.iter().map(|w| w.ip).collect::<Vec<_>>());
     l.xlb.wait_log("to=\"owned\"", Duration::from_secs(20));
     Some(l)
@@ -205,20 +220,23 @@ fn wait_resolved(xlb: &Xlb, hops: &[Ipv4Addr]) {
     }
 }
 
-/// [`xlb_lab`] with the Service's `metadata` and `spec` lines and xlb's extra `args`; the
-/// VIP allocated and the workers' rules in place, nothing more waited for.
-fn xlb_lab_with(test: &str, metadata: &str, spec: &str, args: &[&str]) -> Option<XlbLab> {
+/// [`xlb_lab`] with the Service's `metadata` and `spec` lines and xlb's extra `args` (`v6`:
+/// dual-stack, and the pool has IPv6 addresses too); the VIP allocated and the workers'
+/// rules in place, nothing more waited for.
+fn xlb_lab_with(test: &str, metadata: &str, spec: &str, args: &[&str], v6: bool) -> Option<XlbLab> {
     let mut lab = Lab::new(test)?;
     let api = Api::start()?;
     let t0 = Instant::now();
-    let (client, mut workers) = client_and_workers(&mut lab, &api);
-    let xlb_host = lab.host("xlb", &[&format!("{XLB_NODE}/24")], 1);
+    let (client, mut workers) = client_and_workers(&mut lab, &api, v6);
+    let (xlb4, xlb6) = (format!("{XLB_NODE}/24"), "fd77::2/64".to_string());
+    let xlb_host = lab.host("xlb", &if v6 { vec![xlb4.as_str(), xlb6.as_str()] } else { vec![xlb4.as_str()] }, 1);
     // The xlb node's Node object: selected by the announcement policy (ingress=true), with
     // its InternalIP as a real node has. xlb takes every packet for the VIP into its own
     // XDP program, so it must never be one of its backends (`own_address_is_no_backend`).
-    node_object(&api, "xlb-1", XLB_NODE, None, &[("ingress", "true")]);
+    node_object(&api, "xlb-1", &[IpAddr::V4(XLB_NODE)], &[], &[("ingress", "true")]);
     // The pool as the homelab of seed 001 writes its Cilium one: a block, every Service.
-    api.apply(&format!("apiVersion: xlb.dev/v1alpha1\nkind: LoadBalancerIPPool\nmetadata: {{name: lab}}\nspec:\n  blocks: [{{start: {VIP}, stop: {GATEWAY_VIP}}}]\n  allowFirstLastIPs: 'Yes'\n"));
+    let block6 = if v6 { format!(", {{start: '{VIP6}', stop: '{VIP6}'}}") } else { String::new() };
+    api.apply(&format!("apiVersion: xlb.dev/v1alpha1\nkind: LoadBalancerIPPool\nmetadata: {{name: lab}}\nspec:\n  blocks: [{{start: {VIP}, stop: {GATEWAY_VIP}}}{block6}]\n  allowFirstLastIPs: 'Yes'\n"));
     api.apply("apiVersion: xlb.dev/v1alpha1\nkind: L2AnnouncementPolicy\nmetadata: {name: ingress}\nspec:\n  loadBalancerIPs: true\n  interfaces: ['eth[0-9]+']\n  nodeSelector: {matchLabels: {ingress: 'true'}}\n");
     web_service(&api, &workers, metadata, spec);
     for w in &mut workers {
@@ -268,7 +286,7 @@ fn xlb_forwards_to_workers_whose_kube_proxy_reaches_the_pods() {
     let t0 = Instant::now();
     let (ok, status, err) = xlb.cli(&["status"]);
     assert!(ok, "xlb status: {err}");
-    assert!(status.contains(&format!("{VIP}  owned")), "xlb should own the VIP:\n{status}");
+    assert!(owns(&xlb, VIP), "xlb should own the VIP:\n{status}");
     // The client has no route for the VIP: it finds xlb by ARP, on the LAN.
     let routes = String::from_utf8_lossy(&run("ip", &["-n", &client.ns, "route", "show"]).stdout).into_owned();
     assert!(!routes.contains(&VIP.to_string()), "{routes}");
@@ -323,7 +341,7 @@ fn xlb_sends_local_traffic_only_to_workers_with_a_ready_pod() {
             .map(|b| b.1)
             .collect();
         let (_, status, _) = xlb.cli(&["status"]);
-        let owned = status.contains(&format!("{VIP}  owned"));
+        let owned = owns(&xlb, VIP);
         if tcp == want && owned {
             break;
         }
@@ -385,9 +403,13 @@ fn paths(xlb: &Xlb) -> BTreeMap<String, (String, String)> {
 fn routed_pods_direct_in_snat_and_an_unreachable_pod_said_on_the_service() {
     let _turn = one_at_a_time();
     let meta = "  labels: {pool: lab}\n  annotations: {xlb.dev/backends: endpoints}\n";
-    let Some(XlbLab { lab: _lab, api, client, xlb_host, workers, mut xlb }) =
-        xlb_lab_with("routed_pods_snat", meta, "  loadBalancerClass: xlb.dev/xlb\n", &["--snat-addr", "10.77.0.91"])
-    else {
+    let Some(XlbLab { lab: _lab, api, client, xlb_host, workers, mut xlb }) = xlb_lab_with(
+        "routed_pods_snat",
+        meta,
+        "  loadBalancerClass: xlb.dev/xlb\n",
+        &["--snat-addr", "10.77.0.91"],
+        false,
+    ) else {
         return;
     };
     // The xlb node's kernel routes worker-1's pod CIDR (as a BGP CNI would), not worker-2's.
@@ -435,6 +457,37 @@ fn routed_pods_direct_in_snat_and_an_unreachable_pod_said_on_the_service() {
     api.wait_for("the recovery Event", 10, &log, |api| api.events().contains("BackendsReachable web "));
     let out = connect(&client, "straight to routed pods (all routed)");
     assert_eq!(workers_used(&out, &workers), all_names(&workers));
+
+    // A path that changes under a live flow: worker-1's pod CIDR re-routed through worker-2
+    // (which hands it on to worker-1, host-gw). The pods' next hop moves to worker-2's MAC
+    // and a connection held to one of worker-1's pods goes on.
+    let held = (0..20)
+        .map(|_| in_netns(&client.ns, || hold(SocketAddr::from((VIP, 80)), Duration::from_secs(2))))
+        .find(|(name, ..)| w1.pods.iter().any(|p| p.name == *name))
+        .expect("one of 20 connections reaches a worker-1 pod");
+    let (name, mut stream, mut reader) = held;
+    let mut ping = |n: u32| -> String {
+        stream.write_all(format!("ping {n}\n").as_bytes()).unwrap();
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap_or_else(|e| panic!("ping {n} on the held connection: {e}"));
+        line.trim().to_string()
+    };
+    assert_eq!(ping(1), format!("{name} ping 1"));
+    run("ip", &["netns", "exec", &w2.host.ns, "sysctl", "-qw", "net.ipv4.conf.all.send_redirects=0"]);
+    run("ip", &["netns", "exec", &w2.host.ns, "sysctl", "-qw", "net.ipv4.conf.eth0.send_redirects=0"]);
+    let t0 = Instant::now();
+    run("ip", &["-n", &xlb_host.ns, "route", "replace", &w1.pod_cidr, "via", &w2.ip.to_string()]);
+    let end = Instant::now() + Duration::from_secs(10);
+    while !w1.pods.iter().all(|pod| paths(&xlb)[&format!("{}:{POD_PORT}", pod.ip)].0 == format!("via {}", w2.ip)) {
+        assert!(Instant::now() < end, "xlb did not follow the changed route: {:#?}", paths(&xlb));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!("changed route followed after {:?}", t0.elapsed());
+    for n in 2..=20 {
+        assert_eq!(ping(n), format!("{name} ping {n}"), "the held connection after the path moved");
+    }
+    let out = connect(&client, "straight to routed pods (worker-1's through worker-2)");
+    assert_eq!(workers_used(&out, &workers), all_names(&workers));
     xlb.stop();
 }
 
@@ -448,7 +501,7 @@ fn a_gateway_style_service_and_source_ranges() {
     let _turn = one_at_a_time();
     let spec = "  loadBalancerClass: xlb.dev/xlb\n  loadBalancerSourceRanges: [10.77.0.1/32]\n";
     let Some(XlbLab { mut lab, api, client, workers, mut xlb, .. }) =
-        xlb_lab_with("gateway_and_source_ranges", "  labels: {pool: lab}\n", spec, &["--unclassed"])
+        xlb_lab_with("gateway_and_source_ranges", "  labels: {pool: lab}\n", spec, &["--unclassed"], false)
     else {
         return;
     };
@@ -479,7 +532,7 @@ fn a_gateway_style_service_and_source_ranges() {
         w.kube_proxy().wait_rules(&format!("{gw_vip} . tcp . 443"), Duration::from_secs(20));
     }
     let end = Instant::now() + Duration::from_secs(20);
-    while !xlb.cli(&["status"]).1.contains(&format!("{gw_vip}  owned")) {
+    while !owns(&xlb, gw_vip) {
         assert!(Instant::now() < end, "xlb does not own {gw_vip}:\n{}", xlb.cli(&["status"]).1);
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -494,9 +547,13 @@ fn a_gateway_style_service_and_source_ranges() {
     assert!(refused >= 3, "{}", stats["drops"]);
 }
 
-/// Whether `xlb status` says it owns `vip`.
-fn owns(xlb: &Xlb, vip: Ipv4Addr) -> bool {
-    xlb.cli(&["status"]).1.contains(&format!("{vip}  owned"))
+/// Whether `xlb status` says it owns `vip` (a line `VIP  owned ...`, columns padded).
+fn owns(xlb: &Xlb, vip: impl std::fmt::Display) -> bool {
+    let vip = vip.to_string();
+    xlb.cli(&["status"]).1.lines().any(|l| {
+        let mut words = l.split_whitespace();
+        words.next() == Some(vip.as_str()) && words.next() == Some("owned")
+    })
 }
 
 /// The small cluster of seed 001: no dedicated ingress nodes, xlb on every node (as Cilium's
@@ -574,4 +631,50 @@ fn xlb_on_every_node_hands_traffic_to_the_announcing_nodes_proxy() {
     }
     assert!(arp > 0, "no ARP request for the VIP reached xlb");
     println!("test done after {:?}", t0.elapsed());
+}
+
+/// The default path over IPv6: a dual-stack lab (workers, pods and kube-proxy with both
+/// families), a Service with `ipFamilies: [IPv6]`; xlb answers NDP for its address and
+/// forwards each flow in DSR to a worker, whose kube-proxy (table ip6) maps it to a pod.
+#[test]
+fn the_default_path_over_ipv6() {
+    let _turn = one_at_a_time();
+    let Some(XlbLab { lab: _lab, api, client, mut workers, xlb, .. }) =
+        xlb_lab_with("ipv6", "  labels: {pool: lab}\n", "  loadBalancerClass: xlb.dev/xlb\n", &[], true)
+    else {
+        return;
+    };
+    api.apply(&format!("apiVersion: v1\nkind: Service\nmetadata:\n  name: web6\n  namespace: default\nspec:\n  type: LoadBalancer\n  loadBalancerClass: xlb.dev/xlb\n  ipFamilyPolicy: SingleStack\n  ipFamilies: [IPv6]\n  ports:\n  - {{name: http, port: 80, targetPort: {POD_PORT6}, protocol: TCP}}\n"));
+    let endpoints: Vec<_> = workers.iter().flat_map(|w| w.endpoints6(true)).collect();
+    endpoint_slice(&api, "web6", &[("http", POD_PORT6, "TCP")], &endpoints);
+    api.wait_for("web6's IPv6 address", 20, &xlb.log, |api| api.ingress("web6") == VIP6.to_string());
+    for w in &mut workers {
+        w.kube_proxy().wait_rules(&format!("{VIP6} . tcp . 80"), Duration::from_secs(20));
+    }
+    let hops: Vec<Ipv6Addr> = workers.iter().filter_map(|w| w.ip6.as_ref().map(|x| x.0)).collect();
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = xlb.log_text();
+        let resolved =
+            hops.iter().all(|h| log.lines().any(|l| l.contains("next hop resolved") && l.contains(&format!("={h}"))));
+        if resolved && owns(&xlb, VIP6) {
+            break;
+        }
+        assert!(Instant::now() < end, "xlb did not own {VIP6} with both workers resolved:\n{log}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let addr = SocketAddr::from((VIP6, 80));
+    let out = in_netns(&client.ns, move || tcp_connections(addr, CONNECTIONS));
+    println!(
+        "IPv6 through xlb and kube-proxy: {:?}, pods saw {:?}, failures {:?}",
+        out.by_backend, out.peers, out.failures
+    );
+    assert!(out.failures.is_empty(), "{:?}", out.failures);
+    let used: BTreeSet<&str> = workers
+        .iter()
+        .filter(|w| w.pods.iter().any(|p| out.by_backend.contains_key(&format!("{}-v6", p.name))))
+        .map(|w| w.name.as_str())
+        .collect();
+    assert_eq!(used.len(), 2, "both workers' pods answer over IPv6: {:?}", out.by_backend);
+    assert!(!out.peers.contains(&CLIENT6.to_string()), "Cluster: the node's proxy masquerades: {:?}", out.peers);
 }

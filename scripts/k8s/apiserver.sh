@@ -27,7 +27,8 @@
 # ServiceAccount tokens are minted (the ServiceAccount admission plugin is disabled; the xlb
 # identity is a static token instead, see below). The API server itself does run its own
 # loops: RBAC bootstrap roles, the default/kubernetes Service, ClusterIP allocation from
-# 10.96.0.0/16 (bookkeeping only, no traffic ever goes there).
+# 10.96.0.0/16 and fd96::/112 (dual-stack, so that tests can make IPv6 Services; bookkeeping
+# only, no traffic ever goes there).
 #
 # Environment:
 #   XLB_K8S_CACHE          where binaries are cached (default ~/.cache/xlb/k8s); they land
@@ -438,7 +439,7 @@ POLICY
       --service-account-issuer=https://kubernetes.default.svc.cluster.local \
       --service-account-key-file="$PKI/sa.pub" \
       --service-account-signing-key-file="$PKI/sa.key" \
-      --service-cluster-ip-range=10.96.0.0/16 \
+      --service-cluster-ip-range=10.96.0.0/16,fd96::/112 \
       --disable-admission-plugins=ServiceAccount \
       --endpoint-reconciler-type=none
     rc=0; wait_for kube-apiserver apiserver_ready || rc=$?

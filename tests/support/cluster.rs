@@ -18,6 +18,8 @@
 //!   admin, with the flags that keep it inside that namespace (see [`KUBE_PROXY_FLAGS`]).
 //! - [`endpoint_slice`]: a Service's EndpointSlice from (pod address, node, ready) (there is no
 //!   EndpointSlice controller either).
+//! - [`Worker::add_ipv6`]: the same over IPv6 (LAN fd77::/64, pod CIDRs fd44:i::/64), for a
+//!   dual-stack node and kube-proxy.
 //!
 //! Everything lives in namespaces of the [`Lab`] (named after it, deleted with it, their
 //! processes killed); kube-proxy is also killed when its [`Worker`] drops. iptables mode is not
@@ -26,7 +28,7 @@
 use std::{
     fs,
     io::{Read as _, Write as _},
-    net::{Ipv4Addr, TcpStream},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, TcpStream},
     path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -83,6 +85,8 @@ pub struct Pod {
     pub ip: Ipv4Addr,
     /// The Node it runs on.
     pub node: String,
+    /// Its IPv6 address, once [`Worker::add_ipv6`] gave it one.
+    pub ip6: Option<Ipv6Addr>,
 }
 
 /// A worker node: a lab host with pods behind it and, once started, kube-proxy.
@@ -98,6 +102,8 @@ pub struct Worker {
     /// a pod sees for traffic the worker masquerades towards it).
     pub gateway: Ipv4Addr,
     pub pods: Vec<Pod>,
+    /// Its IPv6 address on the LAN and its IPv6 pod CIDR, once [`Worker::add_ipv6`] ran.
+    pub ip6: Option<(Ipv6Addr, String)>,
     kube_proxy: Option<KubeProxy>,
 }
 
@@ -130,14 +136,49 @@ impl Worker {
             run("ip", &["-n", &ns, "route", "add", "default", "via", &gw, "dev", "eth0"]);
             let pod_host = Host { ns: ns.clone(), mac: link_mac(&ns, "eth0") };
             start_servers(lab, &pod_host, &pod_name, port, false, None);
-            list.push(Pod { name: pod_name, ns, ip, node: name.clone() });
+            list.push(Pod { name: pod_name, ns, ip, node: name.clone(), ip6: None });
         }
-        Worker { name, host, ip: lan_ip, pod_cidr, gateway, pods: list, kube_proxy: None }
+        Worker { name, host, ip: lan_ip, pod_cidr, gateway, pods: list, ip6: None, kube_proxy: None }
     }
 
-    /// Writes this worker's Node object (see [`node_object`]) with `labels`.
+    /// Makes the worker dual-stack: `lan_ip6`/64 on the LAN, IPv6 forwarding, the pod CIDR
+    /// fd44:INDEX::/64 with the gateway fd44:INDEX::1 on the node's end of each pod's pair,
+    /// each pod fd44:INDEX::(10+k) with its default route there, and servers.py on `port`
+    /// over IPv6 (its own port: a dual-stack socket on the IPv4 port would see IPv4 clients
+    /// as mapped addresses). Before [`Worker::register`] and [`Worker::start_kube_proxy`]:
+    /// the Node and kube-proxy then have both families.
+    pub fn add_ipv6(&mut self, lab: &Lab, index: u8, lan_ip6: Ipv6Addr, port: u16) {
+        let w = self.host.ns.clone();
+        run("ip", &["-n", &w, "addr", "add", &format!("{lan_ip6}/64"), "dev", "eth0", "nodad"]);
+        run("ip", &["netns", "exec", &w, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+        let gw = Ipv6Addr::new(0xfd44, u16::from(index), 0, 0, 0, 0, 0, 1);
+        let cidr = format!("fd44:{index}::/64");
+        for (k, pod) in self.pods.iter_mut().enumerate() {
+            let ip = Ipv6Addr::new(0xfd44, u16::from(index), 0, 0, 0, 0, 0, 0x10 + u16::try_from(k).unwrap());
+            let veth = format!("vp{k}");
+            run("ip", &["-n", &w, "addr", "add", &format!("{gw}/128"), "dev", &veth, "nodad"]);
+            run("ip", &["-n", &w, "-6", "route", "add", &format!("{ip}/128"), "dev", &veth]);
+            run("ip", &["-n", &pod.ns, "addr", "add", &format!("{ip}/64"), "dev", "eth0", "nodad"]);
+            run("ip", &["-n", &pod.ns, "-6", "route", "add", &gw.to_string(), "dev", "eth0"]);
+            run("ip", &["-n", &pod.ns, "-6", "route", "replace", &cidr, "via", &gw.to_string(), "dev", "eth0"]);
+            run("ip", &["-n", &pod.ns, "-6", "route", "add", "default", "via", &gw.to_string(), "dev", "eth0"]);
+            let pod_host = Host { ns: pod.ns.clone(), mac: link_mac(&pod.ns, "eth0") };
+            start_servers(lab, &pod_host, &format!("{}-v6", pod.name), port, true, None);
+            pod.ip6 = Some(ip);
+        }
+        self.ip6 = Some((lan_ip6, cidr));
+    }
+
+    /// Writes this worker's Node object (see [`node_object`]) with `labels`; with both
+    /// families after [`Worker::add_ipv6`].
     pub fn register(&self, api: &Api, labels: &[(&str, &str)]) {
-        node_object(api, &self.name, self.ip, Some(&self.pod_cidr), labels);
+        let mut ips = vec![IpAddr::V4(self.ip)];
+        let mut cidrs = vec![self.pod_cidr.as_str()];
+        if let Some((ip6, cidr6)) = &self.ip6 {
+            ips.push(IpAddr::V6(*ip6));
+            cidrs.push(cidr6);
+        }
+        node_object(api, &self.name, &ips, &cidrs, labels);
     }
 
     /// Starts kube-proxy in the worker's namespace as the cluster admin (the API server
@@ -179,8 +220,13 @@ impl Worker {
     }
 
     /// The endpoints of its pods, for [`endpoint_slice`]: (address, node, `ready`).
-    pub fn endpoints(&self, ready: bool) -> Vec<(Ipv4Addr, String, bool)> {
-        self.pods.iter().map(|p| (p.ip, p.node.clone(), ready)).collect()
+    pub fn endpoints(&self, ready: bool) -> Vec<(IpAddr, String, bool)> {
+        self.pods.iter().map(|p| (IpAddr::V4(p.ip), p.node.clone(), ready)).collect()
+    }
+
+    /// The IPv6 endpoints of its pods (after [`Worker::add_ipv6`]).
+    pub fn endpoints6(&self, ready: bool) -> Vec<(IpAddr, String, bool)> {
+        self.pods.iter().filter_map(|p| Some((IpAddr::V6(p.ip6?), p.node.clone(), ready))).collect()
     }
 }
 
@@ -229,8 +275,13 @@ impl KubeProxy {
     /// Its `nft list table ip kube-proxy` in the worker's namespace, `None` while the table
     /// does not exist.
     pub fn ruleset(&self) -> Option<String> {
+        self.table("ip")
+    }
+
+    /// Its table of `family` (`ip`, `ip6`), `None` while it does not exist.
+    pub fn table(&self, family: &str) -> Option<String> {
         let out =
-            Command::new("ip").args(["netns", "exec", &self.ns, "nft", "list", "table", "ip", "kube-proxy"]).output();
+            Command::new("ip").args(["netns", "exec", &self.ns, "nft", "list", "table", family, "kube-proxy"]).output();
         out.ok().filter(|o| o.status.success()).map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
     }
 
@@ -242,8 +293,9 @@ impl KubeProxy {
     /// Waits until its nftables table contains `needle` (e.g. a Service's VIP once it has
     /// endpoints); panics with the table and its log otherwise.
     pub fn wait_rules(&mut self, needle: &str, timeout: Duration) {
-        self.wait(&format!("{needle:?} in table ip kube-proxy"), timeout, |kp| {
-            kp.ruleset().is_some_and(|r| r.contains(needle))
+        let family = if needle.contains(':') { "ip6" } else { "ip" };
+        self.wait(&format!("{needle:?} in table {family} kube-proxy"), timeout, |kp| {
+            kp.table(family).is_some_and(|r| r.contains(needle))
         });
     }
 
@@ -314,6 +366,9 @@ pub fn route_pod_cidrs(workers: &[&Worker], others: &[&Host]) {
         let hosts = workers.iter().filter(|o| o.name != w.name).map(|o| &o.host).chain(others.iter().copied());
         for h in hosts {
             run("ip", &["-n", &h.ns, "route", "add", &w.pod_cidr, "via", &via]);
+            if let Some((ip6, cidr6)) = &w.ip6 {
+                run("ip", &["-n", &h.ns, "-6", "route", "add", cidr6, "via", &ip6.to_string()]);
+            }
         }
     }
 }
@@ -327,11 +382,14 @@ pub fn route_pod_cidrs(workers: &[&Worker], others: &[&Host]) {
 /// subresource as well. The TaintNodesByCondition admission plugin adds the
 /// `node.kubernetes.io/not-ready` taint on create, which the node lifecycle controller would
 /// take off a Ready node; there is no controller, so this takes it off.
-pub fn node_object(api: &Api, name: &str, ip: Ipv4Addr, pod_cidr: Option<&str>, labels: &[(&str, &str)]) {
+pub fn node_object(api: &Api, name: &str, ips: &[IpAddr], pod_cidrs: &[&str], labels: &[(&str, &str)]) {
     let labels: serde_json::Map<String, serde_json::Value> =
         labels.iter().map(|(k, v)| ((*k).to_string(), serde_json::Value::from(*v))).collect();
+    let mut addresses: Vec<serde_json::Value> =
+        ips.iter().map(|ip| serde_json::json!({"type": "InternalIP", "address": ip.to_string()})).collect();
+    addresses.push(serde_json::json!({"type": "Hostname", "address": name}));
     let status = serde_json::json!({
-        "addresses": [{"type": "InternalIP", "address": ip.to_string()}, {"type": "Hostname", "address": name}],
+        "addresses": addresses,
         "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "lab node"}],
     });
     let mut node = serde_json::json!({
@@ -340,8 +398,8 @@ pub fn node_object(api: &Api, name: &str, ip: Ipv4Addr, pod_cidr: Option<&str>, 
         "metadata": {"name": name, "labels": labels},
         "status": status,
     });
-    if let Some(c) = pod_cidr {
-        node["spec"] = serde_json::json!({"podCIDR": c, "podCIDRs": [c]});
+    if let Some(c) = pod_cidrs.first() {
+        node["spec"] = serde_json::json!({"podCIDR": c, "podCIDRs": pod_cidrs});
     }
     let exists = !api.kubectl(&["get", "node", name, "--ignore-not-found", "-o", "name"]).trim().is_empty();
     api.apply(&node.to_string()); // JSON is YAML
@@ -360,7 +418,8 @@ pub fn node_object(api: &Api, name: &str, ip: Ipv4Addr, pod_cidr: Option<&str>, 
         "-o",
         "jsonpath={.status.addresses[?(@.type==\"InternalIP\")].address} {.status.conditions[?(@.type==\"Ready\")].status}",
     ]);
-    assert_eq!(got.trim(), format!("{ip} True"), "Node {name}: InternalIP and Ready did not stick");
+    let want: Vec<String> = ips.iter().map(ToString::to_string).collect();
+    assert_eq!(got.trim(), format!("{} True", want.join(" ")), "Node {name}: InternalIP and Ready did not stick");
 }
 
 /// Writes (creates or replaces) the EndpointSlice `SERVICE-lab` of Service `service` in
@@ -369,13 +428,26 @@ pub fn node_object(api: &Api, name: &str, ip: Ipv4Addr, pod_cidr: Option<&str>, 
 /// Service port's, "" for an unnamed single port), `endpoints` (pod address, node name,
 /// ready). A not-ready endpoint is written as not serving either (a pod failing its
 /// readiness probe, not a terminating one).
-pub fn endpoint_slice(api: &Api, service: &str, ports: &[(&str, u16, &str)], endpoints: &[(Ipv4Addr, String, bool)]) {
+pub fn endpoint_slice(api: &Api, service: &str, ports: &[(&str, u16, &str)], endpoints: &[(IpAddr, String, bool)]) {
+    endpoint_slice_named(api, service, &format!("{service}-lab"), ports, endpoints);
+}
+
+/// [`endpoint_slice`] under the name `slice` (a Service with both families has a slice per
+/// family); its addressType is the first endpoint's family.
+pub fn endpoint_slice_named(
+    api: &Api,
+    service: &str,
+    slice: &str,
+    ports: &[(&str, u16, &str)],
+    endpoints: &[(IpAddr, String, bool)],
+) {
+    let family = if endpoints.first().is_some_and(|e| e.0.is_ipv6()) { "IPv6" } else { "IPv4" };
     let ports: Vec<String> = ports
         .iter()
         .map(|(name, port, proto)| format!("{{name: '{name}', port: {port}, protocol: {proto}}}"))
         .collect();
     let mut y = format!(
-        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {service}-lab\n  namespace: default\n  labels: {{kubernetes.io/service-name: {service}, endpointslice.kubernetes.io/managed-by: xlb-tests}}\naddressType: IPv4\nports: [{}]\nendpoints:\n",
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {slice}\n  namespace: default\n  labels: {{kubernetes.io/service-name: {service}, endpointslice.kubernetes.io/managed-by: xlb-tests}}\naddressType: {family}\nports: [{}]\nendpoints:\n",
         ports.join(", ")
     );
     if endpoints.is_empty() {
