@@ -20,7 +20,7 @@ use xlb::{
         services::{build_services, Publisher, StatsIds},
     },
     io::{
-        netdev::NetDev,
+        netdev::{self, NetDev},
         netlink::{self, RouteKind},
     },
     lb::{maglev::TableCache, snapshot::Service, VipMode},
@@ -37,24 +37,12 @@ fn path_of(r: &netlink::Route, dev: &NetDev) -> Path {
         }
         RouteKind::Unicast if r.oif != dev.ifindex => Path::Unreachable(format!(
             "the kernel routes it through {} (ifindex {}), not {}, which xlb serves",
-            ifname(r.oif).unwrap_or_else(|| "another interface".into()),
+            netdev::name_of(r.oif).unwrap_or_else(|| "another interface".into()),
             r.oif,
             dev.name
         )),
         RouteKind::Unicast => r.gateway.map_or(Path::OnLink, Path::Via),
     }
-}
-
-/// The name of interface `ifindex`.
-fn ifname(ifindex: u32) -> Option<String> {
-    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
-    // SAFETY: if_indextoname writes at most IF_NAMESIZE bytes (NUL included) into `buf`.
-    let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
-    if p.is_null() {
-        return None;
-    }
-    // SAFETY: on success `buf` holds a NUL-terminated name.
-    Some(unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned())
 }
 
 /// Desired state and the snapshots built from it.
