@@ -95,8 +95,12 @@ impl Reporter {
         let now = Instant::now();
         self.tried.retain(|k, _| want.contains_key(k));
         let mut events = Vec::new();
+        if want.is_empty() {
+            return events;
+        }
+        let by_key: HashMap<String, &Arc<Service>> = svcs.iter().map(|s| (key(s), s)).collect();
         for (k, problem) in want {
-            let Some(svc) = svcs.iter().find(|s| key(s) == *k) else { continue };
+            let Some(svc) = by_key.get(k) else { continue };
             let (status, reason, message) = match problem {
                 None => ("True", "Reachable", format!("every backend is reachable from node {}", self.node)),
                 Some(p) => ("False", "Unreachable", p.clone()),
