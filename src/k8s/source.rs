@@ -273,6 +273,33 @@ async fn publish(recorder: &Recorder, ev: &Event, names: &[String], svcs: &[Arc<
     }
 }
 
+/// Keeps the `xlb.dev/BackendsReachable` condition of the Services in `want` (see
+/// [`super::reach`]) as it should be: when `want` changes, and every second besides (a
+/// write lost to a race, or the Service changed by someone else), until `stop`.
+async fn report_reachability(
+    client: Client,
+    me: String,
+    services: kube::runtime::reflector::Store<Service>,
+    mut want: tokio::sync::watch::Receiver<BTreeMap<String, Option<String>>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    stats: Arc<Stats>,
+) {
+    let mut reporter = super::reach::Reporter::new(client.clone(), &me);
+    let recorder = Recorder::new(client, "xlb", &me);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            r = want.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        let w = want.borrow_and_update().clone();
+        let svcs = services.state();
+        for (k, ev) in reporter.reconcile(&w, &svcs, &stats).await {
+            publish(&recorder, &ev, &[k], &svcs, &stats).await;
+        }
+    }
+}
+
 /// The members' Leases as this node has read them.
 struct LeaseView {
     membership: Membership,
@@ -376,7 +403,17 @@ async fn run_node(
     let mut renew_tick = tokio::time::interval(opts.renew);
     renew_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let recorder = Recorder::new(client.clone(), "xlb", &me);
-    let mut reporter = super::reach::Reporter::new(client.clone(), &me);
+    // The conditions are written by a task of their own: a slow API must not hold up the
+    // Lease renewals and membership this loop keeps.
+    let (reach_tx, reach_rx) = tokio::sync::watch::channel(BTreeMap::new());
+    tokio::spawn(report_reachability(
+        client.clone(),
+        me.clone(),
+        services.clone(),
+        reach_rx,
+        stop.clone(),
+        stats.clone(),
+    ));
     let mut last: Option<Plan> = None;
     tracing::info!(node = %me, lease = %lease_name(&me), namespace = %opts.settings.namespace, "joining the xlb members");
     loop {
@@ -501,9 +538,13 @@ async fn run_node(
         // The Services this node announces say whether their backends can be reached.
         let Some(current) = &last else { continue };
         let want = super::reach::desired(current, &paths.borrow_and_update());
-        for (k, ev) in reporter.reconcile(&want, &svcs, &stats).await {
-            publish(&recorder, &ev, &[k], &svcs, &stats).await;
-        }
+        reach_tx.send_if_modified(|old| {
+            let changed = *old != want;
+            if changed {
+                *old = want;
+            }
+            changed
+        });
     }
     // Graceful leave: the Lease goes first, so the others take over without waiting for it
     // to expire.
