@@ -206,17 +206,22 @@ impl Datapath {
         Ok(self.prog.set_vip(vip, flags | local)?)
     }
 
+    /// Whether `vip`'s traffic goes to the kernel (see [`Datapath::set_local`]).
+    pub(super) fn is_local(&self, vip: IpAddr) -> bool {
+        self.local.contains(&vip)
+    }
+
     /// The VIPs whose traffic goes to the kernel (this node's service proxy serves them):
-    /// their entries in the VIP map change at once.
-    pub(super) fn set_local(&mut self, local: HashSet<IpAddr>) -> anyhow::Result<()> {
+    /// their entries in the VIP map change at once. Returns whether the set changed.
+    pub(super) fn set_local(&mut self, local: HashSet<IpAddr>) -> anyhow::Result<bool> {
         let changed: Vec<IpAddr> = local.symmetric_difference(&self.local).copied().collect();
         self.local = local;
-        for v in changed {
+        for &v in &changed {
             if let Some(f) = self.vip_flags.get(&v).copied() {
                 self.set_vip(v, f)?;
             }
         }
-        Ok(())
+        Ok(!changed.is_empty())
     }
 
     /// Joins the solicited-node group of every IPv6 address in `addrs` (and leaves the

@@ -202,13 +202,12 @@ fn state_held(args: &RunArgs, ifname: &str) -> usize {
 /// The state directory (`--state-dir`, else /run/xlb/state/IFACE), held: the tables live
 /// there, so that the next xlb takes over every flow. None with `--no-state`.
 fn state_dir(args: &RunArgs, ifname: &str) -> Result<Option<StateDir>, UsageError> {
-    if args.no_state {
+    let Some(dir) = state_path(args, ifname) else {
         tracing::info!(
             "state: none (--no-state): a restart loses every SNAT flow, and DSR flows whose backends changed"
         );
         return Ok(None);
-    }
-    let dir = args.state_dir.clone().unwrap_or_else(|| Path::new(DEFAULT_STATE_DIR).join(ifname));
+    };
     let state = StateDir::open(&dir, Duration::from_secs(30))
         .map_err(|e| UsageError::State(format!("--state-dir {}: {e}", dir.display())))?;
     if !state.tmpfs {

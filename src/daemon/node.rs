@@ -104,7 +104,8 @@ impl Node {
             None => self.plane.compiled.vips.clone(),
             Some(o) => o.owned().iter().copied().collect(),
         };
-        owned_set(&vips, &self.snat_addrs, true, |v| self.plane.vip_ready(v))
+        // A VIP whose traffic this node's own service proxy takes is ready without a service.
+        owned_set(&vips, &self.snat_addrs, true, |v| self.dp.is_local(v) || self.plane.vip_ready(v))
     }
 
     /// Hands the owned set to the speakers and carries out what they say; `why`: the log
@@ -226,12 +227,9 @@ impl Node {
             *members = plan.members;
             *owners = plan.owners.iter().map(|(v, o)| (*v, o.owner.clone())).collect();
         }
-        let local: HashSet<IpAddr> = plan.local_vips.iter().copied().collect();
-        if local != self.plane.local_vips {
+        if self.dp.set_local(plan.local_vips.iter().copied().collect())? {
             tracing::info!(vips = ?plan.local_vips, "VIPs whose traffic this node's own service proxy takes (every node runs xlb)");
         }
-        self.dp.set_local(local.clone())?;
-        self.plane.local_vips = local;
         let compiled = Compiled { vips: plan.vips, specs: plan.specs, assignments: Vec::new(), health: Vec::new() };
         self.apply_compiled(compiled)?;
         tracing::debug!(generation = self.plane.publisher.generation(), vips = ?self.plane.compiled.vips, "plan from Kubernetes applied");

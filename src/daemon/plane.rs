@@ -66,9 +66,6 @@ pub(super) struct Plane {
     pub(super) last_reload_error: Option<String>,
     /// When the routes and neighbour table are read next.
     pub(super) next_neigh: Instant,
-    /// VIPs whose traffic this node's own service proxy takes (Kubernetes, every node
-    /// running xlb): ready without a service of xlb's.
-    pub(super) local_vips: HashSet<IpAddr>,
     /// When they were last read.
     pub(super) last_neigh: Instant,
     /// How many times a backend's path became unreachable.
@@ -102,7 +99,6 @@ impl Plane {
             last_reload_error: None,
             next_neigh: now,
             last_neigh: now,
-            local_vips: HashSet::new(),
             unreachable_events: 0,
             next_file_check: now + Duration::from_secs(1),
         }
@@ -313,8 +309,7 @@ impl Plane {
 
     /// Whether a service on `vip` has a backend that takes new flows (last build).
     pub(super) fn vip_ready(&self, vip: IpAddr) -> bool {
-        self.local_vips.contains(&vip)
-            || self.services.iter().any(|s| s.key.vip == vip && s.backends.iter().any(|b| b.takes_new_flows()))
+        self.services.iter().any(|s| s.key.vip == vip && s.backends.iter().any(|b| b.takes_new_flows()))
     }
 
     /// The spec name of a datapath service (its index in `services` matches `compiled.specs`).

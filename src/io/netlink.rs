@@ -131,31 +131,44 @@ pub fn neighbours(ifindex: u32) -> io::Result<Vec<Neighbour>> {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = recv(&fd, &mut buf)?;
-        let mut at = 0;
-        while at + NLMSG_HDR <= n {
-            let len = usize::try_from(u32_at(&buf, at)).unwrap_or(0);
-            let ty = u16_at(&buf, at + 4);
-            if len < NLMSG_HDR || at + len > n {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, "truncated netlink message"));
-            }
-            if u32_at(&buf, at + 8) == seq {
-                match ty {
+        for m in messages(&buf[..n]) {
+            let m = m?;
+            if u32_at(m, 8) == seq {
+                match u16_at(m, 4) {
                     NLMSG_DONE => return Ok(out),
                     NLMSG_ERROR => {
-                        let err = i32::from_ne_bytes(u32_at(&buf, at + NLMSG_HDR).to_ne_bytes());
+                        let err = i32::from_ne_bytes(u32_at(m, NLMSG_HDR).to_ne_bytes());
                         return Err(io::Error::from_raw_os_error(-err));
                     }
                     RTM_NEWNEIGH => {
-                        if let Some(nb) = parse_neigh(&buf[at + NLMSG_HDR..at + len], want_if) {
+                        if let Some(nb) = parse_neigh(&m[NLMSG_HDR..], want_if) {
                             out.push(nb);
                         }
                     }
                     _ => {}
                 }
             }
-            at += (len + 3) & !3;
         }
     }
+}
+
+/// The netlink messages of a datagram, each whole (header included); an error for one cut
+/// short, and nothing after it.
+fn messages(buf: &[u8]) -> impl Iterator<Item = io::Result<&[u8]>> + '_ {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        if at + NLMSG_HDR > buf.len() {
+            return None;
+        }
+        let len = usize::try_from(u32_at(buf, at)).unwrap_or(0);
+        if len < NLMSG_HDR || at + len > buf.len() {
+            at = buf.len();
+            return Some(Err(io::Error::new(io::ErrorKind::InvalidData, "truncated netlink message")));
+        }
+        let m = &buf[at..at + len];
+        at += (len + 3) & !3;
+        Some(Ok(m))
+    })
 }
 
 fn parse_neigh(b: &[u8], want_if: i32) -> Option<Neighbour> {
@@ -268,15 +281,8 @@ pub fn route_to(addr: IpAddr) -> io::Result<Route> {
     let mut buf = vec![0u8; 8192];
     loop {
         let n = recv(&fd, &mut buf)?;
-        let mut at = 0;
-        while at + NLMSG_HDR <= n {
-            let len = usize::try_from(u32_at(&buf, at)).unwrap_or(0);
-            if len < NLMSG_HDR || at + len > n {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, "truncated netlink message"));
-            }
-            let one = &buf[at..at + len];
-            at += (len + 3) & !3;
-            let Ok(m) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(one) else { continue };
+        for one in messages(&buf[..n]) {
+            let Ok(m) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(one?) else { continue };
             if m.header.sequence_number != seq {
                 continue;
             }
@@ -359,6 +365,8 @@ pub fn watch_changes(mut changed: impl FnMut() -> bool + Send + 'static) -> io::
                 // were lost, so say something changed).
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut => {}
                 Err(_) => {
+                    // Never a busy loop on an error that stays.
+                    std::thread::sleep(std::time::Duration::from_millis(100));
                     if !changed() {
                         return;
                     }
@@ -372,6 +380,24 @@ pub fn watch_changes(mut changed: impl FnMut() -> bool + Send + 'static) -> io::
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_datagram_splits_into_aligned_messages_and_a_cut_one_is_an_error() {
+        let msg = |len: u32| {
+            let mut m = len.to_ne_bytes().to_vec();
+            m.resize(usize::try_from(len).unwrap_or(0), 0);
+            m.resize((m.len() + 3) & !3, 0);
+            m
+        };
+        let mut buf = msg(18);
+        buf.extend(msg(16));
+        let lens: Vec<usize> = messages(&buf).map(|m| m.map(<[u8]>::len).unwrap_or(0)).collect();
+        assert_eq!(lens, [18, 16], "the second starts after the first's padding");
+        let mut cut = msg(40);
+        cut.truncate(24);
+        let got: Vec<io::Result<&[u8]>> = messages(&cut).collect();
+        assert!(got.len() == 1 && got[0].is_err(), "one error, then nothing");
+    }
 
     #[test]
     fn the_route_to_loopback_is_local() {

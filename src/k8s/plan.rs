@@ -261,13 +261,19 @@ struct Worker {
     addrs: Vec<IpAddr>,
 }
 
-/// The nodes a Service's traffic may go through: Ready, not labelled [`EXCLUDE_LABEL`], and
-/// not running xlb. An xlb node is never a backend: its own XDP program would take the packet
+/// Whether a node's service proxy may take load-balancer traffic: Ready, and not labelled
+/// [`EXCLUDE_LABEL`].
+fn takes_lb_traffic(n: &Node) -> bool {
+    node_ready(n) && !n.labels().contains_key(EXCLUDE_LABEL)
+}
+
+/// The nodes a Service's traffic may go through: those that take load-balancer traffic and
+/// do not run xlb. An xlb node is never a backend: its own XDP program would take the packet
 /// for the VIP again instead of handing it to its service proxy.
 fn workers(me: &str, c: &Cluster<'_>) -> Vec<Worker> {
     c.nodes
         .iter()
-        .filter(|n| node_ready(n) && !n.labels().contains_key(EXCLUDE_LABEL))
+        .filter(|n| takes_lb_traffic(n))
         .map(|n| (n.name_any(), n))
         .filter(|(name, _)| name != me && !c.members.contains_key(name))
         .map(|(name, n)| Worker { name, addrs: node_addresses(n) })
@@ -348,12 +354,7 @@ pub fn plan(me: &str, c: &Cluster<'_>, settings: &Settings, snat_families: (bool
     let by_service = slices_by_service(c.slices);
     let workers = workers(me, c);
     // Nodes whose own service proxy may take a VIP's traffic (see `own` below).
-    let proxies: BTreeSet<String> = c
-        .nodes
-        .iter()
-        .filter(|n| node_ready(n) && !n.labels().contains_key(EXCLUDE_LABEL))
-        .map(|n| n.name_any())
-        .collect();
+    let proxies: BTreeSet<String> = c.nodes.iter().filter(|n| takes_lb_traffic(n)).map(|n| n.name_any()).collect();
     let mut own_vips: BTreeMap<IpAddr, bool> = BTreeMap::new();
     let mut announced: HashSet<IpAddr> = HashSet::new();
     let mut services: Vec<&Arc<Service>> = c.services.iter().filter(|s| served(s, settings)).collect();

@@ -78,11 +78,6 @@ impl SourceRanges {
         let a = u128::from_be_bytes(*src);
         self.0.iter().any(|&(net, mask)| a & mask == net)
     }
-
-    /// Whether it admits everyone.
-    pub fn is_open(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
 /// A backend as the datapath sees it.
