@@ -295,6 +295,13 @@ struct RunArgs {
     /// Keep the tables in this process only (a restart loses every SNAT connection).
     #[arg(long, conflicts_with = "state_dir")]
     no_state: bool,
+    /// An upgrade in place: if another xlb holds the state directory, ask it to hand over.
+    /// It stops forwarding and lets go of the queues and tables, but keeps the node's VIPs
+    /// and membership for this one (its peers hold them); with --kubernetes it then waits
+    /// for its own SIGTERM, standalone it exits. Without this flag, a second xlb waits for
+    /// the first to exit.
+    #[arg(long, conflicts_with = "no_state")]
+    takeover: bool,
     /// Admin socket for `xlb status`, `xlb service list`, ... (default: the config's
     /// admin.socket, else /run/xlb/xlb.sock).
     #[arg(long, value_name = "PATH")]

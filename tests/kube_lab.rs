@@ -25,7 +25,7 @@ use support::{
     dsr_backend,
     kube::Api,
     neigh::{quantile, Asker},
-    traffic::{in_netns, tcp_connections},
+    traffic::{in_netns, tcp_connections, Pinger},
     Host, Lab, Xlb,
 };
 use xlb::{io::packet_socket::PacketSocket, wire::EthernetAddress};
@@ -364,6 +364,129 @@ fn three_nodes_share_twenty_vips_fail_over_and_survive_an_api_outage() {
     println!("xlb API writes per second (3 nodes, idle): {rate20:.2} with 20 VIPs, {rate200:.2} with 200 VIPs");
     assert!(rate20 > 0.0, "no Lease renewals seen in the audit log");
     assert!(rate200 <= rate20 * 1.25 + 0.2, "writes grew with the VIPs: {rate20:.2}/s -> {rate200:.2}/s");
+    for n in &mut nodes {
+        n.xlb.as_mut().unwrap().stop();
+    }
+}
+
+/// A DaemonSet upgrade, node after node, as the chart runs it (maxSurge 1): the new pod's
+/// xlb starts beside the old one with `--takeover`, the old one hands over, and the pod's
+/// SIGTERM then ends it. Every VIP stays on its node (the peer holds it, and never takes it
+/// over), and every long-lived connection, DSR and SNAT, is kept.
+#[test]
+fn a_rolling_upgrade_keeps_every_vip_on_its_node_and_every_connection() {
+    let _turn = one_at_a_time();
+    let Some(mut lab) = Lab::new("rolling_upgrade") else { return };
+    let Some(api) = Api::start() else { return };
+    let vips: Vec<Ipv4Addr> = (0..4).map(vip).collect();
+    let (client, mut nodes) = hosts(&mut lab, &NODES[..2], &vips);
+    cluster(&api, &NODES[..2], "lab", "{start: 10.77.0.100, stop: 10.77.0.103}", true);
+    api.apply(&services_yaml(0..4, "lab"));
+    for svc in ["svc-2", "svc-3"] {
+        api.kubectl(&["annotate", "--overwrite", "svc", svc, "xlb.dev/mode=snat"]);
+    }
+    start_all(&lab, &api, &mut nodes, true);
+    let log0 = nodes[0].xlb.as_ref().unwrap().log.clone();
+    api.wait_for("4 addresses allocated", 30, &log0, |api| {
+        (0..4).all(|i| !api.ingress(&format!("svc-{i}")).is_empty())
+    });
+    let sock = PacketSocket::open(Some(&client.ns), "eth0").unwrap();
+    let ask = Asker { sock: &sock, mac: client.mac, ip: CLIENT };
+    let owners = ask.settled(&vips, Duration::from_secs(20));
+    for n in &nodes {
+        let owned: Vec<&Ipv4Addr> = owners.iter().filter(|(_, m)| **m == n.host.mac).map(|(v, _)| v).collect();
+        println!("{} announces {owned:?}", n.name);
+    }
+    let snat: BTreeSet<Ipv4Addr> = ["svc-2", "svc-3"].iter().map(|s| api.ingress(s).parse().unwrap()).collect();
+    let addrs: Vec<SocketAddr> = vips.iter().map(|v| SocketAddr::from((*v, 80))).collect();
+    // Every VIP answers before the connections are held.
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let a = addrs.clone();
+        let out = in_netns(&client.ns, move || a.iter().map(|t| tcp_connections(*t, 1)).collect::<Vec<_>>());
+        if out.iter().all(|o| o.failures.is_empty()) {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "the VIPs do not all answer: {:?}",
+            out.iter().map(|o| &o.failures).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let pinger = Pinger::start(&client.ns, &addrs, 3);
+    std::thread::sleep(Duration::from_secs(1));
+
+    let takeovers = |x: &Xlb| x.log_text().matches("taking the VIP over").count();
+    let mut old_logs = Vec::new();
+    for i in 0..nodes.len() {
+        pinger.next_phase();
+        let peer = 1 - i;
+        let taken_before = takeovers(nodes[peer].xlb.as_ref().unwrap());
+        let t0 = Instant::now();
+        let (name, host) = (nodes[i].name, &nodes[i].host);
+        let new = Xlb::start_release(
+            &lab,
+            host,
+            &["--kubernetes", "--node-name", name, "--kubeconfig", &api.xlb, "--takeover"],
+        );
+        let running = t0.elapsed();
+        let mut old = nodes[i].xlb.replace(new).unwrap();
+        old.wait_log("waiting for SIGTERM", Duration::from_secs(10));
+        // The old pod is deleted once the new one is ready: SIGTERM ends it at once.
+        let t1 = Instant::now();
+        assert_eq!(old.signal("TERM"), Some(0), "{}", old.log_text());
+        let ended = t1.elapsed();
+        let (old_log, new_log) = (old.log_text(), nodes[i].xlb.as_ref().unwrap().log_text());
+        old_logs.push(format!("{name}, before its upgrade:\n{old_log}"));
+        let line = |log: &str, needle: &str| log.lines().find(|l| l.contains(needle)).unwrap_or("").to_string();
+        println!(
+            "{name}: new xlb running after {running:?}; old one ended {ended:?} after SIGTERM\n  old: {}\n  new: {}",
+            line(&old_log, "handed over:"),
+            line(&new_log, "the previous xlb handed over")
+        );
+        assert!(old_log.contains("the membership Lease stays"), "{name}: {old_log}");
+        assert!(!old_log.contains("membership Lease deleted"), "{name} left the members: {old_log}");
+        // The peer was told, held the node's VIPs, and took none of them.
+        let peer_name = nodes[peer].name;
+        let peer_xlb = nodes[peer].xlb.as_mut().unwrap();
+        peer_xlb.wait_log(
+            &format!("a peer hands over to a new xlb on its node: it keeps its VIPs node=\"{name}\""),
+            Duration::from_secs(5),
+        );
+        std::thread::sleep(Duration::from_secs(2));
+        assert_eq!(
+            takeovers(peer_xlb),
+            taken_before,
+            "{} took VIPs over during {name}'s upgrade:\n{}",
+            peer_name,
+            peer_xlb.log_text()
+        );
+        assert_eq!(ask.settled(&vips, Duration::from_secs(5)), owners, "a VIP moved in {name}'s upgrade");
+    }
+    let (rounds, worst) = pinger.finish();
+    println!(
+        "rolling upgrade under {} long-lived connections ({} of them SNAT): rounds {rounds:?}; worst round before: {:?}, \
+         across {}'s upgrade: {:?}, across {}'s: {:?}",
+        addrs.len() * 3,
+        snat.len() * 3,
+        worst[0],
+        nodes[0].name,
+        worst[1],
+        nodes[1].name,
+        worst[2]
+    );
+    let rounds = rounds.unwrap_or_else(|e| {
+        panic!(
+            "a connection broke in the upgrade: {e}\n{}\n-----\n{}",
+            old_logs.join("\n-----\n"),
+            node_logs(&nodes, |_| true)
+        )
+    });
+    assert!(rounds > 50, "{rounds} rounds of pings");
+    for (n, w) in nodes.iter().zip(&worst[1..]) {
+        assert!(*w < Duration::from_secs(5), "{}'s upgrade stalled the connections for {w:?}", n.name);
+    }
     for n in &mut nodes {
         n.xlb.as_mut().unwrap().stop();
     }

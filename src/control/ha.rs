@@ -26,7 +26,7 @@ use std::{
 
 use crate::{
     lb::{
-        heartbeat::{self, Beat, Heartbeat, FLAG_LEAVING, FLAG_QUORUM},
+        heartbeat::{self, Beat, Heartbeat, FLAG_HANDOVER, FLAG_LEAVING, FLAG_QUORUM, HANDOVER_HOLD},
         maglev::hash64,
         neighbor::OutFrame,
     },
@@ -59,6 +59,9 @@ impl HaTimings {
 
 #[derive(Debug, Clone)]
 struct Heard {
+    /// When it was last heard: its last beat's arrival, or, after a beat that says it hands
+    /// over, a time ahead that keeps it alive, hearing and voting through
+    /// [`HANDOVER_HOLD`] (every use of `at` then holds it, as if it still beat).
     at: Instant,
     incarnation: u64,
     seq: u64,
@@ -72,6 +75,8 @@ struct Heard {
     /// Its member list was once the same as ours: a difference now is a change on its way
     /// (see [`DIGEST_GRACE`]), not a node that has yet to learn of this one.
     agreed: bool,
+    /// Its last beat said it hands over to a new xlb (`at` holds it).
+    handed_over: bool,
 }
 
 /// How long a peer whose member list differs from ours still counts as hearing us: about
@@ -216,14 +221,25 @@ impl Peers {
         if h.leaving() {
             return self.heard.remove(&name).is_some() && was_alive;
         }
+        // The successor of a node that handed over: until its beats say it hears this node
+        // (it has the member list from the API, and this node's beats), the hold stands as
+        // the last beat left it. Its first beats ("I hear nobody yet") thus cost nobody
+        // quorum, and none of its VIPs move.
+        if let Some(p) = self.heard.get(&name) {
+            if p.handed_over && was_alive && h.incarnation > p.incarnation && !self.says_it_hears_me(h.digest, h.hears)
+            {
+                return false;
+            }
+        }
         let digest = self.members_digest();
         let before = self.heard.get(&name);
         let differs_since = if h.digest == digest { None } else { before.and_then(|p| p.differs_since).or(Some(now)) };
         let agreed = h.digest == digest || before.is_some_and(|p| p.agreed);
+        let at = if h.handing_over() { now + HANDOVER_HOLD.saturating_sub(self.timings.dead_time()) } else { now };
         self.heard.insert(
             name,
             Heard {
-                at: now,
+                at,
                 incarnation: h.incarnation,
                 seq: h.seq,
                 mac: h.mac,
@@ -232,6 +248,7 @@ impl Peers {
                 quorum: h.flags & FLAG_QUORUM != 0,
                 differs_since,
                 agreed,
+                handed_over: h.handing_over(),
             },
         );
         !was_alive || was_quorum != (h.flags & FLAG_QUORUM != 0)
@@ -269,7 +286,13 @@ impl Peers {
         if p.digest != self.members_digest() {
             return p.agreed && p.differs_since.is_none_or(|t| now.saturating_duration_since(t) < DIGEST_GRACE);
         }
-        self.members.iter().position(|m| *m == self.me).is_none_or(|i| i >= 64 || p.hears & (1 << i) != 0)
+        self.says_it_hears_me(p.digest, p.hears)
+    }
+
+    /// Whether a heartbeat's member digest and `hears` bits say its sender hears this node.
+    fn says_it_hears_me(&self, digest: u64, hears: u64) -> bool {
+        digest == self.members_digest()
+            && self.members.iter().position(|m| *m == self.me).is_none_or(|i| i >= 64 || hears & (1 << i) != 0)
     }
 
     /// Whether this node is in touch, both ways, with more than half of the members at `now`;
@@ -376,6 +399,24 @@ impl Peers {
             return None;
         }
         self.said_quorum = Some(quorum);
+        let flags = if leaving {
+            FLAG_LEAVING
+        } else if quorum {
+            FLAG_QUORUM
+        } else {
+            0
+        };
+        Some(self.frame(mac, now, flags))
+    }
+
+    /// The last heartbeat of an xlb that hands over to a new one on this node: the peers
+    /// hold this node alive, with the quorum it says, until the successor beats.
+    pub fn handover_beat(&mut self, mac: EthernetAddress, now: Instant, quorum: bool) -> OutFrame {
+        self.frame(mac, now, FLAG_HANDOVER | if quorum { FLAG_QUORUM } else { 0 })
+    }
+
+    /// The next heartbeat frame, saying `flags`.
+    fn frame(&mut self, mac: EthernetAddress, now: Instant, flags: u8) -> OutFrame {
         self.seq += 1;
         self.next_beat = now + self.timings.interval;
         // "Hears" only members heard within dead time minus takeover: a node whose beats stop
@@ -392,7 +433,7 @@ impl Peers {
             })
             .fold(0u64, |bits, (i, _)| bits | (1 << i));
         let digest = self.members_digest();
-        Some(heartbeat::build_signed(
+        heartbeat::build_signed(
             mac,
             &Beat {
                 name: &self.me,
@@ -401,16 +442,10 @@ impl Peers {
                 seq: self.seq,
                 digest,
                 hears,
-                flags: if leaving {
-                    FLAG_LEAVING
-                } else if quorum {
-                    FLAG_QUORUM
-                } else {
-                    0
-                },
+                flags,
             },
             self.key.as_deref(),
-        ))
+        )
     }
 }
 
@@ -476,6 +511,40 @@ mod tests {
         assert!(p.heard(&hb("b", 2, 1, false), t0 + ms(300)));
         assert!(p.heard(&hb("b", 2, 2, true), t0 + ms(310)));
         assert!(!p.alive("b", t0 + ms(310)));
+    }
+
+    #[test]
+    fn a_node_that_hands_over_is_held_until_its_successor_hears_us() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        // Two members: a (this node) and b; b's beats hear a.
+        let two = || vec!["a".to_string(), "b".to_string()];
+        let mut p = Peers::new("a", "c", HaTimings::default(), two(), t0, 1);
+        let d = digest_of(&two());
+        assert!(p.heard(&hb_hearing("b", 1, 1, false, d, 0b11), t0));
+        assert!(p.quorum(t0, None));
+        // b hands over: held alive, hearing a, owning its VIPs, well past the 250 ms dead time.
+        let mut handover = hb_hearing("b", 1, 2, false, d, 0b11);
+        handover.flags |= FLAG_HANDOVER;
+        p.heard(&handover, t0 + ms(10));
+        let later = t0 + ms(2000);
+        assert!(p.alive("b", later) && p.quorum(later, None) && p.may_own("b", later, true));
+        // Its successor's first beats know only itself (no member list yet, nobody heard):
+        // ignored, the hold stands.
+        let alone = digest_of(&["b".to_string()]);
+        assert!(!p.heard(&hb_hearing("b", 2, 1, false, alone, 0b1), later));
+        assert!(p.quorum(later, None) && p.may_own("b", later, true));
+        // Once it hears a, it is b as usual.
+        assert!(!p.heard(&hb_hearing("b", 2, 2, false, d, 0b11), later + ms(50)));
+        assert!(p.alive("b", later + ms(290)) && !p.alive("b", later + ms(300)));
+        // A node that hands over and has no successor is dead when the hold ends.
+        p.heard(&hb_hearing("b", 2, 3, false, d, 0b11), t0 + ms(3000));
+        let mut handover = hb_hearing("b", 2, 4, false, d, 0b11);
+        handover.flags |= FLAG_HANDOVER;
+        p.heard(&handover, t0 + ms(3000));
+        assert!(p.alive("b", t0 + ms(3000) + HANDOVER_HOLD - ms(1)));
+        assert!(!p.alive("b", t0 + ms(3000) + HANDOVER_HOLD));
+        assert!(!p.quorum(t0 + ms(3000) + HANDOVER_HOLD, None));
     }
 
     #[test]

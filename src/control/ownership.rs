@@ -325,6 +325,14 @@ impl Ownership {
         self.fence = Some(now);
         self.peers.beat(self.mac, now, true, false)
     }
+
+    /// Handing over to a new xlb on this node at `now`: the last heartbeat says so, and the
+    /// quorum this node has; the peers hold it alive until the successor beats. Nothing
+    /// here changes: the workers stop right after.
+    pub fn hand_over(&mut self, now: Instant) -> OutFrame {
+        let quorum = self.quorum(now);
+        self.peers.handover_beat(self.mac, now, quorum)
+    }
 }
 
 #[cfg(test)]

@@ -243,7 +243,8 @@ impl Datapath {
     }
 
     /// Detaches the program (frames arriving while the workers stop go to the kernel rather
-    /// than to sockets nobody reads), leaves the groups, stops and joins the workers.
+    /// than to sockets nobody reads), leaves the groups, stops and joins the workers, and
+    /// lets go of the state directory.
     pub(super) fn stop(&mut self) -> Finals {
         let classes = self.prog.class_counts();
         self.prog.detach();
@@ -268,6 +269,9 @@ impl Datapath {
                 (queue, mode, last)
             })
             .collect();
+        // Every writer of the tables has stopped: the next xlb may take them (a handover
+        // waits for this).
+        self._state = None;
         Finals { classes, queues, conntrack }
     }
 }

@@ -41,7 +41,7 @@ use xlb::{
     },
     io::{
         netdev::{NetDev, NetDevError},
-        state::{addresses_word, Found, StateDir},
+        state::{addresses_word, Found, StateDir, Successor},
     },
     k8s::plan::Plan,
     lb::snat::{Slot, SnatTable},
@@ -104,6 +104,12 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
     start::check_memory(&memory, fields, state_held(&args, &dev.name))?;
     let state = state_dir(&args, &dev.name)?;
     let snat = snat_table(&start, queues, state.as_ref())?;
+    // A successor (`--takeover`, the new pod of an upgrade) may ask this xlb to hand over.
+    let (successor_tx, successor_rx) = crossbeam_channel::bounded::<Successor>(1);
+    if let Some(st) = &state {
+        st.listen_for_successor(successor_tx)
+            .map_err(|e| UsageError::State(format!("the state directory's handover socket: {e}")))?;
+    }
 
     // SIGINT/SIGTERM wake the control loop at once, which leaves (a last heartbeat, the
     // Lease deleted) and then stops the workers; SIGHUP asks for a reload.
@@ -168,23 +174,51 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
         admin: admin_rx,
         kube: kube_plans,
         health: node.plane.health.events.clone(),
+        successor: successor_rx,
     };
-    let result = control_loop(&mut node, first, &chans);
-
-    // Leave the cluster first (the membership Lease goes, the other nodes take the VIPs),
-    // then stop answering queries, then detach and stop the workers.
-    tracing::info!("stopping");
-    node.leave();
-    if let Source::Kube { handle, .. } = &mut node.plane.source {
-        if let Some(h) = handle.take() {
+    let (result, successor) = match control_loop(&mut node, first, &chans) {
+        Ok(s) => (Ok(()), s),
+        Err(e) => (Err(e), None),
+    };
+    let kube = match &mut node.plane.source {
+        Source::Kube { handle, .. } => handle.take(),
+        _ => None,
+    };
+    let Some(successor) = successor else {
+        // Leave the cluster first (the membership Lease goes, the other nodes take the
+        // VIPs), then stop answering queries, then detach and stop the workers.
+        tracing::info!("stopping");
+        node.leave();
+        if let Some(h) = kube {
             h.stop(Duration::from_secs(4));
         }
-    }
+        drop(metrics_server);
+        drop(admin);
+        let finals = node.dp.stop();
+        result?;
+        return node.report(&finals, args.stats_file.as_deref());
+    };
+    // A handover: the peers are told to hold this node's VIPs for the successor, the
+    // queues and tables are let go of as fast as can be (the gap in forwarding), and the
+    // membership Lease stays for the successor to renew.
+    let t0 = Instant::now();
+    tracing::info!(successor = %successor.who, "handing over to a new xlb: the VIPs, the membership and every flow stay on this node");
+    node.hand_over();
     drop(metrics_server);
     drop(admin);
     let finals = node.dp.stop();
-    result?;
-    node.report(&finals, args.stats_file.as_deref())
+    successor.released();
+    tracing::info!(took_ms = t0.elapsed().as_millis(), "handed over: queues, tables and the state directory let go");
+    if let Some(h) = kube {
+        h.hand_over(Duration::from_secs(4));
+    }
+    node.report(&finals, args.stats_file.as_deref())?;
+    if args.kubernetes {
+        // The kubelet restarts a container that exits: this one waits for its pod's end.
+        tracing::info!("waiting for SIGTERM (the pod is deleted once the new one is ready)");
+        let _ = chans.stop.recv();
+    }
+    Ok(())
 }
 
 /// The state directory of `ifname`'s xlb.
@@ -208,7 +242,7 @@ fn state_dir(args: &RunArgs, ifname: &str) -> Result<Option<StateDir>, UsageErro
         );
         return Ok(None);
     };
-    let state = StateDir::open(&dir, Duration::from_secs(30))
+    let state = StateDir::open(&dir, Duration::from_secs(30), args.takeover)
         .map_err(|e| UsageError::State(format!("--state-dir {}: {e}", dir.display())))?;
     if !state.tmpfs {
         tracing::warn!(dir = %dir.display(), "the state directory is not on tmpfs: the flow tables will be written back to a disk; give --state-dir on tmpfs (e.g. under /run or /dev/shm)");
@@ -292,10 +326,13 @@ struct Channels {
     health: Receiver<xlb::control::health::HealthEvent>,
     /// A route or neighbour changed in the kernel.
     routes: Receiver<()>,
+    /// A successor asks this xlb to hand over.
+    successor: Receiver<Successor>,
 }
 
-/// Runs until a signal: probing, announcing, conflicts, next hops, health, reloads, queries.
-fn control_loop(node: &mut Node, first: Actions, ch: &Channels) -> anyhow::Result<()> {
+/// Runs until a signal (None) or a successor's request to hand over: probing, announcing,
+/// conflicts, next hops, health, reloads, queries.
+fn control_loop(node: &mut Node, first: Actions, ch: &Channels) -> anyhow::Result<Option<Successor>> {
     node.apply(&first)?;
     node.rebuild();
     node.refresh_neighbours();
@@ -335,6 +372,11 @@ fn control_loop(node: &mut Node, first: Actions, ch: &Channels) -> anyhow::Resul
                 node.take_heartbeats(Some(h), &ch.from_workers.heartbeats)?;
             }
             recv(ch.stop) -> _ => break,
+            recv(ch.successor) -> s => {
+                if let Ok(s) = s {
+                    return Ok(Some(s));
+                }
+            }
             recv(ch.hup) -> _ => {
                 tracing::info!("SIGHUP: reloading the config");
                 node.reload()?;
@@ -380,5 +422,5 @@ fn control_loop(node: &mut Node, first: Actions, ch: &Channels) -> anyhow::Resul
             node.reload()?;
         }
     }
-    Ok(())
+    Ok(None)
 }

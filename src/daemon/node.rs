@@ -29,7 +29,7 @@ use xlb::{
         source::{Conflict, PathProblems},
         witness::Witness,
     },
-    lb::heartbeat::Heartbeat,
+    lb::{heartbeat::Heartbeat, neighbor::OutFrame},
 };
 
 use super::{datapath::Datapath, outbox::Outbox, plane::Plane, start::Source};
@@ -307,6 +307,14 @@ impl Node {
         let now = Instant::now();
         let mut changed = false;
         for h in first.into_iter().chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+            if h.handing_over() {
+                let hold_s = xlb::lb::heartbeat::HANDOVER_HOLD.as_secs();
+                tracing::info!(
+                    node = h.name(),
+                    hold_s,
+                    "a peer hands over to a new xlb on its node: it keeps its VIPs"
+                );
+            }
             changed |= o.heard(&h, now);
         }
         if changed {
@@ -359,6 +367,19 @@ impl Node {
         // Stop answering first: the peers take the VIPs as soon as they read the beat.
         let beat = o.leave(now);
         self.dp.fence.set(now);
+        self.last_beat(beat);
+    }
+
+    /// Handing over to a new xlb on this node: a last heartbeat that has the peers hold this
+    /// node's VIPs for it (they stay here).
+    pub(super) fn hand_over(&mut self) {
+        let Some(o) = &mut self.ownership else { return };
+        let beat = o.hand_over(Instant::now());
+        self.last_beat(Some(beat));
+    }
+
+    /// Sends this process's last heartbeat, before the workers stop.
+    fn last_beat(&mut self, beat: Option<OutFrame>) {
         // Announcements still waiting no longer matter.
         self.outbox.clear();
         if let Some(f) = beat {

@@ -6,6 +6,11 @@
 //! - One xlb at a time: the directory's `lock` file is held (flock) for the life of the
 //!   process; the kernel lets go of it when the process dies, however it dies. A new xlb
 //!   waits for it, so it never binds queues or writes tables the old one still uses.
+//! - A handover: a successor (`xlb run --takeover`, the new pod of a DaemonSet upgrade)
+//!   that finds the lock held asks the holder, on the directory's `handover` socket, to let
+//!   go. The holder stops its workers, releases the lock and answers `released`; it keeps
+//!   the node's VIPs and membership for the successor rather than leaving (see
+//!   `daemon::run`). A holder that takes no requests (an older xlb) is waited for instead.
 //! - Each file starts with a header page: a magic, the layout of the slots it holds (sizes
 //!   and field offsets: another build with another layout starts afresh), the number of
 //!   slots and the set-up they were made for (an SNAT table's addresses and ports, the
@@ -22,8 +27,14 @@
 
 use std::{
     fs::{File, OpenOptions},
-    io,
-    os::{fd::AsRawFd, unix::fs::OpenOptionsExt},
+    io::{self, BufRead, Read, Write},
+    os::{
+        fd::AsRawFd,
+        unix::{
+            fs::OpenOptionsExt,
+            net::{UnixListener, UnixStream},
+        },
+    },
     path::{Path, PathBuf},
     sync::atomic::AtomicU64,
     time::{Duration, Instant},
@@ -42,6 +53,10 @@ const MAGIC: [u8; 8] = *b"XLBSTATE";
 const HEADER: usize = 4096;
 /// Most words of set-up a header records.
 const MAX_PARAMS: usize = 64;
+/// The holder's socket for handover requests, in the state directory.
+const HANDOVER_SOCKET: &str = "handover";
+/// Longest handover request or answer line.
+const HANDOVER_LINE: u64 = 256;
 
 /// A slot type that may live in a state file.
 ///
@@ -158,8 +173,9 @@ pub enum Found {
 
 impl StateDir {
     /// Creates (mode 0700) and locks `dir`, waiting up to `wait` for another xlb that holds
-    /// it to exit.
-    pub fn open(dir: &Path, wait: Duration) -> io::Result<StateDir> {
+    /// it to exit; with `takeover`, the holder is first asked to hand over (and the wait is
+    /// for it to let go, not to exit).
+    pub fn open(dir: &Path, wait: Duration, takeover: bool) -> io::Result<StateDir> {
         std::fs::create_dir_all(dir)?;
         std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
         let path = dir.join("lock");
@@ -187,14 +203,47 @@ impl StateDir {
                 ));
             }
             if !told {
-                tracing::info!(dir = %dir.display(), pid = holder.trim(), "waiting for the previous xlb to let go of the state directory");
                 told = true;
+                if takeover {
+                    ask_to_hand_over(dir, holder.trim(), end)?;
+                    continue;
+                }
+                tracing::info!(dir = %dir.display(), pid = holder.trim(), "waiting for the previous xlb to let go of the state directory");
             }
             std::thread::sleep(Duration::from_millis(5));
         }
         lock.set_len(0)?;
         std::io::Write::write_all(&mut &lock, format!("{}\n", std::process::id()).as_bytes())?;
         Ok(StateDir { dir: dir.to_path_buf(), _lock: lock, tmpfs: on_tmpfs(dir) })
+    }
+
+    /// Takes handover requests from a successor on the directory's `handover` socket: the
+    /// first well-formed one goes to `to`, answered once this directory is released
+    /// ([`Successor::released`]); the listener then stops (one handover per process).
+    pub fn listen_for_successor(&self, to: crossbeam_channel::Sender<Successor>) -> io::Result<()> {
+        let path = self.dir.join(HANDOVER_SOCKET);
+        // A socket left by a holder that died: this process holds the lock, so it is stale.
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let listener = UnixListener::bind(&path)?;
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        std::thread::Builder::new().name("xlb-handover".into()).spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(stream) = conn else { continue };
+                match Successor::read(stream) {
+                    Ok(s) => {
+                        // Sent once; a second request while the first is served finds the
+                        // listener gone, and waits on the lock.
+                        let _ = to.send(s);
+                        return;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "a malformed handover request, ignored"),
+                }
+            }
+        })?;
+        Ok(())
     }
 
     /// The table `name` of `len` slots of `T`, made for the set-up `params` (at most 64
@@ -224,7 +273,8 @@ impl StateDir {
         // SAFETY: a new shared mapping of `bytes` bytes of a file this function opened and
         // sized; the result is checked. It is never unmapped (the tables live as long as
         // the process), and no other mapping of it exists in this process; another
-        // process cannot map it while this one holds the directory's lock.
+        // process cannot map it while this one holds the directory's lock, and a holder
+        // lets go of it only once every writer of its tables has stopped (a handover).
         let base = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
@@ -259,6 +309,62 @@ impl StateDir {
         let found = if same { Found::Adopted { repaired } } else { Found::Fresh };
         Ok((Store::Kept(slots), found))
     }
+}
+
+/// A successor that asked this xlb to hand over (see the module's doc).
+#[derive(Debug)]
+pub struct Successor {
+    stream: UnixStream,
+    /// Who it is, as it said (its pid and version).
+    pub who: String,
+}
+
+impl Successor {
+    /// Reads one request line: `handover WHO`, within 2 s.
+    fn read(stream: UnixStream) -> io::Result<Successor> {
+        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let mut line = String::new();
+        io::BufReader::new((&stream).take(HANDOVER_LINE)).read_line(&mut line)?;
+        let who = line.trim().strip_prefix("handover ").ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidData, format!("expected `handover WHO`, got {:?}", line.trim()))
+        })?;
+        Ok(Successor { who: who.to_string(), stream })
+    }
+
+    /// Tells the successor that the lock is let go: it takes the directory over at once.
+    pub fn released(mut self) {
+        if let Err(e) = self.stream.write_all(b"released\n") {
+            tracing::warn!(error = %e, successor = %self.who, "telling the successor that the state is released failed; it finds the lock free on its own");
+        }
+    }
+}
+
+/// Asks the holder of `dir` (pid `holder`) to hand over, and waits until `end` for its
+/// answer. A holder that takes no requests (an older xlb) is waited for as before.
+fn ask_to_hand_over(dir: &Path, holder: &str, end: Instant) -> io::Result<()> {
+    let path = dir.join(HANDOVER_SOCKET);
+    let mut stream = match UnixStream::connect(&path) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), pid = holder, error = %e, "the xlb holding the state directory takes no handover requests (an older version?): waiting for it to exit");
+            return Ok(());
+        }
+    };
+    tracing::info!(dir = %dir.display(), pid = holder, "asking the running xlb to hand over");
+    let t0 = Instant::now();
+    writeln!(stream, "handover pid {} xlb {}", std::process::id(), env!("CARGO_PKG_VERSION"))?;
+    stream.set_read_timeout(Some(end.saturating_duration_since(t0).max(Duration::from_millis(1))))?;
+    let mut answer = String::new();
+    io::BufReader::new((&stream).take(HANDOVER_LINE)).read_line(&mut answer)?;
+    if answer.trim() != "released" {
+        return Err(io::Error::other(format!(
+            "the xlb holding {} (pid {holder}) did not hand over (it answered {:?})",
+            dir.display(),
+            answer.trim()
+        )));
+    }
+    tracing::info!(took_ms = t0.elapsed().as_millis(), "the previous xlb handed over");
+    Ok(())
 }
 
 /// The header page of a table of `len` slots of `T` for the set-up `params`.
@@ -312,17 +418,17 @@ mod tests {
     fn a_table_is_found_again_by_the_next_holder_only_with_the_same_set_up() {
         let d = dir("again");
         {
-            let s = StateDir::open(&d, Duration::ZERO).unwrap();
+            let s = StateDir::open(&d, Duration::ZERO, false).unwrap();
             let (mut t, found) = s.table::<Entry>("ct", 32, &[7]).unwrap();
             assert_eq!(found, Found::Fresh);
             assert!(t.iter().all(|e| *e == Entry::default()), "a new table is empty");
             t[3].backend = 42;
             t[3].state = FlowState::Established;
             // Another holder is refused while this one lives.
-            let e = StateDir::open(&d, Duration::from_millis(20)).unwrap_err();
+            let e = StateDir::open(&d, Duration::from_millis(20), false).unwrap_err();
             assert!(e.to_string().contains("held by another xlb"), "{e}");
         }
-        let s = StateDir::open(&d, Duration::ZERO).unwrap();
+        let s = StateDir::open(&d, Duration::ZERO, false).unwrap();
         let (t, found) = s.table::<Entry>("ct", 32, &[7]).unwrap();
         assert_eq!(found, Found::Adopted { repaired: 0 });
         assert_eq!((t[3].backend, t[3].state), (42, FlowState::Established));
@@ -336,10 +442,38 @@ mod tests {
     }
 
     #[test]
+    fn a_successor_asks_the_holder_to_hand_over_and_takes_the_tables() {
+        let d = dir("handover");
+        let holder = StateDir::open(&d, Duration::ZERO, false).unwrap();
+        let (mut t, _) = holder.table::<Entry>("ct", 8, &[]).unwrap();
+        t[5].state = FlowState::Udp;
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        holder.listen_for_successor(tx).unwrap();
+        // A malformed request is ignored; the listener still takes the real one.
+        let mut junk = UnixStream::connect(d.join(HANDOVER_SOCKET)).unwrap();
+        junk.write_all(b"hello\n").unwrap();
+        let succ = {
+            let d = d.clone();
+            std::thread::spawn(move || StateDir::open(&d, Duration::from_secs(10), true))
+        };
+        let s = rx.recv_timeout(Duration::from_secs(10)).expect("no handover request");
+        assert!(s.who.starts_with("pid "), "{}", s.who);
+        drop(holder);
+        s.released();
+        let next = succ.join().unwrap().unwrap();
+        let (t, found) = next.table::<Entry>("ct", 8, &[]).unwrap();
+        assert_eq!((found, t[5].state), (Found::Adopted { repaired: 0 }, FlowState::Udp));
+        // Without --takeover a successor only waits, and says who holds the directory.
+        let e = StateDir::open(&d, Duration::from_millis(20), false).unwrap_err();
+        assert!(e.to_string().contains("held by another xlb"), "{e}");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
     fn bytes_xlb_never_writes_are_emptied_not_trusted() {
         let d = dir("repair");
         {
-            let s = StateDir::open(&d, Duration::ZERO).unwrap();
+            let s = StateDir::open(&d, Duration::ZERO, false).unwrap();
             let (mut t, _) = s.table::<Entry>("ct", 16, &[]).unwrap();
             t[1].state = FlowState::Udp;
             t[2].state = FlowState::Udp;
@@ -348,7 +482,7 @@ mod tests {
         let at = (HEADER + 2 * std::mem::size_of::<Entry>() + std::mem::offset_of!(Entry, state)) as u64;
         let f = OpenOptions::new().write(true).open(d.join("ct")).unwrap();
         std::os::unix::fs::FileExt::write_all_at(&f, &[200], at).unwrap();
-        let s = StateDir::open(&d, Duration::ZERO).unwrap();
+        let s = StateDir::open(&d, Duration::ZERO, false).unwrap();
         let (t, found) = s.table::<Entry>("ct", 16, &[]).unwrap();
         assert_eq!(found, Found::Adopted { repaired: 1 });
         assert_eq!((t[1].state, t[2].state), (FlowState::Udp, FlowState::Empty));

@@ -152,6 +152,8 @@ pub struct Handle {
     conflicts: tokio::sync::mpsc::UnboundedSender<Conflict>,
     paths: tokio::sync::watch::Sender<PathProblems>,
     stop: tokio::sync::watch::Sender<bool>,
+    /// Set before `stop` when handing over: the membership Lease stays.
+    stay: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
     /// Failed API calls, plans, the allocator's state.
     pub stats: Arc<Stats>,
@@ -172,6 +174,13 @@ impl Handle {
             *old = p;
             changed
         });
+    }
+
+    /// Hands over to a new xlb on this node: stops like [`Handle::stop`], but the membership
+    /// Lease stays (the successor renews it), so the other nodes keep this node's VIPs here.
+    pub fn hand_over(self, timeout: Duration) {
+        self.stay.store(true, Ordering::Relaxed);
+        self.stop(timeout);
     }
 
     /// Leaves the cluster: the membership Lease is deleted first (the other nodes take this
@@ -200,6 +209,8 @@ pub fn start(kubeconfig: Option<PathBuf>, opts: NodeOptions) -> anyhow::Result<H
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let stats = Arc::new(Stats::default());
     let counted = stats.clone();
+    let stay = Arc::new(AtomicBool::new(false));
+    let staying = stay.clone();
     let thread = std::thread::Builder::new().name("xlb-kube".into()).spawn(move || {
         let stats = counted;
         let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -221,7 +232,7 @@ pub fn start(kubeconfig: Option<PathBuf>, opts: NodeOptions) -> anyhow::Result<H
             let alloc = opts.allocate.then(|| {
                 tokio::spawn(run_allocator(client.clone(), opts.settings.clone(), stop_rx.clone(), stats.clone()))
             });
-            if let Err(e) = run_node(client, opts, tx, conflicts_rx, paths_rx, stop_rx, stats).await {
+            if let Err(e) = run_node(client, opts, tx, conflicts_rx, paths_rx, (stop_rx, staying), stats).await {
                 tracing::error!(error = %format!("{e:#}"), "the Kubernetes side stopped");
             }
             if let Some(a) = alloc {
@@ -234,7 +245,7 @@ pub fn start(kubeconfig: Option<PathBuf>, opts: NodeOptions) -> anyhow::Result<H
         });
     })?;
     ready_rx.recv().context("the Kubernetes thread ended before it started")??;
-    Ok(Handle { plans, conflicts, paths, stop, thread: Some(thread), stats })
+    Ok(Handle { plans, conflicts, paths, stop, stay, thread: Some(thread), stats })
 }
 
 /// Renews (creates, the first time) this node's membership Lease.
@@ -360,7 +371,7 @@ async fn run_node(
     tx: crossbeam_channel::Sender<Plan>,
     mut conflicts: tokio::sync::mpsc::UnboundedReceiver<Conflict>,
     mut paths: tokio::sync::watch::Receiver<PathProblems>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    (mut stop, stay): (tokio::sync::watch::Receiver<bool>, Arc<AtomicBool>),
     stats: Arc<Stats>,
 ) -> anyhow::Result<()> {
     let mut conflict_events: BTreeMap<(IpAddr, String), Instant> = BTreeMap::new();
@@ -546,9 +557,13 @@ async fn run_node(
             changed
         });
     }
+    let name = lease_name(&me);
+    if stay.load(Ordering::Relaxed) {
+        tracing::info!(lease = %name, "handed over: the membership Lease stays, renewed by the new xlb");
+        return Ok(());
+    }
     // Graceful leave: the Lease goes first, so the others take over without waiting for it
     // to expire.
-    let name = lease_name(&me);
     match tokio::time::timeout(Duration::from_secs(3), lease_api.delete(&name, &DeleteParams::default())).await {
         Ok(Ok(_)) => tracing::info!(lease = %name, "membership Lease deleted: the other nodes take this node's VIPs"),
         Ok(Err(e)) => {

@@ -3,7 +3,7 @@
 //! by the AF_XDP workers like the ARP they protect.
 //!
 //! The frame's layout is [`crate::wire::heartbeat`]'s; this module says what it means: the
-//! flags ([`FLAG_LEAVING`], [`FLAG_QUORUM`]), the cluster hash (two clusters on one LAN
+//! flags ([`FLAG_LEAVING`], [`FLAG_QUORUM`], [`FLAG_HANDOVER`]), the cluster hash (two clusters on one LAN
 //! ignore each other), the incarnation (a restart is a new one), the members digest and
 //! hears bitmap, and the tag: HMAC-SHA256 over the frame from the source MAC to the end of
 //! the name, with the cluster's shared key.
@@ -29,6 +29,13 @@ use crate::wire::{
 pub const FLAG_LEAVING: u8 = 1;
 /// Flag: the sender has quorum and may own VIPs.
 pub const FLAG_QUORUM: u8 = 2;
+/// Flag: the sender hands over to a new xlb on the same node (an upgrade): its peers count
+/// it alive, as it last was, for [`HANDOVER_HOLD`] or until the new one beats. Older
+/// receivers ignore the bit, and see a short silence.
+pub const FLAG_HANDOVER: u8 = 4;
+/// How long a node that hands over is held alive by its peers: enough for the successor
+/// to attach, read its services and beat; past it (the successor failed), its VIPs move.
+pub const HANDOVER_HOLD: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The cluster's shared secret that signs heartbeats.
 pub struct Key(ring::hmac::Key);
@@ -97,6 +104,11 @@ impl Heartbeat {
     /// Whether the sender says it is leaving.
     pub fn leaving(&self) -> bool {
         self.flags & FLAG_LEAVING != 0
+    }
+
+    /// Whether the sender says it hands over to a new xlb on its node.
+    pub fn handing_over(&self) -> bool {
+        self.flags & FLAG_HANDOVER != 0
     }
 }
 

@@ -445,6 +445,24 @@ impl Xlb {
         }
     }
 
+    /// Waits up to `timeout` for xlb to exit on its own; its exit code (None: still running
+    /// then, or killed by a signal).
+    #[allow(dead_code)] // only the restart tests use it
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let end = Instant::now() + timeout;
+        loop {
+            let st = self.child.as_mut()?.try_wait().unwrap();
+            if let Some(st) = st {
+                self.child = None;
+                return st.code();
+            }
+            if Instant::now() >= end {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Stops xlb with SIGTERM and returns its stats file.
     pub fn stop(&mut self) -> serde_json::Value {
         let code = self.signal("TERM");

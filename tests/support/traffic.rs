@@ -122,3 +122,74 @@ pub fn hold(addr: SocketAddr, read_timeout: Duration) -> (String, TcpStream, Buf
     r.read_line(&mut first).unwrap();
     (first.split_whitespace().next().unwrap().to_string(), s, r)
 }
+
+/// Long-lived TCP connections pinged round after round from a client namespace, without
+/// pause: the longest round in each phase is the stall a client saw (a restart, a handover).
+#[allow(dead_code)] // only the restart tests hold connections
+pub struct Pinger {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The worst round of each phase so far (the current phase last).
+    worst: std::sync::Arc<std::sync::Mutex<Vec<Duration>>>,
+    thread: std::thread::JoinHandle<Result<u32, String>>,
+}
+
+#[allow(dead_code)]
+impl Pinger {
+    /// Opens `each` connections to every address of `addrs` from namespace `ns` (each read
+    /// waits up to 15 s) and starts pinging; returns once they are all open.
+    pub fn start(ns: &str, addrs: &[SocketAddr], each: usize) -> Pinger {
+        use std::sync::{atomic::Ordering, mpsc};
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let worst = std::sync::Arc::new(std::sync::Mutex::new(vec![Duration::ZERO]));
+        let (ready_tx, ready_rx) = mpsc::channel::<()>();
+        let thread = {
+            let (stop, worst, ns, addrs) = (stop.clone(), worst.clone(), ns.to_string(), addrs.to_vec());
+            std::thread::spawn(move || {
+                enter_netns(&ns).unwrap();
+                let mut conns = Vec::new();
+                for addr in std::iter::repeat_n(addrs, each).flatten() {
+                    let (name, s, r) = hold(addr, Duration::from_secs(15));
+                    conns.push((name, s, r, addr));
+                }
+                ready_tx.send(()).unwrap();
+                let mut round = 0u32;
+                while !stop.load(Ordering::Relaxed) {
+                    round += 1;
+                    let t0 = Instant::now();
+                    for (i, (name, s, r, addr)) in conns.iter_mut().enumerate() {
+                        let what = format!("connection {i} to {addr} ({name}), round {round}");
+                        s.write_all(format!("ping {round}\n").as_bytes()).map_err(|e| format!("{what}: {e}"))?;
+                        let mut line = String::new();
+                        r.read_line(&mut line).map_err(|e| format!("{what}: {e}"))?;
+                        if line.trim() != format!("{name} ping {round}") {
+                            return Err(format!("{what}: answered {line:?}"));
+                        }
+                    }
+                    let took = t0.elapsed();
+                    let mut w = worst.lock().unwrap();
+                    let last = w.last_mut().unwrap();
+                    *last = (*last).max(took);
+                    drop(w);
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Ok(round)
+            })
+        };
+        ready_rx.recv_timeout(Duration::from_secs(20)).expect("long-lived connections not opened");
+        Pinger { stop, worst, thread }
+    }
+
+    /// Starts a new phase: rounds from now on count towards it.
+    pub fn next_phase(&self) {
+        self.worst.lock().unwrap().push(Duration::ZERO);
+    }
+
+    /// Stops pinging: the rounds done (or how a connection broke) and each phase's worst
+    /// round.
+    pub fn finish(self) -> (Result<u32, String>, Vec<Duration>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let rounds = self.thread.join().unwrap();
+        let worst = self.worst.lock().unwrap().clone();
+        (rounds, worst)
+    }
+}
