@@ -109,7 +109,10 @@ fn check_daemonset(ds: &Value) -> Vec<String> {
     assert_eq!(pod["serviceAccountName"], "xlb");
     assert_eq!(pod["terminationGracePeriodSeconds"], 10);
     assert_eq!(str_at(ds, "/spec/updateStrategy/type"), "RollingUpdate");
-    assert_eq!(ds.pointer("/spec/updateStrategy/rollingUpdate/maxUnavailable"), Some(&Value::from(1)));
+    // An upgrade surges: the new pod's xlb takes over from the old one (--takeover), which
+    // needs the pod to declare no host port, and a readiness of its own.
+    assert_eq!(ds.pointer("/spec/updateStrategy/rollingUpdate/maxSurge"), Some(&Value::from(1)));
+    assert_eq!(ds.pointer("/spec/updateStrategy/rollingUpdate/maxUnavailable"), Some(&Value::from(0)));
     let c = &pod["containers"][0];
     let sc = &c["securityContext"];
     assert_eq!(sc["privileged"], false, "privileged: {sc:#}");
@@ -126,13 +129,12 @@ fn check_daemonset(ds: &Value) -> Vec<String> {
         .collect();
     assert!(env.contains(&("NODE_NAME", "spec.nodeName")), "NODE_NAME: {env:?}");
     assert!(env.contains(&("POD_NAMESPACE", "metadata.namespace")), "POD_NAMESPACE: {env:?}");
-    // The probes ask for the one path src/metrics.rs serves.
-    for probe in ["livenessProbe", "readinessProbe"] {
-        assert_eq!(str_at(c, &format!("/{probe}/httpGet/path")), "/metrics", "{probe}");
-        assert_eq!(str_at(c, &format!("/{probe}/httpGet/port")), "metrics", "{probe}");
-    }
-    assert_eq!(str_at(c, "/ports/0/name"), "metrics");
-    assert_eq!(c.pointer("/ports/0/containerPort"), Some(&Value::from(9180)));
+    // Liveness asks for the one path the metrics server serves; readiness asks this pod's
+    // own xlb (the node's metrics port may be the old pod's in an upgrade).
+    assert_eq!(str_at(c, "/livenessProbe/httpGet/path"), "/metrics");
+    assert_eq!(c.pointer("/livenessProbe/httpGet/port"), Some(&Value::from(9180)));
+    assert_eq!(strings(c, "/readinessProbe/exec/command"), ["/usr/local/bin/xlb", "status"]);
+    assert!(c.get("ports").is_none(), "a declared port is a host port, which blocks maxSurge: {c:#}");
     // The admin socket's directory (config::DEFAULT_ADMIN_SOCKET) is writable.
     assert_eq!(str_at(c, "/volumeMounts/0/mountPath"), "/run/xlb");
     assert!(pod.pointer("/volumes/0/emptyDir").is_some(), "/run/xlb is an emptyDir: {pod:#}");
@@ -147,6 +149,7 @@ fn check_daemonset(ds: &Value) -> Vec<String> {
     assert!(has_pair(after, "--interface", "eth0"), "{args:?}");
     assert!(has_pair(after, "--metrics-listen", "0.0.0.0:9180"), "{args:?}");
     assert!(has_pair(after, "--class", "xlb.dev/xlb"), "{args:?}");
+    assert!(after.contains(&"--takeover".to_string()), "{args:?}");
     args
 }
 

@@ -102,6 +102,19 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
     });
     let fields = if args.config.is_some() { start::FILE_FIELDS } else { start::FLAG_FIELDS };
     start::check_memory(&memory, fields, state_held(&args, &dev.name))?;
+    // Kubernetes: the node side starts passive (it reads the cluster and plans, but writes
+    // nothing until the datapath is up), and its first plan is awaited here: the workers
+    // then serve the Services from their first packet, and a successor has everything it
+    // needs before it asks the running xlb to hand over.
+    let mut kube_plans = crossbeam_channel::never();
+    let mut first_plan = None;
+    if let (Some(opts), Source::Kube { handle, .. }) = (start.kube.take(), &mut start.source) {
+        let h = xlb::k8s::source::start(args.kube.kubeconfig.clone(), opts)
+            .map_err(|e| UsageError::Kube(format!("{e:#}")))?;
+        kube_plans = h.plans.clone();
+        first_plan = first_plan_from(&h.plans);
+        *handle = Some(h);
+    }
     let state = state_dir(&args, &dev.name)?;
     let snat = snat_table(&start, queues, state.as_ref())?;
     // A successor (`--takeover`, the new pod of an upgrade) may ask this xlb to hand over.
@@ -148,12 +161,8 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
     let metrics_server = start.metrics.map(|a| MetricsServer::start(a, admin_tx.clone())).transpose()?;
     let health = HealthChecker::start().context("starting the health checker")?;
     health.set_targets(start.compiled.health.clone());
-    let mut kube_plans = crossbeam_channel::never();
-    if let (Some(opts), Source::Kube { handle, .. }) = (start.kube.take(), &mut start.source) {
-        let h = xlb::k8s::source::start(args.kube.kubeconfig.clone(), opts)
-            .map_err(|e| UsageError::Kube(format!("{e:#}")))?;
-        kube_plans = h.plans.clone();
-        *handle = Some(h);
+    if let Source::Kube { handle: Some(h), .. } = &start.source {
+        h.activate();
     }
 
     // Route and neighbour changes wake the control loop, which then looks at every
@@ -176,7 +185,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
         health: node.plane.health.events.clone(),
         successor: successor_rx,
     };
-    let (result, successor) = match control_loop(&mut node, first, &chans) {
+    let (result, successor) = match control_loop(&mut node, first, first_plan, &chans) {
         Ok(s) => (Ok(()), s),
         Err(e) => (Err(e), None),
     };
@@ -219,6 +228,22 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
         let _ = chans.stop.recv();
     }
     Ok(())
+}
+
+/// The first plan from the Kubernetes node side, waited for up to 10 s (none: the API
+/// server is away, and xlb starts with nothing to serve until it answers).
+fn first_plan_from(plans: &Receiver<Plan>) -> Option<Plan> {
+    let t0 = Instant::now();
+    match plans.recv_timeout(Duration::from_secs(10)) {
+        Ok(p) => {
+            tracing::info!(took_ms = t0.elapsed().as_millis(), services = p.specs.len(), "first plan from the API");
+            Some(p)
+        }
+        Err(_) => {
+            tracing::warn!("no plan from the API within 10 s: starting with no Services until it answers");
+            None
+        }
+    }
 }
 
 /// The state directory of `ifname`'s xlb.
@@ -332,10 +357,18 @@ struct Channels {
 
 /// Runs until a signal (None) or a successor's request to hand over: probing, announcing,
 /// conflicts, next hops, health, reloads, queries.
-fn control_loop(node: &mut Node, first: Actions, ch: &Channels) -> anyhow::Result<Option<Successor>> {
+fn control_loop(
+    node: &mut Node,
+    first: Actions,
+    first_plan: Option<Plan>,
+    ch: &Channels,
+) -> anyhow::Result<Option<Successor>> {
     node.apply(&first)?;
     node.rebuild();
     node.refresh_neighbours();
+    if let Some(p) = first_plan {
+        node.apply_plan(p)?;
+    }
     loop {
         let now = Instant::now();
         // Sleep until the next probe, announcement, neighbour or file check is due, or

@@ -154,6 +154,8 @@ pub struct Handle {
     stop: tokio::sync::watch::Sender<bool>,
     /// Set before `stop` when handing over: the membership Lease stays.
     stay: Arc<AtomicBool>,
+    /// Whether this node writes: its Lease, addresses, Events, conditions, the witness.
+    active: tokio::sync::watch::Sender<bool>,
     thread: Option<std::thread::JoinHandle<()>>,
     /// Failed API calls, plans, the allocator's state.
     pub stats: Arc<Stats>,
@@ -174,6 +176,12 @@ impl Handle {
             *old = p;
             changed
         });
+    }
+
+    /// Starts writing (see [`start`]): the datapath is up, this node can serve what it is
+    /// given.
+    pub fn activate(&self) {
+        self.active.send_replace(true);
     }
 
     /// Hands over to a new xlb on this node: stops like [`Handle::stop`], but the membership
@@ -201,6 +209,11 @@ impl Handle {
 }
 
 /// Starts the node side on its own thread. Fails at once when no API configuration is found.
+///
+/// It starts passive: it reads the cluster and sends plans, but writes nothing (no Lease
+/// renewal, allocation, Event, condition or witness) until [`Handle::activate`]. An xlb
+/// thus has its first plan before it opens its datapath, and a successor has it before it
+/// asks the running xlb to hand over, while that one still renews the node's Lease.
 pub fn start(kubeconfig: Option<PathBuf>, opts: NodeOptions) -> anyhow::Result<Handle> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
     let (tx, plans) = crossbeam_channel::unbounded();
@@ -211,6 +224,7 @@ pub fn start(kubeconfig: Option<PathBuf>, opts: NodeOptions) -> anyhow::Result<H
     let counted = stats.clone();
     let stay = Arc::new(AtomicBool::new(false));
     let staying = stay.clone();
+    let (active, active_rx) = tokio::sync::watch::channel(false);
     let thread = std::thread::Builder::new().name("xlb-kube".into()).spawn(move || {
         let stats = counted;
         let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -230,14 +244,16 @@ pub fn start(kubeconfig: Option<PathBuf>, opts: NodeOptions) -> anyhow::Result<H
             };
             let _ = ready_tx.send(Ok(()));
             let alloc = opts.allocate.then(|| {
-                tokio::spawn(run_allocator(client.clone(), opts.settings.clone(), stop_rx.clone(), stats.clone()))
+                let run = run_allocator(client.clone(), opts.settings.clone(), stop_rx.clone(), stats.clone());
+                tokio::spawn(once_active(active_rx.clone(), stop_rx.clone(), run))
             });
-            if let Err(e) = run_node(client, opts, tx, conflicts_rx, paths_rx, (stop_rx, staying), stats).await {
+            let gates = Gates { stop: stop_rx, stay: staying, active: active_rx };
+            if let Err(e) = run_node(client, opts, tx, conflicts_rx, paths_rx, gates, stats).await {
                 tracing::error!(error = %format!("{e:#}"), "the Kubernetes side stopped");
             }
             if let Some(a) = alloc {
                 match tokio::time::timeout(Duration::from_secs(5), a).await {
-                    Ok(Ok(Err(e))) => tracing::error!(error = %format!("{e:#}"), "the allocator stopped"),
+                    Ok(Ok(Some(Err(e)))) => tracing::error!(error = %format!("{e:#}"), "the allocator stopped"),
                     Err(_) => tracing::warn!("the allocator did not stop within 5 s"),
                     _ => {}
                 }
@@ -245,7 +261,31 @@ pub fn start(kubeconfig: Option<PathBuf>, opts: NodeOptions) -> anyhow::Result<H
         });
     })?;
     ready_rx.recv().context("the Kubernetes thread ended before it started")??;
-    Ok(Handle { plans, conflicts, paths, stop, stay, thread: Some(thread), stats })
+    Ok(Handle { plans, conflicts, paths, stop, stay, active, thread: Some(thread), stats })
+}
+
+/// What starts and ends the node side's work.
+struct Gates {
+    stop: tokio::sync::watch::Receiver<bool>,
+    /// Set before `stop` when handing over: the membership Lease stays.
+    stay: Arc<AtomicBool>,
+    /// Writes are allowed (see [`start`]).
+    active: tokio::sync::watch::Receiver<bool>,
+}
+
+/// Runs `work` once the node side is active; None if it stopped before.
+async fn once_active<T>(
+    mut active: tokio::sync::watch::Receiver<bool>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    work: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    tokio::select! {
+        r = active.wait_for(|a| *a) => {
+            r.ok()?;
+        }
+        _ = stop.wait_for(|s| *s) => return None,
+    }
+    Some(work.await)
 }
 
 /// Renews (creates, the first time) this node's membership Lease.
@@ -371,9 +411,10 @@ async fn run_node(
     tx: crossbeam_channel::Sender<Plan>,
     mut conflicts: tokio::sync::mpsc::UnboundedReceiver<Conflict>,
     mut paths: tokio::sync::watch::Receiver<PathProblems>,
-    (mut stop, stay): (tokio::sync::watch::Receiver<bool>, Arc<AtomicBool>),
+    gates: Gates,
     stats: Arc<Stats>,
 ) -> anyhow::Result<()> {
+    let Gates { mut stop, stay, mut active } = gates;
     let mut conflict_events: BTreeMap<(IpAddr, String), Instant> = BTreeMap::new();
     let me = opts.settings.identity.clone();
     let notify = Arc::new(tokio::sync::Notify::new());
@@ -401,7 +442,8 @@ async fn run_node(
     }
     let lease_api: Api<Lease> = Api::namespaced(client.clone(), &opts.settings.namespace);
     if let Some(w) = &opts.witness {
-        tokio::spawn(super::witness::run(lease_api.clone(), me.clone(), w.clone(), stop.clone()));
+        let run = super::witness::run(lease_api.clone(), me.clone(), w.clone(), stop.clone());
+        tokio::spawn(once_active(active.clone(), stop.clone(), run));
     }
     // Membership depends on this watch: after an outage it retries every 2 s at most.
     let mut lease_events =
@@ -417,14 +459,9 @@ async fn run_node(
     // The conditions are written by a task of their own: a slow API must not hold up the
     // Lease renewals and membership this loop keeps.
     let (reach_tx, reach_rx) = tokio::sync::watch::channel(BTreeMap::new());
-    tokio::spawn(report_reachability(
-        client.clone(),
-        me.clone(),
-        services.clone(),
-        reach_rx,
-        stop.clone(),
-        stats.clone(),
-    ));
+    let report =
+        report_reachability(client.clone(), me.clone(), services.clone(), reach_rx, stop.clone(), stats.clone());
+    tokio::spawn(once_active(active.clone(), stop.clone(), report));
     let mut last: Option<Plan> = None;
     tracing::info!(node = %me, lease = %lease_name(&me), namespace = %opts.settings.namespace, "joining the xlb members");
     loop {
@@ -436,7 +473,12 @@ async fn run_node(
             .min(now + Duration::from_secs(1));
         tokio::select! {
             _ = stop.changed() => break,
-            _ = renew_tick.tick() => {
+            Ok(()) = active.changed() => {
+                // Active: the Lease is renewed at once.
+                renew_tick.reset_immediately();
+                continue;
+            }
+            _ = renew_tick.tick(), if *active.borrow() => {
                 let r = tokio::time::timeout(opts.renew.max(Duration::from_secs(1)), renew(&lease_api, &me, &opts.interface, opts.valid)).await;
                 renew_ok = match r {
                     Ok(Ok(())) => true,
@@ -538,7 +580,10 @@ async fn run_node(
                     action: "Announce".into(),
                     secondary: None,
                 };
-                publish(&recorder, &ev, &names, &svcs, &stats).await;
+                // A passive xlb (a successor) announces nothing yet: the running one does.
+                if *active.borrow() {
+                    publish(&recorder, &ev, &names, &svcs, &stats).await;
+                }
             }
             for vip in before.iter().filter(|v| !new.vips.contains(v)) {
                 let to = new.owners.get(vip).and_then(|o| o.owner.clone()).unwrap_or_else(|| "nobody".into());
