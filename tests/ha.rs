@@ -7,7 +7,9 @@
 //! - heartbeats signed with the cluster's key (`ha.keyFile`): forged ones move nothing;
 //! - a VIP sent to a box that does not announce it is forwarded all the same;
 //! - a one-way cut (one box's heartbeats dropped on its way out): the others take its VIPs,
-//!   it fences itself (its answers stop), and healing moves ownership back once.
+//!   it fences itself (its answers stop), and healing moves ownership back once;
+//! - an upgrade in place (`--takeover`): the box keeps its VIPs, nobody takes them over,
+//!   no connection through them fails.
 //!
 //! Figures are printed (`cargo test --test ha -- --nocapture`); XLB_HA_FAILURES sets how
 //! many failures are timed (default 6). Needs root: under CI=true, no lab is a failure.
@@ -301,6 +303,38 @@ fn three_boxes_fail_over_in_under_a_second_and_fence_when_cut_off() {
     let moves: BTreeSet<EthernetAddress> =
         ask.answers(&[target], Duration::from_secs(3)).remove(&target).unwrap().into_keys().collect();
     assert_eq!(moves, BTreeSet::from([a.host.mac]), "ownership flapped after healing");
+
+    // An upgrade in place: box-c's xlb replaced by a new one started beside it
+    // (`--takeover`). The old one hands over and exits; its VIPs stay on box-c (no other
+    // MAC answers for them), the others take none over, and connections go on.
+    let c = &boxes[2];
+    let c_vips: Vec<Ipv4Addr> = owners.iter().filter(|(_, m)| **m == c.host.mac).map(|(v, _)| *v).collect();
+    let takeovers = |b: &Box_| b.xlb.as_ref().unwrap().log_text().matches("taking the VIP over").count();
+    let before: Vec<usize> = boxes[..2].iter().map(takeovers).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flows = traffic(&client.ns, c_vips.clone(), stop.clone());
+    std::thread::sleep(Duration::from_millis(500));
+    let args = ["--node-name", c.name, "--takeover"];
+    let (new, seen) = std::thread::scope(|s| {
+        let new = s.spawn(|| Xlb::start_config(&lab, &c.host, &cfg, &args));
+        let seen = ask.answers(&c_vips, Duration::from_secs(3));
+        (new.join().unwrap(), seen)
+    });
+    let mut old = boxes[2].xlb.replace(new).unwrap();
+    assert_eq!(old.wait_exit(Duration::from_secs(5)), Some(0), "the old xlb did not exit after handing over");
+    stop.store(true, Ordering::Relaxed);
+    let (answered, failed) = flows.join().unwrap();
+    let answering: BTreeSet<EthernetAddress> = seen.values().flat_map(|m| m.keys().copied()).collect();
+    println!(
+        "upgrade in place of box-c: {answered} connections answered, {failed} failed; its {} VIPs answered by {answering:?} only",
+        c_vips.len()
+    );
+    for (v, macs) in &seen {
+        assert_eq!(macs.keys().copied().collect::<Vec<_>>(), vec![boxes[2].host.mac], "{v} answered by {macs:?}");
+    }
+    assert_eq!(boxes[..2].iter().map(takeovers).collect::<Vec<_>>(), before, "a box took VIPs over in the upgrade");
+    assert_eq!(failed, 0, "connections failed across the upgrade");
+    assert_eq!(ask.settled(&vips, Duration::from_secs(5)), owners, "a VIP moved in the upgrade");
 
     // A graceful stop: the last heartbeat says "leaving", and the others take over at once.
     let b_mac = boxes[1].host.mac;
