@@ -607,6 +607,11 @@ async fn run_node(
         tracing::info!(lease = %name, "handed over: the membership Lease stays, renewed by the new xlb");
         return Ok(());
     }
+    // A node side that never became active never wrote the Lease: it may be the running
+    // xlb's (a successor that failed to start).
+    if !*active.borrow() {
+        return Ok(());
+    }
     // Graceful leave: the Lease goes first, so the others take over without waiting for it
     // to expire.
     match tokio::time::timeout(Duration::from_secs(3), lease_api.delete(&name, &DeleteParams::default())).await {
