@@ -88,7 +88,9 @@ fn connections_survive_kill_9_and_sigterm_restarts() {
     logs.push(xlb.log_text());
     let taken: Vec<&str> = logs
         .iter()
-        .flat_map(|l| l.lines().filter(|l| l.contains("taken over") || l.contains("new flow table")))
+        .flat_map(|l| {
+            l.lines().filter(|l| l.contains("taken over") || l.contains("new flow table") || l.contains("still held"))
+        })
         .collect();
     eprintln!(
         "restarts under {CONNS} DSR + {CONNS} SNAT long-lived connections: rounds {rounds:?}; worst round before: \

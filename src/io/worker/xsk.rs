@@ -4,6 +4,7 @@
 use std::{
     num::NonZeroU32,
     os::fd::{AsRawFd, RawFd},
+    time::{Duration, Instant},
 };
 
 use xsk_rs::{
@@ -12,6 +13,21 @@ use xsk_rs::{
 };
 
 use super::{BindMode, WorkerConfig, WorkerError, ZeroCopy, FRAME_SIZE};
+
+/// How long a bind that finds the queue busy is retried (see [`Xsk::open_params`]).
+const BUSY_WAIT: Duration = Duration::from_secs(2);
+
+/// Whether `e` is a bind refused because the queue is busy (EBUSY anywhere in its causes).
+fn queue_busy(e: &WorkerError) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<std::io::Error>().is_some_and(|io| io.raw_os_error() == Some(libc::EBUSY)) {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
 
 /// What an AF_XDP socket is bound with.
 #[derive(Debug, Clone, Copy)]
@@ -67,7 +83,34 @@ impl Xsk {
     }
 
     /// Like [`Xsk::open`], from the socket's own parameters (tools other than the worker).
+    ///
+    /// The kernel lets go of a queue some time after the socket bound to it is closed (the
+    /// pool is released on a workqueue): an xlb that binds right after another let go (a
+    /// handover, a restart) can find the queue busy. EBUSY is therefore retried for up to
+    /// [`BUSY_WAIT`].
     pub fn open_params(cfg: &XskParams<'_>) -> Result<Self, WorkerError> {
+        let end = Instant::now() + BUSY_WAIT;
+        let mut told = false;
+        loop {
+            match Self::open_modes(cfg) {
+                Err(e) if queue_busy(&e) && Instant::now() < end => {
+                    if !told {
+                        tracing::info!(
+                            ifname = cfg.ifname,
+                            queue = cfg.queue,
+                            "the queue is still held by a socket being closed; retrying"
+                        );
+                        told = true;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// One try of each bind mode allowed, best first.
+    fn open_modes(cfg: &XskParams<'_>) -> Result<Self, WorkerError> {
         let attempts: &[BindMode] = match cfg.zero_copy {
             ZeroCopy::Auto => &[BindMode::ZeroCopy, BindMode::Copy],
             ZeroCopy::Off => &[BindMode::Copy],
@@ -188,5 +231,23 @@ impl Xsk {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_busy_queue_is_retried() {
+        let bind = |errno| WorkerError::Bind {
+            ifname: "eth0".into(),
+            queue: 0,
+            mode: "copy",
+            source: Box::new(std::io::Error::from_raw_os_error(errno)),
+        };
+        assert!(queue_busy(&bind(libc::EBUSY)));
+        assert!(!queue_busy(&bind(libc::ENODEV)));
+        assert!(!queue_busy(&WorkerError::Size { what: "batch", value: 0, why: "test" }));
     }
 }
