@@ -94,7 +94,10 @@ fn web_service(api: &Api, workers: &[Worker], metadata: &str, spec: &str) {
 /// Sets the Service's externalTrafficPolicy and waits until every worker's kube-proxy has
 /// rewritten its rules (its table changed).
 fn set_policy(api: &Api, workers: &mut [Worker], policy: &str) {
-    let before: Vec<String> = workers.iter_mut().map(|w| w.kube_proxy().ruleset().unwrap_or_default()).collect();
+    // A change still on its way to kube-proxy (an EndpointSlice applied just before) would
+    // pass for this one: each worker's rules settle first. (CI once saw the pods meet
+    // worker-1's masquerade address under Local: kube-proxy had not applied the policy yet.)
+    let before: Vec<String> = workers.iter_mut().map(|w| w.kube_proxy().settled(Duration::from_secs(20))).collect();
     let patch = format!("{{\"spec\": {{\"externalTrafficPolicy\": \"{policy}\"}}}}");
     api.kubectl(&["patch", "svc", "web", "--type=merge", "-p", &patch]);
     for (w, before) in workers.iter_mut().zip(before) {

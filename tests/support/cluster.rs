@@ -299,6 +299,25 @@ impl KubeProxy {
         });
     }
 
+    /// Its ruleset once it has stayed the same for 1.5 s, longer than kube-proxy's 1 s
+    /// minimum sync period: changes still on their way (an object applied just before)
+    /// are in it.
+    pub fn settled(&mut self, timeout: Duration) -> String {
+        let end = Instant::now() + timeout;
+        let mut last = self.ruleset().unwrap_or_default();
+        let mut since = Instant::now();
+        loop {
+            std::thread::sleep(Duration::from_millis(250));
+            let now = self.ruleset().unwrap_or_default();
+            if now != last {
+                (last, since) = (now, Instant::now());
+            } else if since.elapsed() >= Duration::from_millis(1500) {
+                return last;
+            }
+            assert!(Instant::now() < end, "the rules of kube-proxy of {} did not settle within {timeout:?}", self.node);
+        }
+    }
+
     /// Waits until its nftables table differs from `before` (an earlier [`KubeProxy::ruleset`]):
     /// it has synced a change. A sync is one nft transaction, so the table is never seen
     /// half-written.
