@@ -172,12 +172,6 @@ impl Peers {
     /// Makes `members` the member set (from the API or the config) at `now`; returns whether
     /// it changed.
     pub fn set_members(&mut self, mut members: Vec<String>, now: Instant) -> bool {
-        // This node is always one, even before the API lists it (a starting xlb plans
-        // before it first renews its Lease): a list without it would agree with its peers'
-        // and let it count them as hearing it before they know it.
-        if !members.contains(&self.me) {
-            members.push(self.me.clone());
-        }
         members.sort();
         members.dedup();
         if members == self.members {
@@ -590,7 +584,6 @@ mod tests {
         let t1 = t0 + Duration::from_secs(3);
         assert!(p.set_members(["a", "b", "c"].map(String::from).to_vec(), t1));
         assert!(!p.set_members(["c", "b", "a"].map(String::from).to_vec(), t1), "the same list");
-        assert!(!p.set_members(["a", "b"].map(String::from).to_vec(), t1), "this node (c) is always a member");
         let ranked = ["a".to_string(), "c".into(), "b".into()];
         // a, not heard yet, still owns its VIPs for one dead time from being named (it was
         // announcing them before this node could hear it), then no longer.

@@ -216,7 +216,12 @@ impl Node {
     /// announces.
     pub(super) fn apply_plan(&mut self, plan: Plan) -> anyhow::Result<()> {
         if let Some(o) = &mut self.ownership {
-            if o.set_members(plan.members.clone(), Instant::now()) {
+            // A list without this node (a plan read before its Lease is first renewed: the
+            // node side starts passive) is not taken: with it, the node would agree with
+            // its peers' list, or ask for the witness, before they know it. It stays alone
+            // and owns nothing (it is no candidate) until the API lists it.
+            let listed = plan.members.iter().any(|m| m == o.me());
+            if listed && o.set_members(plan.members.clone(), Instant::now()) {
                 tracing::info!(members = ?plan.members, "failover: the members changed");
             }
             o.set_candidates(plan.owners.iter().map(|(v, o)| (*v, o.candidates.clone())).collect());
