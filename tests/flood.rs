@@ -14,18 +14,14 @@
 mod support;
 
 use std::{
-    io::{BufRead, Read, Write},
+    io::{Read, Write},
     net::{SocketAddr, TcpStream},
     process::Command,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
     time::{Duration, Instant},
 };
 
 use support::{
-    traffic::{hold, in_netns, wait_ready},
+    traffic::{in_netns, wait_ready, Pinger},
     Xlb,
 };
 
@@ -91,31 +87,8 @@ fn a_spoofed_syn_flood_starves_neither_dsr_nor_snat() {
     }
 
     // Long-lived connections in both modes, pinged every 100 ms through the flood.
-    let stop = Arc::new(AtomicBool::new(false));
-    let long = {
-        let (stop, ns) = (stop.clone(), client.ns.clone());
-        std::thread::spawn(move || {
-            support::enter_netns_for_tests(&ns).unwrap();
-            let mut conns: Vec<_> = (0..LONG_LIVED)
-                .flat_map(|_| [hold(dsr_addr, Duration::from_secs(3)), hold(snat_addr, Duration::from_secs(3))])
-                .collect::<Vec<_>>();
-            let mut pings = 0u32;
-            while !stop.load(Ordering::Relaxed) {
-                pings += 1;
-                for (i, (name, s, r)) in conns.iter_mut().enumerate() {
-                    let what = format!("long-lived connection {i} ({name}), ping {pings}");
-                    s.write_all(format!("ping {pings}\n").as_bytes()).map_err(|e| format!("{what}: {e}"))?;
-                    let mut line = String::new();
-                    r.read_line(&mut line).map_err(|e| format!("{what}: {e}"))?;
-                    if line.trim() != format!("{name} ping {pings}") {
-                        return Err(format!("{what}: answered {line:?}"));
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            Ok::<u32, String>(pings)
-        })
-    };
+    let addrs = [dsr_addr, snat_addr];
+    let long = Pinger::start(&client.ns, &addrs, LONG_LIVED, Duration::from_millis(100), Duration::from_secs(3));
 
     // The flood: SYNs from 100 made-up sources of the lab's subnet (nobody holds them, so
     // the backends' answers go nowhere), 60,000 (address, port) pairs, half to each service.
@@ -150,8 +123,7 @@ fn a_spoofed_syn_flood_starves_neither_dsr_nor_snat() {
         (during, after)
     });
     let flood_status = flood.wait().unwrap();
-    stop.store(true, Ordering::Relaxed);
-    let pings = long.join().unwrap();
+    let (pings, _) = long.finish();
     let stats = xlb.stop();
     let warnings: Vec<String> = xlb.log_text().lines().filter(|l| l.contains("WARN")).map(String::from).collect();
     let sent = std::fs::read_to_string(&flood_log).unwrap_or_default();

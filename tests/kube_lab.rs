@@ -414,7 +414,7 @@ fn a_rolling_upgrade_keeps_every_vip_on_its_node_and_every_connection() {
         );
         std::thread::sleep(Duration::from_millis(300));
     }
-    let pinger = Pinger::start(&client.ns, &addrs, 3);
+    let pinger = Pinger::start(&client.ns, &addrs, 3, Duration::from_millis(5), Duration::from_secs(15));
     std::thread::sleep(Duration::from_secs(1));
 
     let takeovers = |x: &Xlb| x.log_text().matches("taking the VIP over").count();

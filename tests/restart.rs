@@ -46,7 +46,8 @@ fn connections_survive_kill_9_and_sigterm_restarts() {
     // the stall a client would see.
     let (dsr_addr, snat_addr): (SocketAddr, SocketAddr) =
         (format!("{VIP}:{DSR_PORT}").parse().unwrap(), format!("{VIP}:{SNAT_PORT}").parse().unwrap());
-    let pinger = Pinger::start(&client.ns, &[dsr_addr, snat_addr], CONNS);
+    let pinger =
+        Pinger::start(&client.ns, &[dsr_addr, snat_addr], CONNS, Duration::from_millis(5), Duration::from_secs(15));
     std::thread::sleep(Duration::from_secs(1));
 
     let mut logs = Vec::new();

@@ -189,40 +189,44 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
         Ok(s) => (Ok(()), s),
         Err(e) => (Err(e), None),
     };
-    let kube = match &mut node.plane.source {
+    let mut kube = match &mut node.plane.source {
         Source::Kube { handle, .. } => handle.take(),
         _ => None,
     };
-    let Some(successor) = successor else {
-        // Leave the cluster first (the membership Lease goes, the other nodes take the
-        // VIPs), then stop answering queries, then detach and stop the workers.
-        tracing::info!("stopping");
-        node.leave();
-        if let Some(h) = kube {
-            h.stop(Duration::from_secs(4));
-        }
-        drop(metrics_server);
-        drop(admin);
-        let finals = node.dp.stop();
-        result?;
-        return node.report(&finals, args.stats_file.as_deref());
-    };
-    // A handover: the peers are told to hold this node's VIPs for the successor, the
-    // queues and tables are let go of as fast as can be (the gap in forwarding), and the
-    // membership Lease stays for the successor to renew.
+    // Leaving: the membership Lease goes and the other nodes take the VIPs first. Handing
+    // over: the peers are told to hold this node's VIPs for the successor, and the Lease
+    // stays for it to renew. Then queries stop, and the queues and tables are let go of.
     let t0 = Instant::now();
-    tracing::info!(successor = %successor.who, "handing over to a new xlb: the VIPs, the membership and every flow stay on this node");
-    node.hand_over();
+    match &successor {
+        None => {
+            tracing::info!("stopping");
+            node.leave();
+            if let Some(h) = kube.take() {
+                h.stop(Duration::from_secs(4));
+            }
+        }
+        Some(s) => {
+            tracing::info!(successor = %s.who, "handing over to a new xlb: the VIPs, the membership and every flow stay on this node");
+            node.hand_over();
+        }
+    }
     drop(metrics_server);
     drop(admin);
     let finals = node.dp.stop();
-    successor.released();
-    tracing::info!(took_ms = t0.elapsed().as_millis(), "handed over: queues, tables and the state directory let go");
-    if let Some(h) = kube {
-        h.hand_over(Duration::from_secs(4));
+    let handed_over = successor.is_some();
+    if let Some(s) = successor {
+        s.released();
+        tracing::info!(
+            took_ms = t0.elapsed().as_millis(),
+            "handed over: queues, tables and the state directory let go"
+        );
+        if let Some(h) = kube {
+            h.hand_over(Duration::from_secs(4));
+        }
     }
+    result?;
     node.report(&finals, args.stats_file.as_deref())?;
-    if args.kubernetes {
+    if handed_over && args.kubernetes {
         // The kubelet restarts a container that exits: this one waits for its pod's end.
         tracing::info!("waiting for SIGTERM (the pod is deleted once the new one is ready)");
         let _ = chans.stop.recv();

@@ -125,7 +125,7 @@ pub fn hold(addr: SocketAddr, read_timeout: Duration) -> (String, TcpStream, Buf
 
 /// Long-lived TCP connections pinged round after round from a client namespace, without
 /// pause: the longest round in each phase is the stall a client saw (a restart, a handover).
-#[allow(dead_code)] // only the restart tests hold connections
+#[allow(dead_code)] // only the restart, upgrade and flood tests hold connections
 pub struct Pinger {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// The worst round of each phase so far (the current phase last).
@@ -136,8 +136,9 @@ pub struct Pinger {
 #[allow(dead_code)]
 impl Pinger {
     /// Opens `each` connections to every address of `addrs` from namespace `ns` (each read
-    /// waits up to 15 s) and starts pinging; returns once they are all open.
-    pub fn start(ns: &str, addrs: &[SocketAddr], each: usize) -> Pinger {
+    /// waits up to `read_timeout`) and starts pinging, a round every `every` at most;
+    /// returns once they are all open.
+    pub fn start(ns: &str, addrs: &[SocketAddr], each: usize, every: Duration, read_timeout: Duration) -> Pinger {
         use std::sync::{atomic::Ordering, mpsc};
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let worst = std::sync::Arc::new(std::sync::Mutex::new(vec![Duration::ZERO]));
@@ -148,7 +149,7 @@ impl Pinger {
                 enter_netns(&ns).unwrap();
                 let mut conns = Vec::new();
                 for addr in std::iter::repeat_n(addrs, each).flatten() {
-                    let (name, s, r) = hold(addr, Duration::from_secs(15));
+                    let (name, s, r) = hold(addr, read_timeout);
                     conns.push((name, s, r, addr));
                 }
                 ready_tx.send(()).unwrap();
@@ -170,7 +171,7 @@ impl Pinger {
                     let last = w.last_mut().unwrap();
                     *last = (*last).max(took);
                     drop(w);
-                    std::thread::sleep(Duration::from_millis(5));
+                    std::thread::sleep(every);
                 }
                 Ok(round)
             })
