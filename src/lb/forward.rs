@@ -209,6 +209,9 @@ pub(super) fn flow(cx: &Ctx<'_>, st: &mut WorkerState, buf: &mut [u8], len: usiz
     forward(cx, service, st, buf, len, flow).unwrap_or_else(Verdict::Drop)
 }
 
+/// Finds or chooses the flow's backend and sends the packet there. The common case, a
+/// tracked flow that keeps its backend (and, for SNAT, its port), is laid out here; a new
+/// flow, a new backend or a new port goes out of line to [`place`].
 #[inline]
 fn forward(
     cx: &Ctx<'_>,
@@ -218,7 +221,7 @@ fn forward(
     len: usize,
     flow: &Flow,
 ) -> Result<Verdict, DropReason> {
-    let (now, mac) = (cx.now, cx.mac);
+    let now = cx.now;
     let hash = flow.key.hash();
     // A tracked flow keeps its backend while that backend is in the service, whatever the
     // Maglev table says now; a SYN on a closing flow starts a new connection. A SNAT flow
@@ -232,10 +235,39 @@ fn forward(
             if let Some(i) = svc.backend_index(e.backend_key, e.backend) {
                 e.backend = i;
                 Conntrack::touch(lifetimes, e, flow.tcp_flags, now);
-                tracked = Some((i, e.expires, e.state));
+                let (expires, state) = (e.expires, e.state);
+                match (svc.mode, lease) {
+                    (ForwardMode::Dsr, _) => return send(cx, svc, st, i, None, buf, len, flow),
+                    (ForwardMode::Snat, Some(l)) => {
+                        let snat = st.snat.as_ref().ok_or(DropReason::NoSnatAddress)?;
+                        let hold = Hold { now, expires, embryonic: state == FlowState::SynSent };
+                        snat.touch(l, flow.key.proto, hold);
+                        return send(cx, svc, st, i, Some(l), buf, len, flow);
+                    }
+                    (ForwardMode::Snat, None) => tracked = Some((i, expires, state)),
+                }
             }
         }
     }
+    place(cx, svc, st, buf, len, flow, hash, tracked, lease)
+}
+
+/// [`forward`] for a flow that needs a backend chosen (`tracked` is `None`: a new flow, or
+/// one whose backend left) or a SNAT port given or rewritten (`lease`: the port it holds).
+#[inline(never)]
+#[allow(clippy::too_many_arguments)] // forward's state, handed on as it is
+fn place(
+    cx: &Ctx<'_>,
+    svc: &Service,
+    st: &mut WorkerState,
+    buf: &mut [u8],
+    len: usize,
+    flow: &Flow,
+    hash: u64,
+    tracked: Option<(u32, u64, FlowState)>,
+    lease: Option<Lease>,
+) -> Result<Verdict, DropReason> {
+    let now = cx.now;
     let (idx, expires, state, fresh) = match tracked {
         Some((i, exp, state)) => (i, exp, state, false),
         None => {
@@ -258,27 +290,27 @@ fn forward(
         }
     };
     let backend = svc.backends.get(usize::try_from(idx).unwrap_or(usize::MAX)).ok_or(DropReason::NoBackend)?;
-    let next_hop = backend.mac.ok_or(DropReason::NextHopUnresolved)?;
-    match svc.mode {
-        ForwardMode::Dsr => set_macs(buf, next_hop, mac)?,
+    // Checked before a SNAT port is given to the flow.
+    backend.mac.ok_or(DropReason::NextHopUnresolved)?;
+    let held = match svc.mode {
+        ForwardMode::Dsr => None,
         ForwardMode::Snat => {
             let Some(snat) = st.snat.as_mut() else { return Err(DropReason::NoSnatAddress) };
             let client_mac =
                 EthernetAddress(buf.get(6..12).and_then(|m| m.try_into().ok()).ok_or(DropReason::Truncated)?);
-            let backend16 = to16(backend.addr);
             let mapping = Mapping {
                 client: flow.key.src,
                 client_port: flow.key.src_port,
                 vip: flow.key.dst,
                 vip_port: flow.key.dst_port,
-                backend: backend16,
+                backend: to16(backend.addr),
                 backend_port: backend.port,
                 client_mac,
                 service_stats: id16(svc.stats_id),
                 backend_stats: id16(backend.stats_id),
             };
             let embryonic = state == FlowState::SynSent;
-            let held = match (lease, fresh) {
+            Some(match (lease, fresh) {
                 (Some(l), false) => {
                     snat.touch(l, flow.key.proto, Hold { now, expires, embryonic });
                     l
@@ -313,12 +345,35 @@ fn forward(
                     }
                     l
                 }
-            };
-            let src = *snat.table().addr16(held.addr).ok_or(DropReason::NoSnatAddress)?;
-            nat(buf, len, flow, &src, &backend16, held.port(), backend.port)?;
-            set_macs(buf, next_hop, mac)?;
+            })
         }
+    };
+    send(cx, svc, st, idx, held, buf, len, flow)
+}
+
+/// Sends the packet of `flow` to backend `idx` of `svc`: new MACs, and with a SNAT port
+/// (`lease`) new addresses and ports (source: the port's SNAT address; destination: the
+/// backend). Counted.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)] // forward's state, handed on as it is
+fn send(
+    cx: &Ctx<'_>,
+    svc: &Service,
+    st: &WorkerState,
+    idx: u32,
+    lease: Option<Lease>,
+    buf: &mut [u8],
+    len: usize,
+    flow: &Flow,
+) -> Result<Verdict, DropReason> {
+    let backend = svc.backends.get(usize::try_from(idx).unwrap_or(usize::MAX)).ok_or(DropReason::NoBackend)?;
+    let next_hop = backend.mac.ok_or(DropReason::NextHopUnresolved)?;
+    if let Some(l) = lease {
+        let snat = st.snat.as_ref().ok_or(DropReason::NoSnatAddress)?;
+        let src = *snat.table().addr16(l.addr).ok_or(DropReason::NoSnatAddress)?;
+        nat(buf, len, flow, &src, &to16(backend.addr), l.port(), backend.port)?;
     }
+    set_macs(buf, next_hop, cx.mac)?;
     st.counters.count(svc.stats_id, backend.stats_id, len, false);
     Ok(Verdict::Tx { len, reply: Reply::Forward })
 }
@@ -348,6 +403,7 @@ fn reverse(
 /// updates the IPv4 header checksum and the TCP/UDP checksum incrementally (RFC 1624): the
 /// addresses' change is summed once and applied to both. An IPv4 UDP datagram without a
 /// checksum (0) keeps none.
+#[inline]
 fn nat(
     buf: &mut [u8],
     len: usize,
@@ -362,18 +418,23 @@ fn nat(
     let addrs_delta = if flow.v6 {
         let a: &mut [u8; 32] =
             frame.get_mut(l3 + 8..l3 + 40).and_then(|a| a.try_into().ok()).ok_or(DropReason::Truncated)?;
-        let d = delta(&a[..16], src) + delta(&a[16..], dst);
-        a[..16].copy_from_slice(src);
-        a[16..].copy_from_slice(dst);
+        let mut new = [0u8; 32];
+        new[..16].copy_from_slice(src);
+        new[16..].copy_from_slice(dst);
+        let d = delta(a, &new);
+        *a = new;
         d
     } else {
         let h: &mut [u8; 20] =
             frame.get_mut(l3..l3 + 20).and_then(|h| h.try_into().ok()).ok_or(DropReason::Truncated)?;
-        let d = delta(&h[12..16], &src[12..]) + delta(&h[16..20], &dst[12..]);
-        h[12..16].copy_from_slice(&src[12..]);
-        h[16..20].copy_from_slice(&dst[12..]);
-        let c = apply(u16::from_be_bytes([h[10], h[11]]), d);
-        h[10..12].copy_from_slice(&c.to_be_bytes());
+        let mut new = [0u8; 8];
+        new[..4].copy_from_slice(&src[12..]);
+        new[4..].copy_from_slice(&dst[12..]);
+        let a: &mut [u8; 8] = (&mut h[12..20]).try_into().map_err(|_| DropReason::Truncated)?;
+        let d = delta(a, &new);
+        *a = new;
+        let c = apply([h[10], h[11]], d);
+        h[10..12].copy_from_slice(&c);
         d
     };
     let udp = flow.key.proto == Protocol::UDP;
@@ -382,18 +443,19 @@ fn nat(
     let mut ports = [0u8; 4];
     ports[..2].copy_from_slice(&sport.to_be_bytes());
     ports[2..].copy_from_slice(&dport.to_be_bytes());
-    let d = addrs_delta + delta(&l4[..4], &ports);
-    l4[..4].copy_from_slice(&ports);
+    let old: &mut [u8; 4] = (&mut l4[..4]).try_into().map_err(|_| DropReason::Truncated)?;
+    let d = addrs_delta + delta(old, &ports);
+    *old = ports;
     let at = if udp { 6 } else { 16 };
-    let check = u16::from_be_bytes([l4[at], l4[at + 1]]);
-    if udp && !flow.v6 && check == 0 {
+    let check = [l4[at], l4[at + 1]];
+    if udp && !flow.v6 && check == [0, 0] {
         return Ok(());
     }
     let mut v = apply(check, d);
-    if udp && v == 0 {
-        v = 0xffff;
+    if udp && v == [0, 0] {
+        v = [0xff, 0xff];
     }
-    l4[at..at + 2].copy_from_slice(&v.to_be_bytes());
+    l4[at..at + 2].copy_from_slice(&v);
     Ok(())
 }
 

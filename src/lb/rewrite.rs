@@ -7,8 +7,9 @@ use super::stats::DropReason;
 use crate::wire::EthernetAddress;
 
 /// Sets the destination and source MAC of the frame.
+#[inline]
 pub(super) fn set_macs(buf: &mut [u8], dst: EthernetAddress, src: EthernetAddress) -> Result<(), DropReason> {
-    let out = buf.get_mut(..12).ok_or(DropReason::Truncated)?;
+    let out: &mut [u8; 12] = buf.get_mut(..12).and_then(|b| b.try_into().ok()).ok_or(DropReason::Truncated)?;
     out[..6].copy_from_slice(&dst.0);
     out[6..].copy_from_slice(&src.0);
     Ok(())

@@ -169,6 +169,9 @@ pub struct SnatTable {
     addrs: Vec<IpAddr>,
     /// The same, in the 16-byte form flow keys use (what the packet path compares).
     addrs16: Vec<[u8; 16]>,
+    /// One bit per SNAT address, at its last byte modulo 64: most packets, those to a VIP,
+    /// miss it and skip the scan of `addrs16`.
+    filter: u64,
     lo: u16,
     ports: usize,
     workers: usize,
@@ -251,8 +254,9 @@ impl SnatTable {
                 s.seq.store(seq.wrapping_add(1), Ordering::Relaxed);
             }
         }
-        let addrs16 = addrs.iter().map(|a| super::rewrite::to16(*a)).collect();
-        Ok(SnatTable { addrs, addrs16, lo, ports, workers, slots, by_client })
+        let addrs16: Vec<[u8; 16]> = addrs.iter().map(|a| super::rewrite::to16(*a)).collect();
+        let filter = addrs16.iter().fold(0, |f, a| f | filter_bit(a));
+        Ok(SnatTable { addrs, addrs16, filter, lo, ports, workers, slots, by_client })
     }
 
     #[inline]
@@ -297,6 +301,9 @@ impl SnatTable {
     /// The index of the address `addr` (16-byte form) if it is one of our SNAT addresses.
     #[inline]
     pub fn addr_index16(&self, addr: &[u8; 16]) -> Option<u8> {
+        if self.filter & filter_bit(addr) == 0 {
+            return None;
+        }
         let i = self.addrs16.iter().position(|a| a == addr)?;
         u8::try_from(i).ok()
     }
@@ -498,6 +505,12 @@ impl SnatPorts {
     }
 }
 
+/// The bit of `addr` (16-byte form) in [`SnatTable`]'s filter.
+#[inline]
+fn filter_bit(addr: &[u8; 16]) -> u64 {
+    1 << (addr[15] & 63)
+}
+
 /// Writes a slot under its sequence lock. Only the worker owning the port calls this.
 fn write(slot: &Slot, mapping: &Mapping, hold: Hold) {
     let seq = slot.seq.load(Ordering::Relaxed);
@@ -626,6 +639,19 @@ mod tests {
         assert_eq!(p.allocate(true, Protocol::TCP, 0, &mapping(1), held(0, 10)).map(|(l, _)| l), None);
         assert_eq!(p.allocate(false, Protocol::TCP, 1, &mapping(1), held(0, 10)).map(|(l, _)| l), Lease::new(0, 3000));
         assert_eq!(t.in_use(5), vec![1, 1]);
+    }
+
+    #[test]
+    fn the_address_filter_hides_no_snat_address() {
+        // 10.0.0.1 and 2001:db8::41 share a filter bit (1 and 0x41, modulo 64); 10.0.0.65
+        // has it too but is not ours, 10.0.0.2 has another bit.
+        let t = SnatTable::new(vec![v4("10.0.0.1"), v4("2001:db8::41"), v4("10.0.0.3")], 3000, 3001, 1).unwrap();
+        assert_eq!(t.addr_index(v4("10.0.0.1")), Some(0));
+        assert_eq!(t.addr_index(v4("2001:db8::41")), Some(1));
+        assert_eq!(t.addr_index(v4("10.0.0.3")), Some(2));
+        assert_eq!(t.addr_index(v4("10.0.0.65")), None);
+        assert_eq!(t.addr_index(v4("10.0.0.2")), None);
+        assert_eq!(t.addr_index(v4("::ffff:10.0.0.1")), Some(0), "the mapped form is the same address");
     }
 
     #[test]

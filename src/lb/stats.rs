@@ -245,7 +245,7 @@ impl ObjectCounters {
     }
 
     /// Counts a frame of `bytes` for a service and a backend; `reply`: a SNAT reply.
-    #[inline]
+    #[inline(always)]
     pub fn count(&self, service: u32, backend: u32, bytes: usize, reply: bool) {
         let base = if reply { 2 } else { 0 };
         let bytes = bytes as u64;
