@@ -14,7 +14,7 @@ pub mod xdp;
 
 /// Asks the CPU to bring the cache lines of `len` bytes at `p` in (a hint: it never faults
 /// and changes nothing the program can observe). Workers prefetch each frame's flow-table
-/// slot ([`crate::lb::flow_home`]) a batch ahead. A no-op where there is no stable
+/// slot ([`crate::lb::Parsed::home`]) a batch ahead. A no-op where there is no stable
 /// intrinsic.
 #[inline]
 pub fn prefetch((p, len): (*const u8, usize)) {

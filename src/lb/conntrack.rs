@@ -42,7 +42,7 @@ impl FlowKey {
     /// protocol: about twenty instructions. Pinned like Maglev's seeds: nodes must agree.
     /// Not keyed, so it does not hide collisions from a sender who sets out to make them;
     /// probe chains are bounded by [`MAX_PROBE`] whatever the keys.
-    #[inline]
+    #[inline(always)]
     pub fn hash(&self) -> u64 {
         let w = |b: &[u8]| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
         let src = fold(w(&self.src[..8]) ^ 0x243f_6a88_85a3_08d3, w(&self.src[8..]) ^ 0x1319_8a2e_0370_7344);

@@ -41,11 +41,14 @@ fn id32(id: u16) -> u32 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Flow {
     pub(super) key: FlowKey,
+    /// `key.hash()`, computed once per packet: where the flow lives in the flow table (the
+    /// worker prefetches it a batch ahead) and its Maglev slot.
+    pub(super) hash: u64,
     tcp_flags: Option<u8>,
     /// Offset of the IP header in the frame.
-    l3: usize,
+    l3: u16,
     /// Offset of the transport header in the frame.
-    l4: usize,
+    l4: u16,
     v6: bool,
 }
 
@@ -86,10 +89,12 @@ pub(super) enum Classified {
 /// also counts the drops; for the frames it takes, the flow is the one [`classify`] finds
 /// (a test checks the two agree). Fixed-size views, so the offsets need no checks of
 /// their own.
-#[inline]
+#[inline(always)]
 pub(super) fn fast_v4(buf: &[u8], len: usize) -> Option<Flow> {
     const ETH: usize = 14;
     const L4: usize = ETH + 20;
+    #[allow(clippy::cast_possible_truncation)] // 14 and 34
+    let (l3, l4_at) = (ETH as u16, L4 as u16);
     let frame = buf.get(..len)?;
     let h: &[u8; L4] = frame.get(..L4)?.try_into().ok()?;
     let total = usize::from(u16::from_be_bytes([h[16], h[17]]));
@@ -119,12 +124,10 @@ pub(super) fn fast_v4(buf: &[u8], len: usize) -> Option<Flow> {
         _ => return None,
     };
     let p: &[u8; 4] = l4.get(..4)?.try_into().ok()?;
+    // IPv4-mapped (::ffff:a.b.c.d): eight zero bytes, then one eight-byte word.
     let mapped = |a: &[u8]| {
-        let mut m = [0u8; 16];
-        m[10] = 0xff;
-        m[11] = 0xff;
-        m[12..].copy_from_slice(a);
-        m
+        let hi = u64::from_le_bytes([0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3]]);
+        (u128::from(hi) << 64).to_le_bytes()
     };
     let key = FlowKey {
         src: mapped(&h[26..30]),
@@ -133,7 +136,7 @@ pub(super) fn fast_v4(buf: &[u8], len: usize) -> Option<Flow> {
         dst_port: u16::from_be_bytes([p[2], p[3]]),
         proto,
     };
-    Some(Flow { key, tcp_flags, l3: ETH, l4: L4, v6: false })
+    Some(Flow { key, hash: key.hash(), tcp_flags, l3, l4: l4_at, v6: false })
 }
 
 /// Classifies an IPv4 or IPv6 (`v6`) packet to a VIP or a SNAT address.
@@ -188,7 +191,11 @@ fn transport(
 ) -> Result<Classified, DropReason> {
     let (src_port, dst_port, tcp_flags) = ports(proto, l4)?;
     let key = FlowKey { src, dst, src_port, dst_port, proto };
-    Ok(Classified::Flow(Flow { key, tcp_flags, l3: l3_at, l4: l4_at, v6 }))
+    // Headers end within a frame of at most 64 KiB.
+    let (Ok(l3_at), Ok(l4_at)) = (u16::try_from(l3_at), u16::try_from(l4_at)) else {
+        return Err(DropReason::Truncated);
+    };
+    Ok(Classified::Flow(Flow { key, hash: key.hash(), tcp_flags, l3: l3_at, l4: l4_at, v6 }))
 }
 
 /// A TCP/UDP packet to a VIP or a SNAT address (as [`classify`] found it): forwarded to its
@@ -221,8 +228,7 @@ fn forward(
     len: usize,
     flow: &Flow,
 ) -> Result<Verdict, DropReason> {
-    let now = cx.now;
-    let hash = flow.key.hash();
+    let (now, hash) = (cx.now, flow.hash);
     // A tracked flow keeps its backend while that backend is in the service, whatever the
     // Maglev table says now; a SYN on a closing flow starts a new connection. A SNAT flow
     // keeps its port either way.
@@ -403,7 +409,7 @@ fn reverse(
 /// updates the IPv4 header checksum and the TCP/UDP checksum incrementally (RFC 1624): the
 /// addresses' change is summed once and applied to both. An IPv4 UDP datagram without a
 /// checksum (0) keeps none.
-#[inline]
+#[inline(always)]
 fn nat(
     buf: &mut [u8],
     len: usize,
@@ -414,7 +420,7 @@ fn nat(
     dport: u16,
 ) -> Result<(), DropReason> {
     let frame = buf.get_mut(..len).ok_or(DropReason::Truncated)?;
-    let l3 = flow.l3;
+    let l3 = usize::from(flow.l3);
     let addrs_delta = if flow.v6 {
         let a: &mut [u8; 32] =
             frame.get_mut(l3 + 8..l3 + 40).and_then(|a| a.try_into().ok()).ok_or(DropReason::Truncated)?;
@@ -439,7 +445,8 @@ fn nat(
     };
     let udp = flow.key.proto == Protocol::UDP;
     let l4_len = if udp { 8 } else { 18 };
-    let l4: &mut [u8] = frame.get_mut(flow.l4..flow.l4 + l4_len).ok_or(DropReason::Truncated)?;
+    let l4_at = usize::from(flow.l4);
+    let l4: &mut [u8] = frame.get_mut(l4_at..l4_at + l4_len).ok_or(DropReason::Truncated)?;
     let mut ports = [0u8; 4];
     ports[..2].copy_from_slice(&sport.to_be_bytes());
     ports[2..].copy_from_slice(&dport.to_be_bytes());

@@ -39,7 +39,7 @@ mod fixtures;
 mod snat_fixtures;
 
 pub use ctx::Ctx;
-pub use pipeline::{flow_home, process};
+pub use pipeline::{process, process_parsed, Parsed};
 pub use snapshot::{Snapshot, VipMode};
 pub use state::WorkerState;
 pub use stats::{Counter, DropReason, WorkerStats};

@@ -21,16 +21,46 @@ fn fence(state: &WorkerState, v: Verdict) -> Verdict {
     }
 }
 
+/// A frame read ahead of its batch: the flow of an IPv4 TCP or UDP frame (the common case,
+/// read in one pass over fixed offsets) and its hash. The worker reads every frame of a
+/// batch first, prefetches the flow-table slots, then processes the batch with what it
+/// read, so no frame is parsed or hashed twice. Reads the frame, changes nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parsed(Option<forward::Flow>);
+
+impl Parsed {
+    /// Reads the frame in `buf[..len]`.
+    #[inline]
+    pub fn of(buf: &[u8], len: usize) -> Self {
+        Parsed(forward::fast_v4(buf, len))
+    }
+
+    /// Where [`process_parsed`] will look for the frame's flow in the flow table (the fast
+    /// path's frames only), for the worker to prefetch before it processes the batch.
+    #[inline]
+    pub fn home(&self, state: &WorkerState) -> Option<(*const u8, usize)> {
+        self.0.as_ref().map(|f| state.conntrack.home_of(f.hash))
+    }
+}
+
 /// Decides what happens to the frame in `buf[..len]`, received on the interface whose MAC
 /// is `cx.mac`, at `cx.now` (the monotonic time in nanoseconds, used by connection
 /// tracking). `buf` may be longer than the frame: the bytes after it are room for a longer
 /// reply.
 #[inline]
 pub fn process(cx: &Ctx<'_>, state: &mut WorkerState, buf: &mut [u8], len: usize) -> Verdict {
+    process_parsed(cx, state, buf, len, &Parsed::of(buf, len))
+}
+
+/// [`process`] for a frame already read: `parsed` is [`Parsed::of`] the frame as it is now
+/// (read ahead and not changed since). Given another frame's, the verdict is wrong but
+/// every offset is still checked.
+#[inline]
+pub fn process_parsed(cx: &Ctx<'_>, state: &mut WorkerState, buf: &mut [u8], len: usize, parsed: &Parsed) -> Verdict {
     // Most frames are IPv4 TCP or UDP: one pass over fixed offsets. The rest (and any frame
     // it does not take) goes the general way below.
-    if let Some(flow) = forward::fast_v4(buf, len) {
-        return forward::flow(cx, state, buf, len, &flow);
+    if let Some(flow) = &parsed.0 {
+        return forward::flow(cx, state, buf, len, flow);
     }
     let Some(frame) = buf.get(..len) else { return Verdict::Drop(DropReason::Truncated) };
     let (ethertype, icmpv6) = match EthernetFrame::new_checked(frame) {
@@ -53,15 +83,6 @@ pub fn process(cx: &Ctx<'_>, state: &mut WorkerState, buf: &mut [u8], len: usize
         EtherType::IPV4 => ip(cx, state, buf, len, false),
         _ => Verdict::Drop(DropReason::Unsupported),
     }
-}
-
-/// Where [`process`] will look for the frame's flow in the flow table (the fast path's
-/// frames only: IPv4 TCP and UDP), for the worker to prefetch before it processes the
-/// batch. Reads the frame, changes nothing.
-#[inline]
-pub fn flow_home(state: &WorkerState, buf: &[u8], len: usize) -> Option<(*const u8, usize)> {
-    let flow = forward::fast_v4(buf, len)?;
-    Some(state.conntrack.home_of(flow.key.hash()))
 }
 
 /// IPv4 or IPv6 (`v6`) to a VIP or a SNAT address: TCP and UDP to forwarding, ICMP to the

@@ -2,10 +2,12 @@
 //! (`scripts/pathcost.sh` runs it and prints instructions per packet).
 //!
 //! `pathcost PATH N` prepares the frames and the worker state of one path, runs one untimed
-//! round so that flows are tracked and tables warm, then pushes `N` frames through
-//! `lb::process` inside [`measured`], the only function callgrind collects. Each frame is
-//! copied into the receive buffer first, as the worker's RX ring would hold it; the `copy`
-//! path does only that, so the driver's own share is known.
+//! round so that flows are tracked and tables warm, then pushes `N` frames through the
+//! datapath inside [`measured`], the only function callgrind collects: `lb::Parsed::of`
+//! then `lb::process_parsed`, the two steps a worker takes for each frame (it reads the
+//! whole batch first, to prefetch). Each frame is copied into the receive buffer first, as
+//! the worker's RX ring would hold it; the `copy` path does only that, so the driver's own
+//! share is known.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -18,12 +20,12 @@ use std::{
 use xlb::{
     lb::{
         maglev::TableSize,
-        process,
+        process, process_parsed,
         testing::{
             arp, backend_mac, ctx, icmp, PacketBuilder, Scene, CLIENT4, CLIENT_MAC, DSR_PORT, OURS, ROUTER4,
             ROUTER_MAC, SNAT4, SNAT_BACKEND_PORT, SNAT_PORT, VIP4,
         },
-        Snapshot, Verdict, WorkerState,
+        Parsed, Snapshot, Verdict, WorkerState,
     },
     wire::{build::MIN_FRAME_LEN, tcp::TcpFlags, ArpOperation, ArpRepr, EthernetAddress},
 };
@@ -184,7 +186,8 @@ fn measured(p: &mut Path, n: usize, buf: &mut [u8]) -> usize {
         let f = &p.frames[i % frames];
         buf[..f.len()].copy_from_slice(f);
         if p.process {
-            let v = process(&ctx(NOW, &p.snap), &mut p.st, buf, f.len());
+            let read = Parsed::of(buf, f.len());
+            let v = process_parsed(&ctx(NOW, &p.snap), &mut p.st, buf, f.len(), &read);
             sent += usize::from(matches!(v, Verdict::Tx { .. }));
         } else {
             sent += usize::from(black_box(&buf[..f.len()]).len() == f.len());

@@ -115,6 +115,8 @@ impl Worker {
         let ring = usize::try_from(self.cfg.ring_size).unwrap_or(2048);
         let mut free: Vec<FrameDesc> = std::mem::take(&mut self.xsk.descs);
         let mut rx_descs = vec![FrameDesc::default(); batch];
+        // What the first pass over a batch read of each frame, for the second.
+        let mut parsed: Vec<lb::Parsed> = Vec::with_capacity(batch);
         let mut comp_descs = vec![FrameDesc::default(); ring];
         let mut tx_descs: Vec<FrameDesc> = Vec::with_capacity(batch * 2);
         let mut stats = WorkerStats::default();
@@ -179,17 +181,21 @@ impl Worker {
                 stats.add(Counter::RxFrames, n as u64);
                 let now = batch_start;
                 let cx = Ctx { now, snap: &snap, mac };
-                // Prefetch every frame's flow-table slot first: at a million flows each
-                // lookup misses the cache, and issued together the misses overlap.
+                // Read every frame and prefetch its flow-table slot first: at a million
+                // flows each lookup misses the cache, and issued together the misses
+                // overlap. What was read is used below: no frame is parsed twice.
+                parsed.clear();
                 for desc in rx_descs.iter().take(n) {
                     // SAFETY: as below: consumed from RX, so the kernel no longer writes it.
                     let data = unsafe { self.xsk.umem.data(desc) };
                     let frame = data.contents();
-                    if let Some(p) = lb::flow_home(&state, frame, frame.len()) {
-                        crate::io::prefetch(p);
+                    let p = lb::Parsed::of(frame, frame.len());
+                    if let Some(home) = p.home(&state) {
+                        crate::io::prefetch(home);
                     }
+                    parsed.push(p);
                 }
-                for desc in rx_descs.iter_mut().take(n) {
+                for (desc, read) in rx_descs.iter_mut().take(n).zip(&parsed) {
                     // SAFETY: the frame was just consumed from RX, so the kernel no longer
                     // writes it and we hold the only descriptor to it.
                     let mut data = unsafe { self.xsk.umem.data_mut(desc) };
@@ -200,7 +206,9 @@ impl Worker {
                         let mut cur = data.cursor();
                         let cap = cur.buf_len();
                         cur.set_pos(cap);
-                        lb::process(&cx, &mut state, data.contents_mut(), len)
+                        // The frame is as the first pass read it: processing a frame
+                        // changes no other.
+                        lb::process_parsed(&cx, &mut state, data.contents_mut(), len, read)
                     };
                     match verdict {
                         Verdict::Tx { len: out_len, reply } => {
