@@ -204,7 +204,7 @@ fn transport(
 pub(super) fn flow(cx: &Ctx<'_>, st: &mut WorkerState, buf: &mut [u8], len: usize, flow: &Flow) -> Verdict {
     if let Some(snat) = &st.snat {
         if let Some(addr) = snat.table().addr_index16(&flow.key.dst) {
-            return reverse(cx, snat, &st.counters, addr, buf, len, flow).unwrap_or_else(Verdict::Drop);
+            return reverse(cx, snat, &st.counters, addr, buf, len, flow);
         }
     }
     let Some(service) = cx.snap.service16(&flow.key.dst, flow.key.dst_port, flow.key.proto) else {
@@ -213,21 +213,14 @@ pub(super) fn flow(cx: &Ctx<'_>, st: &mut WorkerState, buf: &mut [u8], len: usiz
     if !service.sources.admits(&flow.key.src) {
         return Verdict::Drop(DropReason::SourceRange);
     }
-    forward(cx, service, st, buf, len, flow).unwrap_or_else(Verdict::Drop)
+    forward(cx, service, st, buf, len, flow)
 }
 
 /// Finds or chooses the flow's backend and sends the packet there. The common case, a
 /// tracked flow that keeps its backend (and, for SNAT, its port), is laid out here; a new
 /// flow, a new backend or a new port goes out of line to [`place`].
 #[inline]
-fn forward(
-    cx: &Ctx<'_>,
-    svc: &Service,
-    st: &mut WorkerState,
-    buf: &mut [u8],
-    len: usize,
-    flow: &Flow,
-) -> Result<Verdict, DropReason> {
+fn forward(cx: &Ctx<'_>, svc: &Service, st: &mut WorkerState, buf: &mut [u8], len: usize, flow: &Flow) -> Verdict {
     let (now, hash) = (cx.now, flow.hash);
     // A tracked flow keeps its backend while that backend is in the service, whatever the
     // Maglev table says now; a SYN on a closing flow starts a new connection. A SNAT flow
@@ -245,7 +238,7 @@ fn forward(
                 match (svc.mode, lease) {
                     (ForwardMode::Dsr, _) => return send(cx, svc, st, i, None, buf, len, flow),
                     (ForwardMode::Snat, Some(l)) => {
-                        let snat = st.snat.as_ref().ok_or(DropReason::NoSnatAddress)?;
+                        let Some(snat) = st.snat.as_ref() else { return Verdict::Drop(DropReason::NoSnatAddress) };
                         let hold = Hold { now, expires, embryonic: state == FlowState::SynSent };
                         snat.touch(l, flow.key.proto, hold);
                         return send(cx, svc, st, i, Some(l), buf, len, flow);
@@ -255,7 +248,7 @@ fn forward(
             }
         }
     }
-    place(cx, svc, st, buf, len, flow, hash, tracked, lease)
+    place(cx, svc, st, buf, len, flow, hash, tracked, lease).unwrap_or_else(Verdict::Drop)
 }
 
 /// [`forward`] for a flow that needs a backend chosen (`tracked` is `None`: a new flow, or
@@ -354,7 +347,7 @@ fn place(
             })
         }
     };
-    send(cx, svc, st, idx, held, buf, len, flow)
+    Ok(send(cx, svc, st, idx, held, buf, len, flow))
 }
 
 /// Sends the packet of `flow` to backend `idx` of `svc`: new MACs, and with a SNAT port
@@ -371,17 +364,26 @@ fn send(
     buf: &mut [u8],
     len: usize,
     flow: &Flow,
-) -> Result<Verdict, DropReason> {
-    let backend = svc.backends.get(usize::try_from(idx).unwrap_or(usize::MAX)).ok_or(DropReason::NoBackend)?;
-    let next_hop = backend.mac.ok_or(DropReason::NextHopUnresolved)?;
+) -> Verdict {
+    // A verdict, not a Result: the drops are spelled out so that the common case writes
+    // its verdict once, where the caller wants it.
+    let Some(backend) = svc.backends.get(usize::try_from(idx).unwrap_or(usize::MAX)) else {
+        return Verdict::Drop(DropReason::NoBackend);
+    };
+    let Some(next_hop) = backend.mac else { return Verdict::Drop(DropReason::NextHopUnresolved) };
     if let Some(l) = lease {
-        let snat = st.snat.as_ref().ok_or(DropReason::NoSnatAddress)?;
-        let src = *snat.table().addr16(l.addr).ok_or(DropReason::NoSnatAddress)?;
-        nat(buf, len, flow, &src, &to16(backend.addr), l.port(), backend.port)?;
+        let Some(src) = st.snat.as_ref().and_then(|snat| snat.table().addr16(l.addr)) else {
+            return Verdict::Drop(DropReason::NoSnatAddress);
+        };
+        if let Err(r) = nat(buf, len, flow, src, &to16(backend.addr), l.port(), backend.port) {
+            return Verdict::Drop(r);
+        }
     }
-    set_macs(buf, next_hop, cx.mac)?;
+    if let Err(r) = set_macs(buf, next_hop, cx.mac) {
+        return Verdict::Drop(r);
+    }
     st.counters.count(svc.stats_id, backend.stats_id, len, false);
-    Ok(Verdict::Tx { len, reply: Reply::Forward })
+    Verdict::Tx { len, reply: Reply::Forward }
 }
 
 /// A packet to one of our SNAT addresses: a backend's reply, translated back to VIP -> client.
@@ -393,16 +395,23 @@ fn reverse(
     buf: &mut [u8],
     len: usize,
     flow: &Flow,
-) -> Result<Verdict, DropReason> {
-    let m = snat.table().lookup(addr, flow.key.proto, flow.key.dst_port, cx.now).ok_or(DropReason::NoSnatFlow)?;
+) -> Verdict {
+    // A verdict, not a Result, as in `send`.
+    let Some(m) = snat.table().lookup(addr, flow.key.proto, flow.key.dst_port, cx.now) else {
+        return Verdict::Drop(DropReason::NoSnatFlow);
+    };
     // Only the backend the port was given to may use it.
     if m.backend != flow.key.src || m.backend_port != flow.key.src_port {
-        return Err(DropReason::NoSnatFlow);
+        return Verdict::Drop(DropReason::NoSnatFlow);
     }
-    nat(buf, len, flow, &m.vip, &m.client, m.vip_port, m.client_port)?;
-    set_macs(buf, m.client_mac, cx.mac)?;
+    if let Err(r) = nat(buf, len, flow, &m.vip, &m.client, m.vip_port, m.client_port) {
+        return Verdict::Drop(r);
+    }
+    if let Err(r) = set_macs(buf, m.client_mac, cx.mac) {
+        return Verdict::Drop(r);
+    }
     counters.count(id32(m.service_stats), id32(m.backend_stats), len, true);
-    Ok(Verdict::Tx { len, reply: Reply::SnatReply { crossed: !snat.owns(flow.key.dst_port) } })
+    Verdict::Tx { len, reply: Reply::SnatReply { crossed: !snat.owns(flow.key.dst_port) } }
 }
 
 /// Rewrites source and destination address and port of the packet `flow` describes, and

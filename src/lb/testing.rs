@@ -152,6 +152,15 @@ impl Scene {
         }
         let key = ServiceKey { vip: IpAddr::V4(VIP4), port: UNRESOLVED_PORT, proto: Protocol::TCP };
         out.push(self.service(key, ForwardMode::Dsr, UNRESOLVED_PORT, false));
+        // Counted, as the control plane's services are: every packet writes its service's
+        // and its backend's traffic counters.
+        let per = u32::from(self.backends.max(1));
+        for (i, svc) in (0u32..).zip(&mut out) {
+            svc.stats_id = i;
+            for (j, b) in (0u32..).zip(&mut svc.backends) {
+                b.stats_id = i.saturating_mul(per).saturating_add(j);
+            }
+        }
         out
     }
 
