@@ -248,11 +248,13 @@ fn forward(cx: &Ctx<'_>, svc: &Service, st: &mut WorkerState, buf: &mut [u8], le
             }
         }
     }
-    place(cx, svc, st, buf, len, flow, hash, tracked, lease).unwrap_or_else(Verdict::Drop)
+    place(cx, svc, st, buf, len, flow, tracked, lease).unwrap_or_else(Verdict::Drop)
 }
 
 /// [`forward`] for a flow that needs a backend chosen (`tracked` is `None`: a new flow, or
-/// one whose backend left) or a SNAT port given or rewritten (`lease`: the port it holds).
+/// one whose backend left; `lease`: the SNAT port it held) or a SNAT flow that holds no port
+/// yet (`tracked` is `Some`). A tracked flow that keeps its backend and its port never gets
+/// here, so a port held on arrival is always given a new mapping.
 #[inline(never)]
 #[allow(clippy::too_many_arguments)] // forward's state, handed on as it is
 fn place(
@@ -262,13 +264,12 @@ fn place(
     buf: &mut [u8],
     len: usize,
     flow: &Flow,
-    hash: u64,
     tracked: Option<(u32, u64, FlowState)>,
     lease: Option<Lease>,
 ) -> Result<Verdict, DropReason> {
-    let now = cx.now;
-    let (idx, expires, state, fresh) = match tracked {
-        Some((i, exp, state)) => (i, exp, state, false),
+    let (now, hash) = (cx.now, flow.hash);
+    let (idx, expires, state) = match tracked {
+        Some(t) => t,
         None => {
             let pick = choose(now, svc, st, &flow.key, hash)?;
             let b = svc.backends.get(usize::try_from(pick).unwrap_or(usize::MAX)).ok_or(DropReason::NoBackend)?;
@@ -281,8 +282,8 @@ fn place(
                 Entry { key: flow.key, backend: pick, backend_key: b.key, state, snat: lease, ..Entry::default() };
             // A full table is counted there; a DSR flow is then served from Maglev alone.
             match st.track(entry, hash, now) {
-                Ok(e) => (pick, e.expires, state, true),
-                Err(_) if svc.mode == ForwardMode::Dsr => (pick, 0, state, false),
+                Ok(e) => (pick, e.expires, state),
+                Err(_) if svc.mode == ForwardMode::Dsr => (pick, 0, state),
                 // SNAT cannot translate replies of a flow it does not track.
                 Err(_) => return Err(DropReason::ConntrackFull),
             }
@@ -309,17 +310,13 @@ fn place(
                 backend_stats: id16(backend.stats_id),
             };
             let embryonic = state == FlowState::SynSent;
-            Some(match (lease, fresh) {
-                (Some(l), false) => {
-                    snat.touch(l, flow.key.proto, Hold { now, expires, embryonic });
-                    l
-                }
-                (Some(l), true) => {
+            Some(match lease {
+                Some(l) => {
                     // Same client 5-tuple, new backend or new connection: same port, new mapping.
                     snat.rewrite(l, flow.key.proto, &mapping, Hold { now, expires, embryonic });
                     l
                 }
-                (None, _) => {
+                None => {
                     // A port held by a flow: the flow's lifetime with a SNAT port from now on.
                     let expires = now.saturating_add(st.conntrack.lifetimes().of_flow(state, true));
                     let hold = Hold { now, expires, embryonic };
