@@ -3,6 +3,9 @@
 # one of them is stale, naming this script):
 #   deploy/crds.yaml                          `xlb crds` (the Rust types, src/k8s/crds.rs)
 #   deploy/helm/xlb/crds/crds.yaml            a copy of deploy/crds.yaml (Helm installs crds/)
+#   deploy/crds-cilium.yaml                   `xlb crds --cilium` (Cilium's kinds, for clusters
+#                                             without Cilium; never beside Cilium's own)
+#   deploy/helm/xlb/files/crds-cilium.yaml    a copy of it (installed when ciliumCRDs: true)
 #   deploy/helm/xlb/files/xlb-dashboard.json  a copy of deploy/grafana/xlb-dashboard.json
 #   deploy/rbac.yaml                          the Namespace xlb-system + the chart's
 #                                             templates/rbac.yaml rendered for that namespace
@@ -14,6 +17,9 @@ HELM=${HELM:-$(command -v helm || echo "${XLB_K8S_CACHE:-$HOME/.cache/xlb/k8s}/v
 cargo run -q --bin xlb -- crds >deploy/crds.yaml.tmp
 mv -f deploy/crds.yaml.tmp deploy/crds.yaml
 cp deploy/crds.yaml deploy/helm/xlb/crds/crds.yaml
+cargo run -q --bin xlb -- crds --cilium >deploy/crds-cilium.yaml.tmp
+mv -f deploy/crds-cilium.yaml.tmp deploy/crds-cilium.yaml
+cp deploy/crds-cilium.yaml deploy/helm/xlb/files/crds-cilium.yaml
 cp deploy/grafana/xlb-dashboard.json deploy/helm/xlb/files/xlb-dashboard.json
 {
   cat <<'HEAD'
@@ -32,4 +38,4 @@ HEAD
     --show-only templates/rbac.yaml | grep -v '^# Source: '
 } >deploy/rbac.yaml.tmp
 mv -f deploy/rbac.yaml.tmp deploy/rbac.yaml
-echo "deploy: crds.yaml, rbac.yaml and the chart's copies regenerated"
+echo "deploy: crds.yaml, crds-cilium.yaml, rbac.yaml and the chart's copies regenerated"

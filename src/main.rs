@@ -73,7 +73,14 @@ enum Command {
         what: ListOnly,
     },
     /// Print the CustomResourceDefinitions (LoadBalancerIPPool, L2AnnouncementPolicy) as YAML.
-    Crds,
+    Crds {
+        /// Print instead the definitions of the Cilium kinds xlb serves
+        /// (CiliumLoadBalancerIPPool, CiliumL2AnnouncementPolicy), written by xlb from
+        /// Cilium's published names: for a cluster that keeps those objects after Cilium is
+        /// gone. Never apply them where Cilium's own are installed.
+        #[arg(long)]
+        cilium: bool,
+    },
     /// Kubernetes: allocate addresses to LoadBalancer Services from LoadBalancerIPPools and
     /// write them to the Services' status (one writer at a time, by Lease).
     Allocator(AllocatorArgs),
@@ -366,7 +373,10 @@ fn main() -> ExitCode {
         Command::Maglev { what: MaglevCmd::Show { client, service } } => {
             admin::client(&client.socket, client.output == Output::Json, admin::Query::Maglev { service })
         }
-        Command::Crds => xlb::k8s::crds::crds_yaml().map(|y| print!("{y}")).map_err(Into::into),
+        Command::Crds { cilium } => {
+            let y = if cilium { xlb::k8s::crds::cilium_crds_yaml() } else { xlb::k8s::crds::crds_yaml() };
+            y.map(|y| print!("{y}")).map_err(Into::into)
+        }
         Command::Allocator(a) => allocator(a),
     };
     match result {

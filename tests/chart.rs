@@ -207,6 +207,12 @@ fn derived_files_are_in_sync() {
         crds == read(&format!("{CHART}/crds/crds.yaml")),
         "{CHART}/crds/crds.yaml differs from deploy/crds.yaml {fix}"
     );
+    let cilium = read("deploy/crds-cilium.yaml");
+    assert!(cilium == xlb(&["crds", "--cilium"]), "deploy/crds-cilium.yaml differs from `xlb crds --cilium` {fix}");
+    assert!(
+        cilium == read(&format!("{CHART}/files/crds-cilium.yaml")),
+        "{CHART}/files/crds-cilium.yaml differs from deploy/crds-cilium.yaml {fix}"
+    );
     let dashboard = read("deploy/grafana/xlb-dashboard.json");
     assert!(
         dashboard == read(&format!("{CHART}/files/xlb-dashboard.json")),

@@ -11,8 +11,13 @@ use support::kube::Api;
 
 /// Runs `xlb allocator` as the xlb ServiceAccount.
 fn allocator(api: &Api, identity: &str) -> Child {
+    allocator_with(api, identity, &[])
+}
+
+fn allocator_with(api: &Api, identity: &str, extra: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_xlb"))
         .args(["allocator", "--kubeconfig", &api.xlb, "--identity", identity, "--lease-seconds", "4"])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(api.dir.join(format!("{identity}.log"))).map_or(Stdio::null(), Stdio::from))
         .spawn()
@@ -40,32 +45,35 @@ fn allocator_against_a_real_api_server() {
         "apiVersion: xlb.dev/v1alpha1\nkind: LoadBalancerIPPool\nmetadata: {name: public}\nspec:\n  blocks: [{cidr: 192.0.2.0/28}]\n",
     );
     let mut a = allocator(&api, "a");
-    // A pool + a Service + its EndpointSlice: an address in the status, and an Event.
+    // A pool + a Service + its EndpointSlice: an address in the status, and an Event. The
+    // pool leaves allowFirstLastIPs unset: its first address is given, as Cilium gives it.
     api.apply(&service("web", 80, ""));
     api.apply("apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: web-1\n  namespace: default\n  labels: {kubernetes.io/service-name: web}\naddressType: IPv4\nports: [{name: '', port: 8080, protocol: TCP}]\nendpoints: [{addresses: [10.0.0.5], conditions: {ready: true}}]\n");
-    wait(&api, "web's address", |api| api.ingress("web") == "192.0.2.1");
+    wait(&api, "web's address", |api| api.ingress("web") == "192.0.2.0");
     assert_eq!(condition(&api, "web"), "Allocated");
-    wait(&api, "the IPAllocated Event", |api| api.events().contains("IPAllocated web allocated 192.0.2.1"));
+    wait(&api, "the IPAllocated Event", |api| api.events().contains("IPAllocated web allocated 192.0.2.0"));
     // A request for a taken address: pending, with IPAllocationFailed.
-    api.apply(&service("thief", 81, "lbipam.cilium.io/ips: 192.0.2.1"));
+    api.apply(&service("thief", 81, "lbipam.cilium.io/ips: 192.0.2.0"));
     wait(&api, "thief's failure", |api| condition(api, "thief") == "AllocationFailed");
     assert_eq!(api.ingress("thief"), "");
     let events = api.events();
-    assert!(events.contains("IPAllocationFailed thief 192.0.2.1 is already assigned"), "{events}");
-    // A sharing key with distinct ports shares; a clashing port does not.
+    assert!(events.contains("IPAllocationFailed thief 192.0.2.0 is already assigned"), "{events}");
+    // A sharing key with distinct ports shares (Cilium's key and MetalLB's alike); a
+    // clashing port gets an address of its own at once.
     api.apply(&service("dns", 53, "lbipam.cilium.io/sharing-key: k"));
     api.apply(&service("dot", 853, "metallb.universe.tf/allow-shared-ip: k"));
     api.apply(&service("dns2", 53, "lbipam.cilium.io/sharing-key: k"));
     wait(&api, "shared address", |api| !api.ingress("dns").is_empty() && api.ingress("dns") == api.ingress("dot"));
-    wait(&api, "dns2's clash", |api| condition(api, "dns2") == "AllocationFailed");
+    wait(&api, "dns2's own address", |api| condition(api, "dns2") == "Allocated");
+    assert_ne!(api.ingress("dns2"), api.ingress("dns"));
     // Deleting web frees its address: the thief gets it.
     api.kubectl(&["delete", "svc", "web"]);
-    wait(&api, "thief's address", |api| api.ingress("thief") == "192.0.2.1");
+    wait(&api, "thief's address", |api| api.ingress("thief") == "192.0.2.0");
     // Each new address is its own Event; the same one again counts up the first (a series).
     api.kubectl(&["annotate", "--overwrite", "svc", "thief", "lbipam.cilium.io/ips=192.0.2.9"]);
     wait(&api, "thief's second Event", |api| api.events().contains("IPAllocated thief allocated 192.0.2.9"));
-    api.kubectl(&["annotate", "--overwrite", "svc", "thief", "lbipam.cilium.io/ips=192.0.2.1"]);
-    wait(&api, "thief's first address again", |api| api.ingress("thief") == "192.0.2.1");
+    api.kubectl(&["annotate", "--overwrite", "svc", "thief", "lbipam.cilium.io/ips=192.0.2.0"]);
+    wait(&api, "thief's first address again", |api| api.ingress("thief") == "192.0.2.0");
     let count = |api: &Api| {
         api.kubectl(&[
             "get",
@@ -75,25 +83,136 @@ fn allocator_against_a_real_api_server() {
         ])
     };
     wait(&api, "the first Event counted twice", |api| {
-        count(api).lines().any(|l| l == "IPAllocated allocated 192.0.2.1 2")
+        count(api).lines().any(|l| l == "IPAllocated allocated 192.0.2.0 2")
     });
     let events = count(&api);
     assert_eq!(events.lines().filter(|l| l.starts_with("IPAllocated ")).count(), 2, "{events}");
     // Pool status: counts.
     wait(&api, "pool counts", |api| {
         api.kubectl(&["get", "lbpool", "public", "-o", "jsonpath={.status.counts.used}/{.status.counts.total}"])
-            == "2/14"
+            == "3/16"
     });
     // Restarting the allocator changes no address (a new one adopts the statuses).
-    let before: Vec<String> = ["thief", "dns", "dot"].iter().map(|s| api.ingress(s)).collect();
+    let before: Vec<String> = ["thief", "dns", "dot", "dns2"].iter().map(|s| api.ingress(s)).collect();
     let _ = Command::new("kill").arg("-TERM").arg(a.id().to_string()).status();
     let _ = a.wait();
     api.apply(&service("late", 90, ""));
     let mut b = allocator(&api, "b");
     wait(&api, "late's address", |api| !api.ingress("late").is_empty());
-    let after: Vec<String> = ["thief", "dns", "dot"].iter().map(|s| api.ingress(s)).collect();
+    let after: Vec<String> = ["thief", "dns", "dot", "dns2"].iter().map(|s| api.ingress(s)).collect();
     assert_eq!(before, after, "a restart moved an address");
     assert!(!before.contains(&api.ingress("late")), "late got an address already held");
+    let _ = b.kill();
+    let _ = b.wait();
+}
+
+/// A Service's condition of `type_`, as "status reason".
+fn cond(api: &Api, svc: &str, type_: &str) -> String {
+    api.kubectl(&[
+        "get",
+        "svc",
+        svc,
+        "-o",
+        &format!(r#"jsonpath={{.status.conditions[?(@.type=="{type_}")].status}} {{.status.conditions[?(@.type=="{type_}")].reason}}"#),
+    ])
+}
+
+const CILIUM: &str = "cilium.io/IPAMRequestSatisfied";
+
+/// Cilium's manifests from the seed documents, applied unchanged to a cluster without Cilium
+/// (xlb's definitions of Cilium's kinds, `xlb crds --cilium`), get the addresses and the
+/// conditions Cilium's LB-IPAM gives them (operator/pkg/lbipam/lbipam.go at cilium/cilium
+/// a1ef884: `satisfySpecificIPRequests`, `setSVCSatisfiedCondition`, `settleConflicts`,
+/// `updatePoolCounts`, `isResponsibleForSVC`).
+#[test]
+fn cilium_manifests_from_the_seeds_work_unchanged() {
+    let Some(api) = Api::start() else { return };
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    api.apply_file(&root.join("deploy/crds-cilium.yaml"));
+    let seeds = root.join("tests/fixtures/seeds");
+    api.apply_file(&seeds.join("001-pitower-cilium.yaml"));
+    // Cilium serves Services without a class: so does xlb here.
+    let mut a = allocator_with(&api, "a", &["--unclassed"]);
+    api.apply_file(&seeds.join("001-pitower-service.yaml"));
+    api.apply("apiVersion: v1\nkind: Service\nmetadata: {name: auto}\nspec: {type: LoadBalancer, ports: [{port: 53, protocol: UDP}]}\n");
+    wait(&api, "my-service's requested address", |api| api.ingress("my-service") == "192.168.0.223");
+    wait(&api, "auto's address, the first of the range", |api| api.ingress("auto") == "192.168.0.220");
+    wait(&api, "Cilium's condition", |api| cond(api, "my-service", CILIUM) == "True satisfied");
+    assert_eq!(cond(&api, "my-service", "xlb.dev/IPAllocated"), "True Allocated");
+    // The pool's status as Cilium writes it: `kubectl get ippools` shows what it shows.
+    wait(&api, "the pool's counts", |api| {
+        api.kubectl(&[
+            "get",
+            "ippools",
+            "pool",
+            "-o",
+            r#"jsonpath={.status.conditions[?(@.type=="cilium.io/IPsAvailable")].message}"#,
+        ]) == "18"
+    });
+    let table = api.kubectl(&["get", "ippools"]);
+    assert!(
+        table.contains("IPS AVAILABLE")
+            && table.lines().any(|l| l.starts_with("pool ") && l.contains(" False ") && l.contains(" 18 ")),
+        "{table}"
+    );
+    // Seed 004's Cilium pool is disabled, so its address is not given (Cilium: no_pool).
+    api.apply_file(&seeds.join("004-metallb-cilium.yaml"));
+    wait(&api, "nginx-demo-lb's refusal", |api| cond(api, "nginx-demo-lb", CILIUM) == "False no_pool");
+    assert_eq!(api.ingress("nginx-demo-lb"), "");
+    assert!(
+        api.events().contains("nginx-demo-lb pool CiliumLoadBalancerIPPool/metallb-integration is disabled"),
+        "{}",
+        api.events()
+    );
+    // An older pool edited to overlap a newer one: the newer one is marked conflicting
+    // (`settleConflicts`), and the address it gave stays where it is.
+    api.apply("apiVersion: cilium.io/v2\nkind: CiliumLoadBalancerIPPool\nmetadata: {name: newer}\nspec:\n  blocks: [{cidr: 192.168.2.0/29}]\n");
+    api.apply("apiVersion: v1\nkind: Service\nmetadata: {name: tenant, annotations: {lbipam.cilium.io/ips: 192.168.2.3}}\nspec: {type: LoadBalancer, ports: [{port: 80}]}\n");
+    wait(&api, "tenant's address", |api| api.ingress("tenant") == "192.168.2.3");
+    api.kubectl(&[
+        "patch",
+        "ippools",
+        "pool",
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"add","path":"/spec/blocks/-","value":{"cidr":"192.168.2.0/28"}}]"#,
+    ]);
+    let conflict = |api: &Api, pool: &str| {
+        api.kubectl(&[
+            "get",
+            "ippools",
+            pool,
+            "-o",
+            r#"jsonpath={.status.conditions[?(@.type=="cilium.io/PoolConflict")].status}"#,
+        ])
+    };
+    wait(&api, "the newer pool's conflict", |api| conflict(api, "newer") == "True");
+    assert_eq!(conflict(&api, "pool"), "False");
+    assert_eq!(api.ingress("tenant"), "192.168.2.3");
+    assert_eq!(cond(&api, "tenant", CILIUM), "True satisfied");
+    // A taken address, requested: already_allocated, as in Cilium.
+    api.apply("apiVersion: v1\nkind: Service\nmetadata: {name: thief, annotations: {lbipam.cilium.io/ips: 192.168.0.223}}\nspec: {type: LoadBalancer, ports: [{port: 80}]}\n");
+    wait(&api, "thief's refusal", |api| cond(api, "thief", CILIUM) == "False already_allocated");
+    // Changed away from LoadBalancer: the address and both conditions go.
+    api.kubectl(&["patch", "svc", "auto", "-p", r#"{"spec":{"type":"ClusterIP"}}"#]);
+    wait(&api, "auto's status cleared", |api| {
+        api.ingress("auto").is_empty() && cond(api, "auto", CILIUM).trim().is_empty()
+    });
+    assert!(cond(&api, "auto", "xlb.dev/IPAllocated").trim().is_empty());
+    // A restart adopts everything, the address of the conflicting pool included (Cilium's
+    // `stripOrImportIngresses` would drop it).
+    let before: Vec<String> = ["my-service", "tenant"].iter().map(|s| api.ingress(s)).collect();
+    let _ = Command::new("kill").arg("-TERM").arg(a.id().to_string()).status();
+    let _ = a.wait();
+    let mut b = allocator_with(&api, "b", &["--unclassed"]);
+    api.apply(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: late}\nspec: {type: LoadBalancer, ports: [{port: 80}]}\n",
+    );
+    wait(&api, "late's address", |api| !api.ingress("late").is_empty());
+    let after: Vec<String> = ["my-service", "tenant"].iter().map(|s| api.ingress(s)).collect();
+    assert_eq!(before, after, "a restart moved an address");
+    assert_eq!(cond(&api, "tenant", CILIUM), "True satisfied");
     let _ = b.kill();
     let _ = b.wait();
 }

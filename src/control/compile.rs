@@ -84,7 +84,7 @@ pub fn compile(desired: &Desired, ipam: &mut Ipam) -> Result<Compiled, ConfigErr
             }
             Err(e) => {
                 let field = match s.request {
-                    Request::Address(_) => "vip",
+                    Request::Address(_) | Request::Keep(_) => "vip",
                     Request::Pool { .. } => "pool",
                     Request::Any { .. } => "ipFamily",
                 };

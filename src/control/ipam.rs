@@ -8,8 +8,11 @@
 //! - An automatic allocation takes the lowest free address of the named pool (or of the first
 //!   pool of the right family with room), so the same config gives the same addresses.
 //! - Pools that overlap are reported as conflicting; the later one (in the order given)
-//!   allocates nothing, so no address can come from two pools.
-//! - A disabled pool allocates nothing new and keeps what it gave.
+//!   allocates nothing new, so no address can come from two pools. So does a pool two of
+//!   whose own blocks overlap.
+//! - A disabled or conflicting pool allocates nothing new and keeps what it gave: a holder
+//!   that asks to keep an address (`Request::Keep`, from what it holds already, e.g. after a
+//!   restart) keeps it as long as some pool's blocks cover it.
 //! - A holder keeps its address across edits as long as it asks for it again and the address
 //!   is still in a pool.
 
@@ -83,7 +86,7 @@ impl Pool {
     }
 
     /// Whether `a` lies in one of the blocks at all (usable or not).
-    fn covers(&self, a: IpAddr) -> bool {
+    pub fn covers(&self, a: IpAddr) -> bool {
         let n = num(a);
         self.blocks.iter().any(|b| b.start.is_ipv6() == a.is_ipv6() && b.range().0 <= n && n <= b.range().1)
     }
@@ -102,6 +105,14 @@ impl Pool {
                 }
             })
             .fold(0u128, u128::saturating_add)
+    }
+
+    fn overlaps_itself(&self) -> bool {
+        self.blocks.iter().enumerate().any(|(i, a)| {
+            self.blocks[..i].iter().any(|b| {
+                a.start.is_ipv6() == b.start.is_ipv6() && a.range().0 <= b.range().1 && b.range().0 <= a.range().1
+            })
+        })
     }
 
     fn overlaps(&self, other: &Pool) -> bool {
@@ -125,6 +136,10 @@ pub enum Request {
         /// IPv6 rather than IPv4.
         v6: bool,
     },
+    /// This address, which the holder already has (e.g. in a Service's status): kept while
+    /// some pool's blocks cover it, even a disabled or conflicting pool, or one that reserves
+    /// that address now.
+    Keep(IpAddr),
     /// Any free address of the given family (`true`: IPv6) from any pool.
     Any {
         /// IPv6 rather than IPv4.
@@ -152,8 +167,8 @@ pub enum IpamError {
     /// The pool allocates nothing new.
     #[error("pool {0} is disabled: it keeps what it gave and gives nothing new")]
     Disabled(String),
-    /// The pool overlaps an earlier one.
-    #[error("pool {0} overlaps pool {1}; it allocates nothing until the overlap is removed")]
+    /// The pool overlaps an earlier one (`1`: "pool NAME"), or itself.
+    #[error("pool {0} overlaps {1}; it allocates nothing new until the overlap is removed")]
     Conflicting(String, String),
     /// No such pool.
     #[error("no pool named {0}")]
@@ -177,7 +192,7 @@ pub struct PoolUsage {
     pub used: u128,
     /// Disabled.
     pub disabled: bool,
-    /// The earlier pool it overlaps, if any.
+    /// What it overlaps, if anything: "pool NAME" (an earlier one) or "itself".
     pub conflict: Option<String>,
 }
 
@@ -185,8 +200,8 @@ pub struct PoolUsage {
 #[derive(Debug, Clone, Default)]
 pub struct Ipam {
     pools: Vec<Pool>,
-    /// Pool index -> the earlier pool it overlaps.
-    conflicts: HashMap<usize, usize>,
+    /// Pool index -> what it overlaps ("pool NAME", or "itself").
+    conflicts: HashMap<usize, String>,
     assigned: BTreeMap<IpAddr, String>,
     by_holder: HashMap<String, Vec<IpAddr>>,
 }
@@ -198,9 +213,16 @@ impl Ipam {
         self.conflicts.clear();
         let mut out = Vec::new();
         for i in 0..pools.len() {
-            if let Some(j) = (0..i).find(|&j| !self.conflicts.contains_key(&j) && pools[i].overlaps(&pools[j])) {
-                self.conflicts.insert(i, j);
-                out.push((pools[i].name.clone(), pools[j].name.clone()));
+            let with = if pools[i].overlaps_itself() {
+                Some("itself (two of its blocks overlap)".to_string())
+            } else {
+                (0..i)
+                    .find(|&j| !self.conflicts.contains_key(&j) && pools[i].overlaps(&pools[j]))
+                    .map(|j| format!("pool {}", pools[j].name))
+            };
+            if let Some(with) = with {
+                out.push((pools[i].name.clone(), with.clone()));
+                self.conflicts.insert(i, with);
             }
         }
         self.pools = pools;
@@ -214,8 +236,8 @@ impl Ipam {
             if !p.covers(a) {
                 continue;
             }
-            if let Some(j) = self.conflicts.get(&i) {
-                reason = IpamError::Conflicting(p.name.clone(), self.pools[*j].name.clone());
+            if let Some(with) = self.conflicts.get(&i) {
+                reason = IpamError::Conflicting(p.name.clone(), with.clone());
                 continue;
             }
             if !p.contains(a) {
@@ -260,11 +282,22 @@ impl Ipam {
                 }
                 Ok(self.give(holder, *a))
             }
+            Request::Keep(a) => {
+                if let Some(h) = self.assigned.get(a) {
+                    if h != holder {
+                        return Err(IpamError::InUse { addr: *a, holder: h.clone() });
+                    }
+                }
+                if !self.pools.iter().any(|p| p.covers(*a)) {
+                    return Err(IpamError::NotInPool(*a));
+                }
+                Ok(self.give(holder, *a))
+            }
             Request::Pool { name, v6 } => {
                 let i =
                     self.pools.iter().position(|p| &p.name == name).ok_or_else(|| IpamError::NoPool(name.clone()))?;
-                if let Some(j) = self.conflicts.get(&i) {
-                    return Err(IpamError::Conflicting(name.clone(), self.pools[*j].name.clone()));
+                if let Some(with) = self.conflicts.get(&i) {
+                    return Err(IpamError::Conflicting(name.clone(), with.clone()));
                 }
                 // Already holds one from it: keep it.
                 if let Some(a) = self.held_by(holder).iter().find(|a| a.is_ipv6() == *v6 && self.pools[i].contains(**a))
@@ -332,6 +365,16 @@ impl Ipam {
         }
     }
 
+    /// Releases `a` if `holder` holds it.
+    pub fn free(&mut self, holder: &str, a: IpAddr) {
+        if self.assigned.get(&a).is_some_and(|h| h == holder) {
+            self.assigned.remove(&a);
+            if let Some(mine) = self.by_holder.get_mut(holder) {
+                mine.retain(|x| *x != a);
+            }
+        }
+    }
+
     /// Releases what `holder` holds except `keep`.
     pub fn retain(&mut self, holder: &str, keep: &[IpAddr]) {
         if let Some(mine) = self.by_holder.get_mut(holder) {
@@ -358,7 +401,7 @@ impl Ipam {
                 size: p.size(),
                 used: self.assigned.keys().filter(|a| p.contains(**a)).count() as u128,
                 disabled: p.disabled,
-                conflict: self.conflicts.get(&i).map(|j| self.pools[*j].name.clone()),
+                conflict: self.conflicts.get(&i).cloned(),
             })
             .collect()
     }
@@ -441,12 +484,12 @@ mod tests {
     fn overlapping_pools_conflict_and_disabled_pools_keep_what_they_gave() {
         let mut m = Ipam::default();
         let overlaps = m.set_pools(vec![pool("a", "192.0.2.0/28"), pool("b", "192.0.2.8/29")]);
-        assert_eq!(overlaps, vec![("b".to_string(), "a".to_string())]);
+        assert_eq!(overlaps, vec![("b".to_string(), "pool a".to_string())]);
         assert_eq!(
             m.request("x", &Request::Pool { name: "b".into(), v6: false }),
-            Err(IpamError::Conflicting("b".into(), "a".into()))
+            Err(IpamError::Conflicting("b".into(), "pool a".into()))
         );
-        assert_eq!(m.usage()[1].conflict.as_deref(), Some("a"));
+        assert_eq!(m.usage()[1].conflict.as_deref(), Some("pool a"));
         assert_eq!(m.request("web", &Request::Pool { name: "a".into(), v6: false }), Ok(ip("192.0.2.1")));
         let mut a = pool("a", "192.0.2.0/28");
         a.disabled = true;
@@ -458,6 +501,27 @@ mod tests {
             Err(IpamError::Disabled("a".into()))
         );
         assert_eq!(m.request("new", &Request::Address(ip("192.0.2.5"))), Err(IpamError::Disabled("a".into())));
+    }
+
+    #[test]
+    fn a_pool_whose_blocks_overlap_conflicts_and_kept_addresses_outlive_pool_changes() {
+        let mut m = Ipam::default();
+        let mut twice = pool("twice", "192.0.2.0/28");
+        twice.blocks.push(Block { start: ip("192.0.2.4"), stop: ip("192.0.2.20"), cidr: false });
+        let found = m.set_pools(vec![twice, pool("other", "198.51.100.0/29")]);
+        assert_eq!(found, vec![("twice".to_string(), "itself (two of its blocks overlap)".to_string())]);
+        assert!(matches!(
+            m.request("x", &Request::Pool { name: "twice".into(), v6: false }),
+            Err(IpamError::Conflicting(..))
+        ));
+        // Keep: an address a holder already has stays while a pool covers it, usable or not.
+        assert_eq!(m.request("held", &Request::Keep(ip("192.0.2.5"))), Ok(ip("192.0.2.5")));
+        assert_eq!(m.request("edge", &Request::Keep(ip("198.51.100.0"))), Ok(ip("198.51.100.0")));
+        assert!(matches!(m.request("other", &Request::Keep(ip("192.0.2.5"))), Err(IpamError::InUse { .. })));
+        assert_eq!(m.request("gone", &Request::Keep(ip("203.0.113.1"))), Err(IpamError::NotInPool(ip("203.0.113.1"))));
+        m.free("held", ip("192.0.2.5"));
+        assert_eq!(m.holder(ip("192.0.2.5")), None);
+        assert!(m.held_by("held").is_empty());
     }
 
     #[derive(Debug, Clone)]

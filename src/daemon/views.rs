@@ -258,7 +258,7 @@ impl Node {
             .into_iter()
             .map(|u| answers::Pool {
                 state: match (&u.conflict, u.disabled) {
-                    (Some(c), _) => format!("conflicts with {c}"),
+                    (Some(c), _) => format!("overlaps {c}"),
                     (None, true) => "disabled".into(),
                     (None, false) => "active".into(),
                 },

@@ -15,20 +15,25 @@ use anyhow::Context as _;
 use futures::StreamExt as _;
 use k8s_openapi::{
     api::core::v1::Service,
-    apimachinery::pkg::apis::meta::v1::{Condition, Time},
+    apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time},
     jiff::Timestamp,
 };
 use kube::{
-    api::{Patch, PatchParams},
+    api::{ApiResource, DynamicObject, Patch, PatchParams},
     runtime::events::{Event, EventType},
     Api, Client, Resource as _, ResourceExt as _,
 };
 use serde_json::json;
 
 use super::{
-    alloc::{plan, PoolView, SvcView, IP_ANNOTATIONS, SHARING_ANNOTATIONS},
-    crds::{LoadBalancerIPPool, PoolCounts, YesNo},
+    alloc::{
+        labels_with_pseudo, plan, Outcome, PoolView, RequestRule, Sharing, SvcView, CILIUM_CROSS_NAMESPACE,
+        CILIUM_IP_ANNOTATIONS, CILIUM_SHARING, METALLB_IP_ANNOTATIONS, METALLB_SHARING,
+    },
+    crds::{LoadBalancerIPPool, LoadBalancerIPPoolSpec, LoadBalancerIPPoolStatus, PoolCounts, YesNo},
     events::Recorder,
+    foreign::{read_as, Watched, CILIUM_POOL},
+    plan::proto_of,
     reflect,
     service::{key, served, Settings},
     stats::Stats,
@@ -37,10 +42,18 @@ use crate::control::ipam::{Block, Ipam, Pool};
 
 /// The Service condition the allocator writes.
 pub const CONDITION: &str = "xlb.dev/IPAllocated";
+/// Cilium's Service condition, written beside xlb's while the cluster serves Cilium's pools.
+pub const CILIUM_CONDITION: &str = "cilium.io/IPAMRequestSatisfied";
+
+fn has_condition(svc: &Service, type_: &str) -> bool {
+    svc.status.iter().flat_map(|s| s.conditions.iter().flatten()).any(|c| c.type_ == type_)
+}
 /// The pool condition for overlaps.
 pub const POOL_CONFLICT: &str = "xlb.dev/PoolConflict";
 /// The pool condition for blocks that do not parse.
 pub const POOL_INVALID: &str = "xlb.dev/InvalidBlocks";
+/// Cilium's pool condition whose message is the count of free addresses.
+pub const POOL_IPS_AVAILABLE: &str = "cilium.io/IPsAvailable";
 
 fn parse_ips(raw: &str) -> Result<Vec<IpAddr>, String> {
     raw.split(',')
@@ -50,25 +63,40 @@ fn parse_ips(raw: &str) -> Result<Vec<IpAddr>, String> {
         .collect()
 }
 
+/// The first of `keys` present in `ann`, with its value.
+fn annotation<'a>(ann: &'a BTreeMap<String, String>, keys: &[&'a str]) -> Option<(&'a str, &'a String)> {
+    keys.iter().find_map(|k| ann.get(*k).map(|v| (*k, v)))
+}
+
 /// The allocator's view of a Service.
 pub fn svc_view(svc: &Service) -> SvcView {
     let ann = svc.annotations();
     let spec = svc.spec.clone().unwrap_or_default();
+    let namespace = svc.namespace().unwrap_or_default();
+    let sharing = match annotation(ann, &CILIUM_SHARING) {
+        Some((_, key)) => Some(Sharing {
+            key: key.clone(),
+            cross: annotation(ann, &CILIUM_CROSS_NAMESPACE)
+                .map(|(_, v)| v.split(',').map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).collect())
+                .unwrap_or_default(),
+        }),
+        None => annotation(ann, &METALLB_SHARING).map(|(_, key)| Sharing { key: key.clone(), cross: vec!["*".into()] }),
+    }
+    .filter(|s| !s.key.is_empty());
     let mut view = SvcView {
         key: key(svc),
-        labels: svc.labels().clone(),
-        sharing: SHARING_ANNOTATIONS.iter().find_map(|k| ann.get(*k)).cloned(),
+        labels: labels_with_pseudo(svc.labels(), &namespace, &svc.name_any()),
+        namespace,
+        sharing,
         families: spec.ip_families.iter().flatten().map(|f| f == "IPv6").collect(),
         ports: spec
             .ports
             .iter()
             .flatten()
-            .filter_map(|p| match p.protocol.as_deref().unwrap_or("TCP") {
-                "TCP" => u16::try_from(p.port).ok().map(|n| (6, n)),
-                "UDP" => u16::try_from(p.port).ok().map(|n| (17, n)),
-                _ => None,
-            })
+            .filter_map(|p| Some((proto_of(p.protocol.as_deref())?, u16::try_from(p.port).ok()?)))
             .collect(),
+        local: spec.external_traffic_policy.as_deref() == Some("Local"),
+        selector: spec.selector.clone().unwrap_or_default(),
         current: svc
             .status
             .iter()
@@ -79,47 +107,72 @@ pub fn svc_view(svc: &Service) -> SvcView {
         created: svc.creation_timestamp().map(|t| t.0.to_string()).unwrap_or_default(),
         ..SvcView::default()
     };
-    let requested = IP_ANNOTATIONS
-        .iter()
-        .find_map(|k| ann.get(*k).map(|v| (format!("annotation {k}"), v.clone())))
-        .or_else(|| spec.load_balancer_ip.clone().map(|v| ("spec.loadBalancerIP".to_string(), v)));
-    if let Some((field, raw)) = requested {
+    // Cilium's annotation and spec.loadBalancerIP together, each on its own; else MetalLB's,
+    // one per family, all or nothing.
+    let mut requested = Vec::new();
+    if let Some(raw) = &spec.load_balancer_ip {
+        requested.push(("spec.loadBalancerIP".to_string(), raw.clone(), RequestRule::EachOnItsOwn));
+    }
+    if let Some((k, raw)) = annotation(ann, &CILIUM_IP_ANNOTATIONS) {
+        requested.push((format!("annotation {k}"), raw.clone(), RequestRule::EachOnItsOwn));
+    } else if let Some((k, raw)) = annotation(ann, &METALLB_IP_ANNOTATIONS) {
+        requested.push((format!("annotation {k}"), raw.clone(), RequestRule::AllOrNothing));
+    }
+    for (field, raw, rule) in requested {
         match parse_ips(&raw) {
-            Ok(ips) => view.requested = ips,
+            Ok(ips) => {
+                for a in ips {
+                    if !view.requested.contains(&a) {
+                        view.requested.push(a);
+                    }
+                }
+                view.rule = rule;
+            }
             Err(e) => view.bad_request = Some(format!("{field}: {e}; give addresses separated by commas")),
         }
     }
     view
 }
 
-/// A pool as IPAM takes it, or why its blocks are invalid.
-pub fn pool_view(p: &LoadBalancerIPPool) -> Result<PoolView, String> {
+/// A pool as IPAM takes it (named `name` there), or why its blocks are invalid.
+pub fn pool_view(name: String, spec: &LoadBalancerIPPoolSpec) -> Result<PoolView, String> {
     let mut blocks = Vec::new();
-    for (i, b) in p.spec.blocks.iter().enumerate() {
+    let listed = spec.blocks.iter().enumerate().map(|(i, b)| ("blocks", i, b));
+    for (field, i, b) in listed.chain(spec.cidrs.iter().enumerate().map(|(i, b)| ("cidrs", i, b))) {
+        let ip = |what: &str, a: &str| {
+            a.parse::<IpAddr>().map_err(|_| format!("{field}[{i}].{what}: {a:?} is not an IP address"))
+        };
         let block = match (&b.cidr, &b.start, &b.stop) {
             (Some(c), None, None) => Block::cidr(
-                c.parse().map_err(|_| format!("blocks[{i}].cidr: {c:?} is not a CIDR (e.g. 192.0.2.0/28)"))?,
+                c.parse().map_err(|_| format!("{field}[{i}].cidr: {c:?} is not a CIDR (e.g. 192.0.2.0/28)"))?,
             ),
+            // A start alone is one address, as in Cilium.
+            (None, Some(a), None) => {
+                let start = ip("start", a)?;
+                Block { start, stop: start, cidr: false }
+            }
             (None, Some(a), Some(z)) => {
-                let start: IpAddr = a.parse().map_err(|_| format!("blocks[{i}].start: {a:?} is not an IP address"))?;
-                let stop: IpAddr = z.parse().map_err(|_| format!("blocks[{i}].stop: {z:?} is not an IP address"))?;
+                let (start, stop) = (ip("start", a)?, ip("stop", z)?);
                 if start.is_ipv6() != stop.is_ipv6() || stop < start {
-                    return Err(format!("blocks[{i}]: stop {stop} must be of start's family and not before {start}"));
+                    return Err(format!("{field}[{i}]: stop {stop} must be of start's family and not before {start}"));
                 }
                 Block { start, stop, cidr: false }
             }
-            _ => return Err(format!("blocks[{i}]: give either cidr, or start and stop")),
+            _ => return Err(format!("{field}[{i}]: give either cidr, or start (and stop for a range)")),
         };
         blocks.push(block);
     }
+    if blocks.is_empty() {
+        return Err("the pool has no addresses: give blocks (each a cidr, or a start and a stop)".into());
+    }
     Ok(PoolView {
         pool: Pool {
-            name: p.name_any(),
+            name,
             blocks,
-            allow_first_last: p.spec.allow_first_last_ips == YesNo::Yes,
-            disabled: p.spec.disabled,
+            allow_first_last: spec.allow_first_last_ips != Some(YesNo::No),
+            disabled: spec.disabled,
         },
-        selector: p.spec.service_selector.clone(),
+        selector: spec.service_selector.clone(),
     })
 }
 
@@ -155,17 +208,19 @@ struct Allocator {
 }
 
 impl Allocator {
-    async fn round(&mut self, services: &[Arc<Service>], pools: &[Arc<LoadBalancerIPPool>]) {
+    /// One allocation round; `cilium`: the cluster serves Cilium's pool kind, so Services
+    /// get Cilium's condition as well as xlb's.
+    async fn round(&mut self, services: &[Arc<Service>], pools: &[PoolObj], cilium: bool) {
         let mut views = Vec::new();
         let mut bad_pools = BTreeMap::new();
-        let mut sorted: Vec<&Arc<LoadBalancerIPPool>> = pools.iter().collect();
+        let mut sorted: Vec<&PoolObj> = pools.iter().collect();
         // Older pools first: of two overlapping pools, the newer one allocates nothing.
-        sorted.sort_by_key(|p| (p.creation_timestamp().map(|t| t.0), p.name_any()));
+        sorted.sort_by_key(|p| (p.meta.creation_timestamp.clone().map(|t| t.0), p.ipam_name()));
         for p in &sorted {
-            match pool_view(p) {
+            match p.spec.as_ref().map_err(Clone::clone).and_then(|spec| pool_view(p.ipam_name(), spec)) {
                 Ok(v) => views.push(v),
                 Err(e) => {
-                    bad_pools.insert(p.name_any(), e);
+                    bad_pools.insert(p.ipam_name(), e);
                 }
             }
         }
@@ -181,16 +236,28 @@ impl Allocator {
             let this = &*self;
             let mut pending = futures::stream::FuturesUnordered::new();
             let mut results: Vec<(String, anyhow::Result<bool>)> = Vec::new();
-            for o in &outcomes {
-                let Some((view, svc)) = by_key.get(o.key.as_str()) else { continue };
+            // Services no longer served (another type or class) lose xlb's conditions, and
+            // the addresses xlb's pools gave them.
+            let leaving = services.iter().filter(|s| !served(s, &self.settings) && has_condition(s, CONDITION));
+            let jobs = outcomes
+                .iter()
+                .filter_map(|o| {
+                    by_key
+                        .get(o.key.as_str())
+                        .map(|(view, svc)| (Arc::clone(svc), Some((view.current.clone(), o.clone()))))
+                })
+                .chain(leaving.map(|s| (Arc::clone(s), None)));
+            for (svc, job) in jobs {
                 if pending.len() >= 16 {
                     results.extend(pending.next().await);
                 }
-                let (svc, current, result) = (Arc::clone(svc), view.current.clone(), o.result.clone());
-                let key = o.key.clone();
+                let views = &views;
                 pending.push(async move {
-                    let r = this.write_service(&svc, &current, &result).await;
-                    (key, r)
+                    let r = match &job {
+                        Some((current, o)) => this.write_service(&svc, current, o, cilium).await,
+                        None => this.forget_service(&svc, views).await,
+                    };
+                    (key(&svc), r)
                 });
             }
             while let Some(r) = pending.next().await {
@@ -208,11 +275,11 @@ impl Allocator {
                 }
             }
         }
-        let allocated = outcomes.iter().filter(|o| o.result.is_ok()).count() as u64;
+        let allocated = outcomes.iter().filter(|o| o.problem.is_none()).count() as u64;
         let pending = outcomes.len() as u64 - allocated;
         let usage = self.ipam.usage();
         for p in pools {
-            let name = p.name_any();
+            let name = p.ipam_name();
             let u = usage.iter().find(|u| u.name == name);
             if let Err(e) = self.write_pool(p, u, bad_pools.get(&name)).await {
                 tracing::warn!(pool = %name, error = %e, "writing the pool status failed; retrying next round");
@@ -222,33 +289,45 @@ impl Allocator {
         self.stats.round(allocated, pending, self.writes - writes_before);
     }
 
-    /// Writes a Service's status, condition and Event if they differ; whether it wrote.
+    /// Writes a Service's status, conditions and Event if they differ; whether it wrote.
     async fn write_service(
         &self,
         svc: &Service,
         old_ips: &[IpAddr],
-        result: &Result<Vec<IpAddr>, String>,
+        o: &Outcome,
+        cilium: bool,
     ) -> anyhow::Result<bool> {
         let status = svc.status.clone().unwrap_or_default();
-        let old_cond = status.conditions.iter().flatten().find(|c| c.type_ == CONDITION);
-        let (ips, cond) = match result {
-            Ok(ips) => {
-                let list: Vec<String> = ips.iter().map(ToString::to_string).collect();
-                let msg = format!("allocated {}", list.join(", "));
-                (ips.clone(), condition(CONDITION, true, "Allocated", &msg, old_cond, None))
+        let old = |t: &str| status.conditions.iter().flatten().find(|c| c.type_ == t);
+        let list: Vec<String> = o.addrs.iter().map(ToString::to_string).collect();
+        let gen = svc.metadata.generation;
+        let mut conds = vec![match &o.problem {
+            None => {
+                condition(CONDITION, true, "Allocated", &format!("allocated {}", list.join(", ")), old(CONDITION), None)
             }
-            Err(e) => (Vec::new(), condition(CONDITION, false, "AllocationFailed", e, old_cond, None)),
+            Some(p) if o.addrs.is_empty() => {
+                condition(CONDITION, false, "AllocationFailed", &p.message, old(CONDITION), None)
+            }
+            Some(p) => condition(CONDITION, false, "PartlyAllocated", &p.message, old(CONDITION), None),
+        }];
+        if cilium {
+            let (ok, reason, msg) = match &o.problem {
+                None => (true, "satisfied", ""),
+                Some(p) => (false, p.reason.cilium(), p.message.as_str()),
+            };
+            conds.push(condition(CILIUM_CONDITION, ok, reason, msg, old(CILIUM_CONDITION), gen));
+        }
+        let same = |c: &Condition| {
+            old(&c.type_).is_some_and(|o| o.status == c.status && o.reason == c.reason && o.message == c.message)
         };
-        let same_cond =
-            old_cond.is_some_and(|c| c.status == cond.status && c.reason == cond.reason && c.message == cond.message);
-        if old_ips == ips.as_slice() && same_cond {
+        if old_ips == o.addrs.as_slice() && conds.iter().all(same) {
             return Ok(false);
         }
         let mut conditions: Vec<Condition> =
-            status.conditions.iter().flatten().filter(|c| c.type_ != CONDITION).cloned().collect();
-        conditions.push(cond.clone());
+            status.conditions.iter().flatten().filter(|c| conds.iter().all(|n| n.type_ != c.type_)).cloned().collect();
+        conditions.extend(conds.iter().cloned());
         let ingress: Vec<serde_json::Value> =
-            ips.iter().map(|a| json!({"ip": a.to_string(), "ipMode": "VIP"})).collect();
+            o.addrs.iter().map(|a| json!({"ip": a.to_string(), "ipMode": "VIP"})).collect();
         let patch = json!({
             "metadata": {"resourceVersion": svc.resource_version()},
             "status": {"loadBalancer": {"ingress": ingress}, "conditions": conditions},
@@ -256,74 +335,196 @@ impl Allocator {
         let api: Api<Service> = Api::namespaced(self.client.clone(), &svc.namespace().unwrap_or_default());
         api.patch_status(&svc.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
         let key = key(svc);
-        let (type_, reason, note) = match result {
-            Ok(_) => (EventType::Normal, "IPAllocated", cond.message.clone()),
-            Err(e) => (EventType::Warning, "IPAllocationFailed", e.clone()),
+        let note = conds[0].message.clone();
+        let (type_, reason) = match &o.problem {
+            None => (EventType::Normal, "IPAllocated"),
+            Some(_) => (EventType::Warning, "IPAllocationFailed"),
         };
-        match result {
-            Ok(_) => tracing::info!(service = %key, "{note}"),
-            Err(e) => tracing::warn!(service = %key, reason = %e, "no address for the Service"),
+        match &o.problem {
+            None => tracing::info!(service = %key, "{note}"),
+            Some(p) => {
+                tracing::warn!(service = %key, reason = %p, "the Service does not have every address it asks for")
+            }
         }
+        self.event(svc, type_, reason, note).await;
+        Ok(true)
+    }
+
+    /// A Service xlb no longer serves: its addresses from xlb's pools and xlb's conditions
+    /// go from its status (what another implementation wrote stays).
+    async fn forget_service(&self, svc: &Service, pools: &[PoolView]) -> anyhow::Result<bool> {
+        let status = svc.status.clone().unwrap_or_default();
+        let ours = [CONDITION, CILIUM_CONDITION];
+        let conditions: Vec<&Condition> =
+            status.conditions.iter().flatten().filter(|c| !ours.contains(&c.type_.as_str())).collect();
+        let ingress = status.load_balancer.and_then(|lb| lb.ingress).unwrap_or_default();
+        let (gone, kept): (Vec<_>, Vec<_>) = ingress.into_iter().partition(|i| {
+            i.ip.as_deref()
+                .and_then(|a| a.parse::<IpAddr>().ok())
+                .is_some_and(|a| pools.iter().any(|p| p.pool.covers(a)))
+        });
+        let patch = json!({
+            "metadata": {"resourceVersion": svc.resource_version()},
+            "status": {"loadBalancer": {"ingress": kept}, "conditions": conditions},
+        });
+        let api: Api<Service> = Api::namespaced(self.client.clone(), &svc.namespace().unwrap_or_default());
+        api.patch_status(&svc.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        let gone: Vec<String> = gone.into_iter().filter_map(|i| i.ip).collect();
+        let note = if gone.is_empty() {
+            "no longer a LoadBalancer Service that xlb serves (type or loadBalancerClass changed)".to_string()
+        } else {
+            format!(
+                "no longer a LoadBalancer Service that xlb serves (type or loadBalancerClass changed): {} went back to the pools",
+                gone.join(", ")
+            )
+        };
+        tracing::info!(service = %key(svc), "{note}");
+        self.event(svc, EventType::Normal, "IPReleased", note).await;
+        Ok(true)
+    }
+
+    async fn event(&self, svc: &Service, type_: EventType, reason: &str, note: String) {
         let ev = Event { type_, reason: reason.into(), note: Some(note), action: "Allocate".into(), secondary: None };
         if let Err(e) = self.recorder.publish(&ev, &svc.object_ref(&())).await {
-            tracing::warn!(service = %key, error = %e, "publishing the Event failed");
+            tracing::warn!(service = %key(svc), error = %e, "publishing the Event failed");
             self.stats.failed("event", &super::stats::Error::Kube(e));
         }
-        Ok(true)
     }
 
     async fn write_pool(
         &mut self,
-        p: &LoadBalancerIPPool,
+        p: &PoolObj,
         usage: Option<&crate::control::ipam::PoolUsage>,
         invalid: Option<&String>,
     ) -> anyhow::Result<()> {
-        let status = p.status.clone().unwrap_or_default();
-        let old = |t: &str| status.conditions.iter().find(|c| c.type_ == t).cloned();
+        let old = |t: &str| p.status.conditions.iter().find(|c| c.type_ == t).cloned();
+        let gen = p.meta.generation;
         let conflict = usage.and_then(|u| u.conflict.clone());
-        let gen = p.metadata.generation;
-        let c1 = match &conflict {
-            Some(other) => condition(
-                POOL_CONFLICT,
-                true,
-                "Overlaps",
-                &format!(
-                    "overlaps pool {other}, which is older; this pool allocates nothing until the overlap is removed"
+        let free = usage.map(|u| u.size.saturating_sub(u.used));
+        let (conditions, counts) = if p.cilium.is_some() {
+            // Cilium's condition types, so that its printer columns and its users' checks
+            // read what they always read.
+            let c1 = match (&conflict, invalid) {
+                (Some(other), _) => (
+                    true,
+                    "cilium.io/PoolConflict",
+                    format!("pool overlaps {other}; it allocates nothing new until the overlap is removed"),
                 ),
-                old(POOL_CONFLICT).as_ref(),
+                (None, Some(e)) => (true, "cilium.io/PoolConflict", format!("invalid block: {e}")),
+                (None, None) => (false, "cilium.io/PoolConflict", String::new()),
+            };
+            let c1 = condition(
+                c1.1,
+                c1.0,
+                if c1.0 { "resource_is_in_conflict" } else { "resource_is_not_in_conflict" },
+                &c1.2,
+                old(c1.1).as_ref(),
                 gen,
-            ),
-            None => condition(
-                POOL_CONFLICT,
-                false,
-                "NoOverlap",
-                "no other pool overlaps this one",
-                old(POOL_CONFLICT).as_ref(),
-                gen,
-            ),
+            );
+            let avail = free.map_or_else(String::new, |f| f.to_string());
+            let c2 = condition(POOL_IPS_AVAILABLE, true, "noreason", &avail, old(POOL_IPS_AVAILABLE).as_ref(), gen);
+            (vec![c1, c2], None)
+        } else {
+            let c1 = match &conflict {
+                Some(other) => condition(
+                    POOL_CONFLICT,
+                    true,
+                    "Overlaps",
+                    &format!("overlaps {other}; this pool allocates nothing new until the overlap is removed"),
+                    old(POOL_CONFLICT).as_ref(),
+                    gen,
+                ),
+                None => condition(
+                    POOL_CONFLICT,
+                    false,
+                    "NoOverlap",
+                    "no other pool overlaps this one",
+                    old(POOL_CONFLICT).as_ref(),
+                    gen,
+                ),
+            };
+            let c2 = match invalid {
+                Some(e) => condition(POOL_INVALID, true, "InvalidBlock", e, old(POOL_INVALID).as_ref(), gen),
+                None => condition(POOL_INVALID, false, "Valid", "every block parses", old(POOL_INVALID).as_ref(), gen),
+            };
+            let counts = usage.map(|u| PoolCounts {
+                total: u.size.to_string(),
+                used: u.used.to_string(),
+                free: u.size.saturating_sub(u.used).to_string(),
+            });
+            (vec![c1, c2], counts)
         };
-        let c2 = match invalid {
-            Some(e) => condition(POOL_INVALID, true, "InvalidBlock", e, old(POOL_INVALID).as_ref(), gen),
-            None => condition(POOL_INVALID, false, "Valid", "every block parses", old(POOL_INVALID).as_ref(), gen),
-        };
-        let counts = usage.map(|u| PoolCounts {
-            total: u.size.to_string(),
-            used: u.used.to_string(),
-            free: u.size.saturating_sub(u.used).to_string(),
-        });
         let same = |c: &Condition| {
             old(&c.type_).is_some_and(|o| {
                 o.status == c.status && o.message == c.message && o.observed_generation == c.observed_generation
             })
         };
-        if same(&c1) && same(&c2) && status.counts == counts {
+        if conditions.iter().all(same) && p.status.counts == counts {
             return Ok(());
         }
-        let patch = json!({"status": {"conditions": [c1, c2], "counts": counts}});
-        let api: Api<LoadBalancerIPPool> = Api::all(self.client.clone());
-        api.patch_status(&p.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        let name = p.meta.name.clone().unwrap_or_default();
+        let patch = match &counts {
+            Some(c) => json!({"status": {"conditions": conditions, "counts": c}}),
+            None => json!({"status": {"conditions": conditions}}),
+        };
+        match &p.cilium {
+            Some(ar) => {
+                let api: Api<DynamicObject> = Api::all_with(self.client.clone(), ar);
+                api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+            }
+            None => {
+                let api: Api<LoadBalancerIPPool> = Api::all(self.client.clone());
+                api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+            }
+        }
         self.writes += 1;
         Ok(())
+    }
+}
+
+/// A pool object: xlb's, or Cilium's read as xlb's.
+pub struct PoolObj {
+    /// Its metadata.
+    pub meta: ObjectMeta,
+    /// Its spec, or why it could not be read.
+    pub spec: Result<LoadBalancerIPPoolSpec, String>,
+    /// Its status as read.
+    pub status: LoadBalancerIPPoolStatus,
+    /// For Cilium's kind: its API resource (the version the cluster prefers).
+    pub cilium: Option<ApiResource>,
+}
+
+impl PoolObj {
+    /// One of xlb's pools.
+    pub fn xlb(p: &LoadBalancerIPPool) -> Self {
+        PoolObj {
+            meta: p.metadata.clone(),
+            spec: Ok(p.spec.clone()),
+            status: p.status.clone().unwrap_or_default(),
+            cilium: None,
+        }
+    }
+
+    /// One of Cilium's pools.
+    pub fn cilium(obj: &DynamicObject, ar: &ApiResource) -> Self {
+        let read = read_as::<LoadBalancerIPPool>(obj);
+        PoolObj {
+            meta: obj.metadata.clone(),
+            status: read.as_ref().ok().and_then(|p| p.status.clone()).unwrap_or_default(),
+            spec: read.map(|p| p.spec).map_err(|e| format!("the object does not read as a pool: {e}")),
+            cilium: Some(ar.clone()),
+        }
+    }
+
+    /// Its name in IPAM and in messages: Cilium's are named with their kind, so that an
+    /// xlb pool and a Cilium pool of one name stay two pools.
+    pub fn ipam_name(&self) -> String {
+        let name = self.meta.name.clone().unwrap_or_default();
+        if self.cilium.is_some() {
+            format!("{}/{name}", CILIUM_POOL.kind)
+        } else {
+            name
+        }
     }
 }
 
@@ -338,6 +539,8 @@ pub async fn run_allocator(
     let notify = Arc::new(tokio::sync::Notify::new());
     let svc_store = reflect(Api::<Service>::all(client.clone()), notify.clone(), "services", stats.clone());
     let pool_store = reflect(Api::<LoadBalancerIPPool>::all(client.clone()), notify.clone(), "pools", stats.clone());
+    let mut cilium_pools = Watched::new(CILIUM_POOL);
+    cilium_pools.poll(&client, &notify, &stats).await;
     let lease = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), "xlb-allocator")
         .with_namespace(&settings.namespace)
         .with_identity(&settings.identity)
@@ -356,7 +559,11 @@ pub async fn run_allocator(
         stats,
     };
     tokio::select! {
-        _ = async { svc_store.wait_until_ready().await.ok(); pool_store.wait_until_ready().await.ok(); } => {}
+        _ = async {
+            svc_store.wait_until_ready().await.ok();
+            pool_store.wait_until_ready().await.ok();
+            cilium_pools.wait_until_ready().await;
+        } => {}
         _ = stop.changed() => return Ok(()),
     }
     let mut was_leader = false;
@@ -372,7 +579,11 @@ pub async fn run_allocator(
         if is_leader {
             // Let a burst of changes settle into one round.
             tokio::time::sleep(Duration::from_millis(50)).await;
-            alloc.round(&svc_store.state(), &pool_store.state()).await;
+            let mut pools: Vec<PoolObj> = pool_store.state().iter().map(|p| PoolObj::xlb(p)).collect();
+            if let Some(ar) = cilium_pools.resource() {
+                pools.extend(cilium_pools.objects().iter().map(|o| PoolObj::cilium(o, ar)));
+            }
+            alloc.round(&svc_store.state(), &pools, cilium_pools.resource().is_some()).await;
         }
         tokio::select! {
             _ = notify.notified() => {}
@@ -380,6 +591,7 @@ pub async fn run_allocator(
             _ = tokio::time::sleep(Duration::from_secs(30)) => {}
             _ = stop.changed() => break,
         }
+        cilium_pools.poll(&alloc.client, &notify, &alloc.stats).await;
     }
     tracing::info!(writes = alloc.writes, "allocator stopping; releasing its Lease");
     drop(leader);
@@ -389,4 +601,75 @@ pub async fn run_allocator(
         _ => tracing::warn!("releasing the allocator Lease took too long"),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::k8s::alloc::NAMESPACE_LABEL;
+
+    fn spec(v: serde_json::Value) -> LoadBalancerIPPoolSpec {
+        serde_json::from_value(v).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn service(v: serde_json::Value) -> Service {
+        let mut base = json!({"metadata": {"name": "web", "namespace": "shop"}, "spec": {"type": "LoadBalancer"}});
+        for (k, x) in v.as_object().into_iter().flatten() {
+            for (k2, y) in x.as_object().into_iter().flatten() {
+                base[k][k2] = y.clone();
+            }
+        }
+        serde_json::from_value(base).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Cilium `ipRangeFromBlock` / `handleNewPool`: start alone is one address; v2alpha1's
+    /// `cidrs` are more blocks; allowFirstLastIPs reserves only when "No".
+    #[test]
+    fn pools_read_blocks_as_cilium_does() {
+        let v = pool_view(
+            "p".into(),
+            &spec(json!({"blocks": [{"start": "192.0.2.7"}], "cidrs": [{"cidr": "10.0.0.0/30"}]})),
+        );
+        let p = v.unwrap_or_else(|e| panic!("{e}")).pool;
+        assert_eq!(p.size(), 1 + 4);
+        assert!(p.contains("192.0.2.7".parse().unwrap_or(IpAddr::from([0; 4]))));
+        assert!(p.allow_first_last);
+        let no = pool_view("p".into(), &spec(json!({"blocks": [{"cidr": "10.0.0.0/30"}], "allowFirstLastIPs": "No"})));
+        assert_eq!(no.map(|v| v.pool.size()), Ok(2));
+        let empty = pool_view("p".into(), &spec(json!({"blocks": []})));
+        assert!(empty.is_err_and(|e| e.contains("give blocks")));
+        let bad = pool_view("p".into(), &spec(json!({"blocks": [{"stop": "192.0.2.7"}]})));
+        assert!(bad.is_err_and(|e| e.contains("blocks[0]")));
+    }
+
+    #[test]
+    fn services_read_every_projects_annotations() {
+        // Cilium's annotation and spec.loadBalancerIP together, each on its own.
+        let s = svc_view(&service(json!({
+            "metadata": {"annotations": {"lbipam.cilium.io/ips": "192.0.2.1, 192.0.2.2",
+                                         "lbipam.cilium.io/sharing-key": "k",
+                                         "lbipam.cilium.io/sharing-cross-namespace": "a, b"},
+                         "labels": {"io.kubernetes.service.namespace": "fake"}},
+            "spec": {"loadBalancerIP": "192.0.2.2", "externalTrafficPolicy": "Local", "selector": {"app": "web"},
+                     "ports": [{"port": 53, "protocol": "UDP"}, {"port": 80}]}
+        })));
+        assert_eq!(s.requested.len(), 2);
+        assert_eq!(s.rule, RequestRule::EachOnItsOwn);
+        assert_eq!(s.sharing, Some(Sharing { key: "k".into(), cross: vec!["a".into(), "b".into()] }));
+        assert_eq!(s.labels.get(NAMESPACE_LABEL).map(String::as_str), Some("shop"));
+        assert!(s.local && s.selector.contains_key("app"));
+        assert_eq!(s.ports, [(17, 53), (6, 80)]);
+        // MetalLB's: all or nothing, and a key that crosses namespaces; an empty key shares nothing.
+        let m = svc_view(&service(json!({
+            "metadata": {"annotations": {"metallb.io/loadBalancerIPs": "192.0.2.1,2001:db8::1",
+                                         "metallb.io/allow-shared-ip": "k"}}
+        })));
+        assert_eq!((m.requested.len(), m.rule), (2, RequestRule::AllOrNothing));
+        assert_eq!(m.sharing.map(|s| s.cross), Some(vec!["*".to_string()]));
+        let none =
+            svc_view(&service(json!({"metadata": {"annotations": {"metallb.universe.tf/allow-shared-ip": ""}}})));
+        assert_eq!(none.sharing, None);
+        let bad = svc_view(&service(json!({"metadata": {"annotations": {"lbipam.cilium.io/ips": "192.0.2.300"}}})));
+        assert!(bad.bad_request.is_some_and(|e| e.contains("lbipam.cilium.io/ips")));
+    }
 }

@@ -1,9 +1,17 @@
-//! The custom resources of group `xlb.dev`, version `v1alpha1`. Field names follow Cilium's
-//! `CiliumLoadBalancerIPPool` and `CiliumL2AnnouncementPolicy`, so that moving from Cilium is
-//! a rename of `apiVersion` and `kind`. `xlb crds` prints their definitions (derived from
-//! these types with schemars).
+//! The custom resources of group `xlb.dev`, version `v1alpha1`, and the definitions of the
+//! Cilium kinds xlb serves as well (`CiliumLoadBalancerIPPool`, `CiliumL2AnnouncementPolicy`).
+//! xlb's kinds take Cilium's field names and defaults, so one spec type reads both; what
+//! xlb adds (`announce`, pool `counts`) is marked as such. `xlb crds` prints xlb's
+//! definitions and `xlb crds --cilium` the Cilium ones, for clusters from which Cilium is
+//! gone (both derived from these types with schemars).
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use k8s_openapi::{
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+        CustomResourceColumnDefinition, CustomResourceDefinition, CustomResourceDefinitionNames,
+        CustomResourceDefinitionVersion,
+    },
+    apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector},
+};
 use kube::{CustomResource, CustomResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -24,12 +32,11 @@ pub struct IpBlock {
 }
 
 /// Whether the first and last address of a CIDR block may be handed out (Cilium's spelling).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum YesNo {
     /// Hand them out.
     Yes,
-    /// Skip them (the default).
-    #[default]
+    /// Skip them.
     No,
 }
 
@@ -51,13 +58,19 @@ pub enum YesNo {
 #[serde(rename_all = "camelCase")]
 pub struct LoadBalancerIPPoolSpec {
     /// The pool's addresses.
+    #[serde(default)]
     pub blocks: Vec<IpBlock>,
+    /// The older name of `blocks` (Cilium's v2alpha1 `cidrs`); read as more blocks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cidrs: Vec<IpBlock>,
     /// Only Services matching this selector take addresses from the pool (none: every one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_selector: Option<LabelSelector>,
-    /// Whether the first and last address of each CIDR block may be handed out.
-    #[serde(default, rename = "allowFirstLastIPs")]
-    pub allow_first_last_ips: YesNo,
+    /// Whether the first and last address of each CIDR block may be handed out. Unset: yes,
+    /// as in Cilium's code since 1.16 (its API comment says otherwise). Blocks of one or two
+    /// addresses always hand out both.
+    #[serde(default, rename = "allowFirstLastIPs", skip_serializing_if = "Option::is_none")]
+    pub allow_first_last_ips: Option<YesNo>,
     /// A disabled pool keeps the addresses it gave and gives no new ones.
     #[serde(default)]
     pub disabled: bool,
@@ -132,14 +145,115 @@ pub struct AnnounceTimings {
     pub refresh_seconds: Option<u64>,
 }
 
-/// The definitions of both resources as one YAML stream, as `xlb crds` prints them.
+/// The definitions of xlb's resources as one YAML stream, as `xlb crds` prints them.
 pub fn crds_yaml() -> Result<String, serde_json::Error> {
+    yaml(&[LoadBalancerIPPool::crd(), L2AnnouncementPolicy::crd()])
+}
+
+/// The definitions of the Cilium kinds xlb serves, as `xlb crds --cilium` prints them: for a
+/// cluster whose Manifests keep Cilium's objects after Cilium itself is gone. Written from
+/// Cilium's published names (group, kinds, plurals, short names, versions, printer columns,
+/// condition types); the schemas are xlb's own types less what xlb adds, so an object
+/// accepted here is one Cilium's definitions accept too.
+pub fn cilium_crds_yaml() -> Result<String, serde_json::Error> {
+    let pool_columns = [
+        ("Disabled", "boolean", ".spec.disabled"),
+        ("Conflicting", "string", ".status.conditions[?(@.type==\"cilium.io/PoolConflict\")].status"),
+        ("IPs Available", "string", ".status.conditions[?(@.type==\"cilium.io/IPsAvailable\")].message"),
+        ("Age", "date", ".metadata.creationTimestamp"),
+    ];
+    let pool = rename(
+        LoadBalancerIPPool::crd(),
+        ("CiliumLoadBalancerIPPool", "ciliumloadbalancerippools"),
+        &["ippools", "ippool", "lbippool", "lbippools"],
+        &[("v2alpha1", &[]), ("v2", &[("spec", "cidrs")])],
+        &pool_columns,
+        &[("status", "counts")],
+    );
+    let l2 = rename(
+        L2AnnouncementPolicy::crd(),
+        ("CiliumL2AnnouncementPolicy", "ciliuml2announcementpolicies"),
+        &["l2announcement"],
+        &[("v2alpha1", &[])],
+        &[("Age", "date", ".metadata.creationTimestamp")],
+        &[("spec", "announce")],
+    );
+    yaml(&[pool, l2])
+}
+
+fn yaml(crds: &[CustomResourceDefinition]) -> Result<String, serde_json::Error> {
     let mut out = String::new();
-    for crd in [LoadBalancerIPPool::crd(), L2AnnouncementPolicy::crd()] {
+    for crd in crds {
         out.push_str("---\n");
-        out.push_str(&serde_saphyr::to_string(&crd).map_err(serde::ser::Error::custom)?);
+        out.push_str(&serde_saphyr::to_string(crd).map_err(serde::ser::Error::custom)?);
     }
     Ok(out)
+}
+
+/// Fields of a schema: (`spec` or `status`, field).
+type Fields<'a> = &'a [(&'a str, &'a str)];
+
+/// `crd` moved to group `cilium.io` as `kind` (with its plural), served at `versions` (the
+/// last one stored; each without its own fields), with these printer columns and without the
+/// xlb-only `drop` fields.
+fn rename(
+    mut crd: CustomResourceDefinition,
+    (kind, plural): (&str, &str),
+    short: &[&str],
+    versions: &[(&str, Fields<'_>)],
+    columns: &[(&str, &str, &str)],
+    drop: Fields<'_>,
+) -> CustomResourceDefinition {
+    crd.metadata.name = Some(format!("{plural}.cilium.io"));
+    let spec = &mut crd.spec;
+    spec.group = "cilium.io".into();
+    spec.names = CustomResourceDefinitionNames {
+        kind: kind.into(),
+        list_kind: Some(format!("{kind}List")),
+        plural: plural.into(),
+        singular: Some(kind.to_lowercase()),
+        short_names: Some(short.iter().map(|s| (*s).to_string()).collect()),
+        categories: Some(vec!["cilium".into()]),
+    };
+    let Some(mut template) = spec.versions.pop() else { return crd };
+    template.additional_printer_columns = Some(
+        columns
+            .iter()
+            .map(|(name, type_, path)| CustomResourceColumnDefinition {
+                name: (*name).into(),
+                type_: (*type_).into(),
+                json_path: (*path).into(),
+                ..CustomResourceColumnDefinition::default()
+            })
+            .collect(),
+    );
+    without(&mut template, drop);
+    spec.versions = versions
+        .iter()
+        .enumerate()
+        .map(|(i, (name, fields))| {
+            let mut v = CustomResourceDefinitionVersion {
+                name: (*name).into(),
+                served: true,
+                storage: i + 1 == versions.len(),
+                ..template.clone()
+            };
+            without(&mut v, fields);
+            v
+        })
+        .collect();
+    crd
+}
+
+fn without(v: &mut CustomResourceDefinitionVersion, fields: Fields<'_>) {
+    let props = v.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()).and_then(|s| s.properties.as_mut());
+    if let Some(props) = props {
+        for (part, field) in fields {
+            if let Some(p) = props.get_mut(*part).and_then(|p| p.properties.as_mut()) {
+                p.remove(*field);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -167,14 +281,14 @@ mod tests {
         let v = &pool.spec.versions[0];
         assert!(v.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some(), "status subresource");
         let schema = serde_json::to_value(&v.schema)?;
-        assert_eq!(schema["openAPIV3Schema"]["properties"]["spec"]["required"], serde_json::json!(["blocks"]));
+        assert!(schema["openAPIV3Schema"]["properties"]["spec"]["properties"]["cidrs"].is_object());
         // A pool written as in Cilium's docs parses.
         let p: LoadBalancerIPPoolSpec = serde_json::from_value(serde_json::json!({
             "blocks": [{"cidr": "192.0.2.0/28"}, {"start": "192.0.2.100", "stop": "192.0.2.110"}],
             "allowFirstLastIPs": "Yes",
             "serviceSelector": {"matchLabels": {"team": "a"}}
         }))?;
-        assert_eq!(p.allow_first_last_ips, YesNo::Yes);
+        assert_eq!(p.allow_first_last_ips, Some(YesNo::Yes));
         assert_eq!(p.blocks.len(), 2);
         Ok(())
     }

@@ -6,6 +6,7 @@ pub mod alloc;
 pub mod controller;
 pub mod crds;
 pub mod events;
+pub mod foreign;
 pub mod member;
 pub mod plan;
 pub mod reach;
@@ -63,7 +64,23 @@ pub(crate) fn reflect<K>(
 where
     K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
 {
-    let (store, writer) = reflector::store::<K>();
+    reflect_with(api, (), notify, what, stats)
+}
+
+/// `reflect` for a kind known only at run time (`dyntype`: its `ApiResource`).
+pub(crate) fn reflect_with<K>(
+    api: Api<K>,
+    dyntype: K::DynamicType,
+    notify: Arc<tokio::sync::Notify>,
+    what: &'static str,
+    stats: Arc<stats::Stats>,
+) -> reflector::Store<K>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: Clone + Eq + std::hash::Hash + Send + Sync,
+{
+    let writer = reflector::store::Writer::new(dyntype);
+    let store = writer.as_reader();
     let watch = watcher(api, watcher::Config::default()).backoff(CappedBackoff::new(Duration::from_secs(5)));
     let mut stream = reflector(writer, watch).touched_objects().boxed();
     tokio::spawn(async move {

@@ -32,7 +32,7 @@ use k8s_openapi::api::{core::v1::Node, core::v1::Service, discovery::v1::Endpoin
 use kube::ResourceExt as _;
 
 use super::{
-    alloc::selects,
+    alloc::{labels_with_pseudo, selects},
     crds::L2AnnouncementPolicy,
     service::{key, served, Settings},
 };
@@ -143,7 +143,8 @@ struct Endpoint {
     ports: BTreeMap<(String, u8), u16>,
 }
 
-fn proto_of(p: Option<&str>) -> Option<u8> {
+/// The protocol number of a Service port's protocol (TCP when unset), if xlb serves it.
+pub(crate) fn proto_of(p: Option<&str>) -> Option<u8> {
     match p.unwrap_or("TCP") {
         "TCP" => Some(Protocol::TCP),
         "UDP" => Some(Protocol::UDP),
@@ -300,14 +301,22 @@ fn no_node_backend(workers: &[Worker], nodes: usize, local: bool, vip: IpAddr) -
     )
 }
 
+/// Set on a `CiliumL2AnnouncementPolicy` read as xlb's kind (in memory only), so that its
+/// fields keep Cilium's meaning where xlb's differ.
+pub const ORIGIN_ANNOTATION: &str = "xlb.dev/read-from";
+
+fn is_cilium(p: &L2AnnouncementPolicy) -> bool {
+    p.annotations().get(ORIGIN_ANNOTATION).is_some_and(|k| k == super::foreign::CILIUM_L2.kind)
+}
+
 /// A policy with its interface patterns compiled (once per plan, not per check).
 struct Policy<'a> {
     name: String,
     spec: &'a super::crds::L2AnnouncementPolicySpec,
     /// Its `announce` timings, or what is wrong with them.
     timing: Option<Result<Timing, String>>,
-    /// Anchored, as Cilium does: `eth0` does not match `veth0`. A pattern that does not
-    /// compile matches nothing.
+    /// xlb's kind anchors them (`eth0` does not match `veth0`); Cilium's kind does not, as
+    /// Cilium's l2announcer does not. A pattern that does not compile matches nothing.
     interfaces: Vec<Option<regex::Regex>>,
 }
 
@@ -322,21 +331,36 @@ impl<'a> Policy<'a> {
             name: p.name_any(),
             spec: &p.spec,
             timing,
-            interfaces: p.spec.interfaces.iter().map(|re| regex::Regex::new(&format!("^(?:{re})$")).ok()).collect(),
+            interfaces: p
+                .spec
+                .interfaces
+                .iter()
+                .map(|re| match is_cilium(p) {
+                    true => regex::Regex::new(re).ok(),
+                    false => regex::Regex::new(&format!("^(?:{re})$")).ok(),
+                })
+                .collect(),
         }
     }
 
     /// Whether it announces VIPs of `svc` (`external`: from spec.externalIPs) at all.
-    fn covers(&self, svc: &Service, external: bool) -> bool {
+    /// (`labels`: the Service's, with the pseudo-labels of `labels_with_pseudo`.)
+    fn covers(&self, labels: &BTreeMap<String, String>, external: bool) -> bool {
         let p = self.spec;
         let kind = if external { p.external_ips } else { p.load_balancer_ips };
-        kind && selects(p.service_selector.as_ref(), svc.labels())
+        kind && selects(p.service_selector.as_ref(), labels)
     }
 
     /// Whether it lets `member` announce a VIP of `svc` (`external`: from spec.externalIPs).
-    fn allows(&self, svc: &Service, external: bool, member: &Member, node_labels: &BTreeMap<String, String>) -> bool {
+    fn allows(
+        &self,
+        labels: &BTreeMap<String, String>,
+        external: bool,
+        member: &Member,
+        node_labels: &BTreeMap<String, String>,
+    ) -> bool {
         let p = self.spec;
-        self.covers(svc, external)
+        self.covers(labels, external)
             && selects(p.node_selector.as_ref(), node_labels)
             && (p.interfaces.is_empty() || self.interfaces.iter().flatten().any(|r| r.is_match(&member.interface)))
     }
@@ -406,6 +430,7 @@ pub fn plan(me: &str, c: &Cluster<'_>, settings: &Settings, snat_families: (bool
         });
         let Some(sources) = source_ranges(&spec, ann, &mut problem) else { continue };
         let eps = endpoints(by_service.get(&k).map_or(&[][..], Vec::as_slice));
+        let svc_labels = labels_with_pseudo(svc.labels(), &svc.namespace().unwrap_or_default(), &svc.name_any());
         // Nodes with a ready endpoint of this Service (externalTrafficPolicy Local).
         let local_nodes: BTreeSet<&str> = eps.iter().filter(|e| e.ready).filter_map(|e| e.node.as_deref()).collect();
         // Every node that could take it runs xlb (a small cluster with xlb everywhere, as
@@ -425,7 +450,7 @@ pub fn plan(me: &str, c: &Cluster<'_>, settings: &Settings, snat_families: (bool
                         proxies.contains(m.node.as_str()) && (!local || local_nodes.contains(m.node.as_str()))
                     }
                 })
-                .filter(|m| policies.iter().any(|p| p.allows(svc, *external, m, labels_of(&m.node))))
+                .filter(|m| policies.iter().any(|p| p.allows(&svc_labels, *external, m, labels_of(&m.node))))
                 .map(|m| m.node.as_str())
                 .collect();
             let candidates = rank(*vip, eligible.iter().copied());
@@ -442,14 +467,15 @@ pub fn plan(me: &str, c: &Cluster<'_>, settings: &Settings, snat_families: (bool
                 };
                 problem(format!("{vip} is not announced: {why}"));
             }
-            let timing = match policies.iter().filter(|p| p.covers(svc, *external)).find_map(|p| p.timing.as_ref()) {
-                Some(Ok(t)) => Some(*t),
-                Some(Err(msg)) => {
-                    problem(msg.clone());
-                    None
-                }
-                None => None,
-            };
+            let timing =
+                match policies.iter().filter(|p| p.covers(&svc_labels, *external)).find_map(|p| p.timing.as_ref()) {
+                    Some(Ok(t)) => Some(*t),
+                    Some(Err(msg)) => {
+                        problem(msg.clone());
+                        None
+                    }
+                    None => None,
+                };
             let entry = out.owners.entry(*vip).or_insert(Owned {
                 services: Vec::new(),
                 owner: who.clone(),
@@ -733,6 +759,28 @@ mod tests {
         // No policy at all: said plainly.
         let p = plan_of("a", &s, &[], &nodes, &[], &m);
         assert!(p.problems["default/web"][0].contains("no L2AnnouncementPolicy exists"));
+        // Pool and policy selectors see the pseudo-labels.
+        let pol = [policy(
+            json!({"loadBalancerIPs": true, "serviceSelector": {"matchLabels": {"io.kubernetes.service.name": "web"}}}),
+        )];
+        assert!(plan_of("a", &s, &[], &nodes, &pol, &m).owners.values().next().unwrap().owner.is_some());
+    }
+
+    /// Cilium's l2announcer matches interface patterns unanchored (Go `MatchString`): a
+    /// CiliumL2AnnouncementPolicy keeps that meaning, xlb's kind anchors.
+    #[test]
+    fn a_cilium_policy_matches_interfaces_as_cilium_does() {
+        let s = [svc("web", "192.0.2.1", json!({}))];
+        let nodes = [node("a", "10.1.0.1", json!({}))];
+        let m = members(&[("a", "eth0.100")]);
+        let spec = json!({"loadBalancerIPs": true, "interfaces": ["^eth[0-9]+"]});
+        let xlb = [policy(spec.clone())];
+        assert_eq!(plan_of("a", &s, &[], &nodes, &xlb, &m).owners.values().next().unwrap().owner, None);
+        let mut cilium = (*policy(spec)).clone();
+        cilium.annotations_mut().insert(ORIGIN_ANNOTATION.into(), "CiliumL2AnnouncementPolicy".into());
+        let owner =
+            plan_of("a", &s, &[], &nodes, &[Arc::new(cilium)], &m).owners.values().next().unwrap().owner.clone();
+        assert_eq!(owner.as_deref(), Some("a"));
     }
 
     #[test]

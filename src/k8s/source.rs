@@ -43,8 +43,9 @@ use super::{
     controller::run_allocator,
     crds::L2AnnouncementPolicy,
     events::Recorder,
+    foreign::{Watched, CILIUM_L2},
     member::Membership,
-    plan::{plan, Cluster, Plan},
+    plan::{plan, Cluster, Plan, ORIGIN_ANNOTATION},
     reflect,
     service::Settings,
     stats::{Error, Stats},
@@ -427,15 +428,21 @@ async fn run_node(
         "l2announcementpolicies",
         stats.clone(),
     );
+    let mut cilium_l2 = Watched::new(CILIUM_L2);
+    cilium_l2.poll(&client, &notify, &stats).await;
     let stores_ready = Arc::new(AtomicBool::new(false));
     {
         let (s, e, n, p) = (services.clone(), slices.clone(), nodes.clone(), policies.clone());
+        let c = cilium_l2.store();
         let (ready, notify) = (stores_ready.clone(), notify.clone());
         tokio::spawn(async move {
             let _ = s.wait_until_ready().await;
             let _ = e.wait_until_ready().await;
             let _ = n.wait_until_ready().await;
             let _ = p.wait_until_ready().await;
+            if let Some(c) = c {
+                let _ = c.wait_until_ready().await;
+            }
             ready.store(true, Ordering::Relaxed);
             notify.notify_one();
         });
@@ -551,7 +558,12 @@ async fn run_node(
             continue;
         }
         let members = leases.membership.live(Instant::now());
-        let (svcs, sls, ns, ps) = (services.state(), slices.state(), nodes.state(), policies.state());
+        cilium_l2.poll(&client, &notify, &stats).await;
+        let (svcs, sls, ns, mut ps) = (services.state(), slices.state(), nodes.state(), policies.state());
+        ps.extend(cilium_l2.read_all::<L2AnnouncementPolicy>().into_iter().map(|mut p| {
+            p.annotations_mut().insert(ORIGIN_ANNOTATION.into(), CILIUM_L2.kind.into());
+            Arc::new(p)
+        }));
         let cluster = Cluster { services: &svcs, slices: &sls, nodes: &ns, policies: &ps, members: &members };
         let new = plan(&me, &cluster, &opts.settings, opts.snat_families);
         if last.as_ref() != Some(&new) {

@@ -352,7 +352,7 @@ fn validate_service(
         (None, None) => Some(Request::Any { v6: family_v6 }),
     };
     let vip_v6 = match &request {
-        Some(Request::Address(a)) => Some(a.is_ipv6()),
+        Some(Request::Address(a) | Request::Keep(a)) => Some(a.is_ipv6()),
         Some(Request::Any { v6 } | Request::Pool { v6, .. }) => Some(*v6),
         None => None,
     };
