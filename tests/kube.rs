@@ -216,3 +216,37 @@ fn cilium_manifests_from_the_seeds_work_unchanged() {
     let _ = b.kill();
     let _ = b.wait();
 }
+
+/// MetalLB's kinds are not served yet: each object of them says so (a Warning Event), as
+/// do the BGP kinds of both projects, rather than being ignored silently.
+#[test]
+fn kinds_xlb_does_not_serve_say_so_on_each_object() {
+    let Some(api) = Api::start() else { return };
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    api.apply_file(&root.join("tests/fixtures/metallb-crds-for-tests.yaml"));
+    api.wait_for("MetalLB's kinds to be served", 20, &api.dir.join("a.log"), |api| {
+        Command::new(&api.kubectl)
+            .args(["--kubeconfig", &api.admin, "get", "ipaddresspools", "-A"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    api.apply_file(&root.join("tests/fixtures/seeds/004-metallb.yaml"));
+    let mut a = allocator(&api, "a");
+    let said = |api: &Api| {
+        api.kubectl(&[
+            "get",
+            "events.events.k8s.io",
+            "-n",
+            "metallb-system",
+            "-o",
+            r#"jsonpath={range .items[*]}{.type} {.reason} {.regarding.kind}/{.regarding.name}: {.note}{"\n"}{end}"#,
+        ])
+    };
+    wait(&api, "the NotServed Events", |api| {
+        let e = said(api);
+        e.contains("Warning NotServed IPAddressPool/production-pool: xlb does not serve IPAddressPool yet")
+            && e.contains("Warning NotServed L2Advertisement/l2-advertisement: xlb does not serve L2Advertisement yet")
+    });
+    let _ = a.kill();
+    let _ = a.wait();
+}

@@ -32,7 +32,7 @@ use super::{
     },
     crds::{LoadBalancerIPPool, LoadBalancerIPPoolSpec, LoadBalancerIPPoolStatus, PoolCounts, YesNo},
     events::Recorder,
-    foreign::{read_as, Watched, CILIUM_POOL},
+    foreign::{read_as, tell_unserved, Watched, CILIUM_POOL},
     plan::proto_of,
     reflect,
     service::{key, served, Settings},
@@ -567,6 +567,8 @@ pub async fn run_allocator(
         _ = stop.changed() => return Ok(()),
     }
     let mut was_leader = false;
+    // Objects of kinds xlb does not serve, said once each (checked every 5 minutes).
+    let (mut told, mut told_at) = (std::collections::BTreeSet::new(), None);
     loop {
         let is_leader = *leader.borrow();
         if is_leader != was_leader {
@@ -575,6 +577,10 @@ pub async fn run_allocator(
             alloc.ipam = Ipam::default();
             alloc.stats.set_leader(is_leader);
             was_leader = is_leader;
+        }
+        if is_leader && told_at.is_none_or(|t: tokio::time::Instant| t.elapsed() >= Duration::from_secs(300)) {
+            told_at = Some(tokio::time::Instant::now());
+            tell_unserved(&alloc.client, &alloc.recorder, &mut told).await;
         }
         if is_leader {
             // Let a burst of changes settle into one round.

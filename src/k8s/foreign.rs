@@ -3,6 +3,9 @@
 //! `LoadBalancerIPPool`) and `CiliumL2AnnouncementPolicy` (read as `L2AnnouncementPolicy`).
 //! Their field names are xlb's, so each object is read into xlb's own type.
 //!
+//! The kinds xlb does not serve yet (`UNSERVED`: MetalLB's, and the BGP kinds of both) are
+//! never ignored silently: each object of them gets a Warning Event saying so.
+//!
 //! A kind is watched only once the cluster serves it: it is looked up through discovery (at
 //! its preferred version) at start and then every 30 s until found, so that a cluster without
 //! Cilium's definitions costs one discovery request per half minute and no failing watch.
@@ -15,7 +18,10 @@ use std::{
 
 use kube::{
     api::{ApiResource, DynamicObject},
-    runtime::reflector::Store,
+    runtime::{
+        events::{Event, EventType},
+        reflector::Store,
+    },
     Api, Client, Resource,
 };
 use serde::de::DeserializeOwned;
@@ -123,6 +129,74 @@ impl Watched {
     pub async fn wait_until_ready(&self) {
         if let Some((_, s)) = &self.found {
             let _ = s.wait_until_ready().await;
+        }
+    }
+}
+
+/// Kinds of other projects that xlb does not serve yet, with what to do instead. Objects of
+/// them are never ignored silently: `tell_unserved` says so on each (a Warning Event and a
+/// log line).
+pub const UNSERVED: [(&str, &str, &str); 11] = [
+    ("cilium.io", "CiliumBGPPeeringPolicy", BGP_HINT),
+    ("cilium.io", "CiliumBGPClusterConfig", BGP_HINT),
+    ("cilium.io", "CiliumBGPPeerConfig", BGP_HINT),
+    ("cilium.io", "CiliumBGPAdvertisement", BGP_HINT),
+    ("cilium.io", "CiliumBGPNodeConfigOverride", BGP_HINT),
+    (
+        "metallb.io",
+        "IPAddressPool",
+        "give its addresses to a LoadBalancerIPPool (xlb.dev) or a CiliumLoadBalancerIPPool",
+    ),
+    ("metallb.io", "L2Advertisement", "write an L2AnnouncementPolicy (xlb.dev) or a CiliumL2AnnouncementPolicy"),
+    ("metallb.io", "BGPPeer", BGP_HINT),
+    ("metallb.io", "BGPAdvertisement", BGP_HINT),
+    ("metallb.io", "BFDProfile", BGP_HINT),
+    ("metallb.io", "Community", BGP_HINT),
+];
+
+const BGP_HINT: &str = "xlb announces addresses by ARP and NDP (L2AnnouncementPolicy) and does not speak BGP yet";
+
+/// Says, once per object (`told`: their uids), that xlb does not serve the objects of the
+/// `UNSERVED` kinds the cluster has: a Warning Event `NotServed` on each, and a log line.
+/// Kinds the cluster lacks, or that xlb may not list, cost one discovery request per group.
+pub async fn tell_unserved(client: &Client, recorder: &super::events::Recorder, told: &mut BTreeSet<String>) {
+    let mut groups: Vec<&str> = UNSERVED.iter().map(|(g, _, _)| *g).collect();
+    groups.dedup();
+    for group in groups {
+        let Ok(g) = kube::discovery::group(client, group).await else { continue };
+        for (_, kind, hint) in UNSERVED.iter().filter(|(g, _, _)| *g == group) {
+            let Some((ar, _)) = g.recommended_kind(kind) else { continue };
+            let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+            let list = match api.list(&Default::default()).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::debug!(kind, error = %e, "listing the kind failed; its objects are not looked at");
+                    continue;
+                }
+            };
+            for o in list.items {
+                let uid = o.metadata.uid.clone().unwrap_or_default();
+                if !told.insert(uid) {
+                    continue;
+                }
+                let name = format!(
+                    "{}/{}",
+                    o.metadata.namespace.clone().unwrap_or_default(),
+                    o.metadata.name.clone().unwrap_or_default()
+                );
+                let note = format!("xlb does not serve {kind} yet: this object has no effect on xlb; {hint}");
+                tracing::warn!(kind, object = %name.trim_start_matches('/'), "{note}");
+                let ev = Event {
+                    type_: EventType::Warning,
+                    reason: "NotServed".into(),
+                    note: Some(note),
+                    action: "Read".into(),
+                    secondary: None,
+                };
+                if let Err(e) = recorder.publish(&ev, &o.object_ref(&ar)).await {
+                    tracing::debug!(kind, error = %e, "publishing the Event failed");
+                }
+            }
         }
     }
 }
