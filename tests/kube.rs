@@ -156,7 +156,8 @@ fn cilium_manifests_from_the_seeds_work_unchanged() {
         "{table}"
     );
     // Seed 004's Cilium pool is disabled, so its address is not given (Cilium: no_pool).
-    api.apply_file(&seeds.join("004-metallb-cilium.yaml"));
+    api.apply_file(&seeds.join("004-cilium-pool.yaml"));
+    api.apply_file(&seeds.join("004-service.yaml"));
     wait(&api, "nginx-demo-lb's refusal", |api| cond(api, "nginx-demo-lb", CILIUM) == "False no_pool");
     assert_eq!(api.ingress("nginx-demo-lb"), "");
     assert!(
@@ -217,10 +218,11 @@ fn cilium_manifests_from_the_seeds_work_unchanged() {
     let _ = b.wait();
 }
 
-/// MetalLB's kinds are not served yet: each object of them says so (a Warning Event), as
-/// do the BGP kinds of both projects, rather than being ignored silently.
+/// Seed 004's MetalLB pool, unchanged, serves its Service's request with MetalLB's rules;
+/// the kinds xlb does not serve yet say so on each object (a Warning Event) rather than
+/// being ignored silently.
 #[test]
-fn kinds_xlb_does_not_serve_say_so_on_each_object() {
+fn metallb_manifests_from_the_seeds() {
     let Some(api) = Api::start() else { return };
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     api.apply_file(&root.join("tests/fixtures/metallb-crds-for-tests.yaml"));
@@ -230,8 +232,22 @@ fn kinds_xlb_does_not_serve_say_so_on_each_object() {
             .output()
             .is_ok_and(|o| o.status.success())
     });
-    api.apply_file(&root.join("tests/fixtures/seeds/004-metallb.yaml"));
-    let mut a = allocator(&api, "a");
+    let seeds = root.join("tests/fixtures/seeds");
+    api.apply_file(&seeds.join("004-metallb.yaml"));
+    let mut a = allocator_with(&api, "a", &["--unclassed"]);
+    api.apply_file(&seeds.join("004-service.yaml"));
+    api.apply("apiVersion: v1\nkind: Service\nmetadata: {name: auto}\nspec: {type: LoadBalancer, ports: [{port: 53, protocol: UDP}]}\n");
+    wait(&api, "nginx-demo-lb's requested address", |api| api.ingress("nginx-demo-lb") == "192.168.1.100");
+    wait(&api, "auto's address", |api| api.ingress("auto") == "192.168.1.101");
+    assert_eq!(condition(&api, "nginx-demo-lb"), "Allocated");
+    // No Cilium kind in this cluster: no Cilium condition.
+    assert!(cond(&api, "auto", CILIUM).trim().is_empty());
+    // The pool named by MetalLB's annotation; one that does not exist is said.
+    api.apply("apiVersion: v1\nkind: Service\nmetadata: {name: named, annotations: {metallb.io/address-pool: production-pool}}\nspec: {type: LoadBalancer, ports: [{port: 80}]}\n");
+    api.apply("apiVersion: v1\nkind: Service\nmetadata: {name: typo, annotations: {metallb.universe.tf/address-pool: prod}}\nspec: {type: LoadBalancer, ports: [{port: 80}]}\n");
+    wait(&api, "named's address", |api| api.ingress("named") == "192.168.1.102");
+    wait(&api, "typo's failure", |api| condition(api, "typo") == "AllocationFailed");
+    assert!(api.events().contains("typo no pool is named prod"), "{}", api.events());
     let said = |api: &Api| {
         api.kubectl(&[
             "get",
@@ -242,11 +258,10 @@ fn kinds_xlb_does_not_serve_say_so_on_each_object() {
             r#"jsonpath={range .items[*]}{.type} {.reason} {.regarding.kind}/{.regarding.name}: {.note}{"\n"}{end}"#,
         ])
     };
-    wait(&api, "the NotServed Events", |api| {
-        let e = said(api);
-        e.contains("Warning NotServed IPAddressPool/production-pool: xlb does not serve IPAddressPool yet")
-            && e.contains("Warning NotServed L2Advertisement/l2-advertisement: xlb does not serve L2Advertisement yet")
+    wait(&api, "the NotServed Event", |api| {
+        said(api).contains("Warning NotServed L2Advertisement/l2-advertisement: xlb does not serve L2Advertisement yet")
     });
+    assert!(!said(&api).contains("IPAddressPool"), "{}", said(&api));
     let _ = a.kill();
     let _ = a.wait();
 }

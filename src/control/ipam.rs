@@ -45,7 +45,7 @@ impl Block {
 }
 
 /// A pool of addresses VIPs are taken from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Pool {
     /// Name (unique).
     pub name: String,
@@ -55,6 +55,24 @@ pub struct Pool {
     pub allow_first_last: bool,
     /// No new allocations (existing ones are kept).
     pub disabled: bool,
+    /// Skip IPv4 addresses ending in .0 or .255, wherever they lie (MetalLB's
+    /// `avoidBuggyIPs`: some old firmware drops them).
+    pub avoid_buggy: bool,
+}
+
+/// An IPv4 address ending in .0 or .255 (as a number).
+fn buggy(n: u128) -> bool {
+    matches!(n % 256, 0 | 255)
+}
+
+/// How many numbers in `lo..=hi` are `buggy`.
+fn buggy_in(lo: u128, hi: u128) -> u128 {
+    // Numbers <= x that are 0 or 255 mod 256.
+    let upto = |x: u128| x / 256 + 1 + u128::from(x % 256 == 255) + (x / 256);
+    if lo > hi {
+        return 0;
+    }
+    upto(hi) - if lo == 0 { 0 } else { upto(lo - 1) }
 }
 
 fn num(a: IpAddr) -> u128 {
@@ -82,6 +100,7 @@ impl Pool {
                 && lo <= n
                 && n <= hi
                 && (self.allow_first_last || !b.cidr || hi - lo < 2 || (n != lo && n != hi))
+                && !(self.avoid_buggy && !a.is_ipv6() && buggy(n))
         })
     }
 
@@ -96,13 +115,16 @@ impl Pool {
         self.blocks
             .iter()
             .map(|b| {
-                let (lo, hi) = b.range();
-                let n = hi - lo + 1;
+                let (mut lo, mut hi) = b.range();
+                let mut n = hi - lo + 1;
                 if b.cidr && !self.allow_first_last && n > 2 {
-                    n - 2
-                } else {
-                    n
+                    n -= 2;
+                    (lo, hi) = (lo + 1, hi - 1);
                 }
+                if self.avoid_buggy && !b.start.is_ipv6() {
+                    n -= buggy_in(lo, hi);
+                }
+                n
             })
             .fold(0u128, u128::saturating_add)
     }
@@ -161,6 +183,9 @@ pub enum IpamError {
     /// The address is in no pool.
     #[error("{0} is in no pool; add a pool that contains it, or pick an address from one")]
     NotInPool(IpAddr),
+    /// The address ends in .0 or .255 and the pool avoids those.
+    #[error("{0} ends in .0 or .255, which its pool avoids (avoidBuggyIPs); pick another")]
+    Avoided(IpAddr),
     /// The address is the first or last of a CIDR block and the pool does not allow those.
     #[error("{0} is the first or last address of its pool's CIDR; set allowFirstLastIPs: true or pick another")]
     FirstLast(IpAddr),
@@ -241,7 +266,11 @@ impl Ipam {
                 continue;
             }
             if !p.contains(a) {
-                return Err(IpamError::FirstLast(a));
+                return Err(if p.avoid_buggy && !a.is_ipv6() && buggy(num(a)) {
+                    IpamError::Avoided(a)
+                } else {
+                    IpamError::FirstLast(a)
+                });
             }
             return Ok(i);
         }
@@ -422,12 +451,7 @@ mod tests {
     }
 
     fn pool(name: &str, cidr: &str) -> Pool {
-        Pool {
-            name: name.into(),
-            blocks: vec![Block::cidr(cidr.parse().unwrap())],
-            allow_first_last: false,
-            disabled: false,
-        }
+        Pool { name: name.into(), blocks: vec![Block::cidr(cidr.parse().unwrap())], ..Pool::default() }
     }
 
     #[test]
@@ -522,6 +546,30 @@ mod tests {
         m.free("held", ip("192.0.2.5"));
         assert_eq!(m.holder(ip("192.0.2.5")), None);
         assert!(m.held_by("held").is_empty());
+    }
+
+    /// MetalLB `ipConfusesBuggyFirmwares`: every IPv4 address ending in .0 or .255 goes,
+    /// wherever it lies (probe of metallb/metallb 7938d3f: 10.0.0.254-10.0.1.1 keeps two).
+    #[test]
+    fn avoiding_buggy_addresses_skips_every_dot_0_and_dot_255() {
+        let range = Block { start: ip("10.0.0.254"), stop: ip("10.0.1.1"), cidr: false };
+        let mut p = Pool {
+            name: "m".into(),
+            blocks: vec![range],
+            allow_first_last: true,
+            avoid_buggy: true,
+            ..Pool::default()
+        };
+        assert_eq!(p.size(), 2);
+        assert!(p.contains(ip("10.0.0.254")) && !p.contains(ip("10.0.0.255")) && !p.contains(ip("10.0.1.0")));
+        p.blocks = vec![Block::cidr("10.0.0.4/30".parse().unwrap()), Block::cidr("10.1.0.0/23".parse().unwrap())];
+        assert_eq!(p.size(), 4 + 512 - 4);
+        p.blocks.push(Block::cidr("2001:db8::/120".parse().unwrap()));
+        assert_eq!(p.size(), 4 + 508 + 256, "IPv6 is never avoided");
+        let mut m = Ipam::default();
+        m.set_pools(vec![Pool { blocks: vec![Block::cidr("10.0.1.0/24".parse().unwrap())], ..p }]);
+        assert_eq!(m.request("a", &Request::Pool { name: "m".into(), v6: false }), Ok(ip("10.0.1.1")));
+        assert_eq!(m.request("b", &Request::Address(ip("10.0.1.255"))), Err(IpamError::Avoided(ip("10.0.1.255"))));
     }
 
     #[derive(Debug, Clone)]

@@ -46,6 +46,8 @@ use crate::control::ipam::{Ipam, IpamError, Pool, Request};
 pub const CILIUM_IP_ANNOTATIONS: [&str; 2] = ["lbipam.cilium.io/ips", "io.cilium/lb-ipam-ips"];
 /// Annotations that request one address per family, all or nothing (MetalLB's).
 pub const METALLB_IP_ANNOTATIONS: [&str; 2] = ["metallb.io/loadBalancerIPs", "metallb.universe.tf/loadBalancerIPs"];
+/// MetalLB's annotations naming the pool a Service's address comes from.
+pub const METALLB_POOL_ANNOTATIONS: [&str; 2] = ["metallb.io/address-pool", "metallb.universe.tf/address-pool"];
 /// Cilium's sharing key annotations (same namespace, unless both sides opt in).
 pub const CILIUM_SHARING: [&str; 2] = ["lbipam.cilium.io/sharing-key", "io.cilium/lb-ipam-sharing-key"];
 /// Cilium's cross-namespace opt-in: namespaces, comma-separated, or `*`.
@@ -93,12 +95,51 @@ pub fn labels_with_pseudo(labels: &BTreeMap<String, String>, namespace: &str, na
 }
 
 /// A pool as the allocator sees it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct PoolView {
-    /// The pool (name, blocks, flags).
+    /// The pool (its name in IPAM, blocks, flags).
     pub pool: Pool,
+    /// Its object's name, which `metallb.io/address-pool` names.
+    pub name: String,
     /// Which Services it serves.
     pub selector: Option<LabelSelector>,
+    /// MetalLB's `autoAssign: false`: only Services that name it or ask for one of its
+    /// addresses get one.
+    pub manual: bool,
+    /// MetalLB's `serviceAllocation`: the Services it is for, and its priority.
+    pub allocation: Option<Allocation>,
+}
+
+/// MetalLB's `serviceAllocation`, its namespace selectors resolved to names.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Allocation {
+    /// Tried before pools without one, lower first, unset last.
+    pub priority: Option<i32>,
+    /// Only Services in these namespaces (none: any).
+    pub namespaces: Vec<String>,
+    /// Only Services one of these selects (none: any).
+    pub selectors: Vec<LabelSelector>,
+}
+
+impl PoolView {
+    /// Whether the pool serves `s` (selectors, and MetalLB's namespaces).
+    pub fn serves(&self, s: &SvcView) -> bool {
+        selects(self.selector.as_ref(), &s.labels)
+            && self.allocation.as_ref().is_none_or(|a| {
+                (a.namespaces.is_empty() || a.namespaces.contains(&s.namespace))
+                    && (a.selectors.is_empty() || a.selectors.iter().any(|sel| selects(Some(sel), &s.labels)))
+            })
+    }
+
+    /// Its place when pools are tried in turn: MetalLB's pinned pools (those with a
+    /// `serviceAllocation`) first, by priority (lower first, unset last); then the others in
+    /// the order given (stable).
+    fn rank(&self) -> (bool, i64) {
+        match &self.allocation {
+            Some(a) => (false, a.priority.filter(|p| *p > 0).map_or(i64::MAX, i64::from)),
+            None => (true, 0),
+        }
+    }
 }
 
 /// How a Service's requested addresses are honoured.
@@ -146,6 +187,8 @@ pub struct SvcView {
     pub local: bool,
     /// Its pod selector (`spec.selector`).
     pub selector: BTreeMap<String, String>,
+    /// The pool it names (`metallb.io/address-pool`): addresses only from that one.
+    pub pool: Option<String>,
     /// Addresses in its status now.
     pub current: Vec<IpAddr>,
     /// Creation time (RFC 3339; older first when adopting).
@@ -261,9 +304,11 @@ fn problem_of(e: &IpamError) -> Problem {
     let reason = match e {
         IpamError::InUse { .. } | IpamError::FirstLast(_) => Reason::AlreadyAllocated,
         IpamError::Exhausted(_) | IpamError::NoneFree(_) => Reason::OutOfIps,
-        IpamError::NotInPool(_) | IpamError::Disabled(_) | IpamError::Conflicting(..) | IpamError::NoPool(_) => {
-            Reason::NoPool
-        }
+        IpamError::NotInPool(_)
+        | IpamError::Avoided(_)
+        | IpamError::Disabled(_)
+        | IpamError::Conflicting(..)
+        | IpamError::NoPool(_) => Reason::NoPool,
     };
     Problem::new(reason, e.to_string())
 }
@@ -483,10 +528,13 @@ fn specific<'a>(
             format!("{a} is in no pool; add a pool that contains it, or request another address"),
         ));
     };
-    if !selects(p.selector.as_ref(), &s.labels) {
+    if !p.serves(s) {
         return Err(Problem::new(
             Reason::PoolSelectorMismatch,
-            format!("{a} is in pool {}, whose serviceSelector does not select this Service", p.pool.name),
+            format!(
+                "{a} is in pool {}, whose serviceSelector (or serviceAllocation) does not select this Service",
+                p.pool.name
+            ),
         ));
     }
     match ipam.request(&h, &Request::Address(a)) {
@@ -519,10 +567,31 @@ fn generic<'a>(
             }
         }
     }
-    let serving: Vec<&PoolView> = pools
+    let mut serving: Vec<&PoolView> = pools
         .iter()
-        .filter(|p| selects(p.selector.as_ref(), &s.labels) && p.pool.blocks.iter().any(|b| b.start.is_ipv6() == v6))
+        .filter(|p| match &s.pool {
+            Some(name) => &p.name == name,
+            None => !p.manual,
+        })
+        .filter(|p| p.serves(s) && p.pool.blocks.iter().any(|b| b.start.is_ipv6() == v6))
         .collect();
+    serving.sort_by_key(|p| p.rank());
+    if let Some(name) = &s.pool {
+        if serving.is_empty() {
+            let why = if pools.iter().any(|p| &p.name == name) {
+                format!(
+                    "pool {name} has no {} addresses, or does not serve this Service (selectors, serviceAllocation)",
+                    family(v6)
+                )
+            } else {
+                format!("no pool is named {name}")
+            };
+            return Err(Problem::new(
+                Reason::NoPool,
+                format!("{why}; the annotation {} names it", METALLB_POOL_ANNOTATIONS[0]),
+            ));
+        }
+    }
     // A compatible group of its key that has an address of this family in a pool serving it.
     if let Some(sh) = &s.sharing {
         let (have, new) = groups.of_key(&sh.key);
@@ -542,7 +611,7 @@ fn generic<'a>(
 
 /// Whether a pool that selects `s` covers `a` (usable or not).
 fn serves(pools: &[PoolView], a: IpAddr, s: &SvcView) -> bool {
-    pools.iter().any(|p| p.pool.covers(a) && selects(p.selector.as_ref(), &s.labels))
+    pools.iter().any(|p| p.pool.covers(a) && p.serves(s))
 }
 
 fn from_pools(ipam: &mut Ipam, serving: &[&PoolView], h: &str, v6: bool) -> Result<(String, IpAddr), Problem> {
@@ -579,8 +648,9 @@ mod tests {
     fn pool(name: &str, cidr: &str) -> PoolView {
         let net: ipnet::IpNet = cidr.parse().unwrap_or_else(|_| "0.0.0.0/32".parse().unwrap_or_default());
         PoolView {
-            pool: Pool { name: name.into(), blocks: vec![Block::cidr(net)], allow_first_last: true, disabled: false },
-            selector: None,
+            pool: Pool { name: name.into(), blocks: vec![Block::cidr(net)], allow_first_last: true, ..Pool::default() },
+            name: name.into(),
+            ..PoolView::default()
         }
     }
 
@@ -817,6 +887,46 @@ mod tests {
                 status = out.into_iter().map(|o| (o.key, o.addrs)).collect();
             }
         }
+    }
+
+    /// MetalLB `Allocator.Allocate`, `pinnedPoolsForService`, `sortPools`,
+    /// `isPoolCompatibleWithService` (internal/allocator/allocator.go at 7938d3f).
+    #[test]
+    fn metallb_pools_are_tried_as_metallb_tries_them() {
+        let alloc = |prio: Option<i32>, ns: &[&str]| {
+            Some(Allocation {
+                priority: prio,
+                namespaces: ns.iter().map(|n| n.to_string()).collect(),
+                selectors: Vec::new(),
+            })
+        };
+        let general = pool("general", "192.0.2.0/30");
+        let manual = PoolView { manual: true, ..pool("manual", "192.0.2.4/30") };
+        let low = PoolView { allocation: alloc(Some(10), &["shop"]), ..pool("low", "192.0.2.8/30") };
+        let high = PoolView { allocation: alloc(Some(5), &["shop"]), ..pool("high", "192.0.2.12/30") };
+        let unset = PoolView { allocation: alloc(None, &["shop"]), ..pool("unset", "192.0.2.16/30") };
+        let other = PoolView { allocation: alloc(Some(1), &["blog"]), ..pool("other", "192.0.2.20/30") };
+        let pools = [general, manual, low, unset, high, other];
+        let named = SvcView { pool: Some("manual".into()), ..svc("shop/named", &[80]) };
+        let missing = SvcView { pool: Some("nope".into()), ..svc("shop/missing", &[80]) };
+        let out = plan(&mut Ipam::default(), &pools, &[svc("shop/a", &[80]), svc("web/b", &[80]), named, missing]);
+        let by = by_key(&out);
+        // Pinned pools by priority (5 before 10 and unset), never another namespace's.
+        assert_eq!(by["shop/a"].addrs, ips(&["192.0.2.12"]));
+        // Only general pools for a Service no pinned pool serves; never autoAssign: false.
+        assert_eq!(by["web/b"].addrs, ips(&["192.0.2.0"]));
+        assert_eq!(by["shop/named"].addrs, ips(&["192.0.2.4"]));
+        assert!(by["shop/missing"].problem.as_ref().is_some_and(|p| p.message.contains("no pool is named nope")));
+        // A requested address of an autoAssign: false pool is given.
+        let mut asks = svc("web/asks", &[80]);
+        asks.requested = ips(&["192.0.2.5"]);
+        let out = plan(&mut Ipam::default(), &pools, &[asks]);
+        assert_eq!((out[0].addrs.clone(), reason(&out[0])), (ips(&["192.0.2.5"]), None));
+        // ... but not one of a pool pinned to another namespace.
+        let mut asks = svc("web/asks", &[80]);
+        asks.requested = ips(&["192.0.2.21"]);
+        let out = plan(&mut Ipam::default(), &pools, &[asks]);
+        assert_eq!(reason(&out[0]), Some(Reason::PoolSelectorMismatch));
     }
 
     #[test]

@@ -14,12 +14,12 @@ use std::{
 use anyhow::Context as _;
 use futures::StreamExt as _;
 use k8s_openapi::{
-    api::core::v1::Service,
-    apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time},
+    api::core::v1::{Namespace, Service},
+    apimachinery::pkg::apis::meta::v1::{Condition, Time},
     jiff::Timestamp,
 };
 use kube::{
-    api::{ApiResource, DynamicObject, Patch, PatchParams},
+    api::{DynamicObject, Patch, PatchParams},
     runtime::events::{Event, EventType},
     Api, Client, Resource as _, ResourceExt as _,
 };
@@ -28,17 +28,18 @@ use serde_json::json;
 use super::{
     alloc::{
         labels_with_pseudo, plan, Outcome, PoolView, RequestRule, Sharing, SvcView, CILIUM_CROSS_NAMESPACE,
-        CILIUM_IP_ANNOTATIONS, CILIUM_SHARING, METALLB_IP_ANNOTATIONS, METALLB_SHARING,
+        CILIUM_IP_ANNOTATIONS, CILIUM_SHARING, METALLB_IP_ANNOTATIONS, METALLB_POOL_ANNOTATIONS, METALLB_SHARING,
     },
-    crds::{LoadBalancerIPPool, LoadBalancerIPPoolSpec, LoadBalancerIPPoolStatus, PoolCounts, YesNo},
+    crds::{LoadBalancerIPPool, PoolCounts},
     events::Recorder,
-    foreign::{read_as, tell_unserved, Watched, CILIUM_POOL},
+    foreign::{tell_unserved, Watched, CILIUM_POOL, METALLB_POOL},
     plan::proto_of,
+    pools::{Origin, PoolObj},
     reflect,
     service::{key, served, Settings},
     stats::Stats,
 };
-use crate::control::ipam::{Block, Ipam, Pool};
+use crate::control::ipam::Ipam;
 
 /// The Service condition the allocator writes.
 pub const CONDITION: &str = "xlb.dev/IPAllocated";
@@ -95,6 +96,7 @@ pub fn svc_view(svc: &Service) -> SvcView {
             .flatten()
             .filter_map(|p| Some((proto_of(p.protocol.as_deref())?, u16::try_from(p.port).ok()?)))
             .collect(),
+        pool: annotation(ann, &METALLB_POOL_ANNOTATIONS).map(|(_, p)| p.trim().to_string()).filter(|p| !p.is_empty()),
         local: spec.external_traffic_policy.as_deref() == Some("Local"),
         selector: spec.selector.clone().unwrap_or_default(),
         current: svc
@@ -134,48 +136,6 @@ pub fn svc_view(svc: &Service) -> SvcView {
     view
 }
 
-/// A pool as IPAM takes it (named `name` there), or why its blocks are invalid.
-pub fn pool_view(name: String, spec: &LoadBalancerIPPoolSpec) -> Result<PoolView, String> {
-    let mut blocks = Vec::new();
-    let listed = spec.blocks.iter().enumerate().map(|(i, b)| ("blocks", i, b));
-    for (field, i, b) in listed.chain(spec.cidrs.iter().enumerate().map(|(i, b)| ("cidrs", i, b))) {
-        let ip = |what: &str, a: &str| {
-            a.parse::<IpAddr>().map_err(|_| format!("{field}[{i}].{what}: {a:?} is not an IP address"))
-        };
-        let block = match (&b.cidr, &b.start, &b.stop) {
-            (Some(c), None, None) => Block::cidr(
-                c.parse().map_err(|_| format!("{field}[{i}].cidr: {c:?} is not a CIDR (e.g. 192.0.2.0/28)"))?,
-            ),
-            // A start alone is one address, as in Cilium.
-            (None, Some(a), None) => {
-                let start = ip("start", a)?;
-                Block { start, stop: start, cidr: false }
-            }
-            (None, Some(a), Some(z)) => {
-                let (start, stop) = (ip("start", a)?, ip("stop", z)?);
-                if start.is_ipv6() != stop.is_ipv6() || stop < start {
-                    return Err(format!("{field}[{i}]: stop {stop} must be of start's family and not before {start}"));
-                }
-                Block { start, stop, cidr: false }
-            }
-            _ => return Err(format!("{field}[{i}]: give either cidr, or start (and stop for a range)")),
-        };
-        blocks.push(block);
-    }
-    if blocks.is_empty() {
-        return Err("the pool has no addresses: give blocks (each a cidr, or a start and a stop)".into());
-    }
-    Ok(PoolView {
-        pool: Pool {
-            name,
-            blocks,
-            allow_first_last: spec.allow_first_last_ips != Some(YesNo::No),
-            disabled: spec.disabled,
-        },
-        selector: spec.service_selector.clone(),
-    })
-}
-
 fn condition(
     type_: &str,
     ok: bool,
@@ -205,19 +165,27 @@ struct Allocator {
     recorder: Recorder,
     writes: u64,
     stats: Arc<Stats>,
+    /// Foreign pools whose problems were logged (said once).
+    told_invalid: std::collections::BTreeSet<String>,
 }
 
 impl Allocator {
     /// One allocation round; `cilium`: the cluster serves Cilium's pool kind, so Services
     /// get Cilium's condition as well as xlb's.
-    async fn round(&mut self, services: &[Arc<Service>], pools: &[PoolObj], cilium: bool) {
+    async fn round(
+        &mut self,
+        services: &[Arc<Service>],
+        pools: &[PoolObj],
+        namespaces: &[Arc<Namespace>],
+        cilium: bool,
+    ) {
         let mut views = Vec::new();
         let mut bad_pools = BTreeMap::new();
         let mut sorted: Vec<&PoolObj> = pools.iter().collect();
         // Older pools first: of two overlapping pools, the newer one allocates nothing.
         sorted.sort_by_key(|p| (p.meta.creation_timestamp.clone().map(|t| t.0), p.ipam_name()));
         for p in &sorted {
-            match p.spec.as_ref().map_err(Clone::clone).and_then(|spec| pool_view(p.ipam_name(), spec)) {
+            match p.view(namespaces) {
                 Ok(v) => views.push(v),
                 Err(e) => {
                     bad_pools.insert(p.ipam_name(), e);
@@ -401,7 +369,14 @@ impl Allocator {
         let gen = p.meta.generation;
         let conflict = usage.and_then(|u| u.conflict.clone());
         let free = usage.map(|u| u.size.saturating_sub(u.used));
-        let (conditions, counts) = if p.cilium.is_some() {
+        if matches!(p.origin, Origin::MetalLb(_)) {
+            // MetalLB's status is MetalLB's own; xlb says what it thinks in its logs.
+            if let (Some(e), true) = (invalid, self.told_invalid.insert(p.ipam_name())) {
+                tracing::warn!(pool = %p.ipam_name(), "the pool is not used: {e}");
+            }
+            return Ok(());
+        }
+        let (conditions, counts) = if matches!(p.origin, Origin::Cilium(_)) {
             // Cilium's condition types, so that its printer columns and its users' checks
             // read what they always read.
             let c1 = match (&conflict, invalid) {
@@ -462,69 +437,23 @@ impl Allocator {
         if conditions.iter().all(same) && p.status.counts == counts {
             return Ok(());
         }
-        let name = p.meta.name.clone().unwrap_or_default();
+        let name = p.name();
         let patch = match &counts {
             Some(c) => json!({"status": {"conditions": conditions, "counts": c}}),
             None => json!({"status": {"conditions": conditions}}),
         };
-        match &p.cilium {
-            Some(ar) => {
+        match &p.origin {
+            Origin::Cilium(ar) | Origin::MetalLb(ar) => {
                 let api: Api<DynamicObject> = Api::all_with(self.client.clone(), ar);
                 api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
             }
-            None => {
+            Origin::Xlb => {
                 let api: Api<LoadBalancerIPPool> = Api::all(self.client.clone());
                 api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
             }
         }
         self.writes += 1;
         Ok(())
-    }
-}
-
-/// A pool object: xlb's, or Cilium's read as xlb's.
-pub struct PoolObj {
-    /// Its metadata.
-    pub meta: ObjectMeta,
-    /// Its spec, or why it could not be read.
-    pub spec: Result<LoadBalancerIPPoolSpec, String>,
-    /// Its status as read.
-    pub status: LoadBalancerIPPoolStatus,
-    /// For Cilium's kind: its API resource (the version the cluster prefers).
-    pub cilium: Option<ApiResource>,
-}
-
-impl PoolObj {
-    /// One of xlb's pools.
-    pub fn xlb(p: &LoadBalancerIPPool) -> Self {
-        PoolObj {
-            meta: p.metadata.clone(),
-            spec: Ok(p.spec.clone()),
-            status: p.status.clone().unwrap_or_default(),
-            cilium: None,
-        }
-    }
-
-    /// One of Cilium's pools.
-    pub fn cilium(obj: &DynamicObject, ar: &ApiResource) -> Self {
-        let read = read_as::<LoadBalancerIPPool>(obj);
-        PoolObj {
-            meta: obj.metadata.clone(),
-            status: read.as_ref().ok().and_then(|p| p.status.clone()).unwrap_or_default(),
-            spec: read.map(|p| p.spec).map_err(|e| format!("the object does not read as a pool: {e}")),
-            cilium: Some(ar.clone()),
-        }
-    }
-
-    /// Its name in IPAM and in messages: Cilium's are named with their kind, so that an
-    /// xlb pool and a Cilium pool of one name stay two pools.
-    pub fn ipam_name(&self) -> String {
-        let name = self.meta.name.clone().unwrap_or_default();
-        if self.cilium.is_some() {
-            format!("{}/{name}", CILIUM_POOL.kind)
-        } else {
-            name
-        }
     }
 }
 
@@ -539,8 +468,11 @@ pub async fn run_allocator(
     let notify = Arc::new(tokio::sync::Notify::new());
     let svc_store = reflect(Api::<Service>::all(client.clone()), notify.clone(), "services", stats.clone());
     let pool_store = reflect(Api::<LoadBalancerIPPool>::all(client.clone()), notify.clone(), "pools", stats.clone());
+    let ns_store = reflect(Api::<Namespace>::all(client.clone()), notify.clone(), "namespaces", stats.clone());
     let mut cilium_pools = Watched::new(CILIUM_POOL);
     cilium_pools.poll(&client, &notify, &stats).await;
+    let mut metallb_pools = Watched::new(METALLB_POOL);
+    metallb_pools.poll(&client, &notify, &stats).await;
     let lease = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), "xlb-allocator")
         .with_namespace(&settings.namespace)
         .with_identity(&settings.identity)
@@ -557,12 +489,15 @@ pub async fn run_allocator(
         ipam: Ipam::default(),
         writes: 0,
         stats,
+        told_invalid: Default::default(),
     };
     tokio::select! {
         _ = async {
             svc_store.wait_until_ready().await.ok();
             pool_store.wait_until_ready().await.ok();
+            ns_store.wait_until_ready().await.ok();
             cilium_pools.wait_until_ready().await;
+            metallb_pools.wait_until_ready().await;
         } => {}
         _ = stop.changed() => return Ok(()),
     }
@@ -589,7 +524,11 @@ pub async fn run_allocator(
             if let Some(ar) = cilium_pools.resource() {
                 pools.extend(cilium_pools.objects().iter().map(|o| PoolObj::cilium(o, ar)));
             }
-            alloc.round(&svc_store.state(), &pools, cilium_pools.resource().is_some()).await;
+            if let Some(ar) = metallb_pools.resource() {
+                pools.extend(metallb_pools.objects().iter().map(|o| PoolObj::metallb(o, ar)));
+            }
+            let cilium = cilium_pools.resource().is_some();
+            alloc.round(&svc_store.state(), &pools, &ns_store.state(), cilium).await;
         }
         tokio::select! {
             _ = notify.notified() => {}
@@ -598,6 +537,7 @@ pub async fn run_allocator(
             _ = stop.changed() => break,
         }
         cilium_pools.poll(&alloc.client, &notify, &alloc.stats).await;
+        metallb_pools.poll(&alloc.client, &notify, &alloc.stats).await;
     }
     tracing::info!(writes = alloc.writes, "allocator stopping; releasing its Lease");
     drop(leader);
@@ -614,10 +554,6 @@ mod tests {
     use super::*;
     use crate::k8s::alloc::NAMESPACE_LABEL;
 
-    fn spec(v: serde_json::Value) -> LoadBalancerIPPoolSpec {
-        serde_json::from_value(v).unwrap_or_else(|e| panic!("{e}"))
-    }
-
     fn service(v: serde_json::Value) -> Service {
         let mut base = json!({"metadata": {"name": "web", "namespace": "shop"}, "spec": {"type": "LoadBalancer"}});
         for (k, x) in v.as_object().into_iter().flatten() {
@@ -626,26 +562,6 @@ mod tests {
             }
         }
         serde_json::from_value(base).unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    /// Cilium `ipRangeFromBlock` / `handleNewPool`: start alone is one address; v2alpha1's
-    /// `cidrs` are more blocks; allowFirstLastIPs reserves only when "No".
-    #[test]
-    fn pools_read_blocks_as_cilium_does() {
-        let v = pool_view(
-            "p".into(),
-            &spec(json!({"blocks": [{"start": "192.0.2.7"}], "cidrs": [{"cidr": "10.0.0.0/30"}]})),
-        );
-        let p = v.unwrap_or_else(|e| panic!("{e}")).pool;
-        assert_eq!(p.size(), 1 + 4);
-        assert!(p.contains("192.0.2.7".parse().unwrap_or(IpAddr::from([0; 4]))));
-        assert!(p.allow_first_last);
-        let no = pool_view("p".into(), &spec(json!({"blocks": [{"cidr": "10.0.0.0/30"}], "allowFirstLastIPs": "No"})));
-        assert_eq!(no.map(|v| v.pool.size()), Ok(2));
-        let empty = pool_view("p".into(), &spec(json!({"blocks": []})));
-        assert!(empty.is_err_and(|e| e.contains("give blocks")));
-        let bad = pool_view("p".into(), &spec(json!({"blocks": [{"stop": "192.0.2.7"}]})));
-        assert!(bad.is_err_and(|e| e.contains("blocks[0]")));
     }
 
     #[test]
@@ -672,6 +588,8 @@ mod tests {
         })));
         assert_eq!((m.requested.len(), m.rule), (2, RequestRule::AllOrNothing));
         assert_eq!(m.sharing.map(|s| s.cross), Some(vec!["*".to_string()]));
+        let named = svc_view(&service(json!({"metadata": {"annotations": {"metallb.universe.tf/address-pool": "p"}}})));
+        assert_eq!(named.pool.as_deref(), Some("p"));
         let none =
             svc_view(&service(json!({"metadata": {"annotations": {"metallb.universe.tf/allow-shared-ip": ""}}})));
         assert_eq!(none.sharing, None);

@@ -16,6 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::{
     api::{ApiResource, DynamicObject},
     runtime::{
@@ -24,7 +25,7 @@ use kube::{
     },
     Api, Client, Resource,
 };
-use serde::de::DeserializeOwned;
+use serde::{de::DeserializeOwned, Deserialize};
 
 use super::stats::Stats;
 
@@ -45,6 +46,50 @@ pub const CILIUM_POOL: Kind =
 /// Cilium's L2 announcement policies, read as `L2AnnouncementPolicy`.
 pub const CILIUM_L2: Kind =
     Kind { group: "cilium.io", kind: "CiliumL2AnnouncementPolicy", what: "ciliuml2announcementpolicies" };
+
+/// MetalLB's pools, read as `IpAddressPoolSpec`.
+pub const METALLB_POOL: Kind = Kind { group: "metallb.io", kind: "IPAddressPool", what: "ipaddresspools" };
+
+/// The spec of MetalLB's `IPAddressPool` (metallb.io/v1beta1), as far as xlb reads it.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IpAddressPoolSpec {
+    /// CIDRs, or ranges `a-b`.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// Unset: true. False: only for Services that name the pool or ask for its addresses.
+    #[serde(default)]
+    pub auto_assign: Option<bool>,
+    /// Skip every IPv4 address ending in .0 or .255.
+    #[serde(default, rename = "avoidBuggyIPs")]
+    pub avoid_buggy_ips: bool,
+    /// Which Services the pool is for, and its priority.
+    #[serde(default)]
+    pub service_allocation: Option<ServiceAllocation>,
+}
+
+/// MetalLB's `serviceAllocation`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceAllocation {
+    /// Lower first; unset after every pool that has one.
+    #[serde(default)]
+    pub priority: Option<i32>,
+    /// Namespaces whose Services it serves.
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    /// ... and those whose labels one of these selects.
+    #[serde(default)]
+    pub namespace_selectors: Vec<LabelSelector>,
+    /// Services one of these selects.
+    #[serde(default)]
+    pub service_selectors: Vec<LabelSelector>,
+}
+
+/// The `spec` of `obj`, read as `T`.
+pub fn spec_of<T: DeserializeOwned>(obj: &DynamicObject) -> Result<T, String> {
+    serde_json::from_value(obj.data.get("spec").cloned().unwrap_or_default()).map_err(|e| format!("spec: {e}"))
+}
 
 /// How often a kind the cluster does not serve is looked up again.
 const LOOK_AGAIN: Duration = Duration::from_secs(30);
@@ -136,17 +181,12 @@ impl Watched {
 /// Kinds of other projects that xlb does not serve yet, with what to do instead. Objects of
 /// them are never ignored silently: `tell_unserved` says so on each (a Warning Event and a
 /// log line).
-pub const UNSERVED: [(&str, &str, &str); 11] = [
+pub const UNSERVED: [(&str, &str, &str); 10] = [
     ("cilium.io", "CiliumBGPPeeringPolicy", BGP_HINT),
     ("cilium.io", "CiliumBGPClusterConfig", BGP_HINT),
     ("cilium.io", "CiliumBGPPeerConfig", BGP_HINT),
     ("cilium.io", "CiliumBGPAdvertisement", BGP_HINT),
     ("cilium.io", "CiliumBGPNodeConfigOverride", BGP_HINT),
-    (
-        "metallb.io",
-        "IPAddressPool",
-        "give its addresses to a LoadBalancerIPPool (xlb.dev) or a CiliumLoadBalancerIPPool",
-    ),
     ("metallb.io", "L2Advertisement", "write an L2AnnouncementPolicy (xlb.dev) or a CiliumL2AnnouncementPolicy"),
     ("metallb.io", "BGPPeer", BGP_HINT),
     ("metallb.io", "BGPAdvertisement", BGP_HINT),

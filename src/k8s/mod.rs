@@ -9,6 +9,7 @@ pub mod events;
 pub mod foreign;
 pub mod member;
 pub mod plan;
+pub mod pools;
 pub mod reach;
 pub mod service;
 pub mod source;

@@ -144,6 +144,7 @@ pub(super) fn validate(f: File) -> Result<Desired, ConfigErrors> {
             blocks,
             allow_first_last: p.allow_first_last_ips,
             disabled: p.disabled,
+            ..Pool::default()
         });
     }
 
