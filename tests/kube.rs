@@ -128,7 +128,7 @@ const CILIUM: &str = "cilium.io/IPAMRequestSatisfied";
 fn cilium_manifests_from_the_seeds_work_unchanged() {
     let Some(api) = Api::start() else { return };
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    api.apply_file(&root.join("deploy/crds-cilium.yaml"));
+    api.apply_crds(&root.join("deploy/crds-cilium.yaml"));
     let seeds = root.join("tests/fixtures/seeds");
     api.apply_file(&seeds.join("001-pitower-cilium.yaml"));
     // Cilium serves Services without a class: so does xlb here.
@@ -225,13 +225,8 @@ fn cilium_manifests_from_the_seeds_work_unchanged() {
 fn metallb_manifests_from_the_seeds() {
     let Some(api) = Api::start() else { return };
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    api.apply_file(&root.join("tests/fixtures/metallb-crds-for-tests.yaml"));
-    api.wait_for("MetalLB's kinds to be served", 20, &api.dir.join("a.log"), |api| {
-        Command::new(&api.kubectl)
-            .args(["--kubeconfig", &api.admin, "get", "ipaddresspools", "-A"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    });
+    api.apply_crds(&root.join("tests/fixtures/metallb-crds-for-tests.yaml"));
+    api.kubectl(&["create", "namespace", "metallb-system"]);
     let seeds = root.join("tests/fixtures/seeds");
     api.apply_file(&seeds.join("004-metallb.yaml"));
     let mut a = allocator_with(&api, "a", &["--unclassed"]);
@@ -259,9 +254,10 @@ fn metallb_manifests_from_the_seeds() {
         ])
     };
     wait(&api, "the NotServed Event", |api| {
-        said(api).contains("Warning NotServed L2Advertisement/l2-advertisement: xlb does not serve L2Advertisement yet")
+        said(api).contains("Warning NotServed BFDProfile/production-bfd: xlb does not serve BFDProfile yet")
     });
-    assert!(!said(&api).contains("IPAddressPool"), "{}", said(&api));
+    let e = said(&api);
+    assert!(!e.contains("IPAddressPool") && !e.contains("L2Advertisement"), "{e}");
     let _ = a.kill();
     let _ = a.wait();
 }

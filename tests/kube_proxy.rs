@@ -560,8 +560,10 @@ fn owns(xlb: &Xlb, vip: impl std::fmt::Display) -> bool {
 }
 
 /// The small cluster of seed 001: no dedicated ingress nodes, xlb on every node (as Cilium's
-/// L2 announcements run on "all Linux nodes"), the pool and the policy as that homelab
-/// writes them, a Service with no class. The node that announces the VIP hands its packets
+/// L2 announcements run on "all Linux nodes"), that homelab's CiliumL2AnnouncementPolicy and
+/// CiliumLoadBalancerIPPool unchanged (Cilium's kinds defined by `xlb crds --cilium`), a
+/// Cilium pool for the lab's segment, and a Service with no class that asks for its address
+/// with Cilium's annotation. The node that announces the VIP hands its packets
 /// to its own kube-proxy (XDP passes them to the kernel), as MetalLB's and Cilium's L2 modes
 /// do. Cluster: every pod answers; Local: only a node with a ready pod announces it, and the
 /// pod sees the client.
@@ -578,9 +580,11 @@ fn xlb_on_every_node_hands_traffic_to_the_announcing_nodes_proxy() {
     for w in &workers {
         w.register(&api, &[("kubernetes.io/os", "linux")]);
     }
-    api.apply(&format!("apiVersion: xlb.dev/v1alpha1\nkind: LoadBalancerIPPool\nmetadata: {{name: pool}}\nspec:\n  allowFirstLastIPs: 'Yes'\n  blocks: [{{start: {VIP}, stop: {GATEWAY_VIP}}}]\n"));
-    api.apply("apiVersion: xlb.dev/v1alpha1\nkind: L2AnnouncementPolicy\nmetadata: {name: policy}\nspec:\n  loadBalancerIPs: true\n  nodeSelector: {matchLabels: {kubernetes.io/os: linux}}\n");
-    web_service(&api, &workers, "", "");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    api.apply_crds(&root.join("deploy/crds-cilium.yaml"));
+    api.apply_file(&root.join("tests/fixtures/seeds/001-pitower-cilium.yaml"));
+    api.apply(&format!("apiVersion: cilium.io/v2alpha1\nkind: CiliumLoadBalancerIPPool\nmetadata: {{name: lab}}\nspec:\n  blocks: [{{start: {VIP}, stop: {GATEWAY_VIP}}}]\n"));
+    web_service(&api, &workers, &format!("  annotations: {{lbipam.cilium.io/ips: '{VIP}'}}\n"), "");
     let mut xlbs = Vec::new();
     for w in &mut workers {
         w.start_kube_proxy(&lab, &api);

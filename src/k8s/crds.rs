@@ -129,6 +129,22 @@ pub struct L2AnnouncementPolicySpec {
     /// defaults).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub announce: Option<AnnounceTimings>,
+    /// In memory only: set on a policy read from another project's kind, where its meaning
+    /// differs from xlb's.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub read_from: Option<ReadFrom>,
+}
+
+/// What differs in a policy read from another project's kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadFrom {
+    /// The kind, for messages.
+    pub kind: &'static str,
+    /// Interface patterns match anywhere in the name (Cilium), not the whole name (xlb).
+    pub unanchored: bool,
+    /// Only addresses in these ranges (MetalLB's `ipAddressPools`); none: any.
+    pub addresses: Option<Vec<(std::net::IpAddr, std::net::IpAddr)>>,
 }
 
 /// When gratuitous ARP / unsolicited NA go out for an address a node takes over.

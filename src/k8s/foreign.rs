@@ -11,7 +11,7 @@
 //! Cilium's definitions costs one discovery request per half minute and no failing watch.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -27,7 +27,11 @@ use kube::{
 };
 use serde::{de::DeserializeOwned, Deserialize};
 
-use super::stats::Stats;
+use super::{
+    alloc::selects,
+    crds::{L2AnnouncementPolicy, L2AnnouncementPolicySpec, ReadFrom},
+    stats::Stats,
+};
 
 /// A kind of another project that xlb serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +88,89 @@ pub struct ServiceAllocation {
     /// Services one of these selects.
     #[serde(default)]
     pub service_selectors: Vec<LabelSelector>,
+}
+
+/// MetalLB's L2 advertisements, read as `L2AnnouncementPolicy`s (`advertisements`).
+pub const METALLB_L2: Kind = Kind { group: "metallb.io", kind: "L2Advertisement", what: "l2advertisements" };
+
+/// The spec of MetalLB's `L2Advertisement`, as far as xlb reads it.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct L2AdvertisementSpec {
+    /// Pools by name (with `ip_address_pool_selectors`; both empty: every pool).
+    #[serde(default)]
+    pub ip_address_pools: Vec<String>,
+    /// Pools by their labels.
+    #[serde(default)]
+    pub ip_address_pool_selectors: Vec<LabelSelector>,
+    /// Nodes one of these selects (none: every node).
+    #[serde(default)]
+    pub node_selectors: Vec<LabelSelector>,
+    /// Interface names (none: every interface).
+    #[serde(default)]
+    pub interfaces: Vec<String>,
+    /// Services one of these selects (none: every one).
+    #[serde(default)]
+    pub service_selectors: Vec<LabelSelector>,
+}
+
+/// MetalLB's L2 advertisements as xlb policies, with MetalLB's meaning
+/// (internal/config/config.go `setL2AdvertisementsToPools`, `l2AdvertisementFromCR` at
+/// metallb/metallb 7938d3f): an advertisement covers the addresses of the pools it names or
+/// selects (every pool when it does neither), on the nodes any of its node selectors
+/// selects, for the Services any of its Service selectors selects, on the interfaces it
+/// names (exactly). Lists of selectors mean "any of": one policy per pair.
+pub fn advertisements(ads: &[Arc<DynamicObject>], pools: &[Arc<DynamicObject>]) -> Vec<L2AnnouncementPolicy> {
+    let mut out = Vec::new();
+    for ad in ads {
+        let Ok(spec) = spec_of::<L2AdvertisementSpec>(ad) else { continue };
+        let namespace = ad.metadata.namespace.clone();
+        let addresses = (!spec.ip_address_pools.is_empty() || !spec.ip_address_pool_selectors.is_empty()).then(|| {
+            let none = BTreeMap::new();
+            pools
+                .iter()
+                .filter(|p| p.metadata.namespace == namespace)
+                .filter(|p| {
+                    let name = p.metadata.name.clone().unwrap_or_default();
+                    let labels = p.metadata.labels.as_ref().unwrap_or(&none);
+                    spec.ip_address_pools.contains(&name)
+                        || spec.ip_address_pool_selectors.iter().any(|sel| selects(Some(sel), labels))
+                })
+                .filter_map(|p| spec_of::<IpAddressPoolSpec>(p).ok())
+                .filter_map(|p| super::pools::metallb_view(String::new(), &p, &[]).ok())
+                .flat_map(|v| v.pool.blocks.into_iter().map(|b| (b.start, b.stop)))
+                .collect()
+        });
+        let any = |v: &[LabelSelector]| -> Vec<Option<LabelSelector>> {
+            if v.is_empty() {
+                vec![None]
+            } else {
+                v.iter().cloned().map(Some).collect()
+            }
+        };
+        for node_selector in any(&spec.node_selectors) {
+            for service_selector in any(&spec.service_selectors) {
+                let mut p = L2AnnouncementPolicy::new(
+                    &ad.metadata.name.clone().unwrap_or_default(),
+                    L2AnnouncementPolicySpec {
+                        service_selector,
+                        node_selector: node_selector.clone(),
+                        interfaces: spec.interfaces.iter().map(|i| regex::escape(i)).collect(),
+                        load_balancer_ips: true,
+                        read_from: Some(ReadFrom {
+                            kind: METALLB_L2.kind,
+                            unanchored: false,
+                            addresses: addresses.clone(),
+                        }),
+                        ..L2AnnouncementPolicySpec::default()
+                    },
+                );
+                p.metadata.namespace.clone_from(&namespace);
+                out.push(p);
+            }
+        }
+    }
+    out
 }
 
 /// The `spec` of `obj`, read as `T`.
@@ -181,13 +268,12 @@ impl Watched {
 /// Kinds of other projects that xlb does not serve yet, with what to do instead. Objects of
 /// them are never ignored silently: `tell_unserved` says so on each (a Warning Event and a
 /// log line).
-pub const UNSERVED: [(&str, &str, &str); 10] = [
+pub const UNSERVED: [(&str, &str, &str); 9] = [
     ("cilium.io", "CiliumBGPPeeringPolicy", BGP_HINT),
     ("cilium.io", "CiliumBGPClusterConfig", BGP_HINT),
     ("cilium.io", "CiliumBGPPeerConfig", BGP_HINT),
     ("cilium.io", "CiliumBGPAdvertisement", BGP_HINT),
     ("cilium.io", "CiliumBGPNodeConfigOverride", BGP_HINT),
-    ("metallb.io", "L2Advertisement", "write an L2AnnouncementPolicy (xlb.dev) or a CiliumL2AnnouncementPolicy"),
     ("metallb.io", "BGPPeer", BGP_HINT),
     ("metallb.io", "BGPAdvertisement", BGP_HINT),
     ("metallb.io", "BFDProfile", BGP_HINT),
@@ -290,5 +376,47 @@ mod tests {
             "metadata": {"name": "bad"}, "spec": {"blocks": "10.0.0.0/24"}
         }));
         assert!(read_as::<LoadBalancerIPPool>(&bad).is_err_and(|e| e.contains("blocks") || e.contains("sequence")));
+    }
+
+    /// Seed 004's advertisement: its pool's range, on nodes its selector selects, on eth0.
+    #[test]
+    fn metallb_advertisements_read_as_policies() {
+        let pool = |name: &str, addresses: serde_json::Value, labels: serde_json::Value| {
+            Arc::new(dynamic(serde_json::json!({
+                "apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
+                "metadata": {"name": name, "namespace": "metallb-system", "labels": labels},
+                "spec": {"addresses": addresses}
+            })))
+        };
+        let pools = [
+            pool("production-pool", serde_json::json!(["192.168.1.100-192.168.1.200"]), serde_json::json!({})),
+            pool("other", serde_json::json!(["10.0.0.0/24"]), serde_json::json!({"tier": "edge"})),
+        ];
+        let ad = |spec: serde_json::Value| {
+            Arc::new(dynamic(serde_json::json!({
+                "apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement",
+                "metadata": {"name": "l2-advertisement", "namespace": "metallb-system"}, "spec": spec
+            })))
+        };
+        let seed = ad(serde_json::json!({"ipAddressPools": ["production-pool"], "interfaces": ["eth0"],
+            "nodeSelectors": [{"matchLabels": {"node-role.kubernetes.io/loadbalancer": "true"}}]}));
+        let p = advertisements(&[seed], &pools);
+        assert_eq!(p.len(), 1);
+        let spec = &p[0].spec;
+        assert!(spec.load_balancer_ips && !spec.external_ips && spec.node_selector.is_some());
+        assert_eq!(spec.interfaces, ["eth0"]);
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap_or(std::net::IpAddr::from([0; 4]));
+        let want = vec![(ip("192.168.1.100"), ip("192.168.1.200"))];
+        assert_eq!(spec.read_from.as_ref().and_then(|r| r.addresses.clone()), Some(want));
+        // Selected pools join named ones; several node selectors are several policies; no
+        // pool named or selected means every pool.
+        let two = ad(serde_json::json!({"ipAddressPoolSelectors": [{"matchLabels": {"tier": "edge"}}],
+            "nodeSelectors": [{"matchLabels": {"a": "1"}}, {"matchLabels": {"b": "1"}}]}));
+        let p = advertisements(&[two], &pools);
+        assert_eq!(p.len(), 2);
+        let edge = vec![(ip("10.0.0.0"), ip("10.0.0.255"))];
+        assert_eq!(p[0].spec.read_from.as_ref().and_then(|r| r.addresses.clone()), Some(edge));
+        let all = advertisements(&[ad(serde_json::json!({}))], &pools);
+        assert_eq!(all[0].spec.read_from.as_ref().map(|r| r.addresses.is_none()), Some(true));
     }
 }

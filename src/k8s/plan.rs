@@ -301,14 +301,6 @@ fn no_node_backend(workers: &[Worker], nodes: usize, local: bool, vip: IpAddr) -
     )
 }
 
-/// Set on a `CiliumL2AnnouncementPolicy` read as xlb's kind (in memory only), so that its
-/// fields keep Cilium's meaning where xlb's differ.
-pub const ORIGIN_ANNOTATION: &str = "xlb.dev/read-from";
-
-fn is_cilium(p: &L2AnnouncementPolicy) -> bool {
-    p.annotations().get(ORIGIN_ANNOTATION).is_some_and(|k| k == super::foreign::CILIUM_L2.kind)
-}
-
 /// A policy with its interface patterns compiled (once per plan, not per check).
 struct Policy<'a> {
     name: String,
@@ -324,7 +316,8 @@ impl<'a> Policy<'a> {
     fn new(p: &'a L2AnnouncementPolicy) -> Self {
         let timing = p.spec.announce.as_ref().map(|a| {
             Timing::parse(a.gratuitous_arp_ms.as_deref(), a.refresh_seconds).map_err(|(field, msg)| {
-                format!("L2AnnouncementPolicy {}: announce.{field}: {msg}; the defaults are used", p.name_any())
+                let kind = p.spec.read_from.as_ref().map_or("L2AnnouncementPolicy", |r| r.kind);
+                format!("{kind} {}: announce.{field}: {msg}; the defaults are used", p.name_any())
             })
         });
         Policy {
@@ -335,7 +328,7 @@ impl<'a> Policy<'a> {
                 .spec
                 .interfaces
                 .iter()
-                .map(|re| match is_cilium(p) {
+                .map(|re| match p.spec.read_from.as_ref().is_some_and(|r| r.unanchored) {
                     true => regex::Regex::new(re).ok(),
                     false => regex::Regex::new(&format!("^(?:{re})$")).ok(),
                 })
@@ -345,22 +338,26 @@ impl<'a> Policy<'a> {
 
     /// Whether it announces VIPs of `svc` (`external`: from spec.externalIPs) at all.
     /// (`labels`: the Service's, with the pseudo-labels of `labels_with_pseudo`.)
-    fn covers(&self, labels: &BTreeMap<String, String>, external: bool) -> bool {
+    fn covers(&self, labels: &BTreeMap<String, String>, vip: IpAddr, external: bool) -> bool {
         let p = self.spec;
         let kind = if external { p.external_ips } else { p.load_balancer_ips };
+        let only = p.read_from.as_ref().and_then(|r| r.addresses.as_ref());
         kind && selects(p.service_selector.as_ref(), labels)
+            && only.is_none_or(|ranges| {
+                ranges.iter().any(|(lo, hi)| lo.is_ipv6() == vip.is_ipv6() && *lo <= vip && vip <= *hi)
+            })
     }
 
     /// Whether it lets `member` announce a VIP of `svc` (`external`: from spec.externalIPs).
     fn allows(
         &self,
         labels: &BTreeMap<String, String>,
-        external: bool,
+        (vip, external): (IpAddr, bool),
         member: &Member,
         node_labels: &BTreeMap<String, String>,
     ) -> bool {
         let p = self.spec;
-        self.covers(labels, external)
+        self.covers(labels, vip, external)
             && selects(p.node_selector.as_ref(), node_labels)
             && (p.interfaces.is_empty() || self.interfaces.iter().flatten().any(|r| r.is_match(&member.interface)))
     }
@@ -450,7 +447,7 @@ pub fn plan(me: &str, c: &Cluster<'_>, settings: &Settings, snat_families: (bool
                         proxies.contains(m.node.as_str()) && (!local || local_nodes.contains(m.node.as_str()))
                     }
                 })
-                .filter(|m| policies.iter().any(|p| p.allows(&svc_labels, *external, m, labels_of(&m.node))))
+                .filter(|m| policies.iter().any(|p| p.allows(&svc_labels, (*vip, *external), m, labels_of(&m.node))))
                 .map(|m| m.node.as_str())
                 .collect();
             let candidates = rank(*vip, eligible.iter().copied());
@@ -467,15 +464,18 @@ pub fn plan(me: &str, c: &Cluster<'_>, settings: &Settings, snat_families: (bool
                 };
                 problem(format!("{vip} is not announced: {why}"));
             }
-            let timing =
-                match policies.iter().filter(|p| p.covers(&svc_labels, *external)).find_map(|p| p.timing.as_ref()) {
-                    Some(Ok(t)) => Some(*t),
-                    Some(Err(msg)) => {
-                        problem(msg.clone());
-                        None
-                    }
-                    None => None,
-                };
+            let timing = match policies
+                .iter()
+                .filter(|p| p.covers(&svc_labels, *vip, *external))
+                .find_map(|p| p.timing.as_ref())
+            {
+                Some(Ok(t)) => Some(*t),
+                Some(Err(msg)) => {
+                    problem(msg.clone());
+                    None
+                }
+                None => None,
+            };
             let entry = out.owners.entry(*vip).or_insert(Owned {
                 services: Vec::new(),
                 owner: who.clone(),
@@ -588,6 +588,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::k8s::crds::ReadFrom;
 
     fn settings() -> Settings {
         Settings {
@@ -777,10 +778,22 @@ mod tests {
         let xlb = [policy(spec.clone())];
         assert_eq!(plan_of("a", &s, &[], &nodes, &xlb, &m).owners.values().next().unwrap().owner, None);
         let mut cilium = (*policy(spec)).clone();
-        cilium.annotations_mut().insert(ORIGIN_ANNOTATION.into(), "CiliumL2AnnouncementPolicy".into());
+        cilium.spec.read_from =
+            Some(ReadFrom { kind: "CiliumL2AnnouncementPolicy", unanchored: true, addresses: None });
         let owner =
             plan_of("a", &s, &[], &nodes, &[Arc::new(cilium)], &m).owners.values().next().unwrap().owner.clone();
         assert_eq!(owner.as_deref(), Some("a"));
+        // A MetalLB advertisement covers only its pools' addresses.
+        let mut ad = (*policy(json!({"loadBalancerIPs": true}))).clone();
+        let only = |lo: &str, hi: &str| Some(vec![(lo.parse().unwrap(), hi.parse().unwrap())]);
+        let kind = "L2Advertisement";
+        ad.spec.read_from = Some(ReadFrom { kind, unanchored: false, addresses: only("192.0.2.0", "192.0.2.9") });
+        let owner = |ad: &L2AnnouncementPolicy| {
+            plan_of("a", &s, &[], &nodes, &[Arc::new(ad.clone())], &m).owners.values().next().unwrap().owner.clone()
+        };
+        assert_eq!(owner(&ad).as_deref(), Some("a"));
+        ad.spec.read_from = Some(ReadFrom { kind, unanchored: false, addresses: only("192.0.2.2", "192.0.2.9") });
+        assert_eq!(owner(&ad), None);
     }
 
     #[test]

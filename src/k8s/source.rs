@@ -42,10 +42,11 @@ use serde_json::json;
 use super::{
     controller::run_allocator,
     crds::L2AnnouncementPolicy,
+    crds::ReadFrom,
     events::Recorder,
-    foreign::{Watched, CILIUM_L2},
+    foreign::{advertisements, Watched, CILIUM_L2, METALLB_L2, METALLB_POOL},
     member::Membership,
-    plan::{plan, Cluster, Plan, ORIGIN_ANNOTATION},
+    plan::{plan, Cluster, Plan},
     reflect,
     service::Settings,
     stats::{Error, Stats},
@@ -430,17 +431,21 @@ async fn run_node(
     );
     let mut cilium_l2 = Watched::new(CILIUM_L2);
     cilium_l2.poll(&client, &notify, &stats).await;
+    let mut metallb_l2 = Watched::new(METALLB_L2);
+    metallb_l2.poll(&client, &notify, &stats).await;
+    let mut metallb_pools = Watched::new(METALLB_POOL);
+    metallb_pools.poll(&client, &notify, &stats).await;
     let stores_ready = Arc::new(AtomicBool::new(false));
     {
         let (s, e, n, p) = (services.clone(), slices.clone(), nodes.clone(), policies.clone());
-        let c = cilium_l2.store();
+        let others = [cilium_l2.store(), metallb_l2.store(), metallb_pools.store()];
         let (ready, notify) = (stores_ready.clone(), notify.clone());
         tokio::spawn(async move {
             let _ = s.wait_until_ready().await;
             let _ = e.wait_until_ready().await;
             let _ = n.wait_until_ready().await;
             let _ = p.wait_until_ready().await;
-            if let Some(c) = c {
+            for c in others.into_iter().flatten() {
                 let _ = c.wait_until_ready().await;
             }
             ready.store(true, Ordering::Relaxed);
@@ -561,9 +566,12 @@ async fn run_node(
         cilium_l2.poll(&client, &notify, &stats).await;
         let (svcs, sls, ns, mut ps) = (services.state(), slices.state(), nodes.state(), policies.state());
         ps.extend(cilium_l2.read_all::<L2AnnouncementPolicy>().into_iter().map(|mut p| {
-            p.annotations_mut().insert(ORIGIN_ANNOTATION.into(), CILIUM_L2.kind.into());
+            p.spec.read_from = Some(ReadFrom { kind: CILIUM_L2.kind, unanchored: true, addresses: None });
             Arc::new(p)
         }));
+        metallb_l2.poll(&client, &notify, &stats).await;
+        metallb_pools.poll(&client, &notify, &stats).await;
+        ps.extend(advertisements(&metallb_l2.objects(), &metallb_pools.objects()).into_iter().map(Arc::new));
         let cluster = Cluster { services: &svcs, slices: &sls, nodes: &ns, policies: &ps, members: &members };
         let new = plan(&me, &cluster, &opts.settings, opts.snat_families);
         if last.as_ref() != Some(&new) {

@@ -85,6 +85,13 @@ impl Api {
         self.kubectl(&["apply", "-f", &f.to_string_lossy()]);
     }
 
+    /// Applies a file of CustomResourceDefinitions and waits until the API server serves
+    /// them (before that, objects of their kinds are refused).
+    pub fn apply_crds(&self, f: &Path) {
+        self.apply_file(f);
+        self.kubectl(&["wait", "--for", "condition=established", "--timeout=30s", "-f", &f.to_string_lossy()]);
+    }
+
     /// Applies YAML (one or more documents).
     pub fn apply(&self, yaml: &str) {
         let f = self.dir.join(format!("obj-{}.yaml", super::next_id()));
