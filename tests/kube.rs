@@ -261,3 +261,50 @@ fn metallb_manifests_from_the_seeds() {
     let _ = a.kill();
     let _ = a.wait();
 }
+
+/// Taking over from a running Cilium or MetalLB allocator: the Services keep the addresses
+/// that allocator wrote to their status, in whatever order it gave them, the first address
+/// of a CIDR, a disabled pool's and a shared one included; the first new Service gets one
+/// nobody holds.
+#[test]
+fn a_takeover_from_cilium_or_metallb_moves_no_address() {
+    let Some(api) = Api::start() else { return };
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    api.apply_crds(&root.join("deploy/crds-cilium.yaml"));
+    api.apply_crds(&root.join("tests/fixtures/metallb-crds-for-tests.yaml"));
+    api.kubectl(&["create", "namespace", "metallb-system"]);
+    api.apply("apiVersion: cilium.io/v2\nkind: CiliumLoadBalancerIPPool\nmetadata: {name: blue}\nspec:\n  blocks: [{cidr: 10.0.10.0/24}]\n---\napiVersion: cilium.io/v2\nkind: CiliumLoadBalancerIPPool\nmetadata: {name: draining}\nspec:\n  disabled: true\n  blocks: [{start: 10.0.20.1, stop: 10.0.20.9}]\n---\napiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: production-pool, namespace: metallb-system}\nspec:\n  addresses: [192.168.1.100-192.168.1.200]\n");
+    // What the previous allocators wrote: not lowest first, the CIDR's network address
+    // (Cilium 1.16 gives it), a disabled pool's address, one address shared by a key.
+    let held = [
+        ("seven", "10.0.10.7", ""),
+        ("zero", "10.0.10.0", ""),
+        ("drained", "10.0.20.4", ""),
+        ("dns-tcp", "10.0.10.53", "lbipam.cilium.io/sharing-key: dns"),
+        ("dns-udp", "10.0.10.53", "lbipam.cilium.io/sharing-key: dns"),
+        ("mlb", "192.168.1.150", "metallb.io/allow-shared-ip: x"),
+    ];
+    for (i, (name, ip, ann)) in held.iter().enumerate() {
+        let proto = if *name == "dns-udp" { "UDP" } else { "TCP" };
+        api.apply(&format!(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  annotations: {{{ann}}}\nspec:\n  type: LoadBalancer\n  ports: [{{port: {}, protocol: {proto}}}]\n",
+            if name.starts_with("dns") { 53 } else { 80 + i }
+        ));
+        let status = format!(r#"{{"status":{{"loadBalancer":{{"ingress":[{{"ip":"{ip}"}}]}}}}}}"#);
+        api.kubectl(&["patch", "svc", name, "--subresource=status", "--type=merge", "-p", &status]);
+    }
+    let mut a = allocator_with(&api, "a", &["--unclassed"]);
+    for (name, ip, _) in held {
+        wait(&api, &format!("{name} adopted"), |api| condition(api, name) == "Allocated");
+        assert_eq!(api.ingress(name), ip, "{name} moved");
+        assert_eq!(cond(&api, name, CILIUM), "True satisfied");
+    }
+    api.apply(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: new}\nspec: {type: LoadBalancer, ports: [{port: 80}]}\n",
+    );
+    wait(&api, "new's address", |api| !api.ingress("new").is_empty());
+    let new = api.ingress("new");
+    assert!(held.iter().all(|(_, ip, _)| *ip != new), "new got {new}, which is held");
+    let _ = a.kill();
+    let _ = a.wait();
+}
