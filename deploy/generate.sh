@@ -6,6 +6,9 @@
 #   deploy/crds-cilium.yaml                   `xlb crds --cilium` (Cilium's kinds, for clusters
 #                                             without Cilium; never beside Cilium's own)
 #   deploy/helm/xlb/files/crds-cilium.yaml    a copy of it (installed when ciliumCRDs: true)
+#   deploy/crds-metallb.yaml                  `xlb crds --metallb` (MetalLB's pool and L2 kinds,
+#                                             for clusters without MetalLB)
+#   deploy/helm/xlb/files/crds-metallb.yaml   a copy of it (installed when metallbCRDs: true)
 #   deploy/helm/xlb/files/xlb-dashboard.json  a copy of deploy/grafana/xlb-dashboard.json
 #   deploy/rbac.yaml                          the Namespace xlb-system + the chart's
 #                                             templates/rbac.yaml rendered for that namespace
@@ -20,6 +23,9 @@ cp deploy/crds.yaml deploy/helm/xlb/crds/crds.yaml
 cargo run -q --bin xlb -- crds --cilium >deploy/crds-cilium.yaml.tmp
 mv -f deploy/crds-cilium.yaml.tmp deploy/crds-cilium.yaml
 cp deploy/crds-cilium.yaml deploy/helm/xlb/files/crds-cilium.yaml
+cargo run -q --bin xlb -- crds --metallb >deploy/crds-metallb.yaml.tmp
+mv -f deploy/crds-metallb.yaml.tmp deploy/crds-metallb.yaml
+cp deploy/crds-metallb.yaml deploy/helm/xlb/files/crds-metallb.yaml
 cp deploy/grafana/xlb-dashboard.json deploy/helm/xlb/files/xlb-dashboard.json
 {
   cat <<'HEAD'
@@ -38,4 +44,4 @@ HEAD
     --show-only templates/rbac.yaml | grep -v '^# Source: '
 } >deploy/rbac.yaml.tmp
 mv -f deploy/rbac.yaml.tmp deploy/rbac.yaml
-echo "deploy: crds.yaml, crds-cilium.yaml, rbac.yaml and the chart's copies regenerated"
+echo "deploy: crds.yaml, crds-cilium.yaml, crds-metallb.yaml, rbac.yaml and the chart's copies regenerated"

@@ -78,8 +78,14 @@ enum Command {
         /// (CiliumLoadBalancerIPPool, CiliumL2AnnouncementPolicy), written by xlb from
         /// Cilium's published names: for a cluster that keeps those objects after Cilium is
         /// gone. Never apply them where Cilium's own are installed.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "metallb")]
         cilium: bool,
+        /// Print instead the definitions of the MetalLB kinds xlb serves (IPAddressPool,
+        /// L2Advertisement), written by xlb from MetalLB's published field names: for a
+        /// cluster that keeps those objects after MetalLB is gone. Never apply them where
+        /// MetalLB's own are installed.
+        #[arg(long)]
+        metallb: bool,
     },
     /// Kubernetes: allocate addresses to LoadBalancer Services from LoadBalancerIPPools and
     /// write them to the Services' status (one writer at a time, by Lease).
@@ -373,8 +379,12 @@ fn main() -> ExitCode {
         Command::Maglev { what: MaglevCmd::Show { client, service } } => {
             admin::client(&client.socket, client.output == Output::Json, admin::Query::Maglev { service })
         }
-        Command::Crds { cilium } => {
-            let y = if cilium { xlb::k8s::crds::cilium_crds_yaml() } else { xlb::k8s::crds::crds_yaml() };
+        Command::Crds { cilium, metallb } => {
+            let y = match (cilium, metallb) {
+                (true, _) => xlb::k8s::crds::cilium_crds_yaml(),
+                (_, true) => xlb::k8s::foreign::metallb_crds_yaml(),
+                _ => xlb::k8s::crds::crds_yaml(),
+            };
             y.map(|y| print!("{y}")).map_err(Into::into)
         }
         Command::Allocator(a) => allocator(a),

@@ -49,6 +49,8 @@ extraArgs: [--xdp-mode, native]
 extraEnv: [{name: RUST_LOG, value: debug}]
 podAnnotations: {example.com/a: b}
 podLabels: {team: net}
+ciliumCRDs: true
+metallbCRDs: true
 "#;
 
 fn root() -> &'static Path {
@@ -212,6 +214,12 @@ fn derived_files_are_in_sync() {
     assert!(
         cilium == read(&format!("{CHART}/files/crds-cilium.yaml")),
         "{CHART}/files/crds-cilium.yaml differs from deploy/crds-cilium.yaml {fix}"
+    );
+    let metallb = read("deploy/crds-metallb.yaml");
+    assert!(metallb == xlb(&["crds", "--metallb"]), "deploy/crds-metallb.yaml differs from `xlb crds --metallb` {fix}");
+    assert!(
+        metallb == read(&format!("{CHART}/files/crds-metallb.yaml")),
+        "{CHART}/files/crds-metallb.yaml differs from deploy/crds-metallb.yaml {fix}"
     );
     let dashboard = read("deploy/grafana/xlb-dashboard.json");
     assert!(
@@ -394,9 +402,21 @@ fn chart_against_a_real_api_server() {
     let full_yaml = sh(&mut template(&api, &["-f", &values]));
     let full = docs(&full_yaml);
     let found = kinds(&full);
-    for k in ["ServiceMonitor", "Service", "ConfigMap", "LoadBalancerIPPool"] {
+    for k in ["ServiceMonitor", "Service", "ConfigMap", "LoadBalancerIPPool", "CustomResourceDefinition"] {
         assert!(found.contains(k), "no {k} with every option on: {found:?}");
     }
+    let crds: BTreeSet<&str> = full
+        .iter()
+        .filter(|o| o["kind"] == "CustomResourceDefinition")
+        .filter_map(|o| o.pointer("/metadata/name").and_then(Value::as_str))
+        .collect();
+    let want_crds = [
+        "ciliuml2announcementpolicies.cilium.io",
+        "ciliumloadbalancerippools.cilium.io",
+        "ipaddresspools.metallb.io",
+        "l2advertisements.metallb.io",
+    ];
+    assert_eq!(crds, want_crds.into(), "ciliumCRDs and metallbCRDs install those kinds' definitions");
     let args = check_daemonset(the(&full, "DaemonSet"));
     assert!(args.contains(&"--unclassed".to_string()), "{args:?}");
     assert!(has_pair(&args, "--queues", "4"), "{args:?}");

@@ -225,7 +225,8 @@ fn cilium_manifests_from_the_seeds_work_unchanged() {
 fn metallb_manifests_from_the_seeds() {
     let Some(api) = Api::start() else { return };
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    api.apply_crds(&root.join("tests/fixtures/metallb-crds-for-tests.yaml"));
+    api.apply_crds(&root.join("deploy/crds-metallb.yaml"));
+    api.apply_crds(&root.join("tests/fixtures/metallb-bfd-crd-for-tests.yaml"));
     api.kubectl(&["create", "namespace", "metallb-system"]);
     let seeds = root.join("tests/fixtures/seeds");
     api.apply_file(&seeds.join("004-metallb.yaml"));
@@ -271,7 +272,7 @@ fn a_takeover_from_cilium_or_metallb_moves_no_address() {
     let Some(api) = Api::start() else { return };
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     api.apply_crds(&root.join("deploy/crds-cilium.yaml"));
-    api.apply_crds(&root.join("tests/fixtures/metallb-crds-for-tests.yaml"));
+    api.apply_crds(&root.join("deploy/crds-metallb.yaml"));
     api.kubectl(&["create", "namespace", "metallb-system"]);
     api.apply("apiVersion: cilium.io/v2\nkind: CiliumLoadBalancerIPPool\nmetadata: {name: blue}\nspec:\n  blocks: [{cidr: 10.0.10.0/24}]\n---\napiVersion: cilium.io/v2\nkind: CiliumLoadBalancerIPPool\nmetadata: {name: draining}\nspec:\n  disabled: true\n  blocks: [{start: 10.0.20.1, stop: 10.0.20.9}]\n---\napiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: production-pool, namespace: metallb-system}\nspec:\n  addresses: [192.168.1.100-192.168.1.200]\n");
     // What the previous allocators wrote: not lowest first, the CIDR's network address

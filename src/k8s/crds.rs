@@ -197,7 +197,8 @@ pub fn cilium_crds_yaml() -> Result<String, serde_json::Error> {
     yaml(&[pool, l2])
 }
 
-fn yaml(crds: &[CustomResourceDefinition]) -> Result<String, serde_json::Error> {
+/// Definitions as one YAML stream.
+pub(crate) fn yaml(crds: &[CustomResourceDefinition]) -> Result<String, serde_json::Error> {
     let mut out = String::new();
     for crd in crds {
         out.push_str("---\n");

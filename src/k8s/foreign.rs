@@ -25,7 +25,9 @@ use kube::{
     },
     Api, Client, Resource,
 };
-use serde::{de::DeserializeOwned, Deserialize};
+use kube::{CustomResource, CustomResourceExt as _};
+use schemars::JsonSchema;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use super::{
     alloc::selects,
@@ -54,30 +56,42 @@ pub const CILIUM_L2: Kind =
 /// MetalLB's pools, read as `IpAddressPoolSpec`.
 pub const METALLB_POOL: Kind = Kind { group: "metallb.io", kind: "IPAddressPool", what: "ipaddresspools" };
 
-/// The spec of MetalLB's `IPAddressPool` (metallb.io/v1beta1), as far as xlb reads it.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+/// The spec of MetalLB's `IPAddressPool` (metallb.io/v1beta1), with MetalLB's field names;
+/// `xlb crds --metallb` defines the kind from it for clusters without MetalLB.
+#[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "metallb.io",
+    version = "v1beta1",
+    kind = "IPAddressPool",
+    root = "MetalLbPool",
+    plural = "ipaddresspools",
+    namespaced,
+    printcolumn = r#"{"name":"Auto Assign","type":"boolean","jsonPath":".spec.autoAssign"}"#,
+    printcolumn = r#"{"name":"Avoid Buggy IPs","type":"boolean","jsonPath":".spec.avoidBuggyIPs"}"#,
+    printcolumn = r#"{"name":"Addresses","type":"string","jsonPath":".spec.addresses"}"#
+)]
 #[serde(rename_all = "camelCase")]
 pub struct IpAddressPoolSpec {
     /// CIDRs, or ranges `a-b`.
     #[serde(default)]
     pub addresses: Vec<String>,
     /// Unset: true. False: only for Services that name the pool or ask for its addresses.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_assign: Option<bool>,
     /// Skip every IPv4 address ending in .0 or .255.
     #[serde(default, rename = "avoidBuggyIPs")]
     pub avoid_buggy_ips: bool,
     /// Which Services the pool is for, and its priority.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_allocation: Option<ServiceAllocation>,
 }
 
 /// MetalLB's `serviceAllocation`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceAllocation {
     /// Lower first; unset after every pool that has one.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<i32>,
     /// Namespaces whose Services it serves.
     #[serde(default)]
@@ -93,8 +107,19 @@ pub struct ServiceAllocation {
 /// MetalLB's L2 advertisements, read as `L2AnnouncementPolicy`s (`advertisements`).
 pub const METALLB_L2: Kind = Kind { group: "metallb.io", kind: "L2Advertisement", what: "l2advertisements" };
 
-/// The spec of MetalLB's `L2Advertisement`, as far as xlb reads it.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+/// The spec of MetalLB's `L2Advertisement` (metallb.io/v1beta1), with MetalLB's field names;
+/// `xlb crds --metallb` defines the kind from it for clusters without MetalLB.
+#[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "metallb.io",
+    version = "v1beta1",
+    kind = "L2Advertisement",
+    root = "MetalLbL2Advertisement",
+    plural = "l2advertisements",
+    namespaced,
+    printcolumn = r#"{"name":"IPAddressPools","type":"string","jsonPath":".spec.ipAddressPools"}"#,
+    printcolumn = r#"{"name":"Interfaces","type":"string","jsonPath":".spec.interfaces"}"#
+)]
 #[serde(rename_all = "camelCase")]
 pub struct L2AdvertisementSpec {
     /// Pools by name (with `ip_address_pool_selectors`; both empty: every pool).
@@ -112,6 +137,25 @@ pub struct L2AdvertisementSpec {
     /// Services one of these selects (none: every one).
     #[serde(default)]
     pub service_selectors: Vec<LabelSelector>,
+    /// Nodes to prefer, by weight (not read by xlb: its own ranking chooses).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preferred_node_selectors: Vec<PreferredNodeSelector>,
+}
+
+/// One of MetalLB's `preferredNodeSelectors`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PreferredNodeSelector {
+    /// 1 to 100.
+    pub weight: i32,
+    /// The nodes it prefers.
+    pub preference: LabelSelector,
+}
+
+/// The definitions of the MetalLB kinds xlb serves, as `xlb crds --metallb` prints them, for a
+/// cluster that keeps those objects after MetalLB is gone: derived from the spec types above
+/// (MetalLB's field names). Never apply them where MetalLB's own are installed.
+pub fn metallb_crds_yaml() -> Result<String, serde_json::Error> {
+    super::crds::yaml(&[MetalLbPool::crd(), MetalLbL2Advertisement::crd()])
 }
 
 /// MetalLB's L2 advertisements as xlb policies, with MetalLB's meaning
