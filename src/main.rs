@@ -87,6 +87,16 @@ enum Command {
         #[arg(long)]
         metallb: bool,
     },
+    /// Write Cilium's and MetalLB's pool and announcement objects as xlb's kinds (YAML on
+    /// stdout), each with what xlb's kinds cannot say; from files, or from the cluster.
+    Migrate {
+        /// Read these YAML files (several documents each); without any, read the cluster.
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// Kubeconfig for reading the cluster (default: in-cluster, then ~/.kube/config).
+        #[arg(long, value_name = "FILE")]
+        kubeconfig: Option<PathBuf>,
+    },
     /// Kubernetes: allocate addresses to LoadBalancer Services from LoadBalancerIPPools and
     /// write them to the Services' status (one writer at a time, by Lease).
     Allocator(AllocatorArgs),
@@ -388,6 +398,7 @@ fn main() -> ExitCode {
             y.map(|y| print!("{y}")).map_err(Into::into)
         }
         Command::Allocator(a) => allocator(a),
+        Command::Migrate { files, kubeconfig } => migrate(&files, kubeconfig.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -432,6 +443,34 @@ fn allocator(a: AllocatorArgs) -> anyhow::Result<()> {
             Err(_) => anyhow::bail!("the allocator did not stop within 8 s"),
         }
     })
+}
+
+fn migrate(files: &[PathBuf], kubeconfig: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use xlb::k8s::migrate;
+    let objects = if files.is_empty() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        rt.block_on(async {
+            let client = xlb::k8s::source::client(kubeconfig).await?;
+            migrate::read_cluster(&client).await.map_err(|e| anyhow::anyhow!("reading the cluster: {e}"))
+        })?
+    } else {
+        let mut all = Vec::new();
+        for f in files {
+            let text = std::fs::read_to_string(f).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
+            all.extend(migrate::read_yaml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?);
+        }
+        all
+    };
+    let converted: Vec<migrate::Converted> = objects.iter().map(migrate::convert).collect();
+    print!("{}", migrate::render(&converted).map_err(|e| anyhow::anyhow!(e))?);
+    let exact = converted.iter().filter(|c| c.lost.is_empty()).count();
+    let none = converted.iter().filter(|c| c.objects.is_empty()).count();
+    eprintln!(
+        "xlb migrate: objects read: {}; written exactly: {exact}; written with what xlb cannot say (see the comments): {}; not written: {none}",
+        converted.len(),
+        converted.len() - exact - none
+    );
+    Ok(())
 }
 
 fn init_logging(format: LogFormat) {

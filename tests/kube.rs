@@ -306,6 +306,18 @@ fn a_takeover_from_cilium_or_metallb_moves_no_address() {
     wait(&api, "new's address", |api| !api.ingress("new").is_empty());
     let new = api.ingress("new");
     assert!(held.iter().all(|(_, ip, _)| *ip != new), "new got {new}, which is held");
+    // `xlb migrate` reads the same objects from the cluster, with xlb's own permissions.
+    let out = Command::new(env!("CARGO_BIN_EXE_xlb")).args(["migrate", "--kubeconfig", &api.xlb]).output();
+    let out = out.unwrap_or_else(|e| panic!("{e}"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for from in [
+        "CiliumLoadBalancerIPPool blue",
+        "CiliumLoadBalancerIPPool draining",
+        "IPAddressPool metallb-system/production-pool",
+    ] {
+        assert!(text.contains(&format!("# from {from}\n---\napiVersion: xlb.dev/v1alpha1")), "{from} missing:\n{text}");
+    }
     let _ = a.kill();
     let _ = a.wait();
 }

@@ -8,6 +8,7 @@ pub mod crds;
 pub mod events;
 pub mod foreign;
 pub mod member;
+pub mod migrate;
 pub mod plan;
 pub mod pools;
 pub mod reach;
