@@ -347,18 +347,18 @@ fn memory_request_is_what_xlb_computes() {
         let args = strings(&ds, "/spec/template/spec/containers/0/args");
         assert!(has_pair(&args, "--conntrack-capacity", &capacity.to_string()), "{set:?}: {args:?}");
     }
-    // The defaults: 4 queues of 141 MiB, one SNAT address (12 MiB) and the base (24 MiB), as
+    // The defaults: 4 queues of 141 MiB, one SNAT address (12 MiB) and the base (27 MiB), as
     // values.yaml says.
     let ds = render(&[]).unwrap();
-    assert_eq!(memory(&ds, "requests").as_deref(), Some("600Mi"));
-    assert_eq!(memory(&ds, "limits").as_deref(), Some("856Mi"));
+    assert_eq!(memory(&ds, "requests").as_deref(), Some("603Mi"));
+    assert_eq!(memory(&ds, "limits").as_deref(), Some("859Mi"));
     // What the user sets stays: a request of theirs leaves the limit to them.
     let ds = render(&["resources.requests.memory=1Gi".into()]).unwrap();
     assert_eq!((memory(&ds, "requests").as_deref(), memory(&ds, "limits")), (Some("1Gi"), None));
     let ds = render(&["resources.limits.memory=4Gi".into(), "memory.headroomMiB=0".into()]).unwrap();
-    assert_eq!((memory(&ds, "requests").as_deref(), memory(&ds, "limits").as_deref()), (Some("600Mi"), Some("4Gi")));
+    assert_eq!((memory(&ds, "requests").as_deref(), memory(&ds, "limits").as_deref()), (Some("603Mi"), Some("4Gi")));
     let ds = render(&["memory.headroomMiB=0".into()]).unwrap();
-    assert_eq!(memory(&ds, "limits").as_deref(), Some("600Mi"));
+    assert_eq!(memory(&ds, "limits").as_deref(), Some("603Mi"));
     // The capacity is a value, so that the request follows it: not a flag among extraArgs.
     let e = render_strings(&[], &["extraArgs={--conntrack-capacity,262144}"]).unwrap_err();
     assert!(e.contains("give --conntrack-capacity as conntrack.capacity"), "{e}");

@@ -600,7 +600,12 @@ fn xlb_on_every_node_hands_traffic_to_the_announcing_nodes_proxy() {
     }
     let end = Instant::now() + Duration::from_secs(20);
     while xlbs.iter().filter(|x| owns(x, VIP)).count() != 1 {
-        assert!(Instant::now() < end, "not exactly one owner of {VIP}:\n{}", xlbs[0].cli(&["status"]).1);
+        assert!(
+            Instant::now() < end,
+            "not exactly one owner of {VIP}:\n{}\n{}",
+            xlbs[0].cli(&["status"]).1,
+            xlbs[0].log_text()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     println!("lab, API server, 2 nodes with kube-proxy and xlb ready after {:?}", t0.elapsed());

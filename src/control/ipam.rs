@@ -254,6 +254,12 @@ impl Ipam {
         out
     }
 
+    /// The name of the usable pool an address request for `a` is served from, or why there
+    /// is none.
+    pub fn usable_pool(&self, a: IpAddr) -> Result<&str, IpamError> {
+        self.pool_of(a).map(|i| self.pools[i].name.as_str())
+    }
+
     /// The usable pool containing `a`, or why there is none.
     fn pool_of(&self, a: IpAddr) -> Result<usize, IpamError> {
         let mut reason = IpamError::NotInPool(a);

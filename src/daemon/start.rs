@@ -652,14 +652,14 @@ mod tests {
             ),
             "{text}"
         );
-        // Two default queues and one SNAT address: 318 MiB.
+        // Two default queues and one SNAT address: 321 MiB.
         let m = Memory::new(sizes(2, 1 << 20, 1));
-        refuse_over(&m, FLAG_FIELDS, 318 * MIB, limit).unwrap();
-        let text = refuse_over(&m, FLAG_FIELDS, 317 * MIB + MIB / 2, limit).unwrap_err().to_string();
+        refuse_over(&m, FLAG_FIELDS, 321 * MIB, limit).unwrap();
+        let text = refuse_over(&m, FLAG_FIELDS, 320 * MIB + MIB / 2, limit).unwrap_err().to_string();
         assert_eq!(
             text,
             "--conntrack-capacity 1048576: 2 queue(s) x 141 MiB (conntrack 2,097,152 slots 128 MiB + UMEM 8 MiB + \
-             counters 2.2 MiB + worker 2.2 MiB) + SNAT 12 MiB + base 24 MiB = 318 MiB, more than the 317 MiB this \
+             counters 2.2 MiB + worker 2.2 MiB) + SNAT 12 MiB + base 27 MiB = 321 MiB, more than the 320 MiB this \
              machine has available (MemAvailable); lower --conntrack-capacity (each flow slot is 64 bytes, on every \
              queue), narrow --snat-ports (192 bytes per port of each SNAT address), or serve fewer queues"
         );

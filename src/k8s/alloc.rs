@@ -399,9 +399,13 @@ pub fn plan(ipam: &mut Ipam, pools: &[PoolView], services: &[SvcView]) -> Vec<Ou
     }
     let mut groups = Groups::new(ipam);
     let mut kept: HashMap<String, Vec<IpAddr>> = HashMap::new();
+    // First every Service keeps what it holds and may still hold (Cilium's
+    // `revalidateAllServices` does the same), so that no request or new allocation takes an
+    // address from a Service that keeps it; then requests and new addresses.
+    let held: Vec<Vec<(String, IpAddr)>> = order.iter().map(|s| keep(ipam, pools, s, &mut groups)).collect();
     let mut out = Vec::new();
-    for s in order {
-        let (addrs, problem) = allocate(ipam, pools, s, &mut groups, &mut kept);
+    for (s, held) in order.into_iter().zip(held) {
+        let (addrs, problem) = allocate(ipam, pools, s, held, &mut groups, &mut kept);
         out.push(Outcome { key: s.key.clone(), addrs, problem });
     }
     // What nobody asks for any more goes back to its pool.
@@ -417,17 +421,47 @@ pub fn plan(ipam: &mut Ipam, pools: &[PoolView], services: &[SvcView]) -> Vec<Ou
 }
 
 /// One Service's addresses and what it did not get.
+/// The addresses `s` holds (its status) and may go on holding: still asked for (requested,
+/// or of a family it wants), in a pool that serves it (the one it names, if it names one),
+/// and not shared with a Service it may not share with. Each is kept, and `s` joins its
+/// holder.
+fn keep<'a>(ipam: &mut Ipam, pools: &[PoolView], s: &'a SvcView, groups: &mut Groups<'a>) -> Vec<(String, IpAddr)> {
+    if s.bad_request.is_some() {
+        return Vec::new();
+    }
+    let families = if s.families.is_empty() { vec![false] } else { s.families.clone() };
+    let mut out: Vec<(String, IpAddr)> = Vec::new();
+    for a in &s.current {
+        let wanted = if s.requested.is_empty() {
+            families.contains(&a.is_ipv6()) && out.iter().all(|(_, x)| x.is_ipv6() != a.is_ipv6())
+        } else {
+            s.requested.contains(a)
+        };
+        if !wanted || !serves(pools, *a, s) {
+            continue;
+        }
+        if let Ok(h) = holder_for(ipam, s, *a, groups) {
+            if ipam.request(&h, &Request::Keep(*a)).is_ok() {
+                groups.join(&h, s);
+                out.push((h, *a));
+            }
+        }
+    }
+    out
+}
+
 fn allocate<'a>(
     ipam: &mut Ipam,
     pools: &[PoolView],
     s: &'a SvcView,
+    held: Vec<(String, IpAddr)>,
     groups: &mut Groups<'a>,
     kept: &mut HashMap<String, Vec<IpAddr>>,
 ) -> (Vec<IpAddr>, Option<Problem>) {
     if let Some(bad) = &s.bad_request {
         return (Vec::new(), Some(Problem::new(Reason::InvalidRequest, bad.clone())));
     }
-    let mut got: Vec<(String, IpAddr)> = Vec::new();
+    let mut got: Vec<(String, IpAddr)> = held;
     let mut problem = None;
     if !s.requested.is_empty() {
         if s.rule == RequestRule::AllOrNothing {
@@ -446,7 +480,8 @@ fn allocate<'a>(
             }
         }
         let mut fresh = Vec::new();
-        for a in &s.requested {
+        let open: Vec<IpAddr> = s.requested.iter().copied().filter(|a| got.iter().all(|(_, x)| x != a)).collect();
+        for a in &open {
             let free = ipam.holder(*a).is_none();
             match specific(ipam, pools, s, *a, groups) {
                 Ok((h, a)) => {
@@ -467,7 +502,8 @@ fn allocate<'a>(
         }
     } else {
         let families = if s.families.is_empty() { vec![false] } else { s.families.clone() };
-        for v6 in families {
+        let open: Vec<bool> = families.into_iter().filter(|v6| got.iter().all(|(_, x)| x.is_ipv6() != *v6)).collect();
+        for v6 in open {
             match generic(ipam, pools, s, v6, groups) {
                 Ok(g) => got.push(g),
                 Err(p) => problem = Some(p),
@@ -476,7 +512,9 @@ fn allocate<'a>(
     }
     let mut addrs = Vec::new();
     for (h, a) in got {
-        groups.join(&h, s);
+        if !groups.members.get(&h).is_some_and(|m| m.iter().any(|x| x.key == s.key)) {
+            groups.join(&h, s);
+        }
         let k = kept.entry(h).or_default();
         if !k.contains(&a) {
             k.push(a);
@@ -519,10 +557,20 @@ fn specific<'a>(
     groups: &Groups<'a>,
 ) -> Result<(String, IpAddr), Problem> {
     let h = holder_for(ipam, s, a, groups)?;
-    if s.current.contains(&a) && serves(pools, a, s) && ipam.request(&h, &Request::Keep(a)).is_ok() {
-        return Ok((h, a));
+    if let Some(name) = &s.pool {
+        if !pools.iter().any(|p| &p.name == name && p.pool.covers(a)) {
+            return Err(Problem::new(
+                Reason::NoPool,
+                format!("{a} is not in pool {name}, which the annotation {} names", METALLB_POOL_ANNOTATIONS[0]),
+            ));
+        }
     }
-    let Some(p) = pools.iter().find(|p| p.pool.covers(a)) else {
+    // The pool IPAM would give it from (of overlapping pools, the one that is not
+    // conflicting), else the first that covers it, for the reason.
+    let usable = ipam.usable_pool(a).ok();
+    let Some(p) =
+        pools.iter().find(|p| Some(p.pool.name.as_str()) == usable).or_else(|| pools.iter().find(|p| p.pool.covers(a)))
+    else {
         return Err(Problem::new(
             Reason::NoPool,
             format!("{a} is in no pool; add a pool that contains it, or request another address"),
@@ -559,14 +607,8 @@ fn generic<'a>(
     v6: bool,
     groups: &Groups<'a>,
 ) -> Result<(String, IpAddr), Problem> {
-    // Kept while any pool covers it; one that left every pool is replaced quietly.
-    if let Some(a) = s.current.iter().copied().find(|a| a.is_ipv6() == v6 && serves(pools, *a, s)) {
-        if let Ok(h) = holder_for(ipam, s, a, groups) {
-            if ipam.request(&h, &Request::Keep(a)).is_ok() {
-                return Ok((h, a));
-            }
-        }
-    }
+    // (What it holds and may keep was kept by `keep`; one that left every pool is replaced
+    // here, quietly.)
     let mut serving: Vec<&PoolView> = pools
         .iter()
         .filter(|p| match &s.pool {
@@ -609,9 +651,10 @@ fn generic<'a>(
     from_pools(ipam, &serving, &Groups::solo(s), v6)
 }
 
-/// Whether a pool that selects `s` covers `a` (usable or not).
+/// Whether a pool that selects `s` (the one it names, if it names one) covers `a`, usable or
+/// not.
 fn serves(pools: &[PoolView], a: IpAddr, s: &SvcView) -> bool {
-    pools.iter().any(|p| p.pool.covers(a) && p.serves(s))
+    pools.iter().any(|p| p.pool.covers(a) && p.serves(s) && s.pool.as_ref().is_none_or(|n| *n == p.name))
 }
 
 fn from_pools(ipam: &mut Ipam, serving: &[&PoolView], h: &str, v6: bool) -> Result<(String, IpAddr), Problem> {
@@ -927,6 +970,70 @@ mod tests {
         asks.requested = ips(&["192.0.2.21"]);
         let out = plan(&mut Ipam::default(), &pools, &[asks]);
         assert_eq!(reason(&out[0]), Some(Reason::PoolSelectorMismatch));
+    }
+
+    /// Found in review: a Service that is processed first (older) must not take an address
+    /// from one that keeps it, by request, by a deleted pool, or while one gains a key.
+    #[test]
+    fn what_a_service_keeps_no_other_takes_first() {
+        let pools = [pool("a", "192.0.2.0/28")];
+        let mut ipam = Ipam::default();
+        let mut a = keyed("ns/a", &[80], "k");
+        a.created = "2026-01-02T00:00:00Z".into();
+        a.current = plan(&mut ipam, &pools, std::slice::from_ref(&a))[0].addrs.clone();
+        let shared = a.current.clone();
+        let mut c = keyed("ns/c", &[80], "k");
+        c.created = "2026-01-01T00:00:00Z".into();
+        c.current = by_key(&plan(&mut ipam, &pools, &[a.clone(), c.clone()]))["ns/c"].addrs.clone();
+        c.requested = shared.clone();
+        let out = plan(&mut ipam, &pools, &[a.clone(), c]);
+        assert_eq!(by_key(&out)["ns/a"].addrs, shared, "a moved");
+        assert_eq!(reason(by_key(&out)["ns/c"]), Some(Reason::IncompatibleService));
+        // x gains a key while an older Service's address has left every pool: x keeps its own.
+        let mut ipam = Ipam::default();
+        let mut x = svc("ns/x", &[80]);
+        x.current = plan(&mut ipam, &pools, std::slice::from_ref(&x))[0].addrs.clone();
+        let mut old = svc("ns/old", &[80]);
+        old.created = "2025-01-01T00:00:00Z".into();
+        old.current = ips(&["198.51.100.1"]);
+        x.sharing = Some(Sharing { key: "k".into(), cross: Vec::new() });
+        let before = x.current.clone();
+        let out = plan(&mut ipam, &pools, &[old, x]);
+        assert_eq!(by_key(&out)["ns/x"].addrs, before, "x moved");
+    }
+
+    /// Found in review: of two overlapping pools, the selector that counts is the one of the
+    /// pool the address would come from.
+    #[test]
+    fn a_requested_address_is_checked_against_the_pool_it_comes_from() {
+        let mut everyone = pool("everyone", "192.0.2.0/28");
+        everyone
+            .pool
+            .blocks
+            .push(Block::cidr("192.0.2.0/29".parse().unwrap_or_else(|_| "0.0.0.0/32".parse().unwrap_or_default())));
+        let mut team = pool("team", "192.0.2.0/28");
+        team.selector = Some(LabelSelector {
+            match_labels: Some([("team".to_string(), "x".to_string())].into()),
+            ..LabelSelector::default()
+        });
+        let mut asks = svc("ns/asks", &[80]);
+        asks.requested = ips(&["192.0.2.3"]);
+        let out = plan(&mut Ipam::default(), &[everyone, team], &[asks]);
+        assert_eq!(reason(&out[0]), Some(Reason::PoolSelectorMismatch), "{out:?}");
+    }
+
+    /// MetalLB `AllocateFromPool`: a Service that names a pool gets its address there, even
+    /// one it held elsewhere, and a request outside that pool is refused.
+    #[test]
+    fn the_named_pool_is_the_only_one() {
+        let pools = [pool("a", "192.0.2.0/29"), pool("b", "198.51.100.0/29")];
+        let mut s = SvcView { pool: Some("b".into()), ..svc("ns/s", &[80]) };
+        s.current = ips(&["192.0.2.0"]);
+        let out = plan(&mut Ipam::default(), &pools, std::slice::from_ref(&s));
+        assert_eq!(out[0].addrs, ips(&["198.51.100.0"]));
+        s.requested = ips(&["192.0.2.4"]);
+        let out = plan(&mut Ipam::default(), &pools, &[s]);
+        assert_eq!(reason(&out[0]), Some(Reason::NoPool));
     }
 
     #[test]

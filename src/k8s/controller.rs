@@ -46,6 +46,16 @@ pub const CONDITION: &str = "xlb.dev/IPAllocated";
 /// Cilium's Service condition, written beside xlb's while the cluster serves Cilium's pools.
 pub const CILIUM_CONDITION: &str = "cilium.io/IPAMRequestSatisfied";
 
+/// Whether a Service left xlb: no longer of type LoadBalancer, or moved to another class.
+/// A Service without a class while xlb does not serve those is not one: xlb was restarted
+/// without `--unclassed`, perhaps to hand them back to Cilium or MetalLB, and their status
+/// is theirs.
+fn left(svc: &Service, settings: &Settings) -> bool {
+    let Some(spec) = &svc.spec else { return false };
+    spec.type_.as_deref() != Some("LoadBalancer")
+        || spec.load_balancer_class.as_deref().is_some_and(|c| c != settings.class)
+}
+
 fn has_condition(svc: &Service, type_: &str) -> bool {
     svc.status.iter().flat_map(|s| s.conditions.iter().flatten()).any(|c| c.type_ == type_)
 }
@@ -53,8 +63,14 @@ fn has_condition(svc: &Service, type_: &str) -> bool {
 pub const POOL_CONFLICT: &str = "xlb.dev/PoolConflict";
 /// The pool condition for blocks that do not parse.
 pub const POOL_INVALID: &str = "xlb.dev/InvalidBlocks";
-/// Cilium's pool condition whose message is the count of free addresses.
+/// Cilium's pool conditions: overlaps, and counts of addresses (in the message).
+pub const POOL_CILIUM_CONFLICT: &str = "cilium.io/PoolConflict";
+/// See `POOL_CILIUM_CONFLICT`.
+pub const POOL_IPS_TOTAL: &str = "cilium.io/IPsTotal";
+/// See `POOL_CILIUM_CONFLICT`.
 pub const POOL_IPS_AVAILABLE: &str = "cilium.io/IPsAvailable";
+/// See `POOL_CILIUM_CONFLICT`.
+pub const POOL_IPS_USED: &str = "cilium.io/IPsUsed";
 
 fn parse_ips(raw: &str) -> Result<Vec<IpAddr>, String> {
     raw.split(',')
@@ -167,6 +183,8 @@ struct Allocator {
     stats: Arc<Stats>,
     /// Foreign pools whose problems were logged (said once).
     told_invalid: std::collections::BTreeSet<String>,
+    /// Each pool's last view that read, used while an edit of it does not.
+    last_good: HashMap<String, PoolView>,
 }
 
 impl Allocator {
@@ -186,12 +204,22 @@ impl Allocator {
         sorted.sort_by_key(|p| (p.meta.creation_timestamp.clone().map(|t| t.0), p.ipam_name()));
         for p in &sorted {
             match p.view(namespaces) {
-                Ok(v) => views.push(v),
+                Ok(v) => {
+                    self.last_good.insert(p.ipam_name(), v.clone());
+                    views.push(v);
+                }
                 Err(e) => {
+                    // An edit that does not read leaves the pool as it was (as Cilium keeps
+                    // a pool's ranges and MetalLB its last configuration), said in its status.
+                    if let Some(v) = self.last_good.get(&p.ipam_name()) {
+                        views.push(v.clone());
+                    }
                     bad_pools.insert(p.ipam_name(), e);
                 }
             }
         }
+        let names: std::collections::BTreeSet<String> = pools.iter().map(PoolObj::ipam_name).collect();
+        self.last_good.retain(|n, _| names.contains(n));
         let svcs: Vec<(SvcView, &Arc<Service>)> =
             services.iter().filter(|s| served(s, &self.settings)).map(|s| (svc_view(s), s)).collect();
         let svc_views: Vec<SvcView> = svcs.iter().map(|(v, _)| v.clone()).collect();
@@ -206,7 +234,7 @@ impl Allocator {
             let mut results: Vec<(String, anyhow::Result<bool>)> = Vec::new();
             // Services no longer served (another type or class) lose xlb's conditions, and
             // the addresses xlb's pools gave them.
-            let leaving = services.iter().filter(|s| !served(s, &self.settings) && has_condition(s, CONDITION));
+            let leaving = services.iter().filter(|s| left(s, &self.settings) && has_condition(s, CONDITION));
             let jobs = outcomes
                 .iter()
                 .filter_map(|o| {
@@ -318,18 +346,22 @@ impl Allocator {
         Ok(true)
     }
 
-    /// A Service xlb no longer serves: its addresses from xlb's pools and xlb's conditions
-    /// go from its status (what another implementation wrote stays).
+    /// A Service that left xlb (see `left`): xlb's condition goes; if it is no longer a
+    /// LoadBalancer at all, so do Cilium's condition and the addresses of the pools xlb
+    /// serves. One moved to another class keeps its status for that class's controller.
     async fn forget_service(&self, svc: &Service, pools: &[PoolView]) -> anyhow::Result<bool> {
         let status = svc.status.clone().unwrap_or_default();
-        let ours = [CONDITION, CILIUM_CONDITION];
+        let not_lb = svc.spec.as_ref().and_then(|s| s.type_.as_deref()) != Some("LoadBalancer");
+        let ours: &[&str] = if not_lb { &[CONDITION, CILIUM_CONDITION] } else { &[CONDITION] };
         let conditions: Vec<&Condition> =
             status.conditions.iter().flatten().filter(|c| !ours.contains(&c.type_.as_str())).collect();
         let ingress = status.load_balancer.and_then(|lb| lb.ingress).unwrap_or_default();
         let (gone, kept): (Vec<_>, Vec<_>) = ingress.into_iter().partition(|i| {
-            i.ip.as_deref()
-                .and_then(|a| a.parse::<IpAddr>().ok())
-                .is_some_and(|a| pools.iter().any(|p| p.pool.covers(a)))
+            not_lb
+                && i.ip
+                    .as_deref()
+                    .and_then(|a| a.parse::<IpAddr>().ok())
+                    .is_some_and(|a| pools.iter().any(|p| p.pool.covers(a)))
         });
         let patch = json!({
             "metadata": {"resourceVersion": svc.resource_version()},
@@ -368,7 +400,6 @@ impl Allocator {
         let old = |t: &str| p.status.conditions.iter().find(|c| c.type_ == t).cloned();
         let gen = p.meta.generation;
         let conflict = usage.and_then(|u| u.conflict.clone());
-        let free = usage.map(|u| u.size.saturating_sub(u.used));
         if matches!(p.origin, Origin::MetalLb(_)) {
             // MetalLB's status is MetalLB's own; xlb says what it thinks in its logs.
             if let (Some(e), true) = (invalid, self.told_invalid.insert(p.ipam_name())) {
@@ -379,26 +410,27 @@ impl Allocator {
         let (conditions, counts) = if matches!(p.origin, Origin::Cilium(_)) {
             // Cilium's condition types, so that its printer columns and its users' checks
             // read what they always read.
+            // Cilium `markPoolConflicting` / `unmarkPool` / `updatePoolCounts`. A pool that
+            // does not read is also marked (Cilium only logs it).
             let c1 = match (&conflict, invalid) {
-                (Some(other), _) => (
-                    true,
-                    "cilium.io/PoolConflict",
-                    format!("pool overlaps {other}; it allocates nothing new until the overlap is removed"),
-                ),
-                (None, Some(e)) => (true, "cilium.io/PoolConflict", format!("invalid block: {e}")),
-                (None, None) => (false, "cilium.io/PoolConflict", String::new()),
+                (Some(other), _) => (true, "cidr_overlap", format!("Pool conflicts since it overlaps {other}; it allocates nothing new until the overlap is removed")),
+                (None, Some(e)) => (true, "invalid_block", format!("invalid block: {e}")),
+                (None, None) => (false, "resolved", String::new()),
             };
-            let c1 = condition(
-                c1.1,
-                c1.0,
-                if c1.0 { "resource_is_in_conflict" } else { "resource_is_not_in_conflict" },
-                &c1.2,
-                old(c1.1).as_ref(),
-                gen,
-            );
-            let avail = free.map_or_else(String::new, |f| f.to_string());
-            let c2 = condition(POOL_IPS_AVAILABLE, true, "noreason", &avail, old(POOL_IPS_AVAILABLE).as_ref(), gen);
-            (vec![c1, c2], None)
+            let conflict = condition(POOL_CILIUM_CONFLICT, c1.0, c1.1, &c1.2, old(POOL_CILIUM_CONFLICT).as_ref(), gen);
+            let mut conds = vec![conflict];
+            if let Some(u) = usage {
+                for (type_, n) in [
+                    (POOL_IPS_TOTAL, u.size),
+                    (POOL_IPS_AVAILABLE, u.size.saturating_sub(u.used)),
+                    (POOL_IPS_USED, u.used),
+                ] {
+                    let mut c = condition(type_, true, "noreason", &n.to_string(), old(type_).as_ref(), gen);
+                    c.status = "Unknown".into();
+                    conds.push(c);
+                }
+            }
+            (conds, None)
         } else {
             let c1 = match &conflict {
                 Some(other) => condition(
@@ -490,6 +522,7 @@ pub async fn run_allocator(
         writes: 0,
         stats,
         told_invalid: Default::default(),
+        last_good: HashMap::new(),
     };
     tokio::select! {
         _ = async {
@@ -517,7 +550,9 @@ pub async fn run_allocator(
             told_at = Some(tokio::time::Instant::now());
             tell_unserved(&alloc.client, &alloc.recorder, &mut told).await;
         }
-        if is_leader {
+        // Until the cluster has said whether it has Cilium's and MetalLB's pools, a round
+        // would take their Services' addresses for addresses of no pool.
+        if is_leader && cilium_pools.settled() && metallb_pools.settled() {
             // Let a burst of changes settle into one round.
             tokio::time::sleep(Duration::from_millis(50)).await;
             let mut pools: Vec<PoolObj> = pool_store.state().iter().map(|p| PoolObj::xlb(p)).collect();
@@ -533,7 +568,7 @@ pub async fn run_allocator(
         tokio::select! {
             _ = notify.notified() => {}
             _ = leader.changed() => {}
-            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+            _ = tokio::time::sleep(if cilium_pools.settled() && metallb_pools.settled() { Duration::from_secs(30) } else { Duration::from_secs(2) }) => {}
             _ = stop.changed() => break,
         }
         cilium_pools.poll(&alloc.client, &notify, &alloc.stats).await;

@@ -222,6 +222,23 @@ pub fn spec_of<T: DeserializeOwned>(obj: &DynamicObject) -> Result<T, String> {
     serde_json::from_value(obj.data.get("spec").cloned().unwrap_or_default()).map_err(|e| format!("spec: {e}"))
 }
 
+/// Whether a discovery error says the cluster does not serve the group (rather than that
+/// it could not be asked).
+pub fn not_served(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+        || matches!(e, kube::Error::Discovery(kube::error::DiscoveryError::MissingApiGroup(_)))
+}
+
+/// A kind of a group at the group's preferred version, else at the first version that has
+/// it: kinds of one group live at different versions (Cilium's pools at `v2`, its L2
+/// announcement policies still at `v2alpha1`), and the group's preferred version is one.
+pub fn find_kind(g: &kube::discovery::ApiGroup, kind: &str) -> Option<ApiResource> {
+    g.recommended_kind(kind).map(|(ar, _)| ar).or_else(|| {
+        g.versions()
+            .find_map(|v| g.versioned_resources(v).into_iter().find(|(ar, _)| ar.kind == kind).map(|(ar, _)| ar))
+    })
+}
+
 /// How often a kind the cluster does not serve is looked up again.
 const LOOK_AGAIN: Duration = Duration::from_secs(30);
 
@@ -230,6 +247,9 @@ pub struct Watched {
     kind: Kind,
     found: Option<(ApiResource, Store<DynamicObject>)>,
     looked: Option<Instant>,
+    /// Whether the last lookup had an answer (found, or not served): until then, plans made
+    /// without its objects could move addresses or withdraw announcements.
+    settled: bool,
     /// Objects that did not read last time (warned about once).
     unread: BTreeSet<String>,
 }
@@ -237,21 +257,29 @@ pub struct Watched {
 impl Watched {
     /// Not looked up yet.
     pub fn new(kind: Kind) -> Self {
-        Watched { kind, found: None, looked: None, unread: BTreeSet::new() }
+        Watched { kind, found: None, looked: None, settled: false, unread: BTreeSet::new() }
     }
 
     /// Looks the kind up if it has not been found (at most every 30 s) and starts its watch
     /// when it is; `notify` wakes on every change of its objects.
     pub async fn poll(&mut self, client: &Client, notify: &Arc<tokio::sync::Notify>, stats: &Arc<Stats>) {
-        if self.found.is_some() || self.looked.is_some_and(|t| t.elapsed() < LOOK_AGAIN) {
+        // Not served: looked up again every 30 s; no answer: every 2 s.
+        let again = if self.settled { LOOK_AGAIN } else { Duration::from_secs(2) };
+        if self.found.is_some() || self.looked.is_some_and(|t| t.elapsed() < again) {
             return;
         }
         self.looked = Some(Instant::now());
         let found = match kube::discovery::group(client, self.kind.group).await {
-            Ok(g) => g.recommended_kind(self.kind.kind).map(|(ar, _)| ar),
-            Err(kube::Error::Api(e)) if e.code == 404 => None,
+            Ok(g) => {
+                self.settled = true;
+                find_kind(&g, self.kind.kind)
+            }
+            Err(e) if not_served(&e) => {
+                self.settled = true;
+                None
+            }
             Err(e) => {
-                tracing::debug!(kind = self.kind.kind, error = %e, "looking the kind up failed; trying again in 30 s");
+                tracing::warn!(kind = self.kind.kind, error = %e, "looking the kind up failed; trying again in 2 s (addresses and announcements wait)");
                 None
             }
         };
@@ -260,6 +288,11 @@ impl Watched {
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
         let store = super::reflect_with(api, ar.clone(), notify.clone(), self.kind.what, stats.clone());
         self.found = Some((ar, store));
+    }
+
+    /// Whether the cluster has answered whether it serves the kind.
+    pub fn settled(&self) -> bool {
+        self.settled
     }
 
     /// Its objects (none while the cluster does not serve it).
@@ -335,7 +368,7 @@ pub async fn tell_unserved(client: &Client, recorder: &super::events::Recorder, 
     for group in groups {
         let Ok(g) = kube::discovery::group(client, group).await else { continue };
         for (_, kind, hint) in UNSERVED.iter().filter(|(g, _, _)| *g == group) {
-            let Some((ar, _)) = g.recommended_kind(kind) else { continue };
+            let Some(ar) = find_kind(&g, kind) else { continue };
             let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
             let list = match api.list(&Default::default()).await {
                 Ok(l) => l,

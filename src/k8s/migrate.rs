@@ -294,11 +294,11 @@ pub async fn read_cluster(client: &kube::Client) -> Result<Vec<DynamicObject>, k
     for group in groups {
         let g = match kube::discovery::group(client, group).await {
             Ok(g) => g,
-            Err(kube::Error::Api(e)) if e.code == 404 => continue,
+            Err(e) if super::foreign::not_served(&e) => continue,
             Err(e) => return Err(e),
         };
         for (_, kind) in kinds().into_iter().filter(|(gr, _)| *gr == group) {
-            let Some((ar, _)) = g.recommended_kind(kind) else { continue };
+            let Some(ar) = super::foreign::find_kind(&g, kind) else { continue };
             let api: kube::Api<DynamicObject> = kube::Api::all_with(client.clone(), &ar);
             for mut o in api.list(&Default::default()).await?.items {
                 o.types = Some(kube::api::TypeMeta { api_version: ar.api_version.clone(), kind: ar.kind.clone() });

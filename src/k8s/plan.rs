@@ -476,14 +476,19 @@ pub fn plan(me: &str, c: &Cluster<'_>, settings: &Settings, snat_families: (bool
                 }
                 None => None,
             };
-            let entry = out.owners.entry(*vip).or_insert(Owned {
+            let entry = out.owners.entry(*vip).or_insert_with(|| Owned {
                 services: Vec::new(),
-                owner: who.clone(),
-                candidates,
+                owner: None,
+                candidates: Vec::new(),
                 timing,
             });
             entry.services.push(k.clone());
-            // A VIP shared by Services has one owner: the first Service's (all nodes agree).
+            // A VIP shared by Services has one owner: the first Service's that has one (all
+            // nodes agree: they see the Services in one order).
+            if entry.owner.is_none() && (who.is_some() || entry.services.len() == 1) {
+                entry.owner.clone_from(&who);
+                entry.candidates = candidates;
+            }
             if entry.owner.as_deref() == Some(me) && announced.insert(*vip) {
                 out.vips.push(*vip);
             }
@@ -794,6 +799,25 @@ mod tests {
         assert_eq!(owner(&ad).as_deref(), Some("a"));
         ad.spec.read_from = Some(ReadFrom { kind, unanchored: false, addresses: only("192.0.2.2", "192.0.2.9") });
         assert_eq!(owner(&ad), None);
+    }
+
+    /// Found in review: a shared address is announced when only its second Service is
+    /// selected by a policy.
+    #[test]
+    fn a_shared_address_is_announced_for_any_of_its_services() {
+        let s = [
+            svc("a", "192.0.2.1", json!({})),
+            svc(
+                "b",
+                "192.0.2.1",
+                json!({"spec": {"ports": [{"name": "dns", "port": 53, "protocol": "UDP", "nodePort": 30053}]}}),
+            ),
+        ];
+        let pol = [policy(
+            json!({"loadBalancerIPs": true, "serviceSelector": {"matchLabels": {"io.kubernetes.service.name": "b"}}}),
+        )];
+        let p = plan_of("a", &s, &[], &[], &pol, &members(&[("a", "eth0")]));
+        assert_eq!(p.owners[&"192.0.2.1".parse::<IpAddr>().unwrap()].owner.as_deref(), Some("a"));
     }
 
     #[test]

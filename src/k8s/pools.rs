@@ -94,7 +94,10 @@ impl PoolObj {
         match self.origin {
             Origin::Xlb => self.name(),
             Origin::Cilium(_) => format!("{}/{}", CILIUM_POOL.kind, self.name()),
-            Origin::MetalLb(_) => format!("{}/{}", METALLB_POOL.kind, self.name()),
+            Origin::MetalLb(_) => {
+                let ns = self.meta.namespace.clone().unwrap_or_default();
+                format!("{}/{ns}/{}", METALLB_POOL.kind, self.name())
+            }
         }
     }
 

@@ -559,18 +559,21 @@ async fn run_node(
             }
             _ => {}
         }
-        if !leases.ready || !stores_ready.load(Ordering::Relaxed) {
+        cilium_l2.poll(&client, &notify, &stats).await;
+        metallb_l2.poll(&client, &notify, &stats).await;
+        metallb_pools.poll(&client, &notify, &stats).await;
+        // Until the cluster has said whether it has Cilium's and MetalLB's policies, a plan
+        // would withdraw the announcements they make.
+        let foreign = cilium_l2.settled() && metallb_l2.settled() && metallb_pools.settled();
+        if !leases.ready || !stores_ready.load(Ordering::Relaxed) || !foreign {
             continue;
         }
         let members = leases.membership.live(Instant::now());
-        cilium_l2.poll(&client, &notify, &stats).await;
         let (svcs, sls, ns, mut ps) = (services.state(), slices.state(), nodes.state(), policies.state());
         ps.extend(cilium_l2.read_all::<L2AnnouncementPolicy>().into_iter().map(|mut p| {
             p.spec.read_from = Some(ReadFrom { kind: CILIUM_L2.kind, unanchored: true, addresses: None });
             Arc::new(p)
         }));
-        metallb_l2.poll(&client, &notify, &stats).await;
-        metallb_pools.poll(&client, &notify, &stats).await;
         ps.extend(advertisements(&metallb_l2.objects(), &metallb_pools.objects()).into_iter().map(Arc::new));
         let cluster = Cluster { services: &svcs, slices: &sls, nodes: &ns, policies: &ps, members: &members };
         let new = plan(&me, &cluster, &opts.settings, opts.snat_families);

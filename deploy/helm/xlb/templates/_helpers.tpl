@@ -31,7 +31,7 @@ rounded up to MiB: the flow table (the next power of two at or above 1.5 x the c
 clamped to 16..67108864, slots of 64 bytes), the UMEM (4096 frames of 2048 bytes), the
 counters ((4096 services + 65535 backends) x 32 bytes), the control channel (1024 x 176 bytes)
 and 2 MiB for the rest of a worker; then the SNAT table (each address: 2 protocols x 64512
-ports x 96 bytes) rounded up to MiB; and 24 MiB for the process. tests/chart.rs holds it
+ports x 96 bytes) rounded up to MiB; and 27 MiB for the process. tests/chart.rs holds it
 equal to xlb::memory.
 */}}
 {{- define "xlb.memoryMiB" -}}
@@ -44,7 +44,7 @@ equal to xlb::memory.
 {{- $perQueue := add (mul $slots 64) (mul 4096 2048) (mul (add 4096 65535) 32) (mul 1024 176) (mul 2 $mib) -}}
 {{- $queues := .Values.queues | default .Values.memory.queues -}}
 {{- $snat := mul .Values.memory.snatAddresses 2 64512 96 -}}
-{{- add (mul $queues (div (add $perQueue $mib -1) $mib)) (div (add $snat $mib -1) $mib) 24 -}}
+{{- add (mul $queues (div (add $perQueue $mib -1) $mib)) (div (add $snat $mib -1) $mib) 27 -}}
 {{- end -}}
 
 {{/*
