@@ -116,7 +116,8 @@ impl Pool {
             .iter()
             .map(|b| {
                 let (mut lo, mut hi) = b.range();
-                let mut n = hi - lo + 1;
+                // Saturating: `::/0` holds 2^128 addresses, one more than a u128 counts.
+                let mut n = (hi - lo).saturating_add(1);
                 if b.cidr && !self.allow_first_last && n > 2 {
                     n -= 2;
                     (lo, hi) = (lo + 1, hi - 1);
@@ -572,6 +573,9 @@ mod tests {
         assert_eq!(p.size(), 4 + 512 - 4);
         p.blocks.push(Block::cidr("2001:db8::/120".parse().unwrap()));
         assert_eq!(p.size(), 4 + 508 + 256, "IPv6 is never avoided");
+        let everything =
+            Pool { blocks: vec![Block::cidr("::/0".parse().unwrap())], allow_first_last: true, ..Pool::default() };
+        assert_eq!(everything.size(), u128::MAX, "counted without overflow");
         let mut m = Ipam::default();
         m.set_pools(vec![Pool { blocks: vec![Block::cidr("10.0.1.0/24".parse().unwrap())], ..p }]);
         assert_eq!(m.request("a", &Request::Pool { name: "m".into(), v6: false }), Ok(ip("10.0.1.1")));
