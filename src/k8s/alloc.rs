@@ -930,6 +930,51 @@ mod tests {
                 status = out.into_iter().map(|o| (o.key, o.addrs)).collect();
             }
         }
+
+        /// The same with requests (some for addresses others hold) and a second pool that
+        /// comes and goes: a Service keeps its addresses while their pool is there.
+        #[test]
+        fn requests_and_pools_that_go_move_nothing_else(
+            specs in proptest::collection::vec((0u8..3, proptest::sample::subsequence(vec![53u16, 80, 443], 1..=2), proptest::option::of(0u8..6)), 8),
+            rounds in proptest::collection::vec((proptest::collection::vec(proptest::bool::ANY, 8), proptest::bool::ANY), 1..12),
+        ) {
+            let all: Vec<SvcView> = specs.iter().enumerate().map(|(i, (k, ports, want))| {
+                let mut s = svc(&format!("ns/s{i}"), ports);
+                s.created = format!("2026-01-01T00:00:{i:02}Z");
+                s.sharing = (*k > 0).then(|| Sharing { key: format!("k{k}"), cross: Vec::new() });
+                // Requests land in either pool: 192.0.2.0-2 or 198.51.100.0-2.
+                s.requested = want.iter().map(|w| if *w < 3 { ip(&format!("192.0.2.{w}")) } else { ip(&format!("198.51.100.{}", w - 3)) }).collect();
+                s
+            }).collect();
+            let mut ipam = Ipam::default();
+            let mut status: HashMap<String, Vec<IpAddr>> = HashMap::new();
+            for (present, with_b) in rounds {
+                let mut pools = vec![pool("a", "192.0.2.0/29")];
+                if with_b {
+                    pools.push(pool("b", "198.51.100.0/29"));
+                }
+                let round: Vec<SvcView> = all.iter().zip(&present).filter(|(_, p)| **p).map(|(s, _)| {
+                    SvcView { current: status.get(&s.key).cloned().unwrap_or_default(), ..s.clone() }
+                }).collect();
+                let out = plan(&mut ipam, &pools, &round);
+                for o in &out {
+                    let before = status.get(&o.key).filter(|b| !b.is_empty());
+                    if let Some(b) = before.filter(|b| b.iter().all(|a| pools.iter().any(|p| p.pool.covers(*a)))) {
+                        proptest::prop_assert_eq!(b, &o.addrs, "{} moved", o.key);
+                    }
+                }
+                for (i, x) in out.iter().enumerate() {
+                    for y in &out[i + 1..] {
+                        if x.addrs.iter().any(|a| y.addrs.contains(a)) {
+                            let (sx, sy) = (round.iter().find(|s| s.key == x.key), round.iter().find(|s| s.key == y.key));
+                            let why = sx.zip(sy).map(|(sx, sy)| sx.incompatible(sy));
+                            proptest::prop_assert_eq!(why, Some(None), "{} and {} share {:?}", x.key, y.key, x.addrs);
+                        }
+                    }
+                }
+                status = out.into_iter().map(|o| (o.key, o.addrs)).collect();
+            }
+        }
     }
 
     /// MetalLB `Allocator.Allocate`, `pinnedPoolsForService`, `sortPools`,
