@@ -255,6 +255,14 @@ impl Ipam {
         out
     }
 
+    /// Refuses `a` if a holder other than `holder` has it.
+    fn not_anothers(&self, holder: &str, a: IpAddr) -> Result<(), IpamError> {
+        match self.assigned.get(&a) {
+            Some(h) if h != holder => Err(IpamError::InUse { addr: a, holder: h.clone() }),
+            _ => Ok(()),
+        }
+    }
+
     /// The name of the usable pool an address request for `a` is served from, or why there
     /// is none.
     pub fn usable_pool(&self, a: IpAddr) -> Result<&str, IpamError> {
@@ -307,11 +315,7 @@ impl Ipam {
     pub fn request(&mut self, holder: &str, req: &Request) -> Result<IpAddr, IpamError> {
         match req {
             Request::Address(a) => {
-                if let Some(h) = self.assigned.get(a) {
-                    if h != holder {
-                        return Err(IpamError::InUse { addr: *a, holder: h.clone() });
-                    }
-                }
+                self.not_anothers(holder, *a)?;
                 let i = self.pool_of(*a)?;
                 if self.pools[i].disabled && self.holder(*a) != Some(holder) {
                     return Err(IpamError::Disabled(self.pools[i].name.clone()));
@@ -319,11 +323,7 @@ impl Ipam {
                 Ok(self.give(holder, *a))
             }
             Request::Keep(a) => {
-                if let Some(h) = self.assigned.get(a) {
-                    if h != holder {
-                        return Err(IpamError::InUse { addr: *a, holder: h.clone() });
-                    }
-                }
+                self.not_anothers(holder, *a)?;
                 if !self.pools.iter().any(|p| p.covers(*a)) {
                     return Err(IpamError::NotInPool(*a));
                 }

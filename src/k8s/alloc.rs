@@ -196,6 +196,16 @@ pub struct SvcView {
 }
 
 impl SvcView {
+    /// The families it wants an address of when it requests none (`true`: IPv6): those of
+    /// `spec.ipFamilies`, IPv4 when empty.
+    fn wanted_families(&self) -> Vec<bool> {
+        if self.families.is_empty() {
+            vec![false]
+        } else {
+            self.families.clone()
+        }
+    }
+
     /// Why `self` and `other` (same key) may not share an address, if they may not.
     fn incompatible(&self, other: &SvcView) -> Option<String> {
         let (Some(a), Some(b)) = (&self.sharing, &other.sharing) else {
@@ -429,7 +439,7 @@ fn keep<'a>(ipam: &mut Ipam, pools: &[PoolView], s: &'a SvcView, groups: &mut Gr
     if s.bad_request.is_some() {
         return Vec::new();
     }
-    let families = if s.families.is_empty() { vec![false] } else { s.families.clone() };
+    let families = s.wanted_families();
     let mut out: Vec<(String, IpAddr)> = Vec::new();
     for a in &s.current {
         let wanted = if s.requested.is_empty() {
@@ -501,7 +511,7 @@ fn allocate<'a>(
             got.clear();
         }
     } else {
-        let families = if s.families.is_empty() { vec![false] } else { s.families.clone() };
+        let families = s.wanted_families();
         let open: Vec<bool> = families.into_iter().filter(|v6| got.iter().all(|(_, x)| x.is_ipv6() != *v6)).collect();
         for v6 in open {
             match generic(ipam, pools, s, v6, groups) {

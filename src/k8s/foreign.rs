@@ -185,6 +185,22 @@ pub fn advertisements(ads: &[Arc<DynamicObject>], pools: &[Arc<DynamicObject>]) 
                 .flat_map(|v| v.pool.blocks.into_iter().map(|b| (b.start, b.stop)))
                 .collect()
         });
+        for mut policy in spec.policies() {
+            policy.read_from =
+                Some(ReadFrom { kind: METALLB_L2.kind, unanchored: false, addresses: addresses.clone() });
+            let mut p = L2AnnouncementPolicy::new(&ad.metadata.name.clone().unwrap_or_default(), policy);
+            p.metadata.namespace.clone_from(&namespace);
+            out.push(p);
+        }
+    }
+    out
+}
+
+impl L2AdvertisementSpec {
+    /// The xlb policies it stands for, less its pool binding: one per pair of its node and
+    /// Service selectors (each list means "any of"; empty: any), on the interfaces it names
+    /// (matched whole), for load-balancer addresses.
+    pub fn policies(&self) -> Vec<L2AnnouncementPolicySpec> {
         let any = |v: &[LabelSelector]| -> Vec<Option<LabelSelector>> {
             if v.is_empty() {
                 vec![None]
@@ -192,29 +208,20 @@ pub fn advertisements(ads: &[Arc<DynamicObject>], pools: &[Arc<DynamicObject>]) 
                 v.iter().cloned().map(Some).collect()
             }
         };
-        for node_selector in any(&spec.node_selectors) {
-            for service_selector in any(&spec.service_selectors) {
-                let mut p = L2AnnouncementPolicy::new(
-                    &ad.metadata.name.clone().unwrap_or_default(),
-                    L2AnnouncementPolicySpec {
-                        service_selector,
-                        node_selector: node_selector.clone(),
-                        interfaces: spec.interfaces.iter().map(|i| regex::escape(i)).collect(),
-                        load_balancer_ips: true,
-                        read_from: Some(ReadFrom {
-                            kind: METALLB_L2.kind,
-                            unanchored: false,
-                            addresses: addresses.clone(),
-                        }),
-                        ..L2AnnouncementPolicySpec::default()
-                    },
-                );
-                p.metadata.namespace.clone_from(&namespace);
-                out.push(p);
+        let mut out = Vec::new();
+        for node_selector in any(&self.node_selectors) {
+            for service_selector in any(&self.service_selectors) {
+                out.push(L2AnnouncementPolicySpec {
+                    service_selector,
+                    node_selector: node_selector.clone(),
+                    interfaces: self.interfaces.iter().map(|i| regex::escape(i)).collect(),
+                    load_balancer_ips: true,
+                    ..L2AnnouncementPolicySpec::default()
+                });
             }
         }
+        out
     }
-    out
 }
 
 /// The `spec` of `obj`, read as `T`.

@@ -10,9 +10,7 @@ use kube::api::DynamicObject;
 
 use super::{
     alloc::NAMESPACE_LABEL,
-    crds::{
-        IpBlock, L2AnnouncementPolicy, L2AnnouncementPolicySpec, LoadBalancerIPPool, LoadBalancerIPPoolSpec, YesNo,
-    },
+    crds::{IpBlock, L2AnnouncementPolicy, LoadBalancerIPPool, LoadBalancerIPPoolSpec, YesNo},
     foreign::{
         read_as, spec_of, IpAddressPoolSpec, L2AdvertisementSpec, CILIUM_L2, CILIUM_POOL, METALLB_L2, METALLB_POOL,
         UNSERVED,
@@ -208,32 +206,14 @@ fn metallb_l2(obj: &DynamicObject, out: &mut Converted) -> Result<(), String> {
     if !spec.preferred_node_selectors.is_empty() {
         out.lost.push("preferredNodeSelectors: xlb ranks the nodes itself (rendezvous hash)".into());
     }
-    let many = spec.node_selectors.len().max(1) * spec.service_selectors.len().max(1) > 1;
-    if many {
+    let policies = spec.policies();
+    if policies.len() > 1 {
         out.lost.push("several nodeSelectors or serviceSelectors (any of them): written as one policy each".into());
     }
     let name = obj.metadata.name.clone().unwrap_or_default();
-    let each = |v: &[LabelSelector]| -> Vec<Option<LabelSelector>> {
-        if v.is_empty() {
-            vec![None]
-        } else {
-            v.iter().cloned().map(Some).collect()
-        }
-    };
-    let mut n = 0;
-    for node_selector in each(&spec.node_selectors) {
-        for service_selector in each(&spec.service_selectors) {
-            let policy_name = if many { format!("{name}-{n}") } else { name.clone() };
-            n += 1;
-            let p = L2AnnouncementPolicySpec {
-                service_selector,
-                node_selector: node_selector.clone(),
-                interfaces: spec.interfaces.iter().map(|i| regex::escape(i)).collect(),
-                load_balancer_ips: true,
-                ..L2AnnouncementPolicySpec::default()
-            };
-            out.objects.push(json(&L2AnnouncementPolicy::new(&policy_name, p))?);
-        }
+    for (n, p) in policies.iter().enumerate() {
+        let policy_name = if policies.len() > 1 { format!("{name}-{n}") } else { name.clone() };
+        out.objects.push(json(&L2AnnouncementPolicy::new(&policy_name, p.clone()))?);
     }
     Ok(())
 }

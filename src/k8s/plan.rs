@@ -476,19 +476,22 @@ pub fn plan(me: &str, c: &Cluster<'_>, settings: &Settings, snat_families: (bool
                 }
                 None => None,
             };
-            let entry = out.owners.entry(*vip).or_insert_with(|| Owned {
-                services: Vec::new(),
-                owner: None,
-                candidates: Vec::new(),
-                timing,
-            });
-            entry.services.push(k.clone());
             // A VIP shared by Services has one owner: the first Service's that has one (all
             // nodes agree: they see the Services in one order).
-            if entry.owner.is_none() && (who.is_some() || entry.services.len() == 1) {
-                entry.owner.clone_from(&who);
-                entry.candidates = candidates;
-            }
+            let entry = match out.owners.entry(*vip) {
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert(Owned { services: Vec::new(), owner: who.clone(), candidates, timing })
+                }
+                std::collections::btree_map::Entry::Occupied(o) => {
+                    let e = o.into_mut();
+                    if e.owner.is_none() && who.is_some() {
+                        e.owner.clone_from(&who);
+                        e.candidates = candidates;
+                    }
+                    e
+                }
+            };
+            entry.services.push(k.clone());
             if entry.owner.as_deref() == Some(me) && announced.insert(*vip) {
                 out.vips.push(*vip);
             }
