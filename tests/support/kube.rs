@@ -86,10 +86,39 @@ impl Api {
     }
 
     /// Applies a file of CustomResourceDefinitions and waits until the API server serves
-    /// them (before that, objects of their kinds are refused).
+    /// them (before that, objects of their kinds are refused) and its discovery lists them
+    /// (which lags a little: a client looking then would not find the kinds).
     pub fn apply_crds(&self, f: &Path) {
+        let file = f.to_string_lossy();
         self.apply_file(f);
-        self.kubectl(&["wait", "--for", "condition=established", "--timeout=30s", "-f", &f.to_string_lossy()]);
+        self.kubectl(&["wait", "--for", "condition=established", "--timeout=30s", "-f", &file]);
+        let served = self.kubectl(&[
+            "get",
+            "-f",
+            &file,
+            "-o",
+            r#"jsonpath={range .items[*]}{.spec.group} {.spec.names.plural} {.spec.versions[*].name}{"\n"}{end}"#,
+        ]);
+        let t = Instant::now();
+        for line in served.lines() {
+            let mut words = line.split_whitespace();
+            let (Some(group), Some(plural)) = (words.next(), words.next()) else { continue };
+            for version in words {
+                let listed = |api: &Api| {
+                    Command::new(&api.kubectl)
+                        .args(["--kubeconfig", &api.admin, "get", "--raw", &format!("/apis/{group}/{version}")])
+                        .output()
+                        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("\"name\":\"{plural}\"")))
+                };
+                while !listed(self) {
+                    assert!(
+                        t.elapsed() < Duration::from_secs(30),
+                        "{group}/{version} {plural} not in discovery after 30 s"
+                    );
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
     }
 
     /// Applies YAML (one or more documents).
