@@ -202,8 +202,10 @@ struct RunArgs {
     /// chosen for, and serves every LoadBalancer Service of --class.
     #[arg(long, conflicts_with_all = ["vips", "services"])]
     kubernetes: bool,
-    /// Interface to serve (its MAC answers for the VIPs).
-    #[arg(long, short = 'i', value_name = "IF", required_unless_present = "config")]
+    /// Interface to serve (its MAC answers for the VIPs); several, comma-separated
+    /// (`eno1,eno2`), each with its own workers: with --kubernetes, a VIP is announced on
+    /// those an announcement policy's `interfaces` select.
+    #[arg(long, short = 'i', value_name = "IF[,IF...]", required_unless_present = "config")]
     interface: Option<String>,
     /// A VIP to own (IPv4 or IPv6); repeat for more.
     #[arg(long = "vip", value_name = "ADDR", required_unless_present_any = ["config", "kubernetes"])]

@@ -24,6 +24,23 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
+/// A worker: the interface and the queue it serves.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct QueueId {
+    pub(crate) interface: String,
+    pub(crate) queue: u32,
+}
+
+impl QueueId {
+    /// Its labels, then `more`.
+    fn labels(&self, more: &[(&str, &str)]) -> Labels {
+        let q = self.queue.to_string();
+        let mut out = labels(&[("interface", &self.interface), ("queue", &q)]);
+        out.extend(labels(more));
+        out
+    }
+}
+
 /// A value: whole numbers stay whole in the exposition.
 #[derive(Debug, Clone, Copy)]
 enum Num {
@@ -111,11 +128,11 @@ fn buckets(h: &Histogram<u64>) -> (f64, u64, Vec<(f64, u64)>) {
 #[derive(Debug, Default)]
 pub(crate) struct MetricsInput {
     /// Per worker: queue, counters.
-    pub(crate) workers: Vec<(u32, WorkerStats)>,
+    pub(crate) workers: Vec<(QueueId, WorkerStats)>,
     /// Per worker: queue, conntrack counters, slots.
-    pub(crate) conntrack: Vec<(u32, ConntrackStats, u64)>,
+    pub(crate) conntrack: Vec<(QueueId, ConntrackStats, u64)>,
     /// Per worker: queue, batch times so far.
-    pub(crate) batch_times: Vec<(u32, Histogram<u64>)>,
+    pub(crate) batch_times: Vec<(QueueId, Histogram<u64>)>,
     /// Per datapath service.
     pub(crate) services: Vec<ServiceSeries>,
     /// Per backend of each service.
@@ -178,7 +195,7 @@ pub(crate) fn render(m: &MetricsInput) -> String {
     let mut reg = Registry::with_prefix("xlb");
     let per_worker = |c: Counter| Values {
         kind: MetricType::Counter,
-        series: m.workers.iter().map(|(q, s)| (labels(&[("queue", &q.to_string())]), s.get(c).into())).collect(),
+        series: m.workers.iter().map(|(q, s)| (q.labels(&[]), s.get(c).into())).collect(),
     };
     for (name, c, help) in [
         ("rx_frames", Counter::RxFrames, "Frames received from the AF_XDP socket"),
@@ -204,25 +221,21 @@ pub(crate) fn render(m: &MetricsInput) -> String {
             series: m
                 .workers
                 .iter()
-                .map(|(q, s)| (labels(&[("queue", &q.to_string())]), (s.get(Counter::BusyNanos) as f64 / 1e9).into()))
+                .map(|(q, s)| (q.labels(&[]), (s.get(Counter::BusyNanos) as f64 / 1e9).into()))
                 .collect(),
         },
     );
     let mut drops = Vec::new();
     for (q, s) in &m.workers {
         for r in DropReason::ALL {
-            drops.push((labels(&[("queue", &q.to_string()), ("reason", r.name())]), s.dropped(r).into()));
+            drops.push((q.labels(&[("reason", r.name())]), s.dropped(r).into()));
         }
     }
     reg.register("dropped_packets", "Frames dropped, by reason", Values { kind: MetricType::Counter, series: drops });
 
     let ct = |f: &dyn Fn(&ConntrackStats, u64) -> u64, kind| Values {
         kind,
-        series: m
-            .conntrack
-            .iter()
-            .map(|(q, s, slots)| (labels(&[("queue", &q.to_string())]), f(s, *slots).into()))
-            .collect(),
+        series: m.conntrack.iter().map(|(q, s, slots)| (q.labels(&[]), f(s, *slots).into())).collect(),
     };
     reg.register("conntrack_entries", "Flows tracked now", ct(&|s, _| s.live, MetricType::Gauge));
     reg.register("conntrack_slots", "Slots of the flow table", ct(&|_, n| n, MetricType::Gauge));
@@ -348,7 +361,7 @@ pub(crate) fn render(m: &MetricsInput) -> String {
                 .iter()
                 .map(|(q, h)| {
                     let (sum, count, b) = buckets(h);
-                    (labels(&[("queue", &q.to_string())]), sum, count, b)
+                    (q.labels(&[]), sum, count, b)
                 })
                 .collect(),
         ),
@@ -433,8 +446,8 @@ mod tests {
         ws.add(Counter::Forwarded, 42);
         ws.drop(DropReason::Truncated);
         let m = MetricsInput {
-            workers: vec![(0, ws)],
-            batch_times: vec![(0, h)],
+            workers: vec![(QueueId { interface: "eth0".into(), queue: 0 }, ws)],
+            batch_times: vec![(QueueId { interface: "eth0".into(), queue: 0 }, h)],
             backends: vec![BackendSeries {
                 service: "web".into(),
                 backend: "10.0.0.1:80".into(),
@@ -453,8 +466,11 @@ mod tests {
             ..MetricsInput::default()
         };
         let text = render(&m);
-        assert!(text.contains("xlb_forwarded_packets_total{queue=\"0\"} 42"), "{text}");
-        assert!(text.contains("xlb_dropped_packets_total{queue=\"0\",reason=\"truncated\"} 1"), "{text}");
+        assert!(text.contains("xlb_forwarded_packets_total{interface=\"eth0\",queue=\"0\"} 42"), "{text}");
+        assert!(
+            text.contains("xlb_dropped_packets_total{interface=\"eth0\",queue=\"0\",reason=\"truncated\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("xlb_backend_bytes_total{service=\"web\",backend=\"10.0.0.1:80\"} 300"), "{text}");
         assert!(text.contains("xlb_backend_up{service=\"web\",backend=\"10.0.0.1:80\"} 1"), "{text}");
         assert!(text.contains("xlb_snapshot_generation 7"), "{text}");
@@ -467,16 +483,25 @@ mod tests {
         assert!(text.contains("xlb_allocator_services{outcome=\"allocated\"} 5"), "{text}");
         let plain = render(&MetricsInput::default());
         assert!(!plain.contains("xlb_failover") && !plain.contains("xlb_allocator"), "off, no series");
-        assert!(text.contains("xlb_batch_duration_seconds_count{queue=\"0\"} 4"), "{text}");
+        assert!(text.contains("xlb_batch_duration_seconds_count{interface=\"eth0\",queue=\"0\"} 4"), "{text}");
         assert!(
-            text.contains("xlb_batch_duration_seconds_bucket{le=\"+Inf\",queue=\"0\"} 4")
-                || text.contains("xlb_batch_duration_seconds_bucket{queue=\"0\",le=\"+Inf\"} 4"),
+            text.contains("xlb_batch_duration_seconds_bucket{le=\"+Inf\",interface=\"eth0\",queue=\"0\"} 4")
+                || text.contains("xlb_batch_duration_seconds_bucket{interface=\"eth0\",queue=\"0\",le=\"+Inf\"} 4"),
             "{text}"
         );
         // 2 us and 3 us fall under 5 us; 40 us under 50 us; 7 ms only under 10 ms.
-        assert!(text.contains("xlb_batch_duration_seconds_bucket{le=\"0.000005\",queue=\"0\"} 2"), "{text}");
-        assert!(text.contains("xlb_batch_duration_seconds_bucket{le=\"0.00005\",queue=\"0\"} 3"), "{text}");
-        assert!(text.contains("xlb_batch_duration_seconds_bucket{le=\"0.01\",queue=\"0\"} 4"), "{text}");
+        assert!(
+            text.contains("xlb_batch_duration_seconds_bucket{le=\"0.000005\",interface=\"eth0\",queue=\"0\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("xlb_batch_duration_seconds_bucket{le=\"0.00005\",interface=\"eth0\",queue=\"0\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("xlb_batch_duration_seconds_bucket{le=\"0.01\",interface=\"eth0\",queue=\"0\"} 4"),
+            "{text}"
+        );
         assert!(!text.contains(".."), "help texts end in one period: {text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
     }

@@ -327,7 +327,7 @@ fn metrics_and_the_cli_agree_under_traffic() {
     std::thread::sleep(Duration::from_millis(100));
     let cli = backend_list(&xlb);
     let after = scrape(&lb.ns, "127.0.0.1:9180");
-    let fwd = |t: &str| series(t, "xlb_forwarded_packets_total{queue=\"0\"}").unwrap();
+    let fwd = |t: &str| series(t, "xlb_forwarded_packets_total{interface=\"eth0\",queue=\"0\"}").unwrap();
     assert!(fwd(&after) >= fwd(&before) + 400 * 3, "forwarded did not move: {} -> {}", fwd(&before), fwd(&after));
     // Per backend: the CLI's packets equal the metric's.
     for b in cli.iter().filter(|b| b["service"] == "web/tcp:80") {
@@ -342,13 +342,13 @@ fn metrics_and_the_cli_agree_under_traffic() {
     let share: f64 = b3["share"].as_str().unwrap().trim_end_matches('%').parse().unwrap();
     assert!((49.0..=51.0).contains(&share), "{b3}");
     for needle in [
-        "xlb_dropped_packets_total{queue=\"0\",reason=\"truncated\"}",
-        "xlb_conntrack_entries{queue=\"0\"}",
+        "xlb_dropped_packets_total{interface=\"eth0\",queue=\"0\",reason=\"truncated\"}",
+        "xlb_conntrack_entries{interface=\"eth0\",queue=\"0\"}",
         "xlb_batch_duration_seconds_bucket{le=",
         "xlb_backend_up{service=\"web/tcp:80\",backend=\"10.79.0.11:80\"} 1",
         "xlb_vip_owned{vip=\"10.79.0.100\",state=\"owned\"} 1",
         "xlb_snapshot_generation ",
-        "xlb_arp_replies_total{queue=\"0\"}",
+        "xlb_arp_replies_total{interface=\"eth0\",queue=\"0\"}",
         "# EOF",
     ] {
         assert!(after.contains(needle), "{needle} missing from:\n{after}");

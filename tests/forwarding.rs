@@ -12,6 +12,7 @@ use std::{
 
 use support::{
     dsr_backend,
+    frames::{arp_request, seen, Seen},
     traffic::{assert_spread, in_netns, tcp_connections, total_drops, udp_echo, wait_ready},
     Lab, Xlb,
 };
@@ -488,4 +489,109 @@ fn malformed_burst_at_the_vip_is_counted_and_crashes_nothing() {
         assert!(d(reason) > 0, "no {reason} drop counted: {stats}");
     }
     assert!(c("rx_frames") >= named as u64, "{stats}");
+}
+
+/// The ARP frames (requests and replies) about `vip` that `sock` holds or gets within `max`:
+/// (sender MAC, is a reply).
+fn arp_about(sock: &PacketSocket, vip: Ipv4Addr, max: Duration) -> Vec<(EthernetAddress, bool)> {
+    let end = Instant::now() + max;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 2048];
+    while let Some(n) = sock.recv(&mut buf, end.saturating_duration_since(Instant::now())).unwrap() {
+        match seen(&buf[..n]) {
+            Seen::ArpRequest { spa, sha, .. } if spa == vip => out.push((sha, false)),
+            Seen::ArpReply { spa, sha, .. } if spa == vip => out.push((sha, true)),
+            _ => {}
+        }
+        if Instant::now() >= end {
+            break;
+        }
+    }
+    out
+}
+
+/// `../shared/seeds/002` on one box: two interfaces on two segments (an internal one and a
+/// public one), each with its own clients, backends and VIP. Each VIP is announced,
+/// answered and served on its own interface only, from that interface's MAC; the other
+/// segment never hears of it.
+#[test]
+fn each_interface_announces_answers_and_serves_only_its_own_vips() {
+    let Some(mut lab) = Lab::new("each_interface_announces_answers_and_serves_only_its_own_vips") else { return };
+    lab.segment("br1");
+    let client = lab.host("client", &["10.77.0.1/24"], 1);
+    let lb = lab.host("lb", &["10.77.0.2/24"], 1);
+    let lb_eth1 = lab.attach(&lb, "eth1", "br1", &["10.88.0.2/24"]);
+    let internal = lab.host("backend-1", &["10.77.0.11/24"], 1);
+    dsr_backend(&lab, &internal, "internal-1", &["10.77.0.100"], 80);
+    let client2 = lab.host_on("br1", "client2", &["10.88.0.1/24"]);
+    let public = lab.host_on("br1", "backend-2", &["10.88.0.11/24"]);
+    dsr_backend(&lab, &public, "public-1", &["10.88.0.100"], 80);
+    let (vip1, vip2) = (Ipv4Addr::new(10, 77, 0, 100), Ipv4Addr::new(10, 88, 0, 100));
+    // Open before xlb starts: they hold the announcements of its start.
+    let sock1 = PacketSocket::open(Some(&client.ns), "eth0").unwrap();
+    let sock2 = PacketSocket::open(Some(&client2.ns), "eth0").unwrap();
+    let cfg = lab.dir.join("two.yaml");
+    std::fs::write(
+        &cfg,
+        "interfaces: [{name: eth0}, {name: eth1}]
+services:
+  - name: internal
+    vip: 10.77.0.100
+    interfaces: [eth0]
+    ports: [{port: 80}]
+    backends: [{address: 10.77.0.11}]
+  - name: public
+    vip: 10.88.0.100
+    interfaces: [eth1]
+    ports: [{port: 80}]
+    backends: [{address: 10.88.0.11}]
+announce: {dadProbes: 0}
+",
+    )
+    .unwrap();
+    let mut xlb = Xlb::start_config(&lab, &lb, &cfg, &[]);
+    wait_ready(&mut xlb, 2);
+
+    // Start-up: gratuitous ARP for each VIP on its own segment only, from its interface.
+    let on1 = arp_about(&sock1, vip1, Duration::from_secs(1));
+    let on2 = arp_about(&sock2, vip2, Duration::from_secs(1));
+    assert!(!on1.is_empty() && on1.iter().all(|(mac, _)| *mac == lb.mac), "internal segment: {on1:?}");
+    assert!(!on2.is_empty() && on2.iter().all(|(mac, _)| *mac == lb_eth1), "public segment: {on2:?}");
+    assert_eq!(arp_about(&sock1, vip2, Duration::ZERO), [], "the public VIP announced on the internal segment");
+    assert_eq!(arp_about(&sock2, vip1, Duration::ZERO), [], "the internal VIP announced on the public segment");
+
+    // Asked for: each VIP answered on its own segment, by its interface's MAC; never on the
+    // other segment.
+    let ask = |sock: &PacketSocket, from: &support::Host, from_ip: Ipv4Addr, vip: Ipv4Addr| {
+        sock.send(&arp_request(from.mac, from_ip, vip)).unwrap();
+        arp_about(sock, vip, Duration::from_millis(700)).into_iter().filter(|(_, reply)| *reply).collect::<Vec<_>>()
+    };
+    let c1 = Ipv4Addr::new(10, 77, 0, 1);
+    let c2 = Ipv4Addr::new(10, 88, 0, 1);
+    assert_eq!(ask(&sock1, &client, c1, vip1), [(lb.mac, true)]);
+    assert_eq!(ask(&sock2, &client2, c2, vip2), [(lb_eth1, true)]);
+    assert_eq!(ask(&sock1, &client, c1, vip2), [], "the public VIP answered on the internal segment");
+    assert_eq!(ask(&sock2, &client2, c2, vip1), [], "the internal VIP answered on the public segment");
+
+    // Served: each segment's clients reach their own backends through their own interface.
+    let n = 30;
+    let out1 = in_netns(&client.ns, move || tcp_connections(SocketAddr::new(vip1.into(), 80), n));
+    let out2 = in_netns(&client2.ns, move || tcp_connections(SocketAddr::new(vip2.into(), 80), n));
+    assert_spread("internal", &out1, n, 1);
+    assert_spread("public", &out2, n, 1);
+    assert_eq!(out1.by_backend.get("internal-1"), Some(&n), "{out1:?}");
+    assert_eq!(out2.by_backend.get("public-1"), Some(&n), "{out2:?}");
+
+    // Each interface has its worker; both are in the status.
+    let (ok, status, _) = xlb.cli(&["status"]);
+    assert!(ok, "{status}");
+    assert!(status.contains("interface eth0,eth1"), "{status}");
+    let stats = xlb.stop();
+    let queues = stats["queues"].as_array().unwrap();
+    let on: Vec<&str> = queues.iter().map(|q| q["interface"].as_str().unwrap()).collect();
+    assert_eq!(on, ["eth0", "eth1"], "{stats}");
+    assert!(
+        queues.iter().all(|q| q["rx_frames"].as_u64().unwrap() > 0),
+        "every interface's worker took traffic: {stats}"
+    );
 }

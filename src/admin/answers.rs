@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 /// `xlb status`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Status {
+    /// The interfaces served, comma-separated (their MACs and XDP modes likewise).
     pub(crate) interface: String,
     pub(crate) mac: String,
     pub(crate) xdp_mode: String,
@@ -49,6 +50,9 @@ pub(crate) struct Kubernetes {
 /// One worker (queue).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Worker {
+    /// The interface it serves.
+    #[serde(default)]
+    pub(crate) interface: String,
     pub(crate) queue: u32,
     pub(crate) socket: String,
     pub(crate) core: Option<usize>,

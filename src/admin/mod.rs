@@ -264,6 +264,7 @@ fn render(q: &Query, v: Value) -> Result<String, serde_json::Error> {
                 .iter()
                 .map(|w| {
                     vec![
+                        w.interface.clone(),
                         w.queue.to_string(),
                         w.socket.clone(),
                         cell(&w.core),
@@ -274,7 +275,7 @@ fn render(q: &Query, v: Value) -> Result<String, serde_json::Error> {
                     ]
                 })
                 .collect();
-            out += &table(&["QUEUE", "SOCKET", "CORE", "RX", "TX", "DROPS", "FLOWS"], &workers);
+            out += &table(&["INTERFACE", "QUEUE", "SOCKET", "CORE", "RX", "TX", "DROPS", "FLOWS"], &workers);
             out += "\n";
             let vips: Vec<Vec<String>> = st.vips.iter().map(|x| vec![x.vip.clone(), x.state.clone()]).collect();
             out += &table(&["VIP", "STATE"], &vips);

@@ -201,11 +201,28 @@ impl VipStatus {
     }
 }
 
+/// One announcement to send: what, about which address. The daemon builds the frame with
+/// the MAC of each interface the address is placed on ([`Say::frame`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Say {
+    /// The address announced or probed for.
+    pub vip: IpAddr,
+    /// The form.
+    pub what: Announcement,
+}
+
+impl Say {
+    /// The frame, sent from `mac`.
+    pub fn frame(&self, mac: EthernetAddress) -> Option<OutFrame> {
+        announcement(mac, self.vip, self.what)
+    }
+}
+
 /// What the control loop must do after a step.
 #[derive(Debug, Default)]
 pub struct Actions {
-    /// Frames to send out of the interface.
-    pub frames: Vec<OutFrame>,
+    /// Announcements to send, on each interface their address is placed on.
+    pub say: Vec<Say>,
     /// VIP map entries to set (flags; 0 removes).
     pub map_updates: Vec<(IpAddr, u32)>,
     /// Whether the VIP modes changed: a new snapshot is due.
@@ -221,7 +238,7 @@ pub struct Actions {
 impl Actions {
     /// Adds `other`'s actions after these.
     pub fn merge(&mut self, other: Actions) {
-        self.frames.extend(other.frames);
+        self.say.extend(other.say);
         self.map_updates.extend(other.map_updates);
         self.vips_changed |= other.vips_changed;
         self.transitions.extend(other.transitions);
@@ -234,7 +251,8 @@ impl Actions {
 #[derive(Debug)]
 pub struct Announcer {
     cfg: AnnounceConfig,
-    mac: EthernetAddress,
+    /// This node's MACs (one per interface): a claim from one of them is no conflict.
+    own: Vec<EthernetAddress>,
     vips: Vec<(IpAddr, VipStatus)>,
     claims: HashMap<(IpAddr, EthernetAddress), u64>,
     claims_overflow: u64,
@@ -265,14 +283,15 @@ fn random() -> u64 {
 }
 
 impl Announcer {
-    /// Starts probing (or, with `probes == 0`, announcing) every VIP at `now`.
-    pub fn new(cfg: AnnounceConfig, mac: EthernetAddress, vips: &[IpAddr], now: Instant) -> (Self, Actions) {
+    /// Starts probing (or, with `probes == 0`, announcing) every VIP at `now`; `own`: the
+    /// MACs of this node's interfaces.
+    pub fn new(cfg: AnnounceConfig, own: &[EthernetAddress], vips: &[IpAddr], now: Instant) -> (Self, Actions) {
         // RFC 5227's PROBE_WAIT: a random delay before the first probe, so that nodes
         // started together do not probe in lockstep.
         let first = Self::first_status(&cfg, now);
         let mut a = Announcer {
             cfg,
-            mac,
+            own: own.to_vec(),
             vips: vips.iter().map(|v| (*v, first)).collect(),
             claims: HashMap::new(),
             claims_overflow: 0,
@@ -283,7 +302,7 @@ impl Announcer {
         let map_updates = a.vips.iter().map(|(v, s)| (*v, s.map_flags())).collect();
         let mut actions = Actions { map_updates, vips_changed: true, ..Actions::default() };
         let more = a.tick(now);
-        actions.frames = more.frames;
+        actions.say = more.say;
         actions.transitions = more.transitions;
         actions.map_updates.extend(more.map_updates);
         (a, actions)
@@ -325,7 +344,7 @@ impl Announcer {
         }
         actions.vips_changed = self.vips.len() != before || !actions.map_updates.is_empty();
         let more = self.tick(now);
-        actions.frames = more.frames;
+        actions.say = more.say;
         actions.transitions = more.transitions;
         actions.map_updates.extend(more.map_updates);
         actions.vips_changed |= more.vips_changed;
@@ -387,7 +406,7 @@ impl Announcer {
             match *status {
                 VipStatus::Probing { sent, next } if next <= now => {
                     if sent < cfg.probes {
-                        actions.frames.extend(announcement(self.mac, *vip, Announcement::Probe));
+                        actions.say.push(Say { vip: *vip, what: Announcement::Probe });
                         let wait = if sent + 1 == cfg.probes { cfg.probe_wait } else { cfg.probe_interval };
                         *status = VipStatus::Probing { sent: sent + 1, next: now + wait };
                     } else {
@@ -400,7 +419,7 @@ impl Announcer {
                 if next <= now {
                     let forms = gratuitous_forms(*vip);
                     if sent < cfg.rounds() {
-                        actions.frames.extend(forms.iter().filter_map(|f| announcement(self.mac, *vip, *f)));
+                        actions.say.extend(forms.iter().map(|f| Say { vip: *vip, what: *f }));
                         *status = VipStatus::Announcing { sent: sent + 1, next: now + cfg.gap(sent) };
                     }
                     if sent + 1 >= cfg.rounds() {
@@ -415,7 +434,7 @@ impl Announcer {
                 let due = self.refresh_due.entry(*vip).or_insert(now + r);
                 if *due <= now {
                     let forms = gratuitous_forms(*vip);
-                    actions.frames.extend(forms.iter().filter_map(|f| announcement(self.mac, *vip, *f)));
+                    actions.say.extend(forms.iter().map(|f| Say { vip: *vip, what: *f }));
                     *due = now + r;
                 }
             }
@@ -444,7 +463,7 @@ impl Announcer {
     /// Someone with `mac` claimed `vip` (seen by a worker) at `now`.
     pub fn conflict(&mut self, vip: IpAddr, mac: EthernetAddress, now: Instant) -> Actions {
         let mut actions = Actions::default();
-        if mac == self.mac {
+        if self.own.contains(&mac) {
             return actions;
         }
         let Some((_, status)) = self.vips.iter_mut().find(|(v, _)| *v == vip) else { return actions };
@@ -493,16 +512,16 @@ mod tests {
             refresh: Some(Duration::from_secs(30)),
             ..AnnounceConfig::default()
         };
-        let (mut a, first) = Announcer::new(cfg, MAC, &[V4], now);
+        let (mut a, first) = Announcer::new(cfg, &[MAC], &[V4], now);
         // Round 1 at once (request + reply), then 50, 250 ms and 1 s, then every 30 s.
-        assert_eq!(first.frames.len(), 2);
+        assert_eq!(first.say.len(), 2);
         let sent = run(&mut a, now + Duration::from_secs(70));
         let times: Vec<u128> = sent.iter().step_by(2).map(|(t, _)| t.duration_since(now).as_millis()).collect();
         assert_eq!(times, [50, 250, 1000, 31_000, 61_000]);
         assert_eq!(a.vips()[0].1, VipStatus::Owned);
         // Winning a conflict starts the rounds again.
         let again = a.reannounce(V4, now + Duration::from_secs(70));
-        assert_eq!(again.frames.len(), 2);
+        assert_eq!(again.say.len(), 2);
         assert!(matches!(a.vips()[0].1, VipStatus::Announcing { sent: 1, .. }));
     }
 
@@ -513,7 +532,7 @@ mod tests {
             if next > until {
                 break;
             }
-            out.extend(a.tick(next).frames.into_iter().map(|f| (next, f)));
+            out.extend(a.tick(next).say.iter().filter_map(|s| s.frame(MAC)).map(|f| (next, f)));
         }
         out
     }
@@ -523,14 +542,14 @@ mod tests {
         let cfg = AnnounceConfig { probes: 0, ..AnnounceConfig::default() };
         let (a4, b4) = (IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2)));
         let now = Instant::now();
-        let (mut a, _) = Announcer::new(cfg, EthernetAddress([2, 0, 0, 0, 0, 1]), &[a4], now);
+        let (mut a, _) = Announcer::new(cfg, &[EthernetAddress([2, 0, 0, 0, 0, 1])], &[a4], now);
         let act = a.set_vips(&[b4], now);
         assert_eq!(act.withdrawn, vec![a4]);
         assert!(act.map_updates.contains(&(a4, 0)));
         assert!(act.map_updates.iter().any(|(v, f)| *v == b4 && *f != 0));
         assert!(act.vips_changed);
         // The new VIP is announced at once (probes: 0).
-        assert!(!act.frames.is_empty());
+        assert!(!act.say.is_empty());
         assert_eq!(a.vips().iter().map(|(v, _)| *v).collect::<Vec<_>>(), vec![b4]);
         // The same set again changes nothing.
         let again = a.set_vips(&[b4], now);
@@ -541,12 +560,13 @@ mod tests {
     fn probes_then_announces() -> Result<(), Error> {
         let cfg = AnnounceConfig::default();
         let t0 = Instant::now();
-        let (mut a, first) = Announcer::new(cfg, MAC, &[V4], t0);
+        let (mut a, first) = Announcer::new(cfg, &[MAC], &[V4], t0);
         assert_eq!(first.map_updates, vec![(V4, VIP_PROBING)]);
         assert!(first.vips_changed);
         assert_eq!(a.vip_modes().collect::<Vec<_>>(), vec![(V4, VipMode::Watch)]);
         // A random PROBE_WAIT of 0 sends the first probe at once, among the first actions.
-        let mut sent: Vec<(Instant, OutFrame)> = first.frames.into_iter().map(|f| (t0, f)).collect();
+        let mut sent: Vec<(Instant, OutFrame)> =
+            first.say.iter().filter_map(|s| s.frame(MAC)).map(|f| (t0, f)).collect();
         sent.extend(run(&mut a, t0 + Duration::from_secs(10)));
         let arps: Vec<(Instant, ArpOperation, Ipv4Addr, Ipv4Addr)> = sent
             .iter()
@@ -575,7 +595,7 @@ mod tests {
     #[test]
     fn claim_while_probing_blocks_the_vip_then_retries() {
         let t0 = Instant::now();
-        let (mut a, _) = Announcer::new(AnnounceConfig::default(), MAC, &[V4, V6], t0);
+        let (mut a, _) = Announcer::new(AnnounceConfig::default(), &[MAC], &[V4, V6], t0);
         let act = a.conflict(V6, OTHER, t0);
         assert_eq!(act.new_conflicts.len(), 1);
         assert!(matches!(a.vips()[1].1, VipStatus::Conflict { mac, attempts: 1, .. } if mac == OTHER));
@@ -602,7 +622,7 @@ mod tests {
     fn claim_while_owned_is_reported_not_acted_on() {
         let cfg = AnnounceConfig { probes: 0, ..AnnounceConfig::default() };
         let now = Instant::now();
-        let (mut a, first) = Announcer::new(cfg, MAC, &[V4], now);
+        let (mut a, first) = Announcer::new(cfg, &[MAC], &[V4], now);
         assert!(first.vips_changed);
         assert_eq!(a.vip_modes().collect::<Vec<_>>(), vec![(V4, VipMode::Answer)]);
         let act = a.conflict(V4, OTHER, now);
@@ -614,7 +634,7 @@ mod tests {
     #[test]
     fn a_flood_of_forged_claimants_is_bounded() {
         let now = Instant::now();
-        let (mut a, _) = Announcer::new(AnnounceConfig { probes: 0, ..AnnounceConfig::default() }, MAC, &[V4], now);
+        let (mut a, _) = Announcer::new(AnnounceConfig { probes: 0, ..AnnounceConfig::default() }, &[MAC], &[V4], now);
         for i in 0..5000u32 {
             let b = i.to_be_bytes();
             a.conflict(V4, EthernetAddress([2, 0xee, b[0], b[1], b[2], b[3]]), now);

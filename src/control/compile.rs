@@ -4,7 +4,7 @@
 //! compiles (the caller keeps the IPAM it passed in on error).
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     net::IpAddr,
 };
 
@@ -39,6 +39,9 @@ pub struct Compiled {
     pub assignments: Vec<(String, IpAddr)>,
     /// Backends with a health check.
     pub health: Vec<HealthTarget>,
+    /// The interfaces (by name) each VIP is announced and served on; a VIP not listed is on
+    /// every interface xlb serves.
+    pub placement: BTreeMap<IpAddr, Vec<String>>,
 }
 
 /// The IPAM holder of an explicitly requested VIP: the address itself, so that services
@@ -134,6 +137,14 @@ pub fn compile(desired: &Desired, ipam: &mut Ipam) -> Result<Compiled, ConfigErr
                 message: format!("{b} is not of the family of the service's VIP {vip}"),
             });
             continue;
+        }
+        // A VIP is on the interfaces its services name; on all if one of them names none.
+        let everywhere = out.vips.contains(&vip) && !out.placement.contains_key(&vip);
+        if s.interfaces.is_empty() || everywhere {
+            out.placement.remove(&vip);
+        } else {
+            let on = out.placement.entry(vip).or_default();
+            on.extend(s.interfaces.iter().filter(|i| !on.contains(i)).cloned().collect::<Vec<_>>());
         }
         if !out.vips.contains(&vip) {
             out.vips.push(vip);

@@ -11,8 +11,9 @@
 //! every speaker each time it changes ([`Speaker::set_owned`]); a speaker diffs it against
 //! what it announces.
 //!
-//! **Output, to the daemon.** [`Actions`]: frames to send on the interface (through the
-//! workers' outbox, behind heartbeats), entries of the XDP program's VIP map, whether the
+//! **Output, to the daemon.** [`Actions`]: announcements to send (the daemon builds a frame
+//! for each interface the address is placed on, and sends it through that interface's
+//! outbox, behind heartbeats), entries of the XDP program's VIP map, whether the
 //! datapath's per-VIP modes changed (a new snapshot is due), and state changes for the
 //! logs. The daemon carries them out, and withholds frames while the node is fenced.
 //!
@@ -238,7 +239,7 @@ mod tests {
             garp_offsets: None,
             refresh: None,
         };
-        let (l2, _) = Announcer::new(cfg, EthernetAddress([2, 0, 0, 0, 0, 1]), &[], t0);
+        let (l2, _) = Announcer::new(cfg, &[EthernetAddress([2, 0, 0, 0, 0, 1])], &[], t0);
         let mut s = Speakers::new(l2);
         let routes = Routes::default();
         let advertised = routes.advertised.clone();
@@ -250,13 +251,13 @@ mod tests {
         assert_eq!(owned[2].kind, AddrKind::Snat);
         let act = s.set_owned(&owned, t0);
         // L2: all three announced at once (one gratuitous request and reply each for IPv4).
-        assert_eq!(act.frames.len(), 6);
+        assert_eq!(act.say.len(), 6);
         assert_eq!(s.l2.vips().len(), 3);
         // The other speaker: only the ready VIP.
         assert_eq!(*advertised.lock().unwrap(), BTreeSet::from([v1]));
         assert_eq!(s.next_deadline(), None, "one round, no refresh: nothing due");
         // The fence lifts: L2 says it all again.
-        assert_eq!(s.reannounce_all(t0 + Duration::from_secs(1)).frames.len(), 6);
+        assert_eq!(s.reannounce_all(t0 + Duration::from_secs(1)).say.len(), 6);
         // Not attached: nothing is ready.
         assert!(owned_set(&[v1], &[], false, |_| true).iter().all(|o| !o.ready.ready()));
     }

@@ -36,8 +36,8 @@ use anyhow::Context as _;
 use crossbeam_channel::Receiver;
 use xlb::{
     control::{
-        announcer::Actions, ha::Peers, health::HealthChecker, ownership::Ownership, services::Publisher,
-        speaker::Speakers, Announcer,
+        announcer::Actions, config::InterfaceConfig, ha::Peers, health::HealthChecker, ownership::Ownership,
+        services::Publisher, speaker::Speakers, Announcer,
     },
     io::{
         netdev::{NetDev, NetDevError},
@@ -68,30 +68,22 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
         None if args.kubernetes => start_from_kube(&args)?,
         None => start_from_flags(&args)?,
     };
-    let dev = NetDev::by_name(&start.interface.name).map_err(|e: NetDevError| {
-        let field = if args.config.is_some() { "interfaces[0].name" } else { "--interface" };
-        UsageError::Interface(format!("{field}: {e}"))
-    })?;
-    let field = if args.queues.is_some() { "--queues" } else { "interfaces[0].queues" };
-    let queues = match start.interface.queues {
-        Some(q) if q == 0 || q > dev.rx_queues => {
-            return Err(UsageError::Queues(format!("{field} {q}"), dev.name.clone(), dev.rx_queues).into());
-        }
-        // The NIC hashes flows over every RX queue; a queue without a worker would drop its
-        // share of the VIPs' traffic without a word. Refuse rather than drop.
-        Some(q) if q < dev.rx_queues => {
-            let (dev, rx) = (dev.name.clone(), dev.rx_queues);
-            return Err(
-                UsageError::UnservedQueues { field: field.to_string(), queues: q, dev, rx, last: rx - 1 }.into()
-            );
-        }
-        Some(q) => q,
-        None => dev.rx_queues,
+    let mut ports: Vec<(NetDev, u32)> = Vec::new();
+    for (k, interface) in start.interfaces.iter().enumerate() {
+        ports.push(port_of(interface, k, &args)?);
+    }
+    let Some((dev, _)) = ports.first().cloned() else {
+        return Err(
+            UsageError::Interface("no interface to serve: give --interface or interfaces: in the file".into()).into()
+        );
     };
+    let queues: u32 = ports.iter().map(|(_, q)| q).sum();
     // A VIP that is the host's own address would take the host's traffic away from it.
-    let own = xlb::io::netdev::addresses(&dev.name);
-    if let Some(v) = start.compiled.vips.iter().chain(&start.snat_addrs).find(|v| own.contains(v)) {
-        return Err(UsageError::VipIsHost(*v, dev.name.clone()).into());
+    for (d, _) in &ports {
+        let own = xlb::io::netdev::addresses(&d.name);
+        if let Some(v) = start.compiled.vips.iter().chain(&start.snat_addrs).find(|v| own.contains(v)) {
+            return Err(UsageError::VipIsHost(*v, d.name.clone()).into());
+        }
     }
     let memory = Memory::new(Sizes {
         queues,
@@ -148,11 +140,12 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
 
     // From here on, every way out (a `?` included) drops the datapath: detached, workers
     // stopped and joined.
-    let (mut dp, from_workers) = Datapath::open(&dev, queues, &start, snat, &args, state)?;
+    let (mut dp, from_workers) = Datapath::open(&ports, &start, snat, &args, state)?;
     let owned: Vec<IpAddr> = start.compiled.vips.iter().chain(&start.snat_addrs).copied().collect();
     dp.join_groups(&owned);
+    let names: Vec<&str> = ports.iter().map(|(d, _)| d.name.as_str()).collect();
     tracing::info!(
-        interface = %dev.name, mac = %dev.mac, vips = ?start.compiled.vips, snat = ?start.snat_addrs, queues,
+        interfaces = %names.join(","), mac = %dev.mac, vips = ?start.compiled.vips, snat = ?start.snat_addrs, queues,
         "xlb running; stop with Ctrl-C or SIGTERM{}", if args.config.is_some() { ", reload with SIGHUP" } else { "" }
     );
 
@@ -232,6 +225,30 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
         let _ = chans.stop.recv();
     }
     Ok(())
+}
+
+/// Interface number `k` of the set-up and the queues xlb serves on it: every RX queue, and
+/// never fewer (the NIC spreads flows over all of them).
+fn port_of(interface: &InterfaceConfig, k: usize, args: &RunArgs) -> Result<(NetDev, u32), UsageError> {
+    let dev = NetDev::by_name(&interface.name).map_err(|e: NetDevError| {
+        let field = if args.config.is_some() { format!("interfaces[{k}].name") } else { "--interface".into() };
+        UsageError::Interface(format!("{field}: {e}"))
+    })?;
+    let field = if args.queues.is_some() { "--queues".to_string() } else { format!("interfaces[{k}].queues") };
+    let queues = match interface.queues {
+        Some(q) if q == 0 || q > dev.rx_queues => {
+            return Err(UsageError::Queues(format!("{field} {q}"), dev.name.clone(), dev.rx_queues));
+        }
+        // The NIC hashes flows over every RX queue; a queue without a worker would drop its
+        // share of the VIPs' traffic without a word. Refuse rather than drop.
+        Some(q) if q < dev.rx_queues => {
+            let (dev, rx) = (dev.name.clone(), dev.rx_queues);
+            return Err(UsageError::UnservedQueues { field, queues: q, dev, rx, last: rx - 1 });
+        }
+        Some(q) => q,
+        None => dev.rx_queues,
+    };
+    Ok((dev, queues))
 }
 
 /// The first plan from the Kubernetes node side, waited for up to 10 s (none: the API
@@ -329,7 +346,7 @@ fn node_of(start: Start, dp: Datapath, health: HealthChecker) -> (Node, Actions)
         tracing::info!(node = %h.node, members = ?members, interval_ms = h.timings.interval.as_millis(), dead_after = h.timings.dead_after, takeover_ms = h.timings.takeover.as_millis(), signed = h.key.is_some(), "failover: heartbeats on");
         let peers = Peers::new(&h.node, &h.cluster, h.timings, members, now, incarnation).with_key(h.key.clone());
         let vote = Ownership::vote_for(h.witness.is_some(), h.peers.as_deref());
-        let mut o = Ownership::new(peers, dp.dev.mac, h.peers.clone(), vote);
+        let mut o = Ownership::new(peers, dp.ports[0].dev.mac, h.peers.clone(), vote);
         o.set_vips(&start.compiled.vips);
         o
     });
@@ -338,7 +355,8 @@ fn node_of(start: Start, dp: Datapath, health: HealthChecker) -> (Node, Actions)
         Some(_) => start.snat_addrs.clone(),
         None => start.compiled.vips.iter().chain(&start.snat_addrs).copied().collect(),
     };
-    let (announcer, actions) = Announcer::new(start.announce, dp.dev.mac, &first, now);
+    let macs: Vec<_> = dp.ports.iter().map(|p| p.dev.mac).collect();
+    let (announcer, actions) = Announcer::new(start.announce, &macs, &first, now);
     let publisher = Publisher::new(dp.snapshot.clone());
     let plane = Plane::new(start.source, start.compiled, start.ipam, publisher, health, now);
     (Node::new(dp, plane, Speakers::new(announcer), ownership, witness, start.snat_addrs), actions)
@@ -367,6 +385,8 @@ fn control_loop(
     first_plan: Option<Plan>,
     ch: &Channels,
 ) -> anyhow::Result<Option<Successor>> {
+    let placement = node.plane.compiled.placement.clone();
+    node.place(&placement)?;
     node.apply(&first)?;
     node.rebuild();
     node.refresh_neighbours();
@@ -387,7 +407,7 @@ fn control_loop(
         if let Some(o) = &node.ownership {
             due = due.min(o.next_deadline(now));
         }
-        node.outbox.flush(&node.dp.workers);
+        node.outbox.flush(&node.dp);
         if !node.outbox.is_empty() {
             due = due.min(now + Duration::from_millis(1));
         }

@@ -4,7 +4,7 @@
 //! (owned VIPs as the L2 speaker says; served VIPs another node announces as forward-only).
 
 use std::{
-    collections::{BTreeSet, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     net::IpAddr,
     sync::Arc,
     time::{Duration, Instant},
@@ -15,7 +15,7 @@ use hdrhistogram::Histogram;
 use xlb::{
     abi::{VIP_FORWARD, VIP_PROBING},
     control::{
-        announcer::Actions,
+        announcer::{Actions, Say},
         backends::service_of_spec,
         compile::Compiled,
         nexthop::Path,
@@ -51,7 +51,7 @@ pub(super) struct Node {
     forward_stale: bool,
     pub(super) started: Instant,
     /// Per queue: batch times so far (merged from the workers' histograms).
-    pub(super) batch_times: HashMap<u32, Histogram<u64>>,
+    pub(super) batch_times: HashMap<crate::metrics::QueueId, Histogram<u64>>,
 }
 
 impl Node {
@@ -177,19 +177,36 @@ impl Node {
         log_actions(act);
         // A fenced node sends no announcements either: another node may own its VIPs.
         if self.fenced(Instant::now()) {
-            if !act.frames.is_empty() {
-                tracing::debug!(frames = act.frames.len(), "fenced: announcements withheld");
+            if !act.say.is_empty() {
+                tracing::debug!(announcements = act.say.len(), "fenced: announcements withheld");
             }
         } else {
-            self.outbox.send(&act.frames, &self.dp.workers, false);
+            self.send_announcements(&act.say);
         }
         Ok(())
+    }
+
+    /// Sends each announcement on every interface its address is placed on, from that
+    /// interface's MAC.
+    fn send_announcements(&mut self, say: &[Say]) {
+        if say.is_empty() {
+            return;
+        }
+        for p in 0..self.dp.ports.len() {
+            let mac = self.dp.ports[p].dev.mac;
+            let frames: Vec<OutFrame> =
+                say.iter().filter(|s| self.dp.ports_of(s.vip).contains(&p)).filter_map(|s| s.frame(mac)).collect();
+            if !frames.is_empty() {
+                self.outbox.send(p, &frames, &self.dp, false);
+            }
+        }
     }
 
     /// Makes `compiled` what runs: backends that leave a service that stays drain, VIPs
     /// come and go, health checks follow.
     pub(super) fn apply_compiled(&mut self, compiled: Compiled) -> anyhow::Result<()> {
         let now = Instant::now();
+        self.place(&compiled.placement)?;
         self.plane.set_compiled(compiled, now);
         self.forward_stale = true;
         let vips = self.plane.compiled.vips.clone();
@@ -199,6 +216,21 @@ impl Node {
         }
         self.announce_owned("VIP withdrawn")?;
         self.rebuild();
+        Ok(())
+    }
+
+    /// Puts each VIP on the interfaces `placement` names (the others on every interface).
+    pub(super) fn place(&mut self, placement: &BTreeMap<IpAddr, Vec<String>>) -> anyhow::Result<()> {
+        let ports = placement
+            .iter()
+            .map(|(v, names)| (*v, names.iter().filter_map(|n| self.dp.port_named(n)).collect()))
+            .collect();
+        if self.dp.set_placement(ports)? {
+            let on: Vec<String> = placement.iter().map(|(v, n)| format!("{v} on {}", n.join(","))).collect();
+            tracing::info!(placement = %on.join("; "), "VIPs placed on interfaces (the others: on every interface)");
+            // Backends' paths are judged again against where the VIPs now are.
+            self.plane.next_neigh = Instant::now();
+        }
         Ok(())
     }
 
@@ -235,7 +267,13 @@ impl Node {
         if self.dp.set_local(plan.local_vips.iter().copied().collect())? {
             tracing::info!(vips = ?plan.local_vips, "VIPs whose traffic this node's own service proxy takes (every node runs xlb)");
         }
-        let compiled = Compiled { vips: plan.vips, specs: plan.specs, assignments: Vec::new(), health: Vec::new() };
+        let compiled = Compiled {
+            vips: plan.vips,
+            specs: plan.specs,
+            placement: plan.placement,
+            assignments: Vec::new(),
+            health: Vec::new(),
+        };
         self.apply_compiled(compiled)?;
         tracing::debug!(generation = self.plane.publisher.generation(), vips = ?self.plane.compiled.vips, "plan from Kubernetes applied");
         self.report_paths();
@@ -267,7 +305,7 @@ impl Node {
 
     /// Reads the neighbour table; rebuilds when a backend's MAC appeared or changed.
     pub(super) fn refresh_neighbours(&mut self) {
-        if self.plane.refresh_neighbours(&self.dp.dev, Instant::now()) {
+        if self.plane.refresh_neighbours(&self.dp, Instant::now()) {
             self.rebuild();
             self.report_paths();
         }
@@ -282,7 +320,7 @@ impl Node {
             w.want(want);
         }
         if let Some(f) = t.beat {
-            self.outbox.send(&[f], &self.dp.workers, true);
+            self.outbox.send(0, &[f], &self.dp, true);
         }
         match t.fence {
             Some(at) => self.dp.fence.set(at),
@@ -388,7 +426,7 @@ impl Node {
         // Announcements still waiting no longer matter.
         self.outbox.clear();
         if let Some(f) = beat {
-            self.outbox.send(&[f], &self.dp.workers, true);
+            self.outbox.send(0, &[f], &self.dp, true);
             // Let queue 0's worker put it on the wire before it is stopped.
             std::thread::sleep(Duration::from_millis(20));
         }

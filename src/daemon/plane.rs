@@ -4,7 +4,7 @@
 //! nor decides who announces what.
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     net::{IpAddr, SocketAddr},
     time::{Duration, Instant},
 };
@@ -20,28 +20,44 @@ use xlb::{
         services::{build_services, Publisher, StatsIds},
     },
     io::{
-        netdev::{self, NetDev},
+        netdev,
         netlink::{self, RouteKind},
     },
     lb::{maglev::TableCache, snapshot::Service, VipMode},
 };
 
-use super::start::{mtime, Source};
+use super::{
+    datapath::Datapath,
+    start::{mtime, Source},
+};
 
-/// The path the kernel's route `r` gives to a backend through xlb's interface `dev`.
-fn path_of(r: &netlink::Route, dev: &NetDev) -> Path {
+/// The path the kernel's route `r` gives to a backend, from the interfaces xlb serves (`dp`'s
+/// ports). `need`: the ports the backend's services' VIPs are on, from which it must be
+/// reached (a packet goes back out of the interface it came in on).
+fn path_of(r: &netlink::Route, dp: &Datapath, need: &[usize]) -> Path {
+    let name = |p: usize| dp.ports.get(p).map_or("?", |p| p.dev.name.as_str());
     match r.kind {
         RouteKind::Local => Path::Unreachable("it is one of this host's own addresses".into()),
         RouteKind::Refused => {
             Path::Unreachable("the kernel's route to it refuses it (blackhole, unreachable or prohibit)".into())
         }
-        RouteKind::Unicast if r.oif != dev.ifindex => Path::Unreachable(format!(
-            "the kernel routes it through {} (ifindex {}), not {}, which xlb serves",
-            netdev::name_of(r.oif).unwrap_or_else(|| "another interface".into()),
-            r.oif,
-            dev.name
-        )),
-        RouteKind::Unicast => r.gateway.map_or(Path::OnLink, Path::Via),
+        RouteKind::Unicast => match dp.ports.iter().position(|p| p.dev.ifindex == r.oif) {
+            None => Path::Unreachable(format!(
+                "the kernel routes it through {} (ifindex {}), not {}, which xlb serves",
+                netdev::name_of(r.oif).unwrap_or_else(|| "another interface".into()),
+                r.oif,
+                dp.ports.iter().map(|p| p.dev.name.as_str()).collect::<Vec<_>>().join(" or ")
+            )),
+            Some(p) => match need.iter().find(|q| **q != p) {
+                Some(q) => Path::Unreachable(format!(
+                    "the kernel routes it through {}, but its service's VIP is on {} too, and xlb sends a packet back out of the interface it came in on; place the VIP on {} only",
+                    name(p),
+                    name(*q),
+                    name(p)
+                )),
+                None => r.gateway.map_or(Path::OnLink, Path::Via),
+            },
+        },
     }
 }
 
@@ -181,7 +197,7 @@ impl Plane {
         let Source::File { desired: old, .. } = &mut self.source else { return None };
         // What needs a restart is kept as it was, and said.
         let restart_only = [
-            ("interfaces", old.interface != new.interface),
+            ("interfaces", old.interfaces != new.interfaces),
             ("snat", old.snat_addrs != new.snat_addrs || old.snat_ports != new.snat_ports),
             (
                 "conntrack",
@@ -220,7 +236,7 @@ impl Plane {
     /// Looks up the kernel's route to each backend and its next hop's MAC on `dev`, asks the
     /// kernel to resolve next hops it does not know; returns whether a path or MAC changed
     /// (a rebuild is due).
-    pub(super) fn refresh_neighbours(&mut self, dev: &NetDev, now: Instant) -> bool {
+    pub(super) fn refresh_neighbours(&mut self, dp: &Datapath, now: Instant) -> bool {
         // Every configured backend (down ones too: they may come back at any time) and the
         // draining ones, whose flows still go to them.
         let wanted: Vec<IpAddr> = {
@@ -237,21 +253,39 @@ impl Plane {
             self.next_neigh = now + Duration::from_secs(3600);
             return false;
         }
-        let table = match netlink::neighbours(dev.ifindex) {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::warn!(error = %e, "reading the neighbour table failed; retrying");
-                self.next_neigh = now + Duration::from_secs(1);
-                return false;
+        let mut tables = Vec::new();
+        for p in &dp.ports {
+            match netlink::neighbours(p.dev.ifindex) {
+                Ok(t) => tables.push(t),
+                Err(e) => {
+                    tracing::warn!(interface = %p.dev.name, error = %e, "reading the neighbour table failed; retrying");
+                    self.next_neigh = now + Duration::from_secs(1);
+                    return false;
+                }
             }
-        };
+        }
+        // Where each backend must be reached from: the interfaces its services' VIPs are on.
+        let mut need: HashMap<IpAddr, Vec<usize>> = HashMap::new();
+        for spec in &self.compiled.specs {
+            let on = dp.ports_of(spec.key.vip);
+            for (b, _, _) in &spec.backends {
+                let n = need.entry(*b).or_default();
+                n.extend(on.iter().filter(|p| !n.contains(p)).collect::<Vec<_>>());
+            }
+        }
+        let first = dp.ports.first().map(|p| p.dev.name.clone()).unwrap_or_default();
         let mut changed = false;
         let mut unresolved = 0;
         for addr in &wanted {
+            let mut port = 0;
             let path = match netlink::route_to(*addr) {
-                Ok(r) => path_of(&r, dev),
+                Ok(r) => {
+                    let p = path_of(&r, dp, need.get(addr).map_or(&[], Vec::as_slice));
+                    port = dp.ports.iter().position(|p| p.dev.ifindex == r.oif).unwrap_or(0);
+                    p
+                }
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ENETUNREACH | libc::EHOSTUNREACH)) => {
-                    Path::Unreachable(format!("it is not on {}'s segment and no route leads to it", dev.name))
+                    Path::Unreachable(format!("it is not on {first}'s segment and no route leads to it"))
                 }
                 Err(e) => {
                     tracing::warn!(backend = %addr, error = %e, "looking up the route to a backend failed; retrying");
@@ -274,7 +308,8 @@ impl Plane {
                 changed |= self.hops.macs.remove(addr).is_some();
                 continue;
             };
-            let found = table.iter().find(|n| n.addr == hop && n.usable()).and_then(|n| n.mac);
+            let found =
+                tables.get(port).and_then(|t| t.iter().find(|n| n.addr == hop && n.usable())).and_then(|n| n.mac);
             match (found, self.hops.macs.get(addr).copied()) {
                 (Some(mac), old) if old != Some(mac) => {
                     tracing::info!(backend = %addr, %mac, path = %path, "backend next hop resolved");
@@ -289,7 +324,8 @@ impl Plane {
                         self.hops.macs.remove(addr);
                         changed = true;
                     }
-                    if let Err(e) = netlink::solicit(dev.ifindex, hop) {
+                    let ifindex = dp.ports.get(port).map_or(0, |p| p.dev.ifindex);
+                    if let Err(e) = netlink::solicit(ifindex, hop) {
                         tracing::warn!(backend = %addr, next_hop = %hop, error = %e, "asking the kernel to resolve a next hop failed");
                     }
                 }

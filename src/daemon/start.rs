@@ -154,7 +154,7 @@ pub(crate) fn check(path: &Path) -> anyhow::Result<()> {
         .map_err(|e| {
             UsageError::Config(ConfigErrors(vec![config_error("services", e.to_string())]), path.to_path_buf())
         })?;
-    let (queues, counted) = queues_to_count(&desired.interface);
+    let (queues, counted) = queues_to_count(&desired.interfaces);
     let memory = Memory::new(Sizes {
         queues,
         conntrack_capacity: desired.conntrack_capacity,
@@ -174,22 +174,32 @@ pub(crate) fn check(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The queues `xlb check` counts, and why: the config's, else every RX queue of the interface
-/// when it is on this machine, else one.
-fn queues_to_count(interface: &InterfaceConfig) -> (u32, String) {
-    if let Some(q) = interface.queues {
-        return (q, "interfaces[0].queues".into());
+/// The queues `xlb check` counts (over every interface), and why: the config's, else every
+/// RX queue of the interface when it is on this machine, else one.
+fn queues_to_count(interfaces: &[InterfaceConfig]) -> (u32, String) {
+    let mut total = 0;
+    let mut why = Vec::new();
+    for (k, i) in interfaces.iter().enumerate() {
+        if let Some(q) = i.queues {
+            total += q;
+            why.push(format!("interfaces[{k}].queues"));
+            continue;
+        }
+        match rx_queues(&i.name) {
+            Some(rx) => {
+                total += rx;
+                why.push(format!("every RX queue of {} here", i.name));
+            }
+            None => {
+                total += 1;
+                why.push(format!(
+                    "1 queue counted: {} is not on this machine; set interfaces[{k}].queues to count its RX queues",
+                    i.name
+                ));
+            }
+        }
     }
-    match rx_queues(&interface.name) {
-        Some(rx) => (rx, format!("every RX queue of {} here", interface.name)),
-        None => (
-            1,
-            format!(
-                "1 queue counted: {} is not on this machine; set interfaces[0].queues to count its RX queues",
-                interface.name
-            ),
-        ),
-    }
+    (total, why.join("; "))
 }
 
 pub(super) fn config_error(path: &str, message: String) -> config::ConfigError {
@@ -222,7 +232,8 @@ pub(super) struct Start {
     pub(super) source: Source,
     pub(super) compiled: Compiled,
     pub(super) ipam: Ipam,
-    pub(super) interface: InterfaceConfig,
+    /// The interfaces served, at least one (the first sends the heartbeats).
+    pub(super) interfaces: Vec<InterfaceConfig>,
     pub(super) announce: AnnounceConfig,
     pub(super) snat_addrs: Vec<IpAddr>,
     pub(super) snat_ports: (u16, u16),
@@ -409,13 +420,24 @@ fn snat_addrs_from_flags(args: &RunArgs) -> Result<Vec<IpAddr>, UsageError> {
     })
 }
 
-fn interface_from_flags(args: &RunArgs) -> InterfaceConfig {
-    InterfaceConfig {
-        name: args.interface.clone().unwrap_or_default(),
-        queues: args.queues,
-        xdp_mode: args.xdp_mode.unwrap_or(AttachMode::Auto),
-        zero_copy: args.zero_copy.unwrap_or(ZeroCopy::Auto),
+/// `--interface eno1,eno2`: the interfaces, each with the queue and XDP flags.
+fn interfaces_from_flags(args: &RunArgs) -> Result<Vec<InterfaceConfig>, UsageError> {
+    let raw = args.interface.clone().unwrap_or_default();
+    let mut out: Vec<InterfaceConfig> = Vec::new();
+    for name in raw.split(',').map(str::trim) {
+        if name.is_empty() || out.iter().any(|i| i.name == name) {
+            return Err(UsageError::Interface(format!(
+                "--interface {raw:?}: give interface names separated by commas, each once (e.g. eno1,eno2)"
+            )));
+        }
+        out.push(InterfaceConfig {
+            name: name.to_string(),
+            queues: args.queues,
+            xdp_mode: args.xdp_mode.unwrap_or(AttachMode::Auto),
+            zero_copy: args.zero_copy.unwrap_or(ZeroCopy::Auto),
+        });
     }
+    Ok(out)
 }
 
 fn announce_from_flags(args: &RunArgs) -> AnnounceConfig {
@@ -452,7 +474,7 @@ pub(super) fn start_from_kube(args: &RunArgs) -> Result<Start, UsageError> {
             namespace: args.kube.namespace.clone(),
             lease_seconds: 15,
         },
-        interface: args.interface.clone().unwrap_or_default(),
+        interface: interfaces_from_flags(args)?.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(","),
         snat_families: (snat_addrs.iter().any(IpAddr::is_ipv4), snat_addrs.iter().any(IpAddr::is_ipv6)),
         allocate: !args.no_allocator,
         renew: Duration::from_millis(args.lease_renew_ms),
@@ -497,7 +519,7 @@ pub(super) fn start_from_kube(args: &RunArgs) -> Result<Start, UsageError> {
         source: Source::Kube { handle: None, plans: 0, members: Vec::new(), owners: Vec::new() },
         compiled: Compiled::default(),
         ipam: Ipam::default(),
-        interface: interface_from_flags(args),
+        interfaces: interfaces_from_flags(args)?,
         announce,
         snat_addrs,
         snat_ports,
@@ -556,7 +578,7 @@ pub(super) fn start_from_flags(args: &RunArgs) -> Result<Start, UsageError> {
         source: Source::Flags,
         compiled: Compiled { vips, specs, ..Compiled::default() },
         ipam: Ipam::default(),
-        interface: interface_from_flags(args),
+        interfaces: interfaces_from_flags(args)?,
         announce: announce_from_flags(args),
         snat_addrs,
         snat_ports,
@@ -573,11 +595,13 @@ pub(super) fn start_from_file(path: &Path, args: &RunArgs) -> Result<Start, Usag
     let desired = config::load(path).map_err(|e| UsageError::Config(e, path.to_path_buf()))?;
     let mut ipam = Ipam::default();
     let compiled = compile(&desired, &mut ipam).map_err(|e| UsageError::Config(e, path.to_path_buf()))?;
-    let mut interface = desired.interface.clone();
+    let mut interfaces = desired.interfaces.clone();
     // Flags given with --config override the file's interface settings.
-    interface.queues = args.queues.or(interface.queues);
-    interface.xdp_mode = args.xdp_mode.unwrap_or(interface.xdp_mode);
-    interface.zero_copy = args.zero_copy.unwrap_or(interface.zero_copy);
+    for interface in &mut interfaces {
+        interface.queues = args.queues.or(interface.queues);
+        interface.xdp_mode = args.xdp_mode.unwrap_or(interface.xdp_mode);
+        interface.zero_copy = args.zero_copy.unwrap_or(interface.zero_copy);
+    }
     let ha = desired.ha.as_ref().map(|h| HaStart {
         node: h.node.clone().or_else(|| args.node_name.clone()).unwrap_or_else(hostname),
         cluster: h.cluster.clone(),
@@ -610,7 +634,7 @@ pub(super) fn start_from_file(path: &Path, args: &RunArgs) -> Result<Start, Usag
     Ok(Start {
         compiled,
         ipam,
-        interface,
+        interfaces,
         announce,
         snat_addrs: desired.snat_addrs.clone(),
         snat_ports: desired.snat_ports,

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use xlb::{
     abi::CLASS_NAMES,
     control::{backends::Health, config, nexthop::Path, services::ServiceSpec, VipStatus},
-    io::worker::{batch_histogram, WorkerRequest},
+    io::worker::{batch_histogram, WorkerHandle, WorkerRequest},
     lb::{
         conntrack::FlowState,
         maglev::TableSize,
@@ -25,7 +25,7 @@ use xlb::{
 use super::{datapath::Finals, node::Node, start::Source};
 use crate::{
     admin::{answers, refusal, Query},
-    metrics::{self, BackendSeries, MetricsInput, ServiceSeries},
+    metrics::{self, BackendSeries, MetricsInput, QueueId, ServiceSeries},
 };
 
 /// `proto:vip:port`.
@@ -40,6 +40,10 @@ fn path_word(p: &Path) -> String {
         Path::Unreachable(_) => "unreachable".into(),
         p => p.to_string(),
     }
+}
+
+fn queue_id(w: &WorkerHandle) -> QueueId {
+    QueueId { interface: w.ifname.clone(), queue: w.queue }
 }
 
 fn ip16(a: &[u8; 16]) -> IpAddr {
@@ -117,6 +121,7 @@ impl Node {
                 let s = w.stats.read();
                 let (ct, _) = w.stats.conntrack();
                 answers::Worker {
+                    interface: w.ifname.clone(),
                     queue: w.queue,
                     socket: w.mode.to_string(),
                     core: *core,
@@ -129,9 +134,9 @@ impl Node {
             .collect();
         let plane = &self.plane;
         answers::Status {
-            interface: self.dp.dev.name.clone(),
-            mac: self.dp.dev.mac.to_string(),
-            xdp_mode: self.dp.mode.to_string(),
+            interface: self.dp.ports.iter().map(|p| p.dev.name.clone()).collect::<Vec<_>>().join(","),
+            mac: self.dp.ports.iter().map(|p| p.dev.mac.to_string()).collect::<Vec<_>>().join(","),
+            xdp_mode: self.dp.ports.iter().map(|p| p.mode.to_string()).collect::<Vec<_>>().join(","),
             generation: plane.publisher.generation(),
             reloads: plane.reloads,
             reload_failures: plane.reload_failures,
@@ -387,7 +392,8 @@ impl Node {
             if w.requests.try_send(WorkerRequest::Histogram { fresh: batch_histogram(), reply: tx }).is_ok() {
                 w.waker.notify();
                 if let Ok(h) = rx.recv_timeout(Duration::from_millis(500)) {
-                    let total = self.batch_times.entry(w.queue).or_insert_with(|| *batch_histogram());
+                    let id = QueueId { interface: w.ifname.clone(), queue: w.queue };
+                    let total = self.batch_times.entry(id).or_insert_with(|| *batch_histogram());
                     let _ = total.add(&*h);
                 }
             }
@@ -395,15 +401,15 @@ impl Node {
         let workers = &self.dp.workers;
         let now = Instant::now();
         let mut m = MetricsInput {
-            workers: workers.iter().map(|w| (w.queue, w.stats.read())).collect(),
+            workers: workers.iter().map(|w| (queue_id(w), w.stats.read())).collect(),
             conntrack: workers
                 .iter()
                 .map(|w| {
                     let (s, n) = w.stats.conntrack();
-                    (w.queue, s, n)
+                    (queue_id(w), s, n)
                 })
                 .collect(),
-            batch_times: self.batch_times.iter().map(|(q, h)| (*q, h.clone())).collect(),
+            batch_times: self.batch_times.iter().map(|(q, h)| (q.clone(), h.clone())).collect(),
             generation: self.plane.publisher.generation(),
             reloads: self.plane.reloads,
             reload_failures: self.plane.reload_failures,
@@ -412,7 +418,7 @@ impl Node {
                 .map(|p| (p, self.plane.hops.paths.values().filter(|x| x.name() == p).count() as u64))
                 .collect(),
             backends_unreachable: self.plane.unreachable_events,
-            xdp_classes: CLASS_NAMES.iter().copied().zip(self.dp.prog.class_counts()).collect(),
+            xdp_classes: CLASS_NAMES.iter().copied().zip(self.dp.class_counts()).collect(),
             vips: self.speakers.l2.vips().iter().map(|(v, s)| (v.to_string(), s.name())).collect(),
             failover: self.ownership.as_ref().map(|o| metrics::FailoverState {
                 quorum: o.quorum(now),
@@ -457,7 +463,7 @@ impl Node {
     /// The final counters: logged, and written to `stats_file` as JSON.
     pub(super) fn report(&self, finals: &Finals, stats_file: Option<&std::path::Path>) -> anyhow::Result<()> {
         let mut total = WorkerStats::default();
-        for (_, _, s) in &finals.queues {
+        for (_, _, _, s) in &finals.queues {
             for (t, v) in total.counters.iter_mut().zip(s.counters.iter()) {
                 *t += v;
             }
@@ -491,12 +497,13 @@ impl Node {
             .collect();
         let plane = &self.plane;
         let doc = json!({
-            "interface": self.dp.dev.name,
-            "mac": self.dp.dev.mac.to_string(),
+            "interface": self.dp.ports.iter().map(|p| p.dev.name.clone()).collect::<Vec<_>>().join(","),
+            "mac": self.dp.ports.iter().map(|p| p.dev.mac.to_string()).collect::<Vec<_>>().join(","),
             "queues": finals
                 .queues
                 .iter()
-                .map(|(q, m, s)| json!({
+                .map(|(i, q, m, s)| json!({
+                    "interface": i,
                     "queue": q,
                     "socket": m.to_string(),
                     "rx_frames": s.get(Counter::RxFrames),

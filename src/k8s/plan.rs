@@ -72,13 +72,20 @@ impl Path {
     }
 }
 
-/// A live member: a node whose membership Lease is valid, and the interface it serves.
+/// A live member: a node whose membership Lease is valid, and the interfaces it serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
     /// Node name.
     pub node: String,
-    /// The interface xlb serves there.
+    /// The interfaces xlb serves there, comma-separated (as the Lease's annotation says).
     pub interface: String,
+}
+
+impl Member {
+    /// Each interface it serves.
+    pub fn interfaces(&self) -> impl Iterator<Item = &str> {
+        self.interface.split(',').map(str::trim).filter(|i| !i.is_empty())
+    }
 }
 
 /// The objects the plan is made from.
@@ -130,6 +137,10 @@ pub struct Plan {
     /// Of `vips`, those whose traffic this node's own service proxy takes (every node runs
     /// xlb): xlb answers ARP/NDP for them and hands their packets to the kernel.
     pub local_vips: Vec<IpAddr>,
+    /// On a node serving several interfaces: for each VIP it serves, the interfaces the
+    /// policies that let it announce the VIP select (the VIP is announced and served there
+    /// only; none: on no interface). Empty on a node with one interface.
+    pub placement: BTreeMap<IpAddr, Vec<String>>,
 }
 
 /// One endpoint as the plan uses it.
@@ -359,7 +370,14 @@ impl<'a> Policy<'a> {
         let p = self.spec;
         self.covers(labels, vip, external)
             && selects(p.node_selector.as_ref(), node_labels)
-            && (p.interfaces.is_empty() || self.interfaces.iter().flatten().any(|r| r.is_match(&member.interface)))
+            && self.interfaces_of(member).next().is_some()
+    }
+
+    /// The interfaces of `member` it names (all of them when it names none).
+    fn interfaces_of<'m>(&'m self, member: &'m Member) -> impl Iterator<Item = &'m str> + 'm {
+        member
+            .interfaces()
+            .filter(|i| self.spec.interfaces.is_empty() || self.interfaces.iter().flatten().any(|r| r.is_match(i)))
     }
 }
 
@@ -492,6 +510,18 @@ pub fn plan(me: &str, c: &Cluster<'_>, settings: &Settings, snat_families: (bool
                 }
             };
             entry.services.push(k.clone());
+            // Several interfaces here: the VIP goes on those the policies that let this
+            // node announce it select, for every Service that uses it.
+            if let Some(m) = c.members.get(me).filter(|m| m.interfaces().nth(1).is_some()) {
+                let on = out.placement.entry(*vip).or_default();
+                for p in policies.iter().filter(|p| p.allows(&svc_labels, (*vip, *external), m, labels_of(me))) {
+                    for i in p.interfaces_of(m) {
+                        if !on.iter().any(|x| x == i) {
+                            on.push(i.to_string());
+                        }
+                    }
+                }
+            }
             if entry.owner.as_deref() == Some(me) && announced.insert(*vip) {
                 out.vips.push(*vip);
             }
@@ -773,6 +803,45 @@ mod tests {
             json!({"loadBalancerIPs": true, "serviceSelector": {"matchLabels": {"io.kubernetes.service.name": "web"}}}),
         )];
         assert!(plan_of("a", &s, &[], &nodes, &pol, &m).owners.values().next().unwrap().owner.is_some());
+    }
+
+    /// `../shared/seeds/002`: two interfaces on every node, one Cilium pool and one policy
+    /// per interface (`eno1` internal for every node, `eno2` public for control-plane nodes
+    /// only), Services picking theirs by a label. Each VIP goes on its policy's interface
+    /// only, and the public one only on a control-plane node.
+    #[test]
+    fn each_vip_goes_on_the_interfaces_its_policies_select() {
+        let on = |i: &str| json!({"metadata": {"labels": {"network.example.com/interface": i}}});
+        let s = [svc("internal", "192.168.3.150", on("eno1")), svc("public", "192.168.4.150", on("eno2"))];
+        let nodes =
+            [node("a", "10.1.0.1", json!({"node.kubernetes.io/control-plane": ""})), node("b", "10.1.0.2", json!({}))];
+        let cilium = |iface: &str, nodes: serde_json::Value| {
+            let mut p = (*policy(json!({
+                "serviceSelector": {"matchLabels": {"network.example.com/interface": iface}},
+                "nodeSelector": {"matchLabels": nodes},
+                "interfaces": [iface], "externalIPs": true, "loadBalancerIPs": true
+            })))
+            .clone();
+            p.spec.read_from = Some(ReadFrom { kind: "CiliumL2AnnouncementPolicy", unanchored: true, addresses: None });
+            Arc::new(p)
+        };
+        let pol = [cilium("eno1", json!({})), cilium("eno2", json!({"node.kubernetes.io/control-plane": ""}))];
+        let m = members(&[("a", "eno1,eno2"), ("b", "eno1,eno2")]);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let (internal, public) = (ip("192.168.3.150"), ip("192.168.4.150"));
+        let pa = plan_of("a", &s, &[], &nodes, &pol, &m);
+        assert_eq!(pa.owners[&public].candidates, ["a"], "eno2 only on control-plane nodes");
+        assert_eq!(pa.placement[&internal], ["eno1"]);
+        assert_eq!(pa.placement[&public], ["eno2"]);
+        let pb = plan_of("b", &s, &[], &nodes, &pol, &m);
+        assert_eq!(pb.placement[&internal], ["eno1"]);
+        assert!(pb.placement[&public].is_empty(), "b may not announce it on any interface");
+        // A policy that names no interface puts its VIPs on every interface of the node;
+        // a node with one interface gets no placement (its VIPs are where they always were).
+        let any = [policy(json!({"loadBalancerIPs": true}))];
+        assert_eq!(plan_of("a", &s, &[], &nodes, &any, &m).placement[&internal], ["eno1", "eno2"]);
+        let one = members(&[("a", "eno1"), ("b", "eno1,eno2")]);
+        assert!(plan_of("a", &s, &[], &nodes, &pol, &one).placement.is_empty());
     }
 
     /// Cilium's l2announcer matches interface patterns unanchored (Go `MatchString`): a

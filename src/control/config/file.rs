@@ -97,6 +97,8 @@ pub(super) struct ServiceFile {
     #[serde(default)]
     pub(super) source_ranges: Vec<String>,
     pub(super) health_check: Option<HealthFile>,
+    #[serde(default)]
+    pub(super) interfaces: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -133,13 +133,15 @@ pub struct ServiceConfig {
     pub source_ranges: Vec<ipnet::IpNet>,
     /// Health check.
     pub health: Option<HealthConfig>,
+    /// The interfaces its VIP is announced and served on (empty: every one).
+    pub interfaces: Vec<String>,
 }
 
 /// Everything the file asks for, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Desired {
-    /// The interface.
-    pub interface: InterfaceConfig,
+    /// The interfaces served (at least one; the first sends the heartbeats).
+    pub interfaces: Vec<InterfaceConfig>,
     /// Address pools.
     pub pools: Vec<Pool>,
     /// SNAT source addresses.
@@ -275,8 +277,8 @@ metrics:
     #[test]
     fn a_good_file_becomes_the_desired_state() {
         let d = parse(GOOD).unwrap();
-        assert_eq!(d.interface.name, "eth0");
-        assert_eq!(d.interface.queues, Some(2));
+        assert_eq!(d.interfaces[0].name, "eth0");
+        assert_eq!(d.interfaces[0].queues, Some(2));
         assert_eq!(d.pools[0].blocks.len(), 2);
         assert_eq!(d.snat_ports, (2000, 3000));
         let web = &d.services[0];
@@ -343,6 +345,8 @@ metrics:
             ("source range host bits", "198.51.100.0/24,", "198.51.100.7/24,"),
             ("source range", "198.51.100.0/24,", "198.51.100.0/33,"),
             ("unknown field", "    queues: 2", "    queues: 2\n    speed: 100"),
+            ("interface twice", "    queues: 2", "    queues: 2\n  - name: eth0"),
+            ("service interface", "    mode: snat", "    mode: snat\n    interfaces: [eth1]"),
         ];
         let want: &[&str] = &[
             "pools[0].blocks[0].cidr: \"192.0.2.0/33\" is not a CIDR",
@@ -369,6 +373,8 @@ metrics:
             "services[0].sourceRanges[0]: \"198.51.100.7/24\" has host bits set; write the network, 198.51.100.0/24",
             "services[0].sourceRanges[0]: \"198.51.100.0/33\" is not a prefix; write one like 203.0.113.0/24 or 2001:db8::/48",
             "speed",
+            "interfaces[1].name: \"eth0\" is listed twice",
+            "services[1].interfaces[0]: \"eth1\" is not in interfaces (eth0); name one of them, or leave the list out for all",
         ];
         for ((what, from, to), want) in cases.iter().zip(want) {
             assert!(GOOD.contains(from), "{what}: fixture line {from:?} not found");
@@ -389,6 +395,33 @@ metrics:
         // Another port on the same VIP is fine.
         let ok = GOOD.replacen("    pool: public\n", "    vip: 192.0.2.5\n", 1);
         assert!(parse(&ok).is_ok());
+    }
+
+    /// Two interfaces, each service's VIP on the interfaces it names (none: on both).
+    #[test]
+    fn services_choose_their_interfaces() {
+        let text = GOOD
+            .replacen("    queues: 2\n", "    queues: 2\n  - name: eth1\n    xdpMode: generic\n", 1)
+            .replacen("    mode: snat\n", "    mode: snat\n    interfaces: [eth1, eth1]\n", 1);
+        let d = parse(&text).unwrap();
+        let names: Vec<&str> = d.interfaces.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["eth0", "eth1"]);
+        assert_eq!(d.interfaces[1].xdp_mode, AttachMode::Generic);
+        assert!(d.services[0].interfaces.is_empty());
+        assert_eq!(d.services[1].interfaces, ["eth1"], "named twice, kept once");
+        let c = crate::control::compile::compile(&d, &mut crate::control::ipam::Ipam::default()).unwrap();
+        let api = c.assignments.iter().find(|(n, _)| n == "api").unwrap().1;
+        assert_eq!(c.placement.get(&api), Some(&vec!["eth1".to_string()]));
+        assert!(!c.placement.contains_key(&"192.0.2.5".parse().unwrap()), "web: on every interface");
+        // A service that names eth1 on web's VIP leaves it on every interface (web names none).
+        let shared = text.replacen(
+            "conntrack:",
+            "  - name: web2\n    vip: 192.0.2.5\n    interfaces: [eth1]\n    ports: [{port: 444}]\n    backends: [{address: 10.0.0.22}]\nconntrack:",
+            1,
+        );
+        let c = crate::control::compile::compile(&parse(&shared).unwrap(), &mut crate::control::ipam::Ipam::default())
+            .unwrap();
+        assert!(!c.placement.contains_key(&"192.0.2.5".parse().unwrap()), "{:?}", c.placement);
     }
 
     #[test]

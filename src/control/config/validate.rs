@@ -60,46 +60,42 @@ fn port(path: &str, p: u32, errors: &mut Vec<ConfigError>) -> u16 {
 
 pub(super) fn validate(f: File) -> Result<Desired, ConfigErrors> {
     let mut errors = Vec::new();
-    let interface = match f.interfaces.as_slice() {
-        [i] => {
-            if i.name.trim().is_empty() {
-                errors.push(err("interfaces[0].name", "empty; give the interface to serve, e.g. eth0"));
+    let mut interfaces: Vec<InterfaceConfig> = Vec::new();
+    if f.interfaces.is_empty() {
+        errors.push(err("interfaces", "no interface; add one: interfaces: [{name: eth0}]"));
+    }
+    for (k, i) in f.interfaces.iter().enumerate() {
+        let at = format!("interfaces[{k}]");
+        let name = i.name.trim().to_string();
+        if name.is_empty() {
+            errors.push(err(format!("{at}.name"), "empty; give the interface to serve, e.g. eth0"));
+        } else if interfaces.iter().any(|x| x.name == name) {
+            errors.push(err(format!("{at}.name"), format!("{name:?} is listed twice")));
+        }
+        let xdp_mode = match i.xdp_mode.as_deref().unwrap_or("auto") {
+            "auto" => AttachMode::Auto,
+            "native" => AttachMode::Native,
+            "generic" => AttachMode::Generic,
+            other => {
+                errors.push(err(format!("{at}.xdpMode"), format!("{other:?} is not auto, native or generic")));
+                AttachMode::Auto
             }
-            let xdp_mode = match i.xdp_mode.as_deref().unwrap_or("auto") {
-                "auto" => AttachMode::Auto,
-                "native" => AttachMode::Native,
-                "generic" => AttachMode::Generic,
-                other => {
-                    errors.push(err("interfaces[0].xdpMode", format!("{other:?} is not auto, native or generic")));
-                    AttachMode::Auto
-                }
-            };
-            let zero_copy = match i.zero_copy.as_deref().unwrap_or("auto") {
-                "auto" => ZeroCopy::Auto,
-                "off" => ZeroCopy::Off,
-                "required" => ZeroCopy::Required,
-                other => {
-                    errors.push(err("interfaces[0].zeroCopy", format!("{other:?} is not auto, off or required")));
-                    ZeroCopy::Auto
-                }
-            };
-            if i.queues == Some(0) {
-                errors.push(err("interfaces[0].queues", "0 queues; leave it out to serve every queue"));
+        };
+        let zero_copy = match i.zero_copy.as_deref().unwrap_or("auto") {
+            "auto" => ZeroCopy::Auto,
+            "off" => ZeroCopy::Off,
+            "required" => ZeroCopy::Required,
+            other => {
+                errors.push(err(format!("{at}.zeroCopy"), format!("{other:?} is not auto, off or required")));
+                ZeroCopy::Auto
             }
-            InterfaceConfig { name: i.name.trim().to_string(), queues: i.queues, xdp_mode, zero_copy }
+        };
+        if i.queues == Some(0) {
+            errors.push(err(format!("{at}.queues"), "0 queues; leave it out to serve every queue"));
         }
-        [] => {
-            errors.push(err("interfaces", "no interface; add one: interfaces: [{name: eth0}]"));
-            InterfaceConfig { name: String::new(), queues: None, xdp_mode: AttachMode::Auto, zero_copy: ZeroCopy::Auto }
-        }
-        more => {
-            errors.push(err(
-                "interfaces",
-                format!("{} interfaces given; this version serves exactly one (run one xlb per interface)", more.len()),
-            ));
-            InterfaceConfig { name: String::new(), queues: None, xdp_mode: AttachMode::Auto, zero_copy: ZeroCopy::Auto }
-        }
-    };
+        interfaces.push(InterfaceConfig { name, queues: i.queues, xdp_mode, zero_copy });
+    }
+    let interface_names: Vec<String> = interfaces.iter().map(|i| i.name.clone()).collect();
 
     let mut pools = Vec::new();
     let mut pool_names = HashSet::new();
@@ -171,7 +167,7 @@ pub(super) fn validate(f: File) -> Result<Desired, ConfigErrors> {
     let mut names = HashSet::new();
     for (i, s) in f.services.iter().enumerate() {
         let at = format!("services[{i}]");
-        if let Some(svc) = validate_service(&at, s, &pool_names, &snat_addrs, &mut errors) {
+        if let Some(svc) = validate_service(&at, s, &pool_names, &snat_addrs, &interface_names, &mut errors) {
             if !names.insert(svc.name.clone()) {
                 errors.push(err(format!("{at}.name"), format!("duplicate service name {:?}", svc.name)));
             }
@@ -297,7 +293,7 @@ pub(super) fn validate(f: File) -> Result<Desired, ConfigErrors> {
     });
     if errors.is_empty() {
         Ok(Desired {
-            interface,
+            interfaces,
             pools,
             snat_addrs,
             snat_ports,
@@ -319,6 +315,7 @@ fn validate_service(
     s: &ServiceFile,
     pools: &HashSet<String>,
     snat_addrs: &[IpAddr],
+    interfaces: &[String],
     errors: &mut Vec<ConfigError>,
 ) -> Option<ServiceConfig> {
     let before = errors.len();
@@ -454,8 +451,24 @@ fn validate_service(
     };
     let source_ranges = source_ranges(at, &s.source_ranges, errors);
     let health = s.health_check.as_ref().map(|h| validate_health(&format!("{at}.healthCheck"), h, errors));
+    let mut on: Vec<String> = Vec::new();
+    for (j, i) in s.interfaces.iter().enumerate() {
+        let i = i.trim().to_string();
+        if !interfaces.contains(&i) {
+            errors.push(err(
+                format!("{at}.interfaces[{j}]"),
+                format!(
+                    "{i:?} is not in interfaces ({}); name one of them, or leave the list out for all",
+                    interfaces.join(", ")
+                ),
+            ));
+        } else if !on.contains(&i) {
+            on.push(i);
+        }
+    }
     (errors.len() == before).then(|| ServiceConfig {
         name,
+        interfaces: on,
         request: request.unwrap_or(Request::Any { v6: false }),
         mode,
         ports,

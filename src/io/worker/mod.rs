@@ -81,6 +81,9 @@ pub struct WorkerConfig {
     pub mac: EthernetAddress,
     /// Queue id.
     pub queue: u32,
+    /// This worker's number among every worker of the process (all interfaces): its share
+    /// of the SNAT ports and its thread's name.
+    pub index: usize,
     /// Core to pin to (none: not pinned).
     pub core: Option<usize>,
     /// UMEM frames (each [`FRAME_SIZE`] bytes).
@@ -100,7 +103,7 @@ pub struct WorkerConfig {
     /// Idle timeouts of tracked flows.
     pub timeouts: Timeouts,
     /// The SNAT reverse table shared by all workers, if SNAT addresses are configured; this
-    /// worker allocates from share number `queue` of its ports.
+    /// worker allocates from share number `index` of its ports.
     pub snat: Option<Arc<SnatTable>>,
     /// This worker's traffic counters by service and backend.
     pub counters: Arc<ObjectCounters>,
@@ -296,6 +299,8 @@ pub enum WorkerRequest {
 /// A running worker.
 #[derive(Debug)]
 pub struct WorkerHandle {
+    /// The interface it serves.
+    pub ifname: String,
     /// Queue it serves.
     pub queue: u32,
     /// How its socket is bound.
@@ -332,7 +337,7 @@ pub fn spawn(
     let waker = Arc::new(Waker::new().map_err(WorkerError::Thread)?);
     let (control_tx, control_rx) = crossbeam_channel::bounded(CONTROL_QUEUE);
     let (requests_tx, requests_rx) = crossbeam_channel::bounded(16);
-    let (queue, mode) = (cfg.queue, xsk.mode);
+    let (queue, mode, index, ifname) = (cfg.queue, xsk.mode, cfg.index, cfg.ifname.clone());
     let (ready_tx, ready_rx) = crossbeam_channel::bounded::<()>(1);
     let worker = Worker {
         cfg,
@@ -345,7 +350,7 @@ pub fn spawn(
         requests: requests_rx,
     };
     let join = std::thread::Builder::new()
-        .name(format!("xlb-w{queue}"))
+        .name(format!("xlb-w{index}"))
         .spawn(move || worker.run(ready_tx))
         .map_err(WorkerError::Thread)?;
     // The worker allocates its flow table and stocks its fill ring before it says it is
@@ -353,8 +358,8 @@ pub fn spawn(
     if ready_rx.recv().is_err() {
         let _ = join.join();
         return Err(WorkerError::Thread(std::io::Error::other(format!(
-            "worker for queue {queue} died while starting"
+            "worker for {ifname} queue {queue} died while starting"
         ))));
     }
-    Ok(WorkerHandle { queue, mode, stats, control: control_tx, waker, requests: requests_tx, join })
+    Ok(WorkerHandle { ifname, queue, mode, stats, control: control_tx, waker, requests: requests_tx, join })
 }

@@ -109,7 +109,7 @@ impl Worker {
             None => Conntrack::new(self.cfg.conntrack_capacity, self.cfg.timeouts),
         };
         let mut state = WorkerState::new(conntrack);
-        state.snat = self.cfg.snat.as_ref().map(|t| t.worker(usize::try_from(self.cfg.queue).unwrap_or(0)));
+        state.snat = self.cfg.snat.as_ref().map(|t| t.worker(self.cfg.index));
         state.counters = self.cfg.counters.clone();
         let batch = self.cfg.batch.max(1);
         let ring = usize::try_from(self.cfg.ring_size).unwrap_or(2048);
