@@ -218,6 +218,34 @@ fn cilium_manifests_from_the_seeds_work_unchanged() {
     let _ = b.wait();
 }
 
+/// Seed 002's two pools and two policies (one per interface, `eno1` internal, `eno2`
+/// public), unchanged: each Service gets the first address of the pool its label selects
+/// (Cilium's `isResponsibleForSVC` matches a pool's serviceSelector to the Service's
+/// labels), and the policies are read, not refused. Which interface each VIP is announced
+/// on is the node side's: `k8s::plan` tests it with these policies, tests/forwarding.rs on
+/// the wire.
+#[test]
+fn seed_002_each_interface_has_its_pool() {
+    let Some(api) = Api::start() else { return };
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    api.apply_crds(&root.join("deploy/crds-cilium.yaml"));
+    let seeds = root.join("tests/fixtures/seeds");
+    api.apply_file(&seeds.join("002-multi-interface.yaml"));
+    let mut a = allocator_with(&api, "a", &["--unclassed"]);
+    api.apply_file(&seeds.join("002-services.yaml"));
+    wait(&api, "my-service's address from eno1's pool", |api| api.ingress("my-service") == "192.168.3.150");
+    wait(&api, "api-external's address from eno2's pool", |api| api.ingress("api-external") == "192.168.4.150");
+    assert_eq!(cond(&api, "api-external", CILIUM), "True satisfied");
+    // A Service with no interface label matches neither pool's selector: Cilium's no_pool
+    // (no pool selects it), and no address.
+    api.apply("apiVersion: v1\nkind: Service\nmetadata: {name: unlabelled}\nspec: {type: LoadBalancer, ports: [{port: 80}]}\n");
+    wait(&api, "unlabelled's refusal", |api| cond(api, "unlabelled", CILIUM) == "False no_pool");
+    assert_eq!(api.ingress("unlabelled"), "");
+    assert!(!api.events().contains("NotServed"), "{}", api.events());
+    let _ = a.kill();
+    let _ = a.wait();
+}
+
 /// Seed 004's MetalLB pool, unchanged, serves its Service's request with MetalLB's rules;
 /// the kinds xlb does not serve yet say so on each object (a Warning Event) rather than
 /// being ignored silently.
