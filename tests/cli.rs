@@ -183,6 +183,40 @@ fn check_accepts_a_good_config_and_shows_the_vips() {
     }
 }
 
+/// A config file of several documents: xlb's settings, then Cilium's and MetalLB's objects
+/// as users keep them (seed 002's Terraform-made pools and policies, seed 004's MetalLB
+/// objects). `xlb check` shows where each VIP is announced and what is not served.
+#[test]
+fn check_reads_cilium_and_metallb_objects_beside_the_settings() {
+    let seeds = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/seeds");
+    let read = |f: &str| std::fs::read_to_string(format!("{seeds}/{f}")).unwrap();
+    let text = format!(
+        "interfaces: [{{name: eno1}}, {{name: eno2}}]
+services:
+  - name: my-service
+    labels: {{network.example.com/interface: eno1}}
+    ports: [{{port: 80}}]
+    backends: [{{address: 10.0.0.11}}]
+  - name: old
+    pool: production-pool
+    ports: [{{port: 81}}]
+    backends: [{{address: 10.0.0.12}}]
+---
+{}---
+{}",
+        read("002-multi-interface.yaml"),
+        read("004-metallb.yaml")
+    );
+    with_config(&text, |p| {
+        let out = check_ok(p);
+        assert!(out.contains("my-service=192.168.3.150") && out.contains("old=192.168.1.100"), "{out}");
+        assert!(out.contains("192.168.3.150: announced on eno1"), "{out}");
+        // The L2Advertisement names eth0 and needs a node label this box lacks: said.
+        assert!(out.contains("note: 192.168.1.100 (old) is served but not announced"), "{out}");
+        assert!(out.contains("note: document 8 (BFDProfile production-bfd): not served"), "{out}");
+    });
+}
+
 /// `xlb check` refuses a config whose tables no machine holds, naming the field and the fix,
 /// as `xlb run` would before opening anything.
 #[test]

@@ -516,23 +516,8 @@ fn arp_about(sock: &PacketSocket, vip: Ipv4Addr, max: Duration) -> Vec<(Ethernet
 /// segment never hears of it.
 #[test]
 fn each_interface_announces_answers_and_serves_only_its_own_vips() {
-    let Some(mut lab) = Lab::new("each_interface_announces_answers_and_serves_only_its_own_vips") else { return };
-    lab.segment("br1");
-    let client = lab.host("client", &["10.77.0.1/24"], 1);
-    let lb = lab.host("lb", &["10.77.0.2/24"], 1);
-    let lb_eth1 = lab.attach(&lb, "eth1", "br1", &["10.88.0.2/24"]);
-    let internal = lab.host("backend-1", &["10.77.0.11/24"], 1);
-    dsr_backend(&lab, &internal, "internal-1", &["10.77.0.100"], 80);
-    let client2 = lab.host_on("br1", "client2", &["10.88.0.1/24"]);
-    let public = lab.host_on("br1", "backend-2", &["10.88.0.11/24"]);
-    dsr_backend(&lab, &public, "public-1", &["10.88.0.100"], 80);
-    let (vip1, vip2) = (Ipv4Addr::new(10, 77, 0, 100), Ipv4Addr::new(10, 88, 0, 100));
-    // Open before xlb starts: they hold the announcements of its start.
-    let sock1 = PacketSocket::open(Some(&client.ns), "eth0").unwrap();
-    let sock2 = PacketSocket::open(Some(&client2.ns), "eth0").unwrap();
-    let cfg = lab.dir.join("two.yaml");
-    std::fs::write(
-        &cfg,
+    two_interfaces(
+        "each_interface_announces_answers_and_serves_only_its_own_vips",
         "interfaces: [{name: eth0}, {name: eth1}]
 services:
   - name: internal
@@ -547,8 +532,74 @@ services:
     backends: [{address: 10.88.0.11}]
 announce: {dadProbes: 0}
 ",
-    )
-    .unwrap();
+    );
+}
+
+/// The same box configured as seed 002's cluster is: a Cilium pool and a Cilium L2
+/// announcement policy per interface, written as Kubernetes objects beside xlb's settings
+/// (`xlb run --config` reads them), and services that pick theirs by a label. The pools
+/// are one address each (`start` alone, as Cilium reads it).
+#[test]
+fn cilium_pools_and_policies_in_the_config_place_each_vip() {
+    let pool = |iface: &str, addr: &str| {
+        format!(
+            "---
+apiVersion: cilium.io/v2alpha1
+kind: CiliumLoadBalancerIPPool
+metadata: {{name: ip-pool-{iface}}}
+spec:
+  blocks: [{{start: {addr}}}]
+  serviceSelector: {{matchLabels: {{network.example.com/interface: {iface}}}}}
+---
+apiVersion: cilium.io/v2alpha1
+kind: CiliumL2AnnouncementPolicy
+metadata: {{name: l2-policy-{iface}}}
+spec:
+  serviceSelector: {{matchLabels: {{network.example.com/interface: {iface}}}}}
+  interfaces: [{iface}]
+  loadBalancerIPs: true
+"
+        )
+    };
+    let cfg = format!(
+        "interfaces: [{{name: eth0}}, {{name: eth1}}]
+services:
+  - name: internal
+    labels: {{network.example.com/interface: eth0}}
+    ports: [{{port: 80}}]
+    backends: [{{address: 10.77.0.11}}]
+  - name: public
+    labels: {{network.example.com/interface: eth1}}
+    ports: [{{port: 80}}]
+    backends: [{{address: 10.88.0.11}}]
+announce: {{dadProbes: 0}}
+{}{}",
+        pool("eth0", "10.77.0.100"),
+        pool("eth1", "10.88.0.100")
+    );
+    two_interfaces("cilium_pools_and_policies_in_the_config_place_each_vip", &cfg);
+}
+
+/// A box with `eth0` on the internal segment (client, backend-1 serving VIP 10.77.0.100)
+/// and `eth1` on the public one (client2, backend-2 serving 10.88.0.100), running `config`:
+/// each VIP must be announced, answered and served on its own interface only.
+fn two_interfaces(test: &str, config: &str) {
+    let Some(mut lab) = Lab::new(test) else { return };
+    lab.segment("br1");
+    let client = lab.host("client", &["10.77.0.1/24"], 1);
+    let lb = lab.host("lb", &["10.77.0.2/24"], 1);
+    let lb_eth1 = lab.attach(&lb, "eth1", "br1", &["10.88.0.2/24"]);
+    let internal = lab.host("backend-1", &["10.77.0.11/24"], 1);
+    dsr_backend(&lab, &internal, "internal-1", &["10.77.0.100"], 80);
+    let client2 = lab.host_on("br1", "client2", &["10.88.0.1/24"]);
+    let public = lab.host_on("br1", "backend-2", &["10.88.0.11/24"]);
+    dsr_backend(&lab, &public, "public-1", &["10.88.0.100"], 80);
+    let (vip1, vip2) = (Ipv4Addr::new(10, 77, 0, 100), Ipv4Addr::new(10, 88, 0, 100));
+    // Open before xlb starts: they hold the announcements of its start.
+    let sock1 = PacketSocket::open(Some(&client.ns), "eth0").unwrap();
+    let sock2 = PacketSocket::open(Some(&client2.ns), "eth0").unwrap();
+    let cfg = lab.dir.join("two.yaml");
+    std::fs::write(&cfg, config).unwrap();
     let mut xlb = Xlb::start_config(&lab, &lb, &cfg, &[]);
     wait_ready(&mut xlb, 2);
 

@@ -89,7 +89,7 @@ pub fn compile(desired: &Desired, ipam: &mut Ipam) -> Result<Compiled, ConfigErr
                 let field = match s.request {
                     Request::Address(_) | Request::Keep(_) => "vip",
                     Request::Pool { .. } => "pool",
-                    Request::Any { .. } => "ipFamily",
+                    Request::Any { .. } | Request::AnyOf { .. } => "ipFamily",
                 };
                 errors.push(ConfigError { path: format!("services[{i}].{field}"), message: e.to_string() });
             }

@@ -168,6 +168,14 @@ pub enum Request {
         /// IPv6 rather than IPv4.
         v6: bool,
     },
+    /// Any free address of the given family from these pools, tried in this order (those
+    /// whose selectors select the holder).
+    AnyOf {
+        /// The pools' names.
+        pools: Vec<String>,
+        /// IPv6 rather than IPv4.
+        v6: bool,
+    },
 }
 
 /// Why a request was refused.
@@ -346,30 +354,38 @@ impl Ipam {
                 let a = self.lowest_free(i, *v6).ok_or_else(|| IpamError::Exhausted(name.clone()))?;
                 Ok(self.give(holder, a))
             }
-            Request::Any { v6 } => {
-                let usable = |ipam: &Ipam, i: usize| {
-                    let p = &ipam.pools[i];
-                    !p.disabled && !ipam.conflicts.contains_key(&i) && p.blocks.iter().any(|b| b.start.is_ipv6() == *v6)
-                };
-                for i in 0..self.pools.len() {
-                    if usable(self, i) {
-                        if let Some(a) =
-                            self.held_by(holder).iter().find(|a| a.is_ipv6() == *v6 && self.pools[i].contains(**a))
-                        {
-                            return Ok(*a);
-                        }
-                    }
-                }
-                for i in 0..self.pools.len() {
-                    if usable(self, i) {
-                        if let Some(a) = self.lowest_free(i, *v6) {
-                            return Ok(self.give(holder, a));
-                        }
-                    }
-                }
-                Err(IpamError::NoneFree(if *v6 { "IPv6" } else { "IPv4" }))
+            Request::Any { v6 } => self.any_free(holder, *v6, &(0..self.pools.len()).collect::<Vec<_>>()),
+            Request::AnyOf { pools, v6 } => {
+                let order: Vec<usize> =
+                    pools.iter().filter_map(|n| self.pools.iter().position(|p| &p.name == n)).collect();
+                self.any_free(holder, *v6, &order)
             }
         }
+    }
+
+    /// An address of family `v6` from the first of pools `order` (indexes) that has one: the
+    /// one `holder` already holds there, else the lowest free.
+    fn any_free(&mut self, holder: &str, v6: bool, order: &[usize]) -> Result<IpAddr, IpamError> {
+        let usable = |ipam: &Ipam, i: usize| {
+            let p = &ipam.pools[i];
+            !p.disabled && !ipam.conflicts.contains_key(&i) && p.blocks.iter().any(|b| b.start.is_ipv6() == v6)
+        };
+        for &i in order {
+            if usable(self, i) {
+                if let Some(a) = self.held_by(holder).iter().find(|a| a.is_ipv6() == v6 && self.pools[i].contains(**a))
+                {
+                    return Ok(*a);
+                }
+            }
+        }
+        for &i in order {
+            if usable(self, i) {
+                if let Some(a) = self.lowest_free(i, v6) {
+                    return Ok(self.give(holder, a));
+                }
+            }
+        }
+        Err(IpamError::NoneFree(if v6 { "IPv6" } else { "IPv4" }))
     }
 
     fn lowest_free(&self, i: usize, v6: bool) -> Option<IpAddr> {

@@ -12,8 +12,7 @@ use std::{
 use xlb::{
     control::{
         backends::{service_of_spec, Backends, BACKEND_DRAIN},
-        compile::{compile, Compiled},
-        config,
+        compile::Compiled,
         health::{HealthChecker, HealthEvent},
         ipam::Ipam,
         nexthop::{NextHops, Path},
@@ -182,9 +181,13 @@ impl Plane {
         *seen = mtime(path);
         let path = path.clone();
         let mut ipam = self.ipam.clone();
-        let loaded = config::load(&path).and_then(|new| compile(&new, &mut ipam).map(|c| (new, c)));
-        let (new, compiled) = match loaded {
-            Ok(x) => x,
+        let (new, compiled) = match super::start::load_file(&path, &mut ipam) {
+            Ok((new, compiled, notes)) => {
+                for n in &notes {
+                    tracing::warn!(file = %path.display(), "{n}");
+                }
+                (new, compiled)
+            }
             Err(e) => {
                 self.reload_failures += 1;
                 self.last_reload_error = Some(e.to_string());

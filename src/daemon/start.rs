@@ -148,8 +148,8 @@ fn parse_vips(raw: &[String]) -> Result<Vec<IpAddr>, UsageError> {
 /// `xlb check --config FILE`. The fuzz target fuzz/fuzz_targets/config.rs runs the same steps
 /// on any bytes: keep the two alike.
 pub(crate) fn check(path: &Path) -> anyhow::Result<()> {
-    let desired = config::load(path).map_err(|e| UsageError::Config(e, path.to_path_buf()))?;
-    let compiled = compile(&desired, &mut Ipam::default()).map_err(|e| UsageError::Config(e, path.to_path_buf()))?;
+    let (desired, compiled, notes) =
+        load_file(path, &mut Ipam::default()).map_err(|e| UsageError::Config(e, path.to_path_buf()))?;
     build_services(&compiled.specs, &NextHops::default(), &mut StatsIds::default(), &mut TableCache::default())
         .map_err(|e| {
             UsageError::Config(ConfigErrors(vec![config_error("services", e.to_string())]), path.to_path_buf())
@@ -171,7 +171,25 @@ pub(crate) fn check(path: &Path) -> anyhow::Result<()> {
         compiled.assignments.iter().map(|(n, a)| format!("{n}={a}")).collect::<Vec<_>>().join(" ")
     );
     println!("memory: {memory} ({counted})");
+    for (vip, on) in &compiled.placement {
+        println!("{vip}: announced on {}", on.join(", "));
+    }
+    for n in &notes {
+        println!("note: {n}");
+    }
     Ok(())
+}
+
+/// A config file read in full and compiled with `ipam`: xlb's settings, with what the
+/// Kubernetes objects among its documents add (`k8s::manifests`), and the lines to say
+/// about those objects (kinds not served, VIPs no policy announces).
+pub(super) fn load_file(path: &Path, ipam: &mut Ipam) -> Result<(Desired, Compiled, Vec<String>), ConfigErrors> {
+    let (mut desired, manifests) = config::load(path)?;
+    let foreign = xlb::k8s::manifests::read(&manifests, &mut desired)?;
+    let mut compiled = compile(&desired, ipam)?;
+    let mut notes = foreign.warnings.clone();
+    notes.extend(foreign.apply(&desired, &mut compiled));
+    Ok((desired, compiled, notes))
 }
 
 /// The queues `xlb check` counts (over every interface), and why: the config's, else every
@@ -592,9 +610,12 @@ pub(super) fn start_from_flags(args: &RunArgs) -> Result<Start, UsageError> {
 }
 
 pub(super) fn start_from_file(path: &Path, args: &RunArgs) -> Result<Start, UsageError> {
-    let desired = config::load(path).map_err(|e| UsageError::Config(e, path.to_path_buf()))?;
     let mut ipam = Ipam::default();
-    let compiled = compile(&desired, &mut ipam).map_err(|e| UsageError::Config(e, path.to_path_buf()))?;
+    let (desired, compiled, notes) =
+        load_file(path, &mut ipam).map_err(|e| UsageError::Config(e, path.to_path_buf()))?;
+    for n in &notes {
+        tracing::warn!(file = %path.display(), "{n}");
+    }
     let mut interfaces = desired.interfaces.clone();
     // Flags given with --config override the file's interface settings.
     for interface in &mut interfaces {

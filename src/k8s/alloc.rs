@@ -134,7 +134,7 @@ impl PoolView {
     /// Its place when pools are tried in turn: MetalLB's pinned pools (those with a
     /// `serviceAllocation`) first, by priority (lower first, unset last); then the others in
     /// the order given (stable).
-    fn rank(&self) -> (bool, i64) {
+    pub fn rank(&self) -> (bool, i64) {
         match &self.allocation {
             Some(a) => (false, a.priority.filter(|p| *p > 0).map_or(i64::MAX, i64::from)),
             None => (true, 0),

@@ -7,6 +7,7 @@ pub mod controller;
 pub mod crds;
 pub mod events;
 pub mod foreign;
+pub mod manifests;
 pub mod member;
 pub mod migrate;
 pub mod plan;

@@ -381,6 +381,39 @@ impl<'a> Policy<'a> {
     }
 }
 
+/// The interfaces of `member` on which `policies` let it announce `vip` of a Service with
+/// `labels` (with the pseudo-labels; `external`: from spec.externalIPs).
+fn placed_on(
+    policies: &[Policy<'_>],
+    labels: &BTreeMap<String, String>,
+    vip: (IpAddr, bool),
+    member: &Member,
+    node_labels: &BTreeMap<String, String>,
+) -> Vec<String> {
+    let mut on: Vec<String> = Vec::new();
+    for p in policies.iter().filter(|p| p.allows(labels, vip, member, node_labels)) {
+        for i in p.interfaces_of(member) {
+            if !on.iter().any(|x| x == i) {
+                on.push(i.to_string());
+            }
+        }
+    }
+    on
+}
+
+/// Standalone: the interfaces of `member` (this box) on which `policies` let it announce
+/// `vip` of a service with `labels` (with the pseudo-labels).
+pub fn announced_on(
+    policies: &[L2AnnouncementPolicy],
+    labels: &BTreeMap<String, String>,
+    vip: IpAddr,
+    member: &Member,
+    node_labels: &BTreeMap<String, String>,
+) -> Vec<String> {
+    let compiled: Vec<Policy<'_>> = policies.iter().map(Policy::new).collect();
+    placed_on(&compiled, labels, (vip, false), member, node_labels)
+}
+
 /// The plan of node `me`. `snat_families`: whether a SNAT address exists for (IPv4, IPv6).
 pub fn plan(me: &str, c: &Cluster<'_>, settings: &Settings, snat_families: (bool, bool)) -> Plan {
     let mut out = Plan { members: c.members.keys().cloned().collect(), ..Plan::default() };
@@ -514,11 +547,9 @@ pub fn plan(me: &str, c: &Cluster<'_>, settings: &Settings, snat_families: (bool
             // node announce it select, for every Service that uses it.
             if let Some(m) = c.members.get(me).filter(|m| m.interfaces().nth(1).is_some()) {
                 let on = out.placement.entry(*vip).or_default();
-                for p in policies.iter().filter(|p| p.allows(&svc_labels, (*vip, *external), m, labels_of(me))) {
-                    for i in p.interfaces_of(m) {
-                        if !on.iter().any(|x| x == i) {
-                            on.push(i.to_string());
-                        }
+                for i in placed_on(&policies, &svc_labels, (*vip, *external), m, labels_of(me)) {
+                    if !on.contains(&i) {
+                        on.push(i);
                     }
                 }
             }

@@ -25,6 +25,8 @@ pub(super) struct File {
     pub(super) metrics: Option<MetricsFile>,
     #[serde(default)]
     pub(super) ha: Option<HaFile>,
+    #[serde(default)]
+    pub(super) node_labels: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -99,6 +101,8 @@ pub(super) struct ServiceFile {
     pub(super) health_check: Option<HealthFile>,
     #[serde(default)]
     pub(super) interfaces: Vec<String>,
+    #[serde(default)]
+    pub(super) labels: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -135,6 +135,9 @@ pub struct ServiceConfig {
     pub health: Option<HealthConfig>,
     /// The interfaces its VIP is announced and served on (empty: every one).
     pub interfaces: Vec<String>,
+    /// Its labels, for the selectors of pools and announcement policies given as
+    /// Kubernetes objects.
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// Everything the file asks for, validated.
@@ -142,6 +145,8 @@ pub struct ServiceConfig {
 pub struct Desired {
     /// The interfaces served (at least one; the first sends the heartbeats).
     pub interfaces: Vec<InterfaceConfig>,
+    /// This box's labels, for announcement policies' node selectors (`nodeLabels`).
+    pub node_labels: std::collections::BTreeMap<String, String>,
     /// Address pools.
     pub pools: Vec<Pool>,
     /// SNAT source addresses.
@@ -187,17 +192,119 @@ pub const DEFAULT_ADMIN_SOCKET: &str = "/run/xlb/xlb.sock";
 /// Most weight a backend may have.
 pub const MAX_WEIGHT: u32 = 1000;
 
-/// Reads and validates a config file.
-pub fn load(path: &Path) -> Result<Desired, ConfigErrors> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigErrors(vec![err("", format!("cannot read {}: {e}", path.display()))]))?;
-    parse(&text)
+/// The kinds of pool a document of a config file may hold (`pool:` may name them).
+pub const POOL_KINDS: &[&str] = &["LoadBalancerIPPool", "CiliumLoadBalancerIPPool", "IPAddressPool"];
+
+/// A Kubernetes object among the documents of a config file (one with `apiVersion` and
+/// `kind`): the pools and announcement policies of xlb, Cilium and MetalLB, as users keep
+/// them in Git. This module only finds them; `k8s::manifests` reads them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Manifest {
+    /// Which document of the file (from 1).
+    pub doc: usize,
+    /// `apiVersion`.
+    pub api_version: String,
+    /// `kind`.
+    pub kind: String,
+    /// `metadata.name`.
+    pub name: String,
+    /// The whole object.
+    pub object: serde_json::Value,
 }
 
-/// Parses and validates config text.
+impl Manifest {
+    /// Where it is, for messages: `document 2 (CiliumLoadBalancerIPPool ip-pool-eno1)`.
+    pub fn at(&self) -> String {
+        format!("document {} ({} {})", self.doc, self.kind, self.name)
+    }
+}
+
+/// Reads and validates a config file: xlb's settings, and the Kubernetes objects beside them.
+pub fn load(path: &Path) -> Result<(Desired, Vec<Manifest>), ConfigErrors> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigErrors(vec![err("", format!("cannot read {}: {e}", path.display()))]))?;
+    parse_all(&text)
+}
+
+/// Parses and validates config text (the Kubernetes objects among its documents are left
+/// out: see [`parse_all`]).
 pub fn parse(text: &str) -> Result<Desired, ConfigErrors> {
-    let file: File = serde_saphyr::from_str(text).map_err(|e| ConfigErrors(vec![yaml_error(&e.to_string())]))?;
-    validate(file)
+    parse_all(text).map(|(d, _)| d)
+}
+
+/// The documents of `text` (split at `---` lines), each with its first line (from 1); those
+/// with nothing but comments and blank lines left out.
+fn documents(text: &str) -> Vec<(usize, String)> {
+    let mut out: Vec<(usize, String)> = Vec::new();
+    let mut cur = String::new();
+    let mut first = 1;
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim_end();
+        if t == "---" || t.starts_with("--- ") || t.starts_with("---\t") {
+            out.push((first, std::mem::take(&mut cur)));
+            first = i + 2;
+            continue;
+        }
+        cur.push_str(line);
+        cur.push('\n');
+    }
+    out.push((first, cur));
+    out.retain(|(_, d)| d.lines().any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#')));
+    out
+}
+
+/// Parses and validates config text of one or more YAML documents: exactly one of xlb's
+/// settings, and any number of Kubernetes objects (returned as they are, for the reader
+/// of pools and announcement policies).
+pub fn parse_all(text: &str) -> Result<(Desired, Vec<Manifest>), ConfigErrors> {
+    let docs = documents(text);
+    let several = docs.len() > 1;
+    let mut mine: Option<(usize, File)> = None;
+    let mut manifests = Vec::new();
+    let mut errors = Vec::new();
+    for (n, (line, doc)) in docs.iter().enumerate() {
+        let n = n + 1;
+        let at = |e: ConfigError| match several {
+            true => err("", format!("document {n} (line {line}): {e}")),
+            false => e,
+        };
+        let value: Option<serde_json::Value> = serde_saphyr::from_str(doc).ok();
+        let kind = value.as_ref().and_then(|v| v.get("kind")?.as_str().map(str::to_string));
+        if let (Some(kind), Some(object)) = (kind, value) {
+            let text = |v: Option<&serde_json::Value>| v.and_then(serde_json::Value::as_str).unwrap_or("").to_string();
+            let name = text(object.pointer("/metadata/name"));
+            manifests.push(Manifest { doc: n, api_version: text(object.get("apiVersion")), kind, name, object });
+            continue;
+        }
+        match serde_saphyr::from_str::<File>(doc) {
+            Ok(f) if mine.is_none() => mine = Some((n, f)),
+            Ok(_) => errors.push(at(err("", "a second document of xlb's settings; keep one, and Kubernetes objects (with apiVersion and kind) beside it"))),
+            Err(e) => errors.push(at(yaml_error(&e.to_string()))),
+        }
+    }
+    let mut pool_names: Vec<String> = Vec::new();
+    for m in manifests.iter().filter(|m| POOL_KINDS.contains(&m.kind.as_str())) {
+        if m.name.is_empty() {
+            errors.push(err("", format!("{}: metadata.name is empty; every pool needs a name", m.at())));
+        } else if pool_names.contains(&m.name) {
+            errors.push(err(
+                "",
+                format!("{}: a pool named {:?} comes earlier in the file; give each pool its own name", m.at(), m.name),
+            ));
+        } else {
+            pool_names.push(m.name.clone());
+        }
+    }
+    let Some((_, file)) = mine else {
+        if errors.is_empty() {
+            errors.push(err("", "no document of xlb's settings: add one with at least interfaces: [{name: eth0}] (Kubernetes objects may follow it, after ---)"));
+        }
+        return Err(ConfigErrors(errors));
+    };
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
+    validate(file, &pool_names).map(|d| (d, manifests))
 }
 
 /// serde-saphyr's message, on one line: the location and what is wrong.

@@ -58,7 +58,9 @@ fn port(path: &str, p: u32, errors: &mut Vec<ConfigError>) -> u16 {
     }
 }
 
-pub(super) fn validate(f: File) -> Result<Desired, ConfigErrors> {
+/// `f` with `foreign_pools`: the names of the pools the file's Kubernetes objects define
+/// (`pool:` may name them; `pools` may not reuse them).
+pub(super) fn validate(f: File, foreign_pools: &[String]) -> Result<Desired, ConfigErrors> {
     let mut errors = Vec::new();
     let mut interfaces: Vec<InterfaceConfig> = Vec::new();
     if f.interfaces.is_empty() {
@@ -99,12 +101,19 @@ pub(super) fn validate(f: File) -> Result<Desired, ConfigErrors> {
 
     let mut pools = Vec::new();
     let mut pool_names = HashSet::new();
+    let all_pools: HashSet<String> =
+        f.pools.iter().map(|p| p.name.clone()).chain(foreign_pools.iter().cloned()).collect();
     for (i, p) in f.pools.iter().enumerate() {
         let at = format!("pools[{i}]");
         if p.name.trim().is_empty() {
             errors.push(err(format!("{at}.name"), "empty; every pool needs a name"));
         } else if !pool_names.insert(p.name.clone()) {
             errors.push(err(format!("{at}.name"), format!("duplicate pool name {:?}", p.name)));
+        } else if foreign_pools.contains(&p.name) {
+            errors.push(err(
+                format!("{at}.name"),
+                format!("{:?} is also the name of a pool object in the file; give each pool its own name", p.name),
+            ));
         }
         if p.blocks.is_empty() {
             errors.push(err(format!("{at}.blocks"), "no blocks; add - cidr: 192.0.2.0/28 or - start/stop"));
@@ -167,7 +176,7 @@ pub(super) fn validate(f: File) -> Result<Desired, ConfigErrors> {
     let mut names = HashSet::new();
     for (i, s) in f.services.iter().enumerate() {
         let at = format!("services[{i}]");
-        if let Some(svc) = validate_service(&at, s, &pool_names, &snat_addrs, &interface_names, &mut errors) {
+        if let Some(svc) = validate_service(&at, s, &all_pools, &snat_addrs, &interface_names, &mut errors) {
             if !names.insert(svc.name.clone()) {
                 errors.push(err(format!("{at}.name"), format!("duplicate service name {:?}", svc.name)));
             }
@@ -294,6 +303,7 @@ pub(super) fn validate(f: File) -> Result<Desired, ConfigErrors> {
     if errors.is_empty() {
         Ok(Desired {
             interfaces,
+            node_labels: f.node_labels,
             pools,
             snat_addrs,
             snat_ports,
@@ -351,7 +361,7 @@ fn validate_service(
     };
     let vip_v6 = match &request {
         Some(Request::Address(a) | Request::Keep(a)) => Some(a.is_ipv6()),
-        Some(Request::Any { v6 } | Request::Pool { v6, .. }) => Some(*v6),
+        Some(Request::Any { v6 } | Request::Pool { v6, .. } | Request::AnyOf { v6, .. }) => Some(*v6),
         None => None,
     };
     let mode = match s.mode.as_deref().unwrap_or("dsr") {
@@ -469,6 +479,7 @@ fn validate_service(
     (errors.len() == before).then(|| ServiceConfig {
         name,
         interfaces: on,
+        labels: s.labels.clone(),
         request: request.unwrap_or(Request::Any { v6: false }),
         mode,
         ports,
