@@ -242,12 +242,12 @@ struct RunArgs {
     /// clock) is gone, and its VIPs move.
     #[arg(long, default_value_t = 10_000)]
     lease_valid_ms: u64,
-    /// Queues to serve, from 0 (default: every RX queue of the interface). Fewer than the
-    /// interface has is refused: the NIC spreads flows over all of them.
+    /// Queues to serve, from 0 (default: every RX queue of the interface), on each interface.
+    /// Fewer than an interface has is refused: the NIC spreads flows over all of them.
     #[arg(long)]
     queues: Option<u32>,
-    /// Cores to pin workers to, in queue order, comma-separated (default: queue i on core
-    /// i mod the number of cores).
+    /// Cores to pin workers to, in worker order (the first interface's queues, then the
+    /// next's), comma-separated (default: worker i on core i mod the number of cores).
     #[arg(long, value_delimiter = ',', value_name = "CPU,...")]
     cores: Vec<usize>,
     /// UMEM frames per queue (2048 bytes each; at least twice --ring-size).

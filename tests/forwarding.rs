@@ -530,6 +530,13 @@ services:
     interfaces: [eth1]
     ports: [{port: 80}]
     backends: [{address: 10.88.0.11}]
+  # public's backend, for a VIP on eth0: a frame would have to leave by eth1. It gets no
+  # flows of this VIP (said in the log), and keeps serving public's.
+  - name: cross
+    vip: 10.77.0.101
+    interfaces: [eth0]
+    ports: [{port: 80}]
+    backends: [{address: 10.88.0.11}]
 announce: {dadProbes: 0}
 ",
     );
@@ -602,6 +609,12 @@ fn two_interfaces(test: &str, config: &str) {
     std::fs::write(&cfg, config).unwrap();
     let mut xlb = Xlb::start_config(&lab, &lb, &cfg, &[]);
     wait_ready(&mut xlb, 2);
+    if config.contains("name: cross") {
+        xlb.wait_log(
+            "backend gets no new flows of this VIP: it is reached through eth1, and 10.77.0.101 is on eth0 only",
+            Duration::from_secs(5),
+        );
+    }
 
     // Start-up: gratuitous ARP for each VIP on its own segment only, from its interface.
     let on1 = arp_about(&sock1, vip1, Duration::from_secs(1));

@@ -493,6 +493,98 @@ fn a_rolling_upgrade_keeps_every_vip_on_its_node_and_every_connection() {
 }
 
 /// Drops heartbeats to and from (`both`) or only from `node` on the lab's bridge.
+/// The MAC that answers an ARP request for `vip` sent from `from` (`from_ip`) on its eth0
+/// within 700 ms, if one does.
+fn arp_answer(sock: &PacketSocket, from: &Host, from_ip: Ipv4Addr, vip: Ipv4Addr) -> Vec<EthernetAddress> {
+    sock.send(&support::frames::arp_request(from.mac, from_ip, vip)).unwrap();
+    let end = Instant::now() + Duration::from_millis(700);
+    let mut buf = [0u8; 2048];
+    let mut out = Vec::new();
+    while let Some(n) = sock.recv(&mut buf, end.saturating_duration_since(Instant::now())).unwrap() {
+        if let support::frames::Seen::ArpReply { spa, sha, tpa } = support::frames::seen(&buf[..n]) {
+            if spa == vip && tpa == from_ip && !out.contains(&sha) {
+                out.push(sha);
+            }
+        }
+        if Instant::now() >= end {
+            break;
+        }
+    }
+    out
+}
+
+/// `../shared/seeds/002` in the lab, its objects applied unchanged (Cilium's definitions
+/// from `xlb crds --cilium`): two nodes, each with `eno1` on the internal segment
+/// (192.168.3.0/24) and `eno2` on the public one (192.168.4.0/24), each running
+/// `xlb run --kubernetes --interface eno1,eno2`; the document's two pools, two policies (eno2
+/// for control-plane nodes only) and Services. Each VIP is answered on its own interface's
+/// segment only, by one node, and the public one only by the control-plane node: what
+/// Cilium's l2announcer gives (a policy's `interfaces` against the node's links, its
+/// `nodeSelector` against the Node).
+#[test]
+fn seed_002_each_vip_announced_on_its_interface_by_its_nodes() {
+    let _turn = one_at_a_time();
+    let Some(mut lab) = Lab::new("seed_002_each_vip_announced_on_its_interface_by_its_nodes") else { return };
+    let Some(api) = Api::start() else { return };
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    api.apply_crds(&root.join("deploy/crds-cilium.yaml"));
+    lab.segment("br1");
+    let client = lab.host("client", &["192.168.3.1/24"], 1);
+    let client2 = lab.host_on("br1", "client2", &["192.168.4.1/24"]);
+    let mut nodes = Vec::new();
+    for (i, name) in ["node-a", "node-b"].into_iter().enumerate() {
+        let (internal, public) = (format!("192.168.3.{}/24", 11 + i), format!("192.168.4.{}/24", 11 + i));
+        let host = lab.host_with(name, &[("eno1", "br0", &[&internal]), ("eno2", "br1", &[&public])]);
+        let labels = if i == 0 { "{node.kubernetes.io/control-plane: ''}" } else { "{}" };
+        api.apply(&format!(
+            "apiVersion: v1\nkind: Node\nmetadata: {{name: {name}, labels: {labels}}}\nstatus:\n  addresses: [{{type: InternalIP, address: 192.168.3.{}}}]\n  conditions: [{{type: Ready, status: 'True'}}]\n",
+            11 + i
+        ));
+        nodes.push((name, host));
+    }
+    let seeds = root.join("tests/fixtures/seeds");
+    api.apply_file(&seeds.join("002-multi-interface.yaml"));
+    api.apply_file(&seeds.join("002-services.yaml"));
+    let mut xlbs = Vec::new();
+    for (name, host) in &nodes {
+        api.reach_from(&host.ns);
+        let args = ["-i", "eno1,eno2", "--kubernetes", "--unclassed", "--node-name", name, "--kubeconfig", &api.xlb];
+        xlbs.push(Xlb::start_args(&lab, host, &args));
+    }
+    let (internal, public) = (Ipv4Addr::new(192, 168, 3, 150), Ipv4Addr::new(192, 168, 4, 150));
+    let log = xlbs[0].log.clone();
+    api.wait_for("the seed's Services' addresses", 30, &log, |api| {
+        api.ingress("my-service") == internal.to_string() && api.ingress("api-external") == public.to_string()
+    });
+    let eno1: Vec<EthernetAddress> = nodes.iter().map(|(_, h)| support::link_mac(&h.ns, "eno1")).collect();
+    let a_eno2 = support::link_mac(&nodes[0].1.ns, "eno2");
+    let sock1 = PacketSocket::open(Some(&client.ns), "eth0").unwrap();
+    let sock2 = PacketSocket::open(Some(&client2.ns), "eth0").unwrap();
+    let (c1, c2) = (Ipv4Addr::new(192, 168, 3, 1), Ipv4Addr::new(192, 168, 4, 1));
+    // Announced once the nodes have planned: ask until both answer, then look closely.
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (got1, got2) = (arp_answer(&sock1, &client, c1, internal), arp_answer(&sock2, &client2, c2, public));
+        if got1.len() == 1 && got2.len() == 1 {
+            assert!(eno1.contains(&got1[0]), "{internal} answered by {}, not a node's eno1", got1[0]);
+            assert_eq!(got2[0], a_eno2, "{public}: only node-a (control-plane) may announce it, on eno2");
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "internal answered by {got1:?}, public by {got2:?}:\n{}",
+            xlbs.iter().map(Xlb::log_text).collect::<Vec<_>>().join("\n-----\n")
+        );
+    }
+    for _ in 0..3 {
+        assert_eq!(arp_answer(&sock1, &client, c1, public), [], "the public VIP answered on the internal segment");
+        assert_eq!(arp_answer(&sock2, &client2, c2, internal), [], "the internal VIP answered on the public segment");
+    }
+    for x in &mut xlbs {
+        x.stop();
+    }
+}
+
 fn cut_heartbeats(lab: &Lab, node: &str, both: bool) {
     let port = format!("p-{node}");
     lab.switch_nft(&["add", "table", "bridge", "cut"]);

@@ -48,6 +48,15 @@ impl fmt::Display for Path {
     }
 }
 
+/// One of xlb's interfaces, where it serves several.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Via {
+    /// Its name.
+    pub name: String,
+    /// Its MAC.
+    pub mac: EthernetAddress,
+}
+
 /// What is known of every backend's path and next-hop MAC.
 #[derive(Debug, Default, Clone)]
 pub struct NextHops {
@@ -55,9 +64,43 @@ pub struct NextHops {
     pub paths: HashMap<IpAddr, Path>,
     /// The MAC of each backend's next hop (its own, or its router's), once resolved.
     pub macs: HashMap<IpAddr, EthernetAddress>,
+    /// Where xlb serves several interfaces: the one each backend is reached through.
+    pub via: HashMap<IpAddr, Via>,
+    /// The interfaces each VIP is placed on, by name, where it is not on every one.
+    pub placed: HashMap<IpAddr, Vec<String>>,
 }
 
 impl NextHops {
+    /// Whether a frame to `vip` can reach `backend`: it comes in on an interface the VIP is
+    /// on and leaves by the same one, so the backend must be reached through one of them.
+    pub fn reaches(&self, vip: IpAddr, backend: IpAddr) -> bool {
+        match (self.via.get(&backend), self.placed.get(&vip)) {
+            (Some(v), Some(on)) => on.contains(&v.name),
+            _ => true,
+        }
+    }
+
+    /// The MAC a service of `vip` in `mode` sends `backend`'s frames to ([`NextHops::mac_for`]),
+    /// none when the backend is reached through an interface the VIP is not on.
+    pub fn mac_for_service(&self, vip: IpAddr, backend: IpAddr, mode: ForwardMode) -> Option<EthernetAddress> {
+        self.reaches(vip, backend).then(|| self.mac_for(backend, mode)).flatten()
+    }
+
+    /// Why `backend` gets no new flows of a service of `vip` in `mode`, if it gets none for a
+    /// path reason.
+    pub fn problem_for(&self, vip: IpAddr, backend: IpAddr, mode: ForwardMode) -> Option<String> {
+        self.problem(backend, mode).or_else(|| match (self.via.get(&backend), self.placed.get(&vip)) {
+            (Some(v), Some(on)) if !on.is_empty() && !on.contains(&v.name) => Some(format!(
+                "it is reached through {}, and {vip} is on {} only, while xlb sends a packet back out of the interface it came in on; place the VIP on {} too, or reach the backend through {}",
+                v.name,
+                on.join(", "),
+                v.name,
+                on.join(" or ")
+            )),
+            _ => None,
+        })
+    }
+
     /// The MAC a service in `mode` sends `backend`'s frames to: none while unresolved, and
     /// none in DSR through a router (see [`Path::Via`]).
     pub fn mac_for(&self, backend: IpAddr, mode: ForwardMode) -> Option<EthernetAddress> {

@@ -223,7 +223,8 @@ pub fn build_services(
                 .backends
                 .iter()
                 .map(|(addr, port, weight)| Backend {
-                    mac: hops.mac_for(*addr, spec.mode),
+                    mac: hops.mac_for_service(spec.key.vip, *addr, spec.mode),
+                    via: hops.via.get(addr).map(|v| v.mac),
                     stats_id: ids.backend(spec.key, *addr, *port),
                     ..Backend::new(*addr, *port, *weight)
                 })

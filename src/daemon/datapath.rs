@@ -287,9 +287,9 @@ impl Datapath {
         (0..self.ports.len()).filter(|p| self.placed(vip, *p)).collect()
     }
 
-    /// The workers of port `p`.
-    pub(super) fn workers_of(&self, p: usize) -> Vec<&WorkerHandle> {
-        self.workers.iter().zip(&self.port_of).filter(|(_, q)| **q == p).map(|(w, _)| w).collect()
+    /// The first worker of port `p` (it sends the control thread's frames there).
+    pub(super) fn first_worker_of(&self, p: usize) -> Option<&WorkerHandle> {
+        self.port_of.iter().position(|q| *q == p).and_then(|i| self.workers.get(i))
     }
 
     /// Joins, on each interface it is placed on, the solicited-node group of every IPv6

@@ -141,6 +141,14 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
     // From here on, every way out (a `?` included) drops the datapath: detached, workers
     // stopped and joined.
     let (mut dp, from_workers) = Datapath::open(&ports, &start, snat, &args, state)?;
+    // The VIPs' interfaces before anything is joined or announced.
+    let placement = start
+        .compiled
+        .placement
+        .iter()
+        .map(|(v, names)| (*v, names.iter().filter_map(|n| dp.port_named(n)).collect()))
+        .collect();
+    dp.set_placement(placement)?;
     let owned: Vec<IpAddr> = start.compiled.vips.iter().chain(&start.snat_addrs).copied().collect();
     dp.join_groups(&owned);
     let names: Vec<&str> = ports.iter().map(|(d, _)| d.name.as_str()).collect();

@@ -50,6 +50,8 @@ pub(super) struct Node {
     /// The services changed since `forwarded` was computed.
     forward_stale: bool,
     pub(super) started: Instant,
+    /// (VIP, backend, why) of the backends kept from one VIP's flows, as last logged.
+    said_paths: BTreeSet<(IpAddr, IpAddr, String)>,
     /// Per queue: batch times so far (merged from the workers' histograms).
     pub(super) batch_times: HashMap<crate::metrics::QueueId, Histogram<u64>>,
 }
@@ -74,6 +76,7 @@ impl Node {
             forwarded: BTreeSet::new(),
             forward_stale: true,
             started: Instant::now(),
+            said_paths: BTreeSet::new(),
             batch_times: HashMap::new(),
         }
     }
@@ -216,20 +219,44 @@ impl Node {
         }
         self.announce_owned("VIP withdrawn")?;
         self.rebuild();
+        self.report_paths();
         Ok(())
     }
 
-    /// Puts each VIP on the interfaces `placement` names (the others on every interface).
+    /// Puts each VIP on the interfaces `placement` names (the others on every interface);
+    /// a VIP that reaches an interface it was not on is announced again, there too.
     pub(super) fn place(&mut self, placement: &BTreeMap<IpAddr, Vec<String>>) -> anyhow::Result<()> {
-        let ports = placement
+        let mut ports = HashMap::new();
+        for (v, names) in placement {
+            let mut on = Vec::new();
+            for n in names {
+                match self.dp.port_named(n) {
+                    Some(p) => on.push(p),
+                    None => {
+                        tracing::warn!(vip = %v, interface = %n, "the VIP is placed on an interface xlb does not serve (interfaces take effect at the next start)")
+                    }
+                }
+            }
+            ports.insert(*v, on);
+        }
+        self.plane.hops.placed = placement.iter().map(|(v, n)| (*v, n.clone())).collect();
+        let before: HashMap<IpAddr, Vec<usize>> = placement.keys().map(|v| (*v, self.dp.ports_of(*v))).collect();
+        if !self.dp.set_placement(ports)? {
+            return Ok(());
+        }
+        let on: Vec<String> = placement.iter().map(|(v, n)| format!("{v} on {}", n.join(","))).collect();
+        tracing::info!(placement = %on.join("; "), "VIPs placed on interfaces (the others: on every interface)");
+        // Backends' paths are judged again against where the VIPs now are.
+        self.plane.next_neigh = Instant::now();
+        let now = Instant::now();
+        let grew: Vec<IpAddr> = before
             .iter()
-            .map(|(v, names)| (*v, names.iter().filter_map(|n| self.dp.port_named(n)).collect()))
+            .filter(|(v, old)| self.dp.ports_of(**v).iter().any(|p| !old.contains(p)))
+            .map(|(v, _)| *v)
             .collect();
-        if self.dp.set_placement(ports)? {
-            let on: Vec<String> = placement.iter().map(|(v, n)| format!("{v} on {}", n.join(","))).collect();
-            tracing::info!(placement = %on.join("; "), "VIPs placed on interfaces (the others: on every interface)");
-            // Backends' paths are judged again against where the VIPs now are.
-            self.plane.next_neigh = Instant::now();
+        for v in grew {
+            let act = self.speakers.l2.reannounce(v, now);
+            self.apply(&act)?;
         }
         Ok(())
     }
@@ -281,13 +308,17 @@ impl Node {
     }
 
     /// Tells the Kubernetes side which backends their paths keep from new flows, by Service,
-    /// so that the Services this node announces say it (nothing to do standalone).
-    fn report_paths(&self) {
-        let Source::Kube { handle: Some(h), .. } = &self.plane.source else { return };
+    /// so that the Services this node announces say it. A backend kept from one service's
+    /// flows only (reached through an interface its VIP is not on) is also logged, once.
+    fn report_paths(&mut self) {
         let mut out = PathProblems::new();
+        let mut only_here = BTreeSet::new();
         for spec in &self.plane.compiled.specs {
             for (addr, _, _) in &spec.backends {
-                let Some(why) = self.plane.hops.problem(*addr, spec.mode) else { continue };
+                let Some(why) = self.plane.hops.problem_for(spec.key.vip, *addr, spec.mode) else { continue };
+                if self.plane.hops.problem(*addr, spec.mode).is_none() {
+                    only_here.insert((spec.key.vip, *addr, why.clone()));
+                }
                 let fix = if matches!(self.plane.hops.paths.get(addr), Some(Path::Unreachable(_))) {
                     "; reach the pods through the nodes (leave xlb.dev/backends out), or route their network to this node"
                 } else {
@@ -300,7 +331,13 @@ impl Node {
                 }
             }
         }
-        h.path_problems(out);
+        for (vip, addr, why) in only_here.difference(&self.said_paths) {
+            tracing::warn!(%vip, backend = %addr, "backend gets no new flows of this VIP: {why}");
+        }
+        self.said_paths = only_here;
+        if let Source::Kube { handle: Some(h), .. } = &self.plane.source {
+            h.path_problems(out);
+        }
     }
 
     /// Reads the neighbour table; rebuilds when a backend's MAC appeared or changed.
@@ -370,6 +407,10 @@ impl Node {
     /// failover, the better-ranked node keeps it. Returns what to tell the Kubernetes API,
     /// if anything.
     pub(super) fn conflict(&mut self, report: &ConflictReport) -> anyhow::Result<Option<Conflict>> {
+        // Another interface of this box on the same segment is no claimant.
+        if self.dp.ports.iter().any(|p| p.dev.mac == report.mac) {
+            return Ok(None);
+        }
         let now = Instant::now();
         let act = self.speakers.l2.conflict(report.vip, report.mac, now);
         self.apply(&act)?;

@@ -43,7 +43,7 @@ impl Outbox {
                 queue.push_back(*f);
             }
         }
-        if let Some(w) = dp.workers_of(port).first() {
+        if let Some(w) = dp.first_worker_of(port) {
             Self::flush_one(queue, w);
         }
     }
@@ -51,7 +51,7 @@ impl Outbox {
     /// Hands waiting frames to each interface's first worker.
     pub(super) fn flush(&mut self, dp: &Datapath) {
         for (port, queue) in self.queues.iter_mut().enumerate() {
-            if let Some(w) = dp.workers_of(port).first() {
+            if let Some(w) = dp.first_worker_of(port) {
                 Self::flush_one(queue, w);
             }
         }

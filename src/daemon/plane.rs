@@ -4,7 +4,7 @@
 //! nor decides who announces what.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashSet,
     net::{IpAddr, SocketAddr},
     time::{Duration, Instant},
 };
@@ -15,7 +15,7 @@ use xlb::{
         compile::Compiled,
         health::{HealthChecker, HealthEvent},
         ipam::Ipam,
-        nexthop::{NextHops, Path},
+        nexthop::{NextHops, Path, Via},
         services::{build_services, Publisher, StatsIds},
     },
     io::{
@@ -31,32 +31,20 @@ use super::{
 };
 
 /// The path the kernel's route `r` gives to a backend, from the interfaces xlb serves (`dp`'s
-/// ports). `need`: the ports the backend's services' VIPs are on, from which it must be
-/// reached (a packet goes back out of the interface it came in on).
-fn path_of(r: &netlink::Route, dp: &Datapath, need: &[usize]) -> Path {
-    let name = |p: usize| dp.ports.get(p).map_or("?", |p| p.dev.name.as_str());
+/// ports).
+fn path_of(r: &netlink::Route, dp: &Datapath) -> Path {
     match r.kind {
         RouteKind::Local => Path::Unreachable("it is one of this host's own addresses".into()),
         RouteKind::Refused => {
             Path::Unreachable("the kernel's route to it refuses it (blackhole, unreachable or prohibit)".into())
         }
-        RouteKind::Unicast => match dp.ports.iter().position(|p| p.dev.ifindex == r.oif) {
-            None => Path::Unreachable(format!(
-                "the kernel routes it through {} (ifindex {}), not {}, which xlb serves",
-                netdev::name_of(r.oif).unwrap_or_else(|| "another interface".into()),
-                r.oif,
-                dp.ports.iter().map(|p| p.dev.name.as_str()).collect::<Vec<_>>().join(" or ")
-            )),
-            Some(p) => match need.iter().find(|q| **q != p) {
-                Some(q) => Path::Unreachable(format!(
-                    "the kernel routes it through {}, but its service's VIP is on {} too, and xlb sends a packet back out of the interface it came in on; place the VIP on {} only",
-                    name(p),
-                    name(*q),
-                    name(p)
-                )),
-                None => r.gateway.map_or(Path::OnLink, Path::Via),
-            },
-        },
+        RouteKind::Unicast if !dp.ports.iter().any(|p| p.dev.ifindex == r.oif) => Path::Unreachable(format!(
+            "the kernel routes it through {} (ifindex {}), not {}, which xlb serves",
+            netdev::name_of(r.oif).unwrap_or_else(|| "another interface".into()),
+            r.oif,
+            dp.ports.iter().map(|p| p.dev.name.as_str()).collect::<Vec<_>>().join(" or ")
+        )),
+        RouteKind::Unicast => r.gateway.map_or(Path::OnLink, Path::Via),
     }
 }
 
@@ -252,6 +240,7 @@ impl Plane {
         self.last_neigh = now;
         self.hops.paths.retain(|a, _| wanted.binary_search(a).is_ok());
         self.hops.macs.retain(|a, _| wanted.binary_search(a).is_ok());
+        self.hops.via.retain(|a, _| wanted.binary_search(a).is_ok());
         if wanted.is_empty() {
             self.next_neigh = now + Duration::from_secs(3600);
             return false;
@@ -267,15 +256,6 @@ impl Plane {
                 }
             }
         }
-        // Where each backend must be reached from: the interfaces its services' VIPs are on.
-        let mut need: HashMap<IpAddr, Vec<usize>> = HashMap::new();
-        for spec in &self.compiled.specs {
-            let on = dp.ports_of(spec.key.vip);
-            for (b, _, _) in &spec.backends {
-                let n = need.entry(*b).or_default();
-                n.extend(on.iter().filter(|p| !n.contains(p)).collect::<Vec<_>>());
-            }
-        }
         let first = dp.ports.first().map(|p| p.dev.name.clone()).unwrap_or_default();
         let mut changed = false;
         let mut unresolved = 0;
@@ -283,9 +263,19 @@ impl Plane {
             let mut port = 0;
             let path = match netlink::route_to(*addr) {
                 Ok(r) => {
-                    let p = path_of(&r, dp, need.get(addr).map_or(&[], Vec::as_slice));
                     port = dp.ports.iter().position(|p| p.dev.ifindex == r.oif).unwrap_or(0);
-                    p
+                    // Several interfaces: which one it is reached through.
+                    let via = (dp.ports.len() > 1)
+                        .then(|| dp.ports.get(port).map(|p| Via { name: p.dev.name.clone(), mac: p.dev.mac }))
+                        .flatten();
+                    if self.hops.via.get(addr) != via.as_ref() {
+                        changed = true;
+                        match via {
+                            Some(v) => self.hops.via.insert(*addr, v),
+                            None => self.hops.via.remove(addr),
+                        };
+                    }
+                    path_of(&r, dp)
                 }
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ENETUNREACH | libc::EHOSTUNREACH)) => {
                     Path::Unreachable(format!("it is not on {first}'s segment and no route leads to it"))

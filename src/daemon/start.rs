@@ -13,7 +13,7 @@ use xlb::{
     abi::{AttachMode, ZeroCopy},
     control::{
         announcer::Timing,
-        compile::{compile, Compiled},
+        compile::Compiled,
         config::{self, ConfigErrors, Desired, InterfaceConfig},
         ha::HaTimings,
         ipam::Ipam,
@@ -171,7 +171,7 @@ pub(crate) fn check(path: &Path) -> anyhow::Result<()> {
         compiled.assignments.iter().map(|(n, a)| format!("{n}={a}")).collect::<Vec<_>>().join(" ")
     );
     println!("memory: {memory} ({counted})");
-    for (vip, on) in &compiled.placement {
+    for (vip, on) in compiled.placement.iter().filter(|(_, on)| !on.is_empty()) {
         println!("{vip}: announced on {}", on.join(", "));
     }
     for n in &notes {
@@ -180,16 +180,9 @@ pub(crate) fn check(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A config file read in full and compiled with `ipam`: xlb's settings, with what the
-/// Kubernetes objects among its documents add (`k8s::manifests`), and the lines to say
-/// about those objects (kinds not served, VIPs no policy announces).
+/// A config file read in full and compiled with `ipam` (`k8s::manifests::load`).
 pub(super) fn load_file(path: &Path, ipam: &mut Ipam) -> Result<(Desired, Compiled, Vec<String>), ConfigErrors> {
-    let (mut desired, manifests) = config::load(path)?;
-    let foreign = xlb::k8s::manifests::read(&manifests, &mut desired)?;
-    let mut compiled = compile(&desired, ipam)?;
-    let mut notes = foreign.warnings.clone();
-    notes.extend(foreign.apply(&desired, &mut compiled));
-    Ok((desired, compiled, notes))
+    xlb::k8s::manifests::load(path, ipam)
 }
 
 /// The queues `xlb check` counts (over every interface), and why: the config's, else every

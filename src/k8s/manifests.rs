@@ -28,13 +28,13 @@ use super::{
     alloc::{labels_with_pseudo, PoolView, SvcView},
     crds::{L2AnnouncementPolicy, L2AnnouncementPolicySpec, LoadBalancerIPPoolSpec, ReadFrom},
     foreign::{advertisements, IpAddressPoolSpec, CILIUM_L2, UNSERVED},
-    plan::{announced_on, Member},
+    plan::{Member, Policies},
     pools::{metallb_view, pool_view},
 };
 use crate::control::{
-    compile::Compiled,
+    compile::{compile, Compiled},
     config::{ConfigError, ConfigErrors, Desired, Manifest},
-    ipam::Request,
+    ipam::{Ipam, Request},
 };
 
 /// What the file's Kubernetes objects add to xlb's settings.
@@ -98,14 +98,22 @@ pub fn read(manifests: &[Manifest], desired: &mut Desired) -> Result<Foreign, Co
                     }
                     metallb_view(m.name.clone(), &s, &[]).map_err(|e| err(format!("{at}: spec.{e}")))
                 });
-                match read {
-                    Ok(v) => out.pools.push(v),
+                match read.and_then(|v| dynamic(m).map(|o| (v, o))) {
+                    Ok((v, o)) => {
+                        out.pools.push(v);
+                        metallb_pools.push(o);
+                    }
                     Err(e) => errors.push(e),
                 }
-                metallb_pools.push(dynamic(m));
             }
             ("xlb.dev" | "cilium.io", "L2AnnouncementPolicy" | "CiliumL2AnnouncementPolicy") => {
-                match typed::<L2AnnouncementPolicySpec>(spec(m), &at) {
+                let read = typed::<L2AnnouncementPolicySpec>(spec(m), &at).and_then(|s| {
+                    match s.interfaces.iter().enumerate().find(|(_, re)| regex::Regex::new(re).is_err()) {
+                        Some((i, re)) => Err(err(format!("{at}: spec.interfaces[{i}]: {re:?} is not a regular expression"))),
+                        None => Ok(s),
+                    }
+                });
+                match read {
                     Ok(mut s) => {
                         if m.kind == CILIUM_L2.kind {
                             s.read_from = Some(ReadFrom { kind: CILIUM_L2.kind, unanchored: true, addresses: None });
@@ -115,10 +123,12 @@ pub fn read(manifests: &[Manifest], desired: &mut Desired) -> Result<Foreign, Co
                     Err(e) => errors.push(e),
                 }
             }
-            ("metallb.io", "L2Advertisement") => match typed::<super::foreign::L2AdvertisementSpec>(spec(m), &at) {
-                Ok(_) => metallb_ads.push(dynamic(m)),
-                Err(e) => errors.push(e),
-            },
+            ("metallb.io", "L2Advertisement") => {
+                match typed::<super::foreign::L2AdvertisementSpec>(spec(m), &at).and_then(|_| dynamic(m)) {
+                    Ok(o) => metallb_ads.push(o),
+                    Err(e) => errors.push(e),
+                }
+            }
             (g, k) => match UNSERVED.iter().find(|(ug, uk, _)| *ug == g && *uk == k) {
                 Some((_, _, why)) => out.warnings.push(format!("{at}: not served: {why}")),
                 None if k == "Service" => errors.push(err(format!(
@@ -175,11 +185,36 @@ pub fn read(manifests: &[Manifest], desired: &mut Desired) -> Result<Foreign, Co
 }
 
 /// A manifest as the cluster side's readers take it.
-fn dynamic(m: &Manifest) -> Arc<DynamicObject> {
-    let mut o: DynamicObject = serde_json::from_value(m.object.clone())
-        .unwrap_or_else(|_| DynamicObject::new(&m.name, &kube::api::ApiResource::erase::<L2AnnouncementPolicy>(&())));
-    o.metadata.name = Some(m.name.clone());
-    Arc::new(o)
+fn dynamic(m: &Manifest) -> Result<Arc<DynamicObject>, ConfigError> {
+    let o: DynamicObject =
+        serde_json::from_value(m.object.clone()).map_err(|e| err(format!("{}: metadata: {e}", m.at())))?;
+    Ok(Arc::new(o))
+}
+
+/// A config file read in full and compiled with `ipam`: xlb's settings, with what the
+/// Kubernetes objects among its documents add, and the lines to say about them (kinds not
+/// served, VIPs no policy announces). What `xlb check`, `xlb run` and a reload all do.
+pub fn load(path: &std::path::Path, ipam: &mut Ipam) -> Result<(Desired, Compiled, Vec<String>), ConfigErrors> {
+    let (desired, manifests) = crate::control::config::load(path)?;
+    finish(desired, &manifests, ipam)
+}
+
+/// [`load`] of config text.
+pub fn load_text(text: &str, ipam: &mut Ipam) -> Result<(Desired, Compiled, Vec<String>), ConfigErrors> {
+    let (desired, manifests) = crate::control::config::parse_all(text)?;
+    finish(desired, &manifests, ipam)
+}
+
+fn finish(
+    mut desired: Desired,
+    manifests: &[Manifest],
+    ipam: &mut Ipam,
+) -> Result<(Desired, Compiled, Vec<String>), ConfigErrors> {
+    let foreign = read(manifests, &mut desired)?;
+    let mut compiled = compile(&desired, ipam)?;
+    let mut notes = foreign.warnings.clone();
+    notes.extend(foreign.apply(&desired, &mut compiled));
+    Ok((desired, compiled, notes))
 }
 
 impl Foreign {
@@ -193,10 +228,11 @@ impl Foreign {
         }
         let names: Vec<&str> = desired.interfaces.iter().map(|i| i.name.as_str()).collect();
         let me = Member { node: String::new(), interface: names.join(",") };
+        let policies = Policies::new(&self.policies);
         let mut on: BTreeMap<IpAddr, Vec<String>> = BTreeMap::new();
         for (name, vip) in &compiled.assignments {
             let Some(s) = desired.services.iter().find(|s| s.name == *name) else { continue };
-            let mut these = announced_on(&self.policies, &labels_of(name, &s.labels), *vip, &me, &desired.node_labels);
+            let mut these = policies.announced_on(&labels_of(name, &s.labels), *vip, &me, &desired.node_labels);
             if !s.interfaces.is_empty() {
                 these.retain(|i| s.interfaces.contains(i));
             }
@@ -206,8 +242,9 @@ impl Foreign {
         let mut said = Vec::new();
         for (vip, ifaces) in on {
             if ifaces.is_empty() {
+                // On no interface: not announced, and its traffic is not taken anywhere.
                 compiled.vips.retain(|v| *v != vip);
-                compiled.placement.remove(&vip);
+                compiled.placement.insert(vip, Vec::new());
                 let who: Vec<&str> =
                     compiled.assignments.iter().filter(|(_, v)| *v == vip).map(|(n, _)| n.as_str()).collect();
                 said.push(format!(
@@ -225,7 +262,6 @@ impl Foreign {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::{config::parse_all, ipam::Ipam};
 
     /// xlb's settings for seed 002's box: two interfaces, services labelled as the seed's.
     const BOX: &str = "interfaces: [{name: eno1}, {name: eno2}]
@@ -246,12 +282,7 @@ services:
     }
 
     fn load(text: &str) -> Result<(Desired, Compiled, Vec<String>), ConfigErrors> {
-        let (mut d, m) = parse_all(text)?;
-        let f = read(&m, &mut d)?;
-        let mut c = crate::control::compile::compile(&d, &mut Ipam::default())?;
-        let mut notes = f.warnings.clone();
-        notes.extend(f.apply(&d, &mut c));
-        Ok((d, c, notes))
+        load_text(text, &mut Ipam::default())
     }
 
     fn vip(c: &Compiled, name: &str) -> IpAddr {

@@ -401,17 +401,26 @@ fn placed_on(
     on
 }
 
-/// Standalone: the interfaces of `member` (this box) on which `policies` let it announce
-/// `vip` of a service with `labels` (with the pseudo-labels).
-pub fn announced_on(
-    policies: &[L2AnnouncementPolicy],
-    labels: &BTreeMap<String, String>,
-    vip: IpAddr,
-    member: &Member,
-    node_labels: &BTreeMap<String, String>,
-) -> Vec<String> {
-    let compiled: Vec<Policy<'_>> = policies.iter().map(Policy::new).collect();
-    placed_on(&compiled, labels, (vip, false), member, node_labels)
+/// Standalone: announcement policies with their interface patterns compiled once.
+pub struct Policies<'a>(Vec<Policy<'a>>);
+
+impl<'a> Policies<'a> {
+    /// `policies`, compiled.
+    pub fn new(policies: &'a [L2AnnouncementPolicy]) -> Self {
+        Policies(policies.iter().map(Policy::new).collect())
+    }
+
+    /// The interfaces of `member` (this box) on which they let it announce `vip` of a
+    /// service with `labels` (with the pseudo-labels).
+    pub fn announced_on(
+        &self,
+        labels: &BTreeMap<String, String>,
+        vip: IpAddr,
+        member: &Member,
+        node_labels: &BTreeMap<String, String>,
+    ) -> Vec<String> {
+        placed_on(&self.0, labels, (vip, false), member, node_labels)
+    }
 }
 
 /// The plan of node `me`. `snat_families`: whether a SNAT address exists for (IPv4, IPv6).

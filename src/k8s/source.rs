@@ -599,7 +599,10 @@ async fn run_node(
                 let ev = Event {
                     type_: EventType::Normal,
                     reason: "IPAnnounced".into(),
-                    note: Some(format!("{vip} announced by node {me} on {}", opts.interface)),
+                    note: Some(format!(
+                        "{vip} announced by node {me} on {}",
+                        new.placement.get(vip).map_or(opts.interface.clone(), |on| on.join(","))
+                    )),
                     action: "Announce".into(),
                     secondary: None,
                 };

@@ -9,7 +9,7 @@ use super::{
     process,
     testing::{
         arp, ctx, ethernet_header, ndisc, solicit, PacketBuilder as Pkt, Scene, BACKEND_MAC, CLIENT4, CLIENT6,
-        CLIENT_MAC, CLOSED_PORT, DSR_PORT, OURS, UNRESOLVED_PORT, VIP4, VIP6, WATCH4, WATCH6,
+        CLIENT_MAC, CLOSED_PORT, DSR_PORT, OTHER_IF_PORT, OURS, UNRESOLVED_PORT, VIP4, VIP6, WATCH4, WATCH6,
     },
     Conflict, DropReason, Reply, Verdict,
 };
@@ -201,6 +201,12 @@ fn cases() -> Result<Vec<Case>> {
             what: "backend with no resolved next hop: no backend takes new flows",
             input: Pkt::tcp(vip4, UNRESOLVED_PORT, TcpFlags::SYN).build(),
             verdict: Verdict::Drop(DropReason::NoBackend),
+            output: None,
+        },
+        Case {
+            what: "backend reached through another interface of this box: dropped, not sent out the wrong one",
+            input: Pkt::tcp(vip4, OTHER_IF_PORT, TcpFlags::SYN).build(),
+            verdict: Verdict::Drop(DropReason::OtherInterface),
             output: None,
         },
         Case {

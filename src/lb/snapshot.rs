@@ -91,6 +91,10 @@ pub struct Backend {
     pub weight: u32,
     /// Next-hop MAC, once resolved.
     pub mac: Option<EthernetAddress>,
+    /// Where xlb serves several interfaces: the MAC of the one the backend is reached
+    /// through. A frame that came in on another has no way to it (it would leave by the
+    /// wrong interface) and is dropped, counted (`other_interface`). None: any.
+    pub via: Option<EthernetAddress>,
     /// Identity hash: what tracked flows are pinned to.
     pub key: u64,
     /// Index of its traffic counters (`stats::UNCOUNTED`: none).
@@ -101,7 +105,7 @@ impl Backend {
     /// A backend at `addr:port` with `weight`, next hop not yet resolved.
     pub fn new(addr: IpAddr, port: u16, weight: u32) -> Self {
         let key = hash64(0, &BackendId::new(addr, port).0);
-        Backend { addr, port, weight, mac: None, key, stats_id: UNCOUNTED }
+        Backend { addr, port, weight, mac: None, via: None, key, stats_id: UNCOUNTED }
     }
 
     /// Whether new flows may be given to it: weighted and with a resolved next hop.

@@ -71,6 +71,9 @@ counted! {
         NoBackend => "no_backend",
         /// The flow's backend has no resolved next-hop MAC yet.
         NextHopUnresolved => "next_hop_unresolved",
+        /// The flow's backend is reached through another of xlb's interfaces than the one
+        /// the frame came in on (a frame leaves by the interface it came in on).
+        OtherInterface => "other_interface",
         /// A new SNAT flow found no free port on any SNAT address of its family.
         SnatPortsExhausted => "snat_ports_exhausted",
         /// A packet to a SNAT address that matches no live translation (or came from another

@@ -74,6 +74,11 @@ pub const SNAT_PORT: u16 = 81;
 pub const SNAT_BACKEND_PORT: u16 = 8080;
 /// A DSR service (TCP, IPv4 VIP) whose backends' MACs are not resolved.
 pub const UNRESOLVED_PORT: u16 = 82;
+/// A DSR service of [`VIP4`] whose backends are reached through another interface of this
+/// box than the one frames come in on ([`OTHER_IF_MAC`]).
+pub const OTHER_IF_PORT: u16 = 83;
+/// The MAC of another interface of this box.
+pub const OTHER_IF_MAC: EthernetAddress = EthernetAddress([0x02, 0, 0, 0, 0xee, 0x02]);
 /// A port of the VIPs with no service.
 pub const CLOSED_PORT: u16 = 9;
 /// The client's source port unless a packet says otherwise.
@@ -140,7 +145,8 @@ impl Default for Scene {
 impl Scene {
     /// For each VIP ([`VIP4`], [`VIP6`]) and protocol (TCP, UDP): DSR on [`DSR_PORT`] and
     /// SNAT on [`SNAT_PORT`] (backends on [`SNAT_BACKEND_PORT`]); and DSR TCP on
-    /// [`UNRESOLVED_PORT`] of [`VIP4`] to backends whose MACs are unresolved.
+    /// [`UNRESOLVED_PORT`] of [`VIP4`] to backends whose MACs are unresolved; and DSR TCP on
+    /// [`OTHER_IF_PORT`] to backends reached through another interface.
     pub fn services(&self) -> Vec<Service> {
         let mut out = Vec::new();
         for vip in [IpAddr::V4(VIP4), IpAddr::V6(VIP6)] {
@@ -152,6 +158,12 @@ impl Scene {
         }
         let key = ServiceKey { vip: IpAddr::V4(VIP4), port: UNRESOLVED_PORT, proto: Protocol::TCP };
         out.push(self.service(key, ForwardMode::Dsr, UNRESOLVED_PORT, false));
+        let key = ServiceKey { vip: IpAddr::V4(VIP4), port: OTHER_IF_PORT, proto: Protocol::TCP };
+        let mut other = self.service(key, ForwardMode::Dsr, OTHER_IF_PORT, true);
+        for b in &mut other.backends {
+            b.via = Some(OTHER_IF_MAC);
+        }
+        out.push(other);
         // Counted, as the control plane's services are: every packet writes its service's
         // and its backend's traffic counters.
         let per = u32::from(self.backends.max(1));

@@ -140,6 +140,19 @@ impl Lab {
         Host { ns, mac }
     }
 
+    /// A host whose interfaces are `links`, each (name, bridge, addresses); its MAC is the
+    /// first one's.
+    #[allow(dead_code)]
+    pub fn host_with(&mut self, role: &str, links: &[(&str, &str, &[&str])]) -> Host {
+        let ns = self.add_ns(role);
+        let macs: Vec<EthernetAddress> = links
+            .iter()
+            .enumerate()
+            .map(|(k, (dev, br, addrs))| self.plug(&ns, dev, &format!("p-{role}-{k}"), br, addrs, 1))
+            .collect();
+        Host { ns, mac: macs[0] }
+    }
+
     /// Gives `host` another interface `dev` on bridge `br`, with these addresses; its MAC.
     #[allow(dead_code)]
     pub fn attach(&self, host: &Host, dev: &str, br: &str, addrs: &[&str]) -> EthernetAddress {
@@ -360,6 +373,12 @@ impl Xlb {
         let mut all = vec!["-i", "eth0"];
         all.extend_from_slice(args);
         Self::spawn(lab, host, xlb_bin(), &all)
+    }
+
+    /// Starts `xlb run ARGS` in `host` (the interfaces among ARGS) and waits until it runs.
+    #[allow(dead_code)]
+    pub fn start_args(lab: &Lab, host: &Host, args: &[&str]) -> Xlb {
+        Self::spawn(lab, host, xlb_bin(), args)
     }
 
     /// Like [`Xlb::start`], with the optimised build ([`release_xlb`]).

@@ -232,25 +232,33 @@ pub fn parse(text: &str) -> Result<Desired, ConfigErrors> {
     parse_all(text).map(|(d, _)| d)
 }
 
-/// The documents of `text` (split at `---` lines), each with its first line (from 1); those
-/// with nothing but comments and blank lines left out.
+/// The documents of `text` (split at `---` lines, what follows the marker on its line
+/// kept), each with its number among them (from 1); those with nothing but comments and
+/// blank lines left out. Each keeps its place in the file (blank lines before it), so that
+/// the parser's line numbers are the file's.
 fn documents(text: &str) -> Vec<(usize, String)> {
-    let mut out: Vec<(usize, String)> = Vec::new();
+    let mut out: Vec<String> = Vec::new();
     let mut cur = String::new();
-    let mut first = 1;
     for (i, line) in text.lines().enumerate() {
         let t = line.trim_end();
-        if t == "---" || t.starts_with("--- ") || t.starts_with("---\t") {
-            out.push((first, std::mem::take(&mut cur)));
-            first = i + 2;
+        let rest = t.strip_prefix("---").filter(|r| r.is_empty() || r.starts_with([' ', '\t']));
+        if let Some(rest) = rest {
+            out.push(std::mem::take(&mut cur));
+            // The marker's line, and those before it, as blank lines.
+            cur = "\n".repeat(i);
+            cur.push_str(rest.trim_start());
+            cur.push('\n');
             continue;
         }
         cur.push_str(line);
         cur.push('\n');
     }
-    out.push((first, cur));
-    out.retain(|(_, d)| d.lines().any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#')));
-    out
+    out.push(cur);
+    out.into_iter()
+        .filter(|d| d.lines().any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#')))
+        .enumerate()
+        .map(|(i, d)| (i + 1, d))
+        .collect()
 }
 
 /// Parses and validates config text of one or more YAML documents: exactly one of xlb's
@@ -262,10 +270,10 @@ pub fn parse_all(text: &str) -> Result<(Desired, Vec<Manifest>), ConfigErrors> {
     let mut mine: Option<(usize, File)> = None;
     let mut manifests = Vec::new();
     let mut errors = Vec::new();
-    for (n, (line, doc)) in docs.iter().enumerate() {
-        let n = n + 1;
+    for (n, doc) in &docs {
+        let n = *n;
         let at = |e: ConfigError| match several {
-            true => err("", format!("document {n} (line {line}): {e}")),
+            true => err("", format!("document {n}: {e}")),
             false => e,
         };
         let value: Option<serde_json::Value> = serde_saphyr::from_str(doc).ok();
@@ -529,6 +537,19 @@ metrics:
         let c = crate::control::compile::compile(&parse(&shared).unwrap(), &mut crate::control::ipam::Ipam::default())
             .unwrap();
         assert!(!c.placement.contains_key(&"192.0.2.5".parse().unwrap()), "{:?}", c.placement);
+    }
+
+    /// Documents split at `---` keep their lines: the parser's line numbers are the file's,
+    /// a leading marker included; what follows a marker on its line is kept.
+    #[test]
+    fn documents_keep_their_place_in_the_file() {
+        let docs = documents("# a comment\n---\na: 1\n--- {b: 2}\n---\n# only a comment\n---\nc: 3\n");
+        let got: Vec<(usize, usize, &str)> =
+            docs.iter().map(|(n, d)| (*n, d.lines().take_while(|l| l.is_empty()).count(), d.trim())).collect();
+        assert_eq!(got, [(1, 2, "a: 1"), (2, 3, "{b: 2}"), (3, 7, "c: 3")]);
+        // A mistake on line 3 of a file that starts with --- is said to be on line 3.
+        let e = parse("---\ninterfaces: [{name: eth0}]\nservices: 7\n").unwrap_err().to_string();
+        assert!(e.contains("line 3"), "{e}");
     }
 
     #[test]
