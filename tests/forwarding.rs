@@ -650,6 +650,9 @@ fn two_interfaces(test: &str, config: &str) {
     let (ok, status, _) = xlb.cli(&["status"]);
     assert!(ok, "{status}");
     assert!(status.contains("interface eth0,eth1"), "{status}");
+    let row = |vip: &str| status.lines().find(|l| l.starts_with(vip)).unwrap_or_default().to_string();
+    assert!(row("10.88.0.100").trim_end().ends_with(" eth1"), "{status}");
+    assert!(row("10.77.0.100").trim_end().ends_with(" eth0"), "{status}");
     let stats = xlb.stop();
     let queues = stats["queues"].as_array().unwrap();
     let on: Vec<&str> = queues.iter().map(|q| q["interface"].as_str().unwrap()).collect();

@@ -221,7 +221,8 @@ fn cilium_manifests_from_the_seeds_work_unchanged() {
 /// Seed 002's two pools and two policies (one per interface, `eno1` internal, `eno2`
 /// public), unchanged: each Service gets the first address of the pool its label selects
 /// (Cilium's `isResponsibleForSVC` matches a pool's serviceSelector to the Service's
-/// labels), and the policies are read, not refused. Which interface each VIP is announced
+/// labels), and the policies are read, not refused. Seed 003's BGP peering policy is said
+/// not to be served, on the object. Which interface each VIP is announced
 /// on is the node side's: `k8s::plan` tests it with these policies, tests/forwarding.rs on
 /// the wire.
 #[test]
@@ -231,6 +232,10 @@ fn seed_002_each_interface_has_its_pool() {
     api.apply_crds(&root.join("deploy/crds-cilium.yaml"));
     let seeds = root.join("tests/fixtures/seeds");
     api.apply_file(&seeds.join("002-multi-interface.yaml"));
+    // Seed 003's BGP peering policy (Cilium's BGP kinds wait for xlb's BGP): said on the
+    // object, never ignored silently.
+    api.apply_crds(&root.join("tests/fixtures/cilium-bgp-crd-for-tests.yaml"));
+    api.apply_file(&seeds.join("003-bgp.yaml"));
     let mut a = allocator_with(&api, "a", &["--unclassed"]);
     api.apply_file(&seeds.join("002-services.yaml"));
     wait(&api, "my-service's address from eno1's pool", |api| api.ingress("my-service") == "192.168.3.150");
@@ -241,7 +246,22 @@ fn seed_002_each_interface_has_its_pool() {
     api.apply("apiVersion: v1\nkind: Service\nmetadata: {name: unlabelled}\nspec: {type: LoadBalancer, ports: [{port: 80}]}\n");
     wait(&api, "unlabelled's refusal", |api| cond(api, "unlabelled", CILIUM) == "False no_pool");
     assert_eq!(api.ingress("unlabelled"), "");
-    assert!(!api.events().contains("NotServed"), "{}", api.events());
+    let said = |api: &Api| {
+        api.kubectl(&[
+            "get",
+            "events.events.k8s.io",
+            "-A",
+            "-o",
+            r#"jsonpath={range .items[*]}{.type} {.reason} {.regarding.kind}/{.regarding.name}: {.note}{"\n"}{end}"#,
+        ])
+    };
+    wait(&api, "the NotServed Event of seed 003's policy", |api| {
+        said(api).contains(
+            "Warning NotServed CiliumBGPPeeringPolicy/vyos-peering: xlb does not serve CiliumBGPPeeringPolicy yet",
+        )
+    });
+    let e = said(&api);
+    assert!(!e.contains("NotServed CiliumLoadBalancerIPPool") && !e.contains("NotServed CiliumL2"), "{e}");
     let _ = a.kill();
     let _ = a.wait();
 }

@@ -67,6 +67,9 @@ pub(crate) struct Worker {
 pub(crate) struct Vip {
     pub(crate) vip: String,
     pub(crate) state: String,
+    /// The interfaces it is announced on, comma-separated.
+    #[serde(default)]
+    pub(crate) interfaces: String,
 }
 
 /// `xlb service list`.

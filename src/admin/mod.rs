@@ -277,8 +277,9 @@ fn render(q: &Query, v: Value) -> Result<String, serde_json::Error> {
                 .collect();
             out += &table(&["INTERFACE", "QUEUE", "SOCKET", "CORE", "RX", "TX", "DROPS", "FLOWS"], &workers);
             out += "\n";
-            let vips: Vec<Vec<String>> = st.vips.iter().map(|x| vec![x.vip.clone(), x.state.clone()]).collect();
-            out += &table(&["VIP", "STATE"], &vips);
+            let vips: Vec<Vec<String>> =
+                st.vips.iter().map(|x| vec![x.vip.clone(), x.state.clone(), x.interfaces.clone()]).collect();
+            out += &table(&["VIP", "STATE", "INTERFACES"], &vips);
             if let Some(f) = &st.failover {
                 out += &format!(
                     "\nfailover: node {}, alive: {}, quorum {}, fenced {}{}\n",

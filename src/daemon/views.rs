@@ -168,7 +168,17 @@ impl Node {
                 .l2
                 .vips()
                 .iter()
-                .map(|(v, s)| answers::Vip { vip: v.to_string(), state: s.name().to_string() })
+                .map(|(v, s)| answers::Vip {
+                    vip: v.to_string(),
+                    state: s.name().to_string(),
+                    interfaces: self
+                        .dp
+                        .ports_of(*v)
+                        .iter()
+                        .map(|p| self.dp.ports[*p].dev.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                })
                 .collect(),
         }
     }
