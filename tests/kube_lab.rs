@@ -493,24 +493,9 @@ fn a_rolling_upgrade_keeps_every_vip_on_its_node_and_every_connection() {
 }
 
 /// Drops heartbeats to and from (`both`) or only from `node` on the lab's bridge.
-/// The MAC that answers an ARP request for `vip` sent from `from` (`from_ip`) on its eth0
-/// within 700 ms, if one does.
-fn arp_answer(sock: &PacketSocket, from: &Host, from_ip: Ipv4Addr, vip: Ipv4Addr) -> Vec<EthernetAddress> {
-    sock.send(&support::frames::arp_request(from.mac, from_ip, vip)).unwrap();
-    let end = Instant::now() + Duration::from_millis(700);
-    let mut buf = [0u8; 2048];
-    let mut out = Vec::new();
-    while let Some(n) = sock.recv(&mut buf, end.saturating_duration_since(Instant::now())).unwrap() {
-        if let support::frames::Seen::ArpReply { spa, sha, tpa } = support::frames::seen(&buf[..n]) {
-            if spa == vip && tpa == from_ip && !out.contains(&sha) {
-                out.push(sha);
-            }
-        }
-        if Instant::now() >= end {
-            break;
-        }
-    }
-    out
+/// The MACs that answer ARP for `vip`, asked by `asker`.
+fn arp_answer(asker: &Asker, vip: Ipv4Addr) -> Vec<EthernetAddress> {
+    asker.census(&[vip]).remove(&vip).unwrap_or_default().into_iter().collect()
 }
 
 /// `../shared/seeds/002` in the lab, its objects applied unchanged (Cilium's definitions
@@ -560,11 +545,12 @@ fn seed_002_each_vip_announced_on_its_interface_by_its_nodes() {
     let a_eno2 = support::link_mac(&nodes[0].1.ns, "eno2");
     let sock1 = PacketSocket::open(Some(&client.ns), "eth0").unwrap();
     let sock2 = PacketSocket::open(Some(&client2.ns), "eth0").unwrap();
-    let (c1, c2) = (Ipv4Addr::new(192, 168, 3, 1), Ipv4Addr::new(192, 168, 4, 1));
+    let ask1 = Asker { sock: &sock1, mac: client.mac, ip: Ipv4Addr::new(192, 168, 3, 1) };
+    let ask2 = Asker { sock: &sock2, mac: client2.mac, ip: Ipv4Addr::new(192, 168, 4, 1) };
     // Announced once the nodes have planned: ask until both answer, then look closely.
     let end = Instant::now() + Duration::from_secs(20);
     loop {
-        let (got1, got2) = (arp_answer(&sock1, &client, c1, internal), arp_answer(&sock2, &client2, c2, public));
+        let (got1, got2) = (arp_answer(&ask1, internal), arp_answer(&ask2, public));
         if got1.len() == 1 && got2.len() == 1 {
             assert!(eno1.contains(&got1[0]), "{internal} answered by {}, not a node's eno1", got1[0]);
             assert_eq!(got2[0], a_eno2, "{public}: only node-a (control-plane) may announce it, on eno2");
@@ -577,8 +563,8 @@ fn seed_002_each_vip_announced_on_its_interface_by_its_nodes() {
         );
     }
     for _ in 0..3 {
-        assert_eq!(arp_answer(&sock1, &client, c1, public), [], "the public VIP answered on the internal segment");
-        assert_eq!(arp_answer(&sock2, &client2, c2, internal), [], "the internal VIP answered on the public segment");
+        assert_eq!(arp_answer(&ask1, public), [], "the public VIP answered on the internal segment");
+        assert_eq!(arp_answer(&ask2, internal), [], "the internal VIP answered on the public segment");
     }
     for x in &mut xlbs {
         x.stop();

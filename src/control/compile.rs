@@ -44,6 +44,17 @@ pub struct Compiled {
     pub placement: BTreeMap<IpAddr, Vec<String>>,
 }
 
+/// Adds to `on` the interface names of `more` it does not hold yet, in their order: the
+/// union of a VIP's interfaces over its services or policies.
+pub fn add_interfaces<S: AsRef<str>>(on: &mut Vec<String>, more: impl IntoIterator<Item = S>) {
+    for i in more {
+        let i = i.as_ref();
+        if !on.iter().any(|x| x == i) {
+            on.push(i.to_string());
+        }
+    }
+}
+
 /// The IPAM holder of an explicitly requested VIP: the address itself, so that services
 /// sharing it (on different ports) share one assignment.
 fn holder_of(name: &str, req: &Request) -> String {
@@ -138,13 +149,13 @@ pub fn compile(desired: &Desired, ipam: &mut Ipam) -> Result<Compiled, ConfigErr
             });
             continue;
         }
-        // A VIP is on the interfaces its services name; on all if one of them names none.
-        let everywhere = out.vips.contains(&vip) && !out.placement.contains_key(&vip);
-        if s.interfaces.is_empty() || everywhere {
+        // A VIP is on the interfaces its services name; on every one if one of them names
+        // none (an earlier one did when the VIP is known but not placed).
+        let everywhere = s.interfaces.is_empty() || (out.vips.contains(&vip) && !out.placement.contains_key(&vip));
+        if everywhere {
             out.placement.remove(&vip);
         } else {
-            let on = out.placement.entry(vip).or_default();
-            on.extend(s.interfaces.iter().filter(|i| !on.contains(i)).cloned().collect::<Vec<_>>());
+            add_interfaces(out.placement.entry(vip).or_default(), &s.interfaces);
         }
         if !out.vips.contains(&vip) {
             out.vips.push(vip);

@@ -338,8 +338,7 @@ impl Ipam {
                 Ok(self.give(holder, *a))
             }
             Request::Pool { name, v6 } => {
-                let i =
-                    self.pools.iter().position(|p| &p.name == name).ok_or_else(|| IpamError::NoPool(name.clone()))?;
+                let i = self.index_of(name).ok_or_else(|| IpamError::NoPool(name.clone()))?;
                 if let Some(with) = self.conflicts.get(&i) {
                     return Err(IpamError::Conflicting(name.clone(), with.clone()));
                 }
@@ -356,11 +355,15 @@ impl Ipam {
             }
             Request::Any { v6 } => self.any_free(holder, *v6, &(0..self.pools.len()).collect::<Vec<_>>()),
             Request::AnyOf { pools, v6 } => {
-                let order: Vec<usize> =
-                    pools.iter().filter_map(|n| self.pools.iter().position(|p| &p.name == n)).collect();
+                let order: Vec<usize> = pools.iter().filter_map(|n| self.index_of(n)).collect();
                 self.any_free(holder, *v6, &order)
             }
         }
+    }
+
+    /// The index of the pool named `name`.
+    fn index_of(&self, name: &str) -> Option<usize> {
+        self.pools.iter().position(|p| p.name == name)
     }
 
     /// An address of family `v6` from the first of pools `order` (indexes) that has one: the

@@ -86,18 +86,18 @@ impl NextHops {
         self.reaches(vip, backend).then(|| self.mac_for(backend, mode)).flatten()
     }
 
-    /// Why `backend` gets no new flows of a service of `vip` in `mode`, if it gets none for a
-    /// path reason.
-    pub fn problem_for(&self, vip: IpAddr, backend: IpAddr, mode: ForwardMode) -> Option<String> {
-        self.problem(backend, mode).or_else(|| match (self.via.get(&backend), self.placed.get(&vip)) {
-            (Some(v), Some(on)) if !on.is_empty() && !on.contains(&v.name) => Some(format!(
+    /// Why `backend` gets no new flows of `vip` because of the interfaces the VIP is on (none
+    /// said for a VIP on no interface: it takes no traffic at all).
+    pub fn placement_problem(&self, vip: IpAddr, backend: IpAddr) -> Option<String> {
+        let (v, on) = (self.via.get(&backend)?, self.placed.get(&vip)?);
+        (!on.is_empty() && !self.reaches(vip, backend)).then(|| {
+            format!(
                 "it is reached through {}, and {vip} is on {} only, while xlb sends a packet back out of the interface it came in on; place the VIP on {} too, or reach the backend through {}",
                 v.name,
                 on.join(", "),
                 v.name,
                 on.join(" or ")
-            )),
-            _ => None,
+            )
         })
     }
 

@@ -4,7 +4,7 @@
 //! does the same and returns the final counters for the report.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     net::IpAddr,
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -17,7 +17,7 @@ use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use crossbeam_channel::Receiver;
 use xlb::{
-    abi::{AttachMode, ZeroCopy, CLASS_NAMES, VIP_LOCAL},
+    abi::{AttachMode, CLASS_NAMES, VIP_LOCAL},
     control::services::{MAX_COUNTED_BACKENDS, MAX_COUNTED_SERVICES},
     io::{
         netdev::{Membership, NetDev},
@@ -55,6 +55,9 @@ pub(super) struct Finals {
     pub(super) conntrack: ConntrackStats,
 }
 
+/// The interfaces (port indexes) VIPs are placed on; a VIP not listed is on every one.
+pub(super) type Placement = HashMap<IpAddr, Vec<usize>>;
+
 /// One interface's part of the datapath: its XDP program (with its own VIP map: a VIP
 /// answers and takes traffic only on the interfaces it is placed on) and the IPv6 groups
 /// joined there.
@@ -87,7 +90,7 @@ pub(super) struct Datapath {
     /// VIPs whose traffic this node's own service proxy takes: [`VIP_LOCAL`] added.
     local: HashSet<IpAddr>,
     /// The interfaces (port indexes) each VIP is placed on; a VIP not listed is on every one.
-    placement: HashMap<IpAddr, Vec<usize>>,
+    placement: Placement,
     /// The state directory, held while the datapath runs (its tables are the workers').
     _state: Option<StateDir>,
 }
@@ -148,9 +151,9 @@ impl Datapath {
             placement: HashMap::new(),
             _state: None,
         };
-        for (p, (dev, queues)) in ports.iter().enumerate() {
-            let iface = start.interfaces.get(p).or(start.interfaces.first());
-            let (xdp_mode, zero_copy) = iface.map_or((AttachMode::Auto, ZeroCopy::Auto), |i| (i.xdp_mode, i.zero_copy));
+        // `ports` are `start.interfaces`, in order, as found on this host.
+        for (p, ((dev, queues), iface)) in ports.iter().zip(&start.interfaces).enumerate() {
+            let (xdp_mode, zero_copy) = (iface.xdp_mode, iface.zero_copy);
             let prog = XdpProgram::load()?;
             dp.ports.push(Port { dev: dev.clone(), prog, mode: AttachMode::Auto, memberships: HashMap::new() });
             // Sockets first, then the program: from the moment it is attached, every queue
@@ -215,7 +218,7 @@ impl Datapath {
     }
 
     /// Whether `vip` is placed on port `p`.
-    fn placed(&self, vip: IpAddr, p: usize) -> bool {
+    pub(super) fn placed(&self, vip: IpAddr, p: usize) -> bool {
         self.placement.get(&vip).is_none_or(|on| on.contains(&p))
     }
 
@@ -259,14 +262,37 @@ impl Datapath {
         Ok(!changed.is_empty())
     }
 
-    /// The port index of each interface name.
-    pub(super) fn port_named(&self, name: &str) -> Option<usize> {
-        self.ports.iter().position(|p| p.dev.name == name)
+    /// `placement` (interface names by VIP) as port indexes, and the (VIP, name) pairs that
+    /// name no interface served here.
+    pub(super) fn ports_named(&self, placement: &BTreeMap<IpAddr, Vec<String>>) -> (Placement, Vec<(IpAddr, String)>) {
+        let mut unknown = Vec::new();
+        let ports = placement
+            .iter()
+            .map(|(v, names)| {
+                let on = names
+                    .iter()
+                    .filter_map(|n| {
+                        let p = self.ports.iter().position(|p| p.dev.name == *n);
+                        if p.is_none() {
+                            unknown.push((*v, n.clone()));
+                        }
+                        p
+                    })
+                    .collect();
+                (*v, on)
+            })
+            .collect();
+        (ports, unknown)
+    }
+
+    /// What `f` says of each interface, comma-separated (names, MACs, modes).
+    pub(super) fn each_port(&self, f: impl Fn(&Port) -> String) -> String {
+        self.ports.iter().map(f).collect::<Vec<_>>().join(",")
     }
 
     /// Places VIPs on interfaces (port indexes; a VIP not in `placement` is on every one):
     /// the VIP maps change at once. Returns whether anything moved.
-    pub(super) fn set_placement(&mut self, placement: HashMap<IpAddr, Vec<usize>>) -> anyhow::Result<bool> {
+    pub(super) fn set_placement(&mut self, placement: Placement) -> anyhow::Result<bool> {
         let moved: Vec<IpAddr> = placement
             .iter()
             .filter(|(v, on)| self.placement.get(v) != Some(on))

@@ -141,19 +141,14 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
     // From here on, every way out (a `?` included) drops the datapath: detached, workers
     // stopped and joined.
     let (mut dp, from_workers) = Datapath::open(&ports, &start, snat, &args, state)?;
-    // The VIPs' interfaces before anything is joined or announced.
-    let placement = start
-        .compiled
-        .placement
-        .iter()
-        .map(|(v, names)| (*v, names.iter().filter_map(|n| dp.port_named(n)).collect()))
-        .collect();
+    // The VIPs' interfaces before anything is joined or announced (the file names only
+    // interfaces it serves: none is unknown).
+    let (placement, _unknown) = dp.ports_named(&start.compiled.placement);
     dp.set_placement(placement)?;
     let owned: Vec<IpAddr> = start.compiled.vips.iter().chain(&start.snat_addrs).copied().collect();
     dp.join_groups(&owned);
-    let names: Vec<&str> = ports.iter().map(|(d, _)| d.name.as_str()).collect();
     tracing::info!(
-        interfaces = %names.join(","), mac = %dev.mac, vips = ?start.compiled.vips, snat = ?start.snat_addrs, queues,
+        interfaces = %dp.each_port(|p| p.dev.name.clone()), mac = %dev.mac, vips = ?start.compiled.vips, snat = ?start.snat_addrs, queues,
         "xlb running; stop with Ctrl-C or SIGTERM{}", if args.config.is_some() { ", reload with SIGHUP" } else { "" }
     );
 

@@ -198,7 +198,7 @@ impl Node {
         for p in 0..self.dp.ports.len() {
             let mac = self.dp.ports[p].dev.mac;
             let frames: Vec<OutFrame> =
-                say.iter().filter(|s| self.dp.ports_of(s.vip).contains(&p)).filter_map(|s| s.frame(mac)).collect();
+                say.iter().filter(|s| self.dp.placed(s.vip, p)).filter_map(|s| s.frame(mac)).collect();
             if !frames.is_empty() {
                 self.outbox.send(p, &frames, &self.dp, false);
             }
@@ -226,18 +226,9 @@ impl Node {
     /// Puts each VIP on the interfaces `placement` names (the others on every interface);
     /// a VIP that reaches an interface it was not on is announced again, there too.
     pub(super) fn place(&mut self, placement: &BTreeMap<IpAddr, Vec<String>>) -> anyhow::Result<()> {
-        let mut ports = HashMap::new();
-        for (v, names) in placement {
-            let mut on = Vec::new();
-            for n in names {
-                match self.dp.port_named(n) {
-                    Some(p) => on.push(p),
-                    None => {
-                        tracing::warn!(vip = %v, interface = %n, "the VIP is placed on an interface xlb does not serve (interfaces take effect at the next start)")
-                    }
-                }
-            }
-            ports.insert(*v, on);
+        let (ports, unknown) = self.dp.ports_named(placement);
+        for (vip, interface) in unknown {
+            tracing::warn!(%vip, %interface, "the VIP is placed on an interface xlb does not serve (interfaces take effect at the next start)");
         }
         self.plane.hops.placed = placement.iter().map(|(v, n)| (*v, n.clone())).collect();
         let before: HashMap<IpAddr, Vec<usize>> = placement.keys().map(|v| (*v, self.dp.ports_of(*v))).collect();
@@ -247,8 +238,8 @@ impl Node {
         let on: Vec<String> = placement.iter().map(|(v, n)| format!("{v} on {}", n.join(","))).collect();
         tracing::info!(placement = %on.join("; "), "VIPs placed on interfaces (the others: on every interface)");
         // Backends' paths are judged again against where the VIPs now are.
-        self.plane.next_neigh = Instant::now();
         let now = Instant::now();
+        self.plane.next_neigh = now;
         let grew: Vec<IpAddr> = before
             .iter()
             .filter(|(v, old)| self.dp.ports_of(**v).iter().any(|p| !old.contains(p)))
@@ -315,10 +306,14 @@ impl Node {
         let mut only_here = BTreeSet::new();
         for spec in &self.plane.compiled.specs {
             for (addr, _, _) in &spec.backends {
-                let Some(why) = self.plane.hops.problem_for(spec.key.vip, *addr, spec.mode) else { continue };
-                if self.plane.hops.problem(*addr, spec.mode).is_none() {
-                    only_here.insert((spec.key.vip, *addr, why.clone()));
-                }
+                let why = match self.plane.hops.problem(*addr, spec.mode) {
+                    Some(why) => why,
+                    None => {
+                        let Some(why) = self.plane.hops.placement_problem(spec.key.vip, *addr) else { continue };
+                        only_here.insert((spec.key.vip, *addr, why.clone()));
+                        why
+                    }
+                };
                 let fix = if matches!(self.plane.hops.paths.get(addr), Some(Path::Unreachable(_))) {
                     "; reach the pods through the nodes (leave xlb.dev/backends out), or route their network to this node"
                 } else {

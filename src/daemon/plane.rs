@@ -30,15 +30,15 @@ use super::{
     start::{mtime, Source},
 };
 
-/// The path the kernel's route `r` gives to a backend, from the interfaces xlb serves (`dp`'s
-/// ports).
-fn path_of(r: &netlink::Route, dp: &Datapath) -> Path {
+/// The path the kernel's route `r` gives to a backend; `port`: which of `dp`'s interfaces
+/// the route leaves by, if one of them.
+fn path_of(r: &netlink::Route, dp: &Datapath, port: Option<usize>) -> Path {
     match r.kind {
         RouteKind::Local => Path::Unreachable("it is one of this host's own addresses".into()),
         RouteKind::Refused => {
             Path::Unreachable("the kernel's route to it refuses it (blackhole, unreachable or prohibit)".into())
         }
-        RouteKind::Unicast if !dp.ports.iter().any(|p| p.dev.ifindex == r.oif) => Path::Unreachable(format!(
+        RouteKind::Unicast if port.is_none() => Path::Unreachable(format!(
             "the kernel routes it through {} (ifindex {}), not {}, which xlb serves",
             netdev::name_of(r.oif).unwrap_or_else(|| "another interface".into()),
             r.oif,
@@ -169,7 +169,7 @@ impl Plane {
         *seen = mtime(path);
         let path = path.clone();
         let mut ipam = self.ipam.clone();
-        let (new, compiled) = match super::start::load_file(&path, &mut ipam) {
+        let (new, compiled) = match xlb::k8s::manifests::load(&path, &mut ipam) {
             Ok((new, compiled, notes)) => {
                 for n in &notes {
                     tracing::warn!(file = %path.display(), "{n}");
@@ -263,11 +263,13 @@ impl Plane {
             let mut port = 0;
             let path = match netlink::route_to(*addr) {
                 Ok(r) => {
-                    port = dp.ports.iter().position(|p| p.dev.ifindex == r.oif).unwrap_or(0);
+                    let out = dp.ports.iter().position(|p| p.dev.ifindex == r.oif);
+                    port = out.unwrap_or(0);
                     // Several interfaces: which one it is reached through.
-                    let via = (dp.ports.len() > 1)
-                        .then(|| dp.ports.get(port).map(|p| Via { name: p.dev.name.clone(), mac: p.dev.mac }))
-                        .flatten();
+                    let via = out
+                        .filter(|_| dp.ports.len() > 1)
+                        .and_then(|p| dp.ports.get(p))
+                        .map(|p| Via { name: p.dev.name.clone(), mac: p.dev.mac });
                     if self.hops.via.get(addr) != via.as_ref() {
                         changed = true;
                         match via {
@@ -275,7 +277,7 @@ impl Plane {
                             None => self.hops.via.remove(addr),
                         };
                     }
-                    path_of(&r, dp)
+                    path_of(&r, dp, out)
                 }
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ENETUNREACH | libc::EHOSTUNREACH)) => {
                     Path::Unreachable(format!("it is not on {first}'s segment and no route leads to it"))

@@ -22,6 +22,7 @@ use xlb::{
         AnnounceConfig,
     },
     io::{netdev::rx_queues, worker::DEFAULT_FRAMES},
+    k8s::manifests,
     lb::{
         conntrack::{Entry, Timeouts, MAX_CAPACITY},
         maglev::{MaglevError, TableCache},
@@ -149,7 +150,7 @@ fn parse_vips(raw: &[String]) -> Result<Vec<IpAddr>, UsageError> {
 /// on any bytes: keep the two alike.
 pub(crate) fn check(path: &Path) -> anyhow::Result<()> {
     let (desired, compiled, notes) =
-        load_file(path, &mut Ipam::default()).map_err(|e| UsageError::Config(e, path.to_path_buf()))?;
+        manifests::load(path, &mut Ipam::default()).map_err(|e| UsageError::Config(e, path.to_path_buf()))?;
     build_services(&compiled.specs, &NextHops::default(), &mut StatsIds::default(), &mut TableCache::default())
         .map_err(|e| {
             UsageError::Config(ConfigErrors(vec![config_error("services", e.to_string())]), path.to_path_buf())
@@ -178,11 +179,6 @@ pub(crate) fn check(path: &Path) -> anyhow::Result<()> {
         println!("note: {n}");
     }
     Ok(())
-}
-
-/// A config file read in full and compiled with `ipam` (`k8s::manifests::load`).
-pub(super) fn load_file(path: &Path, ipam: &mut Ipam) -> Result<(Desired, Compiled, Vec<String>), ConfigErrors> {
-    xlb::k8s::manifests::load(path, ipam)
 }
 
 /// The queues `xlb check` counts (over every interface), and why: the config's, else every
@@ -605,7 +601,7 @@ pub(super) fn start_from_flags(args: &RunArgs) -> Result<Start, UsageError> {
 pub(super) fn start_from_file(path: &Path, args: &RunArgs) -> Result<Start, UsageError> {
     let mut ipam = Ipam::default();
     let (desired, compiled, notes) =
-        load_file(path, &mut ipam).map_err(|e| UsageError::Config(e, path.to_path_buf()))?;
+        manifests::load(path, &mut ipam).map_err(|e| UsageError::Config(e, path.to_path_buf()))?;
     for n in &notes {
         tracing::warn!(file = %path.display(), "{n}");
     }

@@ -134,9 +134,9 @@ impl Node {
             .collect();
         let plane = &self.plane;
         answers::Status {
-            interface: self.dp.ports.iter().map(|p| p.dev.name.clone()).collect::<Vec<_>>().join(","),
-            mac: self.dp.ports.iter().map(|p| p.dev.mac.to_string()).collect::<Vec<_>>().join(","),
-            xdp_mode: self.dp.ports.iter().map(|p| p.mode.to_string()).collect::<Vec<_>>().join(","),
+            interface: self.dp.each_port(|p| p.dev.name.clone()),
+            mac: self.dp.each_port(|p| p.dev.mac.to_string()),
+            xdp_mode: self.dp.each_port(|p| p.mode.to_string()),
             generation: plane.publisher.generation(),
             reloads: plane.reloads,
             reload_failures: plane.reload_failures,
@@ -507,8 +507,8 @@ impl Node {
             .collect();
         let plane = &self.plane;
         let doc = json!({
-            "interface": self.dp.ports.iter().map(|p| p.dev.name.clone()).collect::<Vec<_>>().join(","),
-            "mac": self.dp.ports.iter().map(|p| p.dev.mac.to_string()).collect::<Vec<_>>().join(","),
+            "interface": self.dp.each_port(|p| p.dev.name.clone()),
+            "mac": self.dp.each_port(|p| p.dev.mac.to_string()),
             "queues": finals
                 .queues
                 .iter()

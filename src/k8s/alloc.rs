@@ -372,8 +372,13 @@ impl<'a> Groups<'a> {
             .unwrap_or(new)
     }
 
+    /// Makes `s` a member of `holder`'s group (once).
     fn join(&mut self, holder: &str, s: &'a SvcView) {
-        self.members.entry(holder.to_string()).or_default().push(s);
+        let members = self.members.entry(holder.to_string()).or_default();
+        if members.iter().any(|x| x.key == s.key) {
+            return;
+        }
+        members.push(s);
         if let Some(k) = Self::key_of(holder) {
             self.by_key.entry(k.to_string()).or_default().insert(holder.to_string());
         }
@@ -430,7 +435,6 @@ pub fn plan(ipam: &mut Ipam, pools: &[PoolView], services: &[SvcView]) -> Vec<Ou
     out
 }
 
-/// One Service's addresses and what it did not get.
 /// The addresses `s` holds (its status) and may go on holding: still asked for (requested,
 /// or of a family it wants), in a pool that serves it (the one it names, if it names one),
 /// and not shared with a Service it may not share with. Each is kept, and `s` joins its
@@ -460,6 +464,8 @@ fn keep<'a>(ipam: &mut Ipam, pools: &[PoolView], s: &'a SvcView, groups: &mut Gr
     out
 }
 
+/// One Service's addresses and what it did not get: those it holds (`held`, from
+/// `keep`), then what it asks for and has not got.
 fn allocate<'a>(
     ipam: &mut Ipam,
     pools: &[PoolView],
@@ -522,9 +528,7 @@ fn allocate<'a>(
     }
     let mut addrs = Vec::new();
     for (h, a) in got {
-        if !groups.members.get(&h).is_some_and(|m| m.iter().any(|x| x.key == s.key)) {
-            groups.join(&h, s);
-        }
+        groups.join(&h, s);
         let k = kept.entry(h).or_default();
         if !k.contains(&a) {
             k.push(a);
@@ -558,7 +562,7 @@ fn holder_for(ipam: &Ipam, s: &SvcView, a: IpAddr, groups: &Groups<'_>) -> Resul
     }
 }
 
-/// A requested (or held) address.
+/// A requested address.
 fn specific<'a>(
     ipam: &mut Ipam,
     pools: &[PoolView],
@@ -608,8 +612,8 @@ fn specific<'a>(
     }
 }
 
-/// An address of family `v6`: the one `s` holds, else one its key's group shares, else a
-/// free one from the first pool that selects it and has room.
+/// An address of family `v6`: one its key's group shares, else a free one from the first
+/// pool that selects it and has room.
 fn generic<'a>(
     ipam: &mut Ipam,
     pools: &[PoolView],

@@ -32,7 +32,7 @@ use super::{
     },
     crds::{LoadBalancerIPPool, PoolCounts},
     events::Recorder,
-    foreign::{tell_unserved, Watched, CILIUM_POOL, METALLB_POOL},
+    foreign::{tell_unserved, Watched, CILIUM_POOL, LOOK_AGAIN, LOOK_SOON, METALLB_POOL},
     plan::proto_of,
     pools::{Origin, PoolObj},
     reflect,
@@ -552,7 +552,8 @@ pub async fn run_allocator(
         }
         // Until the cluster has said whether it has Cilium's and MetalLB's pools, a round
         // would take their Services' addresses for addresses of no pool.
-        if is_leader && cilium_pools.settled() && metallb_pools.settled() {
+        let settled = cilium_pools.settled() && metallb_pools.settled();
+        if is_leader && settled {
             // Let a burst of changes settle into one round.
             tokio::time::sleep(Duration::from_millis(50)).await;
             let mut pools: Vec<PoolObj> = pool_store.state().iter().map(|p| PoolObj::xlb(p)).collect();
@@ -568,7 +569,7 @@ pub async fn run_allocator(
         tokio::select! {
             _ = notify.notified() => {}
             _ = leader.changed() => {}
-            _ = tokio::time::sleep(if cilium_pools.settled() && metallb_pools.settled() { Duration::from_secs(30) } else { Duration::from_secs(2) }) => {}
+            _ = tokio::time::sleep(if settled { LOOK_AGAIN } else { LOOK_SOON }) => {}
             _ = stop.changed() => break,
         }
         cilium_pools.poll(&alloc.client, &notify, &alloc.stats).await;

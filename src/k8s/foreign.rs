@@ -1,17 +1,20 @@
 //! Kinds of other projects that xlb serves as if they were its own, so that a cluster moving
-//! from Cilium keeps its manifests: `CiliumLoadBalancerIPPool` (read as xlb's
-//! `LoadBalancerIPPool`) and `CiliumL2AnnouncementPolicy` (read as `L2AnnouncementPolicy`).
-//! Their field names are xlb's, so each object is read into xlb's own type.
+//! from Cilium or MetalLB keeps its manifests: `CiliumLoadBalancerIPPool` and
+//! `CiliumL2AnnouncementPolicy` (read into xlb's own types: their field names are xlb's),
+//! MetalLB's `IPAddressPool` and `L2Advertisement` (read with MetalLB's meaning, the
+//! advertisements as xlb policies).
 //!
-//! The kinds xlb does not serve yet (`UNSERVED`: MetalLB's, and the BGP kinds of both) are
-//! never ignored silently: each object of them gets a Warning Event saying so.
+//! The kinds xlb does not serve yet (`UNSERVED`: the BGP kinds of both) are never ignored
+//! silently: each object of them gets a Warning Event saying so.
 //!
 //! A kind is watched only once the cluster serves it: it is looked up through discovery (at
-//! its preferred version) at start and then every 30 s until found, so that a cluster without
-//! Cilium's definitions costs one discovery request per half minute and no failing watch.
+//! any version that has it) every 2 s until the cluster has answered, then every 30 s until
+//! found, so that a cluster without Cilium's definitions costs one discovery request per
+//! half minute and no failing watch.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -165,24 +168,31 @@ pub fn metallb_crds_yaml() -> Result<String, serde_json::Error> {
 /// selects, for the Services any of its Service selectors selects, on the interfaces it
 /// names (exactly). Lists of selectors mean "any of": one policy per pair.
 pub fn advertisements(ads: &[Arc<DynamicObject>], pools: &[Arc<DynamicObject>]) -> Vec<L2AnnouncementPolicy> {
+    // Each pool's address ranges, read once for every advertisement.
+    let ranges: Vec<(&DynamicObject, Vec<(IpAddr, IpAddr)>)> = pools
+        .iter()
+        .filter_map(|p| {
+            let spec = spec_of::<IpAddressPoolSpec>(p).ok()?;
+            let view = super::pools::metallb_view(String::new(), &spec, &[]).ok()?;
+            Some((&**p, view.pool.blocks.iter().map(|b| (b.start, b.stop)).collect()))
+        })
+        .collect();
+    let none = BTreeMap::new();
     let mut out = Vec::new();
     for ad in ads {
         let Ok(spec) = spec_of::<L2AdvertisementSpec>(ad) else { continue };
         let namespace = ad.metadata.namespace.clone();
         let addresses = (!spec.ip_address_pools.is_empty() || !spec.ip_address_pool_selectors.is_empty()).then(|| {
-            let none = BTreeMap::new();
-            pools
+            ranges
                 .iter()
-                .filter(|p| p.metadata.namespace == namespace)
-                .filter(|p| {
+                .filter(|(p, _)| p.metadata.namespace == namespace)
+                .filter(|(p, _)| {
                     let name = p.metadata.name.clone().unwrap_or_default();
                     let labels = p.metadata.labels.as_ref().unwrap_or(&none);
                     spec.ip_address_pools.contains(&name)
                         || spec.ip_address_pool_selectors.iter().any(|sel| selects(Some(sel), labels))
                 })
-                .filter_map(|p| spec_of::<IpAddressPoolSpec>(p).ok())
-                .filter_map(|p| super::pools::metallb_view(String::new(), &p, &[]).ok())
-                .flat_map(|v| v.pool.blocks.into_iter().map(|b| (b.start, b.stop)))
+                .flat_map(|(_, r)| r.iter().copied())
                 .collect()
         });
         for mut policy in spec.policies() {
@@ -247,7 +257,9 @@ pub fn find_kind(g: &kube::discovery::ApiGroup, kind: &str) -> Option<ApiResourc
 }
 
 /// How often a kind the cluster does not serve is looked up again.
-const LOOK_AGAIN: Duration = Duration::from_secs(30);
+pub const LOOK_AGAIN: Duration = Duration::from_secs(30);
+/// How soon a kind is looked up again while the cluster has not answered whether it serves it.
+pub const LOOK_SOON: Duration = Duration::from_secs(2);
 
 /// One kind, watched once the cluster serves it.
 pub struct Watched {
@@ -271,7 +283,7 @@ impl Watched {
     /// when it is; `notify` wakes on every change of its objects.
     pub async fn poll(&mut self, client: &Client, notify: &Arc<tokio::sync::Notify>, stats: &Arc<Stats>) {
         // Not served: looked up again every 30 s; no answer: every 2 s.
-        let again = if self.settled { LOOK_AGAIN } else { Duration::from_secs(2) };
+        let again = if self.settled { LOOK_AGAIN } else { LOOK_SOON };
         if self.found.is_some() || self.looked.is_some_and(|t| t.elapsed() < again) {
             return;
         }
@@ -371,6 +383,7 @@ const BGP_HINT: &str = "xlb announces addresses by ARP and NDP (L2AnnouncementPo
 /// Kinds the cluster lacks, or that xlb may not list, cost one discovery request per group.
 pub async fn tell_unserved(client: &Client, recorder: &super::events::Recorder, told: &mut BTreeSet<String>) {
     let mut groups: Vec<&str> = UNSERVED.iter().map(|(g, _, _)| *g).collect();
+    groups.sort_unstable();
     groups.dedup();
     for group in groups {
         let Ok(g) = kube::discovery::group(client, group).await else { continue };

@@ -32,7 +32,7 @@ use super::{
     pools::{metallb_view, pool_view},
 };
 use crate::control::{
-    compile::{compile, Compiled},
+    compile::{add_interfaces, compile, Compiled},
     config::{ConfigError, ConfigErrors, Desired, Manifest},
     ipam::{Ipam, Request},
 };
@@ -82,9 +82,11 @@ pub fn read(manifests: &[Manifest], desired: &mut Desired) -> Result<Foreign, Co
         }
         match (group(&m.api_version), m.kind.as_str()) {
             ("xlb.dev" | "cilium.io", "LoadBalancerIPPool" | "CiliumLoadBalancerIPPool") => {
-                match typed::<LoadBalancerIPPoolSpec>(spec(m), &at)
-                    .and_then(|s| pool_view(m.name.clone(), &s).map_err(|e| err(format!("{at}: spec.{e}"))))
-                {
+                match typed::<LoadBalancerIPPoolSpec>(spec(m), &at).and_then(|s| {
+                    pool_view(m.name.clone(), &s)
+                        .map(|v| PoolView { name: m.name.clone(), ..v })
+                        .map_err(|e| err(format!("{at}: spec.{e}")))
+                }) {
                     Ok(v) => out.pools.push(v),
                     Err(e) => errors.push(e),
                 }
@@ -96,7 +98,9 @@ pub fn read(manifests: &[Manifest], desired: &mut Desired) -> Result<Foreign, Co
                             "{at}: serviceAllocation.namespaceSelectors select nothing standalone (services have no namespace)"
                         ));
                     }
-                    metallb_view(m.name.clone(), &s, &[]).map_err(|e| err(format!("{at}: spec.{e}")))
+                    metallb_view(m.name.clone(), &s, &[])
+                        .map(|v| PoolView { name: m.name.clone(), ..v })
+                        .map_err(|e| err(format!("{at}: spec.{e}")))
                 });
                 match read.and_then(|v| dynamic(m).map(|o| (v, o))) {
                     Ok((v, o)) => {
@@ -139,16 +143,12 @@ pub fn read(manifests: &[Manifest], desired: &mut Desired) -> Result<Foreign, Co
         }
     }
     out.policies.extend(advertisements(&metallb_ads, &metallb_pools));
-    // The pools join the file's, by their objects' names (the views were made with them).
-    for v in &mut out.pools {
-        v.name.clone_from(&v.pool.name);
-    }
+    // The pools join the file's own, by their objects' names.
+    let own: Vec<String> = desired.pools.iter().map(|p| p.name.clone()).collect();
     desired.pools.extend(out.pools.iter().map(|v| v.pool.clone()));
     // Which pools each service draws from.
     let mut ranked: Vec<&PoolView> = out.pools.iter().collect();
     ranked.sort_by_key(|v| v.rank());
-    let own: Vec<String> =
-        desired.pools.iter().map(|p| p.name.clone()).filter(|n| !out.pools.iter().any(|v| v.name == *n)).collect();
     for (i, s) in desired.services.iter_mut().enumerate() {
         let view = SvcView { labels: labels_of(&s.name, &s.labels), key: s.name.clone(), ..SvcView::default() };
         match &s.request {
@@ -210,9 +210,9 @@ fn finish(
     manifests: &[Manifest],
     ipam: &mut Ipam,
 ) -> Result<(Desired, Compiled, Vec<String>), ConfigErrors> {
-    let foreign = read(manifests, &mut desired)?;
+    let mut foreign = read(manifests, &mut desired)?;
     let mut compiled = compile(&desired, ipam)?;
-    let mut notes = foreign.warnings.clone();
+    let mut notes = std::mem::take(&mut foreign.warnings);
     notes.extend(foreign.apply(&desired, &mut compiled));
     Ok((desired, compiled, notes))
 }
@@ -236,8 +236,7 @@ impl Foreign {
             if !s.interfaces.is_empty() {
                 these.retain(|i| s.interfaces.contains(i));
             }
-            let all = on.entry(*vip).or_default();
-            all.extend(these.into_iter().filter(|i| !all.contains(i)).collect::<Vec<_>>());
+            add_interfaces(on.entry(*vip).or_default(), these);
         }
         let mut said = Vec::new();
         for (vip, ifaces) in on {

@@ -269,7 +269,10 @@ pub fn kinds() -> Vec<(&'static str, &'static str)> {
 /// Reads the objects of `kinds()` from the cluster (kinds it lacks are skipped).
 pub async fn read_cluster(client: &kube::Client) -> Result<Vec<DynamicObject>, kube::Error> {
     let mut out = Vec::new();
-    let mut groups: Vec<&str> = kinds().iter().map(|(g, _)| *g).collect();
+    let kinds = kinds();
+    let mut groups: Vec<&str> = kinds.iter().map(|(g, _)| *g).collect();
+    // Each group once: its kinds are all listed below.
+    groups.sort_unstable();
     groups.dedup();
     for group in groups {
         let g = match kube::discovery::group(client, group).await {
@@ -277,7 +280,7 @@ pub async fn read_cluster(client: &kube::Client) -> Result<Vec<DynamicObject>, k
             Err(e) if super::foreign::not_served(&e) => continue,
             Err(e) => return Err(e),
         };
-        for (_, kind) in kinds().into_iter().filter(|(gr, _)| *gr == group) {
+        for (_, kind) in kinds.iter().filter(|(gr, _)| *gr == group) {
             let Some(ar) = super::foreign::find_kind(&g, kind) else { continue };
             let api: kube::Api<DynamicObject> = kube::Api::all_with(client.clone(), &ar);
             for mut o in api.list(&Default::default()).await?.items {

@@ -37,7 +37,7 @@ use super::{
     service::{key, served, Settings},
 };
 use crate::{
-    control::{announcer::Timing, rendezvous::rank, services::ServiceSpec},
+    control::{announcer::Timing, compile::add_interfaces, rendezvous::rank, services::ServiceSpec},
     lb::{
         maglev::TableSize,
         snapshot::{ForwardMode, ServiceKey},
@@ -392,11 +392,7 @@ fn placed_on(
 ) -> Vec<String> {
     let mut on: Vec<String> = Vec::new();
     for p in policies.iter().filter(|p| p.allows(labels, vip, member, node_labels)) {
-        for i in p.interfaces_of(member) {
-            if !on.iter().any(|x| x == i) {
-                on.push(i.to_string());
-            }
-        }
+        add_interfaces(&mut on, p.interfaces_of(member));
     }
     on
 }
@@ -538,29 +534,23 @@ pub fn plan(me: &str, c: &Cluster<'_>, settings: &Settings, snat_families: (bool
             };
             // A VIP shared by Services has one owner: the first Service's that has one (all
             // nodes agree: they see the Services in one order).
-            let entry = match out.owners.entry(*vip) {
-                std::collections::btree_map::Entry::Vacant(v) => {
-                    v.insert(Owned { services: Vec::new(), owner: who.clone(), candidates, timing })
-                }
-                std::collections::btree_map::Entry::Occupied(o) => {
-                    let e = o.into_mut();
-                    if e.owner.is_none() && who.is_some() {
-                        e.owner.clone_from(&who);
-                        e.candidates = candidates;
-                    }
-                    e
-                }
-            };
+            // (No owner: no candidates, as `who` is the first of them.)
+            let entry = out.owners.entry(*vip).or_insert_with(|| Owned {
+                services: Vec::new(),
+                owner: None,
+                candidates: Vec::new(),
+                timing,
+            });
+            if entry.candidates.is_empty() {
+                entry.owner.clone_from(&who);
+                entry.candidates = candidates;
+            }
             entry.services.push(k.clone());
             // Several interfaces here: the VIP goes on those the policies that let this
             // node announce it select, for every Service that uses it.
             if let Some(m) = c.members.get(me).filter(|m| m.interfaces().nth(1).is_some()) {
-                let on = out.placement.entry(*vip).or_default();
-                for i in placed_on(&policies, &svc_labels, (*vip, *external), m, labels_of(me)) {
-                    if !on.contains(&i) {
-                        on.push(i);
-                    }
-                }
+                let on = placed_on(&policies, &svc_labels, (*vip, *external), m, labels_of(me));
+                add_interfaces(out.placement.entry(*vip).or_default(), on);
             }
             if entry.owner.as_deref() == Some(me) && announced.insert(*vip) {
                 out.vips.push(*vip);
