@@ -291,7 +291,10 @@ fn place(
     };
     let backend = svc.backends.get(usize::try_from(idx).unwrap_or(usize::MAX)).ok_or(DropReason::NoBackend)?;
     // Checked before a SNAT port is given to the flow.
-    backend.next_hop(cx.mac)?;
+    backend.mac.ok_or(DropReason::NextHopUnresolved)?;
+    if backend.via.is_some_and(|v| v != cx.mac) {
+        return Err(DropReason::OtherInterface);
+    }
     let held = match svc.mode {
         ForwardMode::Dsr => None,
         ForwardMode::Snat => {
@@ -367,10 +370,10 @@ fn send(
     let Some(backend) = svc.backends.get(usize::try_from(idx).unwrap_or(usize::MAX)) else {
         return Verdict::Drop(DropReason::NoBackend);
     };
-    let next_hop = match backend.next_hop(cx.mac) {
-        Ok(m) => m,
-        Err(r) => return Verdict::Drop(r),
-    };
+    let Some(next_hop) = backend.mac else { return Verdict::Drop(DropReason::NextHopUnresolved) };
+    if backend.via.is_some_and(|v| v != cx.mac) {
+        return Verdict::Drop(DropReason::OtherInterface);
+    }
     if let Some(l) = lease {
         let Some(src) = st.snat.as_ref().and_then(|snat| snat.table().addr16(l.addr)) else {
             return Verdict::Drop(DropReason::NoSnatAddress);

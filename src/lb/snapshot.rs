@@ -8,7 +8,7 @@ use super::rewrite::to16;
 use super::{
     index::{FlatIndex, Key},
     maglev::{hash64, BackendId, MaglevError, MaglevTable, TableCache, TableSize},
-    stats::{DropReason, UNCOUNTED},
+    stats::UNCOUNTED,
 };
 use crate::wire::EthernetAddress;
 
@@ -106,18 +106,6 @@ impl Backend {
     pub fn new(addr: IpAddr, port: u16, weight: u32) -> Self {
         let key = hash64(0, &BackendId::new(addr, port).0);
         Backend { addr, port, weight, mac: None, via: None, key, stats_id: UNCOUNTED }
-    }
-
-    /// The MAC its frames go to, for a frame that came in on the interface of MAC
-    /// `arriving`: none while unresolved, nor when it is reached through another interface
-    /// (a frame leaves by the interface it came in on).
-    #[inline]
-    pub fn next_hop(&self, arriving: EthernetAddress) -> Result<EthernetAddress, DropReason> {
-        let mac = self.mac.ok_or(DropReason::NextHopUnresolved)?;
-        match self.via {
-            Some(v) if v != arriving => Err(DropReason::OtherInterface),
-            _ => Ok(mac),
-        }
     }
 
     /// Whether new flows may be given to it: weighted and with a resolved next hop.
