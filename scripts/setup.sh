@@ -29,6 +29,10 @@ packages=(
   # scripts/pathcost.sh counts the datapath's instructions per packet under callgrind
   # (callgrind_annotate, a Perl script, comes in the same package).
   valgrind
+  # BGP, BFD and ECMP (issue 18): FRR is the routing daemon xlb starts and drives on each
+  # node (zebra, bgpd, bfdd, vtysh) and the router of the lab's BGP tests; frr-pythontools
+  # brings frr-reload.py, which applies a changed configuration without resetting sessions.
+  frr frr-pythontools
 )
 # `setup.sh bench` adds what bench/harness.py uses beyond the lab's tools: trafgen
 # (netsniff-ng), the other generator it compares; taskset (util-linux, normally

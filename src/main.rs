@@ -72,6 +72,11 @@ enum Command {
         #[command(subcommand)]
         what: ListOnly,
     },
+    /// BGP of a running xlb: its sessions, and the routes of its VIPs.
+    Bgp {
+        #[command(subcommand)]
+        what: BgpCmd,
+    },
     /// Print the CustomResourceDefinitions (LoadBalancerIPPool, L2AnnouncementPolicy) as YAML.
     Crds {
         /// Print instead the definitions of the Cilium kinds xlb serves
@@ -138,6 +143,14 @@ struct AllocatorArgs {
 enum ListOnly {
     /// List them.
     List(ClientArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum BgpCmd {
+    /// Each peer: BGP's and BFD's state, routes sent.
+    Peers(ClientArgs),
+    /// Each routed VIP: advertised or not, and why.
+    Routes(ClientArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -380,6 +393,12 @@ fn main() -> ExitCode {
         }
         Command::Pool { what: ListOnly::List(c) } => {
             admin::client(&c.socket, c.output == Output::Json, admin::Query::Pools)
+        }
+        Command::Bgp { what: BgpCmd::Peers(c) } => {
+            admin::client(&c.socket, c.output == Output::Json, admin::Query::BgpPeers)
+        }
+        Command::Bgp { what: BgpCmd::Routes(c) } => {
+            admin::client(&c.socket, c.output == Output::Json, admin::Query::BgpRoutes)
         }
         Command::Conntrack { what: ConntrackCmd::List { client, service, client_addr, backend, limit } } => {
             admin::client(

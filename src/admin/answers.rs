@@ -126,6 +126,45 @@ pub(crate) struct Backend {
     pub(crate) bytes: Option<u64>,
 }
 
+/// `xlb bgp peers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct BgpPeers {
+    /// Whether `bgp:` is configured at all.
+    pub(crate) configured: bool,
+    pub(crate) peers: Vec<BgpPeer>,
+}
+
+/// One BGP session, as FRR last reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct BgpPeer {
+    pub(crate) peer: String,
+    pub(crate) asn: u32,
+    /// BGP's state (`Established`, `Active`, ...; `unknown` before FRR is first read).
+    pub(crate) state: String,
+    /// BFD's state, where a profile watches the session.
+    pub(crate) bfd: Option<String>,
+    /// Routes this node sends the peer.
+    pub(crate) routes_sent: Option<u64>,
+}
+
+/// `xlb bgp routes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct BgpRoutes {
+    pub(crate) routes: Vec<BgpRoute>,
+}
+
+/// A routed VIP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct BgpRoute {
+    pub(crate) prefix: String,
+    /// Advertised to the peers now.
+    pub(crate) advertised: bool,
+    /// Also announced by ARP/NDP on the segment.
+    pub(crate) l2: bool,
+    /// Why it is or is not advertised.
+    pub(crate) why: String,
+}
+
 /// `xlb pool list`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Pools {

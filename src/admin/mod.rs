@@ -60,6 +60,10 @@ pub(crate) enum Query {
     },
     /// The Prometheus exposition (as a JSON string).
     Metrics,
+    /// BGP sessions.
+    BgpPeers,
+    /// Routed VIPs and whether they are advertised.
+    BgpRoutes,
 }
 
 /// A query on its way to the control loop, with where the answer goes.
@@ -342,6 +346,30 @@ fn render(q: &Query, v: Value) -> Result<String, serde_json::Error> {
                 })
                 .collect();
             table(&["SERVICE", "BACKEND", "HEALTH", "WEIGHT", "SHARE", "PATH", "MAC", "PACKETS", "BYTES"], &rows)
+        }
+        Query::BgpPeers => {
+            let a: answers::BgpPeers = serde_json::from_value(v)?;
+            if !a.configured {
+                return Ok("BGP is not configured (no bgp: in the config)\n".into());
+            }
+            let rows: Vec<Vec<String>> = a
+                .peers
+                .iter()
+                .map(|p| vec![p.peer.clone(), p.asn.to_string(), p.state.clone(), cell(&p.bfd), cell(&p.routes_sent)])
+                .collect();
+            table(&["PEER", "ASN", "BGP", "BFD", "ROUTES SENT"], &rows)
+        }
+        Query::BgpRoutes => {
+            let a: answers::BgpRoutes = serde_json::from_value(v)?;
+            let rows: Vec<Vec<String>> = a
+                .routes
+                .iter()
+                .map(|r| {
+                    let yes = if r.advertised { "yes" } else { "no" };
+                    vec![r.prefix.clone(), yes.into(), if r.l2 { "yes" } else { "no" }.into(), r.why.clone()]
+                })
+                .collect();
+            table(&["PREFIX", "ADVERTISED", "ARP/NDP", "WHY"], &rows)
         }
         Query::Pools => {
             let a: answers::Pools = serde_json::from_value(v)?;

@@ -233,6 +233,8 @@ pub struct Actions {
     pub new_conflicts: Vec<(IpAddr, EthernetAddress, VipStatus)>,
     /// VIPs no longer served (removed from the configuration).
     pub withdrawn: Vec<IpAddr>,
+    /// Routes to advertise or withdraw (BGP).
+    pub routes: Vec<super::bgp::RouteChange>,
 }
 
 impl Actions {
@@ -244,6 +246,7 @@ impl Actions {
         self.transitions.extend(other.transitions);
         self.new_conflicts.extend(other.new_conflicts);
         self.withdrawn.extend(other.withdrawn);
+        self.routes.extend(other.routes);
     }
 }
 

@@ -4,14 +4,16 @@
 //! compiles (the caller keeps the IPAM it passed in on error).
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     net::IpAddr,
 };
 
 use super::{
+    bgp::BgpConfig,
     config::{proto_name, ConfigError, ConfigErrors, Desired, HealthConfig},
     ipam::{Ipam, Request},
     services::ServiceSpec,
+    speaker::Announced,
 };
 use crate::lb::snapshot::ServiceKey;
 
@@ -42,6 +44,8 @@ pub struct Compiled {
     /// The interfaces (by name) each VIP is announced and served on; a VIP not listed is on
     /// every interface xlb serves.
     pub placement: BTreeMap<IpAddr, Vec<String>>,
+    /// Which VIPs BGP advertises, and which of them get no ARP/NDP (empty without `bgp:`).
+    pub announced: Announced,
 }
 
 /// Adds to `on` the interface names of `more` it does not hold yet, in their order: the
@@ -192,11 +196,46 @@ pub fn compile(desired: &Desired, ipam: &mut Ipam) -> Result<Compiled, ConfigErr
             }
         }
     }
+    if let Some(bgp) = &desired.bgp {
+        out.announced = routed(bgp, desired, &out.assignments);
+    }
     if errors.is_empty() {
         Ok(out)
     } else {
         Err(ConfigErrors(errors))
     }
+}
+
+/// The VIPs `bgp`'s advertisements select (by their services' names and the pools the VIPs
+/// are drawn from or lie in), and those of them no advertisement also puts on the segment.
+fn routed(bgp: &BgpConfig, desired: &Desired, assignments: &[(String, IpAddr)]) -> Announced {
+    let mut how = Announced::default();
+    let mut l2: BTreeSet<IpAddr> = BTreeSet::new();
+    for (name, vip) in assignments {
+        let pool = desired.services.iter().find(|s| &s.name == name).and_then(|s| match &s.request {
+            Request::Pool { name, .. } => Some(name.as_str()),
+            _ => None,
+        });
+        let pool = pool.or_else(|| desired.pools.iter().find(|p| p.covers(*vip)).map(|p| p.name.as_str()));
+        let mut selected = false;
+        for (k, a) in bgp.advertisements.iter().enumerate().filter(|(_, a)| a.selects(name, pool)) {
+            selected = true;
+            let adverts = how.routes.entry(*vip).or_default();
+            if !adverts.contains(&k) {
+                adverts.push(k);
+                adverts.sort_unstable();
+            }
+            if a.l2 {
+                l2.insert(*vip);
+            }
+        }
+        // A VIP shared by services: on the segment if any of them is not routed only.
+        if !selected {
+            l2.insert(*vip);
+        }
+    }
+    how.routed_only = how.routes.keys().filter(|v| !l2.contains(v)).copied().collect();
+    how
 }
 
 #[cfg(test)]

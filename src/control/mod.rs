@@ -10,10 +10,12 @@
 //! - Who owns what: `rendezvous` (ranking nodes for a VIP), `ha` (heartbeats, liveness,
 //!   quorum), `ownership` (the owned set, the fence, claims between nodes).
 //! - Telling the network: `speaker` (the seam: the owned set in, announcements out) and
-//!   `announcer` (the L2 speaker: probes, ARP/NDP, gratuitous ARP).
+//!   `announcer` (the L2 speaker: probes, ARP/NDP, gratuitous ARP), `bgp` (the BGP
+//!   speaker, and the FRR configuration and commands it is carried out with).
 
 pub mod announcer;
 pub mod backends;
+pub mod bgp;
 pub mod compile;
 pub mod config;
 pub mod ha;

@@ -36,7 +36,10 @@
 
 use std::{net::IpAddr, time::Instant};
 
-use super::announcer::{Actions, Announcer};
+use super::{
+    announcer::{Actions, Announcer},
+    bgp::RouteOf,
+};
 
 /// Whether the node can serve an owned address now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,7 +68,7 @@ pub enum AddrKind {
 }
 
 /// One address this node owns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OwnedAddr {
     /// The address.
     pub addr: IpAddr,
@@ -73,6 +76,10 @@ pub struct OwnedAddr {
     pub kind: AddrKind,
     /// Whether it can be served now.
     pub ready: Readiness,
+    /// Announced by ARP/NDP on its interfaces (false: routed only, by BGP).
+    pub l2: bool,
+    /// Advertised by BGP, with these advertisements (none: not routed).
+    pub routed: Option<RouteOf>,
 }
 
 /// An announcement protocol: one consumer of the owned set.
@@ -95,7 +102,7 @@ impl Speaker for Announcer {
     }
 
     fn set_owned(&mut self, owned: &[OwnedAddr], now: Instant) -> Actions {
-        let addrs: Vec<IpAddr> = owned.iter().map(|o| o.addr).collect();
+        let addrs: Vec<IpAddr> = owned.iter().filter(|o| o.l2).map(|o| o.addr).collect();
         self.set_vips(&addrs, now)
     }
 
@@ -174,61 +181,60 @@ impl Speakers {
     }
 }
 
-/// The owned set: `vips` and the `snat` addresses, each VIP ready when `ready_vip` says so.
+/// How the VIPs are announced where BGP is configured: the routed VIPs with their
+/// advertisements, and those of them that get no ARP/NDP answers. Empty: L2 only.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Announced {
+    /// VIPs advertised by BGP, with the advertisements that select them.
+    pub routes: std::collections::BTreeMap<IpAddr, RouteOf>,
+    /// Routed VIPs that are not announced on the segment.
+    pub routed_only: std::collections::BTreeSet<IpAddr>,
+}
+
+/// The owned set: `vips` and the `snat` addresses, each VIP ready when `ready_vip` says so
+/// and announced as `how` says (SNAT addresses: by L2, their replies come from the segment).
 pub fn owned_set(
     vips: &[IpAddr],
     snat: &[IpAddr],
     attached: bool,
     ready_vip: impl Fn(IpAddr) -> bool,
+    how: &Announced,
 ) -> Vec<OwnedAddr> {
     let vips = vips.iter().map(|v| OwnedAddr {
         addr: *v,
         kind: AddrKind::Vip,
         ready: Readiness { attached, backends: ready_vip(*v) },
+        l2: !how.routed_only.contains(v),
+        routed: how.routes.get(v).cloned(),
     });
     let snat = snat.iter().map(|a| OwnedAddr {
         addr: *a,
         kind: AddrKind::Snat,
         ready: Readiness { attached, backends: true },
+        l2: true,
+        routed: None,
     });
     vips.chain(snat).collect()
 }
 
 #[cfg(test)]
 mod tests {
-    use std::{collections::BTreeSet, time::Duration};
+    use std::{
+        collections::{BTreeMap, BTreeSet},
+        time::Duration,
+    };
 
     use super::*;
-    use crate::{control::AnnounceConfig, wire::EthernetAddress};
-
-    /// A speaker that records what it was told, as a routing protocol would advertise.
-    #[derive(Default)]
-    struct Routes {
-        advertised: std::sync::Arc<std::sync::Mutex<BTreeSet<IpAddr>>>,
-    }
-
-    impl Speaker for Routes {
-        fn name(&self) -> &'static str {
-            "routes"
-        }
-        fn set_owned(&mut self, owned: &[OwnedAddr], _now: Instant) -> Actions {
-            let ready = owned.iter().filter(|o| o.kind == AddrKind::Vip && o.ready.ready()).map(|o| o.addr);
-            *self.advertised.lock().unwrap() = ready.collect();
-            Actions::default()
-        }
-        fn tick(&mut self, _now: Instant) -> Actions {
-            Actions::default()
-        }
-        fn next_deadline(&self) -> Option<Instant> {
-            None
-        }
-        fn reannounce_all(&mut self, _now: Instant) -> Actions {
-            Actions::default()
-        }
-    }
+    use crate::{
+        control::{
+            bgp::{RouteChange, Routes},
+            AnnounceConfig,
+        },
+        wire::EthernetAddress,
+    };
 
     #[test]
-    fn every_speaker_hears_the_owned_set_and_l2_announces_ready_or_not() {
+    fn every_speaker_hears_the_owned_set_l2_announces_ready_or_not_and_bgp_only_ready() {
         let t0 = Instant::now();
         let cfg = AnnounceConfig {
             probes: 0,
@@ -241,24 +247,29 @@ mod tests {
         };
         let (l2, _) = Announcer::new(cfg, &[EthernetAddress([2, 0, 0, 0, 0, 1])], &[], t0);
         let mut s = Speakers::new(l2);
-        let routes = Routes::default();
-        let advertised = routes.advertised.clone();
-        s.add(Box::new(routes));
+        s.add(Box::new(Routes::new()));
         let v1: IpAddr = "192.0.2.1".parse().unwrap();
         let v2: IpAddr = "192.0.2.2".parse().unwrap();
         let snat: IpAddr = "192.0.2.100".parse().unwrap();
-        let owned = owned_set(&[v1, v2], &[snat], true, |v| v == v1);
+        // Both VIPs routed, and announced on the segment too.
+        let both = Announced { routes: BTreeMap::from([(v1, vec![0]), (v2, vec![0])]), routed_only: BTreeSet::new() };
+        let owned = owned_set(&[v1, v2], &[snat], true, |v| v == v1, &both);
         assert_eq!(owned[2].kind, AddrKind::Snat);
         let act = s.set_owned(&owned, t0);
         // L2: all three announced at once (one gratuitous request and reply each for IPv4).
         assert_eq!(act.say.len(), 6);
         assert_eq!(s.l2.vips().len(), 3);
-        // The other speaker: only the ready VIP.
-        assert_eq!(*advertised.lock().unwrap(), BTreeSet::from([v1]));
+        // BGP: only the ready VIP.
+        assert_eq!(act.routes, [RouteChange { vip: v1, adverts: Some(vec![0]) }]);
         assert_eq!(s.next_deadline(), None, "one round, no refresh: nothing due");
         // The fence lifts: L2 says it all again.
         assert_eq!(s.reannounce_all(t0 + Duration::from_secs(1)).say.len(), 6);
         // Not attached: nothing is ready.
-        assert!(owned_set(&[v1], &[], false, |_| true).iter().all(|o| !o.ready.ready()));
+        assert!(owned_set(&[v1], &[], false, |_| true, &Announced::default()).iter().all(|o| !o.ready.ready()));
+        // A routed-only VIP: BGP only, no ARP.
+        let how = Announced { routes: BTreeMap::from([(v2, vec![0])]), routed_only: BTreeSet::from([v2]) };
+        let mut s = Speakers::new(Announcer::new(cfg, &[EthernetAddress([2, 0, 0, 0, 0, 1])], &[], t0).0);
+        s.set_owned(&owned_set(&[v1, v2], &[], true, |_| true, &how), t0);
+        assert_eq!(s.l2.vips().iter().map(|(v, _)| *v).collect::<Vec<_>>(), [v1], "the routed-only VIP gets no ARP");
     }
 }

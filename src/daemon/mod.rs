@@ -15,6 +15,7 @@
 //! plans) or by the next deadline.
 
 mod datapath;
+mod frr;
 mod node;
 mod outbox;
 mod plane;
@@ -170,7 +171,13 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
     }) {
         tracing::warn!(error = %e, "cannot watch the kernel's route and neighbour changes; backends' paths are polled every 5 s");
     }
-    let (mut node, first) = node_of(start, dp, health);
+    // BGP: FRR starts once the XDP program is attached; it advertises a VIP when the
+    // node can serve it.
+    let frr = match &start.bgp {
+        Some(cfg) => Some(start_frr(cfg, &dp)?),
+        None => None,
+    };
+    let (mut node, first) = node_of(start, dp, health, frr);
     let chans = Channels {
         routes: routes_rx,
         from_workers,
@@ -205,6 +212,11 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
             tracing::info!(successor = %s.who, "handing over to a new xlb: the VIPs, the membership and every flow stay on this node");
             node.hand_over();
         }
+    }
+    // Routes go before the datapath does: the routers move the flows to the other nodes
+    // (every node builds the same Maglev tables) while this one still forwards.
+    if let Some(f) = node.frr.as_mut() {
+        f.stop(BGP_DRAIN);
     }
     drop(metrics_server);
     drop(admin);
@@ -337,7 +349,31 @@ fn snat_table(start: &Start, queues: u32, state: Option<&StateDir>) -> Result<Op
 
 /// The node's owners, from the start-up set-up and the running datapath, and what the L2
 /// speaker does first.
-fn node_of(start: Start, dp: Datapath, health: HealthChecker) -> (Node, Actions) {
+/// How long a node still forwards after its routes were withdrawn, for the routers to
+/// move its flows to the other nodes.
+const BGP_DRAIN: Duration = Duration::from_millis(500);
+
+/// Starts FRR for `cfg`, with the router ID given or the first interface's first IPv4
+/// address, in a directory of this process's own.
+fn start_frr(cfg: &xlb::control::bgp::BgpConfig, dp: &Datapath) -> anyhow::Result<frr::Frr> {
+    let name = &dp.ports[0].dev.name;
+    let router_id = cfg
+        .router_id
+        .or_else(|| {
+            xlb::io::netdev::addresses(name).into_iter().find_map(|a| match a {
+                IpAddr::V4(v4) => Some(v4),
+                IpAddr::V6(_) => None,
+            })
+        })
+        .with_context(|| format!("bgp.routerID: {name} has no IPv4 address to take it from; give one"))?;
+    let dir = PathBuf::from(format!("/run/xlb/frr.{}", std::process::id()));
+    let f = frr::Frr::start(cfg.clone(), router_id, dir).context("bgp: starting FRR")?;
+    let peers: Vec<String> = cfg.peers.iter().map(|p| format!("{} AS{}", p.address, p.asn)).collect();
+    tracing::info!(asn = cfg.asn, %router_id, peers = %peers.join(", "), "BGP: FRR runs; routed VIPs are advertised while they can be served");
+    Ok(f)
+}
+
+fn node_of(start: Start, dp: Datapath, health: HealthChecker, frr: Option<frr::Frr>) -> (Node, Actions) {
     let now = Instant::now();
     // With failover, VIPs are taken once the peers have been heard (the first heartbeats
     // decide); SNAT addresses are this node's own from the start.
@@ -354,15 +390,25 @@ fn node_of(start: Start, dp: Datapath, health: HealthChecker) -> (Node, Actions)
         o
     });
     let witness = start.ha.as_ref().and_then(|h| h.witness.clone());
+    // Routed-only VIPs get no ARP/NDP: they are not announced on the segment.
+    let routed_only = &start.compiled.announced.routed_only;
     let first: Vec<IpAddr> = match &ownership {
         Some(_) => start.snat_addrs.clone(),
-        None => start.compiled.vips.iter().chain(&start.snat_addrs).copied().collect(),
+        None => {
+            start.compiled.vips.iter().filter(|v| !routed_only.contains(v)).chain(&start.snat_addrs).copied().collect()
+        }
     };
     let macs: Vec<_> = dp.ports.iter().map(|p| p.dev.mac).collect();
     let (announcer, actions) = Announcer::new(start.announce, &macs, &first, now);
     let publisher = Publisher::new(dp.snapshot.clone());
     let plane = Plane::new(start.source, start.compiled, start.ipam, publisher, health, now);
-    (Node::new(dp, plane, Speakers::new(announcer), ownership, witness, start.snat_addrs), actions)
+    let mut speakers = Speakers::new(announcer);
+    if frr.is_some() {
+        speakers.add(Box::new(xlb::control::bgp::Routes::new()));
+    }
+    let mut node = Node::new(dp, plane, speakers, ownership, witness, start.snat_addrs);
+    node.frr = frr;
+    (node, actions)
 }
 
 /// What wakes the control loop.
@@ -393,6 +439,10 @@ fn control_loop(
     node.apply(&first)?;
     node.rebuild();
     node.refresh_neighbours();
+    if node.frr.is_some() {
+        // Every speaker hears the owned set now that the snapshot says what is ready.
+        node.announce_owned("VIP withdrawn")?;
+    }
     if let Some(p) = first_plan {
         node.apply_plan(p)?;
     }

@@ -54,6 +54,8 @@ pub(super) struct Node {
     said_paths: BTreeSet<(IpAddr, IpAddr, String)>,
     /// Per queue: batch times so far (merged from the workers' histograms).
     pub(super) batch_times: HashMap<crate::metrics::QueueId, Histogram<u64>>,
+    /// The routing daemon that advertises the routed VIPs (none: no `bgp:`).
+    pub(super) frr: Option<super::frr::Frr>,
 }
 
 impl Node {
@@ -78,6 +80,7 @@ impl Node {
             started: Instant::now(),
             said_paths: BTreeSet::new(),
             batch_times: HashMap::new(),
+            frr: None,
         }
     }
 
@@ -95,25 +98,45 @@ impl Node {
         self.ownership.as_ref().is_some_and(|o| o.fenced(now))
     }
 
-    /// Rebuilds and publishes the snapshot.
+    /// Rebuilds and publishes the snapshot. A routed VIP whose readiness changed with it
+    /// (its last backend went down, or one came up) is withdrawn or advertised.
     pub(super) fn rebuild(&mut self) {
         self.plane.rebuild(self.speakers.l2.vip_modes(), Instant::now());
+        if self.frr.is_some() {
+            if let Err(e) = self.announce_owned("VIP withdrawn") {
+                tracing::error!(error = %format!("{e:#}"), "announcing after a rebuild");
+            }
+        }
     }
 
     /// The owned set at `now`: every served VIP without failover, the ownership machine's
-    /// with it; and the SNAT addresses.
-    fn owned(&self) -> Vec<OwnedAddr> {
-        let vips: Vec<IpAddr> = match &self.ownership {
-            None => self.plane.compiled.vips.clone(),
+    /// with it, and every routed VIP (each node that serves one advertises it: ECMP); and
+    /// the SNAT addresses.
+    pub(super) fn owned(&self) -> Vec<OwnedAddr> {
+        let compiled = &self.plane.compiled;
+        let mut vips: Vec<IpAddr> = match &self.ownership {
+            None => compiled.vips.clone(),
             Some(o) => o.owned().iter().copied().collect(),
         };
+        let l2_owned = vips.len();
+        for v in compiled.announced.routes.keys() {
+            if !vips.contains(v) && compiled.vips.contains(v) {
+                vips.push(*v);
+            }
+        }
         // A VIP whose traffic this node's own service proxy takes is ready without a service.
-        owned_set(&vips, &self.snat_addrs, true, |v| self.dp.is_local(v) || self.plane.vip_ready(v))
+        let ready = |v| self.dp.is_local(v) || self.plane.vip_ready(v);
+        let mut owned = owned_set(&vips, &self.snat_addrs, true, ready, &compiled.announced);
+        // Routed VIPs that another node owns on the segment: routes only, no ARP here.
+        for o in owned.iter_mut().take(vips.len()).skip(l2_owned) {
+            o.l2 = false;
+        }
+        owned
     }
 
     /// Hands the owned set to the speakers and carries out what they say; `why`: the log
     /// line for each address given up.
-    fn announce_owned(&mut self, why: &str) -> anyhow::Result<()> {
+    pub(super) fn announce_owned(&mut self, why: &str) -> anyhow::Result<()> {
         let now = Instant::now();
         let owned = self.owned();
         let addrs: Vec<IpAddr> = owned.iter().map(|o| o.addr).collect();
@@ -176,6 +199,9 @@ impl Node {
         }
         if act.vips_changed {
             self.plane.publish(self.speakers.l2.vip_modes());
+        }
+        if let Some(f) = &self.frr {
+            f.routes(&act.routes);
         }
         log_actions(act);
         // A fenced node sends no announcements either: another node may own its VIPs.
@@ -291,6 +317,7 @@ impl Node {
             placement: plan.placement,
             assignments: Vec::new(),
             health: Vec::new(),
+            announced: Default::default(),
         };
         self.apply_compiled(compiled)?;
         tracing::debug!(generation = self.plane.publisher.generation(), vips = ?self.plane.compiled.vips, "plan from Kubernetes applied");

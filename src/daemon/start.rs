@@ -252,6 +252,8 @@ pub(super) struct Start {
     pub(super) kube: Option<xlb::k8s::source::NodeOptions>,
     /// Heartbeats and failover between xlb nodes.
     pub(super) ha: Option<HaStart>,
+    /// BGP through FRR (none: L2 only).
+    pub(super) bgp: Option<xlb::control::bgp::BgpConfig>,
 }
 
 /// How this node takes part in failover.
@@ -536,6 +538,7 @@ pub(super) fn start_from_kube(args: &RunArgs) -> Result<Start, UsageError> {
         metrics: args.metrics_listen,
         kube: Some(opts),
         ha,
+        bgp: None,
     })
 }
 
@@ -595,6 +598,7 @@ pub(super) fn start_from_flags(args: &RunArgs) -> Result<Start, UsageError> {
         metrics: args.metrics_listen,
         kube: None,
         ha: None,
+        bgp: None,
     })
 }
 
@@ -654,6 +658,7 @@ pub(super) fn start_from_file(path: &Path, args: &RunArgs) -> Result<Start, Usag
         metrics: args.metrics_listen.or(desired.metrics),
         kube: None,
         ha,
+        bgp: desired.bgp.clone(),
         source: Source::File { path: path.to_path_buf(), mtime: mtime(path), desired: Box::new(desired) },
     })
 }

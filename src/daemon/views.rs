@@ -99,6 +99,8 @@ impl Node {
             Query::Services => to_value(&self.services()),
             Query::Backends => to_value(&self.backends()),
             Query::Pools => to_value(&self.pools()),
+            Query::BgpPeers => to_value(&self.bgp_peers()),
+            Query::BgpRoutes => to_value(&self.bgp_routes()),
             Query::Conntrack { service, client, backend, limit } => {
                 to_value(&self.conntrack(service.as_deref(), *client, *backend, *limit))
             }
@@ -263,6 +265,52 @@ impl Node {
             });
         }
         answers::Backends { backends: list }
+    }
+
+    fn bgp_peers(&self) -> answers::BgpPeers {
+        let Some(frr) = &self.frr else { return answers::BgpPeers { configured: false, peers: Vec::new() } };
+        let sessions = frr.sessions.lock().map(|s| s.clone()).unwrap_or_default();
+        let peers = frr
+            .peers
+            .iter()
+            .map(|(addr, asn)| {
+                let s = sessions.iter().find(|s| s.peer == *addr);
+                answers::BgpPeer {
+                    peer: addr.to_string(),
+                    asn: *asn,
+                    state: s.map_or_else(|| "unknown".into(), |s| s.state.clone()),
+                    bfd: s.and_then(|s| s.bfd.clone()),
+                    routes_sent: s.map(|s| s.sent),
+                }
+            })
+            .collect();
+        answers::BgpPeers { configured: true, peers }
+    }
+
+    fn bgp_routes(&self) -> answers::BgpRoutes {
+        let routes = self
+            .owned()
+            .into_iter()
+            .filter(|o| o.routed.is_some())
+            .map(|o| {
+                let why = match (self.frr.is_some(), o.ready.attached, o.ready.backends) {
+                    (false, ..) => "BGP is not running",
+                    (_, false, _) => "the XDP program is not attached",
+                    (_, _, false) => "no backend takes new flows",
+                    _ => "served here",
+                };
+                answers::BgpRoute {
+                    prefix: match o.addr {
+                        IpAddr::V4(a) => format!("{a}/32"),
+                        IpAddr::V6(a) => format!("{a}/128"),
+                    },
+                    advertised: self.frr.is_some() && o.ready.ready(),
+                    l2: o.l2,
+                    why: why.into(),
+                }
+            })
+            .collect();
+        answers::BgpRoutes { routes }
     }
 
     fn pools(&self) -> answers::Pools {

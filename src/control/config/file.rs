@@ -27,6 +27,70 @@ pub(super) struct File {
     pub(super) ha: Option<HaFile>,
     #[serde(default)]
     pub(super) node_labels: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub(super) bgp: Option<BgpFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct BgpFile {
+    #[serde(rename = "localASN")]
+    pub(super) local_asn: u32,
+    #[serde(rename = "routerID")]
+    pub(super) router_id: Option<String>,
+    #[serde(default)]
+    pub(super) listen: bool,
+    #[serde(default)]
+    pub(super) peers: Vec<BgpPeerFile>,
+    #[serde(default)]
+    pub(super) bfd_profiles: Vec<BfdProfileFile>,
+    #[serde(default)]
+    pub(super) advertisements: Vec<BgpAdvertisementFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct BgpPeerFile {
+    pub(super) peer_address: String,
+    #[serde(rename = "peerASN")]
+    pub(super) peer_asn: u32,
+    pub(super) peer_port: Option<u32>,
+    pub(super) hold_time_seconds: Option<u32>,
+    pub(super) keep_alive_time_seconds: Option<u32>,
+    pub(super) connect_retry_time_seconds: Option<u32>,
+    #[serde(rename = "eBGPMultihopTTL")]
+    pub(super) ebgp_multihop_ttl: Option<u32>,
+    pub(super) source_address: Option<String>,
+    pub(super) bfd_profile: Option<String>,
+    pub(super) password_file: Option<PathBuf>,
+    #[serde(default)]
+    pub(super) graceful_restart: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct BfdProfileFile {
+    pub(super) name: String,
+    pub(super) receive_interval: Option<u32>,
+    pub(super) transmit_interval: Option<u32>,
+    pub(super) detect_multiplier: Option<u32>,
+    #[serde(default)]
+    pub(super) passive_mode: bool,
+    pub(super) minimum_ttl: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct BgpAdvertisementFile {
+    #[serde(default)]
+    pub(super) pools: Vec<String>,
+    #[serde(default)]
+    pub(super) services: Vec<String>,
+    #[serde(default)]
+    pub(super) communities: Vec<String>,
+    pub(super) local_pref: Option<u32>,
+    #[serde(default)]
+    pub(super) l2: bool,
 }
 
 #[derive(Debug, Deserialize)]

@@ -13,6 +13,7 @@ use std::{
     time::Duration,
 };
 
+mod bgp;
 mod file;
 mod validate;
 
@@ -167,6 +168,8 @@ pub struct Desired {
     pub metrics: Option<SocketAddr>,
     /// Failover between xlb boxes (none: this box alone owns every VIP).
     pub ha: Option<HaConfig>,
+    /// BGP peers and what is advertised to them (none: L2 only).
+    pub bgp: Option<super::bgp::BgpConfig>,
 }
 
 /// Standalone HA: the boxes that share the VIPs, and the heartbeat timings.

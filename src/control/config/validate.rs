@@ -30,7 +30,7 @@ use crate::{
     wire::ipv4::Protocol,
 };
 
-fn parse_addr(path: &str, s: &str, errors: &mut Vec<ConfigError>) -> Option<IpAddr> {
+pub(super) fn parse_addr(path: &str, s: &str, errors: &mut Vec<ConfigError>) -> Option<IpAddr> {
     match s.trim().parse::<IpAddr>() {
         Ok(a) if a.is_unspecified() || a.is_multicast() || a.is_loopback() || is_broadcast(a) => {
             errors.push(err(path, format!("{s} is not a unicast address a host can use")));
@@ -293,6 +293,8 @@ pub(super) fn validate(f: File, foreign_pools: &[String]) -> Result<Desired, Con
             errors.push(err(format!("conntrack.timeouts.{name}"), e));
         }
     }
+    let service_names: HashSet<String> = services.iter().map(|s| s.name.clone()).collect();
+    let bgp = f.bgp.as_ref().and_then(|b| super::bgp::validate_bgp(b, &all_pools, &service_names, &mut errors));
     let metrics = f.metrics.as_ref().and_then(|m| match m.listen.parse::<SocketAddr>() {
         Ok(a) => Some(a),
         Err(_) => {
@@ -314,6 +316,7 @@ pub(super) fn validate(f: File, foreign_pools: &[String]) -> Result<Desired, Con
             admin_socket: f.admin.socket.unwrap_or_else(|| PathBuf::from(DEFAULT_ADMIN_SOCKET)),
             metrics,
             ha,
+            bgp,
         })
     } else {
         Err(ConfigErrors(errors))

@@ -1,0 +1,636 @@
+//! BGP: which VIPs are routed, how FRR is told, and the speaker that advertises them.
+//!
+//! xlb speaks BGP through FRR (bgpd, bfdd, zebra), never through BGP code of its own. This
+//! module is the pure half: the model of the `bgp:` settings ([`BgpConfig`]), the FRR
+//! configuration they render to ([`render`]), the vtysh commands that advertise and
+//! withdraw VIPs without a reload ([`route_commands`]), and [`Routes`], the [`Speaker`] that
+//! decides which VIPs are advertised: every ready VIP that an advertisement selects, on
+//! every node that serves it (ECMP: each node builds the same Maglev tables, so a flow that
+//! the router moves to another node still reaches its backend). The daemon
+//! (`daemon/frr.rs`) runs FRR and carries the commands out.
+//!
+//! It must not start processes, read clocks or touch the network.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt::Write as _,
+    net::{IpAddr, Ipv4Addr},
+    time::Instant,
+};
+
+use super::{
+    announcer::Actions,
+    speaker::{AddrKind, OwnedAddr, Speaker},
+};
+
+/// The `bgp:` settings: this node's speaker, its peers, BFD profiles and advertisements.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BgpConfig {
+    /// This node's AS number (`localASN`).
+    pub asn: u32,
+    /// The router ID (`routerID`; none: the first IPv4 address of the first interface).
+    pub router_id: Option<Ipv4Addr>,
+    /// Whether bgpd accepts connections on port 179 (`listen`; default: no, it connects
+    /// out to its peers, and nothing listens on the host's port 179).
+    pub listen: bool,
+    /// The routers this node peers with.
+    pub peers: Vec<Peer>,
+    /// BFD profiles, by name.
+    pub bfd_profiles: Vec<BfdProfile>,
+    /// Which VIPs are advertised, and with which attributes.
+    pub advertisements: Vec<Advertisement>,
+}
+
+/// A BGP peer (field names from Cilium's `CiliumBGPPeeringPolicy` and MetalLB's `BGPPeer`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// Its address (`peerAddress`).
+    pub address: IpAddr,
+    /// Its AS number (`peerASN`).
+    pub asn: u32,
+    /// Its port (`peerPort`, default 179).
+    pub port: u16,
+    /// Seconds without a message before the session is dropped (`holdTimeSeconds`, 90).
+    pub hold_time: u16,
+    /// Seconds between keepalives (`keepAliveTimeSeconds`, 30).
+    pub keepalive: u16,
+    /// Seconds between connection attempts (`connectRetryTimeSeconds`, 120).
+    pub connect_retry: u16,
+    /// Hops to an eBGP peer that is not on a connected network (`eBGPMultihopTTL`).
+    pub ebgp_multihop: Option<u8>,
+    /// The address sessions are opened from (`sourceAddress`).
+    pub source: Option<IpAddr>,
+    /// The BFD profile that watches the session (`bfdProfile`; none: no BFD).
+    pub bfd_profile: Option<String>,
+    /// The TCP MD5 password (read from `passwordFile`).
+    pub password: Option<String>,
+    /// Graceful restart (`gracefulRestart`, off by default: a node that stops must be
+    /// left at once, not waited for).
+    pub graceful_restart: bool,
+}
+
+/// A BFD profile (MetalLB's `BFDProfile` fields).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BfdProfile {
+    /// Its name, as peers' `bfdProfile` gives it.
+    pub name: String,
+    /// Slowest rate this node wants to receive at, in ms (`receiveInterval`, 300).
+    pub receive_ms: u32,
+    /// Rate this node sends at, in ms (`transmitInterval`, 300).
+    pub transmit_ms: u32,
+    /// Packets missed before the session is down (`detectMultiplier`, 3).
+    pub multiplier: u8,
+    /// Waits for the peer to start (`passiveMode`).
+    pub passive: bool,
+    /// Lowest TTL accepted from a multihop peer (`minimumTtl`, 254).
+    pub minimum_ttl: u8,
+}
+
+/// A BGP community, as MetalLB's `BGPAdvertisement` gives them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Community {
+    /// `ASN:VALUE` (16 bits each).
+    Standard(u16, u16),
+    /// `large:GLOBAL:LOCAL1:LOCAL2` (32 bits each).
+    Large(u32, u32, u32),
+    /// A well-known community, by FRR's name for it.
+    WellKnown(&'static str),
+}
+
+/// The well-known communities by the names users write, and FRR's spelling.
+const WELL_KNOWN: &[(&str, &str)] = &[
+    ("no-export", "no-export"),
+    ("no-advertise", "no-advertise"),
+    ("local-as", "local-AS"),
+    ("no-peer", "no-peer"),
+    ("blackhole", "blackhole"),
+    ("graceful-shutdown", "graceful-shutdown"),
+];
+
+impl Community {
+    /// Parses `65000:100`, `large:64512:1:2` or a well-known name (`no-export`).
+    pub fn parse(s: &str) -> Result<Community, String> {
+        let t = s.trim();
+        if let Some((_, frr)) = WELL_KNOWN.iter().find(|(n, _)| n.eq_ignore_ascii_case(t)) {
+            return Ok(Community::WellKnown(frr));
+        }
+        if let Some(rest) = t.strip_prefix("large:") {
+            let parts: Vec<Option<u32>> = rest.split(':').map(|p| p.parse().ok()).collect();
+            if let [Some(a), Some(b), Some(c)] = parts[..] {
+                return Ok(Community::Large(a, b, c));
+            }
+            return Err(format!("{s:?} is not large:GLOBAL:LOCAL1:LOCAL2 with 32-bit numbers"));
+        }
+        if let Some((a, b)) = t.split_once(':') {
+            if let (Ok(a), Ok(b)) = (a.parse(), b.parse()) {
+                return Ok(Community::Standard(a, b));
+            }
+        }
+        let names: Vec<&str> = WELL_KNOWN.iter().map(|(n, _)| *n).collect();
+        Err(format!(
+            "{s:?} is not ASN:VALUE (16-bit numbers, e.g. 65000:100), large:GLOBAL:LOCAL1:LOCAL2, or one of {}",
+            names.join(", ")
+        ))
+    }
+}
+
+impl std::fmt::Display for Community {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Community::Standard(a, b) => write!(f, "{a}:{b}"),
+            Community::Large(a, b, c) => write!(f, "{a}:{b}:{c}"),
+            Community::WellKnown(n) => f.write_str(n),
+        }
+    }
+}
+
+/// Which VIPs go to the peers, and with what (MetalLB's `BGPAdvertisement`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Advertisement {
+    /// The pools whose VIPs it selects (`pools`).
+    pub pools: Vec<String>,
+    /// The services whose VIPs it selects (`services`); with `pools` empty too: every VIP.
+    pub services: Vec<String>,
+    /// Communities set on the routes.
+    pub communities: Vec<Community>,
+    /// LOCAL_PREF set on the routes (iBGP peers only).
+    pub local_pref: Option<u32>,
+    /// Whether the VIPs it selects are also announced by ARP/NDP on the segment (`l2`;
+    /// default: no, they are reached through the routers only).
+    pub l2: bool,
+}
+
+impl Advertisement {
+    /// Whether it selects the VIP of `service`, drawn from (or inside) `pool`.
+    pub fn selects(&self, service: &str, pool: Option<&str>) -> bool {
+        (self.pools.is_empty() && self.services.is_empty())
+            || self.services.iter().any(|s| s == service)
+            || pool.is_some_and(|p| self.pools.iter().any(|x| x == p))
+    }
+}
+
+/// A VIP's route: the advertisements that select it (indexes into
+/// [`BgpConfig::advertisements`], ascending).
+pub type RouteOf = Vec<usize>;
+
+/// The route map that sets `adverts`' attributes (none: they set nothing).
+fn route_map_name(adverts: &[usize]) -> String {
+    let ids: Vec<String> = adverts.iter().map(ToString::to_string).collect();
+    format!("xlb-adv-{}", ids.join("-"))
+}
+
+/// The route map of `adverts`, defined (it may be said again: vtysh replaces its lines).
+fn route_map(cfg: &BgpConfig, adverts: &[usize], out: &mut Vec<String>) {
+    let chosen = || adverts.iter().filter_map(|i| cfg.advertisements.get(*i));
+    let mut standard: BTreeSet<String> = BTreeSet::new();
+    let mut large: BTreeSet<String> = BTreeSet::new();
+    for c in chosen().flat_map(|a| a.communities.iter()) {
+        match c {
+            Community::Large(..) => large.insert(c.to_string()),
+            _ => standard.insert(c.to_string()),
+        };
+    }
+    // Several advertisements select the VIP: the highest preference wins.
+    let local_pref = chosen().filter_map(|a| a.local_pref).max();
+    out.push(format!("route-map {} permit 10", route_map_name(adverts)));
+    if !standard.is_empty() {
+        out.push(format!(" set community {}", standard.into_iter().collect::<Vec<_>>().join(" ")));
+    }
+    if !large.is_empty() {
+        out.push(format!(" set large-community {}", large.into_iter().collect::<Vec<_>>().join(" ")));
+    }
+    if let Some(p) = local_pref {
+        out.push(format!(" set local-preference {p}"));
+    }
+    out.push("exit".into());
+}
+
+/// The address family of `a`, as FRR names it.
+fn family(a: IpAddr) -> &'static str {
+    if a.is_ipv4() {
+        "ipv4 unicast"
+    } else {
+        "ipv6 unicast"
+    }
+}
+
+/// A VIP as a host route.
+fn host_route(a: IpAddr) -> String {
+    match a {
+        IpAddr::V4(_) => format!("{a}/32"),
+        IpAddr::V6(_) => format!("{a}/128"),
+    }
+}
+
+/// The `network` line of a VIP.
+fn network(vip: IpAddr, adverts: &[usize]) -> String {
+    format!(" network {} route-map {}", host_route(vip), route_map_name(adverts))
+}
+
+/// FRR's configuration, one file per daemon that reads one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrrConfig {
+    /// bfdd's: the BFD profiles.
+    pub bfdd: String,
+    /// bgpd's: the route maps and the BGP router.
+    pub bgpd: String,
+}
+
+/// The lines every file starts with.
+fn preamble() -> Vec<String> {
+    vec![
+        "! Written by xlb from its bgp: settings; changes here are lost at its next start.".into(),
+        "frr defaults traditional".into(),
+        "hostname xlb".into(),
+        "log stdout informational".into(),
+        "!".into(),
+    ]
+}
+
+/// FRR's configuration for `cfg` (`router_id` resolved), advertising `routes` from the
+/// start. Every route learnt from a peer is refused: xlb never changes the node's routing.
+pub fn render(cfg: &BgpConfig, router_id: Ipv4Addr, routes: &BTreeMap<IpAddr, RouteOf>) -> FrrConfig {
+    let mut l = preamble();
+    if !cfg.bfd_profiles.is_empty() {
+        l.push("bfd".into());
+        for p in &cfg.bfd_profiles {
+            l.push(format!(" profile {}", p.name));
+            l.push(format!("  detect-multiplier {}", p.multiplier));
+            l.push(format!("  receive-interval {}", p.receive_ms));
+            l.push(format!("  transmit-interval {}", p.transmit_ms));
+            l.push(format!("  minimum-ttl {}", p.minimum_ttl));
+            if p.passive {
+                l.push("  passive-mode".into());
+            }
+            l.push(" exit".into());
+        }
+        l.push("exit".into());
+    }
+    l.push(String::new());
+    let bfdd = l.join("\n");
+    let mut l = preamble();
+    l.push("route-map xlb-learn-nothing deny 10".into());
+    l.push("exit".into());
+    let combos: BTreeSet<&RouteOf> = routes.values().collect();
+    for c in combos {
+        route_map(cfg, c, &mut l);
+    }
+    l.push("!".into());
+    l.push(format!("router bgp {}", cfg.asn));
+    l.push(format!(" bgp router-id {router_id}"));
+    l.push(" no bgp ebgp-requires-policy".into());
+    l.push(" no bgp default ipv4-unicast".into());
+    l.push(" no bgp network import-check".into());
+    if cfg.peers.iter().all(|p| !p.graceful_restart) {
+        l.push(" bgp graceful-restart-disable".into());
+    }
+    for p in &cfg.peers {
+        let n = format!(" neighbor {}", p.address);
+        l.push(format!("{n} remote-as {}", p.asn));
+        if p.port != 179 {
+            l.push(format!("{n} port {}", p.port));
+        }
+        l.push(format!("{n} timers {} {}", p.keepalive, p.hold_time));
+        l.push(format!("{n} timers connect {}", p.connect_retry));
+        // Changes go out at once, not batched for 30 s: a withdrawal must be fast.
+        l.push(format!("{n} advertisement-interval 0"));
+        if let Some(ttl) = p.ebgp_multihop {
+            l.push(format!("{n} ebgp-multihop {ttl}"));
+        }
+        if let Some(s) = p.source {
+            l.push(format!("{n} update-source {s}"));
+        }
+        if let Some(pw) = &p.password {
+            l.push(format!("{n} password {pw}"));
+        }
+        if let Some(b) = &p.bfd_profile {
+            l.push(format!("{n} bfd"));
+            l.push(format!("{n} bfd profile {b}"));
+        }
+        if p.graceful_restart {
+            l.push(format!("{n} graceful-restart"));
+        }
+    }
+    for v6 in [false, true] {
+        let peers: Vec<&Peer> = cfg.peers.iter().filter(|p| p.address.is_ipv6() == v6).collect();
+        if peers.is_empty() {
+            continue;
+        }
+        l.push(format!(" address-family {}", if v6 { "ipv6 unicast" } else { "ipv4 unicast" }));
+        for p in peers {
+            l.push(format!("  neighbor {} activate", p.address));
+            l.push(format!("  neighbor {} route-map xlb-learn-nothing in", p.address));
+        }
+        for (vip, adverts) in routes.iter().filter(|(v, _)| v.is_ipv6() == v6) {
+            l.push(format!(" {}", network(*vip, adverts)));
+        }
+        l.push(" exit-address-family".into());
+    }
+    l.push("exit".into());
+    l.push(String::new());
+    FrrConfig { bfdd, bgpd: l.join("\n") }
+}
+
+/// One change to what is advertised.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteChange {
+    /// The VIP.
+    pub vip: IpAddr,
+    /// Advertised with these advertisements' attributes (none: withdrawn).
+    pub adverts: Option<RouteOf>,
+}
+
+/// The vtysh lines (each a `-c` argument, in order) that make `changes` in a running FRR
+/// without a reload: the route maps they need, then the `network` lines.
+pub fn route_commands(cfg: &BgpConfig, changes: &[RouteChange]) -> Vec<String> {
+    let mut out = vec!["configure terminal".to_string()];
+    let combos: BTreeSet<&RouteOf> = changes.iter().filter_map(|c| c.adverts.as_ref()).collect();
+    for c in combos {
+        route_map(cfg, c, &mut out);
+    }
+    out.push(format!("router bgp {}", cfg.asn));
+    for v6 in [false, true] {
+        let mine: Vec<&RouteChange> = changes.iter().filter(|c| c.vip.is_ipv6() == v6).collect();
+        let Some(first) = mine.first() else { continue };
+        out.push(format!("address-family {}", family(first.vip)));
+        for c in mine {
+            match &c.adverts {
+                Some(a) => out.push(network(c.vip, a).trim().to_string()),
+                None => out.push(format!("no network {}", host_route(c.vip))),
+            }
+        }
+        out.push("exit-address-family".into());
+    }
+    out.push("end".into());
+    out
+}
+
+/// The BGP speaker: advertises every owned, ready VIP that an advertisement selects, and
+/// withdraws it when it is no longer both (no ready backend, given up, removed).
+#[derive(Debug, Default)]
+pub struct Routes {
+    /// What each VIP is advertised with, by the last owned set.
+    advertised: BTreeMap<IpAddr, RouteOf>,
+}
+
+impl Routes {
+    /// A speaker that advertises nothing yet.
+    pub fn new() -> Self {
+        Routes::default()
+    }
+
+    /// What is advertised now.
+    pub fn advertised(&self) -> &BTreeMap<IpAddr, RouteOf> {
+        &self.advertised
+    }
+}
+
+impl Speaker for Routes {
+    fn name(&self) -> &'static str {
+        "bgp"
+    }
+
+    fn set_owned(&mut self, owned: &[OwnedAddr], _now: Instant) -> Actions {
+        let want: BTreeMap<IpAddr, RouteOf> = owned
+            .iter()
+            .filter(|o| o.kind == AddrKind::Vip && o.ready.ready())
+            .filter_map(|o| Some((o.addr, o.routed.clone()?)))
+            .collect();
+        let mut act = Actions::default();
+        for (vip, adverts) in &want {
+            if self.advertised.get(vip) != Some(adverts) {
+                act.routes.push(RouteChange { vip: *vip, adverts: Some(adverts.clone()) });
+            }
+        }
+        for vip in self.advertised.keys().filter(|v| !want.contains_key(v)) {
+            act.routes.push(RouteChange { vip: *vip, adverts: None });
+        }
+        self.advertised = want;
+        act
+    }
+
+    fn tick(&mut self, _now: Instant) -> Actions {
+        Actions::default()
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        None
+    }
+
+    fn reannounce_all(&mut self, _now: Instant) -> Actions {
+        // Routes stay in FRR's table across a fence: there is nothing to say again.
+        Actions::default()
+    }
+}
+
+/// Renders `routes` as a one-line list for logs: `10.0.0.1/32, fd00::1/128`.
+pub fn describe(routes: &BTreeMap<IpAddr, RouteOf>) -> String {
+    let mut s = String::new();
+    for (i, v) in routes.keys().enumerate() {
+        let _ = write!(s, "{}{}", if i > 0 { ", " } else { "" }, host_route(*v));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::speaker::Readiness;
+
+    fn cfg() -> BgpConfig {
+        BgpConfig {
+            asn: 64512,
+            router_id: None,
+            listen: false,
+            peers: vec![
+                Peer {
+                    address: "10.88.0.1".parse().unwrap(),
+                    asn: 64500,
+                    port: 179,
+                    hold_time: 9,
+                    keepalive: 3,
+                    connect_retry: 5,
+                    ebgp_multihop: None,
+                    source: None,
+                    bfd_profile: Some("fast".into()),
+                    password: None,
+                    graceful_restart: false,
+                },
+                Peer {
+                    address: "fd88::1".parse().unwrap(),
+                    asn: 64500,
+                    port: 1179,
+                    hold_time: 90,
+                    keepalive: 30,
+                    connect_retry: 120,
+                    ebgp_multihop: Some(2),
+                    source: Some("fd88::11".parse().unwrap()),
+                    bfd_profile: None,
+                    password: Some("s3cret".into()),
+                    graceful_restart: false,
+                },
+            ],
+            bfd_profiles: vec![BfdProfile {
+                name: "fast".into(),
+                receive_ms: 100,
+                transmit_ms: 100,
+                multiplier: 3,
+                passive: false,
+                minimum_ttl: 254,
+            }],
+            advertisements: vec![
+                Advertisement {
+                    pools: vec!["public".into()],
+                    services: vec![],
+                    communities: vec![Community::Standard(65000, 100), Community::WellKnown("no-export")],
+                    local_pref: None,
+                    l2: false,
+                },
+                Advertisement {
+                    pools: vec![],
+                    services: vec!["api".into()],
+                    communities: vec![Community::Large(64512, 1, 2)],
+                    local_pref: Some(200),
+                    l2: true,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn communities_parse_as_metallb_writes_them() {
+        assert_eq!(Community::parse("65000:100"), Ok(Community::Standard(65000, 100)));
+        assert_eq!(Community::parse("large:64512:1:2"), Ok(Community::Large(64512, 1, 2)));
+        assert_eq!(Community::parse("NO-EXPORT"), Ok(Community::WellKnown("no-export")));
+        assert_eq!(Community::parse("local-as").map(|c| c.to_string()), Ok("local-AS".into()));
+        for bad in ["70000:1", "large:1:2", "65000", "x:y", ""] {
+            let e = Community::parse(bad).unwrap_err();
+            assert!(e.contains("ASN:VALUE") || e.contains("large:"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn advertisements_select_by_pool_or_service_or_everything() {
+        let c = cfg();
+        assert!(c.advertisements[0].selects("web", Some("public")));
+        assert!(!c.advertisements[0].selects("web", Some("internal")));
+        assert!(!c.advertisements[0].selects("web", None));
+        assert!(c.advertisements[1].selects("api", None));
+        let all = Advertisement { pools: vec![], services: vec![], communities: vec![], local_pref: None, l2: false };
+        assert!(all.selects("anything", None));
+    }
+
+    #[test]
+    fn render_gives_frr_the_peers_bfd_and_routes_and_refuses_every_learnt_route() {
+        let c = cfg();
+        let routes = BTreeMap::from([
+            ("10.200.0.1".parse().unwrap(), vec![0]),
+            ("10.200.0.2".parse().unwrap(), vec![0, 1]),
+            ("fd20::1".parse().unwrap(), vec![1]),
+        ]);
+        let files = render(&c, "10.88.0.11".parse().unwrap(), &routes);
+        assert!(files.bfdd.contains(
+            "bfd\n profile fast\n  detect-multiplier 3\n  receive-interval 100\n  transmit-interval 100\n  minimum-ttl 254\n exit\nexit"
+        ));
+        assert!(!files.bfdd.contains("router bgp") && !files.bgpd.contains("detect-multiplier"));
+        let text = files.bgpd;
+        for line in [
+            "route-map xlb-learn-nothing deny 10\nexit",
+            "route-map xlb-adv-0 permit 10\n set community 65000:100 no-export\nexit",
+            "route-map xlb-adv-0-1 permit 10\n set community 65000:100 no-export\n set large-community 64512:1:2\n set local-preference 200\nexit",
+            "router bgp 64512\n bgp router-id 10.88.0.11\n no bgp ebgp-requires-policy",
+            " bgp graceful-restart-disable\n",
+            " neighbor 10.88.0.1 remote-as 64500\n neighbor 10.88.0.1 timers 3 9\n neighbor 10.88.0.1 timers connect 5\n neighbor 10.88.0.1 advertisement-interval 0\n neighbor 10.88.0.1 bfd\n neighbor 10.88.0.1 bfd profile fast\n",
+            " neighbor fd88::1 port 1179\n",
+            " neighbor fd88::1 ebgp-multihop 2\n neighbor fd88::1 update-source fd88::11\n neighbor fd88::1 password s3cret\n",
+            " address-family ipv4 unicast\n  neighbor 10.88.0.1 activate\n  neighbor 10.88.0.1 route-map xlb-learn-nothing in\n  network 10.200.0.1/32 route-map xlb-adv-0\n  network 10.200.0.2/32 route-map xlb-adv-0-1\n exit-address-family",
+            " address-family ipv6 unicast\n  neighbor fd88::1 activate\n  neighbor fd88::1 route-map xlb-learn-nothing in\n  network fd20::1/128 route-map xlb-adv-1\n exit-address-family",
+        ] {
+            assert!(text.contains(line), "missing:\n{line}\nin:\n{text}");
+        }
+        assert!(!text.contains("fd88::1 bfd"), "no BFD where the peer names no profile");
+    }
+
+    #[test]
+    fn route_commands_define_their_route_maps_then_change_each_family() {
+        let c = cfg();
+        let cmds = route_commands(
+            &c,
+            &[
+                RouteChange { vip: "10.200.0.1".parse().unwrap(), adverts: Some(vec![0]) },
+                RouteChange { vip: "10.200.0.3".parse().unwrap(), adverts: None },
+                RouteChange { vip: "fd20::1".parse().unwrap(), adverts: None },
+            ],
+        );
+        assert_eq!(
+            cmds,
+            [
+                "configure terminal",
+                "route-map xlb-adv-0 permit 10",
+                " set community 65000:100 no-export",
+                "exit",
+                "router bgp 64512",
+                "address-family ipv4 unicast",
+                "network 10.200.0.1/32 route-map xlb-adv-0",
+                "no network 10.200.0.3/32",
+                "exit-address-family",
+                "address-family ipv6 unicast",
+                "no network fd20::1/128",
+                "exit-address-family",
+                "end",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_speaker_advertises_ready_routed_vips_and_withdraws_the_rest() {
+        let t = Instant::now();
+        let v1: IpAddr = "10.200.0.1".parse().unwrap();
+        let v2: IpAddr = "10.200.0.2".parse().unwrap();
+        let l2only: IpAddr = "10.0.0.5".parse().unwrap();
+        let owned = |v1_ready: bool, with_v2: bool| {
+            let mut o = vec![
+                OwnedAddr {
+                    addr: v1,
+                    kind: AddrKind::Vip,
+                    ready: Readiness { attached: true, backends: v1_ready },
+                    l2: false,
+                    routed: Some(vec![0]),
+                },
+                OwnedAddr {
+                    addr: l2only,
+                    kind: AddrKind::Vip,
+                    ready: Readiness { attached: true, backends: true },
+                    l2: true,
+                    routed: None,
+                },
+            ];
+            if with_v2 {
+                o.push(OwnedAddr {
+                    addr: v2,
+                    kind: AddrKind::Vip,
+                    ready: Readiness { attached: true, backends: true },
+                    l2: true,
+                    routed: Some(vec![1]),
+                });
+            }
+            o
+        };
+        let mut s = Routes::new();
+        let act = s.set_owned(&owned(true, true), t);
+        assert_eq!(
+            act.routes,
+            [RouteChange { vip: v1, adverts: Some(vec![0]) }, RouteChange { vip: v2, adverts: Some(vec![1]) }]
+        );
+        assert!(act.say.is_empty() && act.map_updates.is_empty(), "BGP sends no frames and sets no map entries");
+        assert!(s.set_owned(&owned(true, true), t).routes.is_empty(), "nothing changed: nothing said");
+        // v1 loses its last ready backend; v2 leaves the configuration.
+        let act = s.set_owned(&owned(false, false), t);
+        assert_eq!(act.routes, [RouteChange { vip: v1, adverts: None }, RouteChange { vip: v2, adverts: None }]);
+        assert!(s.advertised().is_empty());
+        assert_eq!(
+            describe(&BTreeMap::from([(v1, vec![0]), ("fd20::1".parse().unwrap(), vec![])])),
+            "10.200.0.1/32, fd20::1/128"
+        );
+    }
+}

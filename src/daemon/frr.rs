@@ -1,0 +1,413 @@
+//! FRR run and driven: zebra, bfdd and bgpd as children of xlb, told what to advertise.
+//!
+//! One thread (`xlb-frr`) owns the daemons. They run in a PID namespace of their own under
+//! one shell: the shell is its PID 1 and dies with this thread (`io::child`), and the kernel
+//! then kills every process of the namespace. So FRR never outlives xlb, even after
+//! `kill -9`, and its routes go with it. If one daemon exits, all of them are started again
+//! with what is advertised now. Their log lines go to xlb's log (target `xlb::frr`).
+//!
+//! VIPs are advertised and withdrawn with vtysh (`network` lines), without a reload, so no
+//! session is reset. The control thread never waits for FRR: it sends the changes here.
+//! At stop, every route is withdrawn and the withdrawal is seen sent before FRR is stopped.
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader},
+    net::{IpAddr, Ipv4Addr},
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use xlb::{
+    control::bgp::{render, route_commands, BgpConfig, RouteChange, RouteOf},
+    io::child::spawn_tied,
+};
+
+/// Where Debian's frr package puts the daemons.
+const FRR_LIB: &str = "/usr/lib/frr";
+
+/// How often the sessions' state is read.
+const POLL: Duration = Duration::from_secs(2);
+
+/// One BGP session as FRR reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Session {
+    /// The peer.
+    pub(crate) peer: IpAddr,
+    /// BGP's state (`Established`, `Active`, `Connect`, ...).
+    pub(crate) state: String,
+    /// Routes this node sends it.
+    pub(crate) sent: u64,
+    /// BFD's state where a profile watches the session (`up`, `down`, `init`).
+    pub(crate) bfd: Option<String>,
+}
+
+enum Cmd {
+    Routes(Vec<RouteChange>),
+    Stop(Sender<()>),
+}
+
+/// The running FRR.
+pub(super) struct Frr {
+    tx: Sender<Cmd>,
+    thread: Option<JoinHandle<()>>,
+    /// The sessions as last read.
+    pub(super) sessions: Arc<Mutex<Vec<Session>>>,
+    /// The configured peers: address and AS number.
+    pub(super) peers: Vec<(IpAddr, u32)>,
+}
+
+impl std::fmt::Debug for Frr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Frr").finish_non_exhaustive()
+    }
+}
+
+/// The `frr` user's ids, from the password database (FRR's daemons drop to it and need
+/// their directory).
+fn frr_ids() -> anyhow::Result<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").context("reading /etc/passwd")?;
+    passwd
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.first() == Some(&"frr")).then(|| Some((f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?)))?
+        })
+        .context("no user frr: install Debian's frr package (scripts/setup.sh does)")
+}
+
+/// The PID 1 of FRR's namespace: starts zebra, then bfdd and bgpd, and ends when any of
+/// them does (the kernel then kills the others).
+const SUPERVISOR: &str = r#"
+d=$1; lib=$2; port=$3
+common() { echo -u frr -g frr --vty_socket "$d" -z "$d/zserv.api" -P 0 --log stdout; }
+"$lib/zebra" $(common) -i "$d/zebra.pid" -f /dev/null &
+for _ in $(seq 200); do [ -S "$d/zserv.api" ] && break; sleep 0.05; done
+"$lib/bfdd" $(common) -i "$d/bfdd.pid" -f "$d/bfdd.conf" --bfdctl "$d/bfdd.sock" &
+"$lib/bgpd" $(common) -i "$d/bgpd.pid" -f "$d/bgpd.conf" -p "$port" -n &
+wait -n
+echo "xlb: an FRR daemon exited; all of them stop and start again" >&2
+exit 1
+"#;
+
+/// The daemons, running.
+struct Running {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Running {
+    fn start(
+        cfg: &BgpConfig,
+        router_id: Ipv4Addr,
+        dir: &Path,
+        routes: &BTreeMap<IpAddr, RouteOf>,
+    ) -> anyhow::Result<Self> {
+        let (uid, gid) = frr_ids()?;
+        // Nothing of a previous run: FRR refuses a pid file it cannot lock.
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let files = render(cfg, router_id, routes);
+        for (name, text) in [("bfdd.conf", &files.bfdd), ("bgpd.conf", &files.bgpd)] {
+            let path = dir.join(name);
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+            // It may hold a peer's password.
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+            std::os::unix::fs::chown(&path, Some(uid), Some(gid))?;
+        }
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750))?;
+        std::os::unix::fs::chown(dir, Some(uid), Some(gid))?;
+        let port = if cfg.listen { "179" } else { "0" };
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--pid", "--fork", "--kill-child=SIGKILL", "bash", "-c", SUPERVISOR, "frr"])
+            .arg(dir)
+            .args([FRR_LIB, port])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = spawn_tied(&mut cmd).context("starting FRR (unshare, from util-linux)")?;
+        for out in [
+            child.stdout.take().map(|o| Box::new(o) as Box<dyn std::io::Read + Send>),
+            child.stderr.take().map(|e| Box::new(e) as _),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            std::thread::Builder::new().name("xlb-frr-log".into()).spawn(move || log_lines(out))?;
+        }
+        let run = Running { child, dir: dir.to_path_buf() };
+        // Ready when bgpd answers.
+        let t0 = Instant::now();
+        while run.vtysh(&["show bgp summary json".into()]).is_err() {
+            if t0.elapsed() > Duration::from_secs(10) {
+                anyhow::bail!("FRR's bgpd did not answer within 10 s (its log lines above say why)");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        tracing::info!(took_ms = t0.elapsed().as_millis(), dir = %dir.display(), "FRR started (zebra, bfdd, bgpd)");
+        Ok(run)
+    }
+
+    /// Runs vtysh with `lines`, each a command; its output, or what went wrong.
+    fn vtysh(&self, lines: &[String]) -> anyhow::Result<String> {
+        let mut cmd = Command::new("vtysh");
+        cmd.arg("--vty_socket").arg(&self.dir);
+        for l in lines {
+            cmd.args(["-c", l]);
+        }
+        let out = cmd.stdin(Stdio::null()).output().context("running vtysh")?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let errors: Vec<&str> = text.lines().filter(|l| l.starts_with('%')).collect();
+        if !out.status.success() || !errors.is_empty() {
+            anyhow::bail!("vtysh: {} {}", errors.join("; "), String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(text)
+    }
+
+    /// The sessions: BGP's state and routes sent, and BFD's state.
+    fn sessions(&self) -> anyhow::Result<Vec<Session>> {
+        let text = self.vtysh(&["show bgp neighbors json".into(), "show bfd peers json".into()])?;
+        let mut docs = serde_json::Deserializer::from_str(&text).into_iter::<serde_json::Value>();
+        let bgp = docs.next().transpose()?.unwrap_or_default();
+        let bfd = docs.next().transpose()?.unwrap_or_default();
+        let bfd_of = |peer: IpAddr| {
+            bfd.as_array()?
+                .iter()
+                .find(|p| p.get("peer").and_then(|a| a.as_str()).and_then(|a| a.parse().ok()) == Some(peer))?
+                .get("status")?
+                .as_str()
+                .map(str::to_string)
+        };
+        let Some(peers) = bgp.as_object() else { return Ok(Vec::new()) };
+        let mut out = Vec::new();
+        for (addr, n) in peers {
+            let Ok(peer) = addr.parse::<IpAddr>() else { continue };
+            let sent = n
+                .get("addressFamilyInfo")
+                .and_then(|a| a.as_object())
+                .map(|a| a.values().filter_map(|f| f.get("sentPrefixCounter")?.as_u64()).sum())
+                .unwrap_or(0);
+            let state = n.get("bgpState").and_then(|s| s.as_str()).unwrap_or("unknown").to_string();
+            out.push(Session { peer, state, sent, bfd: bfd_of(peer) });
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // The shell is PID 1 of FRR's namespace: with it, every daemon goes.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Logs FRR's lines, without their own timestamps.
+fn log_lines(out: Box<dyn std::io::Read + Send>) {
+    for line in BufReader::new(out).lines().map_while(Result::ok) {
+        // `2026/11/30 21:11:01 BGP: [MNSF9-KVB43] text`
+        let text = match line.split_once(' ').and_then(|(_, r)| r.split_once(' ')) {
+            Some((_, rest)) if line.as_bytes().get(4) == Some(&b'/') => rest,
+            _ => line.as_str(),
+        };
+        if text.contains("[EC ") || text.contains("xlb:") {
+            tracing::warn!(target: "xlb::frr", "{text}");
+        } else {
+            tracing::info!(target: "xlb::frr", "{text}");
+        }
+    }
+}
+
+impl Frr {
+    /// Starts FRR for `cfg` in `dir` (made and owned by the `frr` user; removed at stop),
+    /// advertising nothing yet. Returns once bgpd answers.
+    pub(super) fn start(cfg: BgpConfig, router_id: Ipv4Addr, dir: PathBuf) -> anyhow::Result<Frr> {
+        for d in ["zebra", "bfdd", "bgpd"] {
+            let p = Path::new(FRR_LIB).join(d);
+            anyhow::ensure!(
+                p.exists(),
+                "bgp: {} is missing: install Debian's frr package (scripts/setup.sh does)",
+                p.display()
+            );
+        }
+        let peers = cfg.peers.iter().map(|p| (p.address, p.asn)).collect();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
+        let sessions = Arc::new(Mutex::new(Vec::new()));
+        let shared = sessions.clone();
+        // The daemons die with the thread that starts them: this one, which lives as long
+        // as they should.
+        let thread = std::thread::Builder::new().name("xlb-frr".into()).spawn(move || {
+            let run = match Running::start(&cfg, router_id, &dir, &BTreeMap::new()) {
+                Ok(r) => {
+                    let _ = ready_tx.send(Ok(()));
+                    r
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            drive(&cfg, router_id, &dir, run, &rx, &shared);
+        })?;
+        ready_rx.recv().context("the FRR thread ended")??;
+        Ok(Frr { tx, thread: Some(thread), sessions, peers })
+    }
+
+    /// Advertises and withdraws as `changes` say (FRR's thread carries them out).
+    pub(super) fn routes(&self, changes: &[RouteChange]) {
+        if !changes.is_empty() {
+            let _ = self.tx.send(Cmd::Routes(changes.to_vec()));
+        }
+    }
+
+    /// Withdraws every route, waits (up to 2 s) until the peers have been sent the
+    /// withdrawals, then `drain` more for them to act on it, and stops FRR.
+    pub(super) fn stop(&mut self, drain: Duration) {
+        let (ack_tx, ack_rx) = crossbeam_channel::bounded(1);
+        if self.tx.send(Cmd::Stop(ack_tx)).is_ok() {
+            let _ = ack_rx.recv_timeout(Duration::from_secs(5));
+            std::thread::sleep(drain);
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Frr {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            self.stop(Duration::ZERO);
+        }
+    }
+}
+
+/// FRR's thread: carries out route changes, reads the sessions, restarts FRR if it fell.
+fn drive(
+    cfg: &BgpConfig,
+    router_id: Ipv4Addr,
+    dir: &Path,
+    run: Running,
+    rx: &Receiver<Cmd>,
+    shared: &Mutex<Vec<Session>>,
+) {
+    let mut run = Some(run);
+    let mut advertised: BTreeMap<IpAddr, RouteOf> = BTreeMap::new();
+    let mut next_poll = Instant::now();
+    let mut retry = Duration::from_secs(1);
+    loop {
+        match rx.recv_timeout(next_poll.saturating_duration_since(Instant::now())) {
+            Ok(Cmd::Routes(changes)) => {
+                for c in &changes {
+                    match &c.adverts {
+                        Some(a) => advertised.insert(c.vip, a.clone()),
+                        None => advertised.remove(&c.vip),
+                    };
+                }
+                if let Some(r) = &run {
+                    match r.vtysh(&route_commands(cfg, &changes)) {
+                        Ok(_) => tracing::info!(
+                            advertised = %xlb::control::bgp::describe(&advertised),
+                            "BGP: routes changed"
+                        ),
+                        Err(e) => tracing::error!(error = %e, "BGP: FRR refused a route change"),
+                    }
+                }
+            }
+            Ok(Cmd::Stop(ack)) => {
+                if let Some(r) = &run {
+                    withdraw_all(cfg, r, &advertised);
+                }
+                drop(run.take());
+                let _ = ack.send(());
+                return;
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+            Err(RecvTimeoutError::Timeout) => {
+                next_poll = Instant::now() + POLL;
+                let fell = match run.as_mut().map(|r| r.child.try_wait()) {
+                    Some(Ok(None)) => false,
+                    Some(Ok(Some(status))) => {
+                        tracing::error!(%status, "FRR stopped; starting it again with the routes advertised now");
+                        true
+                    }
+                    Some(Err(_)) | None => true,
+                };
+                if fell {
+                    drop(run.take());
+                    match Running::start(cfg, router_id, dir, &advertised) {
+                        Ok(r) => {
+                            run = Some(r);
+                            retry = Duration::from_secs(1);
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %format!("{e:#}"), retry_s = retry.as_secs(), "FRR did not start again");
+                            next_poll = Instant::now() + retry;
+                            retry = (retry * 2).min(Duration::from_secs(30));
+                        }
+                    }
+                    continue;
+                }
+                if let Some(r) = &run {
+                    match r.sessions() {
+                        Ok(now) => report_sessions(shared, now),
+                        Err(e) => tracing::debug!(error = %e, "BGP: reading the sessions"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Logs each session that changed state, and keeps the new list.
+fn report_sessions(shared: &Mutex<Vec<Session>>, now: Vec<Session>) {
+    let Ok(mut before) = shared.lock() else { return };
+    for s in &now {
+        let old = before.iter().find(|b| b.peer == s.peer);
+        if old.map(|o| (&o.state, &o.bfd)) != Some((&s.state, &s.bfd)) {
+            let bfd = s.bfd.as_deref().unwrap_or("none");
+            if s.state == "Established" {
+                tracing::info!(peer = %s.peer, bfd, sent = s.sent, "BGP session established");
+            } else {
+                tracing::warn!(peer = %s.peer, state = %s.state, bfd, "BGP session not established");
+            }
+        }
+    }
+    *before = now;
+}
+
+/// Withdraws `advertised` and waits (up to 2 s) until no established session still
+/// carries a route of this node.
+fn withdraw_all(cfg: &BgpConfig, run: &Running, advertised: &BTreeMap<IpAddr, RouteOf>) {
+    if advertised.is_empty() {
+        return;
+    }
+    let changes: Vec<RouteChange> = advertised.keys().map(|v| RouteChange { vip: *v, adverts: None }).collect();
+    if let Err(e) = run.vtysh(&route_commands(cfg, &changes)) {
+        tracing::error!(error = %e, "BGP: withdrawing the routes before stopping");
+        return;
+    }
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(2) {
+        match run.sessions() {
+            Ok(s) if s.iter().all(|s| s.state != "Established" || s.sent == 0) => {
+                tracing::info!(
+                    took_ms = t0.elapsed().as_millis(),
+                    routes = changes.len(),
+                    "BGP: every route withdrawn from the peers"
+                );
+                return;
+            }
+            _ => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    tracing::warn!("BGP: the withdrawals were not all seen sent within 2 s; stopping FRR anyway");
+}

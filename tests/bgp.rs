@@ -1,0 +1,301 @@
+//! BGP + BFD + ECMP in the netns lab, with FRR on both sides: a router namespace running
+//! FRR (zebra, bgpd, bfdd; multipath, L4 hashing) peers with three xlb nodes, each of which
+//! runs its own FRR as xlb's child. A client sits behind the router; the DSR backends sit on
+//! the nodes' segment; the VIP is in a range on no segment, so the only way to it is the
+//! routes the nodes advertise.
+//!
+//! ```text
+//!   client 10.92.0.2 ── br1 ── router 10.92.0.1 | 10.91.0.1 ── br0 ── lb-1..3 10.91.0.21-23
+//!                                                                └── backend-1..3 10.91.0.11-13
+//!   VIP 10.93.0.1 (on the backends' loopback, advertised by the nodes)
+//! ```
+
+#![allow(clippy::unwrap_used, clippy::cast_precision_loss)] // test code: a panic is the report
+
+mod support;
+
+use std::{
+    net::SocketAddr,
+    path::Path,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use support::{
+    dsr_backend, run,
+    traffic::{assert_spread, in_netns, tcp_connections, Pinger},
+    Host, Lab, Xlb,
+};
+
+const VIP: &str = "10.93.0.1";
+
+/// The router's FRR: eBGP with every node, BFD at 100 ms x 3, up to 8 paths per prefix.
+fn router_config(nodes: &[&str]) -> (String, String) {
+    let bfdd = "frr defaults traditional\nhostname router\nlog stdout informational\n\
+                bfd\n profile fast\n  receive-interval 100\n  transmit-interval 100\n  detect-multiplier 3\n exit\nexit\n"
+        .to_string();
+    let mut bgpd = String::from(
+        "frr defaults traditional\nhostname router\nlog stdout informational\n\
+         router bgp 64500\n bgp router-id 10.91.0.1\n no bgp ebgp-requires-policy\n bgp bestpath as-path multipath-relax\n",
+    );
+    for n in nodes {
+        bgpd.push_str(&format!(
+            " neighbor {n} remote-as 64512\n neighbor {n} timers 3 9\n neighbor {n} timers connect 1\n neighbor {n} advertisement-interval 0\n neighbor {n} bfd\n neighbor {n} bfd profile fast\n"
+        ));
+    }
+    bgpd.push_str(" address-family ipv4 unicast\n  maximum-paths 8\n exit-address-family\nexit\n");
+    (bfdd, bgpd)
+}
+
+/// The router's daemons: stopped when dropped (and with the lab's namespaces).
+struct RouterFrr {
+    dir: std::path::PathBuf,
+    children: Vec<std::process::Child>,
+}
+
+impl Drop for RouterFrr {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Starts zebra, bfdd and bgpd in `host` with `files` (bfdd's, bgpd's).
+fn start_frr(lab: &Lab, host: &Host, (bfdd, bgpd): (String, String)) -> RouterFrr {
+    let dir = lab.dir.join("router-frr");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("bfdd.conf"), bfdd).unwrap();
+    std::fs::write(dir.join("bgpd.conf"), bgpd).unwrap();
+    run("chown", &["-R", "frr:frr", &dir.display().to_string()]);
+    // The lab's directory is private to root: FRR drops to the frr user.
+    run("chmod", &["755", &lab.dir.display().to_string()]);
+    let d = dir.display().to_string();
+    let common = |name: &str| -> Vec<String> {
+        [
+            "netns",
+            "exec",
+            &host.ns,
+            &format!("/usr/lib/frr/{name}"),
+            "-u",
+            "frr",
+            "-g",
+            "frr",
+            "--vty_socket",
+            &d,
+            "-z",
+            &format!("{d}/zserv.api"),
+            "-P",
+            "0",
+            "--log",
+            "stdout",
+            "-i",
+            &format!("{d}/{name}.pid"),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let spawn = |name: &str, extra: &[String]| {
+        let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+        Command::new("ip")
+            .args(common(name))
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    };
+    let mut children = vec![spawn("zebra", &["-f".into(), "/dev/null".into()])];
+    let end = Instant::now() + Duration::from_secs(10);
+    while !dir.join("zserv.api").exists() {
+        assert!(Instant::now() < end, "the router's zebra did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    children.push(spawn("bfdd", &["-f".into(), format!("{d}/bfdd.conf"), "--bfdctl".into(), format!("{d}/bfdd.sock")]));
+    children.push(spawn("bgpd", &["-f".into(), format!("{d}/bgpd.conf")]));
+    RouterFrr { dir, children }
+}
+
+/// The router's next hops for the VIP, as its kernel's FIB holds them.
+fn next_hops(lab: &Lab, router: &Host) -> Vec<String> {
+    let out = lab.exec(router, &["ip", "-j", "route", "show", VIP]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let Some(route) = v.as_array().and_then(|a| a.first()) else { return Vec::new() };
+    match route.get("nexthops").and_then(|n| n.as_array()) {
+        Some(hops) => hops.iter().filter_map(|h| h["gateway"].as_str().map(str::to_string)).collect(),
+        None => route["gateway"].as_str().map(|g| vec![g.to_string()]).unwrap_or_default(),
+    }
+}
+
+/// Waits until the router's FIB has `n` next hops for the VIP; how long that took.
+fn wait_hops(lab: &Lab, router: &Host, n: usize, within: Duration, what: &str, dir: &Path) -> Duration {
+    let t0 = Instant::now();
+    loop {
+        let hops = next_hops(lab, router);
+        if hops.len() == n {
+            return t0.elapsed();
+        }
+        if t0.elapsed() > within {
+            let bgp = Command::new("ip")
+                .args(["netns", "exec", &router.ns, "vtysh", "--vty_socket", &dir.display().to_string()])
+                .args(["-c", "show bgp summary", "-c", "show bfd peers brief"])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            panic!("{what}: the router has next hops {hops:?} for {VIP}, not {n}, after {within:?}\n{bgp}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn node_config(lab: &Lab, k: usize) -> std::path::PathBuf {
+    let path = lab.dir.join(format!("lb-{k}.yaml"));
+    let text = format!(
+        "interfaces: [{{name: eth0}}]\n\
+         services:\n  - name: web\n    vip: {VIP}\n    mode: dsr\n    ports: [{{port: 80}}]\n    backends: [{{address: 10.91.0.11}}, {{address: 10.91.0.12}}, {{address: 10.91.0.13}}]\n\
+         announce: {{dadProbes: 0}}\n\
+         bgp:\n  localASN: 64512\n  peers:\n    - {{peerAddress: 10.91.0.1, peerASN: 64500, holdTimeSeconds: 9, keepAliveTimeSeconds: 3, connectRetryTimeSeconds: 1, bfdProfile: fast}}\n\
+         \x20 bfdProfiles: [{{name: fast, receiveInterval: 100, transmitInterval: 100, detectMultiplier: 3}}]\n\
+         \x20 advertisements: [{{services: [web]}}]\n"
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Forwarded packets, as a node's `xlb service list` counts them.
+fn forwarded(x: &Xlb) -> u64 {
+    let (ok, out, err) = x.cli(&["service", "list", "-o", "json"]);
+    assert!(ok, "xlb service list: {err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v["services"].as_array().unwrap().iter().map(|s| s["packets"].as_u64().unwrap_or(0)).sum()
+}
+
+#[test]
+fn three_nodes_share_a_vip_by_ecmp_and_leave_it_fast() {
+    let Some(mut lab) = Lab::new("bgp_ecmp") else { return };
+    lab.segment("br1");
+    let router = lab.host_with("router", &[("eth0", "br0", &["10.91.0.1/24"]), ("eth1", "br1", &["10.92.0.1/24"])]);
+    for s in ["net.ipv4.ip_forward=1", "net.ipv4.fib_multipath_hash_policy=1"] {
+        run("ip", &["netns", "exec", &router.ns, "sysctl", "-qw", s]);
+    }
+    let client = lab.host_on("br1", "client", &["10.92.0.2/24"]);
+    run("ip", &["-n", &client.ns, "route", "add", "default", "via", "10.92.0.1"]);
+    for i in 1..=3 {
+        let b = lab.host(&format!("backend-{i}"), &[&format!("10.91.0.1{i}/24")], 1);
+        run("ip", &["-n", &b.ns, "route", "add", "default", "via", "10.91.0.1"]);
+        dsr_backend(&lab, &b, &format!("backend-{i}"), &[VIP], 80);
+    }
+    let nodes: Vec<Host> = (1..=3).map(|k| lab.host(&format!("lb-{k}"), &[&format!("10.91.0.2{k}/24")], 1)).collect();
+    let frr = start_frr(&lab, &router, router_config(&["10.91.0.21", "10.91.0.22", "10.91.0.23"]));
+    let dir = frr.dir.clone();
+    let mut xlbs: Vec<Xlb> =
+        (1..=3).map(|k| Xlb::start_config(&lab, &nodes[k - 1], &node_config(&lab, k), &[])).collect();
+
+    // Every node advertises the VIP once it can serve it: one next hop per node.
+    let took = wait_hops(&lab, &router, 3, Duration::from_secs(30), "start", &dir);
+    eprintln!("the router has 3 next hops for {VIP} {took:?} after the last xlb started");
+    let mut hops = next_hops(&lab, &router);
+    hops.sort();
+    assert_eq!(hops, ["10.91.0.21", "10.91.0.22", "10.91.0.23"]);
+    for x in &mut xlbs {
+        x.wait_log("BGP session established", Duration::from_secs(5));
+    }
+    // A routed-only VIP gets no ARP answer from any node.
+    let arp = lab.exec(&router, &["arping", "-c", "2", "-w", "2", "-I", "eth0", VIP]);
+    assert!(
+        !arp.status.success(),
+        "a node answered ARP for the routed-only VIP:\n{}",
+        String::from_utf8_lossy(&arp.stdout)
+    );
+
+    // Many client flows, hashed by the router over the three nodes (L4 hash), each sent to
+    // its backend by Maglev.
+    const N: usize = 300;
+    let to: SocketAddr = format!("{VIP}:80").parse().unwrap();
+    let out = in_netns(&client.ns, move || tcp_connections(to, N));
+    assert_spread("through ECMP", &out, N, 3);
+    let per_node: Vec<u64> = xlbs.iter().map(forwarded).collect();
+    let total: u64 = per_node.iter().sum();
+    eprintln!("packets forwarded per node: {per_node:?}");
+    for (k, p) in per_node.iter().enumerate() {
+        let share = *p as f64 / total as f64;
+        assert!((0.20..=0.47).contains(&share), "lb-{} took {:.1}% of the packets: {per_node:?}", k + 1, share * 100.0);
+    }
+
+    // What each node says: its session up, BFD up, the VIP advertised and not on the segment.
+    let (ok, peers, _) = xlbs[0].cli(&["bgp", "peers", "-o", "json"]);
+    assert!(ok);
+    let peers: serde_json::Value = serde_json::from_str(&peers).unwrap();
+    assert_eq!(peers["peers"][0]["state"], "Established", "{peers}");
+    assert_eq!(peers["peers"][0]["bfd"], "up", "{peers}");
+    assert_eq!(peers["peers"][0]["routes_sent"], 1, "{peers}");
+    let (ok, routes, _) = xlbs[0].cli(&["bgp", "routes"]);
+    assert!(
+        ok && routes.contains("10.93.0.1/32") && routes.contains("yes") && routes.contains("served here"),
+        "{routes}"
+    );
+
+    // 200 long-lived connections, each pinged round after round: every one must stay on its
+    // backend through every change below (a flow the router moves to another node is sent
+    // by that node's Maglev table, the same on every node, to the same backend).
+    let pinger = Pinger::start(&client.ns, &[to], 200, Duration::from_millis(20), Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(500));
+
+    // A node cut off (its link drops everything): BFD takes its route away.
+    pinger.next_phase();
+    lab.switch_nft(&["add", "table", "bridge", "cut"]);
+    lab.switch_nft(&["add", "chain", "bridge", "cut", "fw", "{ type filter hook forward priority 0; }"]);
+    lab.switch_nft(&["add", "rule", "bridge", "cut", "fw", "iifname", "p-lb-2", "drop"]);
+    lab.switch_nft(&["add", "rule", "bridge", "cut", "fw", "oifname", "p-lb-2", "drop"]);
+    let cut = wait_hops(&lab, &router, 2, Duration::from_secs(5), "link cut", &dir);
+    eprintln!("link cut: the router dropped lb-2's next hop after {} ms (BFD 100 ms x 3)", cut.as_millis());
+    assert!(!next_hops(&lab, &router).contains(&"10.91.0.22".to_string()));
+    std::thread::sleep(Duration::from_millis(1500));
+
+    // A node crashed (kill -9): its FRR dies with it, and its route goes.
+    pinger.next_phase();
+    xlbs[2].signal("KILL");
+    let crashed = wait_hops(&lab, &router, 1, Duration::from_secs(5), "crash", &dir);
+    eprintln!("crash: the router dropped lb-3's next hop after {} ms", crashed.as_millis());
+    assert_eq!(next_hops(&lab, &router), ["10.91.0.21"]);
+    let out = in_netns(&client.ns, move || tcp_connections(to, 60));
+    assert_spread("through the one node left", &out, 60, 3);
+    std::thread::sleep(Duration::from_millis(1500));
+
+    // The cut heals, and the crashed node starts again: both routes come back, and the
+    // router moves flows onto them.
+    pinger.next_phase();
+    lab.switch_nft(&["delete", "table", "bridge", "cut"]);
+    xlbs[2] = Xlb::start_config(&lab, &nodes[2], &node_config(&lab, 3), &[]);
+    let back = wait_hops(&lab, &router, 3, Duration::from_secs(30), "healed and added", &dir);
+    eprintln!("healed and added: 3 next hops again after {} ms", back.as_millis());
+    std::thread::sleep(Duration::from_millis(1500));
+
+    // SIGTERM: the routes are withdrawn (and seen sent) before xlb exits.
+    pinger.next_phase();
+    let stats = xlbs[0].stop();
+    assert!(
+        xlbs[0].log_text().contains("every route withdrawn from the peers"),
+        "no withdrawal before the exit:\n{}",
+        xlbs[0].log_text()
+    );
+    let mut left = next_hops(&lab, &router);
+    left.sort();
+    assert_eq!(left, ["10.91.0.22", "10.91.0.23"], "lb-1's route outlived it");
+    assert!(stats["counters"]["forwarded"].as_u64().unwrap() > 0);
+    // No FRR of lb-1's is left.
+    let procs = Command::new("ip").args(["netns", "pids", &nodes[0].ns]).output().unwrap();
+    assert!(String::from_utf8_lossy(&procs.stdout).trim().is_empty(), "processes left in lb-1: {:?}", procs.stdout);
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let (rounds, worst) = pinger.finish();
+    let phases = ["steady", "link cut", "crash", "healed + node added", "SIGTERM"];
+    for (p, w) in phases.iter().zip(&worst) {
+        eprintln!("200 long-lived connections, {p}: worst round {} ms", w.as_millis());
+    }
+    let rounds = rounds.unwrap_or_else(|e| panic!("a long-lived connection broke: {e}"));
+    assert!(rounds > 20, "only {rounds} rounds");
+}
