@@ -153,6 +153,20 @@ pub(crate) struct MetricsInput {
     pub(crate) failover: Option<FailoverState>,
     /// The Kubernetes side (none: not `--kubernetes`).
     pub(crate) kubernetes: Option<KubeStats>,
+    /// BGP sessions, as FRR last reported them (empty: no `bgp:`).
+    pub(crate) bgp: Vec<BgpSeries>,
+}
+
+/// One BGP session.
+#[derive(Debug, Clone)]
+pub(crate) struct BgpSeries {
+    pub(crate) peer: String,
+    /// BGP is Established.
+    pub(crate) up: bool,
+    /// BFD is up (none: no BFD on the session).
+    pub(crate) bfd_up: Option<bool>,
+    /// Routes sent to the peer.
+    pub(crate) routes: u64,
 }
 
 /// One datapath service's labels and traffic.
@@ -372,6 +386,27 @@ pub(crate) fn render(m: &MetricsInput) -> String {
     if let Some(k) = &m.kubernetes {
         register_kubernetes(&mut reg, k);
     }
+    if !m.bgp.is_empty() {
+        let per_peer = |f: &dyn Fn(&BgpSeries) -> Option<u64>| Values {
+            kind: MetricType::Gauge,
+            series: m.bgp.iter().filter_map(|b| Some((labels(&[("peer", &b.peer)]), f(b)?.into()))).collect(),
+        };
+        reg.register(
+            "bgp_session_up",
+            "1 while the BGP session with the peer is established",
+            per_peer(&|b| Some(u64::from(b.up))),
+        );
+        reg.register(
+            "bfd_session_up",
+            "1 while BFD sees the peer up (sessions with a BFD profile)",
+            per_peer(&|b| b.bfd_up.map(u64::from)),
+        );
+        reg.register(
+            "bgp_advertised_routes",
+            "Routes of this node's VIPs sent to the peer",
+            per_peer(&|b| Some(b.routes)),
+        );
+    }
     let mut out = String::new();
     if prometheus_client::encoding::text::encode(&mut out, &reg).is_err() {
         return "# encoding the metrics failed\n".into();
@@ -456,6 +491,10 @@ mod tests {
                 traffic: Traffic { packets: 5, bytes: 300, ..Traffic::default() },
             }],
             generation: 7,
+            bgp: vec![
+                BgpSeries { peer: "10.0.0.1".into(), up: true, bfd_up: Some(false), routes: 2 },
+                BgpSeries { peer: "fd00::1".into(), up: false, bfd_up: None, routes: 0 },
+            ],
             failover: Some(FailoverState { quorum: true, fenced: false, alive: 3, heartbeats_ignored: 2 }),
             kubernetes: Some(KubeStats {
                 errors: [(("lease_renew", "timeout"), 2)].into(),
@@ -467,6 +506,15 @@ mod tests {
         };
         let text = render(&m);
         assert!(text.contains("xlb_forwarded_packets_total{interface=\"eth0\",queue=\"0\"} 42"), "{text}");
+        assert!(
+            text.contains("xlb_bgp_session_up{peer=\"10.0.0.1\"} 1\nxlb_bgp_session_up{peer=\"fd00::1\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("xlb_bfd_session_up{peer=\"10.0.0.1\"} 0\n#"),
+            "no BFD series for a session without BFD: {text}"
+        );
+        assert!(text.contains("xlb_bgp_advertised_routes{peer=\"10.0.0.1\"} 2"), "{text}");
         assert!(
             text.contains("xlb_dropped_packets_total{interface=\"eth0\",queue=\"0\",reason=\"truncated\"} 1"),
             "{text}"

@@ -365,3 +365,28 @@ fn migrate_writes_xlb_objects_and_names_bad_input() {
     one_line_naming(&err, "document 1: not a Kubernetes object: give apiVersion and kind");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn check_says_which_vips_bgp_advertises_and_which_cannot_be() {
+    let text = "interfaces: [{name: eth0}]
+services:
+  - {name: web, vip: 10.93.0.1, ports: [{port: 80}], backends: [{address: 10.91.0.11}]}
+  - {name: web6, vip: 'fd93::1', ports: [{port: 80}], backends: [{address: 'fd91::11'}]}
+  - {name: lan, vip: 10.94.0.1, ports: [{port: 80}], backends: [{address: 10.91.0.11}]}
+bgp:
+  localASN: 64512
+  peers: [{peerAddress: 10.91.0.1, peerASN: 64500}]
+  advertisements: [{services: [web, web6]}, {services: [web], l2: true}]
+";
+    with_config(text, |p| {
+        let out = check_ok(p);
+        assert!(
+            out.contains(
+                "10.93.0.1: advertised by BGP to 10.91.0.1 (AS64500) (bgp.advertisements[0], bgp.advertisements[1]; also on the segment)"
+            ),
+            "{out}"
+        );
+        assert!(out.contains("note: bgp: fd93::1 has no peer of its family"), "{out}");
+        assert!(!out.contains("10.94.0.1: advertised"), "{out}");
+    });
+}

@@ -366,7 +366,14 @@ fn start_frr(cfg: &xlb::control::bgp::BgpConfig, dp: &Datapath) -> anyhow::Resul
             })
         })
         .with_context(|| format!("bgp.routerID: {name} has no IPv4 address to take it from; give one"))?;
-    let dir = PathBuf::from(format!("/run/xlb/frr.{}", std::process::id()));
+    // FRR drops to the frr user, which must reach its directory: /run/xlb is made
+    // world-searchable where xlb makes it (an existing one is left as it is).
+    let run = Path::new("/run/xlb");
+    if !run.exists() {
+        std::fs::create_dir_all(run).context("creating /run/xlb")?;
+        std::fs::set_permissions(run, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    }
+    let dir = run.join(format!("frr.{}", std::process::id()));
     let f = frr::Frr::start(cfg.clone(), router_id, dir).context("bgp: starting FRR")?;
     let peers: Vec<String> = cfg.peers.iter().map(|p| format!("{} AS{}", p.address, p.asn)).collect();
     tracing::info!(asn = cfg.asn, %router_id, peers = %peers.join(", "), "BGP: FRR runs; routed VIPs are advertised while they can be served");

@@ -175,6 +175,22 @@ pub(crate) fn check(path: &Path) -> anyhow::Result<()> {
     for (vip, on) in compiled.placement.iter().filter(|(_, on)| !on.is_empty()) {
         println!("{vip}: announced on {}", on.join(", "));
     }
+    if let Some(bgp) = &desired.bgp {
+        let peers: Vec<String> = bgp.peers.iter().map(|p| format!("{} (AS{})", p.address, p.asn)).collect();
+        for (vip, adverts) in &compiled.announced.routes {
+            let l2 = if compiled.announced.routed_only.contains(vip) { "no ARP/NDP" } else { "also on the segment" };
+            let which: Vec<String> = adverts.iter().map(|k| format!("bgp.advertisements[{k}]")).collect();
+            println!("{vip}: advertised by BGP to {} ({}; {l2})", peers.join(", "), which.join(", "));
+        }
+        if compiled.announced.routes.is_empty() {
+            println!("note: bgp: no advertisement selects any VIP; nothing will be advertised");
+        }
+        for v in compiled.announced.routes.keys() {
+            if !bgp.peers.iter().any(|p| p.address.is_ipv6() == v.is_ipv6()) {
+                println!("note: bgp: {v} has no peer of its family: it is not advertised");
+            }
+        }
+    }
     for n in &notes {
         println!("note: {n}");
     }

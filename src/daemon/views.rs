@@ -488,6 +488,17 @@ impl Node {
                 Source::Kube { handle: Some(h), .. } => Some(h.stats.read()),
                 _ => None,
             },
+            bgp: self
+                .bgp_peers()
+                .peers
+                .into_iter()
+                .map(|p| metrics::BgpSeries {
+                    up: p.state == "Established",
+                    bfd_up: p.bfd.map(|b| b == "up"),
+                    routes: p.routes_sent.unwrap_or(0),
+                    peer: p.peer,
+                })
+                .collect(),
             ..MetricsInput::default()
         };
         for (i, s) in self.plane.services.iter().enumerate() {
