@@ -3,8 +3,8 @@
 //! One thread (`xlb-frr`) owns the daemons. They run in a PID namespace of their own under
 //! one shell: the shell is its PID 1 and dies with this thread (`io::child`), and the kernel
 //! then kills every process of the namespace. So FRR never outlives xlb, even after
-//! `kill -9`, and its routes go with it. If one daemon exits, all of them are started again
-//! with what is advertised now. Their log lines go to xlb's log (target `xlb::frr`).
+//! `kill -9`, and its routes go with it; a frozen xlb (no sign of life for 0.3 s) too. If
+//! one daemon exits, all of them are started again with what is advertised now. Their log lines go to xlb's log (target `xlb::frr`).
 //!
 //! VIPs are advertised and withdrawn with vtysh (`network` lines), without a reload, so no
 //! session is reset. The control thread never waits for FRR: it sends the changes here.
@@ -83,18 +83,31 @@ fn frr_ids() -> anyhow::Result<(u32, u32)> {
 }
 
 /// The PID 1 of FRR's namespace: starts zebra, then bfdd and bgpd, and ends when any of
-/// them does (the kernel then kills the others).
+/// them does, or when xlb stops writing to its standard input (a byte every
+/// [`ALIVE_EVERY`]): silence for [`ALIVE_TIMEOUT`] means xlb is frozen or gone, and a
+/// frozen xlb forwards nothing, so its routes must go. The kernel then kills the others.
 const SUPERVISOR: &str = r#"
-d=$1; lib=$2; port=$3
+d=$1; lib=$2; port=$3; alive_s=$4
+exec 3<&0 </dev/null
 common() { echo -u frr -g frr --vty_socket "$d" -z "$d/zserv.api" -P 0 --log stdout; }
-"$lib/zebra" $(common) -i "$d/zebra.pid" -f /dev/null &
+"$lib/zebra" $(common) -i "$d/zebra.pid" -f /dev/null 3<&- &
 for _ in $(seq 200); do [ -S "$d/zserv.api" ] && break; sleep 0.05; done
-"$lib/bfdd" $(common) -i "$d/bfdd.pid" -f "$d/bfdd.conf" --bfdctl "$d/bfdd.sock" &
-"$lib/bgpd" $(common) -i "$d/bgpd.pid" -f "$d/bgpd.conf" -p "$port" -n &
+"$lib/bfdd" $(common) -i "$d/bfdd.pid" -f "$d/bfdd.conf" --bfdctl "$d/bfdd.sock" 3<&- &
+"$lib/bgpd" $(common) -i "$d/bgpd.pid" -f "$d/bgpd.conf" -p "$port" -n 3<&- &
+(
+  while read -r -t "$alive_s" -n 1 _; do :; done
+  echo "xlb: no sign of life from xlb for ${alive_s} s (frozen, or gone): FRR stops, and its routes with it" >&2
+) <&3 &
 wait -n
-echo "xlb: an FRR daemon exited; all of them stop and start again" >&2
+echo "xlb: FRR stops: one of its daemons, or xlb's watch, ended" >&2
 exit 1
 "#;
+
+/// How often xlb tells FRR's supervisor it is alive.
+const ALIVE_EVERY: Duration = Duration::from_millis(50);
+
+/// Silence after which FRR's supervisor stops FRR (its routes go with its TCP sessions).
+const ALIVE_TIMEOUT: &str = "0.3";
 
 /// The daemons, running.
 struct Running {
@@ -127,8 +140,8 @@ impl Running {
         let mut cmd = Command::new("unshare");
         cmd.args(["--pid", "--fork", "--kill-child=SIGKILL", "bash", "-c", SUPERVISOR, "frr"])
             .arg(dir)
-            .args([FRR_LIB, port])
-            .stdin(Stdio::null())
+            .args([FRR_LIB, port, ALIVE_TIMEOUT])
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = spawn_tied(&mut cmd).context("starting FRR (unshare, from util-linux)")?;
@@ -140,6 +153,16 @@ impl Running {
         .flatten()
         {
             std::thread::Builder::new().name("xlb-frr-log".into()).spawn(move || log_lines(out))?;
+        }
+        // Signs of life, from a thread that does nothing else (vtysh calls may take a while
+        // on FRR's own thread). It ends when FRR does.
+        if let Some(mut stdin) = child.stdin.take() {
+            std::thread::Builder::new().name("xlb-frr-alive".into()).spawn(move || {
+                use std::io::Write as _;
+                while stdin.write_all(b".").is_ok() {
+                    std::thread::sleep(ALIVE_EVERY);
+                }
+            })?;
         }
         let run = Running { child, dir: dir.to_path_buf() };
         // Ready when bgpd answers.
