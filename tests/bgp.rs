@@ -151,7 +151,8 @@ fn wait_hops(lab: &Lab, router: &Host, n: usize, within: Duration, what: &str, d
     }
 }
 
-fn node_config(lab: &Lab, k: usize) -> std::path::PathBuf {
+/// Node `k`'s config file, its advertisement with `communities` (a YAML list).
+fn node_config_with(lab: &Lab, k: usize, communities: &str) -> std::path::PathBuf {
     let path = lab.dir.join(format!("lb-{k}.yaml"));
     let text = format!(
         "interfaces: [{{name: eth0}}]\n\
@@ -159,10 +160,38 @@ fn node_config(lab: &Lab, k: usize) -> std::path::PathBuf {
          announce: {{dadProbes: 0}}\n\
          bgp:\n  localASN: 64512\n  peers:\n    - {{peerAddress: 10.91.0.1, peerASN: 64500, holdTimeSeconds: 9, keepAliveTimeSeconds: 3, connectRetryTimeSeconds: 1, bfdProfile: fast}}\n\
          \x20 bfdProfiles: [{{name: fast, receiveInterval: 100, transmitInterval: 100, detectMultiplier: 3}}]\n\
-         \x20 advertisements: [{{services: [web]}}]\n"
+         \x20 advertisements: [{{services: [web], communities: {communities}}}]\n"
     );
     std::fs::write(&path, text).unwrap();
     path
+}
+
+fn node_config(lab: &Lab, k: usize) -> std::path::PathBuf {
+    node_config_with(lab, k, "[]")
+}
+
+/// The router's view of its session with `peer`: how many times it was established, and the
+/// communities on the VIP's route from that peer.
+fn router_view(router: &Host, dir: &Path, peer: &str) -> (u64, Vec<String>) {
+    let vtysh = |cmd: &str| -> serde_json::Value {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &router.ns, "vtysh", "--vty_socket", &dir.display().to_string(), "-c", cmd])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    };
+    let n = vtysh(&format!("show bgp neighbors {peer} json"));
+    let established = n[peer]["connectionsEstablished"].as_u64().unwrap_or(0);
+    let route = vtysh(&format!("show bgp ipv4 unicast {VIP}/32 json"));
+    let communities = route["paths"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["peer"]["peerId"] == peer)
+        .flat_map(|p| p["community"]["list"].as_array().cloned().unwrap_or_default())
+        .filter_map(|c| c.as_str().map(str::to_string))
+        .collect();
+    (established, communities)
 }
 
 /// Forwarded packets, as a node's `xlb service list` counts them.
@@ -244,6 +273,40 @@ fn three_nodes_share_a_vip_by_ecmp_and_leave_it_fast() {
     let pinger = Pinger::start(&client.ns, &[to], 200, Duration::from_millis(20), Duration::from_secs(5));
     std::thread::sleep(Duration::from_millis(500));
 
+    // A configuration change (a community on the advertisement), applied by a reload: the
+    // route carries it, and the session is not reset.
+    pinger.next_phase();
+    let (established, communities) = router_view(&router, &dir, "10.91.0.21");
+    assert_eq!((established, communities.len()), (1, 0), "{communities:?}");
+    node_config_with(&lab, 1, "['65000:7', '65000:8']");
+    xlbs[0].hup();
+    xlbs[0].wait_log("changed configuration is applied to FRR", Duration::from_secs(10));
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (established, communities) = router_view(&router, &dir, "10.91.0.21");
+        assert_eq!(established, 1, "the reload reset the session");
+        if communities == ["65000:7", "65000:8"] {
+            break;
+        }
+        if Instant::now() > end {
+            let show = |c: &str| {
+                let o = Command::new("ip")
+                    .args(["netns", "exec", &router.ns, "vtysh", "--vty_socket", &dir.display().to_string(), "-c", c])
+                    .output()
+                    .unwrap();
+                String::from_utf8_lossy(&o.stdout).into_owned()
+            };
+            panic!(
+                "the route never carried the new communities: {communities:?}\n{}\nlb-1:\n{}",
+                show(&format!("show bgp ipv4 unicast {VIP}/32")),
+                xlbs[0].log_text()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("config change: communities applied, the session kept (established once)");
+    assert_eq!(next_hops(&lab, &router).len(), 3);
+
     // A node cut off (its link drops everything): BFD takes its route away.
     pinger.next_phase();
     lab.switch_nft(&["add", "table", "bridge", "cut"]);
@@ -311,7 +374,7 @@ fn three_nodes_share_a_vip_by_ecmp_and_leave_it_fast() {
     std::thread::sleep(Duration::from_millis(1500));
 
     let (rounds, worst) = pinger.finish();
-    let phases = ["steady", "link cut", "crash", "healed + node added", "frozen + thawed", "SIGTERM"];
+    let phases = ["steady", "config change", "link cut", "crash", "healed + node added", "frozen + thawed", "SIGTERM"];
     for (p, w) in phases.iter().zip(&worst) {
         eprintln!("200 long-lived connections, {p}: worst round {} ms", w.as_millis());
     }

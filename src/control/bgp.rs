@@ -269,6 +269,9 @@ pub fn render(cfg: &BgpConfig, router_id: Ipv4Addr, routes: &BTreeMap<IpAddr, Ro
     l.push(String::new());
     let bfdd = l.join("\n");
     let mut l = preamble();
+    // Never install a learnt route (the same as bgpd's -n, but in the configuration, where
+    // frr-reload.py keeps it).
+    l.push("bgp no-rib".into());
     l.push("route-map xlb-learn-nothing deny 10".into());
     l.push("exit".into());
     let combos: BTreeSet<&RouteOf> = routes.values().collect();
@@ -535,7 +538,7 @@ mod tests {
         assert!(!files.bfdd.contains("router bgp") && !files.bgpd.contains("detect-multiplier"));
         let text = files.bgpd;
         for line in [
-            "route-map xlb-learn-nothing deny 10\nexit",
+            "bgp no-rib\nroute-map xlb-learn-nothing deny 10\nexit",
             "route-map xlb-adv-0 permit 10\n set community 65000:100 no-export\nexit",
             "route-map xlb-adv-0-1 permit 10\n set community 65000:100 no-export\n set large-community 64512:1:2\n set local-preference 200\nexit",
             "router bgp 64512\n bgp router-id 10.88.0.11\n no bgp ebgp-requires-policy",

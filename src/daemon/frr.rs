@@ -50,6 +50,7 @@ pub(crate) struct Session {
 
 enum Cmd {
     Routes(Vec<RouteChange>),
+    Reconfigure(Box<BgpConfig>),
     Stop(Sender<()>),
 }
 
@@ -62,6 +63,9 @@ pub(super) struct Frr {
     /// The configured peers: address and AS number.
     pub(super) peers: Vec<(IpAddr, u32)>,
 }
+
+/// The path of frr-reload.py (Debian's frr-pythontools).
+const FRR_RELOAD: &str = "/usr/lib/frr/frr-reload.py";
 
 impl std::fmt::Debug for Frr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -134,6 +138,8 @@ impl Running {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
             std::os::unix::fs::chown(&path, Some(uid), Some(gid))?;
         }
+        // vtysh (and frr-reload.py through it) reads the directory's vtysh.conf.
+        std::fs::write(dir.join("vtysh.conf"), "")?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750))?;
         std::os::unix::fs::chown(dir, Some(uid), Some(gid))?;
         let port = if cfg.listen { "179" } else { "0" };
@@ -175,6 +181,40 @@ impl Running {
         }
         tracing::info!(took_ms = t0.elapsed().as_millis(), dir = %dir.display(), "FRR started (zebra, bfdd, bgpd)");
         Ok(run)
+    }
+
+    /// Writes FRR's files for `cfg` and makes the running daemons' configuration what they
+    /// say, with frr-reload.py (it applies the difference through vtysh).
+    fn reconfigure(
+        &self,
+        cfg: &BgpConfig,
+        router_id: Ipv4Addr,
+        routes: &BTreeMap<IpAddr, RouteOf>,
+    ) -> anyhow::Result<()> {
+        let files = render(cfg, router_id, routes);
+        for (daemon, text) in [("bfdd", &files.bfdd), ("bgpd", &files.bgpd)] {
+            let path = self.dir.join(format!("{daemon}.conf"));
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+            let out = Command::new("python3")
+                .arg(FRR_RELOAD)
+                .args(["--reload", "--stdout", "--daemon", daemon, "--bindir", "/usr/bin"])
+                .arg("--vty_socket")
+                .arg(&self.dir)
+                .arg("--confdir")
+                .arg(&self.dir)
+                .arg("--rundir")
+                .arg(&self.dir)
+                .arg(&path)
+                .stdin(Stdio::null())
+                .output()
+                .context("running frr-reload.py (Debian's frr-pythontools)")?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            for l in text.lines().filter(|l| l.contains("ERROR") || l.contains("WARNING")) {
+                tracing::warn!(target: "xlb::frr", daemon, "frr-reload: {l}");
+            }
+            anyhow::ensure!(out.status.success(), "frr-reload.py for {daemon} failed: {}", text.trim());
+        }
+        Ok(())
     }
 
     /// Runs vtysh with `lines`, each a command; its output, or what went wrong.
@@ -278,7 +318,7 @@ impl Frr {
                     return;
                 }
             };
-            drive(&cfg, router_id, &dir, run, &rx, &shared);
+            drive(cfg, router_id, &dir, run, &rx, &shared);
         })?;
         ready_rx.recv().context("the FRR thread ended")??;
         Ok(Frr { tx, thread: Some(thread), sessions, peers })
@@ -289,6 +329,13 @@ impl Frr {
         if !changes.is_empty() {
             let _ = self.tx.send(Cmd::Routes(changes.to_vec()));
         }
+    }
+
+    /// Applies a changed `bgp:` section to the running FRR, without a restart: sessions
+    /// whose settings stay are not reset.
+    pub(super) fn reconfigure(&mut self, cfg: BgpConfig) {
+        self.peers = cfg.peers.iter().map(|p| (p.address, p.asn)).collect();
+        let _ = self.tx.send(Cmd::Reconfigure(Box::new(cfg)));
     }
 
     /// Withdraws every route, waits (up to 2 s) until the peers have been sent the
@@ -315,8 +362,8 @@ impl Drop for Frr {
 
 /// FRR's thread: carries out route changes, reads the sessions, restarts FRR if it fell.
 fn drive(
-    cfg: &BgpConfig,
-    router_id: Ipv4Addr,
+    mut cfg: BgpConfig,
+    mut router_id: Ipv4Addr,
     dir: &Path,
     run: Running,
     rx: &Receiver<Cmd>,
@@ -336,7 +383,7 @@ fn drive(
                     };
                 }
                 if let Some(r) = &run {
-                    match r.vtysh(&route_commands(cfg, &changes)) {
+                    match r.vtysh(&route_commands(&cfg, &changes)) {
                         Ok(_) => tracing::info!(
                             advertised = %xlb::control::bgp::describe(&advertised),
                             "BGP: routes changed"
@@ -345,9 +392,19 @@ fn drive(
                     }
                 }
             }
+            Ok(Cmd::Reconfigure(new)) => {
+                cfg = *new;
+                router_id = cfg.router_id.unwrap_or(router_id);
+                if let Some(r) = &run {
+                    match r.reconfigure(&cfg, router_id, &advertised) {
+                        Ok(()) => tracing::info!("BGP: the changed configuration is applied to FRR (no session reset where a peer's settings stayed)"),
+                        Err(e) => tracing::error!(error = %format!("{e:#}"), "BGP: applying the changed configuration to FRR"),
+                    }
+                }
+            }
             Ok(Cmd::Stop(ack)) => {
                 if let Some(r) = &run {
-                    withdraw_all(cfg, r, &advertised);
+                    withdraw_all(&cfg, r, &advertised);
                 }
                 drop(run.take());
                 let _ = ack.send(());
@@ -366,7 +423,7 @@ fn drive(
                 };
                 if fell {
                     drop(run.take());
-                    match Running::start(cfg, router_id, dir, &advertised) {
+                    match Running::start(&cfg, router_id, dir, &advertised) {
                         Ok(r) => {
                             run = Some(r);
                             retry = Duration::from_secs(1);

@@ -280,7 +280,28 @@ impl Node {
 
     /// Re-reads the config file and applies it if it is valid.
     pub(super) fn reload(&mut self) -> anyhow::Result<()> {
-        let Some(compiled) = self.plane.reload_file() else { return Ok(()) };
+        let bgp_of = |plane: &super::plane::Plane| match &plane.source {
+            Source::File { desired, .. } => desired.bgp.clone(),
+            _ => None,
+        };
+        let before = bgp_of(&self.plane);
+        let Some(mut compiled) = self.plane.reload_file() else { return Ok(()) };
+        // A changed bgp: goes to FRR before the routes that may follow from it.
+        match (before, bgp_of(&self.plane), &mut self.frr) {
+            (Some(old), Some(new), Some(f)) if old != new => f.reconfigure(new),
+            (None, Some(_), _) => {
+                tracing::warn!(
+                    field = "bgp",
+                    "bgp: was added: FRR starts at the next restart; until then every VIP stays on L2"
+                );
+            }
+            // Removed: every route is withdrawn (nothing is routed any more), and every VIP
+            // is announced on the segment; FRR idles until the next restart.
+            _ => {}
+        }
+        if self.frr.is_none() {
+            compiled.announced = Default::default();
+        }
         self.apply_compiled(compiled)?;
         self.plane.reloads += 1;
         self.plane.last_reload_error = None;

@@ -198,7 +198,6 @@ impl Plane {
             ("metrics", old.metrics != new.metrics),
             ("announce", old.announce != new.announce),
             ("ha", old.ha != new.ha),
-            ("bgp", old.bgp != new.bgp),
         ];
         for (field, changed) in restart_only {
             if changed {
