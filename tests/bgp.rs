@@ -27,10 +27,68 @@ use support::{
     Host, Lab, Xlb,
 };
 
-const VIP: &str = "10.93.0.1";
+/// The addresses of one family's lab.
+struct Net {
+    vip: &'static str,
+    /// The router on the nodes' segment, and on the client's.
+    router: &'static str,
+    router_client: &'static str,
+    client: &'static str,
+    /// Prefix length of both segments.
+    len: u8,
+    nodes: [&'static str; 3],
+    backends: [&'static str; 3],
+}
+
+const V4: Net = Net {
+    vip: "10.93.0.1",
+    router: "10.91.0.1",
+    router_client: "10.92.0.1",
+    client: "10.92.0.2",
+    len: 24,
+    nodes: ["10.91.0.21", "10.91.0.22", "10.91.0.23"],
+    backends: ["10.91.0.11", "10.91.0.12", "10.91.0.13"],
+};
+
+const V6: Net = Net {
+    vip: "fd93::1",
+    router: "fd91::1",
+    router_client: "fd92::1",
+    client: "fd92::2",
+    len: 64,
+    nodes: ["fd91::21", "fd91::22", "fd91::23"],
+    backends: ["fd91::11", "fd91::12", "fd91::13"],
+};
+
+impl Net {
+    fn v6(&self) -> bool {
+        self.vip.contains(':')
+    }
+
+    fn family(&self) -> &'static str {
+        if self.v6() {
+            "ipv6 unicast"
+        } else {
+            "ipv4 unicast"
+        }
+    }
+
+    fn host_route(&self) -> String {
+        format!("{}/{}", self.vip, if self.v6() { 128 } else { 32 })
+    }
+
+    fn cidr(&self, a: &str) -> String {
+        format!("{a}/{}", self.len)
+    }
+
+    fn to(&self, port: u16) -> SocketAddr {
+        SocketAddr::new(self.vip.parse().unwrap(), port)
+    }
+}
 
 /// The router's FRR: eBGP with every node, BFD at 100 ms x 3, up to 8 paths per prefix.
-fn router_config(nodes: &[&str]) -> (String, String) {
+fn router_config(net: &Net) -> (String, String) {
+    let nodes = &net.nodes;
     let bfdd = "frr defaults traditional\nhostname router\nlog stdout informational\n\
                 bfd\n profile fast\n  receive-interval 100\n  transmit-interval 100\n  detect-multiplier 3\n exit\nexit\n"
         .to_string();
@@ -43,7 +101,13 @@ fn router_config(nodes: &[&str]) -> (String, String) {
             " neighbor {n} remote-as 64512\n neighbor {n} timers 3 9\n neighbor {n} timers connect 1\n neighbor {n} advertisement-interval 0\n neighbor {n} bfd\n neighbor {n} bfd profile fast\n"
         ));
     }
-    bgpd.push_str(" address-family ipv4 unicast\n  maximum-paths 8\n exit-address-family\nexit\n");
+    bgpd.push_str(&format!(" address-family {}\n  maximum-paths 8\n", net.family()));
+    if net.v6() {
+        for n in nodes {
+            bgpd.push_str(&format!("  neighbor {n} activate\n"));
+        }
+    }
+    bgpd.push_str(" exit-address-family\nexit\n");
     (bfdd, bgpd)
 }
 
@@ -120,8 +184,9 @@ fn start_frr(lab: &Lab, host: &Host, (bfdd, bgpd): (String, String)) -> RouterFr
 }
 
 /// The router's next hops for the VIP, as its kernel's FIB holds them.
-fn next_hops(lab: &Lab, router: &Host) -> Vec<String> {
-    let out = lab.exec(router, &["ip", "-j", "route", "show", VIP]);
+fn next_hops(lab: &Lab, router: &Host, net: &Net) -> Vec<String> {
+    let family = if net.v6() { "-6" } else { "-4" };
+    let out = lab.exec(router, &["ip", family, "-j", "route", "show", net.vip]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     let Some(route) = v.as_array().and_then(|a| a.first()) else { return Vec::new() };
     match route.get("nexthops").and_then(|n| n.as_array()) {
@@ -131,10 +196,11 @@ fn next_hops(lab: &Lab, router: &Host) -> Vec<String> {
 }
 
 /// Waits until the router's FIB has `n` next hops for the VIP; how long that took.
-fn wait_hops(lab: &Lab, router: &Host, n: usize, within: Duration, what: &str, dir: &Path) -> Duration {
+#[allow(clippy::too_many_arguments)] // the scene, and what is waited for
+fn wait_hops(lab: &Lab, router: &Host, net: &Net, n: usize, within: Duration, what: &str, dir: &Path) -> Duration {
     let t0 = Instant::now();
     loop {
-        let hops = next_hops(lab, router);
+        let hops = next_hops(lab, router, net);
         if hops.len() == n {
             return t0.elapsed();
         }
@@ -145,20 +211,24 @@ fn wait_hops(lab: &Lab, router: &Host, n: usize, within: Duration, what: &str, d
                 .output()
                 .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
                 .unwrap_or_default();
-            panic!("{what}: the router has next hops {hops:?} for {VIP}, not {n}, after {within:?}\n{bgp}");
+            panic!("{what}: the router has next hops {hops:?} for {}, not {n}, after {within:?}\n{bgp}", net.vip);
         }
         std::thread::sleep(Duration::from_millis(5));
     }
 }
 
 /// Node `k`'s config file, its advertisement with `communities` (a YAML list).
-fn node_config_with(lab: &Lab, k: usize, communities: &str) -> std::path::PathBuf {
+fn node_config_with(lab: &Lab, net: &Net, k: usize, communities: &str) -> std::path::PathBuf {
     let path = lab.dir.join(format!("lb-{k}.yaml"));
+    let [b1, b2, b3] = net.backends;
+    let (vip, router) = (net.vip, net.router);
+    // IPv6 nodes have no IPv4 address to take a router ID from.
+    let router_id = if net.v6() { format!("\n  routerID: 10.0.0.{k}") } else { String::new() };
     let text = format!(
         "interfaces: [{{name: eth0}}]\n\
-         services:\n  - name: web\n    vip: {VIP}\n    mode: dsr\n    ports: [{{port: 80}}]\n    backends: [{{address: 10.91.0.11}}, {{address: 10.91.0.12}}, {{address: 10.91.0.13}}]\n\
+         services:\n  - name: web\n    vip: '{vip}'\n    mode: dsr\n    ports: [{{port: 80}}]\n    backends: [{{address: '{b1}'}}, {{address: '{b2}'}}, {{address: '{b3}'}}]\n\
          announce: {{dadProbes: 0}}\n\
-         bgp:\n  localASN: 64512\n  peers:\n    - {{peerAddress: 10.91.0.1, peerASN: 64500, holdTimeSeconds: 9, keepAliveTimeSeconds: 3, connectRetryTimeSeconds: 1, bfdProfile: fast}}\n\
+         bgp:\n  localASN: 64512{router_id}\n  peers:\n    - {{peerAddress: '{router}', peerASN: 64500, holdTimeSeconds: 9, keepAliveTimeSeconds: 3, connectRetryTimeSeconds: 1, bfdProfile: fast}}\n\
          \x20 bfdProfiles: [{{name: fast, receiveInterval: 100, transmitInterval: 100, detectMultiplier: 3}}]\n\
          \x20 advertisements: [{{services: [web], communities: {communities}}}]\n"
     );
@@ -166,8 +236,8 @@ fn node_config_with(lab: &Lab, k: usize, communities: &str) -> std::path::PathBu
     path
 }
 
-fn node_config(lab: &Lab, k: usize) -> std::path::PathBuf {
-    node_config_with(lab, k, "[]")
+fn node_config(lab: &Lab, net: &Net, k: usize) -> std::path::PathBuf {
+    node_config_with(lab, net, k, "[]")
 }
 
 /// The router's view of its session with `peer`: how many times it was established, and the
@@ -182,7 +252,7 @@ fn router_view(router: &Host, dir: &Path, peer: &str) -> (u64, Vec<String>) {
     };
     let n = vtysh(&format!("show bgp neighbors {peer} json"));
     let established = n[peer]["connectionsEstablished"].as_u64().unwrap_or(0);
-    let route = vtysh(&format!("show bgp ipv4 unicast {VIP}/32 json"));
+    let route = vtysh(&format!("show bgp ipv4 unicast {}/32 json", V4.vip));
     let communities = route["paths"]
         .as_array()
         .into_iter()
@@ -202,38 +272,60 @@ fn forwarded(x: &Xlb) -> u64 {
     v["services"].as_array().unwrap().iter().map(|s| s["packets"].as_u64().unwrap_or(0)).sum()
 }
 
-#[test]
-fn three_nodes_share_a_vip_by_ecmp_and_leave_it_fast() {
-    let Some(mut lab) = Lab::new("bgp_ecmp") else { return };
+/// The lab of `net`: a router (FRR running) between a client's segment and the nodes' one,
+/// three DSR backends, three nodes running xlb.
+struct Scene {
+    lab: Lab,
+    router: Host,
+    client: Host,
+    nodes: Vec<Host>,
+    xlbs: Vec<Xlb>,
+    frr: RouterFrr,
+}
+
+fn scene(test: &str, net: &Net) -> Option<Scene> {
+    let mut lab = Lab::new(test)?;
     lab.segment("br1");
-    let router = lab.host_with("router", &[("eth0", "br0", &["10.91.0.1/24"]), ("eth1", "br1", &["10.92.0.1/24"])]);
-    for s in ["net.ipv4.ip_forward=1", "net.ipv4.fib_multipath_hash_policy=1"] {
+    let (r0, r1) = (net.cidr(net.router), net.cidr(net.router_client));
+    let router = lab.host_with("router", &[("eth0", "br0", &[r0.as_str()]), ("eth1", "br1", &[r1.as_str()])]);
+    let sysctls: &[&str] = if net.v6() {
+        &["net.ipv6.conf.all.forwarding=1", "net.ipv6.fib_multipath_hash_policy=1"]
+    } else {
+        &["net.ipv4.ip_forward=1", "net.ipv4.fib_multipath_hash_policy=1"]
+    };
+    for s in sysctls {
         run("ip", &["netns", "exec", &router.ns, "sysctl", "-qw", s]);
     }
-    let client = lab.host_on("br1", "client", &["10.92.0.2/24"]);
-    run("ip", &["-n", &client.ns, "route", "add", "default", "via", "10.92.0.1"]);
-    for i in 1..=3 {
-        let b = lab.host(&format!("backend-{i}"), &[&format!("10.91.0.1{i}/24")], 1);
-        run("ip", &["-n", &b.ns, "route", "add", "default", "via", "10.91.0.1"]);
-        dsr_backend(&lab, &b, &format!("backend-{i}"), &[VIP], 80);
+    let client = lab.host_on("br1", "client", &[&net.cidr(net.client)]);
+    run("ip", &["-n", &client.ns, "route", "add", "default", "via", net.router_client]);
+    for (i, b) in net.backends.iter().enumerate() {
+        let h = lab.host(&format!("backend-{}", i + 1), &[&net.cidr(b)], 1);
+        run("ip", &["-n", &h.ns, "route", "add", "default", "via", net.router]);
+        dsr_backend(&lab, &h, &format!("backend-{}", i + 1), &[net.vip], 80);
     }
-    let nodes: Vec<Host> = (1..=3).map(|k| lab.host(&format!("lb-{k}"), &[&format!("10.91.0.2{k}/24")], 1)).collect();
-    let frr = start_frr(&lab, &router, router_config(&["10.91.0.21", "10.91.0.22", "10.91.0.23"]));
+    let nodes: Vec<Host> = (1..=3).map(|k| lab.host(&format!("lb-{k}"), &[&net.cidr(net.nodes[k - 1])], 1)).collect();
+    let frr = start_frr(&lab, &router, router_config(net));
+    let xlbs = (1..=3).map(|k| Xlb::start_config(&lab, &nodes[k - 1], &node_config(&lab, net, k), &[])).collect();
+    Some(Scene { lab, router, client, nodes, xlbs, frr })
+}
+
+#[test]
+fn three_nodes_share_a_vip_by_ecmp_and_leave_it_fast() {
+    let net = &V4;
+    let Some(Scene { lab, router, client, nodes, mut xlbs, frr }) = scene("bgp_ecmp", net) else { return };
     let dir = frr.dir.clone();
-    let mut xlbs: Vec<Xlb> =
-        (1..=3).map(|k| Xlb::start_config(&lab, &nodes[k - 1], &node_config(&lab, k), &[])).collect();
 
     // Every node advertises the VIP once it can serve it: one next hop per node.
-    let took = wait_hops(&lab, &router, 3, Duration::from_secs(30), "start", &dir);
-    eprintln!("the router has 3 next hops for {VIP} {took:?} after the last xlb started");
-    let mut hops = next_hops(&lab, &router);
+    let took = wait_hops(&lab, &router, net, 3, Duration::from_secs(30), "start", &dir);
+    eprintln!("the router has 3 next hops for {} {took:?} after the last xlb started", net.vip);
+    let mut hops = next_hops(&lab, &router, net);
     hops.sort();
     assert_eq!(hops, ["10.91.0.21", "10.91.0.22", "10.91.0.23"]);
     for x in &mut xlbs {
         x.wait_log("BGP session established", Duration::from_secs(5));
     }
     // A routed-only VIP gets no ARP answer from any node.
-    let arp = lab.exec(&router, &["arping", "-c", "2", "-w", "2", "-I", "eth0", VIP]);
+    let arp = lab.exec(&router, &["arping", "-c", "2", "-w", "2", "-I", "eth0", net.vip]);
     assert!(
         !arp.status.success(),
         "a node answered ARP for the routed-only VIP:\n{}",
@@ -243,7 +335,7 @@ fn three_nodes_share_a_vip_by_ecmp_and_leave_it_fast() {
     // Many client flows, hashed by the router over the three nodes (L4 hash), each sent to
     // its backend by Maglev.
     const N: usize = 300;
-    let to: SocketAddr = format!("{VIP}:80").parse().unwrap();
+    let to = net.to(80);
     let out = in_netns(&client.ns, move || tcp_connections(to, N));
     assert_spread("through ECMP", &out, N, 3);
     let per_node: Vec<u64> = xlbs.iter().map(forwarded).collect();
@@ -278,7 +370,7 @@ fn three_nodes_share_a_vip_by_ecmp_and_leave_it_fast() {
     pinger.next_phase();
     let (established, communities) = router_view(&router, &dir, "10.91.0.21");
     assert_eq!((established, communities.len()), (1, 0), "{communities:?}");
-    node_config_with(&lab, 1, "['65000:7', '65000:8']");
+    node_config_with(&lab, net, 1, "['65000:7', '65000:8']");
     xlbs[0].hup();
     xlbs[0].wait_log("changed configuration is applied to FRR", Duration::from_secs(10));
     let end = Instant::now() + Duration::from_secs(10);
@@ -298,14 +390,14 @@ fn three_nodes_share_a_vip_by_ecmp_and_leave_it_fast() {
             };
             panic!(
                 "the route never carried the new communities: {communities:?}\n{}\nlb-1:\n{}",
-                show(&format!("show bgp ipv4 unicast {VIP}/32")),
+                show(&format!("show bgp ipv4 unicast {}", net.host_route())),
                 xlbs[0].log_text()
             );
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     eprintln!("config change: communities applied, the session kept (established once)");
-    assert_eq!(next_hops(&lab, &router).len(), 3);
+    assert_eq!(next_hops(&lab, &router, net).len(), 3);
 
     // A node cut off (its link drops everything): BFD takes its route away.
     pinger.next_phase();
@@ -313,17 +405,17 @@ fn three_nodes_share_a_vip_by_ecmp_and_leave_it_fast() {
     lab.switch_nft(&["add", "chain", "bridge", "cut", "fw", "{ type filter hook forward priority 0; }"]);
     lab.switch_nft(&["add", "rule", "bridge", "cut", "fw", "iifname", "p-lb-2", "drop"]);
     lab.switch_nft(&["add", "rule", "bridge", "cut", "fw", "oifname", "p-lb-2", "drop"]);
-    let cut = wait_hops(&lab, &router, 2, Duration::from_secs(5), "link cut", &dir);
+    let cut = wait_hops(&lab, &router, net, 2, Duration::from_secs(5), "link cut", &dir);
     eprintln!("link cut: the router dropped lb-2's next hop after {} ms (BFD 100 ms x 3)", cut.as_millis());
-    assert!(!next_hops(&lab, &router).contains(&"10.91.0.22".to_string()));
+    assert!(!next_hops(&lab, &router, net).contains(&"10.91.0.22".to_string()));
     std::thread::sleep(Duration::from_millis(1500));
 
     // A node crashed (kill -9): its FRR dies with it, and its route goes.
     pinger.next_phase();
     xlbs[2].signal("KILL");
-    let crashed = wait_hops(&lab, &router, 1, Duration::from_secs(5), "crash", &dir);
+    let crashed = wait_hops(&lab, &router, net, 1, Duration::from_secs(5), "crash", &dir);
     eprintln!("crash: the router dropped lb-3's next hop after {} ms", crashed.as_millis());
-    assert_eq!(next_hops(&lab, &router), ["10.91.0.21"]);
+    assert_eq!(next_hops(&lab, &router, net), ["10.91.0.21"]);
     // New connections through the one node left: every one answered, by every backend
     // (60 are too few to hold each share to assert_spread's bounds).
     let out = in_netns(&client.ns, move || tcp_connections(to, 60));
@@ -335,8 +427,8 @@ fn three_nodes_share_a_vip_by_ecmp_and_leave_it_fast() {
     // router moves flows onto them.
     pinger.next_phase();
     lab.switch_nft(&["delete", "table", "bridge", "cut"]);
-    xlbs[2] = Xlb::start_config(&lab, &nodes[2], &node_config(&lab, 3), &[]);
-    let back = wait_hops(&lab, &router, 3, Duration::from_secs(30), "healed and added", &dir);
+    xlbs[2] = Xlb::start_config(&lab, &nodes[2], &node_config(&lab, net, 3), &[]);
+    let back = wait_hops(&lab, &router, net, 3, Duration::from_secs(30), "healed and added", &dir);
     eprintln!("healed and added: 3 next hops again after {} ms", back.as_millis());
     std::thread::sleep(Duration::from_millis(1500));
 
@@ -345,13 +437,13 @@ fn three_nodes_share_a_vip_by_ecmp_and_leave_it_fast() {
     pinger.next_phase();
     let pid = xlbs[2].pid().to_string();
     run("kill", &["-STOP", &pid]);
-    let frozen = wait_hops(&lab, &router, 2, Duration::from_secs(5), "frozen", &dir);
+    let frozen = wait_hops(&lab, &router, net, 2, Duration::from_secs(5), "frozen", &dir);
     eprintln!("frozen: the router dropped lb-3's next hop after {} ms", frozen.as_millis());
-    assert!(!next_hops(&lab, &router).contains(&"10.91.0.23".to_string()));
+    assert!(!next_hops(&lab, &router, net).contains(&"10.91.0.23".to_string()));
     std::thread::sleep(Duration::from_millis(500));
     // Thawed: xlb starts FRR again, and the route comes back.
     run("kill", &["-CONT", &pid]);
-    let thawed = wait_hops(&lab, &router, 3, Duration::from_secs(30), "thawed", &dir);
+    let thawed = wait_hops(&lab, &router, net, 3, Duration::from_secs(30), "thawed", &dir);
     eprintln!("thawed: 3 next hops again after {} ms", thawed.as_millis());
     assert!(xlbs[2].log_text().contains("no sign of life from xlb"), "{}", xlbs[2].log_text());
     std::thread::sleep(Duration::from_millis(1000));
@@ -364,7 +456,7 @@ fn three_nodes_share_a_vip_by_ecmp_and_leave_it_fast() {
         "no withdrawal before the exit:\n{}",
         xlbs[0].log_text()
     );
-    let mut left = next_hops(&lab, &router);
+    let mut left = next_hops(&lab, &router, net);
     left.sort();
     assert_eq!(left, ["10.91.0.22", "10.91.0.23"], "lb-1's route outlived it");
     assert!(stats["counters"]["forwarded"].as_u64().unwrap() > 0);
@@ -377,6 +469,49 @@ fn three_nodes_share_a_vip_by_ecmp_and_leave_it_fast() {
     let phases = ["steady", "config change", "link cut", "crash", "healed + node added", "frozen + thawed", "SIGTERM"];
     for (p, w) in phases.iter().zip(&worst) {
         eprintln!("200 long-lived connections, {p}: worst round {} ms", w.as_millis());
+    }
+    let rounds = rounds.unwrap_or_else(|e| panic!("a long-lived connection broke: {e}"));
+    assert!(rounds > 20, "only {rounds} rounds");
+}
+
+/// The IPv6 twin: IPv6 sessions, an IPv6 VIP through ECMP, BFD, and the withdrawal at stop.
+#[test]
+fn ipv6_three_nodes_share_a_vip_by_ecmp() {
+    let net = &V6;
+    let Some(Scene { lab, router, client, nodes: _, mut xlbs, frr }) = scene("bgp_ecmp6", net) else { return };
+    let dir = frr.dir.clone();
+    let took = wait_hops(&lab, &router, net, 3, Duration::from_secs(30), "start", &dir);
+    eprintln!("IPv6: the router has 3 next hops for {} {took:?} after the last xlb started", net.vip);
+    let to = net.to(80);
+    let pinger = Pinger::start(&client.ns, &[to], 100, Duration::from_millis(20), Duration::from_secs(5));
+    const N: usize = 300;
+    let out = in_netns(&client.ns, move || tcp_connections(to, N));
+    assert_spread("IPv6 through ECMP", &out, N, 3);
+    let per_node: Vec<u64> = xlbs.iter().map(forwarded).collect();
+    let total: u64 = per_node.iter().sum();
+    eprintln!("IPv6: packets forwarded per node: {per_node:?}");
+    for (k, p) in per_node.iter().enumerate() {
+        let share = *p as f64 / total as f64;
+        assert!((0.20..=0.47).contains(&share), "lb-{} took {:.1}% of the packets: {per_node:?}", k + 1, share * 100.0);
+    }
+    // A node cut off: BFD over IPv6 takes its route away.
+    pinger.next_phase();
+    lab.switch_nft(&["add", "table", "bridge", "cut"]);
+    lab.switch_nft(&["add", "chain", "bridge", "cut", "fw", "{ type filter hook forward priority 0; }"]);
+    lab.switch_nft(&["add", "rule", "bridge", "cut", "fw", "iifname", "p-lb-2", "drop"]);
+    lab.switch_nft(&["add", "rule", "bridge", "cut", "fw", "oifname", "p-lb-2", "drop"]);
+    let cut = wait_hops(&lab, &router, net, 2, Duration::from_secs(5), "link cut", &dir);
+    eprintln!("IPv6 link cut: the router dropped lb-2's next hop after {} ms (BFD 100 ms x 3)", cut.as_millis());
+    std::thread::sleep(Duration::from_millis(1500));
+    // SIGTERM: withdrawn before the exit.
+    pinger.next_phase();
+    xlbs[0].stop();
+    assert!(xlbs[0].log_text().contains("every route withdrawn from the peers"), "{}", xlbs[0].log_text());
+    assert_eq!(next_hops(&lab, &router, net).len(), 1, "lb-1's route outlived it");
+    std::thread::sleep(Duration::from_millis(1000));
+    let (rounds, worst) = pinger.finish();
+    for (p, w) in ["steady", "link cut", "SIGTERM"].iter().zip(&worst) {
+        eprintln!("IPv6, 100 long-lived connections, {p}: worst round {} ms", w.as_millis());
     }
     let rounds = rounds.unwrap_or_else(|e| panic!("a long-lived connection broke: {e}"));
     assert!(rounds > 20, "only {rounds} rounds");
