@@ -33,6 +33,8 @@ packages=(
   # node (zebra, bgpd, bfdd, vtysh) and the router of the lab's BGP tests; frr-pythontools
   # brings frr-reload.py, which applies a changed configuration without resetting sessions.
   frr frr-pythontools
+  # BIRD 2, the other router the BGP tests run xlb's nodes against (interop).
+  bird2
 )
 # `setup.sh bench` adds what bench/harness.py uses beyond the lab's tools: trafgen
 # (netsniff-ng), the other generator it compares; taskset (util-linux, normally

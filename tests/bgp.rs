@@ -9,6 +9,9 @@
 //!                                                                └── backend-1..3 10.91.0.11-13
 //!   VIP 10.93.0.1 (on the backends' loopback, advertised by the nodes)
 //! ```
+//!
+//! The same scene runs over IPv6 (fd91::/64, fd92::/64, VIP fd93::1), and with BIRD 2 as
+//! the router (interop: its BGP, its BFD, its ECMP).
 
 #![allow(clippy::unwrap_used, clippy::cast_precision_loss)] // test code: a panic is the report
 
@@ -109,6 +112,44 @@ fn router_config(net: &Net) -> (String, String) {
     }
     bgpd.push_str(" exit-address-family\nexit\n");
     (bfdd, bgpd)
+}
+
+/// BIRD 2 as the router: eBGP with every node, BFD at 100 ms x 3, equal routes merged into
+/// one ECMP route in the kernel.
+fn bird_config(net: &Net) -> String {
+    let mut c = format!(
+        "router id 10.91.0.1;\nlog stderr all;\nprotocol device {{ }}\n\
+         protocol kernel {{ ipv4 {{ import none; export all; }}; merge paths on; }}\n\
+         protocol bfd {{ interface \"eth0\" {{ min rx interval 100 ms; min tx interval 100 ms; multiplier 3; }}; }}\n\
+         template bgp nodes {{ local {} as 64500; ipv4 {{ import all; export none; }}; bfd on; hold time 9; keepalive time 3; connect retry time 1; }}\n",
+        net.router
+    );
+    for (k, n) in net.nodes.iter().enumerate() {
+        c.push_str(&format!("protocol bgp lb{} from nodes {{ neighbor {n} as 64512; }}\n", k + 1));
+    }
+    c
+}
+
+/// Starts BIRD in `host` with `config`.
+fn start_bird(lab: &Lab, host: &Host, config: &str) -> RouterFrr {
+    let dir = lab.dir.join("router-bird");
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("bird.conf");
+    std::fs::write(&conf, config).unwrap();
+    let log = std::fs::File::create(dir.join("bird.log")).unwrap();
+    let child = Command::new("ip")
+        .args(["netns", "exec", &host.ns, "bird", "-f", "-c"])
+        .arg(&conf)
+        .arg("-s")
+        .arg(dir.join("bird.ctl"))
+        .arg("-P")
+        .arg(dir.join("bird.pid"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    RouterFrr { dir, children: vec![child] }
 }
 
 /// The router's daemons: stopped when dropped (and with the lab's namespaces).
@@ -283,7 +324,18 @@ struct Scene {
     frr: RouterFrr,
 }
 
+/// The router the nodes peer with.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RouterKind {
+    Frr,
+    Bird,
+}
+
 fn scene(test: &str, net: &Net) -> Option<Scene> {
+    scene_with(test, net, RouterKind::Frr)
+}
+
+fn scene_with(test: &str, net: &Net, kind: RouterKind) -> Option<Scene> {
     let mut lab = Lab::new(test)?;
     lab.segment("br1");
     let (r0, r1) = (net.cidr(net.router), net.cidr(net.router_client));
@@ -304,7 +356,10 @@ fn scene(test: &str, net: &Net) -> Option<Scene> {
         dsr_backend(&lab, &h, &format!("backend-{}", i + 1), &[net.vip], 80);
     }
     let nodes: Vec<Host> = (1..=3).map(|k| lab.host(&format!("lb-{k}"), &[&net.cidr(net.nodes[k - 1])], 1)).collect();
-    let frr = start_frr(&lab, &router, router_config(net));
+    let frr = match kind {
+        RouterKind::Frr => start_frr(&lab, &router, router_config(net)),
+        RouterKind::Bird => start_bird(&lab, &router, &bird_config(net)),
+    };
     let xlbs = (1..=3).map(|k| Xlb::start_config(&lab, &nodes[k - 1], &node_config(&lab, net, k), &[])).collect();
     Some(Scene { lab, router, client, nodes, xlbs, frr })
 }
@@ -515,4 +570,38 @@ fn ipv6_three_nodes_share_a_vip_by_ecmp() {
     }
     let rounds = rounds.unwrap_or_else(|e| panic!("a long-lived connection broke: {e}"));
     assert!(rounds > 20, "only {rounds} rounds");
+}
+
+/// Interop: the same nodes against BIRD 2 as the router (its BGP, its BFD, its ECMP).
+#[test]
+fn nodes_peer_with_bird_as_the_router() {
+    let net = &V4;
+    let Some(Scene { lab, router, client, nodes: _, mut xlbs, frr }) = scene_with("bgp_bird", net, RouterKind::Bird)
+    else {
+        return;
+    };
+    let dir = frr.dir.clone();
+    let took = wait_hops(&lab, &router, net, 3, Duration::from_secs(30), "start", &dir);
+    eprintln!("BIRD: the router has 3 next hops for {} {took:?} after the last xlb started", net.vip);
+    for x in &mut xlbs {
+        x.wait_log("BGP session established", Duration::from_secs(5));
+    }
+    let to = net.to(80);
+    const N: usize = 300;
+    let out = in_netns(&client.ns, move || tcp_connections(to, N));
+    assert_spread("through BIRD's ECMP", &out, N, 3);
+    let per_node: Vec<u64> = xlbs.iter().map(forwarded).collect();
+    eprintln!("BIRD: packets forwarded per node: {per_node:?}");
+    assert!(per_node.iter().all(|p| *p > 0), "a node took no traffic: {per_node:?}");
+    // BFD between BIRD and xlb's bfdd: a cut-off node's route goes.
+    lab.switch_nft(&["add", "table", "bridge", "cut"]);
+    lab.switch_nft(&["add", "chain", "bridge", "cut", "fw", "{ type filter hook forward priority 0; }"]);
+    lab.switch_nft(&["add", "rule", "bridge", "cut", "fw", "iifname", "p-lb-2", "drop"]);
+    lab.switch_nft(&["add", "rule", "bridge", "cut", "fw", "oifname", "p-lb-2", "drop"]);
+    let cut = wait_hops(&lab, &router, net, 2, Duration::from_secs(5), "link cut", &dir);
+    eprintln!("BIRD link cut: the router dropped lb-2's next hop after {} ms (BFD 100 ms x 3)", cut.as_millis());
+    assert!(!next_hops(&lab, &router, net).contains(&"10.91.0.22".to_string()));
+    // SIGTERM: withdrawn before the exit.
+    xlbs[0].stop();
+    assert_eq!(next_hops(&lab, &router, net), ["10.91.0.23"], "lb-1's route outlived it");
 }
