@@ -246,12 +246,17 @@ fn wait_hops(lab: &Lab, router: &Host, net: &Net, n: usize, within: Duration, wh
             return t0.elapsed();
         }
         if t0.elapsed() > within {
-            let bgp = Command::new("ip")
-                .args(["netns", "exec", &router.ns, "vtysh", "--vty_socket", &dir.display().to_string()])
-                .args(["-c", "show bgp summary", "-c", "show bfd peers brief"])
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-                .unwrap_or_default();
+            // The router's own view: FRR's vtysh, or BIRD's birdc.
+            let ctl = dir.join("bird.ctl");
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", &router.ns]);
+            if ctl.exists() {
+                cmd.arg("birdc").arg("-s").arg(&ctl).args(["show", "protocols"]);
+            } else {
+                cmd.args(["vtysh", "--vty_socket", &dir.display().to_string()]);
+                cmd.args(["-c", "show bgp summary", "-c", "show bfd peers brief"]);
+            }
+            let bgp = cmd.output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
             panic!("{what}: the router has next hops {hops:?} for {}, not {n}, after {within:?}\n{bgp}", net.vip);
         }
         std::thread::sleep(Duration::from_millis(5));
@@ -283,7 +288,7 @@ fn node_config(lab: &Lab, net: &Net, k: usize) -> std::path::PathBuf {
 
 /// The router's view of its session with `peer`: how many times it was established, and the
 /// communities on the VIP's route from that peer.
-fn router_view(router: &Host, dir: &Path, peer: &str) -> (u64, Vec<String>) {
+fn router_view(router: &Host, net: &Net, dir: &Path, peer: &str) -> (u64, Vec<String>) {
     let vtysh = |cmd: &str| -> serde_json::Value {
         let out = Command::new("ip")
             .args(["netns", "exec", &router.ns, "vtysh", "--vty_socket", &dir.display().to_string(), "-c", cmd])
@@ -293,7 +298,7 @@ fn router_view(router: &Host, dir: &Path, peer: &str) -> (u64, Vec<String>) {
     };
     let n = vtysh(&format!("show bgp neighbors {peer} json"));
     let established = n[peer]["connectionsEstablished"].as_u64().unwrap_or(0);
-    let route = vtysh(&format!("show bgp ipv4 unicast {}/32 json", V4.vip));
+    let route = vtysh(&format!("show bgp {} {} json", net.family(), net.host_route()));
     let communities = route["paths"]
         .as_array()
         .into_iter()
@@ -303,6 +308,45 @@ fn router_view(router: &Host, dir: &Path, peer: &str) -> (u64, Vec<String>) {
         .filter_map(|c| c.as_str().map(str::to_string))
         .collect();
     (established, communities)
+}
+
+/// Cuts node `k` off the nodes' segment: its switch port drops everything.
+fn cut_off(lab: &Lab, k: usize) {
+    let port = format!("p-lb-{k}");
+    lab.switch_nft(&["add", "table", "bridge", "cut"]);
+    lab.switch_nft(&["add", "chain", "bridge", "cut", "fw", "{ type filter hook forward priority 0; }"]);
+    lab.switch_nft(&["add", "rule", "bridge", "cut", "fw", "iifname", &port, "drop"]);
+    lab.switch_nft(&["add", "rule", "bridge", "cut", "fw", "oifname", &port, "drop"]);
+}
+
+/// Checks that each node forwarded 20-47% of the packets (ECMP spread the flows).
+fn assert_node_shares(what: &str, xlbs: &[Xlb]) {
+    let per_node: Vec<u64> = xlbs.iter().map(forwarded).collect();
+    let total: u64 = per_node.iter().sum();
+    eprintln!("{what}: packets forwarded per node: {per_node:?}");
+    for (k, p) in per_node.iter().enumerate() {
+        let share = *p as f64 / total as f64;
+        assert!(
+            (0.20..=0.47).contains(&share),
+            "{what}: lb-{} took {:.1}% of the packets: {per_node:?}",
+            k + 1,
+            share * 100.0
+        );
+    }
+}
+
+/// Stops `pinger`: every connection must have lasted; prints each phase's worst round.
+fn finish(what: &str, pinger: Pinger, phases: &[&str]) {
+    let (rounds, worst) = pinger.finish();
+    for (p, w) in phases.iter().zip(&worst) {
+        eprintln!("{what}, {p}: worst round {} ms", w.as_millis());
+    }
+    let rounds = rounds.unwrap_or_else(|e| panic!("{what}: a long-lived connection broke: {e}"));
+    // Rounds went on after the last change: every connection answered, on its backend.
+    assert!(
+        worst.len() == phases.len() && worst.last().is_some_and(|w| !w.is_zero()),
+        "{what}: no round after the last change ({rounds} rounds: {worst:?})"
+    );
 }
 
 /// Forwarded packets, as a node's `xlb service list` counts them.
@@ -393,13 +437,7 @@ fn three_nodes_share_a_vip_by_ecmp_and_leave_it_fast() {
     let to = net.to(80);
     let out = in_netns(&client.ns, move || tcp_connections(to, N));
     assert_spread("through ECMP", &out, N, 3);
-    let per_node: Vec<u64> = xlbs.iter().map(forwarded).collect();
-    let total: u64 = per_node.iter().sum();
-    eprintln!("packets forwarded per node: {per_node:?}");
-    for (k, p) in per_node.iter().enumerate() {
-        let share = *p as f64 / total as f64;
-        assert!((0.20..=0.47).contains(&share), "lb-{} took {:.1}% of the packets: {per_node:?}", k + 1, share * 100.0);
-    }
+    assert_node_shares("IPv4", &xlbs);
 
     // What each node says: its session up, BFD up, the VIP advertised and not on the segment.
     let (ok, peers, _) = xlbs[0].cli(&["bgp", "peers", "-o", "json"]);
@@ -408,9 +446,18 @@ fn three_nodes_share_a_vip_by_ecmp_and_leave_it_fast() {
     assert_eq!(peers["peers"][0]["state"], "Established", "{peers}");
     assert_eq!(peers["peers"][0]["bfd"], "up", "{peers}");
     assert_eq!(peers["peers"][0]["routes_sent"], 1, "{peers}");
-    let (ok, routes, _) = xlbs[0].cli(&["bgp", "routes"]);
-    assert!(
-        ok && routes.contains("10.93.0.1/32") && routes.contains("yes") && routes.contains("served here"),
+    let (ok, routes, _) = xlbs[0].cli(&["bgp", "routes", "-o", "json"]);
+    assert!(ok);
+    let routes: serde_json::Value = serde_json::from_str(&routes).unwrap();
+    let route = &routes["routes"][0];
+    assert_eq!(
+        (&route["prefix"], &route["advertised"], &route["l2"], &route["why"]),
+        (
+            &serde_json::json!("10.93.0.1/32"),
+            &serde_json::json!(true),
+            &serde_json::json!(false),
+            &serde_json::json!("served here")
+        ),
         "{routes}"
     );
 
@@ -423,14 +470,14 @@ fn three_nodes_share_a_vip_by_ecmp_and_leave_it_fast() {
     // A configuration change (a community on the advertisement), applied by a reload: the
     // route carries it, and the session is not reset.
     pinger.next_phase();
-    let (established, communities) = router_view(&router, &dir, "10.91.0.21");
+    let (established, communities) = router_view(&router, net, &dir, "10.91.0.21");
     assert_eq!((established, communities.len()), (1, 0), "{communities:?}");
     node_config_with(&lab, net, 1, "['65000:7', '65000:8']");
     xlbs[0].hup();
     xlbs[0].wait_log("changed configuration is applied to FRR", Duration::from_secs(10));
     let end = Instant::now() + Duration::from_secs(10);
     loop {
-        let (established, communities) = router_view(&router, &dir, "10.91.0.21");
+        let (established, communities) = router_view(&router, net, &dir, "10.91.0.21");
         assert_eq!(established, 1, "the reload reset the session");
         if communities == ["65000:7", "65000:8"] {
             break;
@@ -456,10 +503,7 @@ fn three_nodes_share_a_vip_by_ecmp_and_leave_it_fast() {
 
     // A node cut off (its link drops everything): BFD takes its route away.
     pinger.next_phase();
-    lab.switch_nft(&["add", "table", "bridge", "cut"]);
-    lab.switch_nft(&["add", "chain", "bridge", "cut", "fw", "{ type filter hook forward priority 0; }"]);
-    lab.switch_nft(&["add", "rule", "bridge", "cut", "fw", "iifname", "p-lb-2", "drop"]);
-    lab.switch_nft(&["add", "rule", "bridge", "cut", "fw", "oifname", "p-lb-2", "drop"]);
+    cut_off(&lab, 2);
     let cut = wait_hops(&lab, &router, net, 2, Duration::from_secs(5), "link cut", &dir);
     eprintln!("link cut: the router dropped lb-2's next hop after {} ms (BFD 100 ms x 3)", cut.as_millis());
     assert!(!next_hops(&lab, &router, net).contains(&"10.91.0.22".to_string()));
@@ -520,13 +564,8 @@ fn three_nodes_share_a_vip_by_ecmp_and_leave_it_fast() {
     assert!(String::from_utf8_lossy(&procs.stdout).trim().is_empty(), "processes left in lb-1: {:?}", procs.stdout);
     std::thread::sleep(Duration::from_millis(1500));
 
-    let (rounds, worst) = pinger.finish();
     let phases = ["steady", "config change", "link cut", "crash", "healed + node added", "frozen + thawed", "SIGTERM"];
-    for (p, w) in phases.iter().zip(&worst) {
-        eprintln!("200 long-lived connections, {p}: worst round {} ms", w.as_millis());
-    }
-    let rounds = rounds.unwrap_or_else(|e| panic!("a long-lived connection broke: {e}"));
-    assert!(rounds > 20, "only {rounds} rounds");
+    finish("200 long-lived connections", pinger, &phases);
 }
 
 /// The IPv6 twin: IPv6 sessions, an IPv6 VIP through ECMP, BFD, and the withdrawal at stop.
@@ -542,19 +581,10 @@ fn ipv6_three_nodes_share_a_vip_by_ecmp() {
     const N: usize = 300;
     let out = in_netns(&client.ns, move || tcp_connections(to, N));
     assert_spread("IPv6 through ECMP", &out, N, 3);
-    let per_node: Vec<u64> = xlbs.iter().map(forwarded).collect();
-    let total: u64 = per_node.iter().sum();
-    eprintln!("IPv6: packets forwarded per node: {per_node:?}");
-    for (k, p) in per_node.iter().enumerate() {
-        let share = *p as f64 / total as f64;
-        assert!((0.20..=0.47).contains(&share), "lb-{} took {:.1}% of the packets: {per_node:?}", k + 1, share * 100.0);
-    }
+    assert_node_shares("IPv6", &xlbs);
     // A node cut off: BFD over IPv6 takes its route away.
     pinger.next_phase();
-    lab.switch_nft(&["add", "table", "bridge", "cut"]);
-    lab.switch_nft(&["add", "chain", "bridge", "cut", "fw", "{ type filter hook forward priority 0; }"]);
-    lab.switch_nft(&["add", "rule", "bridge", "cut", "fw", "iifname", "p-lb-2", "drop"]);
-    lab.switch_nft(&["add", "rule", "bridge", "cut", "fw", "oifname", "p-lb-2", "drop"]);
+    cut_off(&lab, 2);
     let cut = wait_hops(&lab, &router, net, 2, Duration::from_secs(5), "link cut", &dir);
     eprintln!("IPv6 link cut: the router dropped lb-2's next hop after {} ms (BFD 100 ms x 3)", cut.as_millis());
     std::thread::sleep(Duration::from_millis(1500));
@@ -562,21 +592,16 @@ fn ipv6_three_nodes_share_a_vip_by_ecmp() {
     pinger.next_phase();
     xlbs[0].stop();
     assert!(xlbs[0].log_text().contains("every route withdrawn from the peers"), "{}", xlbs[0].log_text());
-    assert_eq!(next_hops(&lab, &router, net).len(), 1, "lb-1's route outlived it");
+    wait_hops(&lab, &router, net, 1, Duration::from_secs(1), "lb-1 stopped", &dir);
     std::thread::sleep(Duration::from_millis(1000));
-    let (rounds, worst) = pinger.finish();
-    for (p, w) in ["steady", "link cut", "SIGTERM"].iter().zip(&worst) {
-        eprintln!("IPv6, 100 long-lived connections, {p}: worst round {} ms", w.as_millis());
-    }
-    let rounds = rounds.unwrap_or_else(|e| panic!("a long-lived connection broke: {e}"));
-    assert!(rounds > 20, "only {rounds} rounds");
+    finish("IPv6, 100 long-lived connections", pinger, &["steady", "link cut", "SIGTERM"]);
 }
 
 /// Interop: the same nodes against BIRD 2 as the router (its BGP, its BFD, its ECMP).
 #[test]
 fn nodes_peer_with_bird_as_the_router() {
     let net = &V4;
-    let Some(Scene { lab, router, client, nodes: _, mut xlbs, frr }) = scene_with("bgp_bird", net, RouterKind::Bird)
+    let Some(Scene { lab, router, client, nodes, mut xlbs, frr }) = scene_with("bgp_bird", net, RouterKind::Bird)
     else {
         return;
     };
@@ -594,14 +619,40 @@ fn nodes_peer_with_bird_as_the_router() {
     eprintln!("BIRD: packets forwarded per node: {per_node:?}");
     assert!(per_node.iter().all(|p| *p > 0), "a node took no traffic: {per_node:?}");
     // BFD between BIRD and xlb's bfdd: a cut-off node's route goes.
-    lab.switch_nft(&["add", "table", "bridge", "cut"]);
-    lab.switch_nft(&["add", "chain", "bridge", "cut", "fw", "{ type filter hook forward priority 0; }"]);
-    lab.switch_nft(&["add", "rule", "bridge", "cut", "fw", "iifname", "p-lb-2", "drop"]);
-    lab.switch_nft(&["add", "rule", "bridge", "cut", "fw", "oifname", "p-lb-2", "drop"]);
+    cut_off(&lab, 2);
     let cut = wait_hops(&lab, &router, net, 2, Duration::from_secs(5), "link cut", &dir);
     eprintln!("BIRD link cut: the router dropped lb-2's next hop after {} ms (BFD 100 ms x 3)", cut.as_millis());
     assert!(!next_hops(&lab, &router, net).contains(&"10.91.0.22".to_string()));
+    // lb-3 loses its last backend (a reload that takes them away): it withdraws the VIP,
+    // and advertises it again once a backend is back.
+    let path = node_config(&lab, net, 3);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let without = text.replace(
+        "backends: [{address: '10.91.0.11'}, {address: '10.91.0.12'}, {address: '10.91.0.13'}]",
+        "backends: []",
+    );
+    assert_ne!(text, without);
+    std::fs::write(&path, &without).unwrap();
+    xlbs[2].hup();
+    wait_hops(&lab, &router, net, 1, Duration::from_secs(10), "lb-3 without backends", &dir);
+    std::fs::write(&path, &text).unwrap();
+    xlbs[2].hup();
+    wait_hops(&lab, &router, net, 2, Duration::from_secs(10), "lb-3's backends back", &dir);
+    // lb-1 also on the segment (l2: true): it answers ARP for the VIP, the others do not.
+    let path = node_config(&lab, net, 1);
+    let text = std::fs::read_to_string(&path).unwrap().replace("communities: []", "communities: [], l2: true");
+    std::fs::write(&path, text).unwrap();
+    xlbs[0].hup();
+    xlbs[0].wait_log("to=\"owned\"", Duration::from_secs(10));
+    let arp = lab.exec(&router, &["arping", "-c", "2", "-w", "3", "-I", "eth0", net.vip]);
+    let said = String::from_utf8_lossy(&arp.stdout).to_lowercase();
+    let lb1 = nodes[0].mac.to_string().to_lowercase();
+    assert!(arp.status.success() && said.contains(&lb1), "lb-1 ({lb1}) did not answer ARP for the VIP:\n{said}");
+    for n in &nodes[1..] {
+        assert!(!said.contains(&n.mac.to_string().to_lowercase()), "a routed-only node answered ARP:\n{said}");
+    }
     // SIGTERM: withdrawn before the exit.
     xlbs[0].stop();
+    wait_hops(&lab, &router, net, 1, Duration::from_secs(1), "lb-1 stopped", &dir);
     assert_eq!(next_hops(&lab, &router, net), ["10.91.0.23"], "lb-1's route outlived it");
 }

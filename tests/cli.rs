@@ -373,6 +373,8 @@ services:
   - {name: web, vip: 10.93.0.1, ports: [{port: 80}], backends: [{address: 10.91.0.11}]}
   - {name: web6, vip: 'fd93::1', ports: [{port: 80}], backends: [{address: 'fd91::11'}]}
   - {name: lan, vip: 10.94.0.1, ports: [{port: 80}], backends: [{address: 10.91.0.11}]}
+  - {name: api, vip: 10.93.0.1, mode: snat, ports: [{port: 81}], backends: [{address: 10.91.0.11}]}
+snat: {addresses: [10.91.0.250]}
 bgp:
   localASN: 64512
   peers: [{peerAddress: 10.91.0.1, peerASN: 64500}]
@@ -388,5 +390,6 @@ bgp:
         );
         assert!(out.contains("note: bgp: fd93::1 has no peer of its family"), "{out}");
         assert!(!out.contains("10.94.0.1: advertised"), "{out}");
+        assert!(out.contains("note: bgp: 10.93.0.1 is routed and has SNAT services (api/tcp:81)"), "{out}");
     });
 }

@@ -3,19 +3,22 @@
 //! # Contract
 //!
 //! **Input, from control.** The owned set: every address this node must make reachable
-//! through itself, each with its kind (a VIP, or a SNAT address of this node's own) and its
+//! through itself, each with its kind (a VIP, or a SNAT address of this node's own), its
 //! [`Readiness`] (XDP attached; at least one backend taking new flows, as of the last
-//! snapshot). It is decided above this seam, never below it: without failover every VIP the
-//! node serves; with it, what [`super::ownership::Ownership`] decides (rendezvous rank,
-//! quorum, yields); in Kubernetes, the plan's owners. The daemon hands the whole set to
-//! every speaker each time it changes ([`Speaker::set_owned`]); a speaker diffs it against
-//! what it announces.
+//! snapshot), and how it is announced ([`OwnedAddr::l2`], [`OwnedAddr::routed`]). It is
+//! decided above this seam, never below it: without failover every VIP the node serves;
+//! with it, what [`super::ownership::Ownership`] decides (rendezvous rank, quorum, yields);
+//! in Kubernetes, the plan's owners; and, whatever ownership says, every routed VIP the node
+//! serves (ECMP: each node that serves it advertises it, with `l2` false where the node does
+//! not own it on the segment). The daemon hands the whole set to every speaker each time it
+//! changes ([`Speaker::set_owned`]), and after every snapshot rebuild where BGP runs
+//! (readiness may have changed); a speaker diffs it against what it announces.
 //!
 //! **Output, to the daemon.** [`Actions`]: announcements to send (the daemon builds a frame
 //! for each interface the address is placed on, and sends it through that interface's
 //! outbox, behind heartbeats), entries of the XDP program's VIP map, whether the
-//! datapath's per-VIP modes changed (a new snapshot is due), and state changes for the
-//! logs. The daemon carries them out, and withholds frames while the node is fenced.
+//! datapath's per-VIP modes changed (a new snapshot is due), routes to advertise or
+//! withdraw (carried out by the routing daemon), and state changes for the logs. The daemon carries them out, and withholds frames while the node is fenced.
 //!
 //! **Time.** Speakers are `now`-taking machines: the daemon calls [`Speaker::tick`] by
 //! [`Speaker::next_deadline`], and [`Speaker::reannounce_all`] when the fence lifts (what
@@ -28,11 +31,11 @@
 //!
 //! **The speakers.** [`super::announcer::Announcer`] speaks L2 (duplicate-address probes,
 //! ARP/NDP answers through the VIP map's modes, gratuitous ARP and unsolicited adverts,
-//! refreshes). It announces owned addresses whether or not their backends are ready, as an
-//! L2 owner must (the address is the node's on the link). A routing protocol (BGP through a
-//! routing daemon) is another speaker: it implements [`Speaker`], advertises the ready owned
-//! VIPs as host routes and withdraws the others, and is added to [`Speakers`] at start-up;
-//! the plane and the ownership machine stay as they are.
+//! refreshes) for the owned addresses with `l2`. It announces them whether or not their
+//! backends are ready, as an L2 owner must (the address is the node's on the link).
+//! [`super::bgp::Routes`] speaks BGP through FRR: it advertises the ready owned VIPs that are
+//! `routed` as host routes and withdraws the others; it is added to [`Speakers`] at start-up
+//! where `bgp:` is configured. The plane and the ownership machine stay as they are.
 
 use std::{net::IpAddr, time::Instant};
 

@@ -14,7 +14,7 @@ use std::{
     collections::BTreeMap,
     io::{BufRead, BufReader},
     net::{IpAddr, Ipv4Addr},
-    os::unix::fs::PermissionsExt,
+    os::unix::fs::{DirBuilderExt, OpenOptionsExt},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
@@ -32,8 +32,34 @@ use xlb::{
 /// Where Debian's frr package puts the daemons.
 const FRR_LIB: &str = "/usr/lib/frr";
 
+/// The path of frr-reload.py (Debian's frr-pythontools).
+const FRR_RELOAD: &str = "/usr/lib/frr/frr-reload.py";
+
 /// How often the sessions' state is read.
 const POLL: Duration = Duration::from_secs(2);
+
+/// The longest a vtysh or frr-reload.py call may take (coreutils' `timeout`).
+const COMMAND_TIMEOUT: &str = "5";
+
+/// How long FRR must have run for a restart's back-off to start again from 1 s.
+const STABLE: Duration = Duration::from_secs(30);
+
+/// Writes bfdd's and bgpd's files in `dir`, readable by their owner only from the start
+/// (bgpd's may hold a peer's password).
+fn write_files(dir: &Path, files: &xlb::control::bgp::FrrConfig) -> anyhow::Result<()> {
+    for (name, text) in [("bfdd.conf", &files.bfdd), ("bgpd.conf", &files.bgpd)] {
+        let path = dir.join(name);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        std::io::Write::write_all(&mut f, text.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
 
 /// One BGP session as FRR reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,9 +90,6 @@ pub(super) struct Frr {
     pub(super) peers: Vec<(IpAddr, u32)>,
 }
 
-/// The path of frr-reload.py (Debian's frr-pythontools).
-const FRR_RELOAD: &str = "/usr/lib/frr/frr-reload.py";
-
 impl std::fmt::Debug for Frr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Frr").finish_non_exhaustive()
@@ -93,15 +116,17 @@ fn frr_ids() -> anyhow::Result<(u32, u32)> {
 const SUPERVISOR: &str = r#"
 d=$1; lib=$2; port=$3; alive_s=$4
 exec 3<&0 </dev/null
-common() { echo -u frr -g frr --vty_socket "$d" -z "$d/zserv.api" -P 0 --log stdout; }
-"$lib/zebra" $(common) -i "$d/zebra.pid" -f /dev/null 3<&- &
+common=(-u frr -g frr --vty_socket "$d" -z "$d/zserv.api" -P 0 --log stdout)
+"$lib/zebra" "${common[@]}" -i "$d/zebra.pid" -f /dev/null 3<&- &
 for _ in $(seq 200); do [ -S "$d/zserv.api" ] && break; sleep 0.05; done
-"$lib/bfdd" $(common) -i "$d/bfdd.pid" -f "$d/bfdd.conf" --bfdctl "$d/bfdd.sock" 3<&- &
-"$lib/bgpd" $(common) -i "$d/bgpd.pid" -f "$d/bgpd.conf" -p "$port" -n 3<&- &
+[ -S "$d/zserv.api" ] || { echo "xlb: zebra did not open $d/zserv.api within 10 s" >&2; exit 1; }
+"$lib/bfdd" "${common[@]}" -i "$d/bfdd.pid" -f "$d/bfdd.conf" --bfdctl "$d/bfdd.sock" 3<&- &
+"$lib/bgpd" "${common[@]}" -i "$d/bgpd.pid" -f "$d/bgpd.conf" -p "$port" -n 3<&- &
 (
   while read -r -t "$alive_s" -n 1 _; do :; done
   echo "xlb: no sign of life from xlb for ${alive_s} s (frozen, or gone): FRR stops, and its routes with it" >&2
 ) <&3 &
+# bash 5.1 and later: wait -n also reports a job that ended before it was called.
 wait -n
 echo "xlb: FRR stops: one of its daemons, or xlb's watch, ended" >&2
 exit 1
@@ -129,19 +154,16 @@ impl Running {
         let (uid, gid) = frr_ids()?;
         // Nothing of a previous run: FRR refuses a pid file it cannot lock.
         let _ = std::fs::remove_dir_all(dir);
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let files = render(cfg, router_id, routes);
-        for (name, text) in [("bfdd.conf", &files.bfdd), ("bgpd.conf", &files.bgpd)] {
-            let path = dir.join(name);
-            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-            // It may hold a peer's password.
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-            std::os::unix::fs::chown(&path, Some(uid), Some(gid))?;
-        }
-        // vtysh (and frr-reload.py through it) reads the directory's vtysh.conf.
-        std::fs::write(dir.join("vtysh.conf"), "")?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750))?;
+        std::fs::DirBuilder::new().mode(0o750).create(dir).with_context(|| {
+            format!("creating {} (its parent must exist and be searchable by the frr user)", dir.display())
+        })?;
         std::os::unix::fs::chown(dir, Some(uid), Some(gid))?;
+        write_files(dir, &render(cfg, router_id, routes))?;
+        for name in ["bfdd.conf", "bgpd.conf"] {
+            std::os::unix::fs::chown(dir.join(name), Some(uid), Some(gid))?;
+        }
+        // frr-reload.py reads the directory's vtysh.conf.
+        std::fs::write(dir.join("vtysh.conf"), "")?;
         let port = if cfg.listen { "179" } else { "0" };
         let mut cmd = Command::new("unshare");
         cmd.args(["--pid", "--fork", "--kill-child=SIGKILL", "bash", "-c", SUPERVISOR, "frr"])
@@ -150,7 +172,10 @@ impl Running {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = spawn_tied(&mut cmd).context("starting FRR (unshare, from util-linux)")?;
+        let child = spawn_tied(&mut cmd).context("starting FRR (unshare, from util-linux)")?;
+        // From here, every way out kills FRR (Running's Drop).
+        let mut run = Running { child, dir: dir.to_path_buf() };
+        let child = &mut run.child;
         for out in [
             child.stdout.take().map(|o| Box::new(o) as Box<dyn std::io::Read + Send>),
             child.stderr.take().map(|e| Box::new(e) as _),
@@ -170,7 +195,6 @@ impl Running {
                 }
             })?;
         }
-        let run = Running { child, dir: dir.to_path_buf() };
         // Ready when bgpd answers.
         let t0 = Instant::now();
         while run.vtysh(&["show bgp summary json".into()]).is_err() {
@@ -191,13 +215,14 @@ impl Running {
         router_id: Ipv4Addr,
         routes: &BTreeMap<IpAddr, RouteOf>,
     ) -> anyhow::Result<()> {
-        let files = render(cfg, router_id, routes);
-        for (daemon, text) in [("bfdd", &files.bfdd), ("bgpd", &files.bgpd)] {
+        write_files(&self.dir, &render(cfg, router_id, routes))?;
+        for daemon in ["bfdd", "bgpd"] {
             let path = self.dir.join(format!("{daemon}.conf"));
-            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-            let out = Command::new("python3")
-                .arg(FRR_RELOAD)
-                .args(["--reload", "--stdout", "--daemon", daemon, "--bindir", "/usr/bin"])
+            // Its log goes to stderr; at warning level it never shows a configuration line
+            // (a password), which its info level does.
+            let out = Command::new("timeout")
+                .args([COMMAND_TIMEOUT, "python3", FRR_RELOAD])
+                .args(["--reload", "--stdout", "--log-level", "warning", "--daemon", daemon, "--bindir", "/usr/bin"])
                 .arg("--vty_socket")
                 .arg(&self.dir)
                 .arg("--confdir")
@@ -208,19 +233,26 @@ impl Running {
                 .stdin(Stdio::null())
                 .output()
                 .context("running frr-reload.py (Debian's frr-pythontools)")?;
-            let text = String::from_utf8_lossy(&out.stdout);
-            for l in text.lines().filter(|l| l.contains("ERROR") || l.contains("WARNING")) {
+            let text = String::from_utf8_lossy(&out.stderr);
+            let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty() && !l.contains(" password ")).collect();
+            for l in &lines {
                 tracing::warn!(target: "xlb::frr", daemon, "frr-reload: {l}");
             }
-            anyhow::ensure!(out.status.success(), "frr-reload.py for {daemon} failed: {}", text.trim());
+            anyhow::ensure!(
+                out.status.success(),
+                "frr-reload.py for {daemon} failed ({}): {}",
+                out.status,
+                lines.join("; ")
+            );
         }
         Ok(())
     }
 
     /// Runs vtysh with `lines`, each a command; its output, or what went wrong.
     fn vtysh(&self, lines: &[String]) -> anyhow::Result<String> {
-        let mut cmd = Command::new("vtysh");
-        cmd.arg("--vty_socket").arg(&self.dir);
+        // A daemon that stops answering must not hang xlb's FRR thread.
+        let mut cmd = Command::new("timeout");
+        cmd.args([COMMAND_TIMEOUT, "vtysh", "--vty_socket"]).arg(&self.dir);
         for l in lines {
             cmd.args(["-c", l]);
         }
@@ -342,12 +374,17 @@ impl Frr {
     /// withdrawals, then `drain` more for them to act on it, and stops FRR.
     pub(super) fn stop(&mut self, drain: Duration) {
         let (ack_tx, ack_rx) = crossbeam_channel::bounded(1);
-        if self.tx.send(Cmd::Stop(ack_tx)).is_ok() {
-            let _ = ack_rx.recv_timeout(Duration::from_secs(5));
+        let acked = self.tx.send(Cmd::Stop(ack_tx)).is_ok() && ack_rx.recv_timeout(Duration::from_secs(10)).is_ok();
+        let thread = self.thread.take();
+        if acked {
             std::thread::sleep(drain);
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            if let Some(t) = thread {
+                let _ = t.join();
+            }
+        } else {
+            // FRR's thread is stuck (each of its calls is bounded, so this is a bug): it is
+            // left behind, and FRR dies with xlb's exit.
+            tracing::error!("BGP: FRR's thread did not stop within 10 s; leaving it");
         }
     }
 }
@@ -360,7 +397,9 @@ impl Drop for Frr {
     }
 }
 
-/// FRR's thread: carries out route changes, reads the sessions, restarts FRR if it fell.
+/// FRR's thread: carries out route changes, reads the sessions, restarts FRR if it fell
+/// or if a change could not be made (then it starts again from the configuration and the
+/// routes as they should be: FRR and xlb never stay apart).
 fn drive(
     mut cfg: BgpConfig,
     mut router_id: Ipv4Addr,
@@ -373,6 +412,9 @@ fn drive(
     let mut advertised: BTreeMap<IpAddr, RouteOf> = BTreeMap::new();
     let mut next_poll = Instant::now();
     let mut retry = Duration::from_secs(1);
+    let mut started = Instant::now();
+    // A change FRR refused: restart it, at the next poll, from what it should hold.
+    let mut astray = false;
     loop {
         match rx.recv_timeout(next_poll.saturating_duration_since(Instant::now())) {
             Ok(Cmd::Routes(changes)) => {
@@ -388,7 +430,11 @@ fn drive(
                             advertised = %xlb::control::bgp::describe(&advertised),
                             "BGP: routes changed"
                         ),
-                        Err(e) => tracing::error!(error = %e, "BGP: FRR refused a route change"),
+                        Err(e) => {
+                            tracing::error!(error = %e, "BGP: FRR refused a route change; it starts again with the routes as they should be");
+                            astray = true;
+                            next_poll = Instant::now();
+                        }
                     }
                 }
             }
@@ -397,8 +443,14 @@ fn drive(
                 router_id = cfg.router_id.unwrap_or(router_id);
                 if let Some(r) = &run {
                     match r.reconfigure(&cfg, router_id, &advertised) {
-                        Ok(()) => tracing::info!("BGP: the changed configuration is applied to FRR (no session reset where a peer's settings stayed)"),
-                        Err(e) => tracing::error!(error = %format!("{e:#}"), "BGP: applying the changed configuration to FRR"),
+                        Ok(()) => tracing::info!(
+                            "BGP: the changed configuration is applied to FRR (no session reset where a peer's settings stayed)"
+                        ),
+                        Err(e) => {
+                            tracing::error!(error = %format!("{e:#}"), "BGP: applying the changed configuration to FRR failed; it starts again with it");
+                            astray = true;
+                            next_poll = Instant::now();
+                        }
                     }
                 }
             }
@@ -421,19 +473,25 @@ fn drive(
                     }
                     Some(Err(_)) | None => true,
                 };
-                if fell {
+                if fell || astray {
                     drop(run.take());
+                    // An FRR that keeps falling soon after its start is started less and less
+                    // often; one that ran a while starts again at once.
+                    if started.elapsed() >= STABLE {
+                        retry = Duration::from_secs(1);
+                    }
                     match Running::start(&cfg, router_id, dir, &advertised) {
                         Ok(r) => {
                             run = Some(r);
-                            retry = Duration::from_secs(1);
+                            astray = false;
+                            started = Instant::now();
                         }
                         Err(e) => {
                             tracing::error!(error = %format!("{e:#}"), retry_s = retry.as_secs(), "FRR did not start again");
-                            next_poll = Instant::now() + retry;
-                            retry = (retry * 2).min(Duration::from_secs(30));
                         }
                     }
+                    next_poll = Instant::now() + retry;
+                    retry = (retry * 2).min(Duration::from_secs(30));
                     continue;
                 }
                 if let Some(r) = &run {

@@ -139,6 +139,12 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     })?;
 
+    // BGP: FRR starts before the datapath, so that its start-up delays no VIP's traffic;
+    // it advertises a VIP once the node can serve it.
+    let frr = match &start.bgp {
+        Some(cfg) => Some(start_frr(cfg, &dev.name)?),
+        None => None,
+    };
     // From here on, every way out (a `?` included) drops the datapath: detached, workers
     // stopped and joined.
     let (mut dp, from_workers) = Datapath::open(&ports, &start, snat, &args, state)?;
@@ -171,12 +177,6 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
     }) {
         tracing::warn!(error = %e, "cannot watch the kernel's route and neighbour changes; backends' paths are polled every 5 s");
     }
-    // BGP: FRR starts once the XDP program is attached; it advertises a VIP when the
-    // node can serve it.
-    let frr = match &start.bgp {
-        Some(cfg) => Some(start_frr(cfg, &dp)?),
-        None => None,
-    };
     let (mut node, first) = node_of(start, dp, health, frr);
     let chans = Channels {
         routes: routes_rx,
@@ -347,16 +347,13 @@ fn snat_table(start: &Start, queues: u32, state: Option<&StateDir>) -> Result<Op
     Ok(Some(Arc::new(table)))
 }
 
-/// The node's owners, from the start-up set-up and the running datapath, and what the L2
-/// speaker does first.
 /// How long a node still forwards after its routes were withdrawn, for the routers to
 /// move its flows to the other nodes.
 const BGP_DRAIN: Duration = Duration::from_millis(500);
 
 /// Starts FRR for `cfg`, with the router ID given or the first interface's first IPv4
 /// address, in a directory of this process's own.
-fn start_frr(cfg: &xlb::control::bgp::BgpConfig, dp: &Datapath) -> anyhow::Result<frr::Frr> {
-    let name = &dp.ports[0].dev.name;
+fn start_frr(cfg: &xlb::control::bgp::BgpConfig, name: &str) -> anyhow::Result<frr::Frr> {
     let router_id = cfg
         .router_id
         .or_else(|| {
@@ -380,6 +377,8 @@ fn start_frr(cfg: &xlb::control::bgp::BgpConfig, dp: &Datapath) -> anyhow::Resul
     Ok(f)
 }
 
+/// The node's owners, from the start-up set-up and the running datapath, and what the L2
+/// speaker does first.
 fn node_of(start: Start, dp: Datapath, health: HealthChecker, frr: Option<frr::Frr>) -> (Node, Actions) {
     let now = Instant::now();
     // With failover, VIPs are taken once the peers have been heard (the first heartbeats
@@ -393,7 +392,8 @@ fn node_of(start: Start, dp: Datapath, health: HealthChecker, frr: Option<frr::F
         let peers = Peers::new(&h.node, &h.cluster, h.timings, members, now, incarnation).with_key(h.key.clone());
         let vote = Ownership::vote_for(h.witness.is_some(), h.peers.as_deref());
         let mut o = Ownership::new(peers, dp.ports[0].dev.mac, h.peers.clone(), vote);
-        o.set_vips(&start.compiled.vips);
+        let routed_only = &start.compiled.announced.routed_only;
+        o.set_vips(&start.compiled.vips.iter().filter(|v| !routed_only.contains(v)).copied().collect::<Vec<_>>());
         o
     });
     let witness = start.ha.as_ref().and_then(|h| h.witness.clone());
@@ -446,10 +446,6 @@ fn control_loop(
     node.apply(&first)?;
     node.rebuild();
     node.refresh_neighbours();
-    if node.frr.is_some() {
-        // Every speaker hears the owned set now that the snapshot says what is ready.
-        node.announce_owned("VIP withdrawn")?;
-    }
     if let Some(p) = first_plan {
         node.apply_plan(p)?;
     }

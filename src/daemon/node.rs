@@ -119,10 +119,10 @@ impl Node {
             Some(o) => o.owned().iter().copied().collect(),
         };
         let l2_owned = vips.len();
-        for v in compiled.announced.routes.keys() {
-            if !vips.contains(v) && compiled.vips.contains(v) {
-                vips.push(*v);
-            }
+        if !compiled.announced.routes.is_empty() {
+            let have: HashSet<IpAddr> = vips.iter().copied().collect();
+            let served: HashSet<&IpAddr> = compiled.vips.iter().collect();
+            vips.extend(compiled.announced.routes.keys().filter(|v| !have.contains(v) && served.contains(v)));
         }
         // A VIP whose traffic this node's own service proxy takes is ready without a service.
         let ready = |v| self.dp.is_local(v) || self.plane.vip_ready(v);
@@ -238,7 +238,9 @@ impl Node {
         self.place(&compiled.placement)?;
         self.plane.set_compiled(compiled, now);
         self.forward_stale = true;
-        let vips = self.plane.compiled.vips.clone();
+        // Routed-only VIPs are not owned on the segment: every node that serves one routes it.
+        let routed_only = &self.plane.compiled.announced.routed_only;
+        let vips: Vec<IpAddr> = self.plane.compiled.vips.iter().filter(|v| !routed_only.contains(v)).copied().collect();
         if let Some(o) = self.ownership_now() {
             o.set_vips(&vips);
             o.refresh(now);
@@ -288,15 +290,16 @@ impl Node {
         let Some(mut compiled) = self.plane.reload_file() else { return Ok(()) };
         // A changed bgp: goes to FRR before the routes that may follow from it.
         match (before, bgp_of(&self.plane), &mut self.frr) {
-            (Some(old), Some(new), Some(f)) if old != new => f.reconfigure(new),
-            (None, Some(_), _) => {
+            // Changed, or back after a reload that removed it (FRR kept running).
+            (old, Some(new), Some(f)) if old.as_ref() != Some(&new) => f.reconfigure(new),
+            (_, Some(_), None) => {
                 tracing::warn!(
                     field = "bgp",
                     "bgp: was added: FRR starts at the next restart; until then every VIP stays on L2"
                 );
             }
             // Removed: every route is withdrawn (nothing is routed any more), and every VIP
-            // is announced on the segment; FRR idles until the next restart.
+            // is announced on the segment; FRR keeps its sessions, idle, until the next restart.
             _ => {}
         }
         if self.frr.is_none() {

@@ -198,6 +198,8 @@ impl Plane {
             ("metrics", old.metrics != new.metrics),
             ("announce", old.announce != new.announce),
             ("ha", old.ha != new.ha),
+            // bgpd's listening port is a flag of its command line.
+            ("bgp.listen", old.bgp.as_ref().map(|b| b.listen) != new.bgp.as_ref().map(|b| b.listen)),
         ];
         for (field, changed) in restart_only {
             if changed {

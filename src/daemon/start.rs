@@ -176,19 +176,36 @@ pub(crate) fn check(path: &Path) -> anyhow::Result<()> {
         println!("{vip}: announced on {}", on.join(", "));
     }
     if let Some(bgp) = &desired.bgp {
-        let peers: Vec<String> = bgp.peers.iter().map(|p| format!("{} (AS{})", p.address, p.asn)).collect();
         for (vip, adverts) in &compiled.announced.routes {
+            let peers: Vec<String> = bgp
+                .peers
+                .iter()
+                .filter(|p| p.address.is_ipv6() == vip.is_ipv6())
+                .map(|p| format!("{} (AS{})", p.address, p.asn))
+                .collect();
+            if peers.is_empty() {
+                println!("note: bgp: {vip} has no peer of its family: it is not advertised");
+                continue;
+            }
             let l2 = if compiled.announced.routed_only.contains(vip) { "no ARP/NDP" } else { "also on the segment" };
             let which: Vec<String> = adverts.iter().map(|k| format!("bgp.advertisements[{k}]")).collect();
             println!("{vip}: advertised by BGP to {} ({}; {l2})", peers.join(", "), which.join(", "));
+            // A flow that ECMP moves to another node finds no translation there.
+            let snat: Vec<&str> = compiled
+                .specs
+                .iter()
+                .filter(|s| s.key.vip == *vip && s.mode == xlb::lb::snapshot::ForwardMode::Snat)
+                .map(|s| s.name.as_str())
+                .collect();
+            if !snat.is_empty() {
+                println!(
+                    "note: bgp: {vip} is routed and has SNAT services ({}): with ECMP over several nodes, a flow moved to another node is broken there; keep SNAT services on L2 or on one node",
+                    snat.join(", ")
+                );
+            }
         }
         if compiled.announced.routes.is_empty() {
             println!("note: bgp: no advertisement selects any VIP; nothing will be advertised");
-        }
-        for v in compiled.announced.routes.keys() {
-            if !bgp.peers.iter().any(|p| p.address.is_ipv6() == v.is_ipv6()) {
-                println!("note: bgp: {v} has no peer of its family: it is not advertised");
-            }
         }
     }
     for n in &notes {

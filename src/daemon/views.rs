@@ -293,17 +293,13 @@ impl Node {
             .into_iter()
             .filter(|o| o.routed.is_some())
             .map(|o| {
-                let why = match (self.frr.is_some(), o.ready.attached, o.ready.backends) {
-                    (false, ..) => "BGP is not running",
-                    (_, false, _) => "the XDP program is not attached",
-                    (_, _, false) => "no backend takes new flows",
+                let why = match (self.frr.is_some(), o.ready.backends) {
+                    (false, _) => "BGP is not running (bgp: was added after the start)",
+                    (_, false) => "no backend takes new flows",
                     _ => "served here",
                 };
                 answers::BgpRoute {
-                    prefix: match o.addr {
-                        IpAddr::V4(a) => format!("{a}/32"),
-                        IpAddr::V6(a) => format!("{a}/128"),
-                    },
+                    prefix: xlb::control::bgp::host_route(o.addr),
                     advertised: self.frr.is_some() && o.ready.ready(),
                     l2: o.l2,
                     why: why.into(),

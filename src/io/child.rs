@@ -13,7 +13,8 @@ pub fn spawn_tied(cmd: &mut Command) -> io::Result<Child> {
     let parent = std::process::id();
     // SAFETY: the closure runs in the child between fork and exec, where only
     // async-signal-safe calls are allowed: prctl and getppid are system calls that take no
-    // lock and allocate nothing, and io::Error::last_os_error only reads errno.
+    // lock and allocate nothing, and the errors are built from numbers (errno, ESRCH)
+    // without allocating.
     unsafe {
         cmd.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
@@ -21,7 +22,7 @@ pub fn spawn_tied(cmd: &mut Command) -> io::Result<Child> {
             }
             // xlb may have died between the fork and the prctl: then nobody would kill us.
             if u32::try_from(libc::getppid()).ok() != Some(parent) {
-                return Err(io::Error::other("xlb exited while starting its child"));
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
             }
             Ok(())
         });

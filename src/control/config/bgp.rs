@@ -65,9 +65,15 @@ fn peer(at: &str, p: &BgpPeerFile, profiles: &HashSet<&str>, errors: &mut Vec<Co
     // A fuzzed file names paths at random: it must not make the fuzzer read them.
     #[cfg(not(fuzzing))]
     let password = p.password_file.as_ref().and_then(|f| match std::fs::read_to_string(f) {
-        Ok(s) if !s.trim().is_empty() && !s.trim().contains(char::is_whitespace) => Some(s.trim().to_string()),
+        // TCP-MD5 keys are at most 80 bytes; FRR takes printable ASCII without spaces.
+        Ok(s) if (1..=80).contains(&s.trim().len()) && s.trim().bytes().all(|b| b.is_ascii_graphic()) => {
+            Some(s.trim().to_string())
+        }
         Ok(_) => {
-            errors.push(err(format!("{at}.passwordFile"), format!("{} must hold one word, the password", f.display())));
+            errors.push(err(
+                format!("{at}.passwordFile"),
+                format!("{} must hold the password alone: 1-80 printable ASCII characters, no spaces", f.display()),
+            ));
             None
         }
         Err(e) => {
