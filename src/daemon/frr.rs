@@ -297,11 +297,33 @@ impl Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        // The shell is PID 1 of FRR's namespace: with it, every daemon goes.
+        // The shell is PID 1 of FRR's namespace: with it, every daemon goes. Its exit ends
+        // only once they are all gone, so waiting for it means that a restart finds no
+        // daemon of this run still holding a port (BFD's) or a pid file.
+        let shell = shell_of(self.child.id());
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(pid) = shell {
+            let t0 = Instant::now();
+            while alive(pid) && t0.elapsed() < Duration::from_secs(2) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The shell that `unshare` (process `pid`) started: PID 1 of FRR's namespace.
+fn shell_of(pid: u32) -> Option<u32> {
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+    children.split_whitespace().next()?.parse().ok()
+}
+
+/// Whether process `pid` still runs (a zombie, or gone: no).
+fn alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    // `pid (comm) S ...`: the state follows the last parenthesis.
+    stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).is_some_and(|st| st != "Z" && st != "X")
 }
 
 /// Logs FRR's lines, without their own timestamps.
