@@ -82,7 +82,7 @@ fn peer(at: &str, p: &BgpPeerFile, profiles: &HashSet<&str>, errors: &mut Vec<Co
         }
     });
     #[cfg(fuzzing)]
-    let password = None;
+    let password: Option<String> = p.password_file.as_ref().and(None);
     Some(Peer {
         address: address?,
         asn: p.peer_asn,
