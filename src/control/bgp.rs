@@ -224,12 +224,12 @@ fn route_map(cfg: &BgpConfig, adverts: &[usize], out: &mut Vec<String>) {
     out.push("exit".into());
 }
 
-/// The address family of `a`, as FRR names it.
-fn family(a: IpAddr) -> &'static str {
-    if a.is_ipv4() {
-        "ipv4 unicast"
-    } else {
+/// An address family, as FRR names it.
+fn family(v6: bool) -> &'static str {
+    if v6 {
         "ipv6 unicast"
+    } else {
+        "ipv4 unicast"
     }
 }
 
@@ -338,7 +338,7 @@ pub fn render(cfg: &BgpConfig, router_id: Ipv4Addr, routes: &BTreeMap<IpAddr, Ro
         if peers.is_empty() {
             continue;
         }
-        l.push(format!(" address-family {}", if v6 { "ipv6 unicast" } else { "ipv4 unicast" }));
+        l.push(format!(" address-family {}", family(v6)));
         for p in peers {
             l.push(format!("  neighbor {} activate", p.address));
             l.push(format!("  neighbor {} route-map xlb-learn-nothing in", p.address));
@@ -376,8 +376,10 @@ pub fn route_commands(cfg: &BgpConfig, changes: &[RouteChange]) -> Vec<String> {
     out.push(format!("router bgp {}", cfg.asn));
     for v6 in [false, true] {
         let mine: Vec<&&RouteChange> = changes.iter().filter(|c| c.vip.is_ipv6() == v6).collect();
-        let Some(first) = mine.first() else { continue };
-        out.push(format!("address-family {}", family(first.vip)));
+        if mine.is_empty() {
+            continue;
+        }
+        out.push(format!("address-family {}", family(v6)));
         for c in mine {
             match &c.adverts {
                 Some(a) => out.push(network(c.vip, a).trim().to_string()),
@@ -405,7 +407,8 @@ impl Routes {
     }
 
     /// What is advertised now.
-    pub fn advertised(&self) -> &BTreeMap<IpAddr, RouteOf> {
+    #[cfg(test)]
+    fn advertised(&self) -> &BTreeMap<IpAddr, RouteOf> {
         &self.advertised
     }
 }

@@ -48,6 +48,14 @@ pub struct Compiled {
     pub announced: Announced,
 }
 
+impl Compiled {
+    /// The VIPs announced on the segment (ARP/NDP, failover ownership): all but the
+    /// routed-only ones.
+    pub fn segment_vips(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.vips.iter().copied().filter(|v| !self.announced.routed_only.contains(v))
+    }
+}
+
 /// Adds to `on` the interface names of `more` it does not hold yet, in their order: the
 /// union of a VIP's interfaces over its services or policies.
 pub fn add_interfaces<S: AsRef<str>>(on: &mut Vec<String>, more: impl IntoIterator<Item = S>) {
@@ -211,11 +219,16 @@ pub fn compile(desired: &Desired, ipam: &mut Ipam) -> Result<Compiled, ConfigErr
 fn routed(bgp: &BgpConfig, desired: &Desired, assignments: &[(String, IpAddr)]) -> Announced {
     let mut how = Announced::default();
     let mut l2: BTreeSet<IpAddr> = BTreeSet::new();
-    for (name, vip) in assignments {
-        let pool = desired.services.iter().find(|s| &s.name == name).and_then(|s| match &s.request {
-            Request::Pool { name, .. } => Some(name.as_str()),
+    let drawn_from: HashMap<&str, &str> = desired
+        .services
+        .iter()
+        .filter_map(|s| match &s.request {
+            Request::Pool { name, .. } => Some((s.name.as_str(), name.as_str())),
             _ => None,
-        });
+        })
+        .collect();
+    for (name, vip) in assignments {
+        let pool = drawn_from.get(name.as_str()).copied();
         let pool = pool.or_else(|| desired.pools.iter().find(|p| p.covers(*vip)).map(|p| p.name.as_str()));
         let mut selected = false;
         for (k, a) in bgp.advertisements.iter().enumerate().filter(|(_, a)| a.selects(name, pool)) {

@@ -392,18 +392,14 @@ fn node_of(start: Start, dp: Datapath, health: HealthChecker, frr: Option<frr::F
         let peers = Peers::new(&h.node, &h.cluster, h.timings, members, now, incarnation).with_key(h.key.clone());
         let vote = Ownership::vote_for(h.witness.is_some(), h.peers.as_deref());
         let mut o = Ownership::new(peers, dp.ports[0].dev.mac, h.peers.clone(), vote);
-        let routed_only = &start.compiled.announced.routed_only;
-        o.set_vips(&start.compiled.vips.iter().filter(|v| !routed_only.contains(v)).copied().collect::<Vec<_>>());
+        o.set_vips(&start.compiled.segment_vips().collect::<Vec<_>>());
         o
     });
     let witness = start.ha.as_ref().and_then(|h| h.witness.clone());
     // Routed-only VIPs get no ARP/NDP: they are not announced on the segment.
-    let routed_only = &start.compiled.announced.routed_only;
     let first: Vec<IpAddr> = match &ownership {
         Some(_) => start.snat_addrs.clone(),
-        None => {
-            start.compiled.vips.iter().filter(|v| !routed_only.contains(v)).chain(&start.snat_addrs).copied().collect()
-        }
+        None => start.compiled.segment_vips().chain(start.snat_addrs.iter().copied()).collect(),
     };
     let macs: Vec<_> = dp.ports.iter().map(|p| p.dev.mac).collect();
     let (announcer, actions) = Announcer::new(start.announce, &macs, &first, now);

@@ -239,8 +239,7 @@ impl Node {
         self.plane.set_compiled(compiled, now);
         self.forward_stale = true;
         // Routed-only VIPs are not owned on the segment: every node that serves one routes it.
-        let routed_only = &self.plane.compiled.announced.routed_only;
-        let vips: Vec<IpAddr> = self.plane.compiled.vips.iter().filter(|v| !routed_only.contains(v)).copied().collect();
+        let vips: Vec<IpAddr> = self.plane.compiled.segment_vips().collect();
         if let Some(o) = self.ownership_now() {
             o.set_vips(&vips);
             o.refresh(now);

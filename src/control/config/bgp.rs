@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use super::{
     err,
     file::{BfdProfileFile, BgpFile, BgpPeerFile},
-    validate::parse_addr,
+    validate::{parse_addr, port},
     ConfigError,
 };
 use crate::control::bgp::{Advertisement, BfdProfile, BgpConfig, Community, Peer};
@@ -86,7 +86,7 @@ fn peer(at: &str, p: &BgpPeerFile, profiles: &HashSet<&str>, errors: &mut Vec<Co
     Some(Peer {
         address: address?,
         asn: p.peer_asn,
-        port: narrow(ranged(at, "peerPort", p.peer_port, (1, 65535), 179, errors)),
+        port: p.peer_port.map_or(179, |v| port(&format!("{at}.peerPort"), v, errors)),
         hold_time: narrow(hold),
         keepalive: narrow(keepalive),
         connect_retry: narrow(ranged(

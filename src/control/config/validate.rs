@@ -48,7 +48,7 @@ fn is_broadcast(a: IpAddr) -> bool {
     matches!(a, IpAddr::V4(v) if v.is_broadcast())
 }
 
-fn port(path: &str, p: u32, errors: &mut Vec<ConfigError>) -> u16 {
+pub(super) fn port(path: &str, p: u32, errors: &mut Vec<ConfigError>) -> u16 {
     match u16::try_from(p) {
         Ok(p) if p > 0 => p,
         _ => {
