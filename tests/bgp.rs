@@ -25,6 +25,7 @@ use std::{
 };
 
 use support::{
+    cluster::{endpoint_slice, node_object},
     dsr_backend, run,
     traffic::{assert_spread, in_netns, tcp_connections, Pinger},
     Host, Lab, Xlb,
@@ -380,6 +381,13 @@ fn scene(test: &str, net: &Net) -> Option<Scene> {
 }
 
 fn scene_with(test: &str, net: &Net, kind: RouterKind) -> Option<Scene> {
+    let (lab, router, client, nodes, frr) = lab_scene(test, net, kind)?;
+    let xlbs = (1..=3).map(|k| Xlb::start_config(&lab, &nodes[k - 1], &node_config(&lab, net, k), &[])).collect();
+    Some(Scene { lab, router, client, nodes, xlbs, frr })
+}
+
+/// The lab of `net` with its router running, and the nodes' hosts without xlb.
+fn lab_scene(test: &str, net: &Net, kind: RouterKind) -> Option<(Lab, Host, Host, Vec<Host>, RouterFrr)> {
     let mut lab = Lab::new(test)?;
     lab.segment("br1");
     let (r0, r1) = (net.cidr(net.router), net.cidr(net.router_client));
@@ -404,8 +412,7 @@ fn scene_with(test: &str, net: &Net, kind: RouterKind) -> Option<Scene> {
         RouterKind::Frr => start_frr(&lab, &router, router_config(net)),
         RouterKind::Bird => start_bird(&lab, &router, &bird_config(net)),
     };
-    let xlbs = (1..=3).map(|k| Xlb::start_config(&lab, &nodes[k - 1], &node_config(&lab, net, k), &[])).collect();
-    Some(Scene { lab, router, client, nodes, xlbs, frr })
+    Some((lab, router, client, nodes, frr))
 }
 
 #[test]
@@ -655,4 +662,149 @@ fn nodes_peer_with_bird_as_the_router() {
     xlbs[0].stop();
     wait_hops(&lab, &router, net, 1, Duration::from_secs(1), "lb-1 stopped", &dir);
     assert_eq!(next_hops(&lab, &router, net), ["10.91.0.23"], "lb-1's route outlived it");
+}
+
+/// The objects of the Kubernetes scene: the three nodes, a pool of one address on no
+/// segment, a Service on it served straight to the DSR backends, and BGP as objects: a
+/// BFD profile, one BGPPeer (the router) for every node, an advertisement of the pool with a
+/// community. No L2AnnouncementPolicy: the VIP is routed only.
+fn kube_objects(api: &support::kube::Api, net: &Net) {
+    for (k, addr) in net.nodes.iter().enumerate() {
+        node_object(api, &format!("lb-{}", k + 1), &[addr.parse().unwrap()], &[], &[("ingress", "true")]);
+    }
+    let router = net.router;
+    api.apply(&format!(
+        "apiVersion: xlb.dev/v1alpha1\nkind: LoadBalancerIPPool\nmetadata: {{name: routed}}\nspec:\n  blocks: [{{cidr: {}}}]\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: default, annotations: {{xlb.dev/backends: endpoints, xlb.dev/mode: dsr}}}}\n\
+         spec: {{type: LoadBalancer, loadBalancerClass: xlb.dev/xlb, ports: [{{port: 80, protocol: TCP}}]}}\n---\n\
+         apiVersion: xlb.dev/v1alpha1\nkind: BFDProfile\nmetadata: {{name: fast}}\nspec: {{receiveInterval: 100, transmitInterval: 100, detectMultiplier: 3}}\n---\n\
+         apiVersion: xlb.dev/v1alpha1\nkind: BGPPeer\nmetadata: {{name: router}}\n\
+         spec: {{localASN: 64512, peerAddress: '{router}', peerASN: 64500, holdTimeSeconds: 9, keepAliveTimeSeconds: 3, connectRetryTimeSeconds: 1, bfdProfile: fast}}\n---\n\
+         apiVersion: xlb.dev/v1alpha1\nkind: BGPAdvertisement\nmetadata: {{name: routed}}\nspec: {{pools: [routed], communities: ['65000:7']}}\n",
+        net.host_route()
+    ));
+    let backends: Vec<(std::net::IpAddr, String, bool)> =
+        net.backends.iter().map(|b| (b.parse().unwrap(), "lb-1".to_string(), true)).collect();
+    endpoint_slice(api, "web", &[("", 80, "TCP")], &backends);
+}
+
+/// The router peers with three nodes that run `xlb run --kubernetes` on a real API server,
+/// configured by xlb's BGP objects alone: every node advertises the Service's address, the
+/// route carries the advertisement's community, the BGPPeer's status and Events say each
+/// node's session, and the route follows the objects: a node labelled out of load balancing,
+/// an advertisement changed (no session reset), a node stopped, the advertisement removed and
+/// added; 200 long-lived connections kept through the first four.
+#[test]
+fn kubernetes_objects_make_every_node_advertise_the_service() {
+    let net = &V4;
+    let Some(api) = support::kube::Api::start() else { return };
+    api.apply_crds(&Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/crds.yaml"));
+    let Some((lab, router, client, nodes, frr)) = lab_scene("bgp_kube", net, RouterKind::Frr) else { return };
+    let dir = frr.dir.clone();
+    kube_objects(&api, net);
+    let mut xlbs: Vec<Xlb> = nodes
+        .iter()
+        .enumerate()
+        .map(|(k, n)| {
+            api.reach_from(&n.ns);
+            let name = format!("lb-{}", k + 1);
+            Xlb::start(&lab, n, &["--kubernetes", "--node-name", &name, "--kubeconfig", &api.xlb])
+        })
+        .collect();
+    api.wait_for("the Service's address", 30, &xlbs[0].log, |a| a.ingress("web") == net.vip);
+
+    // Every node advertises it: one next hop each, with the advertisement's community.
+    let took = wait_hops(&lab, &router, net, 3, Duration::from_secs(30), "start", &dir);
+    eprintln!("kubernetes: the router has 3 next hops {took:?} after the address was allocated");
+    let (established, communities) = router_view(&router, net, &dir, "10.91.0.21");
+    assert_eq!((established, communities.clone()), (1, vec!["65000:7".to_string()]));
+    let arp = lab.exec(&router, &["arping", "-c", "2", "-w", "2", "-I", "eth0", net.vip]);
+    assert!(!arp.status.success(), "a node answered ARP for the routed-only VIP");
+    const N: usize = 300;
+    let to = net.to(80);
+    let out = in_netns(&client.ns, move || tcp_connections(to, N));
+    assert_spread("kubernetes, through ECMP", &out, N, 3);
+    assert_node_shares("kubernetes", &xlbs);
+
+    // The BGPPeer's status has each node's session, and each node said it by an Event.
+    let status = |a: &support::kube::Api| {
+        a.kubectl(&[
+            "get",
+            "bgppeer",
+            "router",
+            "-o",
+            r#"jsonpath={range .status.nodes[*]}{.node} {.session} {.bfd} {.advertised}{"\n"}{end}"#,
+        ])
+    };
+    api.wait_for("three sessions in the BGPPeer's status", 20, &xlbs[0].log, |a| {
+        status(a).lines().filter(|l| l.ends_with(" Established up 1")).count() == 3
+    });
+    let events = api.kubectl(&[
+        "get",
+        "events.events.k8s.io",
+        "-A",
+        "-o",
+        "jsonpath={range .items[*]}{.reason} {.regarding.kind} {.note}{\"\\n\"}{end}",
+    ]);
+    for k in 1..=3 {
+        let line = format!("SessionEstablished BGPPeer node lb-{k}: BGP session with {} established", net.router);
+        assert!(events.contains(&line), "no {line:?} in\n{events}");
+    }
+
+    // Long-lived connections through every change below.
+    let pinger = Pinger::start(&client.ns, &[to], 200, Duration::from_millis(20), Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(500));
+    let phases = ["steady", "excluded", "back", "community", "stopped"];
+
+    // A node labelled out of load balancing withdraws; back when the label goes.
+    pinger.next_phase();
+    api.kubectl(&["label", "node", "lb-3", "node.kubernetes.io/exclude-from-external-load-balancers=true"]);
+    wait_hops(&lab, &router, net, 2, Duration::from_secs(10), "lb-3 excluded", &dir);
+    assert!(!next_hops(&lab, &router, net).contains(&"10.91.0.23".to_string()));
+    pinger.next_phase();
+    api.kubectl(&["label", "node", "lb-3", "node.kubernetes.io/exclude-from-external-load-balancers-"]);
+    wait_hops(&lab, &router, net, 3, Duration::from_secs(10), "lb-3 back", &dir);
+
+    // The advertisement's community changed: applied without a session reset.
+    pinger.next_phase();
+    api.apply("apiVersion: xlb.dev/v1alpha1\nkind: BGPAdvertisement\nmetadata: {name: routed}\nspec: {pools: [routed], communities: ['65000:8', '65000:9']}\n");
+    let end = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (established, communities) = router_view(&router, net, &dir, "10.91.0.21");
+        assert_eq!(established, 1, "the change reset the session");
+        if communities == ["65000:8", "65000:9"] {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "the route never carried the new communities: {communities:?}\n{}",
+            xlbs[0].log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // A node stopped (SIGTERM): its route goes before it exits, and so does its status entry.
+    pinger.next_phase();
+    xlbs[1].stop();
+    wait_hops(&lab, &router, net, 2, Duration::from_secs(1), "lb-2 stopped", &dir);
+    api.wait_for("lb-2's status entry gone", 10, &xlbs[0].log, |a| {
+        let s = status(a);
+        s.lines().count() == 2 && !s.contains("lb-2")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    finish("kubernetes", pinger, &phases);
+
+    // No advertisement: every route goes; back with it.
+    api.kubectl(&["delete", "bgpadvertisement", "routed"]);
+    wait_hops(&lab, &router, net, 0, Duration::from_secs(10), "advertisement deleted", &dir);
+    api.apply(
+        "apiVersion: xlb.dev/v1alpha1\nkind: BGPAdvertisement\nmetadata: {name: routed}\nspec: {pools: [routed]}\n",
+    );
+    wait_hops(&lab, &router, net, 2, Duration::from_secs(10), "advertisement back", &dir);
+
+    for x in &mut xlbs {
+        if x.alive() {
+            x.stop();
+        }
+    }
 }

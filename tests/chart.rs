@@ -517,6 +517,13 @@ fn chart_against_a_real_api_server() {
         "create events.events.k8s.io -n default",
         "create leases.coordination.k8s.io -n xlb-system",
         "update leases.coordination.k8s.io -n xlb-system",
+        "watch bgppeers.xlb.dev",
+        "watch bgpadvertisements.xlb.dev",
+        "watch bfdprofiles.xlb.dev",
+        "watch bgpnodeoverrides.xlb.dev",
+        "patch bgppeers.xlb.dev --subresource=status",
+        // BGPPeers' passwords: Secrets of xlb's own namespace only.
+        "watch secrets -n xlb-system",
     ] {
         assert!(xlb_can(&api, yes), "the xlb ServiceAccount cannot: {yes}");
     }
@@ -524,7 +531,10 @@ fn chart_against_a_real_api_server() {
     for no in [
         "delete services -n default",
         "patch services -n default",
-        "get secrets -n xlb-system",
+        "get secrets -n default",
+        "list secrets --all-namespaces",
+        "update bgppeers.xlb.dev",
+        "create bgpadvertisements.xlb.dev",
         "update leases.coordination.k8s.io -n default",
         "create pods -n xlb-system",
         "update loadbalancerippools.xlb.dev",

@@ -88,6 +88,8 @@ pub(super) struct Frr {
     pub(super) sessions: Arc<Mutex<Vec<Session>>>,
     /// The configured peers: address and AS number.
     pub(super) peers: Vec<(IpAddr, u32)>,
+    /// The configuration it was last given.
+    pub(super) config: BgpConfig,
 }
 
 impl std::fmt::Debug for Frr {
@@ -355,6 +357,7 @@ impl Frr {
             );
         }
         let peers = cfg.peers.iter().map(|p| (p.address, p.asn)).collect();
+        let config = cfg.clone();
         let (tx, rx) = crossbeam_channel::unbounded();
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
         let sessions = Arc::new(Mutex::new(Vec::new()));
@@ -375,7 +378,7 @@ impl Frr {
             drive(cfg, router_id, &dir, run, &rx, &shared);
         })?;
         ready_rx.recv().context("the FRR thread ended")??;
-        Ok(Frr { tx, thread: Some(thread), sessions, peers })
+        Ok(Frr { tx, thread: Some(thread), sessions, peers, config })
     }
 
     /// Advertises and withdraws as `changes` say (FRR's thread carries them out).
@@ -389,6 +392,7 @@ impl Frr {
     /// whose settings stay are not reset.
     pub(super) fn reconfigure(&mut self, cfg: BgpConfig) {
         self.peers = cfg.peers.iter().map(|p| (p.address, p.asn)).collect();
+        self.config = cfg.clone();
         let _ = self.tx.send(Cmd::Reconfigure(Box::new(cfg)));
     }
 

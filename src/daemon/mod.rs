@@ -107,6 +107,8 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
         kube_plans = h.plans.clone();
         first_plan = first_plan_from(&h.plans);
         *handle = Some(h);
+        // BGP objects that select this node: FRR starts before the datapath, as with a file.
+        start.bgp = first_plan.as_ref().and_then(|p| p.bgp.clone());
     }
     let state = state_dir(&args, &dev.name)?;
     let snat = snat_table(&start, queues, state.as_ref())?;
@@ -523,6 +525,7 @@ fn control_loop(
         node.failover_tick()?;
         if Instant::now() >= node.plane.next_neigh {
             node.refresh_neighbours();
+            node.report_sessions();
         }
         if node.plane.next_drain_end().is_some_and(|d| Instant::now() >= d) {
             node.rebuild();

@@ -17,6 +17,7 @@ use xlb::{
     control::{
         announcer::{Actions, Say},
         backends::service_of_spec,
+        bgp::{BgpConfig, Routes},
         compile::Compiled,
         nexthop::Path,
         ownership::{Claim, OwnedChange, Ownership},
@@ -26,6 +27,7 @@ use xlb::{
     io::worker::ConflictReport,
     k8s::{
         plan::Plan,
+        sessions::SessionState,
         source::{Conflict, PathProblems},
         witness::Witness,
     },
@@ -33,6 +35,9 @@ use xlb::{
 };
 
 use super::{datapath::Datapath, outbox::Outbox, plane::Plane, start::Source};
+
+/// How long after a failed start FRR is tried again (Kubernetes).
+const FRR_RETRY: Duration = Duration::from_secs(30);
 
 /// Everything the control thread owns while xlb runs.
 pub(super) struct Node {
@@ -56,6 +61,8 @@ pub(super) struct Node {
     pub(super) batch_times: HashMap<crate::metrics::QueueId, Histogram<u64>>,
     /// The routing daemon that advertises the routed VIPs (none: no `bgp:`).
     pub(super) frr: Option<super::frr::Frr>,
+    /// When FRR last failed to start (Kubernetes, where BGP objects may come at any time).
+    frr_failed: Option<Instant>,
 }
 
 impl Node {
@@ -81,6 +88,7 @@ impl Node {
             said_paths: BTreeSet::new(),
             batch_times: HashMap::new(),
             frr: None,
+            frr_failed: None,
         }
     }
 
@@ -121,7 +129,8 @@ impl Node {
         let l2_owned = vips.len();
         if !compiled.announced.routes.is_empty() {
             let have: HashSet<IpAddr> = vips.iter().copied().collect();
-            let served: HashSet<&IpAddr> = compiled.vips.iter().collect();
+            // Served: a service of this node has it (Kubernetes: whoever owns it on the segment).
+            let served: HashSet<IpAddr> = self.plane.served_vips().collect();
             vips.extend(compiled.announced.routes.keys().filter(|v| !have.contains(v) && served.contains(v)));
         }
         // A VIP whose traffic this node's own service proxy takes is ready without a service.
@@ -334,18 +343,61 @@ impl Node {
         if self.dp.set_local(plan.local_vips.iter().copied().collect())? {
             tracing::info!(vips = ?plan.local_vips, "VIPs whose traffic this node's own service proxy takes (every node runs xlb)");
         }
+        self.set_bgp(plan.bgp.as_ref());
         let compiled = Compiled {
             vips: plan.vips,
             specs: plan.specs,
             placement: plan.placement,
             assignments: Vec::new(),
             health: Vec::new(),
-            announced: Default::default(),
+            announced: if self.frr.is_some() { plan.announced } else { Default::default() },
         };
         self.apply_compiled(compiled)?;
         tracing::debug!(generation = self.plane.publisher.generation(), vips = ?self.plane.compiled.vips, "plan from Kubernetes applied");
         self.report_paths();
         Ok(())
+    }
+
+    /// Kubernetes: makes FRR run `want` (what this node's BGP objects say). FRR starts the
+    /// first time, takes changes without a restart after, and is left without peers when no
+    /// BGPPeer selects this node any more. A start that failed is tried again at the next
+    /// change of the objects, 30 s later at the soonest.
+    fn set_bgp(&mut self, want: Option<&BgpConfig>) {
+        match (want, &mut self.frr) {
+            (Some(cfg), Some(f)) if f.config != *cfg => f.reconfigure(cfg.clone()),
+            (Some(cfg), None) if self.frr_failed.is_none_or(|t| t.elapsed() >= FRR_RETRY) => {
+                match super::start_frr(cfg, &self.dp.ports[0].dev.name) {
+                    Ok(f) => {
+                        self.frr = Some(f);
+                        self.frr_failed = None;
+                        self.speakers.add(Box::new(Routes::new()));
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %format!("{e:#}"), "BGP: FRR did not start; the VIPs stay on L2 until it does");
+                        self.frr_failed = Some(Instant::now());
+                    }
+                }
+            }
+            (None, Some(f)) if !f.config.peers.is_empty() => {
+                tracing::info!("BGP: no BGPPeer selects this node any more: its sessions close");
+                let idle = BgpConfig { peers: Vec::new(), advertisements: Vec::new(), ..f.config.clone() };
+                f.reconfigure(idle);
+            }
+            _ => {}
+        }
+    }
+
+    /// Kubernetes: hands this node's BGP sessions, as FRR last reported them, to the node
+    /// side, which says them in the cluster (only changes cost anything).
+    pub(super) fn report_sessions(&self) {
+        let (Some(f), Source::Kube { handle: Some(h), .. }) = (&self.frr, &self.plane.source) else { return };
+        let sessions = f.sessions.lock().map(|s| s.clone()).unwrap_or_default();
+        h.bgp_sessions(
+            sessions
+                .into_iter()
+                .map(|s| SessionState { peer: s.peer, session: s.state, bfd: s.bfd, advertised: s.sent })
+                .collect(),
+        );
     }
 
     /// Tells the Kubernetes side which backends their paths keep from new flows, by Service,

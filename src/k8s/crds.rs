@@ -163,7 +163,15 @@ pub struct AnnounceTimings {
 
 /// The definitions of xlb's resources as one YAML stream, as `xlb crds` prints them.
 pub fn crds_yaml() -> Result<String, serde_json::Error> {
-    yaml(&[LoadBalancerIPPool::crd(), L2AnnouncementPolicy::crd()])
+    use super::bgp::{BfdProfile, BgpAdvertisement, BgpNodeOverride, BgpPeer};
+    yaml(&[
+        LoadBalancerIPPool::crd(),
+        L2AnnouncementPolicy::crd(),
+        BgpPeer::crd(),
+        BfdProfile::crd(),
+        BgpAdvertisement::crd(),
+        BgpNodeOverride::crd(),
+    ])
 }
 
 /// The definitions of the Cilium kinds xlb serves, as `xlb crds --cilium` prints them: for a

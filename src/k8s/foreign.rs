@@ -4,8 +4,9 @@
 //! MetalLB's `IPAddressPool` and `L2Advertisement` (read with MetalLB's meaning, the
 //! advertisements as xlb policies).
 //!
-//! The kinds xlb does not serve yet (`UNSERVED`: the BGP kinds of both) are never ignored
-//! silently: each object of them gets a Warning Event saying so.
+//! The kinds xlb does not serve yet (`UNSERVED`: the BGP kinds of both, for which xlb has
+//! kinds of its own) are never ignored silently: each object of them gets a Warning Event
+//! saying so.
 //!
 //! A kind is watched only once the cluster serves it: it is looked up through discovery (at
 //! any version that has it) every 2 s until the cluster has answered, then every 30 s until
@@ -376,7 +377,7 @@ pub const UNSERVED: [(&str, &str, &str); 9] = [
     ("metallb.io", "Community", BGP_HINT),
 ];
 
-const BGP_HINT: &str = "xlb announces addresses by ARP and NDP (L2AnnouncementPolicy) and does not speak BGP yet";
+const BGP_HINT: &str = "xlb reads BGP from its own kinds (xlb.dev BGPPeer, BFDProfile, BGPAdvertisement, BGPNodeOverride; the same field names): write the peers and advertisements there";
 
 /// Says, once per object (`told`: their uids), that xlb does not serve the objects of the
 /// `UNSERVED` kinds the cluster has: a Warning Event `NotServed` on each, and a log line.

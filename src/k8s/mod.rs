@@ -3,6 +3,7 @@
 //! and the datapath services built from Services, EndpointSlices and Nodes.
 
 pub mod alloc;
+pub mod bgp;
 pub mod controller;
 pub mod crds;
 pub mod events;
@@ -14,6 +15,7 @@ pub mod plan;
 pub mod pools;
 pub mod reach;
 pub mod service;
+pub mod sessions;
 pub mod source;
 pub mod stats;
 pub mod witness;

@@ -20,6 +20,11 @@
 //!   Service selects (node labels, interface regexes) and, for `externalTrafficPolicy:
 //!   Local`, that have a ready local endpoint, the one with the highest rendezvous hash of
 //!   (node, VIP). A node that leaves moves only its own VIPs.
+//! - Routes: with BGP (see `bgp`), every member that could serve a VIP and has a
+//!   `BGPAdvertisement` selecting it advertises it (ECMP), whoever owns it on the segment; a
+//!   VIP that no L2AnnouncementPolicy selects is routed only (no ARP/NDP from any node). A
+//!   node labelled `node.kubernetes.io/exclude-from-external-load-balancers` or not Ready
+//!   advertises nothing.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
@@ -33,11 +38,15 @@ use kube::ResourceExt as _;
 
 use super::{
     alloc::{labels_with_pseudo, selects},
+    bgp::NodeBgp,
     crds::L2AnnouncementPolicy,
     service::{key, served, Settings},
 };
 use crate::{
-    control::{announcer::Timing, compile::add_interfaces, rendezvous::rank, services::ServiceSpec},
+    control::{
+        announcer::Timing, bgp::BgpConfig, compile::add_interfaces, rendezvous::rank, services::ServiceSpec,
+        speaker::Announced,
+    },
     lb::{
         maglev::TableSize,
         snapshot::{ForwardMode, ServiceKey},
@@ -101,6 +110,10 @@ pub struct Cluster<'a> {
     pub policies: &'a [Arc<L2AnnouncementPolicy>],
     /// Live members, by node name.
     pub members: &'a BTreeMap<String, Member>,
+    /// The pools' names and address ranges (which pool a VIP is from).
+    pub pools: &'a [(String, Vec<(IpAddr, IpAddr)>)],
+    /// This node's BGP speaker and advertisements.
+    pub bgp: &'a NodeBgp,
 }
 
 /// A VIP and who announces it.
@@ -141,6 +154,13 @@ pub struct Plan {
     /// policies that let it announce the VIP select (the VIP is announced and served there
     /// only; none: on no interface). Empty on a node with one interface.
     pub placement: BTreeMap<IpAddr, Vec<String>>,
+    /// This node's BGP speaker (none: it peers with nobody).
+    pub bgp: Option<BgpConfig>,
+    /// The VIPs this node advertises by BGP while it can serve them, and those that no node
+    /// announces on the segment.
+    pub announced: Announced,
+    /// What is wrong with the BGP objects, one line each.
+    pub bgp_problems: Vec<String>,
 }
 
 /// One endpoint as the plan uses it.
@@ -434,6 +454,11 @@ pub fn plan(me: &str, c: &Cluster<'_>, settings: &Settings, snat_families: (bool
     let proxies: BTreeSet<String> = c.nodes.iter().filter(|n| takes_lb_traffic(n)).map(|n| n.name_any()).collect();
     let mut own_vips: BTreeMap<IpAddr, bool> = BTreeMap::new();
     let mut announced: HashSet<IpAddr> = HashSet::new();
+    // This node advertises routes while it is a live member that takes load-balancer
+    // traffic (Ready, not excluded by label).
+    let routing = c.bgp.config.is_some()
+        && c.members.contains_key(me)
+        && c.nodes.iter().any(|n| n.name_any() == me && takes_lb_traffic(n));
     let mut services: Vec<&Arc<Service>> = c.services.iter().filter(|s| served(s, settings)).collect();
     services.sort_by_key(|s| key(s));
     for svc in services {
@@ -490,25 +515,35 @@ pub fn plan(me: &str, c: &Cluster<'_>, settings: &Settings, snat_families: (bool
         // Cilium's L2 announcements run): the node that announces the VIP hands its packets
         // to its own service proxy, as MetalLB's and Cilium's L2 modes do.
         let own = path == Path::Nodes && mode == ForwardMode::Dsr && workers.is_empty() && !c.nodes.is_empty();
+        // Straight to the pods with Local: only a node with a pod of its own keeps the
+        // client's address. Through the nodes, the worker nodes do that.
+        let may_serve = |node: &str| match (path, own) {
+            (Path::Endpoints, _) => !local || local_nodes.contains(node),
+            (Path::Nodes, false) => true,
+            (Path::Nodes, true) => proxies.contains(node) && (!local || local_nodes.contains(node)),
+        };
         for (vip, external) in &vips {
             let eligible: Vec<&str> = c
                 .members
                 .values()
-                // Straight to the pods with Local: only a node with a pod of its own keeps the
-                // client's address. Through the nodes, the worker nodes do that.
-                .filter(|m| match (path, own) {
-                    (Path::Endpoints, _) => !local || local_nodes.contains(m.node.as_str()),
-                    (Path::Nodes, false) => true,
-                    (Path::Nodes, true) => {
-                        proxies.contains(m.node.as_str()) && (!local || local_nodes.contains(m.node.as_str()))
-                    }
-                })
+                .filter(|m| may_serve(&m.node))
                 .filter(|m| policies.iter().any(|p| p.allows(&svc_labels, (*vip, *external), m, labels_of(&m.node))))
                 .map(|m| m.node.as_str())
                 .collect();
+            // BGP: every member that may serve it advertises it, if an advertisement of its
+            // own selects it.
+            let pool =
+                c.pools.iter().find(|(_, r)| r.iter().any(|(a, b)| a <= vip && vip <= b)).map(|(n, _)| n.as_str());
+            let adverts = c.bgp.routes_of(&svc_labels, pool);
+            if !adverts.is_empty() && routing && may_serve(me) {
+                let on = out.announced.routes.entry(*vip).or_default();
+                on.extend(adverts.iter().filter(|a| !on.contains(a)).collect::<Vec<_>>());
+                on.sort_unstable();
+            }
+            let routed = !adverts.is_empty() || c.bgp.routed_anywhere(&svc_labels, pool);
             let candidates = rank(*vip, eligible.iter().copied());
             let who = candidates.first().cloned();
-            if who.is_none() {
+            if who.is_none() && !routed {
                 let why = if c.policies.is_empty() {
                     "no L2AnnouncementPolicy exists: create one that selects this Service and the ingress nodes"
                 } else if path == Path::Endpoints && local && local_nodes.is_empty() {
@@ -648,6 +683,11 @@ pub fn plan(me: &str, c: &Cluster<'_>, settings: &Settings, snat_families: (bool
         list.dedup();
     }
     out.local_vips = out.vips.iter().copied().filter(|v| own_vips.get(v) == Some(&true)).collect();
+    // Routed VIPs that no node announces on the segment get no ARP/NDP answer from any.
+    out.announced.routed_only =
+        out.announced.routes.keys().filter(|v| out.owners.get(v).is_none_or(|o| o.owner.is_none())).copied().collect();
+    out.bgp.clone_from(&c.bgp.config);
+    out.bgp_problems.clone_from(&c.bgp.problems);
     out
 }
 
@@ -734,7 +774,13 @@ mod tests {
         policies: &[Arc<L2AnnouncementPolicy>],
         m: &BTreeMap<String, Member>,
     ) -> Plan {
-        plan(me, &Cluster { services, slices, nodes, policies, members: m }, &settings(), (true, false))
+        let bgp = NodeBgp::default();
+        plan(
+            me,
+            &Cluster { services, slices, nodes, policies, members: m, pools: &[], bgp: &bgp },
+            &settings(),
+            (true, false),
+        )
     }
 
     #[test]

@@ -23,7 +23,7 @@ use futures::{FutureExt as _, StreamExt as _};
 use k8s_openapi::{
     api::{
         coordination::v1::Lease,
-        core::v1::{Node, Service},
+        core::v1::{Node, Secret, Service},
         discovery::v1::EndpointSlice,
     },
     apimachinery::pkg::apis::meta::v1::MicroTime,
@@ -40,15 +40,16 @@ use kube::{
 use serde_json::json;
 
 use super::{
+    bgp::{BfdProfile, BgpAdvertisement, BgpNodeOverride, BgpPeer, NodeBgp, Objects},
     controller::run_allocator,
-    crds::L2AnnouncementPolicy,
-    crds::ReadFrom,
+    crds::{L2AnnouncementPolicy, LoadBalancerIPPool, ReadFrom},
     events::Recorder,
-    foreign::{advertisements, Watched, CILIUM_L2, METALLB_L2, METALLB_POOL},
+    foreign::{advertisements, Kind, Watched, CILIUM_L2, CILIUM_POOL, METALLB_L2, METALLB_POOL},
     member::Membership,
     plan::{plan, Cluster, Plan},
     reflect,
     service::Settings,
+    sessions::SessionState,
     stats::{Error, Stats},
     CappedBackoff,
 };
@@ -153,6 +154,7 @@ pub struct Handle {
     pub plans: crossbeam_channel::Receiver<Plan>,
     conflicts: tokio::sync::mpsc::UnboundedSender<Conflict>,
     paths: tokio::sync::watch::Sender<PathProblems>,
+    sessions: tokio::sync::watch::Sender<Vec<SessionState>>,
     stop: tokio::sync::watch::Sender<bool>,
     /// Set before `stop` when handing over: the membership Lease stays.
     stay: Arc<AtomicBool>,
@@ -176,6 +178,16 @@ impl Handle {
         self.paths.send_if_modified(|old| {
             let changed = *old != p;
             *old = p;
+            changed
+        });
+    }
+
+    /// Reports this node's BGP sessions (said in the `BGPPeer`s' status, and by Events when
+    /// one comes up or goes down).
+    pub fn bgp_sessions(&self, report: Vec<SessionState>) {
+        self.sessions.send_if_modified(|old| {
+            let changed = *old != report;
+            *old = report;
             changed
         });
     }
@@ -221,6 +233,7 @@ pub fn start(kubeconfig: Option<PathBuf>, opts: NodeOptions) -> anyhow::Result<H
     let (tx, plans) = crossbeam_channel::unbounded();
     let (conflicts, conflicts_rx) = tokio::sync::mpsc::unbounded_channel();
     let (paths, paths_rx) = tokio::sync::watch::channel(PathProblems::new());
+    let (sessions, sessions_rx) = tokio::sync::watch::channel(Vec::new());
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let stats = Arc::new(Stats::default());
     let counted = stats.clone();
@@ -249,10 +262,20 @@ pub fn start(kubeconfig: Option<PathBuf>, opts: NodeOptions) -> anyhow::Result<H
                 let run = run_allocator(client.clone(), opts.settings.clone(), stop_rx.clone(), stats.clone());
                 tokio::spawn(once_active(active_rx.clone(), stop_rx.clone(), run))
             });
+            let told = super::sessions::run(
+                client.clone(),
+                opts.settings.identity.clone(),
+                sessions_rx,
+                super::sessions::Gates { stop: stop_rx.clone(), stay: staying.clone() },
+                stats.clone(),
+            );
+            let told = tokio::spawn(once_active(active_rx.clone(), stop_rx.clone(), told));
             let gates = Gates { stop: stop_rx, stay: staying, active: active_rx };
             if let Err(e) = run_node(client, opts, tx, conflicts_rx, paths_rx, gates, stats).await {
                 tracing::error!(error = %format!("{e:#}"), "the Kubernetes side stopped");
             }
+            // This node's BGP status entries go with it (bounded inside).
+            let _ = tokio::time::timeout(Duration::from_secs(3), told).await;
             if let Some(a) = alloc {
                 match tokio::time::timeout(Duration::from_secs(5), a).await {
                     Ok(Ok(Some(Err(e)))) => tracing::error!(error = %format!("{e:#}"), "the allocator stopped"),
@@ -263,7 +286,7 @@ pub fn start(kubeconfig: Option<PathBuf>, opts: NodeOptions) -> anyhow::Result<H
         });
     })?;
     ready_rx.recv().context("the Kubernetes thread ended before it started")??;
-    Ok(Handle { plans, conflicts, paths, stop, stay, active, thread: Some(thread), stats })
+    Ok(Handle { plans, conflicts, paths, sessions, stop, stay, active, thread: Some(thread), stats })
 }
 
 /// What starts and ends the node side's work.
@@ -435,10 +458,25 @@ async fn run_node(
     metallb_l2.poll(&client, &notify, &stats).await;
     let mut metallb_pools = Watched::new(METALLB_POOL);
     metallb_pools.poll(&client, &notify, &stats).await;
+    // BGP: xlb's kinds, read once the cluster serves them (definitions older than xlb's
+    // binary must not keep it from planning), the pools' names, and the passwords' Secrets.
+    let mut bgp_kinds = BgpKinds::new();
+    bgp_kinds.poll(&client, &notify, &stats).await;
+    let xlb_pools =
+        reflect(Api::<LoadBalancerIPPool>::all(client.clone()), notify.clone(), "loadbalancerippools", stats.clone());
+    let mut cilium_pools = Watched::new(CILIUM_POOL);
+    cilium_pools.poll(&client, &notify, &stats).await;
+    let secrets = reflect(
+        Api::<Secret>::namespaced(client.clone(), &opts.settings.namespace),
+        notify.clone(),
+        "secrets",
+        stats.clone(),
+    );
     let stores_ready = Arc::new(AtomicBool::new(false));
     {
         let (s, e, n, p) = (services.clone(), slices.clone(), nodes.clone(), policies.clone());
-        let others = [cilium_l2.store(), metallb_l2.store(), metallb_pools.store()];
+        let mut others = vec![cilium_l2.store(), metallb_l2.store(), metallb_pools.store(), cilium_pools.store()];
+        others.extend(bgp_kinds.stores());
         let (ready, notify) = (stores_ready.clone(), notify.clone());
         tokio::spawn(async move {
             let _ = s.wait_until_ready().await;
@@ -562,9 +600,15 @@ async fn run_node(
         cilium_l2.poll(&client, &notify, &stats).await;
         metallb_l2.poll(&client, &notify, &stats).await;
         metallb_pools.poll(&client, &notify, &stats).await;
+        cilium_pools.poll(&client, &notify, &stats).await;
+        bgp_kinds.poll(&client, &notify, &stats).await;
         // Until the cluster has said whether it has Cilium's and MetalLB's policies, a plan
-        // would withdraw the announcements they make.
-        let foreign = cilium_l2.settled() && metallb_l2.settled() && metallb_pools.settled();
+        // would withdraw the announcements they make (and the routes, without the BGP kinds).
+        let foreign = cilium_l2.settled()
+            && metallb_l2.settled()
+            && metallb_pools.settled()
+            && cilium_pools.settled()
+            && bgp_kinds.settled();
         if !leases.ready || !stores_ready.load(Ordering::Relaxed) || !foreign {
             continue;
         }
@@ -575,7 +619,18 @@ async fn run_node(
             Arc::new(p)
         }));
         ps.extend(advertisements(&metallb_l2.objects(), &metallb_pools.objects()).into_iter().map(Arc::new));
-        let cluster = Cluster { services: &svcs, slices: &sls, nodes: &ns, policies: &ps, members: &members };
+        let pools = pool_ranges(&xlb_pools.state(), cilium_pools.read_all(), &metallb_pools.objects());
+        let my_labels = ns.iter().find(|n| n.name_any() == me).map(|n| n.labels().clone()).unwrap_or_default();
+        let bgp = bgp_kinds.for_node(&me, &my_labels, &secrets.state(), &opts.settings.namespace);
+        let cluster = Cluster {
+            services: &svcs,
+            slices: &sls,
+            nodes: &ns,
+            policies: &ps,
+            members: &members,
+            pools: &pools,
+            bgp: &bgp,
+        };
         let new = plan(&me, &cluster, &opts.settings, opts.snat_families);
         if last.as_ref() != Some(&new) {
             let no_problems = BTreeMap::new();
@@ -586,6 +641,10 @@ async fn run_node(
                         tracing::warn!(service = %svc, "{p}");
                     }
                 }
+            }
+            let said_bgp = last.as_ref().map(|p| p.bgp_problems.as_slice()).unwrap_or_default();
+            for p in new.bgp_problems.iter().filter(|p| !said_bgp.contains(p)) {
+                tracing::warn!("bgp: {p}");
             }
             // The plan first: Events are only news, and a slow API must not hold a takeover up.
             if tx.send(new.clone()).is_err() {
@@ -649,4 +708,89 @@ async fn run_node(
         Err(_) => tracing::warn!(lease = %name, "deleting the membership Lease timed out; it expires on its own"),
     }
     Ok(())
+}
+
+/// xlb's BGP kinds, each watched once the cluster serves it.
+struct BgpKinds {
+    peers: Watched,
+    profiles: Watched,
+    advertisements: Watched,
+    overrides: Watched,
+}
+
+impl BgpKinds {
+    fn new() -> Self {
+        let kind = |kind, what| Watched::new(Kind { group: "xlb.dev", kind, what });
+        BgpKinds {
+            peers: kind("BGPPeer", "bgppeers"),
+            profiles: kind("BFDProfile", "bfdprofiles"),
+            advertisements: kind("BGPAdvertisement", "bgpadvertisements"),
+            overrides: kind("BGPNodeOverride", "bgpnodeoverrides"),
+        }
+    }
+
+    fn all(&mut self) -> [&mut Watched; 4] {
+        [&mut self.peers, &mut self.profiles, &mut self.advertisements, &mut self.overrides]
+    }
+
+    async fn poll(&mut self, client: &Client, notify: &Arc<tokio::sync::Notify>, stats: &Arc<Stats>) {
+        for w in self.all() {
+            w.poll(client, notify, stats).await;
+        }
+    }
+
+    fn settled(&mut self) -> bool {
+        self.all().iter().all(|w| w.settled())
+    }
+
+    fn stores(&mut self) -> Vec<Option<kube::runtime::reflector::Store<kube::api::DynamicObject>>> {
+        self.all().iter().map(|w| w.store()).collect()
+    }
+
+    /// What node `me` (with `labels`) does with BGP; `secrets`: those of `namespace`.
+    fn for_node(
+        &mut self,
+        me: &str,
+        labels: &BTreeMap<String, String>,
+        secrets: &[Arc<Secret>],
+        namespace: &str,
+    ) -> NodeBgp {
+        fn arcs<K>(v: Vec<K>) -> Vec<Arc<K>> {
+            v.into_iter().map(Arc::new).collect()
+        }
+        let peers = arcs(self.peers.read_all::<BgpPeer>());
+        let profiles = arcs(self.profiles.read_all::<BfdProfile>());
+        let advertisements = arcs(self.advertisements.read_all::<BgpAdvertisement>());
+        let overrides = arcs(self.overrides.read_all::<BgpNodeOverride>());
+        let objs = Objects {
+            peers: &peers,
+            profiles: &profiles,
+            advertisements: &advertisements,
+            overrides: &overrides,
+            secrets,
+        };
+        super::bgp::for_node(me, labels, objs, namespace)
+    }
+}
+
+/// Every pool's name and address ranges, of xlb's, Cilium's and MetalLB's kinds (one that
+/// does not parse is left out: the allocator says why).
+fn pool_ranges(
+    xlb: &[Arc<LoadBalancerIPPool>],
+    cilium: Vec<LoadBalancerIPPool>,
+    metallb: &[Arc<kube::api::DynamicObject>],
+) -> Vec<(String, Vec<(IpAddr, IpAddr)>)> {
+    let ranges = |v: super::alloc::PoolView| v.pool.blocks.iter().map(|b| (b.start, b.stop)).collect::<Vec<_>>();
+    let mut out: Vec<(String, Vec<(IpAddr, IpAddr)>)> = xlb
+        .iter()
+        .map(|p| (**p).clone())
+        .chain(cilium)
+        .filter_map(|p| Some((p.name_any(), ranges(super::pools::pool_view(p.name_any(), &p.spec).ok()?))))
+        .collect();
+    for p in metallb {
+        let Ok(spec) = super::foreign::spec_of::<super::foreign::IpAddressPoolSpec>(p) else { continue };
+        let Ok(view) = super::pools::metallb_view(String::new(), &spec, &[]) else { continue };
+        out.push((p.metadata.name.clone().unwrap_or_default(), ranges(view)));
+    }
+    out
 }

@@ -35,7 +35,15 @@ fn narrow<T: TryFrom<u32> + Default>(v: u32) -> T {
     T::try_from(v).unwrap_or_default()
 }
 
-fn peer(at: &str, p: &BgpPeerFile, profiles: &HashSet<&str>, errors: &mut Vec<ConfigError>) -> Option<Peer> {
+/// Checks peer `p` (its fields under `at`), with its password already read (`password`,
+/// see [`check_password`]) and `profiles` the BFD profiles' names.
+pub(crate) fn check_peer(
+    at: &str,
+    p: &BgpPeerFile,
+    password: Option<String>,
+    profiles: &HashSet<&str>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Peer> {
     let address = parse_addr(&format!("{at}.peerAddress"), &p.peer_address, errors);
     if p.peer_asn == 0 {
         errors.push(err(format!("{at}.peerASN"), "0 is not an AS number; give the router's (1-4294967295)"));
@@ -62,27 +70,6 @@ fn peer(at: &str, p: &BgpPeerFile, profiles: &HashSet<&str>, errors: &mut Vec<Co
             ));
         }
     }
-    // A fuzzed file names paths at random: it must not make the fuzzer read them.
-    #[cfg(not(fuzzing))]
-    let password = p.password_file.as_ref().and_then(|f| match std::fs::read_to_string(f) {
-        // TCP-MD5 keys are at most 80 bytes; FRR takes printable ASCII without spaces.
-        Ok(s) if (1..=80).contains(&s.trim().len()) && s.trim().bytes().all(|b| b.is_ascii_graphic()) => {
-            Some(s.trim().to_string())
-        }
-        Ok(_) => {
-            errors.push(err(
-                format!("{at}.passwordFile"),
-                format!("{} must hold the password alone: 1-80 printable ASCII characters, no spaces", f.display()),
-            ));
-            None
-        }
-        Err(e) => {
-            errors.push(err(format!("{at}.passwordFile"), format!("cannot read {}: {e}", f.display())));
-            None
-        }
-    });
-    #[cfg(fuzzing)]
-    let password: Option<String> = p.password_file.as_ref().and(None);
     Some(Peer {
         address: address?,
         asn: p.peer_asn,
@@ -105,7 +92,36 @@ fn peer(at: &str, p: &BgpPeerFile, profiles: &HashSet<&str>, errors: &mut Vec<Co
     })
 }
 
-fn bfd_profile(at: &str, b: &BfdProfileFile, errors: &mut Vec<ConfigError>) -> BfdProfile {
+/// A TCP-MD5 password read from `from` (for messages) as `text`, checked: FRR takes 1-80
+/// printable ASCII characters without spaces. `at`: the field it came from.
+pub(crate) fn check_password(at: &str, from: &str, text: &str, errors: &mut Vec<ConfigError>) -> Option<String> {
+    let t = text.trim();
+    if (1..=80).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_graphic()) {
+        return Some(t.to_string());
+    }
+    errors.push(err(at, format!("{from} must hold the password alone: 1-80 printable ASCII characters, no spaces")));
+    None
+}
+
+/// The password in the file `p.passwordFile` names, if any.
+fn password_file(at: &str, p: &BgpPeerFile, errors: &mut Vec<ConfigError>) -> Option<String> {
+    let f = p.password_file.as_ref()?;
+    let at = format!("{at}.passwordFile");
+    // A fuzzed file names paths at random: it must not make the fuzzer read them.
+    if cfg!(fuzzing) {
+        return None;
+    }
+    match std::fs::read_to_string(f) {
+        Ok(text) => check_password(&at, &f.display().to_string(), &text, errors),
+        Err(e) => {
+            errors.push(err(at, format!("cannot read {}: {e}", f.display())));
+            None
+        }
+    }
+}
+
+/// Checks BFD profile `b` (its fields under `at`).
+pub(crate) fn check_bfd_profile(at: &str, b: &BfdProfileFile, errors: &mut Vec<ConfigError>) -> BfdProfile {
     BfdProfile {
         name: b.name.clone(),
         receive_ms: ranged(at, "receiveInterval", b.receive_interval, (10, 60000), 300, errors),
@@ -114,6 +130,16 @@ fn bfd_profile(at: &str, b: &BfdProfileFile, errors: &mut Vec<ConfigError>) -> B
         passive: b.passive_mode,
         minimum_ttl: narrow(ranged(at, "minimumTtl", b.minimum_ttl, (1, 254), 254, errors)),
     }
+}
+
+/// The communities under `at`, each checked.
+pub(crate) fn check_communities(at: &str, list: &[String], errors: &mut Vec<ConfigError>) -> Vec<Community> {
+    list.iter()
+        .enumerate()
+        .filter_map(|(j, c)| {
+            Community::parse(c).map_err(|e| errors.push(err(format!("{at}.communities[{j}]"), e))).ok()
+        })
+        .collect()
 }
 
 /// Checks `b` against the file's pools and services (by name).
@@ -142,7 +168,7 @@ pub(super) fn validate_bgp(
         } else if !names.insert(p.name.as_str()) {
             errors.push(err(format!("{at}.name"), format!("{:?} is named twice", p.name)));
         }
-        bfd_profiles.push(bfd_profile(&at, p, errors));
+        bfd_profiles.push(check_bfd_profile(&at, p, errors));
     }
     if b.peers.is_empty() {
         errors.push(err("bgp.peers", "no peer; add the router: peers: [{peerAddress: 10.0.0.1, peerASN: 64500}]"));
@@ -150,7 +176,8 @@ pub(super) fn validate_bgp(
     let mut peers: Vec<Peer> = Vec::new();
     for (i, p) in b.peers.iter().enumerate() {
         let at = format!("bgp.peers[{i}]");
-        if let Some(p) = peer(&at, p, &names, errors) {
+        let password = password_file(&at, p, errors);
+        if let Some(p) = check_peer(&at, p, password, &names, errors) {
             if peers.iter().any(|q| q.address == p.address) {
                 errors.push(err(format!("{at}.peerAddress"), format!("{} is listed twice", p.address)));
             }
@@ -176,14 +203,7 @@ pub(super) fn validate_bgp(
                 errors.push(err(format!("{at}.services[{j}]"), format!("no service named {s:?}")));
             }
         }
-        let communities = a
-            .communities
-            .iter()
-            .enumerate()
-            .filter_map(|(j, c)| {
-                Community::parse(c).map_err(|e| errors.push(err(format!("{at}.communities[{j}]"), e))).ok()
-            })
-            .collect();
+        let communities = check_communities(&at, &a.communities, errors);
         advertisements.push(Advertisement {
             pools: a.pools.clone(),
             services: a.services.clone(),

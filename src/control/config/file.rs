@@ -50,33 +50,33 @@ pub(super) struct BgpFile {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub(super) struct BgpPeerFile {
-    pub(super) peer_address: String,
+pub(crate) struct BgpPeerFile {
+    pub(crate) peer_address: String,
     #[serde(rename = "peerASN")]
-    pub(super) peer_asn: u32,
-    pub(super) peer_port: Option<u32>,
-    pub(super) hold_time_seconds: Option<u32>,
-    pub(super) keep_alive_time_seconds: Option<u32>,
-    pub(super) connect_retry_time_seconds: Option<u32>,
+    pub(crate) peer_asn: u32,
+    pub(crate) peer_port: Option<u32>,
+    pub(crate) hold_time_seconds: Option<u32>,
+    pub(crate) keep_alive_time_seconds: Option<u32>,
+    pub(crate) connect_retry_time_seconds: Option<u32>,
     #[serde(rename = "eBGPMultihopTTL")]
-    pub(super) ebgp_multihop_ttl: Option<u32>,
-    pub(super) source_address: Option<String>,
-    pub(super) bfd_profile: Option<String>,
-    pub(super) password_file: Option<PathBuf>,
+    pub(crate) ebgp_multihop_ttl: Option<u32>,
+    pub(crate) source_address: Option<String>,
+    pub(crate) bfd_profile: Option<String>,
+    pub(crate) password_file: Option<PathBuf>,
     #[serde(default)]
-    pub(super) graceful_restart: bool,
+    pub(crate) graceful_restart: bool,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub(super) struct BfdProfileFile {
-    pub(super) name: String,
-    pub(super) receive_interval: Option<u32>,
-    pub(super) transmit_interval: Option<u32>,
-    pub(super) detect_multiplier: Option<u32>,
+pub(crate) struct BfdProfileFile {
+    pub(crate) name: String,
+    pub(crate) receive_interval: Option<u32>,
+    pub(crate) transmit_interval: Option<u32>,
+    pub(crate) detect_multiplier: Option<u32>,
     #[serde(default)]
-    pub(super) passive_mode: bool,
-    pub(super) minimum_ttl: Option<u32>,
+    pub(crate) passive_mode: bool,
+    pub(crate) minimum_ttl: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]

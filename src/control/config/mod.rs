@@ -13,8 +13,8 @@ use std::{
     time::Duration,
 };
 
-mod bgp;
-mod file;
+pub(crate) mod bgp;
+pub(crate) mod file;
 mod validate;
 
 use self::{file::File, validate::validate};
