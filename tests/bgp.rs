@@ -374,6 +374,34 @@ struct Scene {
 enum RouterKind {
     Frr,
     Bird,
+    /// Seed 003's VyOS gateway, as its commands configure it (VyOS runs FRR).
+    Vyos,
+}
+
+/// Seed 003's network: the nodes on 10.10.30.0/24 peering with the VyOS gateway at
+/// 10.10.30.1 (AS 64512, dynamic neighbours), Service addresses in 10.10.50.0/24.
+const SEED_003: Net = Net {
+    vip: "10.10.50.100",
+    router: "10.10.30.1",
+    router_client: "10.10.60.1",
+    client: "10.10.60.2",
+    len: 24,
+    nodes: ["10.10.30.21", "10.10.30.22", "10.10.30.23"],
+    backends: ["10.10.30.11", "10.10.30.12", "10.10.30.13"],
+};
+
+/// Seed 003's VyOS configuration as FRR's (VyOS renders the same):
+/// `set protocols bgp 64512 parameters router-id '10.10.10.1'`,
+/// `set protocols bgp 64512 neighbor 10.10.30.0/24 remote-as '64513'` (a listen range),
+/// `set protocols bgp 64512 maximum-paths ebgp '8'`.
+fn vyos_config() -> (String, String) {
+    let bfdd = "frr defaults traditional\nhostname vyos\nlog stdout informational\n".to_string();
+    let bgpd = "frr defaults traditional\nhostname vyos\nlog stdout informational\n\
+                router bgp 64512\n bgp router-id 10.10.10.1\n no bgp ebgp-requires-policy\n\
+                \x20neighbor NODES peer-group\n neighbor NODES remote-as 64513\n bgp listen range 10.10.30.0/24 peer-group NODES\n\
+                \x20address-family ipv4 unicast\n  maximum-paths 8\n exit-address-family\nexit\n"
+        .to_string();
+    (bfdd, bgpd)
 }
 
 fn scene(test: &str, net: &Net) -> Option<Scene> {
@@ -411,6 +439,7 @@ fn lab_scene(test: &str, net: &Net, kind: RouterKind) -> Option<(Lab, Host, Host
     let frr = match kind {
         RouterKind::Frr => start_frr(&lab, &router, router_config(net)),
         RouterKind::Bird => start_bird(&lab, &router, &bird_config(net)),
+        RouterKind::Vyos => start_frr(&lab, &router, vyos_config()),
     };
     Some((lab, router, client, nodes, frr))
 }
@@ -806,5 +835,63 @@ fn kubernetes_objects_make_every_node_advertise_the_service() {
         if x.alive() {
             x.stop();
         }
+    }
+}
+
+/// Seed 003, unchanged: its CiliumBGPPeeringPolicy (nodes labelled bgp=enabled, AS 64513,
+/// the VyOS gateway 10.10.30.1/32 at AS 64512, Services with an `app` label) on a real API
+/// server, and a router configured as its VyOS commands say (dynamic neighbours, ECMP over 8
+/// paths). The labelled nodes advertise the Service's address; a node labelled later joins.
+#[test]
+fn seed_003_cilium_bgp_policy_with_its_vyos_gateway() {
+    let net = &SEED_003;
+    let Some(api) = support::kube::Api::start() else { return };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    api.apply_crds(&root.join("deploy/crds.yaml"));
+    api.apply_crds(&root.join("deploy/crds-cilium.yaml"));
+    api.apply_crds(&root.join("tests/fixtures/cilium-bgp-crd-for-tests.yaml"));
+    let Some((lab, router, client, nodes, frr)) = lab_scene("bgp_seed3", net, RouterKind::Vyos) else { return };
+    let dir = frr.dir.clone();
+    for (k, addr) in net.nodes.iter().enumerate() {
+        let labels: &[(&str, &str)] = if k < 2 { &[("bgp", "enabled")] } else { &[] };
+        node_object(&api, &format!("lb-{}", k + 1), &[addr.parse().unwrap()], &[], labels);
+    }
+    api.apply_file(&root.join("tests/fixtures/seeds/003-bgp.yaml"));
+    // A Cilium pool and a Service as Cilium users write them (no class).
+    api.apply(
+        "apiVersion: cilium.io/v2\nkind: CiliumLoadBalancerIPPool\nmetadata: {name: vips}\nspec:\n  blocks: [{start: 10.10.50.100, stop: 10.10.50.100}]\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default, labels: {app: web}, annotations: {xlb.dev/backends: endpoints, xlb.dev/mode: dsr}}\n\
+         spec: {type: LoadBalancer, ports: [{port: 80, protocol: TCP}]}\n",
+    );
+    let backends: Vec<(std::net::IpAddr, String, bool)> =
+        net.backends.iter().map(|b| (b.parse().unwrap(), "lb-1".to_string(), true)).collect();
+    endpoint_slice(&api, "web", &[("", 80, "TCP")], &backends);
+    let mut xlbs: Vec<Xlb> = nodes
+        .iter()
+        .enumerate()
+        .map(|(k, n)| {
+            api.reach_from(&n.ns);
+            let name = format!("lb-{}", k + 1);
+            Xlb::start(&lab, n, &["--kubernetes", "--unclassed", "--node-name", &name, "--kubeconfig", &api.xlb])
+        })
+        .collect();
+    api.wait_for("the Service's address", 30, &xlbs[0].log, |a| a.ingress("web") == net.vip);
+    // The two labelled nodes peer and advertise; the third does not.
+    let took = wait_hops(&lab, &router, net, 2, Duration::from_secs(30), "seed 003", &dir);
+    eprintln!("seed 003: the gateway has 2 next hops {took:?} after the address was allocated");
+    let mut hops = next_hops(&lab, &router, net);
+    hops.sort();
+    assert_eq!(hops, ["10.10.30.21", "10.10.30.22"]);
+    let (ok, peers, _) = xlbs[2].cli(&["bgp", "peers", "-o", "json"]);
+    assert!(!ok || !peers.contains("10.10.30.1"), "the unlabelled node peers: {peers}");
+    const N: usize = 200;
+    let to = net.to(80);
+    let out = in_netns(&client.ns, move || tcp_connections(to, N));
+    assert_spread("seed 003, through the gateway", &out, N, 3);
+    // The third node labelled: it joins.
+    api.kubectl(&["label", "node", "lb-3", "bgp=enabled"]);
+    wait_hops(&lab, &router, net, 3, Duration::from_secs(30), "lb-3 labelled", &dir);
+    for x in &mut xlbs {
+        x.stop();
     }
 }

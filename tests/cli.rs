@@ -344,7 +344,15 @@ fn migrate_writes_xlb_objects_and_names_bad_input() {
     let dir = env!("CARGO_MANIFEST_DIR");
     let seed = |f: &str| format!("{dir}/tests/fixtures/seeds/{f}");
     let out = Command::new(env!("CARGO_BIN_EXE_xlb"))
-        .args(["migrate", "-f", &seed("001-pitower-cilium.yaml"), "-f", &seed("004-metallb.yaml")])
+        .args([
+            "migrate",
+            "-f",
+            &seed("001-pitower-cilium.yaml"),
+            "-f",
+            &seed("004-metallb.yaml"),
+            "-f",
+            &seed("003-bgp.yaml"),
+        ])
         .output()
         .unwrap();
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -352,7 +360,13 @@ fn migrate_writes_xlb_objects_and_names_bad_input() {
     assert_eq!(stdout.matches("kind: LoadBalancerIPPool").count(), 2, "{stdout}");
     assert_eq!(stdout.matches("kind: L2AnnouncementPolicy").count(), 2, "{stdout}");
     assert!(stdout.contains("# not expressible: BFDProfile has no xlb equivalent yet"), "{stdout}");
-    one_line_naming(&stderr, "objects read: 5; written exactly: 3");
+    // Seed 003's peering policy: a peer and an advertisement of the labelled nodes.
+    assert!(
+        stdout.contains("kind: BGPPeer\nmetadata:\n  name: vyos-peering-0-0\nspec:\n  gracefulRestart: false\n  localASN: 64513\n  nodeSelector:\n    matchLabels:\n      bgp: enabled\n  peerASN: 64512\n  peerAddress: \"10.10.30.1\""),
+        "{stdout}"
+    );
+    assert!(stdout.contains("kind: BGPAdvertisement\nmetadata:\n  name: vyos-peering-0\n"), "{stdout}");
+    one_line_naming(&stderr, "objects read: 6; written exactly: 4");
     let (code, err) = xlb(&["migrate", "-f", "/nonexistent/pools.yaml"]);
     assert_ne!(code, Some(0));
     one_line_naming(&err, "/nonexistent/pools.yaml");

@@ -232,8 +232,7 @@ fn seed_002_each_interface_has_its_pool() {
     api.apply_crds(&root.join("deploy/crds-cilium.yaml"));
     let seeds = root.join("tests/fixtures/seeds");
     api.apply_file(&seeds.join("002-multi-interface.yaml"));
-    // Seed 003's BGP peering policy (Cilium's BGP kinds wait for xlb's BGP): said on the
-    // object, never ignored silently.
+    // Seed 003's BGP peering policy, served as xlb's BGP objects.
     api.apply_crds(&root.join("tests/fixtures/cilium-bgp-crd-for-tests.yaml"));
     api.apply_file(&seeds.join("003-bgp.yaml"));
     let mut a = allocator_with(&api, "a", &["--unclassed"]);
@@ -255,13 +254,15 @@ fn seed_002_each_interface_has_its_pool() {
             r#"jsonpath={range .items[*]}{.type} {.reason} {.regarding.kind}/{.regarding.name}: {.note}{"\n"}{end}"#,
         ])
     };
-    wait(&api, "the NotServed Event of seed 003's policy", |api| {
-        said(api).contains(
-            "Warning NotServed CiliumBGPPeeringPolicy/vyos-peering: xlb does not serve CiliumBGPPeeringPolicy yet",
-        )
-    });
+    // Served (see tests/bgp.rs for the policy on the wire): no NotServed Event, as for
+    // Cilium's pools and L2 policies.
     let e = said(&api);
-    assert!(!e.contains("NotServed CiliumLoadBalancerIPPool") && !e.contains("NotServed CiliumL2"), "{e}");
+    assert!(
+        !e.contains("NotServed CiliumLoadBalancerIPPool")
+            && !e.contains("NotServed CiliumL2")
+            && !e.contains("NotServed CiliumBGPPeeringPolicy"),
+        "{e}"
+    );
     let _ = a.kill();
     let _ = a.wait();
 }

@@ -91,6 +91,11 @@ pub struct BgpPeerSpec {
     /// The nodes that peer with this router (none: every node running xlb).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_selector: Option<LabelSelector>,
+    /// In memory only: the object of another project's kind it was read from, for messages
+    /// (e.g. `CiliumBGPPeeringPolicy vyos spec.virtualRouters[0].neighbors[0]`).
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub origin: Option<String>,
 }
 
 /// Where a peer's password is: key `key` of Secret `name` in xlb's namespace.
@@ -191,6 +196,10 @@ pub struct BgpAdvertisementSpec {
     /// LOCAL_PREF set on the routes (iBGP peers only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local_pref: Option<u32>,
+    /// In memory only: the object of another project's kind it was read from, for messages.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub origin: Option<String>,
 }
 
 /// Settings of one node (the object is named after it), over what its peers say (Cilium's
@@ -280,9 +289,18 @@ impl NodeBgp {
     }
 }
 
-/// `errors`, each line prefixed with the object it is about.
-fn said(kind: &str, name: &str, errors: Vec<ConfigError>, out: &mut Vec<String>) {
-    out.extend(errors.into_iter().map(|e| format!("{kind} {name}: {e}")));
+/// Where field `path` (`spec.x`) of object `kind name` is, for messages: in the object, or
+/// in the object of another project's kind it was read from (`origin`).
+fn place(kind: &str, name: &str, origin: Option<&String>, path: &str) -> String {
+    match origin {
+        Some(o) => format!("{o}.{}", path.strip_prefix("spec.").unwrap_or(path)),
+        None => format!("{kind} {name}: {path}"),
+    }
+}
+
+/// `errors`, each line naming the object and field it is about (see [`place`]).
+fn said(kind: &str, name: &str, origin: Option<&String>, errors: Vec<ConfigError>, out: &mut Vec<String>) {
+    out.extend(errors.into_iter().map(|e| format!("{}: {}", place(kind, name, origin, &e.path), e.message)));
 }
 
 /// The password of `r`, from the Secrets of xlb's namespace (`namespace`).
@@ -340,7 +358,7 @@ pub fn for_node(me: &str, labels: &BTreeMap<String, String>, objs: Objects<'_>, 
         if errors.is_empty() {
             bfd_profiles.push(checked);
         } else {
-            said("BFDProfile", &p.name_any(), errors, &mut out.problems);
+            said("BFDProfile", &p.name_any(), None, errors, &mut out.problems);
         }
     }
     let names: HashSet<&str> = bfd_profiles.iter().map(|p| p.name.as_str()).collect();
@@ -376,16 +394,19 @@ pub fn for_node(me: &str, labels: &BTreeMap<String, String>, objs: Objects<'_>, 
                 message: "0 is not an AS number (1-4294967295)".into(),
             });
         }
+        let who = s.origin.clone().unwrap_or_else(|| format!("BGPPeer {name}"));
+        let field = |f: &str| place("BGPPeer", &name, s.origin.as_ref(), f);
         let (Some(mut peer), true) = (checked, errors.is_empty()) else {
-            said("BGPPeer", &name, errors, &mut out.problems);
+            said("BGPPeer", &name, s.origin.as_ref(), errors, &mut out.problems);
             continue;
         };
         match &asn {
-            None => asn = Some((s.local_asn, format!("BGPPeer {name}"))),
+            None => asn = Some((s.local_asn, who.clone())),
             Some((a, _)) if over.is_some_and(|o| o.local_asn.is_some()) || *a == s.local_asn => {}
             Some((a, first)) => {
                 out.problems.push(format!(
-                    "BGPPeer {name}: spec.localASN: {} differs from {first}'s {a}, and node {me} has one AS number; this peer is left out there (give both the same, keep them apart with nodeSelector, or set the node's in a BGPNodeOverride)",
+                    "{}: {} differs from {first}'s {a}, and node {me} has one AS number; this peer is left out there (give both the same, keep them apart with nodeSelector, or set the node's in a BGPNodeOverride)",
+                    field("spec.localASN"),
                     s.local_asn
                 ));
                 continue;
@@ -393,7 +414,8 @@ pub fn for_node(me: &str, labels: &BTreeMap<String, String>, objs: Objects<'_>, 
         }
         if peers.iter().any(|q: &crate::control::bgp::Peer| q.address == peer.address) {
             out.problems.push(format!(
-                "BGPPeer {name}: spec.peerAddress: {} is also another BGPPeer's that selects node {me}; this one is left out there",
+                "{}: {} is also another peer's that selects node {me}; this one is left out there",
+                field("spec.peerAddress"),
                 peer.address
             ));
             continue;
@@ -411,7 +433,7 @@ pub fn for_node(me: &str, labels: &BTreeMap<String, String>, objs: Objects<'_>, 
         let mut errors = Vec::new();
         let communities = check_communities("spec", &a.spec.communities, &mut errors);
         if !errors.is_empty() {
-            said("BGPAdvertisement", &a.name_any(), errors, &mut out.problems);
+            said("BGPAdvertisement", &a.name_any(), a.spec.origin.as_ref(), errors, &mut out.problems);
             continue;
         }
         out.anywhere.push(Selector::of(&a.spec));
@@ -589,7 +611,7 @@ mod tests {
         for needle in [
             "BFDProfile slow: spec.detectMultiplier: 1 is outside 2-255",
             "BGPPeer b: spec.localASN: 64513 differs from BGPPeer a's 64512",
-            "BGPPeer c: spec.peerAddress: 10.0.0.1 is also another BGPPeer's",
+            "BGPPeer c: spec.peerAddress: 10.0.0.1 is also another peer's",
             "BGPPeer d: spec.bfdProfile: no BFD profile named \"slow\"",
             "BGPPeer d: spec.keepAliveTimeSeconds: 100 s must be less than holdTimeSeconds (90 s)",
             "BGPPeer e: spec.passwordSecretRef: there is no Secret xlb-system/gone",

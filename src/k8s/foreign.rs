@@ -4,9 +4,10 @@
 //! MetalLB's `IPAddressPool` and `L2Advertisement` (read with MetalLB's meaning, the
 //! advertisements as xlb policies).
 //!
-//! The kinds xlb does not serve yet (`UNSERVED`: the BGP kinds of both, for which xlb has
-//! kinds of its own) are never ignored silently: each object of them gets a Warning Event
-//! saying so.
+//! Cilium's `CiliumBGPPeeringPolicy` is read as xlb's BGP objects (`cilium_bgp`). The kinds
+//! xlb does not serve yet (`UNSERVED`: Cilium's newer BGP kinds and MetalLB's, for which xlb
+//! has kinds of its own) are never ignored silently: each object of them gets a Warning
+//! Event saying so.
 //!
 //! A kind is watched only once the cluster serves it: it is looked up through discovery (at
 //! any version that has it) every 2 s until the cluster has answered, then every 30 s until
@@ -365,8 +366,7 @@ impl Watched {
 /// Kinds of other projects that xlb does not serve yet, with what to do instead. Objects of
 /// them are never ignored silently: `tell_unserved` says so on each (a Warning Event and a
 /// log line).
-pub const UNSERVED: [(&str, &str, &str); 9] = [
-    ("cilium.io", "CiliumBGPPeeringPolicy", BGP_HINT),
+pub const UNSERVED: [(&str, &str, &str); 8] = [
     ("cilium.io", "CiliumBGPClusterConfig", BGP_HINT),
     ("cilium.io", "CiliumBGPPeerConfig", BGP_HINT),
     ("cilium.io", "CiliumBGPAdvertisement", BGP_HINT),

@@ -133,6 +133,9 @@ pub fn read(manifests: &[Manifest], desired: &mut Desired) -> Result<Foreign, Co
                     Err(e) => errors.push(e),
                 }
             }
+            ("cilium.io", "CiliumBGPPeeringPolicy") => out.warnings.push(format!(
+                "{at}: not read in a file: a standalone xlb's peers and advertisements are in bgp: (the same field names; `xlb migrate` converts the policy)"
+            )),
             (g, k) => match UNSERVED.iter().find(|(ug, uk, _)| *ug == g && *uk == k) {
                 Some((_, _, why)) => out.warnings.push(format!("{at}: not served: {why}")),
                 None if k == "Service" => errors.push(err(format!(

@@ -10,6 +10,7 @@ use kube::api::DynamicObject;
 
 use super::{
     alloc::NAMESPACE_LABEL,
+    cilium_bgp::CILIUM_BGP_POLICY,
     crds::{IpBlock, L2AnnouncementPolicy, LoadBalancerIPPool, LoadBalancerIPPoolSpec, YesNo},
     foreign::{
         read_as, spec_of, IpAddressPoolSpec, L2AdvertisementSpec, CILIUM_L2, CILIUM_POOL, METALLB_L2, METALLB_POOL,
@@ -47,6 +48,7 @@ pub fn convert(obj: &DynamicObject) -> Converted {
         k if k == CILIUM_L2.kind => cilium_l2(obj, &mut out),
         k if k == METALLB_POOL.kind => metallb_pool(obj, &mut out),
         k if k == METALLB_L2.kind => metallb_l2(obj, &mut out),
+        k if k == CILIUM_BGP_POLICY.kind => cilium_bgp_policy(obj, &mut out),
         k => {
             let why = match UNSERVED.iter().find(|(_, u, _)| *u == k) {
                 Some((_, _, hint)) => format!("{k} has no xlb equivalent yet: {hint}"),
@@ -83,6 +85,20 @@ fn cilium_l2(obj: &DynamicObject, out: &mut Converted) -> Result<(), String> {
     // xlb matches the whole interface name; Cilium matches anywhere in it.
     spec.interfaces = spec.interfaces.iter().map(|re| format!(".*(?:{re}).*")).collect();
     out.objects.push(json(&L2AnnouncementPolicy::new(&p.metadata.name.unwrap_or_default(), spec))?);
+    Ok(())
+}
+
+/// A peering policy as xlb's BGPPeers (one per neighbour) and BGPAdvertisements (one per
+/// virtual router with a service selector).
+fn cilium_bgp_policy(obj: &DynamicObject, out: &mut Converted) -> Result<(), String> {
+    let read = super::cilium_bgp::read(&[std::sync::Arc::new(obj.clone())]);
+    for p in &read.peers {
+        out.objects.push(json(p)?);
+    }
+    for a in &read.advertisements {
+        out.objects.push(json(a)?);
+    }
+    out.lost.extend(read.problems);
     Ok(())
 }
 
@@ -260,8 +276,10 @@ pub fn read_yaml(text: &str) -> Result<Vec<DynamicObject>, String> {
 
 /// The kinds `migrate` reads from the cluster: (group, kind).
 pub fn kinds() -> Vec<(&'static str, &'static str)> {
-    let mut k: Vec<(&str, &str)> =
-        [CILIUM_POOL, CILIUM_L2, METALLB_POOL, METALLB_L2].iter().map(|k| (k.group, k.kind)).collect();
+    let mut k: Vec<(&str, &str)> = [CILIUM_POOL, CILIUM_L2, METALLB_POOL, METALLB_L2, CILIUM_BGP_POLICY]
+        .iter()
+        .map(|k| (k.group, k.kind))
+        .collect();
     k.extend(UNSERVED.iter().map(|(g, kind, _)| (*g, *kind)));
     k
 }

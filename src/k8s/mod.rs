@@ -4,6 +4,7 @@
 
 pub mod alloc;
 pub mod bgp;
+pub mod cilium_bgp;
 pub mod controller;
 pub mod crds;
 pub mod events;

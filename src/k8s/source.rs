@@ -716,6 +716,8 @@ struct BgpKinds {
     profiles: Watched,
     advertisements: Watched,
     overrides: Watched,
+    /// Cilium's `CiliumBGPPeeringPolicy`, read as peers and advertisements.
+    cilium: Watched,
 }
 
 impl BgpKinds {
@@ -726,11 +728,12 @@ impl BgpKinds {
             profiles: kind("BFDProfile", "bfdprofiles"),
             advertisements: kind("BGPAdvertisement", "bgpadvertisements"),
             overrides: kind("BGPNodeOverride", "bgpnodeoverrides"),
+            cilium: Watched::new(super::cilium_bgp::CILIUM_BGP_POLICY),
         }
     }
 
-    fn all(&mut self) -> [&mut Watched; 4] {
-        [&mut self.peers, &mut self.profiles, &mut self.advertisements, &mut self.overrides]
+    fn all(&mut self) -> [&mut Watched; 5] {
+        [&mut self.peers, &mut self.profiles, &mut self.advertisements, &mut self.overrides, &mut self.cilium]
     }
 
     async fn poll(&mut self, client: &Client, notify: &Arc<tokio::sync::Notify>, stats: &Arc<Stats>) {
@@ -758,9 +761,12 @@ impl BgpKinds {
         fn arcs<K>(v: Vec<K>) -> Vec<Arc<K>> {
             v.into_iter().map(Arc::new).collect()
         }
-        let peers = arcs(self.peers.read_all::<BgpPeer>());
+        let cilium = super::cilium_bgp::read(&self.cilium.objects());
+        let mut peers = arcs(self.peers.read_all::<BgpPeer>());
+        peers.extend(arcs(cilium.peers));
         let profiles = arcs(self.profiles.read_all::<BfdProfile>());
-        let advertisements = arcs(self.advertisements.read_all::<BgpAdvertisement>());
+        let mut advertisements = arcs(self.advertisements.read_all::<BgpAdvertisement>());
+        advertisements.extend(arcs(cilium.advertisements));
         let overrides = arcs(self.overrides.read_all::<BgpNodeOverride>());
         let objs = Objects {
             peers: &peers,
@@ -769,7 +775,9 @@ impl BgpKinds {
             overrides: &overrides,
             secrets,
         };
-        super::bgp::for_node(me, labels, objs, namespace)
+        let mut out = super::bgp::for_node(me, labels, objs, namespace);
+        out.problems.extend(cilium.problems);
+        out
     }
 }
 
