@@ -20,6 +20,8 @@ use xlb::{
 const NS: &str = "xlb-system";
 /// The capabilities the DaemonSet adds (after dropping ALL), and no others.
 const CAPS: [&str; 4] = ["NET_ADMIN", "NET_RAW", "BPF", "IPC_LOCK"];
+/// And those FRR needs too, with `bgp.enabled` (deploy/README.md says how each was measured).
+const BGP_CAPS: [&str; 6] = ["SYS_ADMIN", "SETUID", "SETGID", "NET_BIND_SERVICE", "CHOWN", "DAC_OVERRIDE"];
 const CHART: &str = "deploy/helm/xlb";
 
 /// Every optional part of the chart on.
@@ -31,6 +33,7 @@ serviceMonitor: {enabled: true, labels: {release: prometheus}}
 grafanaDashboard: {enabled: true, annotations: {grafana_folder: xlb}}
 l2Policy: {interfaces: ["^eth[0-9]+$"], externalIPs: true, announce: {gratuitousArpMs: [0, 20, 100, 500], refreshSeconds: 10}}
 failover: {keySecret: xlb-heartbeat}
+bgp: {enabled: true}
 pools:
   - name: public
     blocks: [{cidr: 192.0.2.0/28}, {start: 198.51.100.10, stop: 198.51.100.20}]
@@ -103,8 +106,9 @@ fn has_pair(args: &[String], flag: &str, value: &str) -> bool {
     args.windows(2).any(|w| w[0] == flag && w[1] == value)
 }
 
-/// What must hold in every render of the DaemonSet; returns its container's args.
-fn check_daemonset(ds: &Value) -> Vec<String> {
+/// What must hold in every render of the DaemonSet (`bgp`: with `bgp.enabled`); returns its
+/// container's args.
+fn check_daemonset(ds: &Value, bgp: bool) -> Vec<String> {
     let pod = ds.pointer("/spec/template/spec").unwrap_or_else(|| panic!("no pod spec: {ds:#}"));
     assert_eq!(pod["hostNetwork"], true, "hostNetwork");
     assert_eq!(pod["dnsPolicy"], "ClusterFirstWithHostNet");
@@ -122,7 +126,8 @@ fn check_daemonset(ds: &Value) -> Vec<String> {
     assert_eq!(sc["readOnlyRootFilesystem"], true, "readOnlyRootFilesystem: {sc:#}");
     assert_eq!(strings(sc, "/capabilities/drop"), ["ALL"], "capabilities dropped");
     let added: BTreeSet<String> = strings(sc, "/capabilities/add").into_iter().collect();
-    assert_eq!(added, CAPS.iter().map(|s| s.to_string()).collect(), "capabilities added");
+    let want = CAPS.iter().chain(if bgp { &BGP_CAPS[..] } else { &[] });
+    assert_eq!(added, want.map(|s| s.to_string()).collect(), "capabilities added");
     let env: Vec<(&str, &str)> = c["env"]
         .as_array()
         .into_iter()
@@ -390,7 +395,7 @@ fn chart_against_a_real_api_server() {
     .map(String::from)
     .into();
     assert_eq!(kinds(&default), want, "kinds rendered with the default values");
-    let args = check_daemonset(the(&default, "DaemonSet"));
+    let args = check_daemonset(the(&default, "DaemonSet"), false);
     for absent in ["--unclassed", "--snat-addr", "--queues", "--log-format"] {
         assert!(!args.iter().any(|a| a == absent), "default args have {absent}: {args:?}");
     }
@@ -417,7 +422,7 @@ fn chart_against_a_real_api_server() {
         "l2advertisements.metallb.io",
     ];
     assert_eq!(crds, want_crds.into(), "ciliumCRDs and metallbCRDs install those kinds' definitions");
-    let args = check_daemonset(the(&full, "DaemonSet"));
+    let args = check_daemonset(the(&full, "DaemonSet"), true);
     assert!(args.contains(&"--unclassed".to_string()), "{args:?}");
     assert!(has_pair(&args, "--queues", "4"), "{args:?}");
     assert!(has_pair(&args, "--log-format", "json"), "{args:?}");

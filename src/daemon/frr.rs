@@ -55,7 +55,7 @@ fn write_files(dir: &Path, files: &xlb::control::bgp::FrrConfig) -> anyhow::Resu
             .truncate(true)
             .mode(0o600)
             .open(&path)
-            .with_context(|| format!("writing {}", path.display()))?;
+            .with_context(|| format!("writing {} (in frr's directory: root needs DAC_OVERRIDE)", path.display()))?;
         std::io::Write::write_all(&mut f, text.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
@@ -159,10 +159,16 @@ impl Running {
         std::fs::DirBuilder::new().mode(0o750).create(dir).with_context(|| {
             format!("creating {} (its parent must exist and be searchable by the frr user)", dir.display())
         })?;
-        std::os::unix::fs::chown(dir, Some(uid), Some(gid))?;
+        // Handing them to frr takes CHOWN, writing in them after DAC_OVERRIDE (a container
+        // that drops capabilities must add both).
+        let hand_over = |p: &Path| {
+            std::os::unix::fs::chown(p, Some(uid), Some(gid))
+                .with_context(|| format!("handing {} to the frr user (chown: the CHOWN capability)", p.display()))
+        };
+        hand_over(dir)?;
         write_files(dir, &render(cfg, router_id, routes))?;
         for name in ["bfdd.conf", "bgpd.conf"] {
-            std::os::unix::fs::chown(dir.join(name), Some(uid), Some(gid))?;
+            hand_over(&dir.join(name))?;
         }
         // frr-reload.py reads the directory's vtysh.conf.
         std::fs::write(dir.join("vtysh.conf"), "")?;

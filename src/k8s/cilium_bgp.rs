@@ -9,7 +9,7 @@
 //! - each virtual router's `serviceSelector` is a `BGPAdvertisement` from those nodes. As
 //!   in Cilium, a virtual router without one advertises no Service.
 //!
-//! What xlb does not do is said on the policy, never dropped silently: pod CIDRs
+//! What xlb does not do is said in the log with the policy's field, never dropped silently: pod CIDRs
 //! (`exportPodCIDR`, `podIPPoolSelector`), per-neighbour path attributes
 //! (`advertisedPathAttributes`), and `serviceAdvertisements` other than `LoadBalancerIP`
 //! and `ExternalIP`.

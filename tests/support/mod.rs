@@ -403,8 +403,13 @@ impl Xlb {
         let log = lab.dir.join(format!("xlb-{n}.log"));
         let stats = lab.dir.join(format!("xlb-{n}.json"));
         let admin = lab.dir.join(format!("xlb-{n}.sock"));
-        let mut full: Vec<String> =
-            ["netns", "exec", &host.ns, bin, "run", "--stats-file"].iter().map(|s| s.to_string()).collect();
+        let mut full: Vec<String> = ["netns", "exec", &host.ns].iter().map(|s| s.to_string()).collect();
+        // XLB_TEST_WRAP: a command xlb runs under, words split at spaces (e.g. setpriv with a
+        // bounding set, to measure the capabilities a configuration needs).
+        if let Ok(wrap) = std::env::var("XLB_TEST_WRAP") {
+            full.extend(wrap.split_whitespace().map(str::to_string));
+        }
+        full.extend([bin, "run", "--stats-file"].iter().map(|s| s.to_string()));
         full.push(stats.display().to_string());
         full.push("--admin-socket".into());
         full.push(admin.display().to_string());
