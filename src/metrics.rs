@@ -167,6 +167,8 @@ pub(crate) struct BgpSeries {
     pub(crate) bfd_up: Option<bool>,
     /// Routes sent to the peer.
     pub(crate) routes: u64,
+    /// When the session's BGP or BFD state last changed (seconds since the epoch).
+    pub(crate) since: Option<u64>,
 }
 
 /// One datapath service's labels and traffic.
@@ -406,6 +408,11 @@ pub(crate) fn render(m: &MetricsInput) -> String {
             "Routes of this node's VIPs sent to the peer",
             per_peer(&|b| Some(b.routes)),
         );
+        reg.register(
+            "bgp_session_changed_timestamp_seconds",
+            "When the session's BGP or BFD state last changed (Unix time, as xlb saw it)",
+            per_peer(&|b| b.since),
+        );
     }
     let mut out = String::new();
     if prometheus_client::encoding::text::encode(&mut out, &reg).is_err() {
@@ -492,8 +499,14 @@ mod tests {
             }],
             generation: 7,
             bgp: vec![
-                BgpSeries { peer: "10.0.0.1".into(), up: true, bfd_up: Some(false), routes: 2 },
-                BgpSeries { peer: "fd00::1".into(), up: false, bfd_up: None, routes: 0 },
+                BgpSeries {
+                    peer: "10.0.0.1".into(),
+                    up: true,
+                    bfd_up: Some(false),
+                    routes: 2,
+                    since: Some(1_764_000_000),
+                },
+                BgpSeries { peer: "fd00::1".into(), up: false, bfd_up: None, routes: 0, since: None },
             ],
             failover: Some(FailoverState { quorum: true, fenced: false, alive: 3, heartbeats_ignored: 2 }),
             kubernetes: Some(KubeStats {
@@ -515,6 +528,10 @@ mod tests {
             "no BFD series for a session without BFD: {text}"
         );
         assert!(text.contains("xlb_bgp_advertised_routes{peer=\"10.0.0.1\"} 2"), "{text}");
+        assert!(
+            text.contains("xlb_bgp_session_changed_timestamp_seconds{peer=\"10.0.0.1\"} 1764000000\n#"),
+            "one series, for the session whose change was seen: {text}"
+        );
         assert!(
             text.contains("xlb_dropped_packets_total{interface=\"eth0\",queue=\"0\",reason=\"truncated\"} 1"),
             "{text}"

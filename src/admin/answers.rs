@@ -145,6 +145,9 @@ pub(crate) struct BgpPeer {
     pub(crate) bfd: Option<String>,
     /// Routes this node sends the peer.
     pub(crate) routes_sent: Option<u64>,
+    /// When BGP's or BFD's state last changed (seconds since the epoch).
+    #[serde(default)]
+    pub(crate) since: Option<u64>,
 }
 
 /// `xlb bgp routes`.

@@ -245,6 +245,16 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// `secs` as the largest two units: `45s`, `3m12s`, `5h02m`, `2d03h`.
+fn age(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3_600 => format!("{}m{:02}s", s / 60, s % 60),
+        s if s < 86_400 => format!("{}h{:02}m", s / 3_600, s % 3_600 / 60),
+        s => format!("{}d{:02}h", s / 86_400, s % 86_400 / 3_600),
+    }
+}
+
 /// A cell: `-` for nothing.
 fn cell<T: ToString>(v: &Option<T>) -> String {
     v.as_ref().map_or_else(|| "-".to_string(), ToString::to_string)
@@ -350,14 +360,21 @@ fn render(q: &Query, v: Value) -> Result<String, serde_json::Error> {
         Query::BgpPeers => {
             let a: answers::BgpPeers = serde_json::from_value(v)?;
             if !a.configured {
-                return Ok("BGP is not configured (no bgp: in the config)\n".into());
+                return Ok(
+                    "BGP is not configured (no bgp: in the config; with --kubernetes, no BGPPeer selects this node)\n"
+                        .into(),
+                );
             }
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
             let rows: Vec<Vec<String>> = a
                 .peers
                 .iter()
-                .map(|p| vec![p.peer.clone(), p.asn.to_string(), p.state.clone(), cell(&p.bfd), cell(&p.routes_sent)])
+                .map(|p| {
+                    let since = p.since.map_or_else(|| "-".into(), |t| age(now.saturating_sub(t)));
+                    vec![p.peer.clone(), p.asn.to_string(), p.state.clone(), cell(&p.bfd), cell(&p.routes_sent), since]
+                })
                 .collect();
-            table(&["PEER", "ASN", "BGP", "BFD", "ROUTES SENT"], &rows)
+            table(&["PEER", "ASN", "BGP", "BFD", "ROUTES SENT", "FOR"], &rows)
         }
         Query::BgpRoutes => {
             let a: answers::BgpRoutes = serde_json::from_value(v)?;
@@ -425,6 +442,14 @@ fn render(q: &Query, v: Value) -> Result<String, serde_json::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sessions_age_reads_in_its_two_largest_units() {
+        assert_eq!(
+            [age(0), age(59), age(61), age(3_599), age(3_600 * 5 + 120), age(86_400 * 2 + 3_600 * 3)],
+            ["0s", "59s", "1m01s", "59m59s", "5h02m", "2d03h"]
+        );
+    }
 
     #[test]
     fn queries_round_trip_as_json() {

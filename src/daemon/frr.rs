@@ -72,6 +72,8 @@ pub(crate) struct Session {
     pub(crate) sent: u64,
     /// BFD's state where a profile watches the session (`up`, `down`, `init`).
     pub(crate) bfd: Option<String>,
+    /// When BGP's or BFD's state last changed, as xlb saw it (seconds since the epoch).
+    pub(crate) since: u64,
 }
 
 enum Cmd {
@@ -297,7 +299,7 @@ impl Running {
                 .map(|a| a.values().filter_map(|f| f.get("sentPrefixCounter")?.as_u64()).sum())
                 .unwrap_or(0);
             let state = n.get("bgpState").and_then(|s| s.as_str()).unwrap_or("unknown").to_string();
-            out.push(Session { peer, state, sent, bfd: bfd_of(peer) });
+            out.push(Session { peer, state, sent, bfd: bfd_of(peer), since: unix_now() });
         }
         Ok(out)
     }
@@ -537,11 +539,20 @@ fn drive(
     }
 }
 
-/// Logs each session that changed state, and keeps the new list.
-fn report_sessions(shared: &Mutex<Vec<Session>>, now: Vec<Session>) {
+/// Seconds since the epoch.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Logs each session that changed state, and keeps the new list (a session whose state
+/// stays keeps the time it last changed).
+fn report_sessions(shared: &Mutex<Vec<Session>>, mut now: Vec<Session>) {
     let Ok(mut before) = shared.lock() else { return };
-    for s in &now {
+    for s in &mut now {
         let old = before.iter().find(|b| b.peer == s.peer);
+        if let Some(o) = old.filter(|o| (&o.state, &o.bfd) == (&s.state, &s.bfd)) {
+            s.since = o.since;
+        }
         if old.map(|o| (&o.state, &o.bfd)) != Some((&s.state, &s.bfd)) {
             let bfd = s.bfd.as_deref().unwrap_or("none");
             if s.state == "Established" {

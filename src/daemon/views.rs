@@ -281,6 +281,7 @@ impl Node {
                     state: s.map_or_else(|| "unknown".into(), |s| s.state.clone()),
                     bfd: s.and_then(|s| s.bfd.clone()),
                     routes_sent: s.map(|s| s.sent),
+                    since: s.map(|s| s.since),
                 }
             })
             .collect();
@@ -492,6 +493,7 @@ impl Node {
                     up: p.state == "Established",
                     bfd_up: p.bfd.map(|b| b == "up"),
                     routes: p.routes_sent.unwrap_or(0),
+                    since: p.since,
                     peer: p.peer,
                 })
                 .collect(),
