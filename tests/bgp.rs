@@ -695,8 +695,9 @@ fn nodes_peer_with_bird_as_the_router() {
 
 /// The objects of the Kubernetes scene: the three nodes, a pool of one address on no
 /// segment, a Service on it served straight to the DSR backends, and BGP as objects: a
-/// BFD profile, one BGPPeer (the router) for every node, an advertisement of the pool with a
-/// community. No L2AnnouncementPolicy: the VIP is routed only.
+/// BFD profile, two BGPPeers for every node (the router, and a second router running BIRD),
+/// an advertisement of the pool with a community, to the first router only. No
+/// L2AnnouncementPolicy: the VIP is routed only.
 fn kube_objects(api: &support::kube::Api, net: &Net) {
     for (k, addr) in net.nodes.iter().enumerate() {
         node_object(api, &format!("lb-{}", k + 1), &[addr.parse().unwrap()], &[], &[("ingress", "true")]);
@@ -709,7 +710,9 @@ fn kube_objects(api: &support::kube::Api, net: &Net) {
          apiVersion: xlb.dev/v1alpha1\nkind: BFDProfile\nmetadata: {{name: fast}}\nspec: {{receiveInterval: 100, transmitInterval: 100, detectMultiplier: 3}}\n---\n\
          apiVersion: xlb.dev/v1alpha1\nkind: BGPPeer\nmetadata: {{name: router}}\n\
          spec: {{localASN: 64512, peerAddress: '{router}', peerASN: 64500, holdTimeSeconds: 9, keepAliveTimeSeconds: 3, connectRetryTimeSeconds: 1, bfdProfile: fast}}\n---\n\
-         apiVersion: xlb.dev/v1alpha1\nkind: BGPAdvertisement\nmetadata: {{name: routed}}\nspec: {{pools: [routed], communities: ['65000:7']}}\n",
+         apiVersion: xlb.dev/v1alpha1\nkind: BGPPeer\nmetadata: {{name: bird}}\n\
+         spec: {{localASN: 64512, peerAddress: '10.91.0.2', peerASN: 64501, holdTimeSeconds: 9, keepAliveTimeSeconds: 3, connectRetryTimeSeconds: 1}}\n---\n\
+         apiVersion: xlb.dev/v1alpha1\nkind: BGPAdvertisement\nmetadata: {{name: routed}}\nspec: {{pools: [routed], communities: ['65000:7'], peers: [router]}}\n",
         net.host_route()
     ));
     let backends: Vec<(std::net::IpAddr, String, bool)> =
@@ -728,8 +731,34 @@ fn kubernetes_objects_make_every_node_advertise_the_service() {
     let net = &V4;
     let Some(api) = support::kube::Api::start() else { return };
     api.apply_crds(&Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/crds.yaml"));
-    let Some((lab, router, client, nodes, frr)) = lab_scene("bgp_kube", net, RouterKind::Frr) else { return };
+    let Some((mut lab, router, client, nodes, frr)) = lab_scene("bgp_kube", net, RouterKind::Frr) else { return };
     let dir = frr.dir.clone();
+    // A second router on the nodes' segment: BIRD, AS 64501.
+    let router_b = lab.host("router-b", &["10.91.0.2/24"], 1);
+    let mut bird = String::from(
+        "router id 10.91.0.2;\nlog stderr all;\nprotocol device { }\n\
+         template bgp nodes { local 10.91.0.2 as 64501; ipv4 { import all; export none; }; hold time 9; keepalive time 3; connect retry time 1; }\n",
+    );
+    for (k, n) in net.nodes.iter().enumerate() {
+        bird.push_str(&format!("protocol bgp lb{} from nodes {{ neighbor {n} as 64512; }}\n", k + 1));
+    }
+    let bird = start_bird(&lab, &router_b, &bird);
+    let birdc = |args: &[&str]| -> String {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &router_b.ns, "birdc", "-s"])
+            .arg(bird.dir.join("bird.ctl"))
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // BIRD's paths to the VIP, one per node that sends it (birdc's answer checked: a
+    // question it did not understand must not read as no path).
+    let bird_paths = || {
+        let shown = birdc(&["show", "route", &net.host_route()]);
+        assert!(shown.contains("BIRD") && !shown.contains("error"), "birdc: {shown}");
+        shown.matches("via 10.91.0.2").count()
+    };
     kube_objects(&api, net);
     let mut xlbs: Vec<Xlb> = nodes
         .iter()
@@ -754,6 +783,20 @@ fn kubernetes_objects_make_every_node_advertise_the_service() {
     let out = in_netns(&client.ns, move || tcp_connections(to, N));
     assert_spread("kubernetes, through ECMP", &out, N, 3);
     assert_node_shares("kubernetes", &xlbs);
+    // The advertisement names the first router only: BIRD has its three sessions and no
+    // route; the marks that say so never leave the nodes.
+    let t = Instant::now();
+    while birdc(&["show", "protocols"]).matches("Established").count() < 3 {
+        assert!(t.elapsed() < Duration::from_secs(20), "BIRD's sessions:\n{}", birdc(&["show", "protocols"]));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(bird_paths(), 0, "{}", birdc(&["show", "route", &net.host_route()]));
+    let shown = lab.exec(
+        &router,
+        &["vtysh", "--vty_socket", &dir.display().to_string(), "-c", "show bgp ipv4 unicast 10.93.0.1/32 json"],
+    );
+    let shown = String::from_utf8_lossy(&shown.stdout).into_owned();
+    assert!(shown.contains("65000:7") && !shown.contains("largeCommunity"), "{shown}");
 
     // The BGPPeer's status has each node's session, and each node said it by an Event.
     let status = |a: &support::kube::Api| {
@@ -794,9 +837,10 @@ fn kubernetes_objects_make_every_node_advertise_the_service() {
     api.kubectl(&["label", "node", "lb-3", "node.kubernetes.io/exclude-from-external-load-balancers-"]);
     wait_hops(&lab, &router, net, 3, Duration::from_secs(10), "lb-3 back", &dir);
 
-    // The advertisement's community changed: applied without a session reset.
+    // The advertisement's communities changed and BIRD added to its peers: applied without a
+    // session reset; BIRD gets the route from every node.
     pinger.next_phase();
-    api.apply("apiVersion: xlb.dev/v1alpha1\nkind: BGPAdvertisement\nmetadata: {name: routed}\nspec: {pools: [routed], communities: ['65000:8', '65000:9']}\n");
+    api.apply("apiVersion: xlb.dev/v1alpha1\nkind: BGPAdvertisement\nmetadata: {name: routed}\nspec: {pools: [routed], communities: ['65000:8', '65000:9'], peers: [router, bird]}\n");
     let end = Instant::now() + Duration::from_secs(15);
     loop {
         let (established, communities) = router_view(&router, net, &dir, "10.91.0.21");
@@ -811,6 +855,16 @@ fn kubernetes_objects_make_every_node_advertise_the_service() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    let t = Instant::now();
+    while bird_paths() < 3 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "BIRD never got the route from every node:\n{}",
+            birdc(&["show", "route", &net.host_route()])
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("kubernetes: BIRD added to the advertisement's peers: its 3 routes after {:?}", t.elapsed());
 
     // A node stopped (SIGTERM): its route goes before it exits, and so does its status entry.
     pinger.next_phase();

@@ -177,6 +177,8 @@ pub struct Advertisement {
     /// Whether the VIPs it selects are also announced by ARP/NDP on the segment (`l2`;
     /// default: no, they are reached through the routers only).
     pub l2: bool,
+    /// The peers its VIPs go to (`peers`; none: every peer).
+    pub peers: Vec<IpAddr>,
 }
 
 impl Advertisement {
@@ -198,11 +200,30 @@ fn route_map_name(adverts: &[usize]) -> String {
     format!("xlb-adv-{}", ids.join("-"))
 }
 
+/// The second field of the large communities that mark a route with the advertisements
+/// that select it, where some advertisement goes to some peers only: each peer's outbound
+/// route map passes the routes marked by an advertisement that goes to it, and strips the
+/// marks (they never leave the node).
+const MARK: u32 = 4_294_967_294;
+
+/// Whether some advertisement goes to some peers only.
+fn per_peer(cfg: &BgpConfig) -> bool {
+    cfg.advertisements.iter().any(|a| !a.peers.is_empty())
+}
+
+/// The mark of advertisement `k`.
+fn mark(cfg: &BgpConfig, k: usize) -> String {
+    format!("{}:{MARK}:{k}", cfg.asn)
+}
+
 /// The route map of `adverts`, defined (it may be said again: vtysh replaces its lines).
 fn route_map(cfg: &BgpConfig, adverts: &[usize], out: &mut Vec<String>) {
     let chosen = || adverts.iter().filter_map(|i| cfg.advertisements.get(*i));
     let mut standard: BTreeSet<String> = BTreeSet::new();
     let mut large: BTreeSet<String> = BTreeSet::new();
+    if per_peer(cfg) {
+        large.extend(adverts.iter().map(|k| mark(cfg, *k)));
+    }
     for c in chosen().flat_map(|a| a.communities.iter()) {
         match c {
             Community::Large(..) => large.insert(c.to_string()),
@@ -297,6 +318,26 @@ pub fn render(cfg: &BgpConfig, router_id: Ipv4Addr, routes: &BTreeMap<IpAddr, Ro
     for c in combos {
         route_map(cfg, c, &mut l);
     }
+    // Advertisements to some peers only: each peer passes what is marked for it.
+    if per_peer(cfg) {
+        for k in 0..cfg.advertisements.len() {
+            l.push(format!("bgp large-community-list standard xlb-marks permit {}", mark(cfg, k)));
+        }
+        for (i, p) in cfg.peers.iter().enumerate() {
+            let to = cfg
+                .advertisements
+                .iter()
+                .enumerate()
+                .filter(|(_, a)| a.peers.is_empty() || a.peers.contains(&p.address));
+            for (k, _) in to {
+                l.push(format!("bgp large-community-list standard xlb-to-{i} permit {}", mark(cfg, k)));
+            }
+            l.push(format!("route-map xlb-to-{i} permit 10"));
+            l.push(format!(" match large-community xlb-to-{i}"));
+            l.push(" set large-comm-list xlb-marks delete".into());
+            l.push("exit".into());
+        }
+    }
     l.push("!".into());
     l.push(format!("router bgp {}", cfg.asn));
     l.push(format!(" bgp router-id {router_id}"));
@@ -342,6 +383,10 @@ pub fn render(cfg: &BgpConfig, router_id: Ipv4Addr, routes: &BTreeMap<IpAddr, Ro
         for p in peers {
             l.push(format!("  neighbor {} activate", p.address));
             l.push(format!("  neighbor {} route-map xlb-learn-nothing in", p.address));
+            if per_peer(cfg) {
+                let i = cfg.peers.iter().position(|q| q.address == p.address).unwrap_or_default();
+                l.push(format!("  neighbor {} route-map xlb-to-{i} out", p.address));
+            }
         }
         for (vip, adverts) in routes.iter().filter(|(v, _)| v.is_ipv6() == v6) {
             l.push(format!(" {}", network(*vip, adverts)));
@@ -513,6 +558,7 @@ mod tests {
                     communities: vec![Community::Standard(65000, 100), Community::WellKnown("no-export")],
                     local_pref: None,
                     l2: false,
+                    peers: vec![],
                 },
                 Advertisement {
                     pools: vec![],
@@ -520,6 +566,7 @@ mod tests {
                     communities: vec![Community::Large(64512, 1, 2)],
                     local_pref: Some(200),
                     l2: true,
+                    peers: vec![],
                 },
             ],
         }
@@ -548,7 +595,14 @@ mod tests {
         assert!(!c.advertisements[0].selects("web", Some("internal")));
         assert!(!c.advertisements[0].selects("web", None));
         assert!(c.advertisements[1].selects("api", None));
-        let all = Advertisement { pools: vec![], services: vec![], communities: vec![], local_pref: None, l2: false };
+        let all = Advertisement {
+            pools: vec![],
+            services: vec![],
+            communities: vec![],
+            local_pref: None,
+            l2: false,
+            peers: vec![],
+        };
         assert!(all.selects("anything", None));
     }
 
@@ -581,6 +635,36 @@ mod tests {
             assert!(text.contains(line), "missing:\n{line}\nin:\n{text}");
         }
         assert!(!text.contains("fd88::1 bfd"), "no BFD where the peer names no profile");
+    }
+
+    #[test]
+    fn an_advertisement_to_some_peers_marks_its_routes_and_each_peer_passes_its_own_marks() {
+        let mut c = cfg();
+        // The api advertisement goes to the IPv4 peer only.
+        c.advertisements[1].peers = vec!["10.88.0.1".parse().unwrap()];
+        let routes = BTreeMap::from([
+            ("10.200.0.2".parse().unwrap(), vec![0, 1]),
+            ("fd20::1".parse().unwrap(), vec![1]),
+            ("fd20::2".parse().unwrap(), vec![0]),
+        ]);
+        let text = render(&c, "10.88.0.11".parse().unwrap(), &routes).bgpd;
+        for line in [
+            // Each route carries the marks of its advertisements, beside their communities.
+            "route-map xlb-adv-0-1 permit 10\n set community 65000:100 no-export\n set large-community 64512:1:2 64512:4294967294:0 64512:4294967294:1\n",
+            "route-map xlb-adv-1 permit 10\n set large-community 64512:1:2 64512:4294967294:1\n",
+            "bgp large-community-list standard xlb-marks permit 64512:4294967294:0\nbgp large-community-list standard xlb-marks permit 64512:4294967294:1\n",
+            // The IPv4 peer passes both advertisements' routes; the IPv6 one the first's only.
+            "bgp large-community-list standard xlb-to-0 permit 64512:4294967294:0\nbgp large-community-list standard xlb-to-0 permit 64512:4294967294:1\nroute-map xlb-to-0 permit 10\n match large-community xlb-to-0\n set large-comm-list xlb-marks delete\nexit",
+            "bgp large-community-list standard xlb-to-1 permit 64512:4294967294:0\nroute-map xlb-to-1 permit 10\n",
+            "  neighbor 10.88.0.1 route-map xlb-to-0 out\n",
+            "  neighbor fd88::1 route-map xlb-to-1 out\n",
+        ] {
+            assert!(text.contains(line), "missing:\n{line}\nin:\n{text}");
+        }
+        assert!(!text.contains("xlb-to-1 permit 64512:4294967294:1"), "{text}");
+        // Without such an advertisement: no marks, no outbound maps.
+        let plain = render(&cfg(), "10.88.0.11".parse().unwrap(), &routes).bgpd;
+        assert!(!plain.contains("4294967294") && !plain.contains("xlb-to-"), "{plain}");
     }
 
     #[test]

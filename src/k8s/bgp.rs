@@ -196,6 +196,9 @@ pub struct BgpAdvertisementSpec {
     /// LOCAL_PREF set on the routes (iBGP peers only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local_pref: Option<u32>,
+    /// The `BGPPeer`s (by name) the routes go to (none: every peer of the node).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<String>,
     /// In memory only: the object of another project's kind it was read from, for messages.
     #[serde(skip)]
     #[schemars(skip)]
@@ -369,6 +372,8 @@ pub fn for_node(me: &str, labels: &BTreeMap<String, String>, objs: Objects<'_>, 
     let mut asn: Option<(u32, String)> = over.and_then(|o| o.local_asn).map(|a| (a, format!("BGPNodeOverride {me}")));
     let sources = over.map(|o| source_addresses(me, &o.source_addresses, &mut out.problems)).unwrap_or_default();
     let mut peers = Vec::new();
+    // This node's peers by object name (what advertisements' `peers` name).
+    let mut by_name: BTreeMap<String, IpAddr> = BTreeMap::new();
     for p in mine {
         let name = p.name_any();
         let s = &p.spec;
@@ -423,6 +428,7 @@ pub fn for_node(me: &str, labels: &BTreeMap<String, String>, objs: Objects<'_>, 
         if let Some(a) = sources.iter().find(|a| a.is_ipv4() == peer.address.is_ipv4()) {
             peer.source = Some(*a);
         }
+        by_name.insert(name, peer.address);
         peers.push(peer);
     }
     // The advertisements, each checked alone; this node's are those that select it.
@@ -432,11 +438,25 @@ pub fn for_node(me: &str, labels: &BTreeMap<String, String>, objs: Objects<'_>, 
     for a in ads {
         let mut errors = Vec::new();
         let communities = check_communities("spec", &a.spec.communities, &mut errors);
+        for (j, name) in a.spec.peers.iter().enumerate() {
+            if !objs.peers.iter().any(|p| p.name_any() == *name) {
+                errors.push(ConfigError {
+                    path: format!("spec.peers[{j}]"),
+                    message: format!("there is no BGPPeer {name:?}"),
+                });
+            }
+        }
         if !errors.is_empty() {
             said("BGPAdvertisement", &a.name_any(), a.spec.origin.as_ref(), errors, &mut out.problems);
             continue;
         }
         out.anywhere.push(Selector::of(&a.spec));
+        // To some peers only: those of them this node has (none: the advertisement is not
+        // this node's).
+        let to: Vec<IpAddr> = a.spec.peers.iter().filter_map(|n| by_name.get(n).copied()).collect();
+        if !a.spec.peers.is_empty() && to.is_empty() {
+            continue;
+        }
         if selects(a.spec.node_selector.as_ref(), labels) {
             out.selectors.push(Selector::of(&a.spec));
             advertisements.push(Advertisement {
@@ -445,6 +465,7 @@ pub fn for_node(me: &str, labels: &BTreeMap<String, String>, objs: Objects<'_>, 
                 communities,
                 local_pref: a.spec.local_pref,
                 l2: false,
+                peers: to,
             });
         }
     }
@@ -564,6 +585,14 @@ mod tests {
         let none = Objects { peers: &peers[..2], ..objs };
         let c = for_node("node-3", &labels(&[("rack", "c")]), none, "xlb-system");
         assert!(c.config.is_none() && c.routes_of(&svc, Some("public")).is_empty());
+        // An advertisement to tor-b only: node 2 sends it there, node 1 (no tor-b) has none.
+        let ads = [obj::<BgpAdvertisement>("BGPAdvertisement", "b-only", json!({"peers": ["tor-b"]}))];
+        let objs = Objects { advertisements: &ads, ..objs };
+        let b = for_node("node-2", &labels(&[("rack", "b")]), objs, "xlb-system");
+        assert_eq!(b.config.unwrap().advertisements[0].peers, ["10.0.1.1".parse::<IpAddr>().unwrap()]);
+        let a = for_node("node-1", &labels(&[("rack", "a")]), objs, "xlb-system");
+        assert!(a.routes_of(&svc, None).is_empty() && a.config.as_ref().unwrap().advertisements.is_empty());
+        assert!(a.routed_anywhere(&svc, None), "another node routes them");
     }
 
     #[test]
@@ -589,7 +618,11 @@ mod tests {
             ),
         ];
         let profiles = [obj::<BfdProfile>("BFDProfile", "slow", json!({"detectMultiplier": 1}))];
-        let ads = [obj::<BgpAdvertisement>("BGPAdvertisement", "x", json!({"communities": ["65000:70000"]}))];
+        let ads = [obj::<BgpAdvertisement>(
+            "BGPAdvertisement",
+            "x",
+            json!({"communities": ["65000:70000"], "peers": ["nope"]}),
+        )];
         let overrides = [obj::<BgpNodeOverride>(
             "BGPNodeOverride",
             "n",
@@ -617,6 +650,7 @@ mod tests {
             "BGPPeer e: spec.passwordSecretRef: there is no Secret xlb-system/gone",
             "BGPPeer f: spec.passwordSecretRef: Secret xlb-system/bgp key tor must hold the password alone",
             "BGPAdvertisement x: spec.communities[0]: \"65000:70000\" is not ASN:VALUE",
+            "BGPAdvertisement x: spec.peers[0]: there is no BGPPeer \"nope\"",
             "BGPNodeOverride n: spec.routerID: \"fd00::1\" is not an IPv4 address",
             "BGPNodeOverride n: spec.sourceAddresses[1]: 10.0.0.10 is a second address of its family",
         ] {

@@ -166,6 +166,7 @@ pub fn read(policies: &[std::sync::Arc<DynamicObject>]) -> Read {
                     node_selector: spec.node_selector.clone(),
                     communities: Vec::new(),
                     local_pref: None,
+                    peers: Vec::new(),
                     origin: Some(format!("CiliumBGPPeeringPolicy {name} spec.virtualRouters[{i}]")),
                 },
             });

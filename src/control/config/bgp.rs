@@ -204,12 +204,25 @@ pub(super) fn validate_bgp(
             }
         }
         let communities = check_communities(&at, &a.communities, errors);
+        let mut to = Vec::new();
+        for (j, p) in a.peers.iter().enumerate() {
+            let Some(addr) = parse_addr(&format!("{at}.peers[{j}]"), p, errors) else { continue };
+            if peers.iter().any(|q| q.address == addr) {
+                to.push(addr);
+            } else {
+                errors.push(err(
+                    format!("{at}.peers[{j}]"),
+                    format!("{addr} is not the peerAddress of any of bgp.peers"),
+                ));
+            }
+        }
         advertisements.push(Advertisement {
             pools: a.pools.clone(),
             services: a.services.clone(),
             communities,
             local_pref: a.local_pref,
             l2: a.l2,
+            peers: to,
         });
     }
     Some(BgpConfig { asn: b.local_asn, router_id, listen: b.listen, peers, bfd_profiles, advertisements })
@@ -238,7 +251,7 @@ mod tests {
     #[test]
     fn each_mistake_names_its_field() {
         let text = format!(
-            "{BASE}bgp:\n  localASN: 0\n  routerID: fd00::1\n  peers:\n    - {{peerAddress: 10.0.0.1, peerASN: 64500, holdTimeSeconds: 9, keepAliveTimeSeconds: 9, bfdProfile: slow, sourceAddress: 'fd00::2'}}\n    - {{peerAddress: 10.0.0.1, peerASN: 64500}}\n  bfdProfiles: [{{name: fast, detectMultiplier: 1}}]\n  advertisements: [{{pools: [private], services: [api], communities: ['65000:70000']}}]\n"
+            "{BASE}bgp:\n  localASN: 0\n  routerID: fd00::1\n  peers:\n    - {{peerAddress: 10.0.0.1, peerASN: 64500, holdTimeSeconds: 9, keepAliveTimeSeconds: 9, bfdProfile: slow, sourceAddress: 'fd00::2'}}\n    - {{peerAddress: 10.0.0.1, peerASN: 64500}}\n  bfdProfiles: [{{name: fast, detectMultiplier: 1}}]\n  advertisements: [{{pools: [private], services: [api], communities: ['65000:70000'], peers: [10.0.0.9]}}]\n"
         );
         let e = parse(&text).unwrap_err().to_string();
         for needle in [
@@ -252,6 +265,7 @@ mod tests {
             "bgp.advertisements[0].pools[0]: no pool named \"private\"",
             "bgp.advertisements[0].services[0]: no service named \"api\"",
             "bgp.advertisements[0].communities[0]: \"65000:70000\" is not ASN:VALUE",
+            "bgp.advertisements[0].peers[0]: 10.0.0.9 is not the peerAddress of any of bgp.peers",
         ] {
             assert!(e.contains(needle), "missing {needle:?} in {e}");
         }

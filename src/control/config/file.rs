@@ -91,6 +91,8 @@ pub(super) struct BgpAdvertisementFile {
     pub(super) local_pref: Option<u32>,
     #[serde(default)]
     pub(super) l2: bool,
+    #[serde(default)]
+    pub(super) peers: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
