@@ -884,6 +884,23 @@ fn kubernetes_objects_make_every_node_advertise_the_service() {
         "apiVersion: xlb.dev/v1alpha1\nkind: BGPAdvertisement\nmetadata: {name: routed}\nspec: {pools: [routed]}\n",
     );
     wait_hops(&lab, &router, net, 2, Duration::from_secs(10), "advertisement back", &dir);
+    // Rolled up into its /24 (aggregationLength): the router holds the /24 from both nodes
+    // left, and no host route.
+    api.apply(
+        "apiVersion: xlb.dev/v1alpha1\nkind: BGPAdvertisement\nmetadata: {name: routed}\nspec: {pools: [routed], aggregationLength: 24}\n",
+    );
+    wait_hops(&lab, &router, net, 0, Duration::from_secs(10), "host route replaced by the aggregate", &dir);
+    let t = Instant::now();
+    loop {
+        let out = lab.exec(&router, &["ip", "-4", "-j", "route", "show", "10.93.0.0/24"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let hops = v[0]["nexthops"].as_array().map_or(0, Vec::len);
+        if hops == 2 {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "no /24 with 2 next hops: {v}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     for x in &mut xlbs {
         if x.alive() {

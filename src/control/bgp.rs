@@ -179,6 +179,11 @@ pub struct Advertisement {
     pub l2: bool,
     /// The peers its VIPs go to (`peers`; none: every peer).
     pub peers: Vec<IpAddr>,
+    /// The prefix length its IPv4 VIPs are advertised with (`aggregationLength`, 32: each
+    /// VIP alone; shorter: the prefix that holds it, advertised while any VIP in it is).
+    pub aggregation_v4: u8,
+    /// The same for IPv6 (`aggregationLengthV6`, 128).
+    pub aggregation_v6: u8,
 }
 
 impl Advertisement {
@@ -262,9 +267,53 @@ pub fn host_route(a: IpAddr) -> String {
     }
 }
 
-/// The `network` line of a VIP.
-fn network(vip: IpAddr, adverts: &[usize]) -> String {
-    format!(" network {} route-map {}", host_route(vip), route_map_name(adverts))
+/// A prefix: an address with its host bits clear, and the length.
+pub type Prefix = (IpAddr, u8);
+
+/// The prefix of length `len` that holds `a`.
+fn prefix_of(a: IpAddr, len: u8) -> Prefix {
+    match a {
+        IpAddr::V4(v4) => {
+            let len = len.min(32);
+            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+            (IpAddr::V4(Ipv4Addr::from(u32::from(v4) & mask)), len)
+        }
+        IpAddr::V6(v6) => {
+            let len = len.min(128);
+            let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+            (IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & mask)), len)
+        }
+    }
+}
+
+/// What FRR advertises for `routes` (each VIP with the advertisements that select it):
+/// each VIP's prefix for each of them (its host route, or the aggregate the advertisement
+/// asks for), with the advertisements whose attributes it carries. An aggregate stays while
+/// any VIP in it is advertised.
+pub fn prefixes(cfg: &BgpConfig, routes: &BTreeMap<IpAddr, RouteOf>) -> BTreeMap<Prefix, RouteOf> {
+    let mut out: BTreeMap<Prefix, RouteOf> = BTreeMap::new();
+    for (vip, adverts) in routes {
+        for k in adverts {
+            let len = cfg.advertisements.get(*k).map_or(if vip.is_ipv4() { 32 } else { 128 }, |a| {
+                if vip.is_ipv4() {
+                    a.aggregation_v4
+                } else {
+                    a.aggregation_v6
+                }
+            });
+            let on = out.entry(prefix_of(*vip, len)).or_default();
+            if !on.contains(k) {
+                on.push(*k);
+                on.sort_unstable();
+            }
+        }
+    }
+    out
+}
+
+/// The `network` line of a prefix.
+fn network((addr, len): Prefix, adverts: &[usize]) -> String {
+    format!(" network {addr}/{len} route-map {}", route_map_name(adverts))
 }
 
 /// FRR's configuration, one file per daemon that reads one.
@@ -314,6 +363,7 @@ pub fn render(cfg: &BgpConfig, router_id: Ipv4Addr, routes: &BTreeMap<IpAddr, Ro
     l.push("bgp no-rib".into());
     l.push("route-map xlb-learn-nothing deny 10".into());
     l.push("exit".into());
+    let routes = prefixes(cfg, routes);
     let combos: BTreeSet<&RouteOf> = routes.values().collect();
     for c in combos {
         route_map(cfg, c, &mut l);
@@ -388,8 +438,8 @@ pub fn render(cfg: &BgpConfig, router_id: Ipv4Addr, routes: &BTreeMap<IpAddr, Ro
                 l.push(format!("  neighbor {} route-map xlb-to-{i} out", p.address));
             }
         }
-        for (vip, adverts) in routes.iter().filter(|(v, _)| v.is_ipv6() == v6) {
-            l.push(format!(" {}", network(*vip, adverts)));
+        for (prefix, adverts) in routes.iter().filter(|(p, _)| p.0.is_ipv6() == v6) {
+            l.push(format!(" {}", network(*prefix, adverts)));
         }
         l.push(" exit-address-family".into());
     }
@@ -407,28 +457,40 @@ pub struct RouteChange {
     pub adverts: Option<RouteOf>,
 }
 
-/// The vtysh lines (each a `-c` argument, in order) that make `changes` in a running FRR
-/// without a reload: the route maps they need, then the `network` lines.
-/// A VIP of a family no peer has is left out, as [`render`] leaves it out.
-pub fn route_commands(cfg: &BgpConfig, changes: &[RouteChange]) -> Vec<String> {
-    let changes: Vec<&RouteChange> =
-        changes.iter().filter(|c| cfg.peers.iter().any(|p| p.address.is_ipv6() == c.vip.is_ipv6())).collect();
+/// The vtysh lines (each a `-c` argument, in order) that take a running FRR from
+/// advertising `before` to advertising `after` (each VIP with its advertisements) without a
+/// reload: the route maps they need, then the `network` lines of the prefixes that changed.
+/// A prefix of a family no peer has is left out, as [`render`] leaves it out.
+pub fn route_commands(
+    cfg: &BgpConfig,
+    before: &BTreeMap<IpAddr, RouteOf>,
+    after: &BTreeMap<IpAddr, RouteOf>,
+) -> Vec<String> {
+    let family_has_peers = |p: &Prefix| cfg.peers.iter().any(|q| q.address.is_ipv6() == p.0.is_ipv6());
+    let (was, now) = (prefixes(cfg, before), prefixes(cfg, after));
+    let changed: Vec<(&Prefix, Option<&RouteOf>)> = now
+        .iter()
+        .filter(|(p, a)| was.get(p) != Some(a))
+        .map(|(p, a)| (p, Some(a)))
+        .chain(was.keys().filter(|p| !now.contains_key(p)).map(|p| (p, None)))
+        .filter(|(p, _)| family_has_peers(p))
+        .collect();
     let mut out = vec!["configure terminal".to_string()];
-    let combos: BTreeSet<&RouteOf> = changes.iter().filter_map(|c| c.adverts.as_ref()).collect();
+    let combos: BTreeSet<&RouteOf> = changed.iter().filter_map(|(_, a)| *a).collect();
     for c in combos {
         route_map(cfg, c, &mut out);
     }
     out.push(format!("router bgp {}", cfg.asn));
     for v6 in [false, true] {
-        let mine: Vec<&&RouteChange> = changes.iter().filter(|c| c.vip.is_ipv6() == v6).collect();
+        let mine: Vec<&(&Prefix, Option<&RouteOf>)> = changed.iter().filter(|(p, _)| p.0.is_ipv6() == v6).collect();
         if mine.is_empty() {
             continue;
         }
         out.push(format!("address-family {}", family(v6)));
-        for c in mine {
-            match &c.adverts {
-                Some(a) => out.push(network(c.vip, a).trim().to_string()),
-                None => out.push(format!("no network {}", host_route(c.vip))),
+        for (p, a) in mine {
+            match a {
+                Some(a) => out.push(network(**p, a).trim().to_string()),
+                None => out.push(format!("no network {}/{}", p.0, p.1)),
             }
         }
         out.push("exit-address-family".into());
@@ -559,6 +621,8 @@ mod tests {
                     local_pref: None,
                     l2: false,
                     peers: vec![],
+                    aggregation_v4: 32,
+                    aggregation_v6: 128,
                 },
                 Advertisement {
                     pools: vec![],
@@ -567,6 +631,8 @@ mod tests {
                     local_pref: Some(200),
                     l2: true,
                     peers: vec![],
+                    aggregation_v4: 32,
+                    aggregation_v6: 128,
                 },
             ],
         }
@@ -595,14 +661,7 @@ mod tests {
         assert!(!c.advertisements[0].selects("web", Some("internal")));
         assert!(!c.advertisements[0].selects("web", None));
         assert!(c.advertisements[1].selects("api", None));
-        let all = Advertisement {
-            pools: vec![],
-            services: vec![],
-            communities: vec![],
-            local_pref: None,
-            l2: false,
-            peers: vec![],
-        };
+        let all = Advertisement { pools: vec![], services: vec![], ..c.advertisements[0].clone() };
         assert!(all.selects("anything", None));
     }
 
@@ -670,14 +729,14 @@ mod tests {
     #[test]
     fn route_commands_define_their_route_maps_then_change_each_family() {
         let c = cfg();
-        let cmds = route_commands(
-            &c,
-            &[
-                RouteChange { vip: "10.200.0.1".parse().unwrap(), adverts: Some(vec![0]) },
-                RouteChange { vip: "10.200.0.3".parse().unwrap(), adverts: None },
-                RouteChange { vip: "fd20::1".parse().unwrap(), adverts: None },
-            ],
-        );
+        let before = BTreeMap::from([
+            ("10.200.0.3".parse().unwrap(), vec![0]),
+            ("10.200.0.4".parse().unwrap(), vec![0]),
+            ("fd20::1".parse().unwrap(), vec![1]),
+        ]);
+        let after =
+            BTreeMap::from([("10.200.0.1".parse().unwrap(), vec![0]), ("10.200.0.4".parse().unwrap(), vec![0])]);
+        let cmds = route_commands(&c, &before, &after);
         assert_eq!(
             cmds,
             [
@@ -699,11 +758,45 @@ mod tests {
         // Without an IPv6 peer, an IPv6 VIP is neither rendered nor changed.
         let mut v4_only = c.clone();
         v4_only.peers.truncate(1);
-        let cmds = route_commands(&v4_only, &[RouteChange { vip: "fd20::1".parse().unwrap(), adverts: None }]);
+        let v6 = BTreeMap::from([("fd20::1".parse().unwrap(), vec![1])]);
+        let cmds = route_commands(&v4_only, &v6, &BTreeMap::new());
         assert_eq!(cmds, ["configure terminal", "router bgp 64512", "end"]);
         let routes = BTreeMap::from([("fd20::1".parse().unwrap(), vec![1])]);
         assert!(!render(&v4_only, "10.88.0.11".parse().unwrap(), &routes).bgpd.contains("fd20::1"));
         assert!(!format!("{:?}", c.peers[1]).contains("s3cret"), "Debug shows no password");
+    }
+
+    #[test]
+    fn an_aggregate_is_advertised_while_any_vip_in_it_is() {
+        let mut c = cfg();
+        c.advertisements[0].aggregation_v4 = 24;
+        c.advertisements[1].aggregation_v6 = 64;
+        let v = |s: &str| -> IpAddr { s.parse().unwrap() };
+        let one = BTreeMap::from([(v("10.200.0.1"), vec![0])]);
+        let two = BTreeMap::from([(v("10.200.0.1"), vec![0]), (v("10.200.0.77"), vec![0, 1])]);
+        // Advertisement 0 rolls both up into the /24; advertisement 1 keeps .77 alone.
+        assert_eq!(
+            prefixes(&c, &two),
+            BTreeMap::from([((v("10.200.0.0"), 24), vec![0]), ((v("10.200.0.77"), 32), vec![1])])
+        );
+        assert_eq!(
+            prefixes(&c, &BTreeMap::from([(v("fd20::1:2"), vec![1])])),
+            BTreeMap::from([((v("fd20::"), 64), vec![1])])
+        );
+        // A second VIP in the /24 adds only its own route; the /24 stays while one is left.
+        let added = route_commands(&c, &one, &two);
+        assert!(added.contains(&"network 10.200.0.77/32 route-map xlb-adv-1".to_string()), "{added:?}");
+        assert!(!added.iter().any(|l| l.contains("10.200.0.0/24")), "{added:?}");
+        let gone = route_commands(&c, &two, &one);
+        assert!(
+            gone.contains(&"no network 10.200.0.77/32".to_string()) && !gone.iter().any(|l| l.contains("/24")),
+            "{gone:?}"
+        );
+        let last = route_commands(&c, &one, &BTreeMap::new());
+        assert!(last.contains(&"no network 10.200.0.0/24".to_string()), "{last:?}");
+        assert!(render(&c, "10.88.0.11".parse().unwrap(), &two)
+            .bgpd
+            .contains("  network 10.200.0.0/24 route-map xlb-adv-0\n"));
     }
 
     #[test]

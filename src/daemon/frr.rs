@@ -452,6 +452,7 @@ fn drive(
     loop {
         match rx.recv_timeout(next_poll.saturating_duration_since(Instant::now())) {
             Ok(Cmd::Routes(changes)) => {
+                let before = advertised.clone();
                 for c in &changes {
                     match &c.adverts {
                         Some(a) => advertised.insert(c.vip, a.clone()),
@@ -459,7 +460,7 @@ fn drive(
                     };
                 }
                 if let Some(r) = &run {
-                    match r.vtysh(&route_commands(&cfg, &changes)) {
+                    match r.vtysh(&route_commands(&cfg, &before, &advertised)) {
                         Ok(_) => tracing::info!(
                             advertised = %xlb::control::bgp::describe(&advertised),
                             "BGP: routes changed"
@@ -571,8 +572,7 @@ fn withdraw_all(cfg: &BgpConfig, run: &Running, advertised: &BTreeMap<IpAddr, Ro
     if advertised.is_empty() {
         return;
     }
-    let changes: Vec<RouteChange> = advertised.keys().map(|v| RouteChange { vip: *v, adverts: None }).collect();
-    if let Err(e) = run.vtysh(&route_commands(cfg, &changes)) {
+    if let Err(e) = run.vtysh(&route_commands(cfg, advertised, &BTreeMap::new())) {
         tracing::error!(error = %e, "BGP: withdrawing the routes before stopping");
         return;
     }
@@ -582,7 +582,7 @@ fn withdraw_all(cfg: &BgpConfig, run: &Running, advertised: &BTreeMap<IpAddr, Ro
             Ok(s) if s.iter().all(|s| s.state != "Established" || s.sent == 0) => {
                 tracing::info!(
                     took_ms = t0.elapsed().as_millis(),
-                    routes = changes.len(),
+                    routes = advertised.len(),
                     "BGP: every route withdrawn from the peers"
                 );
                 return;

@@ -28,7 +28,7 @@ use super::alloc::selects;
 use crate::control::{
     bgp::{Advertisement, BgpConfig},
     config::{
-        bgp::{check_bfd_profile, check_communities, check_password, check_peer},
+        bgp::{check_aggregation, check_bfd_profile, check_communities, check_password, check_peer},
         file::{BfdProfileFile, BgpPeerFile},
         ConfigError,
     },
@@ -199,6 +199,13 @@ pub struct BgpAdvertisementSpec {
     /// The `BGPPeer`s (by name) the routes go to (none: every peer of the node).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub peers: Vec<String>,
+    /// The prefix length IPv4 addresses are advertised with (1-32, default 32: each address
+    /// alone; shorter: the prefix that holds it, while any address in it is served).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregation_length: Option<u32>,
+    /// The same for IPv6 (1-128, default 128).
+    #[serde(default, rename = "aggregationLengthV6", skip_serializing_if = "Option::is_none")]
+    pub aggregation_length_v6: Option<u32>,
     /// In memory only: the object of another project's kind it was read from, for messages.
     #[serde(skip)]
     #[schemars(skip)]
@@ -438,6 +445,8 @@ pub fn for_node(me: &str, labels: &BTreeMap<String, String>, objs: Objects<'_>, 
     for a in ads {
         let mut errors = Vec::new();
         let communities = check_communities("spec", &a.spec.communities, &mut errors);
+        let (aggregation_v4, aggregation_v6) =
+            check_aggregation("spec", a.spec.aggregation_length, a.spec.aggregation_length_v6, &mut errors);
         for (j, name) in a.spec.peers.iter().enumerate() {
             if !objs.peers.iter().any(|p| p.name_any() == *name) {
                 errors.push(ConfigError {
@@ -466,6 +475,8 @@ pub fn for_node(me: &str, labels: &BTreeMap<String, String>, objs: Objects<'_>, 
                 local_pref: a.spec.local_pref,
                 l2: false,
                 peers: to,
+                aggregation_v4,
+                aggregation_v6,
             });
         }
     }

@@ -167,6 +167,8 @@ pub fn read(policies: &[std::sync::Arc<DynamicObject>]) -> Read {
                     communities: Vec::new(),
                     local_pref: None,
                     peers: Vec::new(),
+                    aggregation_length: None,
+                    aggregation_length_v6: None,
                     origin: Some(format!("CiliumBGPPeeringPolicy {name} spec.virtualRouters[{i}]")),
                 },
             });

@@ -142,6 +142,15 @@ pub(crate) fn check_communities(at: &str, list: &[String], errors: &mut Vec<Conf
         .collect()
 }
 
+/// The prefix lengths an advertisement's IPv4 and IPv6 VIPs are advertised with
+/// (`aggregationLength` 1-32, default 32; `aggregationLengthV6` 1-128, default 128).
+pub(crate) fn check_aggregation(at: &str, v4: Option<u32>, v6: Option<u32>, errors: &mut Vec<ConfigError>) -> (u8, u8) {
+    (
+        narrow(ranged(at, "aggregationLength", v4, (1, 32), 32, errors)),
+        narrow(ranged(at, "aggregationLengthV6", v6, (1, 128), 128, errors)),
+    )
+}
+
 /// Checks `b` against the file's pools and services (by name).
 pub(super) fn validate_bgp(
     b: &BgpFile,
@@ -204,6 +213,8 @@ pub(super) fn validate_bgp(
             }
         }
         let communities = check_communities(&at, &a.communities, errors);
+        let (aggregation_v4, aggregation_v6) =
+            check_aggregation(&at, a.aggregation_length, a.aggregation_length_v6, errors);
         let mut to = Vec::new();
         for (j, p) in a.peers.iter().enumerate() {
             let Some(addr) = parse_addr(&format!("{at}.peers[{j}]"), p, errors) else { continue };
@@ -223,6 +234,8 @@ pub(super) fn validate_bgp(
             local_pref: a.local_pref,
             l2: a.l2,
             peers: to,
+            aggregation_v4,
+            aggregation_v6,
         });
     }
     Some(BgpConfig { asn: b.local_asn, router_id, listen: b.listen, peers, bfd_profiles, advertisements })

@@ -93,6 +93,9 @@ pub(super) struct BgpAdvertisementFile {
     pub(super) l2: bool,
     #[serde(default)]
     pub(super) peers: Vec<String>,
+    pub(super) aggregation_length: Option<u32>,
+    #[serde(rename = "aggregationLengthV6")]
+    pub(super) aggregation_length_v6: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
