@@ -583,6 +583,19 @@ fn three_nodes_share_a_vip_by_ecmp_and_leave_it_fast() {
     assert!(xlbs[2].log_text().contains("no sign of life from xlb"), "{}", xlbs[2].log_text());
     std::thread::sleep(Duration::from_millis(1000));
 
+    // No flap loop: for 30 s after the recoveries, the healed node's and the thawed node's
+    // sessions stay up (established no more times) and the router keeps its 3 next hops.
+    pinger.next_phase();
+    let sessions = || ["10.91.0.22", "10.91.0.23"].map(|p| router_view(&router, net, &dir, p).0);
+    let before = sessions();
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(30) {
+        assert_eq!(next_hops(&lab, &router, net).len(), 3, "a next hop went {:?} after the recoveries", t.elapsed());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(sessions(), before, "a session was established again within 30 s of its recovery");
+    eprintln!("30 s after the recoveries: 3 next hops throughout, sessions established {before:?} times, no more");
+
     // SIGTERM: the routes are withdrawn (and seen sent) before xlb exits.
     pinger.next_phase();
     let stats = xlbs[0].stop();
@@ -600,7 +613,16 @@ fn three_nodes_share_a_vip_by_ecmp_and_leave_it_fast() {
     assert!(String::from_utf8_lossy(&procs.stdout).trim().is_empty(), "processes left in lb-1: {:?}", procs.stdout);
     std::thread::sleep(Duration::from_millis(1500));
 
-    let phases = ["steady", "config change", "link cut", "crash", "healed + node added", "frozen + thawed", "SIGTERM"];
+    let phases = [
+        "steady",
+        "config change",
+        "link cut",
+        "crash",
+        "healed + node added",
+        "frozen + thawed",
+        "30 s steady",
+        "SIGTERM",
+    ];
     finish("200 long-lived connections", pinger, &phases);
 }
 
