@@ -33,7 +33,12 @@ serviceMonitor: {enabled: true, labels: {release: prometheus}}
 grafanaDashboard: {enabled: true, annotations: {grafana_folder: xlb}}
 l2Policy: {interfaces: ["^eth[0-9]+$"], externalIPs: true, announce: {gratuitousArpMs: [0, 20, 100, 500], refreshSeconds: 10}}
 failover: {keySecret: xlb-heartbeat}
-bgp: {enabled: true}
+bgp:
+  enabled: true
+  peers: [{name: tor-a, spec: {localASN: 64512, peerAddress: 10.0.0.1, peerASN: 64500, bfdProfile: fast, passwordSecretRef: {name: tor-a}, nodeSelector: {matchLabels: {rack: a}}}}]
+  bfdProfiles: [{name: fast, spec: {receiveInterval: 100, transmitInterval: 100, detectMultiplier: 3}}]
+  advertisements: [{name: public, spec: {pools: [public], communities: ["65000:100"], peers: [tor-a], aggregationLength: 28}}]
+  nodeOverrides: [{name: lb-1, spec: {routerID: 10.0.0.21}}]
 pools:
   - name: public
     blocks: [{cidr: 192.0.2.0/28}, {start: 198.51.100.10, stop: 198.51.100.20}]
@@ -407,7 +412,17 @@ fn chart_against_a_real_api_server() {
     let full_yaml = sh(&mut template(&api, &["-f", &values]));
     let full = docs(&full_yaml);
     let found = kinds(&full);
-    for k in ["ServiceMonitor", "Service", "ConfigMap", "LoadBalancerIPPool", "CustomResourceDefinition"] {
+    for k in [
+        "ServiceMonitor",
+        "Service",
+        "ConfigMap",
+        "LoadBalancerIPPool",
+        "CustomResourceDefinition",
+        "BGPPeer",
+        "BFDProfile",
+        "BGPAdvertisement",
+        "BGPNodeOverride",
+    ] {
         assert!(found.contains(k), "no {k} with every option on: {found:?}");
     }
     let crds: BTreeSet<&str> = full
