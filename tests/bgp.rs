@@ -845,6 +845,24 @@ fn kubernetes_objects_make_every_node_advertise_the_service() {
         assert!(events.contains(&line), "no {line:?} in\n{events}");
     }
 
+    // A peer that does not check out: left out, said on the object, and the others go on.
+    api.apply("apiVersion: xlb.dev/v1alpha1\nkind: BGPPeer\nmetadata: {name: bad}\nspec: {localASN: 64512, peerAddress: 10.91.0.9, peerASN: 64500, keepAliveTimeSeconds: 100}\n");
+    let said = "InvalidSpec BGPPeer node lb-1: BGPPeer bad: spec.keepAliveTimeSeconds: 100 s must be less than holdTimeSeconds (90 s)";
+    api.wait_for("the bad peer's Event", 20, &xlbs[0].log, |a| {
+        a.kubectl(&[
+            "get",
+            "events.events.k8s.io",
+            "-A",
+            "-o",
+            "jsonpath={range .items[*]}{.reason} {.regarding.kind} {.note}{\"\\n\"}{end}",
+        ])
+        .contains(said)
+    });
+    let described = api.kubectl(&["describe", "bgppeer", "bad"]);
+    assert!(described.contains("InvalidSpec"), "kubectl describe shows no Event:\n{described}");
+    api.kubectl(&["delete", "bgppeer", "bad"]);
+    assert_eq!(next_hops(&lab, &router, net).len(), 3);
+
     // Long-lived connections through every change below.
     let pinger = Pinger::start(&client.ns, &[to], 200, Duration::from_millis(20), Duration::from_secs(5));
     std::thread::sleep(Duration::from_millis(500));

@@ -473,6 +473,14 @@ fn chart_against_a_real_api_server() {
         assert!(!ok, "{what} was accepted: {cmd:?}");
         assert!(err.contains("schema") && err.contains(needle), "{what}: {cmd:?} does not name {needle}:\n{err}");
     }
+    // BGP objects without FRR's capabilities: refused, saying what to set.
+    let peers = file(
+        &api,
+        "bgp-off.yaml",
+        "bgp: {peers: [{name: r, spec: {localASN: 64512, peerAddress: 10.0.0.1, peerASN: 64500}}]}\n",
+    );
+    let (ok, _, err) = run(&mut template(&api, &["--set", "interface=eth0", "-f", &peers]));
+    assert!(!ok && err.contains("set bgp.enabled: true"), "BGP peers without bgp.enabled:\n{err}");
 
     // deploy/rbac.yaml is the Namespace + the chart's RBAC for xlb-system (comments aside).
     let rbac = sh(&mut template(&api, &["--set", "interface=eth0", "--show-only", "templates/rbac.yaml"]));

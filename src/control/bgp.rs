@@ -166,6 +166,10 @@ impl std::fmt::Display for Community {
 /// Which VIPs go to the peers, and with what (MetalLB's `BGPAdvertisement`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Advertisement {
+    /// What routes name it by ([`RouteOf`]), the same across changes of the others: its
+    /// index in a file, a number from its name in Kubernetes (where objects come and go in
+    /// any order).
+    pub id: usize,
     /// The pools whose VIPs it selects (`pools`).
     pub pools: Vec<String>,
     /// The services whose VIPs it selects (`services`); with `pools` empty too: every VIP.
@@ -195,9 +199,14 @@ impl Advertisement {
     }
 }
 
-/// A VIP's route: the advertisements that select it (indexes into
-/// [`BgpConfig::advertisements`], ascending).
+/// A VIP's route: the advertisements that select it (their [`Advertisement::id`]s,
+/// ascending).
 pub type RouteOf = Vec<usize>;
+
+/// The advertisement `id` names (none: it is gone from the configuration).
+fn advert(cfg: &BgpConfig, id: usize) -> Option<&Advertisement> {
+    cfg.advertisements.iter().find(|a| a.id == id)
+}
 
 /// The route map that sets `adverts`' attributes (none: they set nothing).
 fn route_map_name(adverts: &[usize]) -> String {
@@ -205,30 +214,28 @@ fn route_map_name(adverts: &[usize]) -> String {
     format!("xlb-adv-{}", ids.join("-"))
 }
 
-/// The second field of the large communities that mark a route with the advertisements
-/// that select it, where some advertisement goes to some peers only: each peer's outbound
-/// route map passes the routes marked by an advertisement that goes to it, and strips the
-/// marks (they never leave the node).
+/// The second field of the large communities that mark a route, inside the node, with the
+/// advertisements that select it: each peer's outbound route map passes the routes marked
+/// by an advertisement that goes to it, and strips the marks (they never leave the node).
+/// Always there, so that an advertisement that starts or stops naming `peers` changes lists,
+/// never whether a route carries marks (FRR applies route-map changes after a delay).
 const MARK: u32 = 4_294_967_294;
 
-/// Whether some advertisement goes to some peers only.
-fn per_peer(cfg: &BgpConfig) -> bool {
-    cfg.advertisements.iter().any(|a| !a.peers.is_empty())
+/// The mark of advertisement `id`.
+fn mark(cfg: &BgpConfig, id: usize) -> String {
+    format!("{}:{MARK}:{id}", cfg.asn)
 }
 
-/// The mark of advertisement `k`.
-fn mark(cfg: &BgpConfig, k: usize) -> String {
-    format!("{}:{MARK}:{k}", cfg.asn)
+/// The outbound route map of `peer` (by its address: peers come and go in any order).
+fn out_map(peer: IpAddr) -> String {
+    format!("xlb-to-{}", peer.to_string().replace(':', "-"))
 }
 
 /// The route map of `adverts`, defined (it may be said again: vtysh replaces its lines).
 fn route_map(cfg: &BgpConfig, adverts: &[usize], out: &mut Vec<String>) {
-    let chosen = || adverts.iter().filter_map(|i| cfg.advertisements.get(*i));
+    let chosen = || adverts.iter().filter_map(|i| advert(cfg, *i));
     let mut standard: BTreeSet<String> = BTreeSet::new();
-    let mut large: BTreeSet<String> = BTreeSet::new();
-    if per_peer(cfg) {
-        large.extend(adverts.iter().map(|k| mark(cfg, *k)));
-    }
+    let mut large: BTreeSet<String> = chosen().map(|a| mark(cfg, a.id)).collect();
     for c in chosen().flat_map(|a| a.communities.iter()) {
         match c {
             Community::Large(..) => large.insert(c.to_string()),
@@ -294,7 +301,7 @@ pub fn prefixes(cfg: &BgpConfig, routes: &BTreeMap<IpAddr, RouteOf>) -> BTreeMap
     let mut out: BTreeMap<Prefix, RouteOf> = BTreeMap::new();
     for (vip, adverts) in routes {
         for k in adverts {
-            let len = cfg.advertisements.get(*k).map_or(if vip.is_ipv4() { 32 } else { 128 }, |a| {
+            let len = advert(cfg, *k).map_or(if vip.is_ipv4() { 32 } else { 128 }, |a| {
                 if vip.is_ipv4() {
                     a.aggregation_v4
                 } else {
@@ -368,25 +375,19 @@ pub fn render(cfg: &BgpConfig, router_id: Ipv4Addr, routes: &BTreeMap<IpAddr, Ro
     for c in combos {
         route_map(cfg, c, &mut l);
     }
-    // Advertisements to some peers only: each peer passes what is marked for it.
-    if per_peer(cfg) {
-        for k in 0..cfg.advertisements.len() {
-            l.push(format!("bgp large-community-list standard xlb-marks permit {}", mark(cfg, k)));
+    // Each peer passes what is marked for it (an advertisement without `peers`: every peer).
+    for a in &cfg.advertisements {
+        l.push(format!("bgp large-community-list standard xlb-marks permit {}", mark(cfg, a.id)));
+    }
+    for p in &cfg.peers {
+        let name = out_map(p.address);
+        for a in cfg.advertisements.iter().filter(|a| a.peers.is_empty() || a.peers.contains(&p.address)) {
+            l.push(format!("bgp large-community-list standard {name} permit {}", mark(cfg, a.id)));
         }
-        for (i, p) in cfg.peers.iter().enumerate() {
-            let to = cfg
-                .advertisements
-                .iter()
-                .enumerate()
-                .filter(|(_, a)| a.peers.is_empty() || a.peers.contains(&p.address));
-            for (k, _) in to {
-                l.push(format!("bgp large-community-list standard xlb-to-{i} permit {}", mark(cfg, k)));
-            }
-            l.push(format!("route-map xlb-to-{i} permit 10"));
-            l.push(format!(" match large-community xlb-to-{i}"));
-            l.push(" set large-comm-list xlb-marks delete".into());
-            l.push("exit".into());
-        }
+        l.push(format!("route-map {name} permit 10"));
+        l.push(format!(" match large-community {name}"));
+        l.push(" set large-comm-list xlb-marks delete".into());
+        l.push("exit".into());
     }
     l.push("!".into());
     l.push(format!("router bgp {}", cfg.asn));
@@ -433,10 +434,7 @@ pub fn render(cfg: &BgpConfig, router_id: Ipv4Addr, routes: &BTreeMap<IpAddr, Ro
         for p in peers {
             l.push(format!("  neighbor {} activate", p.address));
             l.push(format!("  neighbor {} route-map xlb-learn-nothing in", p.address));
-            if per_peer(cfg) {
-                let i = cfg.peers.iter().position(|q| q.address == p.address).unwrap_or_default();
-                l.push(format!("  neighbor {} route-map xlb-to-{i} out", p.address));
-            }
+            l.push(format!("  neighbor {} route-map {} out", p.address, out_map(p.address)));
         }
         for (prefix, adverts) in routes.iter().filter(|(p, _)| p.0.is_ipv6() == v6) {
             l.push(format!(" {}", network(*prefix, adverts)));
@@ -615,6 +613,7 @@ mod tests {
             }],
             advertisements: vec![
                 Advertisement {
+                    id: 0,
                     pools: vec!["public".into()],
                     services: vec![],
                     communities: vec![Community::Standard(65000, 100), Community::WellKnown("no-export")],
@@ -625,6 +624,7 @@ mod tests {
                     aggregation_v6: 128,
                 },
                 Advertisement {
+                    id: 1,
                     pools: vec![],
                     services: vec!["api".into()],
                     communities: vec![Community::Large(64512, 1, 2)],
@@ -681,15 +681,15 @@ mod tests {
         let text = files.bgpd;
         for line in [
             "bgp no-rib\nroute-map xlb-learn-nothing deny 10\nexit",
-            "route-map xlb-adv-0 permit 10\n set community 65000:100 no-export\nexit",
-            "route-map xlb-adv-0-1 permit 10\n set community 65000:100 no-export\n set large-community 64512:1:2\n set local-preference 200\nexit",
+            "route-map xlb-adv-0 permit 10\n set community 65000:100 no-export\n set large-community 64512:4294967294:0\nexit",
+            "route-map xlb-adv-0-1 permit 10\n set community 65000:100 no-export\n set large-community 64512:1:2 64512:4294967294:0 64512:4294967294:1\n set local-preference 200\nexit",
             "router bgp 64512\n bgp router-id 10.88.0.11\n no bgp ebgp-requires-policy",
             " bgp graceful-restart-disable\n",
             " neighbor 10.88.0.1 remote-as 64500\n neighbor 10.88.0.1 timers 3 9\n neighbor 10.88.0.1 timers connect 5\n neighbor 10.88.0.1 advertisement-interval 0\n neighbor 10.88.0.1 bfd\n neighbor 10.88.0.1 bfd profile fast\n",
             " neighbor fd88::1 port 1179\n",
             " neighbor fd88::1 ebgp-multihop 2\n neighbor fd88::1 update-source fd88::11\n neighbor fd88::1 password s3cret\n",
-            " address-family ipv4 unicast\n  neighbor 10.88.0.1 activate\n  neighbor 10.88.0.1 route-map xlb-learn-nothing in\n  network 10.200.0.1/32 route-map xlb-adv-0\n  network 10.200.0.2/32 route-map xlb-adv-0-1\n exit-address-family",
-            " address-family ipv6 unicast\n  neighbor fd88::1 activate\n  neighbor fd88::1 route-map xlb-learn-nothing in\n  network fd20::1/128 route-map xlb-adv-1\n exit-address-family",
+            " address-family ipv4 unicast\n  neighbor 10.88.0.1 activate\n  neighbor 10.88.0.1 route-map xlb-learn-nothing in\n  neighbor 10.88.0.1 route-map xlb-to-10.88.0.1 out\n  network 10.200.0.1/32 route-map xlb-adv-0\n  network 10.200.0.2/32 route-map xlb-adv-0-1\n exit-address-family",
+            " address-family ipv6 unicast\n  neighbor fd88::1 activate\n  neighbor fd88::1 route-map xlb-learn-nothing in\n  neighbor fd88::1 route-map xlb-to-fd88--1 out\n  network fd20::1/128 route-map xlb-adv-1\n exit-address-family",
         ] {
             assert!(text.contains(line), "missing:\n{line}\nin:\n{text}");
         }
@@ -713,17 +713,17 @@ mod tests {
             "route-map xlb-adv-1 permit 10\n set large-community 64512:1:2 64512:4294967294:1\n",
             "bgp large-community-list standard xlb-marks permit 64512:4294967294:0\nbgp large-community-list standard xlb-marks permit 64512:4294967294:1\n",
             // The IPv4 peer passes both advertisements' routes; the IPv6 one the first's only.
-            "bgp large-community-list standard xlb-to-0 permit 64512:4294967294:0\nbgp large-community-list standard xlb-to-0 permit 64512:4294967294:1\nroute-map xlb-to-0 permit 10\n match large-community xlb-to-0\n set large-comm-list xlb-marks delete\nexit",
-            "bgp large-community-list standard xlb-to-1 permit 64512:4294967294:0\nroute-map xlb-to-1 permit 10\n",
-            "  neighbor 10.88.0.1 route-map xlb-to-0 out\n",
-            "  neighbor fd88::1 route-map xlb-to-1 out\n",
+            "bgp large-community-list standard xlb-to-10.88.0.1 permit 64512:4294967294:0\nbgp large-community-list standard xlb-to-10.88.0.1 permit 64512:4294967294:1\nroute-map xlb-to-10.88.0.1 permit 10\n match large-community xlb-to-10.88.0.1\n set large-comm-list xlb-marks delete\nexit",
+            "bgp large-community-list standard xlb-to-fd88--1 permit 64512:4294967294:0\nroute-map xlb-to-fd88--1 permit 10\n",
+            "  neighbor 10.88.0.1 route-map xlb-to-10.88.0.1 out\n",
+            "  neighbor fd88::1 route-map xlb-to-fd88--1 out\n",
         ] {
             assert!(text.contains(line), "missing:\n{line}\nin:\n{text}");
         }
-        assert!(!text.contains("xlb-to-1 permit 64512:4294967294:1"), "{text}");
-        // Without such an advertisement: no marks, no outbound maps.
+        assert!(!text.contains("xlb-to-fd88--1 permit 64512:4294967294:1"), "{text}");
+        // Without such an advertisement: the same marks, and every peer passes every one.
         let plain = render(&cfg(), "10.88.0.11".parse().unwrap(), &routes).bgpd;
-        assert!(!plain.contains("4294967294") && !plain.contains("xlb-to-"), "{plain}");
+        assert!(plain.contains("xlb-to-fd88--1 permit 64512:4294967294:0\nbgp large-community-list standard xlb-to-fd88--1 permit 64512:4294967294:1\n"), "{plain}");
     }
 
     #[test]
@@ -743,6 +743,7 @@ mod tests {
                 "configure terminal",
                 "route-map xlb-adv-0 permit 10",
                 " set community 65000:100 no-export",
+                " set large-community 64512:4294967294:0",
                 "exit",
                 "router bgp 64512",
                 "address-family ipv4 unicast",

@@ -231,11 +231,11 @@ fn routed(bgp: &BgpConfig, desired: &Desired, assignments: &[(String, IpAddr)]) 
         let pool = drawn_from.get(name.as_str()).copied();
         let pool = pool.or_else(|| desired.pools.iter().find(|p| p.covers(*vip)).map(|p| p.name.as_str()));
         let mut selected = false;
-        for (k, a) in bgp.advertisements.iter().enumerate().filter(|(_, a)| a.selects(name, pool)) {
+        for a in bgp.advertisements.iter().filter(|a| a.selects(name, pool)) {
             selected = true;
             let adverts = how.routes.entry(*vip).or_default();
-            if !adverts.contains(&k) {
-                adverts.push(k);
+            if !adverts.contains(&a.id) {
+                adverts.push(a.id);
                 adverts.sort_unstable();
             }
             if a.l2 {

@@ -249,6 +249,11 @@ impl Datapath {
         self.local.contains(&vip)
     }
 
+    /// The VIPs whose traffic goes to the kernel (see [`Datapath::set_local`]).
+    pub(super) fn local_vips(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.local.iter().copied()
+    }
+
     /// The VIPs whose traffic goes to the kernel (this node's service proxy serves them):
     /// their entries in the VIP map change at once. Returns whether the set changed.
     pub(super) fn set_local(&mut self, local: HashSet<IpAddr>) -> anyhow::Result<bool> {

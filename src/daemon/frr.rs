@@ -354,8 +354,10 @@ fn log_lines(out: Box<dyn std::io::Read + Send>) {
 
 impl Frr {
     /// Starts FRR for `cfg` in `dir` (made and owned by the `frr` user; removed at stop),
-    /// advertising nothing yet. Returns once bgpd answers.
-    pub(super) fn start(cfg: BgpConfig, router_id: Ipv4Addr, dir: PathBuf) -> anyhow::Result<Frr> {
+    /// advertising nothing yet. With `wait`, returns once bgpd answers (or fails with why it
+    /// did not); without, at once: FRR's thread starts it, and starts it again with a
+    /// back-off while it fails, as after a fall.
+    pub(super) fn start(cfg: BgpConfig, router_id: Ipv4Addr, dir: PathBuf, wait: bool) -> anyhow::Result<Frr> {
         for d in ["zebra", "bfdd", "bgpd"] {
             let p = Path::new(FRR_LIB).join(d);
             anyhow::ensure!(
@@ -376,7 +378,11 @@ impl Frr {
             let run = match Running::start(&cfg, router_id, &dir, &BTreeMap::new()) {
                 Ok(r) => {
                     let _ = ready_tx.send(Ok(()));
-                    r
+                    Some(r)
+                }
+                Err(e) if !wait => {
+                    tracing::error!(error = %format!("{e:#}"), "FRR did not start; trying again");
+                    None
                 }
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));
@@ -385,7 +391,9 @@ impl Frr {
             };
             drive(cfg, router_id, &dir, run, &rx, &shared);
         })?;
-        ready_rx.recv().context("the FRR thread ended")??;
+        if wait {
+            ready_rx.recv().context("the FRR thread ended")??;
+        }
         Ok(Frr { tx, thread: Some(thread), sessions, peers, config })
     }
 
@@ -438,11 +446,10 @@ fn drive(
     mut cfg: BgpConfig,
     mut router_id: Ipv4Addr,
     dir: &Path,
-    run: Running,
+    mut run: Option<Running>,
     rx: &Receiver<Cmd>,
     shared: &Mutex<Vec<Session>>,
 ) {
-    let mut run = Some(run);
     let mut advertised: BTreeMap<IpAddr, RouteOf> = BTreeMap::new();
     let mut next_poll = Instant::now();
     let mut retry = Duration::from_secs(1);

@@ -143,8 +143,20 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
 
     // BGP: FRR starts before the datapath, so that its start-up delays no VIP's traffic;
     // it advertises a VIP once the node can serve it.
+    // Under Kubernetes the BGP objects come from the cluster: FRR that cannot start (a pod
+    // without its capabilities, a node without FRR) must not take the node's L2 VIPs down
+    // with xlb; it is tried again at the next change of the objects.
+    let mut frr_failed = None;
     let frr = match &start.bgp {
-        Some(cfg) => Some(start_frr(cfg, &dev.name)?),
+        Some(cfg) if args.kubernetes => match start_frr(cfg, &dev.name, true) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "BGP: FRR did not start; no VIP is advertised until it does");
+                frr_failed = Some(Instant::now());
+                None
+            }
+        },
+        Some(cfg) => Some(start_frr(cfg, &dev.name, true)?),
         None => None,
     };
     // From here on, every way out (a `?` included) drops the datapath: detached, workers
@@ -180,6 +192,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
         tracing::warn!(error = %e, "cannot watch the kernel's route and neighbour changes; backends' paths are polled every 5 s");
     }
     let (mut node, first) = node_of(start, dp, health, frr);
+    node.frr_failed = frr_failed;
     let chans = Channels {
         routes: routes_rx,
         from_workers,
@@ -354,8 +367,9 @@ fn snat_table(start: &Start, queues: u32, state: Option<&StateDir>) -> Result<Op
 const BGP_DRAIN: Duration = Duration::from_millis(500);
 
 /// Starts FRR for `cfg`, with the router ID given or the first interface's first IPv4
-/// address, in a directory of this process's own.
-fn start_frr(cfg: &xlb::control::bgp::BgpConfig, name: &str) -> anyhow::Result<frr::Frr> {
+/// address, in a directory of this process's own. `wait`: until bgpd answers (else FRR's
+/// thread starts it, and starts it again with a back-off if it fails).
+fn start_frr(cfg: &xlb::control::bgp::BgpConfig, name: &str, wait: bool) -> anyhow::Result<frr::Frr> {
     let router_id = cfg
         .router_id
         .or_else(|| {
@@ -373,7 +387,7 @@ fn start_frr(cfg: &xlb::control::bgp::BgpConfig, name: &str) -> anyhow::Result<f
         std::fs::set_permissions(run, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
     }
     let dir = run.join(format!("frr.{}", std::process::id()));
-    let f = frr::Frr::start(cfg.clone(), router_id, dir).context("bgp: starting FRR")?;
+    let f = frr::Frr::start(cfg.clone(), router_id, dir, wait).context("bgp: starting FRR")?;
     let peers: Vec<String> = cfg.peers.iter().map(|p| format!("{} AS{}", p.address, p.asn)).collect();
     tracing::info!(asn = cfg.asn, %router_id, peers = %peers.join(", "), "BGP: FRR runs; routed VIPs are advertised while they can be served");
     Ok(f)

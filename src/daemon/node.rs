@@ -62,7 +62,7 @@ pub(super) struct Node {
     /// The routing daemon that advertises the routed VIPs (none: no `bgp:`).
     pub(super) frr: Option<super::frr::Frr>,
     /// When FRR last failed to start (Kubernetes, where BGP objects may come at any time).
-    frr_failed: Option<Instant>,
+    pub(super) frr_failed: Option<Instant>,
 }
 
 impl Node {
@@ -129,8 +129,9 @@ impl Node {
         let l2_owned = vips.len();
         if !compiled.announced.routes.is_empty() {
             let have: HashSet<IpAddr> = vips.iter().copied().collect();
-            // Served: a service of this node has it (Kubernetes: whoever owns it on the segment).
-            let served: HashSet<IpAddr> = self.plane.served_vips().collect();
+            // Served: a service of this node has it (Kubernetes: whoever owns it on the
+            // segment), or this node's own service proxy takes its traffic.
+            let served: HashSet<IpAddr> = self.plane.served_vips().chain(self.dp.local_vips()).collect();
             vips.extend(compiled.announced.routes.keys().filter(|v| !have.contains(v) && served.contains(v)));
         }
         // A VIP whose traffic this node's own service proxy takes is ready without a service.
@@ -366,14 +367,16 @@ impl Node {
         match (want, &mut self.frr) {
             (Some(cfg), Some(f)) if f.config != *cfg => f.reconfigure(cfg.clone()),
             (Some(cfg), None) if self.frr_failed.is_none_or(|t| t.elapsed() >= FRR_RETRY) => {
-                match super::start_frr(cfg, &self.dp.ports[0].dev.name) {
+                // FRR's own thread starts it (and again, with a back-off, if it fails): the
+                // control loop must not wait, its heartbeats would stop.
+                match super::start_frr(cfg, &self.dp.ports[0].dev.name, false) {
                     Ok(f) => {
                         self.frr = Some(f);
                         self.frr_failed = None;
                         self.speakers.add(Box::new(Routes::new()));
                     }
                     Err(e) => {
-                        tracing::error!(error = %format!("{e:#}"), "BGP: FRR did not start; the VIPs stay on L2 until it does");
+                        tracing::error!(error = %format!("{e:#}"), "BGP: FRR did not start; this node advertises no VIP until it does (those also on L2 stay there)");
                         self.frr_failed = Some(Instant::now());
                     }
                 }

@@ -284,13 +284,19 @@ pub struct NodeBgp {
 }
 
 impl NodeBgp {
-    /// The advertisements of this node (indexes into `config.advertisements`) that select
+    /// The advertisements of this node (their ids, see [`Advertisement::id`]) that select
     /// the VIP of a Service with `service_labels` drawn from `pool`.
     pub fn routes_of(&self, service_labels: &BTreeMap<String, String>, pool: Option<&str>) -> Vec<usize> {
-        if self.config.is_none() {
-            return Vec::new();
-        }
-        self.selectors.iter().enumerate().filter(|(_, s)| s.selects(service_labels, pool)).map(|(i, _)| i).collect()
+        let Some(cfg) = &self.config else { return Vec::new() };
+        let mut ids: Vec<usize> = self
+            .selectors
+            .iter()
+            .zip(&cfg.advertisements)
+            .filter(|(s, _)| s.selects(service_labels, pool))
+            .map(|(_, a)| a.id)
+            .collect();
+        ids.sort_unstable();
+        ids
     }
 
     /// Whether some advertisement, for any node, selects such a VIP.
@@ -469,6 +475,7 @@ pub fn for_node(me: &str, labels: &BTreeMap<String, String>, objs: Objects<'_>, 
         if selects(a.spec.node_selector.as_ref(), labels) {
             out.selectors.push(Selector::of(&a.spec));
             advertisements.push(Advertisement {
+                id: advert_id(&a.name_any(), &advertisements),
                 pools: Vec::new(),
                 services: Vec::new(),
                 communities,
@@ -493,6 +500,37 @@ pub fn for_node(me: &str, labels: &BTreeMap<String, String>, objs: Objects<'_>, 
     let Some((asn, _)) = asn.filter(|_| !peers.is_empty()) else { return out };
     out.config = Some(BgpConfig { asn, router_id, listen: false, peers, bfd_profiles, advertisements });
     out
+}
+
+/// A number for the advertisement named `name` that none of `taken` has: from its name
+/// (FNV-1a), so that it stays when other advertisements come and go; the next free one on a
+/// clash.
+fn advert_id(name: &str, taken: &[Advertisement]) -> usize {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in name.bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    let mut id = h as usize;
+    while taken.iter().any(|a| a.id == id) {
+        id = (id + 1) & 0xffff_ffff;
+    }
+    id
+}
+
+/// The object a problem line of [`NodeBgp::problems`] is about: its API version, kind and
+/// name (every line starts with the kind and the name).
+pub fn subject(line: &str) -> Option<(&'static str, &'static str, &str)> {
+    let mut words = line.split_whitespace();
+    let (kind, name) = (words.next()?, words.next()?.trim_end_matches(':'));
+    let (version, kind) = match kind {
+        "BGPPeer" => ("xlb.dev/v1alpha1", "BGPPeer"),
+        "BFDProfile" => ("xlb.dev/v1alpha1", "BFDProfile"),
+        "BGPAdvertisement" => ("xlb.dev/v1alpha1", "BGPAdvertisement"),
+        "BGPNodeOverride" => ("xlb.dev/v1alpha1", "BGPNodeOverride"),
+        "CiliumBGPPeeringPolicy" => ("cilium.io/v2alpha1", "CiliumBGPPeeringPolicy"),
+        _ => return None,
+    };
+    Some((version, kind, name))
 }
 
 /// A node's source addresses, at most one per family.
@@ -585,13 +623,18 @@ mod tests {
         // Node 1 has the public advertisement only: team-a is for rack b.
         assert_eq!(cfg.advertisements.len(), 1);
         let svc = labels(&[("team", "a")]);
-        assert_eq!(a.routes_of(&svc, Some("public")), [0]);
+        // Routes name advertisements by ids from their names (stable as others come and go).
+        let (public, team_a) = (advert_id("public", &[]), advert_id("team-a", &[]));
+        assert_eq!(cfg.advertisements[0].id, public);
+        assert_eq!(a.routes_of(&svc, Some("public")), [public]);
         assert!(a.routes_of(&svc, Some("private")).is_empty());
         assert!(a.routed_anywhere(&svc, Some("private")), "rack b routes team a's VIPs from any pool");
         assert!(!a.routed_anywhere(&labels(&[]), Some("private")));
         let b = for_node("node-2", &labels(&[("rack", "b")]), objs, "xlb-system");
-        assert_eq!(b.routes_of(&svc, Some("private")), [1]);
-        assert_eq!(b.routes_of(&svc, Some("public")), [0, 1]);
+        assert_eq!(b.routes_of(&svc, Some("private")), [team_a]);
+        let mut both = vec![public, team_a];
+        both.sort_unstable();
+        assert_eq!(b.routes_of(&svc, Some("public")), both);
         // A node no peer selects has no speaker, whatever the advertisements.
         let none = Objects { peers: &peers[..2], ..objs };
         let c = for_node("node-3", &labels(&[("rack", "c")]), none, "xlb-system");
@@ -666,6 +709,11 @@ mod tests {
             "BGPNodeOverride n: spec.sourceAddresses[1]: 10.0.0.10 is a second address of its family",
         ] {
             assert!(all.contains(needle), "missing {needle:?} in\n{all}");
+        }
+        // Each line names its object, for the Event on it.
+        for p in &n.problems {
+            let (_, kind, name) = subject(p).unwrap_or_else(|| panic!("no object in {p:?}"));
+            assert!(p.starts_with(&format!("{kind} {name}")), "{p}");
         }
         let cfg = n.config.unwrap();
         assert_eq!(cfg.peers.len(), 1, "only a works");

@@ -9,10 +9,10 @@
 //! - each virtual router's `serviceSelector` is a `BGPAdvertisement` from those nodes. As
 //!   in Cilium, a virtual router without one advertises no Service.
 //!
-//! What xlb does not do is said in the log with the policy's field, never dropped silently: pod CIDRs
-//! (`exportPodCIDR`, `podIPPoolSelector`), per-neighbour path attributes
-//! (`advertisedPathAttributes`), and `serviceAdvertisements` other than `LoadBalancerIP`
-//! and `ExternalIP`.
+//! What xlb does not do is said (a log line, an Event on the policy) with the policy's
+//! field, never dropped silently: pod CIDRs (`exportPodCIDR`, `podIPPoolSelector`),
+//! per-neighbour path attributes (`advertisedPathAttributes`), and `serviceAdvertisements`
+//! other than `LoadBalancerIP` and `ExternalIP`.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{DynamicObject, ObjectMeta};
@@ -209,7 +209,7 @@ mod tests {
             ("10.10.30.1".into(), 64512, 90, 30, 120)
         );
         let app: BTreeMap<String, String> = [("app".to_string(), "web".to_string())].into();
-        assert_eq!(node.routes_of(&app, Some("any-pool")), [0]);
+        assert_eq!(node.routes_of(&app, Some("any-pool")), [cfg.advertisements[0].id]);
         assert!(node.routes_of(&BTreeMap::new(), None).is_empty(), "a Service without the app label");
         // A node without the label does not peer.
         assert!(for_node("worker-2", &BTreeMap::new(), objs, "xlb-system").config.is_none());
@@ -228,6 +228,9 @@ mod tests {
             assert!(all.contains(needle), "missing {needle:?} in\n{all}");
         }
         assert!(read.advertisements.is_empty(), "no serviceSelector: no Service advertised, as in Cilium");
+        for p in &read.problems {
+            assert_eq!(crate::k8s::bgp::subject(p), Some(("cilium.io/v2alpha1", "CiliumBGPPeeringPolicy", "p")), "{p}");
+        }
         // A bad field is said with the policy's path.
         let peers: Vec<Arc<BgpPeer>> = read.peers.into_iter().map(Arc::new).collect();
         let node = for_node("n", &BTreeMap::new(), Objects { peers: &peers, ..Objects::default() }, "xlb-system");

@@ -454,6 +454,7 @@ pub fn plan(me: &str, c: &Cluster<'_>, settings: &Settings, snat_families: (bool
     let proxies: BTreeSet<String> = c.nodes.iter().filter(|n| takes_lb_traffic(n)).map(|n| n.name_any()).collect();
     let mut own_vips: BTreeMap<IpAddr, bool> = BTreeMap::new();
     let mut announced: HashSet<IpAddr> = HashSet::new();
+    let mut own_routed: BTreeSet<IpAddr> = BTreeSet::new();
     // This node advertises routes while it is a live member that takes load-balancer
     // traffic (Ready, not excluded by label).
     let routing = c.bgp.config.is_some()
@@ -539,6 +540,10 @@ pub fn plan(me: &str, c: &Cluster<'_>, settings: &Settings, snat_families: (bool
                 let on = out.announced.routes.entry(*vip).or_default();
                 on.extend(adverts.iter().filter(|a| !on.contains(a)).collect::<Vec<_>>());
                 on.sort_unstable();
+                // Every node runs xlb: this one's own service proxy takes what it routes.
+                if own {
+                    own_routed.insert(*vip);
+                }
             }
             let routed = !adverts.is_empty() || c.bgp.routed_anywhere(&svc_labels, pool);
             let candidates = rank(*vip, eligible.iter().copied());
@@ -683,6 +688,11 @@ pub fn plan(me: &str, c: &Cluster<'_>, settings: &Settings, snat_families: (bool
         list.dedup();
     }
     out.local_vips = out.vips.iter().copied().filter(|v| own_vips.get(v) == Some(&true)).collect();
+    for v in own_routed.into_iter().filter(|v| own_vips.get(v) == Some(&true)) {
+        if !out.local_vips.contains(&v) {
+            out.local_vips.push(v);
+        }
+    }
     // Routed VIPs that no node announces on the segment get no ARP/NDP answer from any.
     out.announced.routed_only =
         out.announced.routes.keys().filter(|v| out.owners.get(v).is_none_or(|o| o.owner.is_none())).copied().collect();
@@ -1145,5 +1155,52 @@ mod tests {
         let p = plan_of("a", &s, &[], &three, &pol, &m);
         assert!(p.local_vips.is_empty());
         assert_eq!(p.specs[0].backends, vec![(ip("10.1.0.9"), 80, 1)]);
+    }
+
+    #[test]
+    fn every_member_that_may_serve_a_vip_routes_it_and_a_vip_no_policy_selects_is_routed_only() {
+        use crate::k8s::bgp::{for_node, BgpAdvertisement, BgpPeer, Objects};
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let peers: [Arc<BgpPeer>; 1] = [Arc::new(
+            serde_json::from_value(
+                json!({"apiVersion": "xlb.dev/v1alpha1", "kind": "BGPPeer", "metadata": {"name": "r"},
+                "spec": {"localASN": 64512, "peerAddress": "10.1.0.254", "peerASN": 64500}}),
+            )
+            .unwrap(),
+        )];
+        let ads: [Arc<BgpAdvertisement>; 1] = [Arc::new(
+            serde_json::from_value(json!({"apiVersion": "xlb.dev/v1alpha1", "kind": "BGPAdvertisement", "metadata": {"name": "all"}, "spec": {}}))
+                .unwrap(),
+        )];
+        let objs = Objects { peers: &peers, advertisements: &ads, ..Objects::default() };
+        let m = members(&[("a", "eth0"), ("b", "eth0")]);
+        let s = [svc("web", "192.0.2.1", json!({}))];
+        let plan_with = |me: &str, nodes: &[Arc<Node>]| {
+            let bgp = for_node(me, &BTreeMap::new(), objs, "xlb-system");
+            let c = Cluster { services: &s, slices: &[], nodes, policies: &[], members: &m, pools: &[], bgp: &bgp };
+            plan(me, &c, &settings(), (true, false))
+        };
+        // Through a worker node: both xlb nodes route it; no policy, so on no segment, and
+        // no "not announced" problem.
+        let nodes =
+            [node("a", "10.1.0.1", json!({})), node("b", "10.1.0.2", json!({})), node("w", "10.1.0.9", json!({}))];
+        for me in ["a", "b"] {
+            let p = plan_with(me, &nodes);
+            let id = p.bgp.as_ref().unwrap().advertisements[0].id;
+            assert_eq!(p.announced.routes[&ip("192.0.2.1")], [id], "{me}");
+            assert!(p.announced.routed_only.contains(&ip("192.0.2.1")), "{me}");
+            assert!(p.problems.is_empty() && !p.specs.is_empty(), "{me}: {:?}", p.problems);
+            assert!(p.bgp.is_some(), "{me}");
+        }
+        // A node labelled out of load balancing routes nothing.
+        let out = [node("a", "10.1.0.1", json!({EXCLUDE_LABEL: ""})), nodes[1].clone(), nodes[2].clone()];
+        assert!(plan_with("a", &out).announced.routes.is_empty());
+        // xlb on every node: each routes it and hands it to its own service proxy.
+        let everywhere = [nodes[0].clone(), nodes[1].clone()];
+        for me in ["a", "b"] {
+            let p = plan_with(me, &everywhere);
+            assert!(p.announced.routes.contains_key(&ip("192.0.2.1")), "{me}");
+            assert_eq!(p.local_vips, [ip("192.0.2.1")], "{me}");
+        }
     }
 }

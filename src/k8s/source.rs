@@ -478,7 +478,14 @@ async fn run_node(
         let mut others = vec![cilium_l2.store(), metallb_l2.store(), metallb_pools.store(), cilium_pools.store()];
         others.extend(bgp_kinds.stores());
         let (ready, notify) = (stores_ready.clone(), notify.clone());
+        let (pools, keys) = (xlb_pools.clone(), secrets.clone());
         tokio::spawn(async move {
+            let _ = pools.wait_until_ready().await;
+            // The passwords' Secrets: waited for, but not forever (RBAC older than this xlb
+            // may not let it read them, and that must not keep the node from planning).
+            if tokio::time::timeout(Duration::from_secs(10), keys.wait_until_ready()).await.is_err() {
+                tracing::warn!("the Secrets of xlb's namespace could not be listed within 10 s; BGPPeers with a password wait for them");
+            }
             let _ = s.wait_until_ready().await;
             let _ = e.wait_until_ready().await;
             let _ = n.wait_until_ready().await;
@@ -513,6 +520,8 @@ async fn run_node(
         report_reachability(client.clone(), me.clone(), services.clone(), reach_rx, stop.clone(), stats.clone());
     tokio::spawn(once_active(active.clone(), stop.clone(), report));
     let mut last: Option<Plan> = None;
+    // The BGP problems said by an Event.
+    let mut evented: Vec<String> = Vec::new();
     tracing::info!(node = %me, lease = %lease_name(&me), namespace = %opts.settings.namespace, "joining the xlb members");
     loop {
         let now = Instant::now();
@@ -678,6 +687,15 @@ async fn run_node(
         }
         // The Services this node announces say whether their backends can be reached.
         let Some(current) = &last else { continue };
+        // A BGP object that does not check out is said on it too, once this node writes
+        // (each node says what it found; a problem gone and back is said again).
+        if *active.borrow() && evented != current.bgp_problems {
+            for p in current.bgp_problems.iter().filter(|p| !evented.contains(p)) {
+                let uid = super::bgp::subject(p).and_then(|(_, kind, name)| bgp_kinds.uid(kind, name));
+                bgp_problem_event(&recorder, &me, p, uid, &stats).await;
+            }
+            evented.clone_from(&current.bgp_problems);
+        }
         let want = super::reach::desired(current, &paths.borrow_and_update());
         reach_tx.send_if_modified(|old| {
             let changed = *old != want;
@@ -742,6 +760,19 @@ impl BgpKinds {
         }
     }
 
+    /// The uid of the object of `kind` named `name`.
+    fn uid(&self, kind: &str, name: &str) -> Option<String> {
+        let w = match kind {
+            "BGPPeer" => &self.peers,
+            "BFDProfile" => &self.profiles,
+            "BGPAdvertisement" => &self.advertisements,
+            "BGPNodeOverride" => &self.overrides,
+            "CiliumBGPPeeringPolicy" => &self.cilium,
+            _ => return None,
+        };
+        w.objects().iter().find(|o| o.metadata.name.as_deref() == Some(name)).and_then(|o| o.metadata.uid.clone())
+    }
+
     fn settled(&mut self) -> bool {
         self.all().iter().all(|w| w.settled())
     }
@@ -801,4 +832,29 @@ fn pool_ranges(
         out.push((p.metadata.name.clone().unwrap_or_default(), ranges(view)));
     }
     out
+}
+
+/// A Warning Event `InvalidSpec` on the BGP object `line` (a problem of `NodeBgp`) is about
+/// (`uid`: its uid, which `kubectl describe` finds its Events by).
+async fn bgp_problem_event(recorder: &Recorder, me: &str, line: &str, uid: Option<String>, stats: &Stats) {
+    let Some((version, kind, name)) = super::bgp::subject(line) else { return };
+    let regarding = k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some(version.into()),
+        kind: Some(kind.into()),
+        name: Some(name.into()),
+        uid,
+        ..Default::default()
+    };
+    let ev = Event {
+        type_: EventType::Warning,
+        reason: "InvalidSpec".into(),
+        note: Some(format!("node {me}: {line}")),
+        action: "Read".into(),
+        secondary: None,
+    };
+    match tokio::time::timeout(Duration::from_secs(2), recorder.publish(&ev, &regarding)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => stats.failed("event", &Error::Kube(e)),
+        Err(_) => stats.failed("event", &Error::Timeout(Duration::from_secs(2))),
+    }
 }

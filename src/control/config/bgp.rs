@@ -228,6 +228,7 @@ pub(super) fn validate_bgp(
             }
         }
         advertisements.push(Advertisement {
+            id: i,
             pools: a.pools.clone(),
             services: a.services.clone(),
             communities,
