@@ -24,7 +24,8 @@ mkdir -p "$out"
 
 command -v valgrind >/dev/null || { echo "pathcost: valgrind is missing (scripts/setup.sh installs it)" >&2; exit 1; }
 cargo build --release -q -p xlb-bench --bin pathcost
-bin=target/release/pathcost
+bin=${CARGO_TARGET_DIR:-target}/release/pathcost
+[ -x "$bin" ] || { echo "pathcost: $bin was not built" >&2; exit 1; }
 
 publish=
 if [ "${1:-}" = --publish ]; then
@@ -35,6 +36,7 @@ if [ $# -gt 0 ]; then
   paths=("$@")
 else
   mapfile -t paths < <("$bin" --list | cut -f1)
+  [ ${#paths[@]} -gt 0 ] || { echo "pathcost: $bin --list named no path" >&2; exit 1; }
 fi
 
 # Instructions collected inside `measured` for `path` at `n` frames; the profile is kept.

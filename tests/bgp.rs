@@ -90,12 +90,19 @@ impl Net {
     }
 }
 
+/// The BFD interval of the lab, in ms: 100, or XLB_TEST_BFD_MS (to measure others).
+fn bfd_ms() -> u32 {
+    std::env::var("XLB_TEST_BFD_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(100)
+}
+
 /// The router's FRR: eBGP with every node, BFD at 100 ms x 3, up to 8 paths per prefix.
 fn router_config(net: &Net) -> (String, String) {
     let nodes = &net.nodes;
-    let bfdd = "frr defaults traditional\nhostname router\nlog stdout informational\n\
-                bfd\n profile fast\n  receive-interval 100\n  transmit-interval 100\n  detect-multiplier 3\n exit\nexit\n"
-        .to_string();
+    let ms = bfd_ms();
+    let bfdd = format!(
+        "frr defaults traditional\nhostname router\nlog stdout informational\n\
+         bfd\n profile fast\n  receive-interval {ms}\n  transmit-interval {ms}\n  detect-multiplier 3\n exit\nexit\n"
+    );
     let mut bgpd = String::from(
         "frr defaults traditional\nhostname router\nlog stdout informational\n\
          router bgp 64500\n bgp router-id 10.91.0.1\n no bgp ebgp-requires-policy\n bgp bestpath as-path multipath-relax\n",
@@ -121,9 +128,10 @@ fn bird_config(net: &Net) -> String {
     let mut c = format!(
         "router id 10.91.0.1;\nlog stderr all;\nprotocol device {{ }}\n\
          protocol kernel {{ ipv4 {{ import none; export all; }}; merge paths on; }}\n\
-         protocol bfd {{ interface \"eth0\" {{ min rx interval 100 ms; min tx interval 100 ms; multiplier 3; }}; }}\n\
+         protocol bfd {{ interface \"eth0\" {{ min rx interval {ms} ms; min tx interval {ms} ms; multiplier 3; }}; }}\n\
          template bgp nodes {{ local {} as 64500; ipv4 {{ import all; export none; }}; bfd on; hold time 9; keepalive time 3; connect retry time 1; }}\n",
-        net.router
+        net.router,
+        ms = bfd_ms()
     );
     for (k, n) in net.nodes.iter().enumerate() {
         c.push_str(&format!("protocol bgp lb{} from nodes {{ neighbor {n} as 64512; }}\n", k + 1));
@@ -268,7 +276,7 @@ fn wait_hops(lab: &Lab, router: &Host, net: &Net, n: usize, within: Duration, wh
 fn node_config_with(lab: &Lab, net: &Net, k: usize, communities: &str) -> std::path::PathBuf {
     let path = lab.dir.join(format!("lb-{k}.yaml"));
     let [b1, b2, b3] = net.backends;
-    let (vip, router) = (net.vip, net.router);
+    let (vip, router, ms) = (net.vip, net.router, bfd_ms());
     // IPv6 nodes have no IPv4 address to take a router ID from.
     let router_id = if net.v6() { format!("\n  routerID: 10.0.0.{k}") } else { String::new() };
     let text = format!(
@@ -276,7 +284,7 @@ fn node_config_with(lab: &Lab, net: &Net, k: usize, communities: &str) -> std::p
          services:\n  - name: web\n    vip: '{vip}'\n    mode: dsr\n    ports: [{{port: 80}}]\n    backends: [{{address: '{b1}'}}, {{address: '{b2}'}}, {{address: '{b3}'}}]\n\
          announce: {{dadProbes: 0}}\n\
          bgp:\n  localASN: 64512{router_id}\n  peers:\n    - {{peerAddress: '{router}', peerASN: 64500, holdTimeSeconds: 9, keepAliveTimeSeconds: 3, connectRetryTimeSeconds: 1, bfdProfile: fast}}\n\
-         \x20 bfdProfiles: [{{name: fast, receiveInterval: 100, transmitInterval: 100, detectMultiplier: 3}}]\n\
+         \x20 bfdProfiles: [{{name: fast, receiveInterval: {ms}, transmitInterval: {ms}, detectMultiplier: 3}}]\n\
          \x20 advertisements: [{{services: [web], communities: {communities}}}]\n"
     );
     std::fs::write(&path, text).unwrap();
@@ -541,7 +549,7 @@ fn three_nodes_share_a_vip_by_ecmp_and_leave_it_fast() {
     pinger.next_phase();
     cut_off(&lab, 2);
     let cut = wait_hops(&lab, &router, net, 2, Duration::from_secs(5), "link cut", &dir);
-    eprintln!("link cut: the router dropped lb-2's next hop after {} ms (BFD 100 ms x 3)", cut.as_millis());
+    eprintln!("link cut: the router dropped lb-2's next hop after {} ms (BFD {} ms x 3)", cut.as_millis(), bfd_ms());
     assert!(!next_hops(&lab, &router, net).contains(&"10.91.0.22".to_string()));
     std::thread::sleep(Duration::from_millis(1500));
 
@@ -644,7 +652,11 @@ fn ipv6_three_nodes_share_a_vip_by_ecmp() {
     pinger.next_phase();
     cut_off(&lab, 2);
     let cut = wait_hops(&lab, &router, net, 2, Duration::from_secs(5), "link cut", &dir);
-    eprintln!("IPv6 link cut: the router dropped lb-2's next hop after {} ms (BFD 100 ms x 3)", cut.as_millis());
+    eprintln!(
+        "IPv6 link cut: the router dropped lb-2's next hop after {} ms (BFD {} ms x 3)",
+        cut.as_millis(),
+        bfd_ms()
+    );
     std::thread::sleep(Duration::from_millis(1500));
     // SIGTERM: withdrawn before the exit.
     pinger.next_phase();
@@ -677,9 +689,15 @@ fn nodes_peer_with_bird_as_the_router() {
     eprintln!("BIRD: packets forwarded per node: {per_node:?}");
     assert!(per_node.iter().all(|p| *p > 0), "a node took no traffic: {per_node:?}");
     // BFD between BIRD and xlb's bfdd: a cut-off node's route goes.
-    cut_off(&lab, 2);
-    let cut = wait_hops(&lab, &router, net, 2, Duration::from_secs(5), "link cut", &dir);
-    eprintln!("BIRD link cut: the router dropped lb-2's next hop after {} ms (BFD 100 ms x 3)", cut.as_millis());
+    // Here the node's link goes down (its switch port), where the other tests drop its
+    // traffic: the router's own link stays up, so BFD is what notices.
+    lab.switch_link("p-lb-2", false);
+    let cut = wait_hops(&lab, &router, net, 2, Duration::from_secs(5), "link down", &dir);
+    eprintln!(
+        "BIRD, link down: the router dropped lb-2's next hop after {} ms (BFD {} ms x 3)",
+        cut.as_millis(),
+        bfd_ms()
+    );
     assert!(!next_hops(&lab, &router, net).contains(&"10.91.0.22".to_string()));
     // lb-3 loses its last backend (a reload that takes them away): it withdraws the VIP,
     // and advertises it again once a backend is back.
@@ -924,6 +942,7 @@ fn kubernetes_objects_make_every_node_advertise_the_service() {
         "apiVersion: xlb.dev/v1alpha1\nkind: BGPAdvertisement\nmetadata: {name: routed}\nspec: {pools: [routed]}\n",
     );
     wait_hops(&lab, &router, net, 2, Duration::from_secs(10), "advertisement back", &dir);
+    assert_eq!(router_view(&router, net, &dir, "10.91.0.21").0, 1, "a new advertisement reset lb-1's session");
     // Rolled up into its /24 (aggregationLength): the router holds the /24 from both nodes
     // left, and no host route.
     api.apply(

@@ -109,6 +109,12 @@ impl Lab {
         Path::new("/dev/shm").join(&self.prefix).join(&host.ns)
     }
 
+    /// Sets the switch's port `port` (`p-ROLE`) down or up: the host's link goes with it.
+    #[allow(dead_code)] // not every test binary takes links down
+    pub fn switch_link(&self, port: &str, up: bool) {
+        run("ip", &["-n", self.switch(), "link", "set", port, if up { "up" } else { "down" }]);
+    }
+
     /// Runs `nft ARGS` in the switch's namespace (e.g. to drop some frames on the bridge).
     pub fn switch_nft(&self, args: &[&str]) {
         let mut full = vec!["netns", "exec", self.switch(), "nft"];
