@@ -357,7 +357,15 @@ impl Frr {
     /// advertising nothing yet. With `wait`, returns once bgpd answers (or fails with why it
     /// did not); without, at once: FRR's thread starts it, and starts it again with a
     /// back-off while it fails, as after a fall.
-    pub(super) fn start(cfg: BgpConfig, router_id: Ipv4Addr, dir: PathBuf, wait: bool) -> anyhow::Result<Frr> {
+    /// `interface_id`: the router ID taken from the interface, which a `routerID` removed
+    /// from the configuration falls back to.
+    pub(super) fn start(
+        cfg: BgpConfig,
+        router_id: Ipv4Addr,
+        interface_id: Option<Ipv4Addr>,
+        dir: PathBuf,
+        wait: bool,
+    ) -> anyhow::Result<Frr> {
         for d in ["zebra", "bfdd", "bgpd"] {
             let p = Path::new(FRR_LIB).join(d);
             anyhow::ensure!(
@@ -389,7 +397,7 @@ impl Frr {
                     return;
                 }
             };
-            drive(cfg, router_id, &dir, run, &rx, &shared);
+            drive(cfg, (router_id, interface_id), &dir, run, &rx, &shared);
         })?;
         if wait {
             ready_rx.recv().context("the FRR thread ended")??;
@@ -444,7 +452,7 @@ impl Drop for Frr {
 /// routes as they should be: FRR and xlb never stay apart).
 fn drive(
     mut cfg: BgpConfig,
-    mut router_id: Ipv4Addr,
+    (mut router_id, interface_id): (Ipv4Addr, Option<Ipv4Addr>),
     dir: &Path,
     mut run: Option<Running>,
     rx: &Receiver<Cmd>,
@@ -482,7 +490,7 @@ fn drive(
             }
             Ok(Cmd::Reconfigure(new)) => {
                 cfg = *new;
-                router_id = cfg.router_id.unwrap_or(router_id);
+                router_id = cfg.router_id.or(interface_id).unwrap_or(router_id);
                 if let Some(r) = &run {
                     match r.reconfigure(&cfg, router_id, &advertised) {
                         Ok(()) => tracing::info!(

@@ -370,14 +370,13 @@ const BGP_DRAIN: Duration = Duration::from_millis(500);
 /// address, in a directory of this process's own. `wait`: until bgpd answers (else FRR's
 /// thread starts it, and starts it again with a back-off if it fails).
 fn start_frr(cfg: &xlb::control::bgp::BgpConfig, name: &str, wait: bool) -> anyhow::Result<frr::Frr> {
+    let interface_id = xlb::io::netdev::addresses(name).into_iter().find_map(|a| match a {
+        IpAddr::V4(v4) => Some(v4),
+        IpAddr::V6(_) => None,
+    });
     let router_id = cfg
         .router_id
-        .or_else(|| {
-            xlb::io::netdev::addresses(name).into_iter().find_map(|a| match a {
-                IpAddr::V4(v4) => Some(v4),
-                IpAddr::V6(_) => None,
-            })
-        })
+        .or(interface_id)
         .with_context(|| format!("bgp.routerID: {name} has no IPv4 address to take it from; give one"))?;
     // FRR drops to the frr user, which must reach its directory: /run/xlb is made
     // world-searchable where xlb makes it (an existing one is left as it is).
@@ -387,7 +386,7 @@ fn start_frr(cfg: &xlb::control::bgp::BgpConfig, name: &str, wait: bool) -> anyh
         std::fs::set_permissions(run, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
     }
     let dir = run.join(format!("frr.{}", std::process::id()));
-    let f = frr::Frr::start(cfg.clone(), router_id, dir, wait).context("bgp: starting FRR")?;
+    let f = frr::Frr::start(cfg.clone(), router_id, interface_id, dir, wait).context("bgp: starting FRR")?;
     let peers: Vec<String> = cfg.peers.iter().map(|p| format!("{} AS{}", p.address, p.asn)).collect();
     tracing::info!(asn = cfg.asn, %router_id, peers = %peers.join(", "), "BGP: FRR runs; routed VIPs are advertised while they can be served");
     Ok(f)
