@@ -203,6 +203,13 @@ impl Advertisement {
 /// ascending).
 pub type RouteOf = Vec<usize>;
 
+/// Adds advertisement `id` to `route` (kept ascending, each once).
+pub fn add_advert(route: &mut RouteOf, id: usize) {
+    if let Err(at) = route.binary_search(&id) {
+        route.insert(at, id);
+    }
+}
+
 /// The advertisement `id` names (none: it is gone from the configuration).
 fn advert(cfg: &BgpConfig, id: usize) -> Option<&Advertisement> {
     cfg.advertisements.iter().find(|a| a.id == id)
@@ -308,11 +315,7 @@ pub fn prefixes(cfg: &BgpConfig, routes: &BTreeMap<IpAddr, RouteOf>) -> BTreeMap
                     a.aggregation_v6
                 }
             });
-            let on = out.entry(prefix_of(*vip, len)).or_default();
-            if !on.contains(k) {
-                on.push(*k);
-                on.sort_unstable();
-            }
+            add_advert(out.entry(prefix_of(*vip, len)).or_default(), *k);
         }
     }
     out

@@ -233,11 +233,7 @@ fn routed(bgp: &BgpConfig, desired: &Desired, assignments: &[(String, IpAddr)]) 
         let mut selected = false;
         for a in bgp.advertisements.iter().filter(|a| a.selects(name, pool)) {
             selected = true;
-            let adverts = how.routes.entry(*vip).or_default();
-            if !adverts.contains(&a.id) {
-                adverts.push(a.id);
-                adverts.sort_unstable();
-            }
+            crate::control::bgp::add_advert(how.routes.entry(*vip).or_default(), a.id);
             if a.l2 {
                 l2.insert(*vip);
             }

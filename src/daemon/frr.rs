@@ -88,8 +88,6 @@ pub(super) struct Frr {
     thread: Option<JoinHandle<()>>,
     /// The sessions as last read.
     pub(super) sessions: Arc<Mutex<Vec<Session>>>,
-    /// The configured peers: address and AS number.
-    pub(super) peers: Vec<(IpAddr, u32)>,
     /// The configuration it was last given.
     pub(super) config: BgpConfig,
 }
@@ -374,7 +372,6 @@ impl Frr {
                 p.display()
             );
         }
-        let peers = cfg.peers.iter().map(|p| (p.address, p.asn)).collect();
         let config = cfg.clone();
         let (tx, rx) = crossbeam_channel::unbounded();
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
@@ -402,7 +399,7 @@ impl Frr {
         if wait {
             ready_rx.recv().context("the FRR thread ended")??;
         }
-        Ok(Frr { tx, thread: Some(thread), sessions, peers, config })
+        Ok(Frr { tx, thread: Some(thread), sessions, config })
     }
 
     /// Advertises and withdraws as `changes` say (FRR's thread carries them out).
@@ -415,7 +412,6 @@ impl Frr {
     /// Applies a changed `bgp:` section to the running FRR, without a restart: sessions
     /// whose settings stay are not reset.
     pub(super) fn reconfigure(&mut self, cfg: BgpConfig) {
-        self.peers = cfg.peers.iter().map(|p| (p.address, p.asn)).collect();
         self.config = cfg.clone();
         let _ = self.tx.send(Cmd::Reconfigure(Box::new(cfg)));
     }

@@ -271,13 +271,14 @@ impl Node {
         let Some(frr) = &self.frr else { return answers::BgpPeers { configured: false, peers: Vec::new() } };
         let sessions = frr.sessions.lock().map(|s| s.clone()).unwrap_or_default();
         let peers = frr
+            .config
             .peers
             .iter()
-            .map(|(addr, asn)| {
-                let s = sessions.iter().find(|s| s.peer == *addr);
+            .map(|p| {
+                let s = sessions.iter().find(|s| s.peer == p.address);
                 answers::BgpPeer {
-                    peer: addr.to_string(),
-                    asn: *asn,
+                    peer: p.address.to_string(),
+                    asn: p.asn,
                     state: s.map_or_else(|| "unknown".into(), |s| s.state.clone()),
                     bfd: s.and_then(|s| s.bfd.clone()),
                     routes_sent: s.map(|s| s.sent),

@@ -25,9 +25,14 @@ use kube::{
 use serde_json::json;
 use tokio::sync::Mutex;
 
+use super::stats::{Error, Stats};
+
 /// How long an Event is counted up rather than written anew (as kubectl's and client-go's
 /// event aggregation: a few minutes).
 pub const SERIES_TTL: Duration = Duration::from_secs(6 * 60);
+
+/// The longest [`Recorder::publish_within`] waits.
+const PUBLISH_WITHIN: Duration = Duration::from_secs(2);
 
 /// Events remembered at most: past it the oldest are forgotten (the next one like them is
 /// written anew, never lost).
@@ -156,6 +161,24 @@ impl Recorder {
             instance: instance.into(),
             cache: Mutex::new(EventCache::default()),
             seq: AtomicU64::new(0),
+        }
+    }
+
+    /// [`Recorder::publish`], never waited on for more than 2 s: a failure or a timeout is
+    /// logged and counted in `stats` (an Event is only news; a slow API must not hold up the
+    /// caller).
+    pub async fn publish_within(&self, ev: &Event, regarding: &ObjectReference, stats: &Stats) {
+        let object = regarding.name.as_deref().unwrap_or_default();
+        match tokio::time::timeout(PUBLISH_WITHIN, self.publish(ev, regarding)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(object, reason = %ev.reason, error = %e, "publishing the Event failed");
+                stats.failed("event", &Error::Kube(e));
+            }
+            Err(_) => {
+                tracing::warn!(object, reason = %ev.reason, "publishing the Event timed out");
+                stats.failed("event", &Error::Timeout(PUBLISH_WITHIN));
+            }
         }
     }
 

@@ -538,8 +538,9 @@ pub fn plan(me: &str, c: &Cluster<'_>, settings: &Settings, snat_families: (bool
             let adverts = c.bgp.routes_of(&svc_labels, pool);
             if !adverts.is_empty() && routing && may_serve(me) {
                 let on = out.announced.routes.entry(*vip).or_default();
-                on.extend(adverts.iter().filter(|a| !on.contains(a)).collect::<Vec<_>>());
-                on.sort_unstable();
+                for a in &adverts {
+                    crate::control::bgp::add_advert(on, *a);
+                }
                 // Every node runs xlb: this one's own service proxy takes what it routes.
                 if own {
                     own_routed.insert(*vip);

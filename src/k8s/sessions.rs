@@ -281,11 +281,7 @@ async fn events(api: &Api<BgpPeer>, recorder: &Recorder, me: &str, changes: &[Ch
         };
         tracing::info!(peer = %addr, "{}", ev.note.as_deref().unwrap_or_default());
         for p in objs.iter().filter(|p| address(p) == Some(addr)) {
-            match tokio::time::timeout(Duration::from_secs(2), recorder.publish(&ev, &p.object_ref(&()))).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => stats.failed("event", &Error::Kube(e)),
-                Err(_) => stats.failed("event", &Error::Timeout(Duration::from_secs(2))),
-            }
+            recorder.publish_within(&ev, &p.object_ref(&()), stats).await;
         }
     }
 }

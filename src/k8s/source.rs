@@ -335,17 +335,7 @@ async fn renew(api: &Api<Lease>, node: &str, interface: &str, valid: Duration) -
 async fn publish(recorder: &Recorder, ev: &Event, names: &[String], svcs: &[Arc<Service>], stats: &Stats) {
     for key in names {
         let Some(svc) = svcs.iter().find(|s| super::service::key(s) == *key) else { continue };
-        match tokio::time::timeout(Duration::from_secs(2), recorder.publish(ev, &svc.object_ref(&()))).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::warn!(service = %key, reason = %ev.reason, error = %e, "publishing the Event failed");
-                stats.failed("event", &Error::Kube(e));
-            }
-            Err(_) => {
-                tracing::warn!(service = %key, reason = %ev.reason, "publishing the Event timed out");
-                stats.failed("event", &Error::Timeout(Duration::from_secs(2)));
-            }
-        }
+        recorder.publish_within(ev, &svc.object_ref(&()), stats).await;
     }
 }
 
@@ -852,9 +842,5 @@ async fn bgp_problem_event(recorder: &Recorder, me: &str, line: &str, uid: Optio
         action: "Read".into(),
         secondary: None,
     };
-    match tokio::time::timeout(Duration::from_secs(2), recorder.publish(&ev, &regarding)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => stats.failed("event", &Error::Kube(e)),
-        Err(_) => stats.failed("event", &Error::Timeout(Duration::from_secs(2))),
-    }
+    recorder.publish_within(&ev, &regarding, stats).await;
 }
