@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-XLB=${XLB:-target/release/xlb}
+XLB=${XLB:-${CARGO_TARGET_DIR:-target}/release/xlb}
 P=xl-demo-$$
 SW=$P-switch CL=$P-client LB=$P-lb SQ=$P-squatter
 BACKENDS="$P-backend1 $P-backend2 $P-backend3"
