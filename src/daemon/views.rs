@@ -414,7 +414,7 @@ impl Node {
                 if client.is_some_and(|c| c != from) {
                     continue;
                 }
-                let be = svc_i.and_then(|i| services[i].backend_index(e.backend_key, e.backend).map(|j| (i, j)));
+                let be = svc_i.and_then(|i| services[i].backend_index(e.backend_key, e.hint.backend()).map(|j| (i, j)));
                 let be_addr = be.and_then(|(i, j)| services[i].backends.get(usize::try_from(j).unwrap_or(usize::MAX)));
                 if let Some(b) = backend {
                     if be_addr.is_none_or(|x| x.addr != b) {

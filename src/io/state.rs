@@ -99,7 +99,7 @@ unsafe impl Persist for Entry {
             align_of::<Entry>() as u64,
             offset_of!(Entry, key) as u64,
             offset_of!(Entry, expires) as u64,
-            offset_of!(Entry, backend) as u64,
+            offset_of!(Entry, hint) as u64,
             offset_of!(Entry, backend_key) as u64,
             offset_of!(Entry, state) as u64,
             offset_of!(Entry, snat) as u64,
@@ -410,11 +410,32 @@ pub fn addresses_word(addrs: &[std::net::IpAddr]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lb::conntrack::Hint;
 
     fn dir(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("xlb-state-test-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         d
+    }
+
+    #[test]
+    fn a_flow_table_of_the_previous_build_is_still_adopted() {
+        // The fingerprint of the flow-table slot, as builds since 88bd9f9 (64-byte entries)
+        // wrote it, and the offsets it was made of. A change here makes every running xlb's
+        // state file unusable to the next one: an upgrade would lose its flows. The four
+        // bytes at offset 16 were the backend index alone; they now hold the service and
+        // backend hints (`conntrack::Hint`), which read an old value as hints to be checked.
+        use std::mem::offset_of;
+        let offsets = [
+            offset_of!(Entry, key),
+            offset_of!(Entry, expires),
+            offset_of!(Entry, hint),
+            offset_of!(Entry, backend_key),
+            offset_of!(Entry, state),
+            offset_of!(Entry, snat),
+        ];
+        assert_eq!(offsets, [24, 0, 16, 8, 62, 20]);
+        assert_eq!(<Entry as Persist>::layout(), 15_047_225_087_696_515_966);
     }
 
     #[test]
@@ -425,7 +446,7 @@ mod tests {
             let (mut t, found) = s.table::<Entry>("ct", 32, &[7]).unwrap();
             assert_eq!(found, Found::Fresh);
             assert!(t.iter().all(|e| *e == Entry::default()), "a new table is empty");
-            t[3].backend = 42;
+            t[3].hint = Hint::new(3, 42);
             t[3].state = FlowState::Established;
             // Another holder is refused while this one lives.
             let e = StateDir::open(&d, Duration::from_millis(20), false).unwrap_err();
@@ -434,7 +455,7 @@ mod tests {
         let s = StateDir::open(&d, Duration::ZERO, false).unwrap();
         let (t, found) = s.table::<Entry>("ct", 32, &[7]).unwrap();
         assert_eq!(found, Found::Adopted { repaired: 0 });
-        assert_eq!((t[3].backend, t[3].state), (42, FlowState::Established));
+        assert_eq!((t[3].hint.backend(), t[3].state), (42, FlowState::Established));
         // Another set-up, or another size: started over.
         let (t, found) = s.table::<Entry>("ct", 32, &[8]).unwrap();
         assert_eq!(found, Found::Fresh);

@@ -233,9 +233,10 @@ pub struct Entry {
     pub key: FlowKey,
     /// Deadline in `now` nanoseconds.
     pub expires: u64,
-    /// Backend index within its service, as of the last packet (a hint: snapshots may
-    /// reorder backends).
-    pub backend: u32,
+    /// Where the flow's service and backend were in the snapshot of its last packet. Hints
+    /// only: snapshots may reorder both, so they are checked before use (the service's key
+    /// against the flow's, the backend's against `backend_key`).
+    pub hint: Hint,
     /// The backend's identity hash; what the flow is really pinned to.
     pub backend_key: u64,
     /// State.
@@ -245,6 +246,46 @@ pub struct Entry {
 }
 
 const _: () = assert!(std::mem::size_of::<Entry>() == 64, "a flow-table entry is one cache line");
+
+/// A tracked flow's service index in the snapshot (high 16 bits) and its backend index
+/// within the service (low 16 bits), as of its last packet, each cut to 16 bits. With it a
+/// packet of a tracked flow finds its service and backend without a lookup. A hint is only
+/// a hint: the service it names is used only if its key is the flow's, the backend only if
+/// its identity is the entry's `backend_key`, so an index cut short (past 65,535) or a hint
+/// from an older snapshot costs the lookup, nothing else. A state file of an xlb that kept
+/// the backend index alone in these four bytes reads as service 0 and that backend: both
+/// checked, so still right.
+#[repr(transparent)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Hint(u32);
+
+impl Hint {
+    /// The hint of service `service` and its backend `backend`.
+    #[inline]
+    #[allow(clippy::cast_possible_truncation)] // cut on purpose: checked before use
+    pub fn new(service: u32, backend: u32) -> Self {
+        Hint(service << 16 | u32::from(backend as u16))
+    }
+
+    /// The service's index (cut to 16 bits).
+    #[inline]
+    pub fn service(self) -> u32 {
+        self.0 >> 16
+    }
+
+    /// The backend's index within the service (cut to 16 bits).
+    #[inline]
+    pub fn backend(self) -> u32 {
+        self.0 & 0xffff
+    }
+
+    /// The same hint with another backend.
+    #[inline]
+    #[must_use]
+    pub fn with_backend(self, backend: u32) -> Self {
+        Hint::new(self.service(), backend)
+    }
+}
 
 /// The SNAT port, and its protocol, of a live entry evicted to make room for another.
 pub type Evicted = (Lease, u8);
@@ -506,7 +547,10 @@ impl Conntrack {
     #[inline]
     pub fn touch(lifetimes: &Lifetimes, e: &mut Entry, tcp_flags: Option<u8>, now: u64) {
         if let Some(flags) = tcp_flags {
-            e.state = next_tcp_state(e.state, flags);
+            // Most packets are of an established flow and change nothing but the deadline.
+            if e.state != FlowState::Established || flags & (TcpFlags::SYN | TcpFlags::FIN | TcpFlags::RST) != 0 {
+                e.state = next_tcp_state(e.state, flags);
+            }
         }
         e.expires = now.saturating_add(lifetimes.of_entry(e));
     }
@@ -575,7 +619,7 @@ mod tests {
 
     fn entry(i: u32, state: FlowState) -> Entry {
         let key = key(i);
-        Entry { key, backend: i % 7, state, ..Entry::default() }
+        Entry { key, hint: Hint::new(0, i % 7), state, ..Entry::default() }
     }
 
     #[test]
@@ -583,7 +627,7 @@ mod tests {
         let mut ct = Conntrack::new(1000, Timeouts::default());
         let e = entry(1, FlowState::Established);
         assert!(ct.insert(e, 0).is_ok());
-        assert_eq!(ct.lookup(&e.key, e.key.hash(), 5 * SEC).map(|x| x.backend), Some(1));
+        assert_eq!(ct.lookup(&e.key, e.key.hash(), 5 * SEC).map(|x| x.hint.backend()), Some(1));
         // Established lives 6 h; a UDP flow 60 s.
         assert!(ct.lookup(&e.key, e.key.hash(), 6 * 3600 * SEC - 1).is_some());
         assert!(ct.lookup(&e.key, e.key.hash(), 6 * 3600 * SEC).is_none());
@@ -688,7 +732,7 @@ mod tests {
         }
         for i in (1..2000).step_by(2) {
             let e = entry(i, FlowState::Established);
-            assert_eq!(ct.lookup(&e.key, e.key.hash(), 100).map(|x| x.backend), Some(i % 7), "flow {i}");
+            assert_eq!(ct.lookup(&e.key, e.key.hash(), 100).map(|x| x.hint.backend()), Some(i % 7), "flow {i}");
         }
         assert_eq!(ct.stats().live, 1000);
     }

@@ -352,3 +352,55 @@ fn clients_outside_the_source_ranges_are_dropped_before_tracking() {
         assert_eq!(st.conntrack.iter_live(0).count(), if admitted { 2 } else { 0 }, "{sources:?}");
     }
 }
+
+#[test]
+fn a_tracked_flow_keeps_its_backend_when_a_snapshot_reorders_services_and_backends() {
+    use super::{conntrack::Hint, maglev::TableSize, Snapshot};
+    let scene = Scene { backends: 4, snat_ports: (1024, 65535), ..Scene::default() };
+    let snap = scene.snapshot();
+    let mut st = scene.state();
+    let vip4 = IpAddr::V4(VIP4);
+    // Flows from many client ports, DSR and SNAT: each goes to some backend.
+    let send = |snap: &Snapshot, st: &mut super::WorkerState, port: u16, sport: u16, flags: u8| {
+        let input = Pkt { sport, ..Pkt::tcp(vip4, port, flags) }.build();
+        let mut buf = input.clone();
+        buf.resize(2048, 0);
+        match process(&ctx(0, snap), st, &mut buf, input.len()) {
+            Verdict::Tx { reply: Reply::Forward, len } => buf[..len].to_vec(),
+            v => panic!("port {port} from {sport}: {v:?}"),
+        }
+    };
+    let flows: Vec<(u16, u16)> =
+        [DSR_PORT, super::testing::SNAT_PORT].iter().flat_map(|&p| (0..16).map(move |i| (p, 20_000 + i))).collect();
+    let first: Vec<Vec<u8>> = flows.iter().map(|&(p, s)| send(&snap, &mut st, p, s, TcpFlags::SYN)).collect();
+    // The same services in reverse order, each with its backends in reverse order: every
+    // hint the flows hold now names another service or backend.
+    let mut services = scene.services();
+    services.reverse();
+    let services = services
+        .into_iter()
+        .map(|s| {
+            let backends = s.backends.iter().rev().cloned().collect();
+            let stats_id = s.stats_id;
+            let mut r = super::snapshot::Service::new(s.key, s.mode, backends, TableSize::Auto).expect("a table");
+            r.stats_id = stats_id;
+            r
+        })
+        .collect();
+    let reordered = Snapshot::new(2, snap.vips()).with_services(services);
+    // Where a frame went: its MACs, IPv4 addresses and ports.
+    let whither = |f: &[u8]| [&f[..12], &f[26..38]].concat();
+    let backends: std::collections::HashSet<Vec<u8>> = first.iter().map(|f| f[..6].to_vec()).collect();
+    assert!(backends.len() > 2, "the flows went to {} backends", backends.len());
+    assert_eq!(st.conntrack.iter_live(0).count(), flows.len(), "every flow is tracked");
+    for (&(p, s), before) in flows.iter().zip(&first) {
+        let after = send(&reordered, &mut st, p, s, TcpFlags::ACK);
+        assert_eq!(whither(&after), whither(before), "flow to port {p} from {s} changed backend, port or addresses");
+    }
+    // The hints now name where the service and backend are in the new snapshot.
+    for e in st.conntrack.iter_live(0) {
+        let (i, svc) = reordered.service_indexed(&e.key.dst, e.key.dst_port, e.key.proto).expect("its service");
+        let b = svc.backend_index(e.backend_key, u32::MAX).expect("its backend");
+        assert_eq!(e.hint, Hint::new(i, b), "{e:?}");
+    }
+}

@@ -7,7 +7,7 @@
 //! xlb delivers on the link it received on, like a bridge, not like a router.
 
 use super::{
-    conntrack::{next_tcp_state, Conntrack, Entry, FlowKey, FlowState},
+    conntrack::{next_tcp_state, Conntrack, Entry, FlowKey, FlowState, Hint},
     ctx::Ctx,
     rewrite::{set_macs, to16},
     select::choose,
@@ -200,6 +200,11 @@ fn transport(
 
 /// A TCP/UDP packet to a VIP or a SNAT address (as [`classify`] found it): forwarded to its
 /// backend, or translated back to the client.
+///
+/// The common case, a tracked flow that keeps its backend (and, for SNAT, its port), is laid
+/// out here: its flow-table entry says where its service and backend were (hints, checked),
+/// so it looks nothing else up. A new flow, a new backend or a new port goes out of line to
+/// [`place`].
 #[inline]
 pub(super) fn flow(cx: &Ctx<'_>, st: &mut WorkerState, buf: &mut [u8], len: usize, flow: &Flow) -> Verdict {
     if let Some(snat) = &st.snat {
@@ -207,59 +212,65 @@ pub(super) fn flow(cx: &Ctx<'_>, st: &mut WorkerState, buf: &mut [u8], len: usiz
             return reverse(cx, snat, &st.counters, addr, buf, len, flow);
         }
     }
-    let Some(service) = cx.snap.service16(&flow.key.dst, flow.key.dst_port, flow.key.proto) else {
+    let (now, key) = (cx.now, &flow.key);
+    let Some((e, lifetimes)) = st.conntrack.lookup_with_lifetimes(key, flow.hash, now) else {
+        return new_flow(cx, st, buf, len, flow);
+    };
+    let hint = e.hint;
+    let Some((si, svc)) = cx.snap.service_hinted(&key.dst, key.dst_port, key.proto, hint.service()) else {
         return Verdict::Drop(DropReason::NoService);
     };
-    if !service.sources.admits(&flow.key.src) {
+    if !svc.sources.admits(&key.src) {
         return Verdict::Drop(DropReason::SourceRange);
     }
-    forward(cx, service, st, buf, len, flow)
-}
-
-/// Finds or chooses the flow's backend and sends the packet there. The common case, a
-/// tracked flow that keeps its backend (and, for SNAT, its port), is laid out here; a new
-/// flow, a new backend or a new port goes out of line to [`place`].
-#[inline]
-fn forward(cx: &Ctx<'_>, svc: &Service, st: &mut WorkerState, buf: &mut [u8], len: usize, flow: &Flow) -> Verdict {
-    let (now, hash) = (cx.now, flow.hash);
     // A tracked flow keeps its backend while that backend is in the service, whatever the
     // Maglev table says now; a SYN on a closing flow starts a new connection. A SNAT flow
     // keeps its port either way.
-    let mut lease: Option<Lease> = None;
+    let lease = e.snat;
     let mut tracked: Option<(u32, u64, FlowState)> = None;
-    if let Some((e, lifetimes)) = st.conntrack.lookup_with_lifetimes(&flow.key, hash, now) {
-        lease = e.snat;
-        let new_syn = e.state == FlowState::Closing && flow.tcp_flags.is_some_and(is_new_syn);
-        if !new_syn {
-            if let Some(i) = svc.backend_index(e.backend_key, e.backend) {
-                e.backend = i;
-                Conntrack::touch(lifetimes, e, flow.tcp_flags, now);
-                let (expires, state) = (e.expires, e.state);
-                match (svc.mode, lease) {
-                    (ForwardMode::Dsr, _) => return send(cx, svc, st, i, None, buf, len, flow),
-                    (ForwardMode::Snat, Some(l)) => {
-                        let Some(snat) = st.snat.as_ref() else { return Verdict::Drop(DropReason::NoSnatAddress) };
-                        let hold = Hold { now, expires, embryonic: state == FlowState::SynSent };
-                        snat.touch(l, flow.key.proto, hold);
-                        return send(cx, svc, st, i, Some(l), buf, len, flow);
-                    }
-                    (ForwardMode::Snat, None) => tracked = Some((i, expires, state)),
+    let new_syn = e.state == FlowState::Closing && flow.tcp_flags.is_some_and(is_new_syn);
+    if !new_syn {
+        if let Some(i) = svc.backend_index(e.backend_key, hint.backend()) {
+            e.hint = Hint::new(si, i);
+            Conntrack::touch(lifetimes, e, flow.tcp_flags, now);
+            let (expires, state) = (e.expires, e.state);
+            match (svc.mode, lease) {
+                (ForwardMode::Dsr, _) => return send(cx, svc, st, i, None, buf, len, flow),
+                (ForwardMode::Snat, Some(l)) => {
+                    let Some(snat) = st.snat.as_ref() else { return Verdict::Drop(DropReason::NoSnatAddress) };
+                    let hold = Hold { now, expires, embryonic: state == FlowState::SynSent };
+                    snat.touch(l, flow.key.proto, hold);
+                    return send(cx, svc, st, i, Some(l), buf, len, flow);
                 }
+                (ForwardMode::Snat, None) => tracked = Some((i, expires, state)),
             }
         }
     }
-    place(cx, svc, st, buf, len, flow, tracked, lease).unwrap_or_else(Verdict::Drop)
+    place(cx, (si, svc), st, buf, len, flow, tracked, lease).unwrap_or_else(Verdict::Drop)
 }
 
-/// [`forward`] for a flow that needs a backend chosen (`tracked` is `None`: a new flow, or
+/// [`flow`] for a flow the table does not hold: its service, looked up, admits it or not.
+#[inline]
+fn new_flow(cx: &Ctx<'_>, st: &mut WorkerState, buf: &mut [u8], len: usize, flow: &Flow) -> Verdict {
+    let key = &flow.key;
+    let Some(service) = cx.snap.service_indexed(&key.dst, key.dst_port, key.proto) else {
+        return Verdict::Drop(DropReason::NoService);
+    };
+    if !service.1.sources.admits(&key.src) {
+        return Verdict::Drop(DropReason::SourceRange);
+    }
+    place(cx, service, st, buf, len, flow, None, None).unwrap_or_else(Verdict::Drop)
+}
+
+/// [`flow`] for a flow that needs a backend chosen (`tracked` is `None`: a new flow, or
 /// one whose backend left; `lease`: the SNAT port it held) or a SNAT flow that holds no port
 /// yet (`tracked` is `Some`). A tracked flow that keeps its backend and its port never gets
 /// here, so a port held on arrival is always given a new mapping.
 #[inline(never)]
-#[allow(clippy::too_many_arguments)] // forward's state, handed on as it is
+#[allow(clippy::too_many_arguments)] // flow's state, handed on as it is
 fn place(
     cx: &Ctx<'_>,
-    svc: &Service,
+    (si, svc): (u32, &Service),
     st: &mut WorkerState,
     buf: &mut [u8],
     len: usize,
@@ -278,8 +289,8 @@ fn place(
                 None if flow.key.proto == Protocol::UDP => FlowState::Udp,
                 None => FlowState::Other,
             };
-            let entry =
-                Entry { key: flow.key, backend: pick, backend_key: b.key, state, snat: lease, ..Entry::default() };
+            let hint = Hint::new(si, pick);
+            let entry = Entry { key: flow.key, hint, backend_key: b.key, state, snat: lease, ..Entry::default() };
             // A full table is counted there; a DSR flow is then served from Maglev alone.
             match st.track(entry, hash, now) {
                 Ok(e) => (pick, e.expires, state),
@@ -354,7 +365,7 @@ fn place(
 /// (`lease`) new addresses and ports (source: the port's SNAT address; destination: the
 /// backend). Counted.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)] // forward's state, handed on as it is
+#[allow(clippy::too_many_arguments)] // flow's state, handed on as it is
 fn send(
     cx: &Ctx<'_>,
     svc: &Service,
@@ -378,7 +389,8 @@ fn send(
         let Some(src) = st.snat.as_ref().and_then(|snat| snat.table().addr16(l.addr)) else {
             return Verdict::Drop(DropReason::NoSnatAddress);
         };
-        if let Err(r) = nat(buf, len, flow, src, &to16(backend.addr), l.port(), backend.port) {
+        let Some(dst) = svc.backend_addr16(idx) else { return Verdict::Drop(DropReason::NoBackend) };
+        if let Err(r) = nat(buf, len, flow, src, dst, l.port(), backend.port) {
             return Verdict::Drop(r);
         }
     }

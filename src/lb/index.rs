@@ -8,7 +8,7 @@
 //! so a keyed hash such as std's SipHash buys nothing here and cost a third of a packet.
 
 /// A key: an address (16-byte form) and a tag.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct Key {
     lo: u64,
     hi: u64,

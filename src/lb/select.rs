@@ -3,7 +3,7 @@
 //! flows) and ICMP (errors that only refer to a flow and track nothing new).
 
 use super::{
-    conntrack::{Entry, FlowKey, FlowState},
+    conntrack::{Entry, FlowKey, FlowState, Hint},
     maglev::EMPTY,
     snapshot::{Backend, Service},
     snat::Lease,
@@ -28,9 +28,9 @@ pub(super) fn choose(
     let akey = key.hash();
     let until = now.saturating_add(timeout);
     if let Some(e) = st.conntrack.lookup(&key, akey, now) {
-        if let Some(i) = svc.backend_index(e.backend_key, e.backend) {
+        if let Some(i) = svc.backend_index(e.backend_key, e.hint.backend()) {
             if svc.backends.get(usize::try_from(i).unwrap_or(usize::MAX)).is_some_and(|b| b.takes_new_flows()) {
-                e.backend = i;
+                e.hint = e.hint.with_backend(i);
                 e.expires = until;
                 return Ok(i);
             }
@@ -38,7 +38,8 @@ pub(super) fn choose(
     }
     let pick = maglev_pick(svc, akey)?;
     let backend_key = svc.backends.get(usize::try_from(pick).unwrap_or(usize::MAX)).map_or(0, |b| b.key);
-    let entry = Entry { key, backend: pick, backend_key, state: FlowState::Affinity, ..Entry::default() };
+    let hint = Hint::new(u32::MAX, pick);
+    let entry = Entry { key, hint, backend_key, state: FlowState::Affinity, ..Entry::default() };
     if let Ok(e) = st.track(entry, akey, now) {
         e.expires = until;
     }
@@ -57,7 +58,7 @@ pub(super) fn backend_for_icmp<'s>(
 ) -> Result<(&'s Backend, Option<Lease>), DropReason> {
     let by_index = |i: u32| svc.backends.get(usize::try_from(i).unwrap_or(usize::MAX));
     if let Some(e) = st.conntrack.lookup(key, hash, now) {
-        if let Some(b) = svc.backend_index(e.backend_key, e.backend).and_then(by_index) {
+        if let Some(b) = svc.backend_index(e.backend_key, e.hint.backend()).and_then(by_index) {
             return Ok((b, e.snat));
         }
     }
@@ -66,7 +67,9 @@ pub(super) fn backend_for_icmp<'s>(
             let akey = FlowKey { src_port: 0, proto: key.proto | AFFINITY, ..*key };
             let ahash = akey.hash();
             match st.conntrack.lookup(&akey, ahash, now) {
-                Some(e) => svc.backend_index(e.backend_key, e.backend).map_or_else(|| maglev_pick(svc, ahash), Ok)?,
+                Some(e) => {
+                    svc.backend_index(e.backend_key, e.hint.backend()).map_or_else(|| maglev_pick(svc, ahash), Ok)?
+                }
                 None => maglev_pick(svc, ahash)?,
             }
         }

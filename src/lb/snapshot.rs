@@ -144,6 +144,10 @@ pub struct Service {
     pub stats_id: u32,
     table: MaglevTable,
     by_key: HashMap<u64, u32>,
+    /// Its key as the snapshot's index holds it, to check a tracked flow's hint against.
+    index_key: Key,
+    /// Each backend's address in the 16-byte form (IPv4 mapped) that SNAT writes, by index.
+    addrs16: Box<[[u8; 16]]>,
 }
 
 impl Service {
@@ -174,7 +178,11 @@ impl Service {
             .collect();
         let table = tables.get(&weights, table_size)?;
         let by_key = backends.iter().zip(0u32..).map(|(b, i)| (b.key, i)).collect();
+        let index_key = Key::service(&to16(key.vip), key.port, key.proto);
+        let addrs16 = backends.iter().map(|b| to16(b.addr)).collect();
         Ok(Service {
+            index_key,
+            addrs16,
             key,
             mode,
             backends,
@@ -206,6 +214,12 @@ impl Service {
     /// The Maglev table.
     pub fn table(&self) -> &MaglevTable {
         &self.table
+    }
+
+    /// Backend `i`'s address in the 16-byte form (IPv4 mapped).
+    #[inline]
+    pub fn backend_addr16(&self, i: u32) -> Option<&[u8; 16]> {
+        self.addrs16.get(usize::try_from(i).ok()?)
     }
 
     /// The index of the backend with identity hash `key`, trying `hint` first.
@@ -245,11 +259,15 @@ impl Snapshot {
         Snapshot { generation, vips, vip_index, ..Snapshot::default() }
     }
 
-    /// Adds the services (replacing any of the same key).
-    pub fn with_services(mut self, services: Vec<Service>) -> Self {
-        self.service_index = FlatIndex::build(
-            services.iter().zip(0u32..).map(|(s, i)| (Key::service(&to16(s.key.vip), s.key.port, s.key.proto), i)),
-        );
+    /// Adds the services (of two with the same key, the later one is kept).
+    pub fn with_services(mut self, mut services: Vec<Service>) -> Self {
+        // One service per key, so that a tracked flow's hint names the one the index does.
+        let mut seen = std::collections::HashSet::new();
+        let mut keep: Vec<bool> = services.iter().rev().map(|s| seen.insert(s.index_key)).collect();
+        keep.reverse();
+        let mut keep = keep.into_iter();
+        services.retain(|_| keep.next().unwrap_or(true));
+        self.service_index = FlatIndex::build(services.iter().zip(0u32..).map(|(s, i)| (s.index_key, i)));
         self.services = services;
         self
     }
@@ -283,8 +301,31 @@ impl Snapshot {
     /// The service on `vip` (16-byte form), `port` and `proto`, if any.
     #[inline]
     pub fn service16(&self, vip: &[u8; 16], port: u16, proto: u8) -> Option<&Service> {
-        let i = self.service_index.get(&Key::service(vip, port, proto))?;
-        self.services.get(usize::try_from(i).ok()?)
+        self.service_indexed(vip, port, proto).map(|(_, s)| s)
+    }
+
+    /// The same, with the service's index.
+    #[inline]
+    pub fn service_indexed(&self, vip: &[u8; 16], port: u16, proto: u8) -> Option<(u32, &Service)> {
+        self.service_of(&Key::service(vip, port, proto))
+    }
+
+    /// The service on `vip` (16-byte form), `port` and `proto`, and its index: the one at
+    /// index `hint` when that is it (a tracked flow remembers where its service was, see
+    /// `conntrack::Hint`), which saves the lookup; else looked up.
+    #[inline]
+    pub fn service_hinted(&self, vip: &[u8; 16], port: u16, proto: u8, hint: u32) -> Option<(u32, &Service)> {
+        let key = Key::service(vip, port, proto);
+        match self.services.get(usize::try_from(hint).unwrap_or(usize::MAX)) {
+            Some(s) if s.index_key == key => Some((hint, s)),
+            _ => self.service_of(&key),
+        }
+    }
+
+    #[inline]
+    fn service_of(&self, key: &Key) -> Option<(u32, &Service)> {
+        let i = self.service_index.get(key)?;
+        Some((i, self.services.get(usize::try_from(i).ok()?)?))
     }
 
     /// Every service.

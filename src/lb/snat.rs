@@ -88,6 +88,10 @@ pub const SLOT_FLAG_AT: usize = std::mem::offset_of!(Slot, embryonic);
 /// Bytes of one client-side index word (one per slot).
 pub const INDEX_BYTES: usize = std::mem::size_of::<AtomicU64>();
 
+/// How far past its flow's deadline [`SnatPorts::touch`] lets a port's run (nanoseconds):
+/// one second.
+pub const TOUCH_SLACK: u64 = 1_000_000_000;
+
 /// How long a port is held, from the owning flow's conntrack entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hold {
@@ -495,12 +499,22 @@ impl SnatPorts {
         off >= self.start && off < self.start + self.len
     }
 
-    /// Moves a held port's deadline, and whether it is embryonic, with its flow's.
-    #[inline]
+    /// Moves a held port's deadline, and whether it is embryonic, with its flow's. The slot
+    /// keeps a deadline from the flow's to [`TOUCH_SLACK`] past it, and is written only when
+    /// the flow's moves out of that (or its handshake ends): once a second for a busy flow,
+    /// not on every packet, so the line that replies on other workers read stays shared. A
+    /// port is then held at most that much longer than its flow.
+    #[inline(always)]
     pub fn touch(&self, lease: Lease, proto: u8, hold: Hold) {
         if let Some(slot) = self.table.slot(lease.addr, proto, lease.port()) {
-            slot.expires.store(hold.expires, Ordering::Relaxed);
-            slot.embryonic.store(hold.embryonic, Ordering::Relaxed);
+            let held = slot.expires.load(Ordering::Relaxed);
+            if held < hold.expires
+                || held - hold.expires > TOUCH_SLACK
+                || slot.embryonic.load(Ordering::Relaxed) != hold.embryonic
+            {
+                slot.expires.store(hold.expires.saturating_add(TOUCH_SLACK), Ordering::Relaxed);
+                slot.embryonic.store(hold.embryonic, Ordering::Relaxed);
+            }
         }
     }
 }
@@ -598,6 +612,35 @@ mod tests {
         assert_eq!(t.lookup(0, Protocol::TCP, 2000, 300), None);
         assert_eq!(t.lookup(0, Protocol::TCP, 1999, 0), None);
         assert_eq!(t.lookup(0, Protocol::ICMP, 2000, 0), None);
+    }
+
+    #[test]
+    fn a_touched_port_is_held_from_its_flows_deadline_to_a_second_past_it() {
+        let t = Arc::new(SnatTable::new(vec![v4("10.0.0.1")], 2000, 2000, 1).unwrap());
+        let mut p = t.worker(0);
+        let l = Lease::new(0, 2000).unwrap();
+        assert_eq!(p.allocate(false, Protocol::TCP, 0, &mapping(1), held(0, 100)).map(|(l, _)| l), Some(l));
+        let held_until = || t.slot(0, Protocol::TCP, 2000).unwrap().expires.load(Ordering::Relaxed);
+        assert_eq!(held_until(), 100);
+        // A later deadline is written with the slack; later ones within it are not written.
+        p.touch(l, Protocol::TCP, held(1, 200));
+        assert_eq!(held_until(), 200 + TOUCH_SLACK);
+        p.touch(l, Protocol::TCP, held(2, 300));
+        p.touch(l, Protocol::TCP, held(3, 200 + TOUCH_SLACK));
+        assert_eq!(held_until(), 200 + TOUCH_SLACK);
+        p.touch(l, Protocol::TCP, held(4, 201 + TOUCH_SLACK));
+        assert_eq!(held_until(), 201 + 2 * TOUCH_SLACK);
+        // A flow that closes has a nearer deadline: written at once, and the port is free
+        // from a second after it.
+        p.touch(l, Protocol::TCP, held(5, 50));
+        assert_eq!(held_until(), 50 + TOUCH_SLACK);
+        assert_eq!(t.lookup(0, Protocol::TCP, 2000, 49 + TOUCH_SLACK), Some(mapping(1)));
+        assert_eq!(t.lookup(0, Protocol::TCP, 2000, 50 + TOUCH_SLACK), None);
+        // The end of the handshake is written whatever the deadline.
+        p.touch(l, Protocol::TCP, Hold { now: 6, expires: 60, embryonic: true });
+        assert!(t.slot(0, Protocol::TCP, 2000).unwrap().embryonic.load(Ordering::Relaxed));
+        p.touch(l, Protocol::TCP, held(7, 60));
+        assert!(!t.slot(0, Protocol::TCP, 2000).unwrap().embryonic.load(Ordering::Relaxed));
     }
 
     #[test]
