@@ -93,6 +93,23 @@ fn table_sizes_name_the_option_and_the_fix() {
     }
 }
 
+/// Two --service flags for one VIP, port and protocol: the second would silently replace the
+/// first in the datapath while views showed the first.
+#[test]
+fn a_service_given_twice_is_refused() {
+    let first = "tcp:192.0.2.10:80=10.0.0.5:8080";
+    let again = "tcp:192.0.2.10:80=10.0.0.6:8080;mode=dsr";
+    let (code, err) = xlb(&["run", "--interface", "lo", "--vip", "192.0.2.10", "--service", first, "--service", again]);
+    assert_eq!(code, Some(2), "{err}");
+    one_line_naming(&err, &format!("--service {again:?}: {first:?} already has that VIP, port and protocol"));
+    // Another port, or another protocol, is another service.
+    for other in ["tcp:192.0.2.10:81=10.0.0.6:8080", "udp:192.0.2.10:80=10.0.0.6:8080"] {
+        let (_, err) =
+            xlb(&["run", "--interface", "lo", "--vip", "192.0.2.10", "--service", first, "--service", other]);
+        assert!(!err.contains("already has"), "{other}: {err}");
+    }
+}
+
 /// A backend that is xlb's own address (a VIP, a SNAT address) or no host's address at all
 /// would loop or go nowhere, and a flow table that no machine holds would abort the
 /// process: refused at start (the config file's cases are in the table below).

@@ -94,6 +94,8 @@ pub(crate) enum UsageError {
     ServiceVip(String, IpAddr),
     #[error("--service {0:?}: {1}")]
     ServiceTable(String, MaglevError),
+    #[error("--service {0:?}: {1:?} already has that VIP, port and protocol; give each only once")]
+    ServiceTwice(String, String),
     #[error("--service {0:?} uses mode=snat but no --snat-addr of its address family is given; add --snat-addr ADDR (an unused address on the link)")]
     SnatAddrMissing(String),
     #[error("--snat-addr {0} is also a --vip; give SNAT its own address")]
@@ -582,6 +584,9 @@ pub(super) fn start_from_flags(args: &RunArgs) -> Result<Start, UsageError> {
         let spec: ServiceSpec = raw.parse()?;
         if !vips.contains(&spec.key.vip) {
             return Err(UsageError::ServiceVip(raw.clone(), spec.key.vip));
+        }
+        if let Some((_, first)) = specs.iter().zip(&args.services).find(|(s, _)| s.key == spec.key) {
+            return Err(UsageError::ServiceTwice(raw.clone(), first.clone()));
         }
         // Build it once now so that a table that cannot be built is a usage error.
         build_services(

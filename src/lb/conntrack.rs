@@ -492,8 +492,9 @@ impl Conntrack {
         }
         let (at, evicted) = match (reuse, victim) {
             (Some(at), _) => {
-                // An expired entry's SNAT port expired with it (their deadlines move
-                // together), and may be another flow's by now: nothing to free.
+                // An expired entry's SNAT port frees itself (with it, or within a second
+                // after, see `SnatPorts::touch`), and may be another flow's by now: nothing
+                // to free.
                 if self.slots[at].state != FlowState::Empty {
                     self.stats.expired += 1;
                     self.stats.live = self.stats.live.saturating_sub(1);

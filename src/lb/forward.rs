@@ -235,7 +235,12 @@ pub(super) fn flow(cx: &Ctx<'_>, st: &mut WorkerState, buf: &mut [u8], len: usiz
             Conntrack::touch(lifetimes, e, flow.tcp_flags, now);
             let (expires, state) = (e.expires, e.state);
             match (svc.mode, lease) {
-                (ForwardMode::Dsr, _) => return send(cx, svc, st, i, None, buf, len, flow),
+                (ForwardMode::Dsr, _) => {
+                    if let Some(l) = lease {
+                        drop_lease(e, st.snat.as_ref(), l, flow.key.proto);
+                    }
+                    return send(cx, svc, st, i, None, buf, len, flow);
+                }
                 (ForwardMode::Snat, Some(l)) => {
                     let Some(snat) = st.snat.as_ref() else { return Verdict::Drop(DropReason::NoSnatAddress) };
                     let hold = Hold { now, expires, embryonic: state == FlowState::SynSent };
@@ -339,15 +344,7 @@ fn place(
                         return Err(DropReason::SnatPortsExhausted);
                     };
                     if let Some(old) = reclaimed {
-                        // The port's embryonic flow (on this worker: the port is from its share).
-                        let key = FlowKey {
-                            src: old.client,
-                            dst: old.vip,
-                            src_port: old.client_port,
-                            dst_port: old.vip_port,
-                            proto: flow.key.proto,
-                        };
-                        st.conntrack.evict(&key, key.hash());
+                        evict_reclaimed(&mut st.conntrack, &old, l, flow.key.proto, now);
                     }
                     if let Some(e) = st.conntrack.lookup(&flow.key, hash, now) {
                         e.snat = Some(l);
@@ -359,6 +356,31 @@ fn place(
         }
     };
     Ok(send(cx, svc, st, idx, held, buf, len, flow))
+}
+
+/// A flow of a SNAT service turned DSR: it no longer needs its port (`lease`, of protocol
+/// `proto`), which would otherwise free itself unseen while the entry still names it.
+#[cold]
+#[inline(never)]
+fn drop_lease(e: &mut Entry, snat: Option<&SnatPorts>, lease: Lease, proto: u8) {
+    e.snat = None;
+    if let Some(snat) = snat {
+        snat.release(lease, proto);
+    }
+}
+
+/// Evicts the embryonic flow whose SNAT port (`lease`, of protocol `proto`) was taken back
+/// for a new flow: the one its old mapping `old` names (on this worker: the port is from its
+/// share), if its entry still holds the port. The same client may be back as a new flow, the
+/// one being placed included, which must stay.
+#[cold]
+#[inline(never)]
+fn evict_reclaimed(conntrack: &mut Conntrack, old: &Mapping, lease: Lease, proto: u8, now: u64) {
+    let key = FlowKey { src: old.client, dst: old.vip, src_port: old.client_port, dst_port: old.vip_port, proto };
+    let hash = key.hash();
+    if conntrack.lookup(&key, hash, now).is_some_and(|e| e.snat == Some(lease)) {
+        conntrack.evict(&key, hash);
+    }
 }
 
 /// Sends the packet of `flow` to backend `idx` of `svc`: new MACs, and with a SNAT port

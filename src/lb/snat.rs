@@ -12,9 +12,10 @@
 //!   made of atomics: the writer makes the sequence odd, writes, makes it even again; a reader
 //!   that sees an odd or changed sequence treats the slot as absent for that packet. No lock,
 //!   no allocation, no syscall on either side.
-//! - A port is in use while its slot's deadline is in the future. The deadline is the owning
-//!   flow's conntrack deadline and moves with it, so a port frees itself when its flow expires
-//!   and can never be handed out while its flow lives.
+//! - A port is in use while its slot's deadline is in the future. The deadline follows the
+//!   owning flow's conntrack deadline: the same while the flow is embryonic, up to a second
+//!   past it once the handshake is done ([`TOUCH_SLACK`]). So a port frees itself at most a
+//!   second after its flow expires, and can never be handed out while its flow lives.
 //!
 //! A flow whose TCP handshake is not done (the client has not acknowledged) holds its port
 //! as *embryonic*: for a short lifetime (`Timeouts::syn_snat`), and only until a new flow
@@ -88,8 +89,8 @@ pub const SLOT_FLAG_AT: usize = std::mem::offset_of!(Slot, embryonic);
 /// Bytes of one client-side index word (one per slot).
 pub const INDEX_BYTES: usize = std::mem::size_of::<AtomicU64>();
 
-/// How far past its flow's deadline [`SnatPorts::touch`] lets a port's run (nanoseconds):
-/// one second.
+/// How far past its flow's deadline [`SnatPorts::touch`] lets the deadline of a port whose
+/// handshake is done run (nanoseconds): one second.
 pub const TOUCH_SLACK: u64 = 1_000_000_000;
 
 /// How long a port is held, from the owning flow's conntrack entry.
@@ -97,7 +98,8 @@ pub const TOUCH_SLACK: u64 = 1_000_000_000;
 pub struct Hold {
     /// The time now.
     pub now: u64,
-    /// The flow's deadline: the port frees itself then.
+    /// The flow's deadline: the port frees itself then, or up to [`TOUCH_SLACK`] later (see
+    /// [`SnatPorts::touch`]).
     pub expires: u64,
     /// The flow is embryonic: its port may be taken back for a new flow.
     pub embryonic: bool,
@@ -499,20 +501,22 @@ impl SnatPorts {
         off >= self.start && off < self.start + self.len
     }
 
-    /// Moves a held port's deadline, and whether it is embryonic, with its flow's. The slot
-    /// keeps a deadline from the flow's to [`TOUCH_SLACK`] past it, and is written only when
-    /// the flow's moves out of that (or its handshake ends): once a second for a busy flow,
-    /// not on every packet, so the line that replies on other workers read stays shared. A
-    /// port is then held at most that much longer than its flow.
+    /// Moves a held port's deadline, and whether it is embryonic, with its flow's. Once the
+    /// handshake is done the slot keeps a deadline from the flow's to [`TOUCH_SLACK`] past
+    /// it, and is written only when the flow's moves out of that: about once a second for a
+    /// busy flow, not on every packet, so the line that replies on other workers read stays
+    /// shared. An embryonic port keeps its flow's deadline exactly: it may be taken back for
+    /// a new flow, and must not outlive the flow that would then be evicted for it.
     #[inline(always)]
     pub fn touch(&self, lease: Lease, proto: u8, hold: Hold) {
         if let Some(slot) = self.table.slot(lease.addr, proto, lease.port()) {
+            let slack = if hold.embryonic { 0 } else { TOUCH_SLACK };
             let held = slot.expires.load(Ordering::Relaxed);
             if held < hold.expires
-                || held - hold.expires > TOUCH_SLACK
+                || held - hold.expires > slack
                 || slot.embryonic.load(Ordering::Relaxed) != hold.embryonic
             {
-                slot.expires.store(hold.expires.saturating_add(TOUCH_SLACK), Ordering::Relaxed);
+                slot.expires.store(hold.expires.saturating_add(slack), Ordering::Relaxed);
                 slot.embryonic.store(hold.embryonic, Ordering::Relaxed);
             }
         }
@@ -615,7 +619,7 @@ mod tests {
     }
 
     #[test]
-    fn a_touched_port_is_held_from_its_flows_deadline_to_a_second_past_it() {
+    fn a_touched_port_is_held_from_its_flows_deadline_to_a_second_past_it_once_established() {
         let t = Arc::new(SnatTable::new(vec![v4("10.0.0.1")], 2000, 2000, 1).unwrap());
         let mut p = t.worker(0);
         let l = Lease::new(0, 2000).unwrap();
@@ -636,11 +640,17 @@ mod tests {
         assert_eq!(held_until(), 50 + TOUCH_SLACK);
         assert_eq!(t.lookup(0, Protocol::TCP, 2000, 49 + TOUCH_SLACK), Some(mapping(1)));
         assert_eq!(t.lookup(0, Protocol::TCP, 2000, 50 + TOUCH_SLACK), None);
-        // The end of the handshake is written whatever the deadline.
-        p.touch(l, Protocol::TCP, Hold { now: 6, expires: 60, embryonic: true });
+        // An embryonic port keeps its flow's deadline exactly; the end of the handshake is
+        // written whatever the deadline.
+        let embryonic = |now, expires| Hold { now, expires, embryonic: true };
+        p.touch(l, Protocol::TCP, embryonic(6, 60));
+        assert_eq!(held_until(), 60);
         assert!(t.slot(0, Protocol::TCP, 2000).unwrap().embryonic.load(Ordering::Relaxed));
-        p.touch(l, Protocol::TCP, held(7, 60));
+        p.touch(l, Protocol::TCP, embryonic(7, 70));
+        assert_eq!(held_until(), 70);
+        p.touch(l, Protocol::TCP, held(8, 70));
         assert!(!t.slot(0, Protocol::TCP, 2000).unwrap().embryonic.load(Ordering::Relaxed));
+        assert_eq!(held_until(), 70 + TOUCH_SLACK);
     }
 
     #[test]

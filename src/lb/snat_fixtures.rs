@@ -539,3 +539,68 @@ fn icmp_errors_follow_their_flow_and_pings_are_answered() {
         ],
     );
 }
+
+/// Sends `f` through `st` at `now`; the verdict.
+fn step(snap: &Snapshot, st: &mut WorkerState, now: u64, f: &[u8]) -> Verdict {
+    let mut buf = f.to_vec();
+    buf.resize(2048, 0);
+    process(&ctx(now, snap), st, &mut buf, f.len())
+}
+
+#[test]
+fn a_client_back_after_its_embryonic_flow_expired_keeps_the_only_port() {
+    // One SNAT port. The client's SYN takes it, a retransmit 3 s later moves the flow's
+    // deadline to 8 s; at 8.5 s the flow has expired and the same client sends a SYN again.
+    // It must be tracked with the port: taking the port back must not evict the client's new
+    // flow (named by the port's old mapping too).
+    let scene = Scene { snat_ports: (1024, 1024), ..Scene::default() };
+    let snap = scene.snapshot();
+    let mut st = scene.state();
+    let syn = client_to_vip(IpAddr::V4(VIP4), Protocol::TCP, 5000, TcpFlags::SYN).build();
+    for now in [0, 3 * SEC, 8 * SEC + SEC / 2] {
+        let v = step(&snap, &mut st, now, &syn);
+        assert!(matches!(v, Verdict::Tx { reply: Reply::Forward, .. }), "SYN at {now} ns: {v:?}");
+    }
+    let now = 8 * SEC + SEC / 2;
+    let live: Vec<_> = st.conntrack.iter_live(now).map(|e| (e.key.src_port, e.snat.map(|l| l.port()))).collect();
+    assert_eq!(live, [(5000, Some(1024))], "the client's flow holds the port");
+    let ack = client_to_vip(IpAddr::V4(VIP4), Protocol::TCP, 5000, TcpFlags::ACK).build();
+    let mut buf = ack.clone();
+    buf.resize(2048, 0);
+    let v = process(&ctx(now + 1, &snap), &mut st, &mut buf, ack.len());
+    assert!(matches!(v, Verdict::Tx { reply: Reply::Forward, .. }), "{v:?}");
+    assert_eq!(u16::from_be_bytes([buf[34], buf[35]]), 1024, "the ACK leaves on the flow's port");
+}
+
+#[test]
+fn a_snat_service_turned_dsr_frees_the_ports_of_its_flows() {
+    use super::{maglev::TableSize, snapshot::ForwardMode};
+    let scene = Scene::default();
+    let snap = scene.snapshot();
+    let mut st = scene.state();
+    let syn = client_to_vip(IpAddr::V4(VIP4), Protocol::TCP, 5000, TcpFlags::SYN).build();
+    assert!(matches!(step(&snap, &mut st, SEC, &syn), Verdict::Tx { reply: Reply::Forward, .. }));
+    let port = st.conntrack.iter_live(SEC).find_map(|e| e.snat).expect("the flow holds a port").port();
+    let table = st.snat.as_ref().expect("SNAT").table();
+    assert!(table.lookup(0, Protocol::TCP, port, SEC).is_some());
+    // The same service, now DSR.
+    let services = scene
+        .services()
+        .into_iter()
+        .map(|s| match s.mode {
+            ForwardMode::Snat => {
+                let mut d = super::snapshot::Service::new(s.key, ForwardMode::Dsr, s.backends.clone(), TableSize::Auto)
+                    .expect("a table");
+                d.stats_id = s.stats_id;
+                d
+            }
+            ForwardMode::Dsr => s,
+        })
+        .collect();
+    let dsr = Snapshot::new(2, snap.vips()).with_services(services);
+    let ack = client_to_vip(IpAddr::V4(VIP4), Protocol::TCP, 5000, TcpFlags::ACK).build();
+    assert!(matches!(step(&dsr, &mut st, 2 * SEC, &ack), Verdict::Tx { reply: Reply::Forward, .. }));
+    assert!(st.conntrack.iter_live(2 * SEC).all(|e| e.snat.is_none()), "the flow holds no port");
+    let table = st.snat.as_ref().expect("SNAT").table();
+    assert_eq!(table.lookup(0, Protocol::TCP, port, 2 * SEC), None, "its port is free");
+}
