@@ -548,10 +548,7 @@ impl Conntrack {
     #[inline]
     pub fn touch(lifetimes: &Lifetimes, e: &mut Entry, tcp_flags: Option<u8>, now: u64) {
         if let Some(flags) = tcp_flags {
-            // Most packets are of an established flow and change nothing but the deadline.
-            if e.state != FlowState::Established || flags & (TcpFlags::SYN | TcpFlags::FIN | TcpFlags::RST) != 0 {
-                e.state = next_tcp_state(e.state, flags);
-            }
+            e.state = next_tcp_state(e.state, flags);
         }
         e.expires = now.saturating_add(lifetimes.of_entry(e));
     }
@@ -593,7 +590,12 @@ impl Conntrack {
 /// The state a TCP flow moves to on a packet with `flags`.
 #[inline]
 pub fn next_tcp_state(s: FlowState, flags: u8) -> FlowState {
-    if flags & (TcpFlags::RST | TcpFlags::FIN) != 0 {
+    let closing = flags & (TcpFlags::RST | TcpFlags::FIN) != 0;
+    // Most packets are of an established flow and change nothing.
+    if s == FlowState::Established && !closing {
+        return s;
+    }
+    if closing {
         return FlowState::Closing;
     }
     match s {

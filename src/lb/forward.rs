@@ -9,7 +9,7 @@
 use super::{
     conntrack::{next_tcp_state, Conntrack, Entry, FlowKey, FlowState, Hint},
     ctx::Ctx,
-    rewrite::{set_macs, to16},
+    rewrite::set_macs,
     select::choose,
     snapshot::{ForwardMode, Service},
     snat::{Hold, Lease, Mapping, SnatPorts},
@@ -258,13 +258,13 @@ pub(super) fn flow(cx: &Ctx<'_>, st: &mut WorkerState, buf: &mut [u8], len: usiz
 #[inline]
 fn new_flow(cx: &Ctx<'_>, st: &mut WorkerState, buf: &mut [u8], len: usize, flow: &Flow) -> Verdict {
     let key = &flow.key;
-    let Some(service) = cx.snap.service_indexed(&key.dst, key.dst_port, key.proto) else {
+    let Some((si, svc)) = cx.snap.service_indexed(&key.dst, key.dst_port, key.proto) else {
         return Verdict::Drop(DropReason::NoService);
     };
-    if !service.1.sources.admits(&key.src) {
+    if !svc.sources.admits(&key.src) {
         return Verdict::Drop(DropReason::SourceRange);
     }
-    place(cx, service, st, buf, len, flow, None, None).unwrap_or_else(Verdict::Drop)
+    place(cx, (si, svc), st, buf, len, flow, None, None).unwrap_or_else(Verdict::Drop)
 }
 
 /// [`flow`] for a flow that needs a backend chosen (`tracked` is `None`: a new flow, or
@@ -322,7 +322,7 @@ fn place(
                 client_port: flow.key.src_port,
                 vip: flow.key.dst,
                 vip_port: flow.key.dst_port,
-                backend: to16(backend.addr),
+                backend: *svc.backend_addr16(idx).ok_or(DropReason::NoBackend)?,
                 backend_port: backend.port,
                 client_mac,
                 service_stats: id16(svc.stats_id),

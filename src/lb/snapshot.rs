@@ -263,10 +263,9 @@ impl Snapshot {
     pub fn with_services(mut self, mut services: Vec<Service>) -> Self {
         // One service per key, so that a tracked flow's hint names the one the index does.
         let mut seen = std::collections::HashSet::new();
-        let mut keep: Vec<bool> = services.iter().rev().map(|s| seen.insert(s.index_key)).collect();
-        keep.reverse();
-        let mut keep = keep.into_iter();
-        services.retain(|_| keep.next().unwrap_or(true));
+        services.reverse();
+        services.retain(|s| seen.insert(s.index_key));
+        services.reverse();
         self.service_index = FlatIndex::build(services.iter().zip(0u32..).map(|(s, i)| (s.index_key, i)));
         self.services = services;
         self
