@@ -59,9 +59,16 @@ pub fn process(cx: &Ctx<'_>, state: &mut WorkerState, buf: &mut [u8], len: usize
 pub fn process_parsed(cx: &Ctx<'_>, state: &mut WorkerState, buf: &mut [u8], len: usize, parsed: &Parsed) -> Verdict {
     // Most frames are IPv4 TCP or UDP: one pass over fixed offsets. The rest (and any frame
     // it does not take) goes the general way below.
-    if let Some(flow) = &parsed.0 {
-        return forward::flow(cx, state, buf, len, flow);
+    match &parsed.0 {
+        Some(flow) => forward::flow(cx, state, buf, len, flow),
+        None => general(cx, state, buf, len),
     }
+}
+
+/// [`process_parsed`] for the frames the fast path does not take: out of line, so that the
+/// fast path's call needs no frame of its own.
+#[inline(never)]
+fn general(cx: &Ctx<'_>, state: &mut WorkerState, buf: &mut [u8], len: usize) -> Verdict {
     let Some(frame) = buf.get(..len) else { return Verdict::Drop(DropReason::Truncated) };
     let (ethertype, icmpv6) = match EthernetFrame::new_checked(frame) {
         // Neighbour solicitations and advertisements (ICMPv6 right after the fixed IPv6
