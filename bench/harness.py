@@ -913,17 +913,36 @@ def ratios(results):
 
     def rate(name):
         return v[name]["delivered_pps"] if name in v else None
+
+    def share(name):
+        """The share of what the generator sent that reached the sinks."""
+        return ratio(v[name]["delivered_pps"], v[name]["sent_pps"]) if name in v else None
     return {
         "delivered xlb-dsr / ceiling": ratio(rate("xlb-dsr"), rate("ceiling")),
         "delivered xlb-snat / ceiling": ratio(rate("xlb-snat"), rate("ceiling")),
         "delivered xlb-dsr / nftables": ratio(rate("xlb-dsr"), rate("nftables")),
         "delivered xlb-snat / nftables": ratio(rate("xlb-snat"), rate("nftables")),
+        "share delivered xlb-dsr / nftables": ratio(share("xlb-dsr"), share("nftables")),
+        "share delivered xlb-snat / nftables": ratio(share("xlb-snat"), share("nftables")),
         "CPU per packet xlb-dsr / ceiling": ratio(work("xlb-dsr"), work("ceiling")),
         "CPU per packet xlb-snat / ceiling": ratio(work("xlb-snat"), work("ceiling")),
         "CPU per packet xlb-dsr / nftables": ratio(work("xlb-dsr"), work("nftables")),
         "CPU per packet xlb-snat / nftables": ratio(work("xlb-snat"), work("nftables")),
         "sent pktgen / trafgen": ratio(g.get("pktgen", {}).get("sent_pps"), g.get("trafgen", {}).get("sent_pps")),
     }
+
+
+def sent_spread_md(rows):
+    """A caution when the generator's rate differed between the variants by more than 10%."""
+    sent = {r["label"]: r["sent_pps"] for r in ok(rows) if r.get("sent_pps")}
+    if len(sent) < 2 or max(sent.values()) <= 1.1 * min(sent.values()):
+        return []
+    lo, hi = min(sent, key=sent.get), max(sent, key=sent.get)
+    return ["", f"The generator's rate differed between the variants: {sent[lo] / 1e6:.3f} Mpps ({lo}) to "
+                f"{sent[hi] / 1e6:.3f} Mpps ({hi}). It shares its CPU with the sinks and the bridge's receive work, "
+                "so it sends less while more is delivered, and the delivered rates above compare runs offered "
+                "different loads; compare the shares delivered (\"share delivered\", delivered / sent) too, bearing in mind that a lighter "
+                "load also loses less."]
 
 
 def mpps(r, key):
@@ -1110,6 +1129,7 @@ def body_md(results, place, a, level="##"):
     md += ["", "| ratio | value |", "| --- | --- |"]
     for k, val in results["ratios"].items():
         md.append(f"| {k} | {fmt(val, 2)} |")
+    md += sent_spread_md(results["variants"])
     if results.get("variants_fixed_rate"):
         md += ["", f"{level} Latency at a fixed rate", ""] + latency_table(results["variants_fixed_rate"], a.fixed_rate)
         md += ["", "Latency is the sink's receive time less the generator's timestamp in the frame (one clock). The "
