@@ -940,7 +940,7 @@ def sent_spread_md(rows):
     lo, hi = min(sent, key=sent.get), max(sent, key=sent.get)
     return ["", f"The generator's rate differed between the variants: {sent[lo] / 1e6:.3f} Mpps ({lo}) to "
                 f"{sent[hi] / 1e6:.3f} Mpps ({hi}). It shares its CPU with the sinks and the bridge's receive work, "
-                "so it sends less while more is delivered, and the delivered rates above compare runs offered "
+                "whose load differs from variant to variant, so the delivered rates above compare runs offered "
                 "different loads; compare the shares delivered (\"share delivered\", delivered / sent) too, bearing in mind that a lighter "
                 "load also loses less."]
 
