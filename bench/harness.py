@@ -50,8 +50,10 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-XLB = os.path.join(ROOT, "target/release/xlb")
-PKTGEN = os.path.join(ROOT, "target/release/pktgen")
+# The builds under test; XLB_BIN and PKTGEN_BIN name others (scripts/device-scaling.sh runs
+# the ones scripts/device-bundle.sh carried, on a machine with no Rust toolchain).
+XLB = os.environ.get("XLB_BIN") or os.path.join(ROOT, "target/release/xlb")
+PKTGEN = os.environ.get("PKTGEN_BIN") or os.path.join(ROOT, "target/release/pktgen")
 VIP = "10.88.0.100"
 SNAT = "10.88.0.250"
 PORT = 9000
@@ -1336,7 +1338,10 @@ def publish(results, place, a, out):
            "## Scaling across cores", "",
            "The --queues K run (K = 1, 2, 4, 8: K load-balancer cores, and K for the generator and sinks) needs a "
            "16-core machine. It has not been run: no machine with enough cores was available, so there are no "
-           "figures for it here.", ""]
+           "figures for it here. It is prepared to run in one go on such a machine without iproute2 or a "
+           "package registry: `scripts/device-bundle.sh` collects the builds and the lab's tools into .device/, "
+           "and `scripts/device-scaling.sh` (run there, with .device/) checks the lab can be built, runs the "
+           "four variants for each K and writes the table (scaling.md).", ""]
     with open(path, "w") as f:
         f.write("\n".join(md).rstrip() + "\n")
     svg_plot(os.path.join(docs, "bench.svg"), results)
