@@ -625,6 +625,33 @@ mod tests {
         Entry { key, hint: Hint::new(0, i % 7), state, ..Entry::default() }
     }
 
+    /// The flow hash is part of what the state files hold: it places each entry in the
+    /// mapped flow table (and 31 of its bits index the SNAT table), so a build that hashes
+    /// differently would adopt a table whose entries sit where its lookups never look. It also
+    /// picks the Maglev slot, which every node must pick alike. A change to `FlowKey::hash`
+    /// must come with a new `state::VERSION` (every table started afresh at that upgrade);
+    /// these figures are the hash's as of 2026-12-01.
+    #[test]
+    fn the_flow_hash_is_pinned() {
+        let v6 = FlowKey {
+            src: [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+            dst: [0xfd, 0x77, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0],
+            src_port: 40000,
+            dst_port: 443,
+            proto: 17,
+        };
+        // IPv4 flows as the datapath keys them: IPv4-mapped addresses.
+        let v4 = |src: [u8; 4], src_port: u16| {
+            let mut k = FlowKey { src_port, dst_port: 80, proto: 6, ..FlowKey::default() };
+            k.src[10..12].copy_from_slice(&[0xff, 0xff]);
+            k.src[12..].copy_from_slice(&src);
+            k.dst[10..].copy_from_slice(&[0xff, 0xff, 10, 0, 0, 100]);
+            k
+        };
+        let hashes = [v4([192, 0, 2, 1], 10_000).hash(), v4([198, 51, 100, 7], 65_535).hash(), v6.hash()];
+        assert_eq!(hashes, [0x33af_737c_9dff_3e2b, 0xb033_981d_acee_3220, 0xdce3_fd1e_4462_05ce], "{hashes:#018x?}");
+    }
+
     #[test]
     fn insert_lookup_expire() {
         let mut ct = Conntrack::new(1000, Timeouts::default());
