@@ -32,6 +32,8 @@ Topology: gen --- bridge --- lb --- (same bridge) --- sinks (backend-1..N). Ever
 one veth with --queues queues. Traffic is one-way UDP (60-byte frames unless --size).
 
 Run as root from the repository root: python3 bench/harness.py [--queues K] [--duration S].
+It tests target/release/xlb and target/release/pktgen; XLB_BIN and PKTGEN_BIN name other builds.
+Interrupted (SIGINT), it still writes the runs that finished, and exits non-zero.
 Traffic only ever goes to addresses inside the namespaces this script makes.
 """
 
@@ -191,6 +193,9 @@ class Lab:
         except (RuntimeError, subprocess.TimeoutExpired, IndexError) as e:
             self.close()
             raise LabError(f"could not build the lab: {e}") from e
+        except KeyboardInterrupt:
+            self.close()
+            raise
 
     def build(self, backends):
         sw = self.add("switch")
@@ -1364,9 +1369,10 @@ def main():
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("harness: needs root (network namespaces, XDP, AF_XDP)")
-    for b in (XLB, PKTGEN):
+    for b, var in ((XLB, "XLB_BIN"), (PKTGEN, "PKTGEN_BIN")):
         if not os.access(b, os.X_OK):
-            sys.exit(f"harness: {b} is not built; run `make bench`")
+            sys.exit(f"harness: {b} ({var}) is not there: name another build with {var}" if os.environ.get(var)
+                     else f"harness: {b} is not built; run `make bench`")
     only = set(filter(None, a.only.split(","))) or {"variants", "fixed", "generators", "sweeps"}
     started = datetime.datetime.now()
     out = os.path.join(a.out, started.strftime("%Y%m%d-%H%M%S"))
@@ -1387,6 +1393,9 @@ def main():
                "contention": None if not place.shared else place.notes[0], "steering": lab.steering,
                "machine": machine(), "argv": sys.argv[1:], "variants": [], "generators": [],
                "sweep_services": [], "sweep_flows": []}
+    # Interrupted (SIGINT, as `timeout -s INT` sends), it still writes what it measured: the
+    # runs that finished are kept, the one under way is stopped and left out.
+    interrupted = False
     try:
         if "variants" in only:
             print(f"variants ({a.queues} queue(s), {a.backends} sink(s), {a.duration:g} s each):", flush=True)
@@ -1409,8 +1418,12 @@ def main():
             for f in (1000, 1000000):
                 args = ["--flows", str(f), "--size", str(a.size)] + (["--rate", str(a.rate)] if a.rate else [])
                 results["sweep_flows"].append(run_variant(lab, "xlb-dsr", a.duration, out, args, label=f"xlb-dsr, {f:,} flows"))
+    except KeyboardInterrupt:
+        interrupted = True
+        print("harness: interrupted; writing the runs that finished", flush=True)
     finally:
         lab.close()
+    results["interrupted"] = interrupted
     results["ratios"] = ratios(results)
     cc = copy_cost(results)
     results["veth_copy_mode_kernel_ns_per_packet"] = cc["kernel"] if cc else None
@@ -1423,6 +1436,8 @@ def main():
     svg_plot(f"{out}/plot.svg", results)
     print("\n".join(md))
     print(f"\nresults: {out}/results.json, results.md, plot.svg")
+    if interrupted:
+        sys.exit("harness: interrupted before every run finished (results.json holds those that did)")
     if a.publish:
         publish(results, place, a, out)
     runs = results["variants"] + results.get("variants_fixed_rate", []) + results["generators"] + \

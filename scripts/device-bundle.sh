@@ -16,7 +16,7 @@
 # Then, with the device tool: run `bash scripts/device-scaling.sh` with carry [".device"].
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PATH="$HOME/.cargo/bin:$PATH"
+export PATH="${HOME:-/root}/.cargo/bin:$PATH"
 
 bash scripts/setup.sh bench >/dev/null
 cargo build --release -q --workspace
@@ -57,7 +57,7 @@ for t in ip ss ethtool nft sysctl taskset ping kill trafgen; do
   p=$(type -P "$t") || { echo "device-bundle: $t is not installed (scripts/setup.sh bench installs it)" >&2; exit 1; }
   cp -L "$p" "$out/tools/$t"
   for l in $(libs_of "$p"); do
-    cp -Ln "$l" "$out/lib/" 2>/dev/null || true
+    [ -e "$out/lib/$(basename "$l")" ] || cp -L "$l" "$out/lib/"
   done
   cat > "$out/path/$t" <<WRAP
 #!/bin/sh
@@ -68,17 +68,30 @@ WRAP
   chmod +x "$out/path/$t"
 done
 
-# Each tool must start from the bundle alone: asked its version, it answers (some exit
-# non-zero even then), and the loader found every library.
-for t in "$out"/path/*; do
-  said=$("$t" -V 2>&1 || true)
-  case $said in
-    ""|*"error while loading"*|*"cannot open shared object"*)
-      echo "device-bundle: $t does not start from the bundle: $said" >&2
-      exit 1 ;;
-  esac
+# Each tool must load from the bundle alone: every library the carried loader resolves lies
+# in .device/lib (a library found on this machine instead would be missing there). xlb and
+# pktgen may take only glibc and the compiler's runtime from the machine they run on.
+for t in "$out"/tools/*; do
+  outside=$("$out/lib/$(basename "$loader")" --library-path "$out/lib" --list "$t" |
+    awk '$2 == "=>" && $3 ~ /^\// && index($3, lib) != 1 { print $1 }' lib="$(cd "$out/lib" && pwd)/")
+  [ -z "$outside" ] || { echo "device-bundle: $(basename "$t") loads from outside the bundle: $outside" >&2; exit 1; }
 done
+for b in xlb pktgen; do
+  outside=$(LD_LIBRARY_PATH="$out/xlib" ldd "$out/bin/$b" |
+    awk '$2 == "=>" && $3 ~ /^\// && $3 !~ /\.device\/xlib\// { print $1 }' |
+    grep -Ev '^(libc|libm|libgcc_s|libpthread|libdl|librt)\.so' || true)
+  [ -z "$outside" ] || { echo "device-bundle: $b loads from outside the bundle: $outside" >&2; exit 1; }
+done
+"$out/path/ip" -V >/dev/null
 "$out/run/xlb" --version >/dev/null
 "$out/run/pktgen" --help >/dev/null
+
+# What was built, for the run's log and table: the device copy has no git and no rustc.
+{
+  echo "commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!.device' || echo ' (with uncommitted changes)')"
+  echo "bundled $(date -u '+%F %T') UTC on $(uname -r)"
+  rustc -V
+  echo "glibc $(ldd --version | head -1 | awk '{ print $NF }') (xlb and pktgen need this or newer)"
+} > "$out/BUILD"
 
 echo "device-bundle: $(du -sh "$out" | cut -f1) in $out ($(find "$out" -type f | wc -l) files); carry it with the device tool: carry [\".device\"]"
