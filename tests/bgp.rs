@@ -272,6 +272,30 @@ fn wait_hops(lab: &Lab, router: &Host, net: &Net, n: usize, within: Duration, wh
     }
 }
 
+/// Waits until the router's FRR has `n` BFD sessions up. A cut is seen by BFD only on a
+/// session that was up: bgpd drops a peer when its BFD session goes from up to down, so a
+/// session still coming back from a flap (BFD at 100 ms x 3 can flap on a loaded machine,
+/// and then bgpd resets the peer) would keep its route until the 9 s hold timer.
+fn wait_bfd_up(router: &Host, n: usize, within: Duration, what: &str, dir: &Path) -> Duration {
+    let t0 = Instant::now();
+    loop {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &router.ns, "vtysh", "--vty_socket", &dir.display().to_string()])
+            .args(["-c", "show bfd peers brief"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let up = out.lines().filter(|l| l.split_whitespace().last() == Some("up")).count();
+        if up >= n {
+            return t0.elapsed();
+        }
+        if t0.elapsed() > within {
+            panic!("{what}: the router has {up} of {n} BFD sessions up after {within:?}\n{out}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Node `k`'s config file, its advertisement with `communities` (a YAML list).
 fn node_config_with(lab: &Lab, net: &Net, k: usize, communities: &str) -> std::path::PathBuf {
     let path = lab.dir.join(format!("lb-{k}.yaml"));
@@ -546,6 +570,7 @@ fn three_nodes_share_a_vip_by_ecmp_and_leave_it_fast() {
     assert_eq!(next_hops(&lab, &router, net).len(), 3);
 
     // A node cut off (its link drops everything): BFD takes its route away.
+    wait_bfd_up(&router, 3, Duration::from_secs(10), "before the cut", &dir);
     pinger.next_phase();
     cut_off(&lab, 2);
     let cut = wait_hops(&lab, &router, net, 2, Duration::from_secs(5), "link cut", &dir);
@@ -649,6 +674,7 @@ fn ipv6_three_nodes_share_a_vip_by_ecmp() {
     assert_spread("IPv6 through ECMP", &out, N, 3);
     assert_node_shares("IPv6", &xlbs);
     // A node cut off: BFD over IPv6 takes its route away.
+    wait_bfd_up(&router, 3, Duration::from_secs(10), "IPv6, before the cut", &dir);
     pinger.next_phase();
     cut_off(&lab, 2);
     let cut = wait_hops(&lab, &router, net, 2, Duration::from_secs(5), "link cut", &dir);
