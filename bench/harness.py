@@ -923,7 +923,8 @@ def ratios(results):
 
     def share(name):
         """The share of what the generator sent that reached the sinks."""
-        return ratio(v[name]["delivered_pps"], v[name]["sent_pps"]) if name in v else None
+        loss = v[name]["loss"] if name in v else None
+        return None if loss is None else 1 - loss
     return {
         "delivered xlb-dsr / ceiling": ratio(rate("xlb-dsr"), rate("ceiling")),
         "delivered xlb-snat / ceiling": ratio(rate("xlb-snat"), rate("ceiling")),

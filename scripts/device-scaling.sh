@@ -57,7 +57,7 @@ for k in ks:
         d, b = v["delivered_pps"], (ok(1, n) or {}).get("delivered_pps")
         cells.append(f"{d / 1e6:.3f}" + (f" ({d / b:.2f}; {d / b / k:.2f})" if b else ""))
     dsr = ok(k, "xlb-dsr")
-    sent = f"{dsr['sent_pps'] / 1e6:.3f}, {dsr['delivered_pps'] / dsr['sent_pps']:.1%}" if dsr and dsr.get("sent_pps") else ""
+    sent = f"{dsr['sent_pps'] / 1e6:.3f}, {1 - dsr['loss']:.1%}" if dsr and dsr.get("loss") is not None else ""
     busy = f"{100 * dsr['cpu']['lb_cores_busy']:.0f}%" if dsr else ""
     print(f"| {k} | " + " | ".join(cells) + f" | {sent} | {busy} |")
 print()

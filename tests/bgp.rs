@@ -259,17 +259,27 @@ fn wait_hops(lab: &Lab, router: &Host, net: &Net, n: usize, within: Duration, wh
             let ctl = dir.join("bird.ctl");
             let mut cmd = Command::new("ip");
             cmd.args(["netns", "exec", &router.ns]);
-            if ctl.exists() {
+            let bgp = if ctl.exists() {
                 cmd.arg("birdc").arg("-s").arg(&ctl).args(["show", "protocols"]);
+                cmd.output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default()
             } else {
-                cmd.args(["vtysh", "--vty_socket", &dir.display().to_string()]);
-                cmd.args(["-c", "show bgp summary", "-c", "show bfd peers brief"]);
-            }
-            let bgp = cmd.output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+                vtysh(router, dir, &["show bgp summary", "show bfd peers brief"])
+            };
             panic!("{what}: the router has next hops {hops:?} for {}, not {n}, after {within:?}\n{bgp}", net.vip);
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// What the router's FRR answers to `cmds` (vtysh on the socket directory `dir`), as text;
+/// empty if vtysh could not be run.
+fn vtysh(router: &Host, dir: &Path, cmds: &[&str]) -> String {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &router.ns, "vtysh", "--vty_socket", &dir.display().to_string()]);
+    for c in cmds {
+        cmd.args(["-c", c]);
+    }
+    cmd.output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default()
 }
 
 /// Waits until the router's FRR has `n` BFD sessions up. A cut is seen by BFD only on a
@@ -279,12 +289,7 @@ fn wait_hops(lab: &Lab, router: &Host, net: &Net, n: usize, within: Duration, wh
 fn wait_bfd_up(router: &Host, n: usize, within: Duration, what: &str, dir: &Path) -> Duration {
     let t0 = Instant::now();
     loop {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &router.ns, "vtysh", "--vty_socket", &dir.display().to_string()])
-            .args(["-c", "show bfd peers brief"])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default();
+        let out = vtysh(router, dir, &["show bfd peers brief"]);
         let up = out.lines().filter(|l| l.split_whitespace().last() == Some("up")).count();
         if up >= n {
             return t0.elapsed();
@@ -322,16 +327,11 @@ fn node_config(lab: &Lab, net: &Net, k: usize) -> std::path::PathBuf {
 /// The router's view of its session with `peer`: how many times it was established, and the
 /// communities on the VIP's route from that peer.
 fn router_view(router: &Host, net: &Net, dir: &Path, peer: &str) -> (u64, Vec<String>) {
-    let vtysh = |cmd: &str| -> serde_json::Value {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &router.ns, "vtysh", "--vty_socket", &dir.display().to_string(), "-c", cmd])
-            .output()
-            .unwrap();
-        serde_json::from_slice(&out.stdout).unwrap_or_default()
-    };
-    let n = vtysh(&format!("show bgp neighbors {peer} json"));
+    let json =
+        |cmd: &str| -> serde_json::Value { serde_json::from_str(&vtysh(router, dir, &[cmd])).unwrap_or_default() };
+    let n = json(&format!("show bgp neighbors {peer} json"));
     let established = n[peer]["connectionsEstablished"].as_u64().unwrap_or(0);
-    let route = vtysh(&format!("show bgp {} {} json", net.family(), net.host_route()));
+    let route = json(&format!("show bgp {} {} json", net.family(), net.host_route()));
     let communities = route["paths"]
         .as_array()
         .into_iter()
@@ -551,16 +551,9 @@ fn three_nodes_share_a_vip_by_ecmp_and_leave_it_fast() {
             break;
         }
         if Instant::now() > end {
-            let show = |c: &str| {
-                let o = Command::new("ip")
-                    .args(["netns", "exec", &router.ns, "vtysh", "--vty_socket", &dir.display().to_string(), "-c", c])
-                    .output()
-                    .unwrap();
-                String::from_utf8_lossy(&o.stdout).into_owned()
-            };
             panic!(
                 "the route never carried the new communities: {communities:?}\n{}\nlb-1:\n{}",
-                show(&format!("show bgp ipv4 unicast {}", net.host_route())),
+                vtysh(&router, &dir, &[&format!("show bgp ipv4 unicast {}", net.host_route())]),
                 xlbs[0].log_text()
             );
         }
@@ -857,11 +850,7 @@ fn kubernetes_objects_make_every_node_advertise_the_service() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(bird_paths(), 0, "{}", birdc(&["show", "route", &net.host_route()]));
-    let shown = lab.exec(
-        &router,
-        &["vtysh", "--vty_socket", &dir.display().to_string(), "-c", "show bgp ipv4 unicast 10.93.0.1/32 json"],
-    );
-    let shown = String::from_utf8_lossy(&shown.stdout).into_owned();
+    let shown = vtysh(&router, &dir, &["show bgp ipv4 unicast 10.93.0.1/32 json"]);
     assert!(shown.contains("65000:7") && !shown.contains("largeCommunity"), "{shown}");
 
     // The BGPPeer's status has each node's session, and each node said it by an Event.
